@@ -1,0 +1,7 @@
+"""The engine: pure torch, no I/O. ``run`` takes a checked spec and gives a ``Result``."""
+from service.engine.checkpoint import Checkpoint
+from service.engine.device import EngineError, cuda_available, resolve_device
+from service.engine.loop import run
+from service.engine.result import STOP_REASONS, Chunk, Result
+
+__all__ = ["Checkpoint", "Chunk", "EngineError", "Result", "STOP_REASONS", "cuda_available", "resolve_device", "run"]

@@ -1,0 +1,25 @@
+"""Where a job runs: the spec's device word mapped to a torch device, refusing silent fallbacks."""
+from __future__ import annotations
+
+import torch
+
+
+class EngineError(RuntimeError):
+    """A job that cannot run as asked; the message is shown to the user as is."""
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``cpu`` | ``gpu`` | ``auto`` (or a torch device string) to a torch device."""
+    if requested in ("gpu", "cuda") or requested.startswith("cuda:"):
+        if not cuda_available():
+            raise EngineError(f"device '{requested}' was asked for, but this machine has no CUDA device")
+        return torch.device("cuda" if requested == "gpu" else requested)
+    if requested == "auto":
+        return torch.device("cuda" if cuda_available() else "cpu")
+    if requested == "cpu":
+        return torch.device("cpu")
+    raise EngineError(f"unknown device '{requested}'")

@@ -1,0 +1,201 @@
+"""The descent loop: the real ``torch.optim`` optimiser on a compiled objective, nothing more.
+
+Row ``t`` of the history is x_t, f(x_t), ||grad f(x_t)||, the learning rate used to leave x_t
+and, if asked, grad f(x_t); N steps give rows 0..N. Rows leave in chunks through ``on_chunk``
+(bounded memory, and a caller can persist as it goes); between chunks the loop asks
+``should_stop`` whether to end (``"cancelled"``) or hand back (``"interrupted"``), checks the
+time limit, and writes a checkpoint from which ``run(..., resume=...)`` continues bit for bit.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import torch
+
+from service.engine.checkpoint import Checkpoint
+from service.engine.device import resolve_device
+from service.engine.graph import backward_graph
+from service.engine.result import Chunk, Result
+from service.engine.start import initial_point
+from service.expr import compile_expression
+from service.spec import CheckedSpec
+
+ChunkSink = Callable[[Chunk], None]
+StopCheck = Callable[[], "str | None"]
+
+
+def _no_stop() -> str | None:
+    return None
+
+
+def _discard(chunk: Chunk) -> None:
+    return None
+
+
+def run(
+    checked: CheckedSpec,
+    *,
+    device: str = "cpu",
+    on_chunk: ChunkSink = _discard,
+    should_stop: StopCheck = _no_stop,
+    resume: bytes | None = None,
+    chunk_seconds: float = 0.25,
+    chunk_rows: int = 1_000,
+    chunk_values: int = 4_000_000,
+) -> Result:
+    """Run the checked spec to its end, or until a stop; return the result."""
+    spec = checked.spec
+    dev = resolve_device(device)
+    dtype = torch.float64 if spec.dtype == "float64" else torch.float32
+    objective = compile_expression(checked.expression)
+    torch.manual_seed(spec.seed)
+
+    if resume is not None:
+        ck = Checkpoint.from_bytes(resume)
+        x = ck.x.to(device=dev, dtype=dtype).clone().requires_grad_(True)
+        t, elapsed_before, graph = ck.step, ck.seconds, ck.graph
+    else:
+        x = initial_point(checked, dtype, dev).requires_grad_(True)
+        t, elapsed_before, graph = 0, 0.0, []
+    opt = checked.optimizer.cls([x], **checked.optimizer.kwargs)
+    sched = checked.scheduler.cls(opt, **checked.scheduler.kwargs) if checked.scheduler else None
+    if resume is not None:
+        opt.load_state_dict(ck.optimizer)
+        if sched is not None and ck.scheduler is not None:
+            sched.load_state_dict(ck.scheduler)
+
+    n_steps, every = spec.steps, spec.record.every
+    rec_x, rec_g = spec.record.x, spec.record.grad
+    grad_tol, max_seconds = spec.stop.grad_norm, spec.stop.max_seconds
+    use_closure = isinstance(opt, torch.optim.LBFGS)
+    plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    group = opt.param_groups[0]
+    per_row = max(1, x.numel() * (int(rec_x) + int(rec_g)))
+    rows_cap = max(1, min(chunk_rows, chunk_values // per_row))
+    norm = torch.linalg.vector_norm
+    started = time.perf_counter()
+
+    def seconds() -> float:
+        return elapsed_before + time.perf_counter() - started
+
+    def checkpoint(step: int) -> bytes:
+        return Checkpoint(step, x.detach(), opt.state_dict(),
+                          sched.state_dict() if sched is not None else None, seconds(), graph).to_bytes()
+
+    while True:
+        chunk_start = t
+        steps: list[int] = []
+        fs: list[float] = []
+        lrs: list[float] = []
+        gns: list[torch.Tensor] = []
+        xs: list[torch.Tensor] = []
+        gs: list[torch.Tensor] = []
+        deadline = time.perf_counter() + chunk_seconds
+
+        def flush(end: int, ck: bytes | None) -> None:
+            on_chunk(Chunk(
+                start=chunk_start, end=end, steps=steps, f=fs,
+                grad_norm=torch.stack(gns).tolist() if gns else [], lr=lrs,
+                x=torch.stack(xs).to("cpu", torch.float64) if rec_x and xs else None,
+                grad=torch.stack(gs).to("cpu", torch.float64) if rec_g and gs else None,
+                checkpoint=ck, final=ck is None,
+            ))
+
+        while True:
+            x.grad = None
+            f = objective(x)
+            f.backward()
+            if not graph:
+                graph = backward_graph(f)
+            fv = f.item()
+            gn = norm(x.grad)
+            stop = None
+            if t >= n_steps:
+                stop = "steps"
+            elif not math.isfinite(fv):
+                stop = "diverged"
+            elif grad_tol is not None and gn.item() <= grad_tol:
+                stop = "grad_norm"
+            boundary = len(steps) + 1 >= rows_cap or time.perf_counter() >= deadline
+            if boundary and stop is None:
+                if not bool(torch.isfinite(x).all()):
+                    stop = "diverged"
+                elif max_seconds is not None and seconds() >= max_seconds:
+                    stop = "time_limit"
+                else:
+                    stop = should_stop()
+                    if stop == "interrupted":
+                        flush(t, checkpoint(t))
+                        return _result(checked, x, fv, gn, t, stop, graph, dev, seconds())
+            if stop is not None or t % every == 0:
+                steps.append(t)
+                fs.append(fv)
+                lrs.append(float(group["lr"]))
+                gns.append(gn)
+                if rec_x:
+                    xs.append(x.detach().reshape(-1).clone())
+                if rec_g:
+                    gs.append(x.grad.reshape(-1).clone())
+            if stop is not None:
+                flush(t, None)
+                return _result(checked, x, fv, gn, t, stop, graph, dev, seconds())
+            if use_closure:
+                opt.step(_closure(objective, x, f))
+            else:
+                opt.step()
+            if sched is not None:
+                if plateau:
+                    sched.step(fv)
+                else:
+                    sched.step()
+            t += 1
+            if boundary:
+                flush(t, checkpoint(t))
+                break
+
+
+def _closure(objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f_now: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """LBFGS's closure; its first call reuses the evaluation (and gradient) already made at x_t."""
+    first = [True]
+
+    def closure() -> torch.Tensor:
+        if first[0]:
+            first[0] = False
+            return f_now
+        x.grad = None
+        loss = objective(x)
+        loss.backward()
+        return loss
+
+    return closure
+
+
+def _result(checked: CheckedSpec, x: torch.Tensor, fv: float, gn: torch.Tensor, t: int, reason: str,
+            graph: list[str], dev: torch.device, seconds: float) -> Result:
+    spec = checked.spec
+    flat = x.detach().to("cpu", torch.float64).reshape(-1)
+    with_grad = spec.steps == 0 or spec.record.grad
+    return Result(
+        x=x.detach().cpu().tolist(),
+        f=fv,
+        grad_norm=float(gn),
+        steps=t,
+        stop_reason=reason,
+        graph=graph,
+        device=str(dev),
+        seconds=round(seconds, 6),
+        grad=x.grad.detach().cpu().tolist() if with_grad and x.grad is not None else None,
+        distance_to_minimum=_distance(checked, flat),
+    )
+
+
+def _distance(checked: CheckedSpec, flat: torch.Tensor) -> float | None:
+    if checked.catalog is None:
+        return None
+    minima = checked.catalog.minima(flat.numel(), {**checked.catalog.params, **checked.catalog_params})
+    if not minima:
+        return None
+    return min(float(torch.linalg.vector_norm(flat - torch.tensor(loc, dtype=torch.float64)))
+               for loc, _ in minima)

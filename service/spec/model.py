@@ -1,0 +1,80 @@
+"""The v1 descent job spec as pydantic models: the shape of a request, strict about fields.
+
+These models check structure and types; ``service.spec.validate`` adds the checks that need the
+whole spec (the expression against x0's shape, optimiser arguments, limits).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+Number = Union[StrictInt, StrictFloat]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NamedObjective(_Strict):
+    """A catalog objective by name, e.g. ``{"name": "rosenbrock", "params": {"b": 100}}``."""
+
+    name: StrictStr = Field(max_length=64)
+    params: dict[str, Number] = Field(default_factory=dict)
+
+
+class InitSpec(_Strict):
+    """A generated start: a shape and a seeded distribution."""
+
+    shape: list[StrictInt] = Field(min_length=1, max_length=8)
+    init: Literal["normal", "uniform", "zeros", "ones"] = "normal"
+    seed: StrictInt = 0
+    low: Number = -1.0
+    high: Number = 1.0
+    mean: Number = 0.0
+    std: Number = 1.0
+
+
+class StopSpec(_Strict):
+    """Early stops, each optional."""
+
+    grad_norm: Number | None = Field(default=None, ge=0)
+    max_seconds: Number | None = Field(default=None, gt=0)
+
+
+class RecordSpec(_Strict):
+    """What the history keeps: every k-th row (and always the last), with x and/or grad."""
+
+    every: StrictInt = Field(default=1, ge=1)
+    x: StrictBool = True
+    grad: StrictBool = False
+
+
+class JobSpec(_Strict):
+    """A descent job: minimise ``objective`` over ``variable`` from ``x0``."""
+
+    objective: Union[StrictStr, NamedObjective] = Field(
+        description="An expression such as '10 * (x ** 2).sum()', or a catalog objective by name."
+    )
+    variable: StrictStr = Field(default="x", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
+    x0: Union[list[Any], InitSpec, None] = Field(
+        default=None, description="Nested list of numbers, or a generated start; catalog default if omitted."
+    )
+    optimizer: dict[str, Any] = Field(
+        default_factory=lambda: {"name": "sgd", "lr": 0.001},
+        description="{'name': one of GET /v1/optimizers, ...keyword arguments of that torch.optim class}",
+    )
+    scheduler: dict[str, Any] | None = None
+    steps: StrictInt = Field(default=100, ge=0)
+    stop: StopSpec = Field(default_factory=StopSpec)
+    record: RecordSpec = Field(default_factory=RecordSpec)
+    device: Literal["cpu", "gpu", "auto"] = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+    seed: StrictInt = 0
+    name: StrictStr | None = Field(default=None, max_length=200)
+    tags: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema the API publishes for a job spec."""
+    return JobSpec.model_json_schema()

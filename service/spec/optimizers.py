@@ -1,0 +1,190 @@
+"""The allow-list of ``torch.optim`` optimisers and learning-rate schedulers.
+
+Keyword arguments are checked against the real constructor signatures (type from the default
+value, plus ranges for the usual hyper-parameters), then the class is built once on a scratch
+tensor so torch's own checks speak too. The engine uses these same classes, never a copy.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+OPTIMIZERS: dict[str, str] = {
+    "sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "adamax": "Adamax", "nadam": "NAdam",
+    "radam": "RAdam", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adadelta": "Adadelta",
+    "asgd": "ASGD", "rprop": "Rprop", "lbfgs": "LBFGS",
+}
+SCHEDULERS: dict[str, str] = {
+    "step_lr": "StepLR", "multi_step_lr": "MultiStepLR", "exponential_lr": "ExponentialLR",
+    "cosine_annealing_lr": "CosineAnnealingLR",
+    "cosine_annealing_warm_restarts": "CosineAnnealingWarmRestarts", "linear_lr": "LinearLR",
+    "constant_lr": "ConstantLR", "polynomial_lr": "PolynomialLR", "one_cycle_lr": "OneCycleLR",
+    "cyclic_lr": "CyclicLR", "reduce_lr_on_plateau": "ReduceLROnPlateau",
+}
+# Arguments that are about how torch runs, not about the maths: the engine owns them.
+_INTERNAL = {"params", "optimizer", "foreach", "fused", "capturable", "differentiable", "verbose",
+             "last_epoch", "lr_lambda", "scale_fn"}
+_INTEGER_ARGS = {"max_iter", "max_eval", "history_size", "step_size", "T_max", "T_0", "T_mult",
+                 "total_iters", "total_steps", "patience", "cooldown", "step_size_up",
+                 "step_size_down", "epochs", "steps_per_epoch"}
+# name -> (low, high, low inclusive); enforced on top of the type check.
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    "lr": (0.0, math.inf, False), "momentum": (0.0, math.inf, True),
+    "dampening": (0.0, 1.0, True), "weight_decay": (0.0, math.inf, True),
+    "eps": (0.0, math.inf, True), "alpha": (0.0, math.inf, True), "rho": (0.0, 1.0, True),
+    "lr_decay": (0.0, math.inf, True), "gamma": (0.0, math.inf, False),
+    "momentum_decay": (0.0, math.inf, True), "lambd": (0.0, math.inf, True),
+    "t0": (0.0, math.inf, True), "initial_accumulator_value": (0.0, math.inf, True),
+    "max_iter": (1, 10_000, True), "history_size": (1, 10_000, True),
+    "step_size": (1, math.inf, True), "T_max": (1, math.inf, True), "T_0": (1, math.inf, True),
+    "T_mult": (1, math.inf, True), "total_iters": (0, math.inf, True),
+    "total_steps": (1, math.inf, True), "patience": (0, math.inf, True),
+    "factor": (0.0, 1.0, False), "power": (0.0, math.inf, True),
+}
+
+
+class OptimizerSpecError(ValueError):
+    """A refused optimiser or scheduler choice; ``field`` is a dotted path inside the spec."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A checked choice: the canonical name, the torch class and its keyword arguments."""
+
+    name: str
+    cls: type
+    kwargs: dict[str, Any]
+
+
+def canonical(name: str, table: dict[str, str]) -> str | None:
+    key = name.replace("_", "").lower()
+    for snake, cls_name in table.items():
+        if key in (snake.replace("_", ""), cls_name.lower()):
+            return snake
+    return None
+
+
+def optimizer_class(name: str) -> type:
+    return getattr(torch.optim, OPTIMIZERS[name])
+
+
+def scheduler_class(name: str) -> type:
+    return getattr(torch.optim.lr_scheduler, SCHEDULERS[name])
+
+
+def arguments(cls: type) -> dict[str, Any]:
+    """The user-settable constructor arguments of ``cls`` with their defaults."""
+    params = inspect.signature(cls.__init__).parameters
+    return {
+        n: (None if p.default is inspect.Parameter.empty else p.default)
+        for n, p in params.items()
+        if n != "self" and n not in _INTERNAL and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def required_arguments(cls: type) -> list[str]:
+    params = inspect.signature(cls.__init__).parameters
+    return [n for n, p in params.items()
+            if n not in ("self", *_INTERNAL) and p.default is inspect.Parameter.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def _check_value(field: str, name: str, value: Any, default: Any) -> Any:
+    def fail(expected: str) -> OptimizerSpecError:
+        return OptimizerSpecError(f"{field}.{name}", f"'{name}' must be {expected}, got {value!r:.60}")
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if isinstance(default, (tuple, list)):
+        if not isinstance(value, (list, tuple)) or len(value) != len(default):
+            raise fail(f"a list of {len(default)} numbers")
+        return tuple(_check_value(field, name, v, d) for v, d in zip(value, default))
+    if isinstance(default, str) or (default is None and isinstance(value, str)):
+        if not isinstance(value, str) or len(value) > 64:
+            raise fail("a short string")
+        return value
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, list) and default is None:
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                return list(value)
+        raise fail("a number")
+    if not math.isfinite(value):
+        raise fail("a finite number")
+    if name in _INTEGER_ARGS and float(value) != int(value):
+        raise fail("an integer")
+    if name in _RANGES:
+        lo, hi, inclusive = _RANGES[name]
+        if value > hi or value < lo or (value == lo and not inclusive):
+            bound = f">= {lo:g}" if inclusive else f"> {lo:g}"
+            raise fail(f"{bound}" + (f" and <= {hi:g}" if math.isfinite(hi) else ""))
+    return int(value) if name in _INTEGER_ARGS else value
+
+
+def _check(field: str, raw: dict[str, Any], table: dict[str, str], kind: str, lookup: Any) -> Choice:
+    raw = dict(raw)
+    name = raw.pop("name", None)
+    if not isinstance(name, str):
+        raise OptimizerSpecError(f"{field}.name", f"{kind} 'name' is required: one of {', '.join(table)}")
+    snake = canonical(name, table)
+    if snake is None:
+        raise OptimizerSpecError(f"{field}.name", f"unknown {kind} '{name:.40}'; allowed: {', '.join(table)}")
+    cls = lookup(snake)
+    allowed = arguments(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in allowed:
+            raise OptimizerSpecError(
+                f"{field}.{key}",
+                f"{kind} '{snake}' has no argument '{key:.40}'; allowed: {', '.join(sorted(allowed))}",
+            )
+        kwargs[key] = _check_value(field, key, value, allowed[key])
+    return Choice(snake, cls, kwargs)
+
+
+def check_optimizer(raw: dict[str, Any], field: str = "optimizer") -> Choice:
+    choice = _check(field, raw, OPTIMIZERS, "optimizer", optimizer_class)
+    try:
+        choice.cls([torch.zeros(1, requires_grad=True)], **choice.kwargs)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise OptimizerSpecError(field, f"optimizer '{choice.name}' refused its arguments: {exc}") from None
+    return choice
+
+
+def check_scheduler(raw: dict[str, Any], optimizer: Choice, field: str = "scheduler") -> Choice:
+    choice = _check(field, raw, SCHEDULERS, "scheduler", scheduler_class)
+    missing = [n for n in required_arguments(choice.cls) if n not in choice.kwargs]
+    if missing:
+        raise OptimizerSpecError(f"{field}.{missing[0]}", f"scheduler '{choice.name}' needs '{missing[0]}'")
+    try:
+        opt = optimizer.cls([torch.zeros(1, requires_grad=True)], **optimizer.kwargs)
+        choice.cls(opt, **choice.kwargs)
+    except (ValueError, TypeError, RuntimeError, KeyError) as exc:
+        raise OptimizerSpecError(field, f"scheduler '{choice.name}' refused its arguments: {exc}") from None
+    return choice
+
+
+def describe() -> dict[str, object]:
+    """The allow-lists with each class's arguments and defaults, for ``GET /v1/optimizers``."""
+    def show(table: dict[str, str], lookup: Any) -> list[dict[str, object]]:
+        out = []
+        for snake in table:
+            cls = lookup(snake)
+            args = {k: (v if isinstance(v, (int, float, str, bool, type(None), tuple, list)) else repr(v))
+                    for k, v in arguments(cls).items()}
+            out.append({"name": snake, "torch": f"{cls.__module__}.{cls.__name__}", "arguments": args,
+                        "required": required_arguments(cls)})
+        return out
+
+    return {"optimizers": show(OPTIMIZERS, optimizer_class), "schedulers": show(SCHEDULERS, scheduler_class)}

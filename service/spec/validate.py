@@ -1,0 +1,193 @@
+"""Admission checks for a job spec: everything a job must satisfy before it is stored.
+
+``check_spec`` turns raw JSON into a ``CheckedSpec`` or raises ``SpecError`` naming the field
+and what was expected. Nothing here runs the optimisation: the expression is traced on a meta
+tensor (shapes only) and each optimiser is built on a one-element scratch tensor.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.config import Limits
+from service.expr import Expression, ExpressionError, check_on_shape, parse
+from service.spec.catalog import CATALOG, CatalogObjective
+from service.spec.model import InitSpec, JobSpec, NamedObjective
+from service.spec.optimizers import Choice, OptimizerSpecError, check_optimizer, check_scheduler
+
+
+class SpecError(ValueError):
+    """A refused spec. ``code`` is machine-readable, ``field`` a dotted path, ``status`` HTTP."""
+
+    def __init__(self, field: str | None, message: str, code: str = "invalid_spec", status: int = 400) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.code = code
+        self.status = status
+
+
+@dataclass(frozen=True)
+class CheckedSpec:
+    """A spec that passed every check, with the pieces the engine needs already resolved."""
+
+    spec: JobSpec
+    expression: Expression
+    shape: tuple[int, ...]
+    x0: list[Any] | InitSpec
+    optimizer: Choice
+    scheduler: Choice | None
+    catalog: CatalogObjective | None
+    catalog_params: dict[str, float]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def as_json(self) -> dict[str, Any]:
+        """The spec with its defaults filled in, as stored and returned by the API."""
+        return self.spec.model_dump(mode="json")
+
+
+def _limit(field: str, message: str, status: int = 400) -> SpecError:
+    return SpecError(field, message, code="limit_exceeded", status=status)
+
+
+def check_spec(data: Any, limits: Limits | None = None) -> CheckedSpec:
+    """Validate raw JSON (a dict) as a v1 job spec."""
+    limits = limits or Limits()
+    if not isinstance(data, dict):
+        raise SpecError(None, "the job spec must be a JSON object")
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _from_pydantic(exc) from None
+
+    catalog, params, text = _objective(spec)
+    x0, shape = _start(spec, catalog, limits)
+    numel = math.prod(shape)
+    try:
+        expression = parse(text, spec.variable, limits)
+        check_on_shape(expression, shape)
+    except ExpressionError as exc:
+        raise SpecError("objective", str(exc), code="invalid_expression") from None
+
+    if spec.steps > limits.max_steps:
+        raise _limit("steps", f"steps is {spec.steps}, over the limit of {limits.max_steps} (max_steps)")
+    rows = spec.steps // spec.record.every + 2
+    per_row = 3 + numel * (int(spec.record.x) + int(spec.record.grad))
+    if rows * per_row > limits.max_recorded_values:
+        raise _limit(
+            "record",
+            f"this job would record about {rows * per_row:,} values, over the limit of "
+            f"{limits.max_recorded_values:,} (max_recorded_values); raise record.every or record less",
+            status=413,
+        )
+    if spec.stop.max_seconds is not None and spec.stop.max_seconds > limits.max_seconds:
+        raise _limit("stop.max_seconds", f"stop.max_seconds is over the limit of {limits.max_seconds:g} (max_seconds)")
+    if len(spec.tags) > limits.max_tags or any(len(k) > 64 or len(v) > 256 for k, v in spec.tags.items()):
+        raise _limit("tags", f"at most {limits.max_tags} tags, keys up to 64 and values up to 256 characters")
+
+    try:
+        optimizer = check_optimizer(spec.optimizer)
+        scheduler = check_scheduler(spec.scheduler, optimizer) if spec.scheduler is not None else None
+    except OptimizerSpecError as exc:
+        raise SpecError(exc.field, str(exc), code="invalid_optimizer") from None
+    return CheckedSpec(spec, expression, shape, x0, optimizer, scheduler, catalog, params)
+
+
+def _from_pydantic(exc: ValidationError) -> SpecError:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    # Unions report one error per branch; the most specific path is the most useful.
+    for err in errors:
+        if len(err["loc"]) > len(first["loc"]):
+            first = err
+    loc = [str(p) for p in first["loc"] if not str(p).startswith(("function-", "list[", "is-instance"))]
+    loc = [p for p in loc if p not in ("str", "NamedObjective", "InitSpec", "int", "float", "none", "Strict")]
+    field = ".".join(loc) or None
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        message = f"unknown field '{field}'"
+    elif kind == "missing":
+        message = f"'{field}' is required"
+    else:
+        message = f"'{field}': {first['msg']}"
+    if len(errors) > 1 and kind not in ("extra_forbidden", "missing"):
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return SpecError(field, message)
+
+
+def _objective(spec: JobSpec) -> tuple[CatalogObjective | None, dict[str, float], str]:
+    if isinstance(spec.objective, str):
+        return None, {}, spec.objective
+    named: NamedObjective = spec.objective
+    entry = CATALOG.get(named.name)
+    if entry is None:
+        raise SpecError("objective.name", f"unknown objective '{named.name:.40}'; see GET /v1/objectives: "
+                        + ", ".join(CATALOG))
+    for key, value in named.params.items():
+        if key not in entry.params:
+            allowed = ", ".join(entry.params) or "none"
+            raise SpecError(f"objective.params.{key}", f"'{named.name}' has no parameter '{key:.40}' (allowed: {allowed})")
+        if not math.isfinite(value) or abs(value) > 1e6:
+            raise SpecError(f"objective.params.{key}", f"parameter '{key}' must be a finite number within 1e6")
+    if spec.variable != "x":
+        raise SpecError("variable", "catalog objectives are written in 'x'; leave 'variable' out")
+    return entry, dict(named.params), entry.expression(named.params)
+
+
+def _start(spec: JobSpec, catalog: CatalogObjective | None, limits: Limits) -> tuple[list[Any] | InitSpec, tuple[int, ...]]:
+    x0 = spec.x0
+    if x0 is None:
+        if catalog is None:
+            raise SpecError("x0", "'x0' is required for an expression objective")
+        x0 = catalog.default_start
+    if isinstance(x0, InitSpec):
+        if any(d < 1 for d in x0.shape):
+            raise SpecError("x0.shape", "every dimension of x0.shape must be at least 1")
+        if math.prod(x0.shape) > limits.max_elements:
+            raise _limit("x0.shape", f"x0 would have {math.prod(x0.shape):,} elements, over the limit of "
+                         f"{limits.max_elements:,} (max_elements)", status=413)
+        if x0.init == "uniform" and not x0.low < x0.high:
+            raise SpecError("x0.high", "x0.high must be greater than x0.low")
+        if x0.init == "normal" and not x0.std > 0:
+            raise SpecError("x0.std", "x0.std must be positive")
+        shape = tuple(x0.shape)
+    else:
+        shape = _nested_shape(x0, limits)
+    if catalog is not None:
+        n = math.prod(shape)
+        if n < catalog.min_elements or (catalog.max_elements is not None and n > catalog.max_elements):
+            hi = catalog.max_elements if catalog.max_elements is not None else "any number of"
+            raise SpecError("x0", f"'{catalog.name}' takes {catalog.min_elements} to {hi} elements, x0 has {n}")
+    return x0, shape
+
+
+def _nested_shape(x0: list[Any], limits: Limits) -> tuple[int, ...]:
+    """Shape of a rectangular nested list of finite numbers; SpecError otherwise."""
+    shape: list[int] = []
+    level: list[Any] = [x0]
+    while level and isinstance(level[0], list):
+        width = len(level[0])
+        if width == 0:
+            raise SpecError("x0", "x0 has an empty list; every dimension needs at least one number")
+        for item in level:
+            if not isinstance(item, list) or len(item) != width:
+                raise SpecError("x0", f"x0 is not rectangular: every list at depth {len(shape) + 1} must have {width} items")
+        shape.append(width)
+        if len(shape) > 8:
+            raise SpecError("x0", "x0 has more than 8 dimensions")
+        total = math.prod(shape)
+        if total > limits.max_elements:
+            raise _limit("x0", f"x0 has over {limits.max_elements:,} elements (max_elements)", status=413)
+        level = [v for item in level for v in item]
+    for value in level:
+        if isinstance(value, list) or isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError("x0", f"x0 must hold only numbers in a rectangular nested list, found {value!r:.40}")
+        if not math.isfinite(value):
+            raise SpecError("x0", f"x0 must hold finite numbers, found {value!r}")
+    return tuple(shape)

@@ -1,0 +1,165 @@
+"""The objective language: what it accepts, and a hostile corpus it must refuse, quickly."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from service.expr import ExpressionError, check_on_shape, compile_expression, parse
+
+X = torch.tensor([[0.5, -1.0], [2.0, 3.0]], dtype=torch.float64)
+
+ACCEPTED = {
+    "10 * (x ** 2).sum()": 10 * (X ** 2).sum(),
+    "torch.log(torch.log(x + 7)).prod()": torch.log(torch.log(X + 7)).prod(),
+    "x[0, 0] - x[1, 1] / 2": X[0, 0] - X[1, 1] / 2,
+    "x[..., 1].sum()": X[..., 1].sum(),
+    "sum(x[1:] ** 2)": (X[1:] ** 2).sum(),
+    "torch.sum(x @ x)": (X @ X).sum(),
+    "-x.abs().max() + +x.min()": -X.abs().max() + X.min(),
+    "sqrt(exp(x[0]).sum()) + log1p(x.abs()).mean()": torch.sqrt(torch.exp(X[0]).sum()) + torch.log1p(X.abs()).mean(),
+    "sin(x).sum() * cos(pi) + tan(x[0, 0]) + tanh(x).sum()": torch.sin(X).sum() * -1 + torch.tan(X[0, 0]) + torch.tanh(X).sum(),
+    "sigmoid(x).sum() + relu(x).sum() + softplus(x).sum()": torch.sigmoid(X).sum() + torch.relu(X).sum() + torch.nn.functional.softplus(X).sum(),
+    "square(x).sum() + clamp(x, min=0).sum() + x.clamp(-1, 1).sum()": (X ** 2).sum() + X.clamp(min=0).sum() + X.clamp(-1, 1).sum(),
+    "norm(x) + x.norm(1) + dot(x[0], x[1])": torch.linalg.vector_norm(X) + torch.linalg.vector_norm(X, 1) + torch.dot(X[0], X[1]),
+    "mean(x) + prod(x) + max(x[0], x[1]).sum()": X.mean() + X.prod() + torch.maximum(X[0], X[1]).sum(),
+    "where(x > 0, x, -x).sum() + e": torch.where(X > 0, X, -X).sum() + torch.e,
+    "x.sum(dim=0)[1] + x.sum(1, keepdim=True)[0, 0]": X.sum(0)[1] + X.sum(1, keepdim=True)[0, 0],
+    "(x - 1) ** 2 .sum() if False else (x % 2).sum()": None,  # refused below: if/else
+}
+
+
+@pytest.mark.parametrize("text", [t for t, v in ACCEPTED.items() if v is not None])
+def test_accepted_expressions_compute_like_torch(text):
+    expr = parse(text)
+    check_on_shape(expr, (2, 2), torch.float64)
+    got = compile_expression(expr)(X.clone().requires_grad_(True))
+    torch.testing.assert_close(got.detach(), ACCEPTED[text].to(torch.float64))
+
+
+def test_method_and_function_spellings_agree():
+    a = compile_expression(parse("x.exp().sum()"))(X)
+    b = compile_expression(parse("sum(exp(x))"))(X)
+    c = compile_expression(parse("torch.sum(torch.exp(x))"))(X)
+    assert a == b == c
+
+
+def test_non_scalar_result_suggests_sum():
+    with pytest.raises(ExpressionError, match=r"wrap it in sum"):
+        check_on_shape(parse("x ** 2"), (3,))
+
+
+HOSTILE = [
+    "__import__('os').system('echo pwned')",
+    "x.__class__",
+    "x.__class__.__bases__[0].__subclasses__()",
+    "().__class__",
+    "x.grad_fn",
+    "x.data",
+    "x.numpy()",
+    "torch.load('f')",
+    "torch.ones(10**10)",
+    "ones(10**10)",
+    "torch.zeros(100000, 100000)",
+    "torch.randn(3)",
+    "torch.empty(1)",
+    "torch.nn.functional.relu(x).sum()",
+    "torch.linalg.norm(x)",
+    "import os",
+    "exec('1')",
+    "eval('1')",
+    "compile('1', 'a', 'eval')",
+    "open('/etc/passwd')",
+    "getattr(x, 'sum')()",
+    "globals()",
+    "locals()",
+    "vars(x)",
+    "dir(x)",
+    "type(x)",
+    "lambda: x",
+    "(lambda: 1)()",
+    "[v for v in x]",
+    "{v for v in x}",
+    "{k: k for k in x}",
+    "sum(v for v in x)",
+    "f'{x}'",
+    "f'{x.__class__}'",
+    "(y := x)",
+    "x if x else x",
+    "x and x",
+    "not x",
+    "~x",
+    "x << 2",
+    "x | x",
+    "x ** 10**10",
+    "x ** (10 ** 10)",
+    "2 ** 2 ** 2 ** 2 ** 2 ** 2",
+    "9" * 400,
+    "1e400 * x",
+    "x * 1e300 * 1e300",
+    "(" * 10_000 + "x" + ")" * 10_000,
+    "[" * 100 + "x" + "]" * 100,
+    "-" * 1000 + "x",
+    "x" + " + x" * 2000,
+    "y + 1",
+    "foo(x)",
+    "sum",
+    "x.sum",
+    "ｘ + 1",
+    "x + \u0430",
+    "x\u200b + 1",
+    "x + 'a'",
+    "x + b'a'",
+    "x + 1j",
+    "x + True",
+    "x[x]",
+    "x[x > 0]",
+    "x[:, :: -1]",
+    "x[0.5]",
+    "*x",
+    "sum(*x)",
+    "sum(x, **{'dim': 0})",
+    "x.sum(dtype=1)",
+    "x.clamp(min=x.__class__)",
+    "await x",
+    "(yield x)",
+    "x; import os",
+    "x\nimport os",
+    "",
+    "   ",
+    "x[0](1)",
+    "x.sum()()",
+    "(x)(x)",
+    "x.__add__(x)",
+    "torch.__dict__",
+    "math.sqrt(x)",
+    "pi.real",
+    "1 / 0 + x",
+    "x " * 1200,
+    "\x00x",
+]
+
+
+def test_hostile_corpus_is_large():
+    assert len(HOSTILE) >= 60
+
+
+@pytest.mark.parametrize("text", HOSTILE, ids=[f"h{i}" for i in range(len(HOSTILE))])
+def test_hostile_input_is_refused_quickly(text, monkeypatch):
+    calls = []
+    monkeypatch.setattr("builtins.eval", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("builtins.exec", lambda *a, **k: calls.append(a))
+    began = time.perf_counter()
+    with pytest.raises(ExpressionError) as info:
+        expr = parse(text)
+        check_on_shape(expr, (2, 2))
+    assert time.perf_counter() - began < 0.1
+    assert not calls
+    assert str(info.value)
+
+
+def test_refusal_points_at_the_offending_part():
+    with pytest.raises(ExpressionError) as info:
+        parse("x.sum() + x.__class__")
+    assert info.value.column == 11 and "'.__class__'" in str(info.value) and "^" in str(info.value)
