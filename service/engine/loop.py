@@ -75,6 +75,7 @@ def run(
     per_row = max(1, x.numel() * (int(rec_x) + int(rec_g)))
     rows_cap = max(1, min(chunk_rows, chunk_values // per_row))
     norm = torch.linalg.vector_norm
+    x_view = x.detach()  # shares x's storage: the optimiser's in-place updates show through
     started = time.perf_counter()
 
     def seconds() -> float:
@@ -98,8 +99,8 @@ def run(
             on_chunk(Chunk(
                 start=chunk_start, end=end, steps=steps, f=fs,
                 grad_norm=torch.stack(gns).tolist() if gns else [], lr=lrs,
-                x=torch.stack(xs).to("cpu", torch.float64) if rec_x and xs else None,
-                grad=torch.stack(gs).to("cpu", torch.float64) if rec_g and gs else None,
+                x=_rows(xs) if rec_x else None,
+                grad=_rows(gs) if rec_g else None,
                 checkpoint=ck, final=ck is None,
             ))
 
@@ -110,13 +111,13 @@ def run(
             if not graph:
                 graph = backward_graph(f)
             fv = f.item()
-            gn = norm(x.grad)
+            gn = norm(x.grad) if grad_tol is not None else None
             stop = None
             if t >= n_steps:
                 stop = "steps"
             elif not math.isfinite(fv):
                 stop = "diverged"
-            elif grad_tol is not None and gn.item() <= grad_tol:
+            elif gn is not None and gn.item() <= grad_tol:
                 stop = "grad_norm"
             boundary = len(steps) + 1 >= rows_cap or time.perf_counter() >= deadline
             if boundary and stop is None:
@@ -128,19 +129,19 @@ def run(
                     stop = should_stop()
                     if stop == "interrupted":
                         flush(t, checkpoint(t))
-                        return _result(checked, x, fv, gn, t, stop, graph, dev, seconds())
+                        return _result(checked, x, fv, t, stop, graph, dev, seconds())
             if stop is not None or t % every == 0:
                 steps.append(t)
                 fs.append(fv)
                 lrs.append(float(group["lr"]))
-                gns.append(gn)
+                gns.append(gn if gn is not None else norm(x.grad))
                 if rec_x:
-                    xs.append(x.detach().reshape(-1).clone())
+                    xs.append(x_view.clone())
                 if rec_g:
-                    gs.append(x.grad.reshape(-1).clone())
+                    gs.append(x.grad.clone())
             if stop is not None:
                 flush(t, None)
-                return _result(checked, x, fv, gn, t, stop, graph, dev, seconds())
+                return _result(checked, x, fv, t, stop, graph, dev, seconds())
             if use_closure:
                 opt.step(_closure(objective, x, f))
             else:
@@ -154,6 +155,13 @@ def run(
             if boundary:
                 flush(t, checkpoint(t))
                 break
+
+
+def _rows(tensors: list[torch.Tensor]) -> torch.Tensor | None:
+    """Recorded tensors as one (rows, numel) float64 CPU tensor."""
+    if not tensors:
+        return None
+    return torch.stack(tensors).reshape(len(tensors), -1).to("cpu", torch.float64)
 
 
 def _closure(objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f_now: torch.Tensor) -> Callable[[], torch.Tensor]:
@@ -172,7 +180,7 @@ def _closure(objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     return closure
 
 
-def _result(checked: CheckedSpec, x: torch.Tensor, fv: float, gn: torch.Tensor, t: int, reason: str,
+def _result(checked: CheckedSpec, x: torch.Tensor, fv: float, t: int, reason: str,
             graph: list[str], dev: torch.device, seconds: float) -> Result:
     spec = checked.spec
     flat = x.detach().to("cpu", torch.float64).reshape(-1)
@@ -180,7 +188,7 @@ def _result(checked: CheckedSpec, x: torch.Tensor, fv: float, gn: torch.Tensor, 
     return Result(
         x=x.detach().cpu().tolist(),
         f=fv,
-        grad_norm=float(gn),
+        grad_norm=float(torch.linalg.vector_norm(x.grad)) if x.grad is not None else float("nan"),
         steps=t,
         stop_reason=reason,
         graph=graph,

@@ -26,7 +26,8 @@ def _tensor(value: Any, like: torch.Tensor) -> torch.Tensor:
 
 def _reduce(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     def call(x: Any, dim: Any = None, *, like: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
-        x = _tensor(x, like)
+        if type(x) is not torch.Tensor:
+            x = _tensor(x, like)
         return fn(x) if dim is None else fn(x, dim=int(dim), keepdim=keepdim)
     return call
 
@@ -64,6 +65,12 @@ def _elementwise(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]
     return call
 
 
+def _unary(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., torch.Tensor]:
+    def call(a: Any, *, like: torch.Tensor) -> torch.Tensor:
+        return fn(a if type(a) is torch.Tensor else _tensor(a, like))
+    return call
+
+
 def _where(cond: Any, a: Any, b: Any, *, like: torch.Tensor) -> torch.Tensor:
     return torch.where(_tensor(cond, like), _tensor(a, like), _tensor(b, like))
 
@@ -82,7 +89,7 @@ _UNARY_TORCH = {
 _UNARY_TORCH["softplus"] = F.softplus
 
 _CALLS: dict[str, Callable[..., torch.Tensor]] = {
-    **{name: _elementwise(fn) for name, fn in _UNARY_TORCH.items()},
+    **{name: _unary(fn) for name, fn in _UNARY_TORCH.items()},
     "sum": _reduce(torch.sum), "prod": _reduce(torch.prod), "mean": _reduce(torch.mean),
     "logsumexp": _logsumexp, "norm": _norm, "min": _min, "max": _max,
     "minimum": _elementwise(torch.minimum), "maximum": _elementwise(torch.maximum),
