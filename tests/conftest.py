@@ -26,3 +26,127 @@ def lesson_loglog() -> dict[str, Any]:
 @pytest.fixture
 def lesson_parabola() -> dict[str, Any]:
     return dict(LESSON_PARABOLA)
+
+
+# -- backends -------------------------------------------------------------------------------
+import os  # noqa: E402
+import uuid  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Iterator  # noqa: E402
+
+from service.config import Settings, load_settings  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get("DESCENT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("DESCENT_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def embedded_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Embedded settings (SQLite + SQL broker) under ``data_dir``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESCENT_")}
+    old = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        os.environ["DESCENT_DATA_DIR"] = str(data_dir)
+        settings = load_settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    return replace(settings, **overrides)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that make a child process load the same settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESCENT_")}
+    env.update({
+        "DESCENT_DATA_DIR": str(settings.data_dir),
+        "DESCENT_DATABASE_URL": settings.database_url,
+        "DESCENT_BROKER_URL": settings.broker_url,
+        "DESCENT_LEASE_SECONDS": str(settings.lease_seconds),
+        "DESCENT_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
+        "DESCENT_MAX_ATTEMPTS": str(settings.max_attempts),
+    })
+    return env
+
+
+def _pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run, dropped afterwards."""
+    import sqlalchemy as sa
+
+    from service.config import normalise_database_url
+
+    admin = sa.create_engine(normalise_database_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
+    name = f"descent_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    base = normalise_database_url(PG_ADMIN_URL).rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"),
+                {"n": name})
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    yield from _pg_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):  # type: ignore[no-untyped-def]
+    """A migrated, empty database on each backend."""
+    from service.store import Database
+    from service.store.migrate import upgrade
+
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'descent.db'}")
+        upgrade(database)
+        yield database
+        database.engine.dispose()
+        return
+    gen = _pg_database()
+    url = next(gen)
+    database = Database(url)
+    upgrade(database)
+    try:
+        yield database
+    finally:
+        database.engine.dispose()
+        gen.close()
+
+
+@pytest.fixture
+def app(tmp_path):  # type: ignore[no-untyped-def]
+    """The API on an embedded backend (SQLite file, SQL broker file): real parts, no servers."""
+    from service.api import create_app
+    from service.store import Database
+    from service.store.migrate import upgrade
+
+    settings = embedded_settings(tmp_path)
+    database = Database(settings.database_url)
+    upgrade(database)
+    application = create_app(settings, {"TESTING": True}, db=database)
+    yield application
+    database.engine.dispose()
+
+
+@pytest.fixture
+def client(app):  # type: ignore[no-untyped-def]
+    return app.test_client()
+
+
+@pytest.fixture
+def run_job(app):  # type: ignore[no-untyped-def]
+    """Run a stored job in this process with the worker's own code (``workers.runner``)."""
+    from workers import runner
+    from workers.state import WorkerState
+
+    svc = app.extensions["descent"]
+    state = WorkerState(settings=svc.settings, db=svc.db, worker_id="test:1", hostname="test",
+                        queues=["cpu"], device="cpu")
+    return lambda job_id: runner.execute(state, job_id)

@@ -1,0 +1,32 @@
+"""The HTTP API: ``create_app()`` builds the Flask app with its blueprints."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from service.config import Settings, load_settings
+from service.queue import Dispatcher
+from service.store import Database
+from service.store.migrate import check_schema
+
+
+def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None,
+               db: Database | None = None) -> Flask:
+    """Build the app. Refuses (SchemaOutOfDate) a database behind the head migration."""
+    from service.api import catalog, errors, health, jobs, openapi
+    from service.api.services import Services
+
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=settings.limits.max_body_bytes, JSON_SORT_KEYS=False)
+    if test_config:
+        app.config.update(test_config)
+    db = db or Database(settings.database_url)
+    check_schema(db)
+    app.extensions["descent"] = Services(settings=settings, db=db, dispatcher=Dispatcher(settings))
+    app.json.sort_keys = False
+    errors.register(app)
+    for module in (jobs, catalog, health, openapi):
+        app.register_blueprint(module.bp)
+    return app

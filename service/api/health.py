@@ -1,0 +1,33 @@
+"""``/healthz`` (the process answers) and ``/readyz`` (its database and broker answer too)."""
+from __future__ import annotations
+
+from flask import Blueprint
+from sqlalchemy import text
+
+from service.api.services import services
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():  # type: ignore[no-untyped-def]
+    return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def readyz():  # type: ignore[no-untyped-def]
+    svc = services()
+    checks: dict[str, str] = {}
+    try:
+        with svc.db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", with its reason
+        checks["database"] = f"down: {str(exc).strip().splitlines()[0][:200]}"
+    try:
+        svc.dispatcher.ping()
+        checks["broker"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["broker"] = f"down: {str(exc).strip().splitlines()[0][:200] or type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return {"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503

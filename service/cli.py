@@ -1,0 +1,207 @@
+"""The ``descent`` command: run the service's parts, and talk to a running API.
+
+    descent up                 database upgrade, one worker and the API, together (embedded default)
+    descent api                the HTTP API            descent worker --queues cpu   a Celery worker
+    descent db upgrade         migrate the database    descent db current            show its revision
+    descent submit SPEC.json   descent status ID       descent wait ID               descent history ID --csv
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from service.config import load_settings
+
+
+def _db():  # type: ignore[no-untyped-def]
+    from service.store import Database
+
+    return Database(load_settings().database_url)
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from service.store import migrate
+
+    db = _db()
+    if args.action == "upgrade":
+        migrate.upgrade(db)
+        print(f"database at revision {migrate.current_revision(db)} ({_safe_url(db.url)})")
+    else:
+        print(migrate.current_revision(db) or "(empty)")
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from waitress import serve
+
+    from service.api import create_app
+    from service.store.migrate import SchemaOutOfDate
+
+    settings = load_settings()
+    try:
+        app = create_app(settings)
+    except SchemaOutOfDate as exc:
+        print(f"descent api: {exc}", file=sys.stderr)
+        return 2
+    host, port = args.host or settings.host, args.port or settings.port
+    print(f"descent api listening on http://{host}:{port} (database {_safe_url(settings.database_url)})", flush=True)
+    serve(app, host=host, port=port, threads=args.threads, ident="descent", _quiet=True)
+    return 0
+
+
+def worker_command(queues: str, loglevel: str = "INFO") -> list[str]:
+    name = f"{queues.replace(',', '-')}-{os.getpid()}-{int(time.time() * 1000) % 100000}@%h"
+    return [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues, "-n", name,
+            "--pool", "solo", "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    os.environ["DESCENT_WORKER_QUEUES"] = args.queues
+    cmd = worker_command(args.queues, args.loglevel)
+    os.execvp(cmd[0], cmd)
+    return 0  # not reached
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    cmd_db(argparse.Namespace(action="upgrade"))
+    env = {**os.environ, "DESCENT_WORKER_QUEUES": "cpu"}
+    workers = [subprocess.Popen(worker_command("cpu", "WARNING"), env=env, start_new_session=True)
+               for _ in range(args.workers)]
+    mode = "embedded (SQLite, SQL broker)" if settings.embedded_broker else "with broker " + _safe_url(settings.broker_url)
+    print(f"descent up: {args.workers} cpu worker(s), {mode}; data in {settings.data_dir}", flush=True)
+
+    def stop(*_: Any) -> None:
+        for w in workers:
+            if w.poll() is None:
+                w.terminate()
+        deadline = time.time() + 10
+        for w in workers:
+            try:
+                w.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                w.kill()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return cmd_api(argparse.Namespace(host=None, port=None, threads=8))
+    finally:
+        stop()
+
+
+# -- client commands -----------------------------------------------------------------------
+def _url(path: str) -> str:
+    return load_settings().api_url.rstrip("/") + path
+
+
+def _show(resp: Any) -> int:
+    try:
+        body = resp.json()
+    except ValueError:
+        print(resp.text)
+        return 1
+    print(json.dumps(body, indent=2))
+    return 0 if resp.ok else 1
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import requests
+
+    text = sys.stdin.read() if args.spec == "-" else open(args.spec, encoding="utf-8").read()
+    headers = {"Content-Type": "application/json"}
+    if args.idempotency_key:
+        headers["Idempotency-Key"] = args.idempotency_key
+    return _show(requests.post(_url("/v1/jobs"), data=text.encode(), headers=headers, timeout=30))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import requests
+
+    return _show(requests.get(_url(f"/v1/jobs/{args.id}"), timeout=30))
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    import requests
+
+    deadline = time.time() + args.timeout
+    while True:
+        resp = requests.get(_url(f"/v1/jobs/{args.id}"), timeout=30)
+        if not resp.ok or resp.json()["status"] in ("succeeded", "failed", "cancelled") or time.time() > deadline:
+            code = _show(resp)
+            return code if not resp.ok else (0 if resp.json()["status"] == "succeeded" else 1)
+        time.sleep(0.2)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    import requests
+
+    fmt = "csv" if args.csv else ("ndjson" if args.ndjson else "json")
+    params: dict[str, Any] = {"format": fmt, "start": args.start, "every": args.every}
+    if args.limit:
+        params["limit"] = args.limit
+    with requests.get(_url(f"/v1/jobs/{args.id}/history"), params=params, stream=True, timeout=300) as resp:
+        if not resp.ok:
+            return _show(resp)
+        for piece in resp.iter_content(chunk_size=65536, decode_unicode=True):
+            sys.stdout.write(piece)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="descent", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("up", help="upgrade the database, start workers and the API")
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(fn=cmd_up)
+    p = sub.add_parser("api", help="run the HTTP API")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--threads", type=int, default=8)
+    p.set_defaults(fn=cmd_api)
+    p = sub.add_parser("worker", help="run a Celery worker")
+    p.add_argument("--queues", default="cpu", help="comma-separated: cpu, gpu")
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(fn=cmd_worker)
+    p = sub.add_parser("db", help="database migrations")
+    p.add_argument("action", choices=["upgrade", "current"])
+    p.set_defaults(fn=cmd_db)
+    p = sub.add_parser("submit", help="submit a job spec (a JSON file, or - for stdin)")
+    p.add_argument("spec")
+    p.add_argument("--idempotency-key")
+    p.set_defaults(fn=cmd_submit)
+    p = sub.add_parser("status", help="show a job")
+    p.add_argument("id")
+    p.set_defaults(fn=cmd_status)
+    p = sub.add_parser("wait", help="wait for a job to finish and show it")
+    p.add_argument("id")
+    p.add_argument("--timeout", type=float, default=3600)
+    p.set_defaults(fn=cmd_wait)
+    p = sub.add_parser("history", help="print a job's history")
+    p.add_argument("id")
+    p.add_argument("--csv", action="store_true")
+    p.add_argument("--ndjson", action="store_true")
+    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--every", type=int, default=1)
+    p.set_defaults(fn=cmd_history)
+    args = parser.parse_args(argv)
+    return int(args.fn(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

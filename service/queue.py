@@ -1,0 +1,77 @@
+"""Celery settings shared by the API (which only sends tasks, by name) and the workers.
+
+Production uses Redis; embedded runs use kombu's SQLAlchemy transport on a SQLite file, which
+needs no server process. (The ``filesystem://`` transport was ruled out: its reader can decode
+a half-written message and crash the worker, kombu #1551.)
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+
+from service.config import Settings
+
+RUN_JOB_TASK = "descent.run_job"
+RECONCILE_TASK = "descent.reconcile"
+QUEUES = ("cpu", "gpu")
+EMBEDDED_POLL_SECONDS = 0.02
+log = logging.getLogger(__name__)
+
+
+def configure_embedded_transport() -> None:
+    """kombu hands ``broker_transport_options`` straight to ``create_engine`` for this transport
+    (kombu #2157), so its polling interval is set on the transport class instead."""
+    from kombu.transport import sqlalchemy as sqla
+
+    sqla.Transport.polling_interval = EMBEDDED_POLL_SECONDS
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    if settings.embedded_broker:
+        configure_embedded_transport()
+        transport_options: dict[str, Any] = {"connect_args": {"timeout": 60}}
+    else:
+        # Above the longest job, so Redis never re-delivers a task that is still running.
+        transport_options = {"visibility_timeout": int(settings.task_time_limit + 600)}
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": "cpu",
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_time_limit": settings.task_time_limit,
+        "worker_hijack_root_logger": False,
+        "broker_pool_limit": 4,
+    }
+
+
+class Dispatcher:
+    """Sends job tasks by name; never imports the workers package."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.celery = Celery("descent-client")
+        self.celery.conf.update(celery_config(settings))
+
+    def send(self, job_id: str, queue: str) -> bool:
+        """Enqueue the job; False (logged) if the broker is unreachable: the job stays queued in
+        the database and the reconciler sends it later."""
+        try:
+            self.celery.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, retry=True,
+                                  retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2})
+            return True
+        except Exception as exc:  # noqa: BLE001 - any broker failure leaves the job for the reconciler
+            log.warning("could not enqueue job %s on %s: %s", job_id, queue, exc)
+            return False
+
+    def ping(self) -> None:
+        """Raise if the broker cannot be reached."""
+        with self.celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)

@@ -1,0 +1,45 @@
+"""Worker heartbeats: the fleet as the database sees it, for routing and ``GET /v1/workers``."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+
+from service.store.db import Database
+from service.store.jobs import _aware, utcnow
+from service.store.models import Worker
+from service.store.records import WorkerRecord
+
+
+def heartbeat(db: Database, worker_id: str, hostname: str, pid: int, queues: list[str], device: str,
+              current_job: str | None) -> None:
+    now = utcnow()
+    with db.session() as s:
+        row = s.get(Worker, worker_id)
+        if row is None:
+            s.add(Worker(id=worker_id, hostname=hostname, pid=pid, queues=queues, device=device,
+                         started_at=now, last_heartbeat=now, current_job=current_job))
+        else:
+            row.last_heartbeat, row.current_job, row.queues, row.device = now, current_job, queues, device
+
+
+def remove_worker(db: Database, worker_id: str) -> None:
+    with db.session() as s:
+        s.execute(delete(Worker).where(Worker.id == worker_id))
+
+
+def list_workers(db: Database, alive_within: float) -> list[WorkerRecord]:
+    cutoff = utcnow() - timedelta(seconds=alive_within)
+    with db.session() as s:
+        rows = list(s.scalars(select(Worker).order_by(Worker.id)))
+        return [WorkerRecord(r.id, r.hostname, r.pid, list(r.queues), r.device, _aware(r.started_at),
+                             _aware(r.last_heartbeat), r.current_job, _aware(r.last_heartbeat) >= cutoff)
+                for r in rows]
+
+
+def live_gpu_worker(db: Database, alive_within: float) -> bool:
+    """Is a GPU worker heartbeating? ``device: auto`` jobs go to the gpu queue only then."""
+    cutoff = utcnow() - timedelta(seconds=alive_within)
+    with db.session() as s:
+        rows = s.execute(select(Worker.queues).where(Worker.last_heartbeat >= cutoff)).all()
+    return any("gpu" in (q or []) for (q,) in rows)

@@ -1,0 +1,274 @@
+"""Jobs: creation, lookup, listing, and every state change of the lifecycle.
+
+queued -> running -> succeeded | failed | cancelled. A worker *claims* a job with one
+conditional UPDATE (queued, or running with an expired lease), so two workers can never both
+hold it; every later write by that worker is fenced on ``worker = me AND status = running``.
+"""
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from service.store.db import Conflict, Database, LeaseLost, NotFound
+from service.store.models import HistoryRow, Job, JobTag
+from service.store.records import JobRecord
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _record(job: Job, tags: dict[str, str], with_checkpoint: bool = False) -> JobRecord:
+    return JobRecord(
+        id=job.id, status=job.status, spec=job.spec, shape=list(job.shape), queue=job.queue,
+        name=job.name, tags=tags, created_at=_aware(job.created_at), started_at=_aware(job.started_at),
+        finished_at=_aware(job.finished_at), worker=job.worker, attempts=job.attempts,
+        cancel_requested=job.cancel_requested, result=job.result, error=job.error,
+        checkpoint=job.checkpoint if with_checkpoint else None, checkpoint_step=job.checkpoint_step,
+    )
+
+
+def _tags(session: Any, job_ids: list[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {i: {} for i in job_ids}
+    if job_ids:
+        for tag in session.scalars(select(JobTag).where(JobTag.job_id.in_(job_ids))):
+            out[tag.job_id][tag.key] = tag.value
+    return out
+
+
+def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str,
+               idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
+    """Store a new queued job; returns (job, created). A repeated idempotency key returns the
+    first job (created False), or raises Conflict if its spec differs."""
+    if idempotency_key is not None:
+        existing = _by_idempotency_key(db, idempotency_key, spec)
+        if existing is not None:
+            return existing, False
+    job_id = str(uuid.uuid4())
+    now = utcnow()
+    tags = dict(spec.get("tags") or {})
+    try:
+        with db.session() as s:
+            s.add(Job(id=job_id, status="queued", spec=spec, shape=shape, queue=queue, name=spec.get("name"),
+                      idempotency_key=idempotency_key, created_at=now, enqueued_at=now, attempts=0,
+                      cancel_requested=False))
+            s.flush()
+            s.add_all([JobTag(job_id=job_id, key=k, value=v) for k, v in tags.items()])
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        existing = _by_idempotency_key(db, idempotency_key, spec)
+        if existing is None:
+            raise
+        return existing, False
+    return get_job(db, job_id), True
+
+
+def _by_idempotency_key(db: Database, key: str, spec: dict[str, Any]) -> JobRecord | None:
+    with db.session() as s:
+        job = s.scalar(select(Job).where(Job.idempotency_key == key))
+        if job is None:
+            return None
+        if job.spec != spec:
+            raise Conflict(f"Idempotency-Key '{key}' was already used for a different job spec (job {job.id})")
+        return _record(job, _tags(s, [job.id])[job.id])
+
+
+def get_job(db: Database, job_id: str, with_checkpoint: bool = False) -> JobRecord:
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job with id '{job_id}'")
+        return _record(job, _tags(s, [job_id])[job_id], with_checkpoint)
+
+
+def _encode_cursor(job: JobRecord) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Raises ValueError for a cursor this service did not make."""
+    raw = base64.urlsafe_b64decode(cursor.encode()).decode()
+    stamp, job_id = raw.split("|", 1)
+    return datetime.fromisoformat(stamp), job_id
+
+
+def list_jobs(db: Database, status: str | None = None, tag: tuple[str, str] | None = None,
+              limit: int = 50, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+    """Jobs in creation order, ``limit`` at a time; returns (page, next cursor or None)."""
+    query = select(Job).order_by(Job.created_at, Job.id).limit(limit + 1)
+    if status:
+        query = query.where(Job.status == status)
+    if tag:
+        query = query.join(JobTag, JobTag.job_id == Job.id).where(JobTag.key == tag[0], JobTag.value == tag[1])
+    if cursor:
+        stamp, job_id = decode_cursor(cursor)
+        query = query.where(or_(Job.created_at > stamp, and_(Job.created_at == stamp, Job.id > job_id)))
+    with db.session() as s:
+        jobs = list(s.scalars(query))
+        tags = _tags(s, [j.id for j in jobs])
+        records = [_record(j, tags[j.id]) for j in jobs]
+    page = records[:limit]
+    return page, (_encode_cursor(page[-1]) if len(records) > limit else None)
+
+
+def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_attempts: int) -> JobRecord | None:
+    """Take the job for ``worker`` if it is queued, or running under an expired lease.
+
+    Returns the job (with its checkpoint) or None if someone else holds it or it is finished.
+    A job already tried ``max_attempts`` times is failed instead. Rows past the checkpoint are
+    deleted, so the resumed run rewrites them exactly once.
+    """
+    now = utcnow()
+    claimable = or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < now))
+    with db.session() as s:
+        res = s.execute(
+            update(Job).where(Job.id == job_id, claimable, Job.cancel_requested.is_(False),
+                              Job.attempts < max_attempts)
+            .values(status="running", worker=worker, attempts=Job.attempts + 1,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds))
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:
+            _settle_unclaimable(s, job_id, claimable, max_attempts, now)
+            return None
+        job = s.get(Job, job_id)
+        if job.started_at is None:
+            job.started_at = now
+        start = job.checkpoint_step or 0
+        s.query(HistoryRow).filter(HistoryRow.job_id == job_id, HistoryRow.step >= start).delete(
+            synchronize_session=False)
+        return _record(job, _tags(s, [job_id])[job_id], with_checkpoint=True)
+
+
+def _settle_unclaimable(s: Any, job_id: str, claimable: Any, max_attempts: int, now: datetime) -> None:
+    """A claimable job that cannot be claimed is either cancelled or out of attempts: end it."""
+    job = s.scalar(select(Job).where(Job.id == job_id, claimable).with_for_update())
+    if job is None:
+        return
+    if job.cancel_requested:
+        job.status, job.finished_at, job.worker = "cancelled", now, None
+    elif job.attempts >= max_attempts:
+        job.status, job.finished_at = "failed", now
+        job.error = (f"gave up after {job.attempts} attempts: each time, the worker running this job "
+                     "stopped before it finished (killed, crashed or lost)")
+
+
+def renew(db: Database, job_id: str, worker: str, lease_seconds: float) -> bool:
+    """Extend the lease; returns whether a cancel was requested. Raises LeaseLost."""
+    with db.session() as s:
+        return renew_lease(s, job_id, worker, lease_seconds)
+
+
+def renew_lease(s: Any, job_id: str, worker: str, lease_seconds: float) -> bool:
+    res = s.execute(
+        update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == "running")
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .returning(Job.cancel_requested)
+    )
+    row = res.first()
+    if row is None:
+        raise LeaseLost(f"job {job_id} is no longer held by {worker}")
+    return bool(row[0])
+
+
+def finish_job(db: Database, job_id: str, worker: str, status: str, result: dict[str, Any] | None,
+               error: str | None, history_writer: Any = None) -> None:
+    """End a running job (fenced on the worker holding it); ``history_writer(session)`` writes
+    the last chunk in the same transaction."""
+    assert status in FINISHED
+    with db.session() as s:
+        if history_writer is not None:
+            history_writer(s)
+        res = s.execute(
+            update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == "running")
+            .values(status=status, result=result, error=error, finished_at=utcnow(), lease_expires_at=None,
+                    checkpoint=None)
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:
+            raise LeaseLost(f"job {job_id} is no longer held by {worker}")
+
+
+def fail_unstarted(db: Database, job_id: str, error: str) -> None:
+    """Fail a queued job that can never run (for example: no such device)."""
+    with db.session() as s:
+        s.execute(update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running")))
+                  .values(status="failed", error=error, finished_at=utcnow(), lease_expires_at=None))
+
+
+def release_job(db: Database, job_id: str, worker: str) -> None:
+    """Hand a running job back to the queue (graceful shutdown); its checkpoint stays. The
+    attempt is not counted against it."""
+    with db.session() as s:
+        s.execute(
+            update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == "running")
+            .values(status="queued", worker=None, lease_expires_at=None, attempts=Job.attempts - 1,
+                    enqueued_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+
+def request_cancel(db: Database, job_id: str) -> JobRecord:
+    """Cancel a job: a queued one at once, a running one at its next chunk. Conflict if finished."""
+    now = utcnow()
+    with db.session() as s:
+        job = s.scalar(select(Job).where(Job.id == job_id).with_for_update())
+        if job is None:
+            raise NotFound(f"no job with id '{job_id}'")
+        if job.status in FINISHED:
+            raise Conflict(f"job {job_id} has already {job.status}; only queued or running jobs can be cancelled")
+        job.cancel_requested = True
+        if job.status == "queued":
+            job.status, job.finished_at = "cancelled", now
+    return get_job(db, job_id)
+
+
+def stale_jobs(db: Database, queued_before: datetime, limit: int = 500) -> list[tuple[str, str]]:
+    """(id, queue) of jobs that should be running but may have no message in the broker:
+    queued since before ``queued_before``, or running with an expired lease."""
+    now = utcnow()
+    with db.session() as s:
+        rows = s.execute(
+            select(Job.id, Job.queue).where(or_(
+                and_(Job.status == "queued", Job.enqueued_at < queued_before),
+                and_(Job.status == "running", Job.lease_expires_at < now),
+            )).order_by(Job.created_at).limit(limit)
+        ).all()
+        return [(r[0], r[1]) for r in rows]
+
+
+def set_queue(db: Database, job_id: str, queue: str) -> None:
+    with db.session() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(queue=queue))
+
+
+def requeue_if_stale(db: Database, job_id: str, queued_before: datetime) -> bool:
+    """Mark a stale job as freshly enqueued (a running one with an expired lease goes back to
+    queued); True for the one caller that did it, who then re-sends its task."""
+    now = utcnow()
+    with db.session() as s:
+        res = s.execute(
+            update(Job).where(Job.id == job_id, Job.status == "running", Job.lease_expires_at < now)
+            .values(status="queued", worker=None, lease_expires_at=None, enqueued_at=now)
+            .execution_options(synchronize_session=False))
+        if res.rowcount == 1:
+            return True
+        res = s.execute(
+            update(Job).where(Job.id == job_id, Job.status == "queued", Job.enqueued_at < queued_before)
+            .values(enqueued_at=now).execution_options(synchronize_session=False))
+        return res.rowcount == 1

@@ -1,0 +1,54 @@
+"""Frozen records the store hands out, never live ORM rows."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    status: str
+    spec: dict[str, Any]
+    shape: list[int]
+    queue: str
+    name: str | None
+    tags: dict[str, str]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker: str | None
+    attempts: int
+    cancel_requested: bool
+    result: dict[str, Any] | None
+    error: str | None
+    checkpoint: bytes | None = None
+    checkpoint_step: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    step: int
+    f: float
+    grad_norm: float
+    lr: float
+    x: list[float] | None
+    grad: list[float] | None
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    id: str
+    hostname: str
+    pid: int
+    queues: list[str]
+    device: str
+    started_at: datetime
+    last_heartbeat: datetime
+    current_job: str | None
+    alive: bool

@@ -1,0 +1,1 @@
+"""Descent's Celery workers. They import ``service``; nothing imports them."""

@@ -1,0 +1,83 @@
+"""A worker's background duties: heartbeats into the database (fleet view, routing), lease
+renewal for the running job, and the reconciler that re-sends jobs the broker lost."""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+from datetime import timedelta
+from functools import lru_cache
+
+from service.queue import Dispatcher
+from service.store import LeaseLost, StoreError
+from service.store import fleet as fleet_store
+from service.store import jobs as job_store
+from workers.state import get_state, init_state
+
+log = logging.getLogger(__name__)
+_stop = threading.Event()
+
+
+@lru_cache(maxsize=1)
+def dispatcher() -> Dispatcher:
+    return Dispatcher(get_state().settings)
+
+
+def reconcile_once(requeue_after: float) -> list[str]:
+    """Re-send queued jobs that waited too long (their message may be gone: broker restart,
+    FLUSHALL) and requeue running jobs whose lease expired (their worker died). Each job is
+    re-sent by one worker only: the database row is bumped conditionally first."""
+    state = get_state()
+    cutoff = job_store.utcnow() - timedelta(seconds=requeue_after)
+    sent = []
+    for job_id, queue in job_store.stale_jobs(state.db, cutoff):
+        if job_store.requeue_if_stale(state.db, job_id, cutoff):
+            if dispatcher().send(job_id, queue):
+                sent.append(job_id)
+    if sent:
+        log.info("reconciler re-sent %d job(s)", len(sent))
+    return sent
+
+
+def _loop(queues: list[str]) -> None:
+    state = init_state(queues)
+    settings = state.settings
+    requeue_after = float(os.environ.get("DESCENT_REQUEUE_AFTER", max(30.0, settings.lease_seconds)))
+    next_reconcile = 0.0
+    elapsed = 0.0
+    while not _stop.wait(settings.heartbeat_seconds * (0.8 + 0.4 * random.random())):
+        elapsed += settings.heartbeat_seconds
+        try:
+            fleet_store.heartbeat(state.db, state.worker_id, state.hostname, os.getpid(), state.queues,
+                                  state.device, state.current_job)
+            job = state.current_job
+            if job is not None:
+                try:
+                    job_store.renew(state.db, job, state.worker_id, settings.lease_seconds)
+                except LeaseLost:
+                    pass
+            if elapsed >= next_reconcile:
+                reconcile_once(requeue_after)
+                next_reconcile = elapsed + requeue_after / 3
+        except StoreError as exc:
+            log.warning("fleet heartbeat failed: %s", exc)
+        except Exception:  # noqa: BLE001 - the background thread must outlive one bad beat
+            log.exception("fleet heartbeat failed")
+
+
+def start_background(queues: list[str]) -> None:
+    state = init_state(queues)
+    try:
+        fleet_store.heartbeat(state.db, state.worker_id, state.hostname, os.getpid(), queues, state.device, None)
+    except StoreError as exc:
+        log.warning("first heartbeat failed: %s", exc)
+    threading.Thread(target=_loop, args=(queues,), name="descent-fleet", daemon=True).start()
+
+
+def leave() -> None:
+    _stop.set()
+    try:
+        fleet_store.remove_worker(get_state().db, get_state().worker_id)
+    except StoreError:
+        pass

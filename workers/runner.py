@@ -1,0 +1,113 @@
+"""Running one job in a worker: claim it, run the engine, persist chunks, finish it.
+
+A plain function (the Celery task is a thin wrapper) so it reads top-down and tests can call it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, TypeVar
+
+import torch
+
+from service.engine import Chunk, EngineError, run
+from service.jsonsafe import json_safe
+from service.spec import SpecError, check_spec
+from service.store import HistoryBatch, LeaseLost, StoreUnavailable
+from service.store import jobs as job_store
+from service.store.history import save_chunk, write_rows
+from workers.state import WorkerState
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def with_retries(fn: Callable[[], T], state: WorkerState, what: str, give_up_after: float = 300.0) -> T:
+    """Call ``fn``, retrying with backoff while the database is unavailable."""
+    delay, began = 0.2, time.monotonic()
+    while True:
+        try:
+            return fn()
+        except StoreUnavailable as exc:
+            if time.monotonic() - began > give_up_after:
+                raise
+            log.warning("%s: database unavailable (%s); retrying in %.1fs", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def to_batch(chunk: Chunk) -> HistoryBatch:
+    return HistoryBatch(
+        steps=chunk.steps, f=chunk.f, grad_norm=chunk.grad_norm, lr=chunk.lr,
+        x=chunk.x.tolist() if chunk.x is not None else None,
+        grad=chunk.grad.tolist() if chunk.grad is not None else None,
+    )
+
+
+def execute(state: WorkerState, job_id: str) -> str:
+    """Run the job if this worker can claim it; returns what happened, for logs and tests."""
+    settings, db, me = state.settings, state.db, state.worker_id
+    job = with_retries(lambda: job_store.claim_job(db, job_id, me, settings.lease_seconds, settings.max_attempts),
+                       state, f"claim {job_id}")
+    if job is None:
+        return "skipped"
+    state.current_job = job_id
+    try:
+        return _run_claimed(state, job)
+    except LeaseLost:
+        log.warning("job %s was taken from this worker (lease lost); dropping it", job_id)
+        return "lease_lost"
+    finally:
+        state.current_job = None
+
+
+def _run_claimed(state: WorkerState, job: Any) -> str:
+    settings, db, me, job_id = state.settings, state.db, state.worker_id, job.id
+    try:
+        checked = check_spec(job.spec, settings.limits)
+    except SpecError as exc:
+        return _fail(state, job_id, f"the stored spec is no longer valid: {exc.message}")
+    if job.queue == "gpu" and not torch.cuda.is_available():
+        return _fail(state, job_id, "this job needs a GPU, but the worker that took it has no CUDA device")
+    device = "cuda" if job.queue == "gpu" else "cpu"
+    cancel = [False]
+    final: list[HistoryBatch] = []
+
+    def on_chunk(chunk: Chunk) -> None:
+        batch = to_batch(chunk)
+        if chunk.checkpoint is None:
+            final.append(batch)  # written with the result, in one transaction
+            return
+        cancel[0] = with_retries(
+            lambda: save_chunk(db, job_id, me, batch, chunk.checkpoint, chunk.end, settings.lease_seconds),
+            state, f"save history of {job_id}")
+
+    def should_stop() -> str | None:
+        if state.shutting_down.is_set():
+            return "interrupted"
+        return "cancelled" if cancel[0] else None
+
+    try:
+        result = run(checked, device=device, on_chunk=on_chunk, should_stop=should_stop, resume=job.checkpoint)
+    except EngineError as exc:
+        return _fail(state, job_id, str(exc))
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return _fail(state, job_id, f"the objective could not be evaluated: {first}")
+
+    if result.stop_reason == "interrupted":
+        with_retries(lambda: job_store.release_job(db, job_id, me), state, f"release {job_id}")
+        return "released"
+    payload = json_safe({**result.as_json(), "worker": me})
+    status = "cancelled" if result.stop_reason == "cancelled" else "succeeded"
+    with_retries(lambda: job_store.finish_job(
+        db, job_id, me, status, payload, None,
+        history_writer=lambda s: [write_rows(s, job_id, b) for b in final]), state, f"finish {job_id}")
+    return status
+
+
+def _fail(state: WorkerState, job_id: str, message: str) -> str:
+    log.info("job %s failed: %s", job_id, message)
+    with_retries(lambda: job_store.finish_job(state.db, job_id, state.worker_id, "failed", None, message),
+                 state, f"fail {job_id}")
+    return "failed"

@@ -1,0 +1,57 @@
+"""Per-process worker state: settings, the database, this worker's identity and devices.
+
+Created lazily in the process that runs tasks (never in a forked parent), so no pooled
+connection or CUDA context is shared across a fork.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from service.config import Settings, load_settings
+from service.store import Database
+
+
+@dataclass
+class WorkerState:
+    settings: Settings
+    db: Database
+    worker_id: str
+    hostname: str
+    queues: list[str]
+    device: str
+    current_job: str | None = None
+    shutting_down: threading.Event = field(default_factory=threading.Event)
+
+
+_lock = threading.Lock()
+_state: WorkerState | None = None
+
+
+def init_state(queues: list[str]) -> WorkerState:
+    global _state
+    with _lock:
+        if _state is None or _state.worker_id != _identity():
+            settings = load_settings()
+            device = "gpu" if "gpu" in queues else "cpu"
+            _state = WorkerState(settings=settings, db=Database(settings.database_url), worker_id=_identity(),
+                                 hostname=socket.gethostname(), queues=queues, device=device)
+        return _state
+
+
+def get_state() -> WorkerState:
+    if _state is None or _state.worker_id != _identity():
+        return init_state(os.environ.get("DESCENT_WORKER_QUEUES", "cpu").split(","))
+    return _state
+
+
+@lru_cache(maxsize=None)
+def _identity_for(pid: int) -> str:
+    return f"{socket.gethostname()}:{pid}"
+
+
+def _identity() -> str:
+    return _identity_for(os.getpid())
