@@ -1,8 +1,9 @@
 """Column types that keep floats faithful on every backend.
 
 PostgreSQL stores NaN and infinities natively (double precision and double precision[]).
-SQLite turns a NaN REAL into NULL, so there a NULL in a float column reads back as NaN (those
-columns are never legitimately NULL); arrays are JSON text with NaN/Infinity tokens.
+SQLite turns a NaN REAL into NULL, so there NaN is stored as the text 'NaN' (a REAL column keeps
+text that is not a number as text) and read back as a float; arrays are JSON text with
+NaN/Infinity tokens.
 """
 from __future__ import annotations
 
@@ -25,15 +26,14 @@ class FaithfulFloat(TypeDecorator):
             return dialect.type_descriptor(postgresql.DOUBLE_PRECISION())
         return dialect.type_descriptor(Float(precision=53))
 
-    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        if value is not None and dialect.name == "sqlite" and math.isnan(value):
-            return None
-        return value
+    def bind_processor(self, dialect: Dialect) -> Any:
+        # Replaces Float's own processor on SQLite, which would turn "NaN" back into a float.
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        return lambda value: "NaN" if isinstance(value, float) and math.isnan(value) else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
-        if value is None and dialect.name == "sqlite":
-            return math.nan
-        return value
+        return float(value) if isinstance(value, str) else value
 
 
 class FloatArray(TypeDecorator):

@@ -1,0 +1,168 @@
+"""Real processes for integration tests: the API (`descent api`) and Celery workers
+(`descent worker`), on PostgreSQL + Redis or on the embedded default."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from service.config import Settings
+from service.store import Database
+from service.store.migrate import upgrade
+from tests.conftest import settings_env
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Service:
+    """An API process and worker processes sharing one database and broker."""
+
+    settings: Settings
+    log_dir: Path
+    port: int = field(default_factory=free_port)
+    api: subprocess.Popen | None = None
+    workers: list[subprocess.Popen] = field(default_factory=list)
+    http: requests.Session = field(default_factory=requests.Session)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**settings_env(self.settings), "DESCENT_PORT": str(self.port), "PYTHONUNBUFFERED": "1"}
+
+    def db(self) -> Database:
+        return Database(self.settings.database_url)
+
+    def start(self, workers: int = 1) -> "Service":
+        upgrade(self.db())
+        self.start_api()
+        for _ in range(workers):
+            self.start_worker()
+        self.wait_for_workers(workers)
+        return self
+
+    def start_api(self) -> None:
+        log = open(self.log_dir / "api.log", "ab")
+        self.api = subprocess.Popen([str(BIN / "descent"), "api", "--port", str(self.port)], env=self.env,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            if self.api.poll() is not None:
+                raise RuntimeError(f"API exited: {(self.log_dir / 'api.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        raise RuntimeError("API did not become healthy")
+
+    def start_worker(self, queues: str = "cpu") -> subprocess.Popen:
+        n = len(self.workers)
+        log = open(self.log_dir / f"worker{n}.log", "ab")
+        proc = subprocess.Popen([str(BIN / "descent"), "worker", "--queues", queues, "--loglevel", "INFO"],
+                                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.workers.append(proc)
+        return proc
+
+    def wait_for_workers(self, count: int, timeout: float = 90) -> None:
+        """Wait until ``count`` live worker processes heartbeat into the database."""
+        from service.store.fleet import list_workers
+
+        db = self.db()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            alive = {w.pid for w in list_workers(db, alive_within=30)}
+            if len(alive & {p.pid for p in self.workers if p.poll() is None}) >= count:
+                db.engine.dispose()
+                return
+            time.sleep(0.2)
+        raise RuntimeError("workers did not start: " + self.logs())
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.log_dir.glob("*.log")))
+
+    # -- client helpers -------------------------------------------------------------------
+    def submit(self, spec: dict[str, Any], **headers: str) -> dict[str, Any]:
+        resp = self.http.post(self.url + "/v1/jobs", json=spec, headers=headers, timeout=30)
+        assert resp.status_code == 202, resp.text
+        return resp.json()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self.http.get(f"{self.url}/v1/jobs/{job_id}", timeout=30).json()
+
+    def wait(self, job_id: str, timeout: float = 120, poll: float = 0.05) -> dict[str, Any]:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            job = self.job(job_id)
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                return job
+            time.sleep(poll)
+        raise AssertionError(f"job {job_id} still {self.job(job_id)['status']} after {timeout}s\n{self.logs()}")
+
+    def wait_status(self, job_id: str, status: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            job = self.job(job_id)
+            if job["status"] == status:
+                return job
+            time.sleep(0.02)
+        raise AssertionError(f"job {job_id} never reached {status}: {self.job(job_id)}")
+
+    def history(self, job_id: str, **params: Any) -> list[dict[str, Any]]:
+        rows, start = [], 0
+        while start is not None:
+            page = self.http.get(f"{self.url}/v1/jobs/{job_id}/history", params={**params, "start": start, "limit": 100000},
+                                 timeout=60).json()
+            rows.extend(page["rows"])
+            start = page["next_start"]
+        return rows
+
+    # -- process control ------------------------------------------------------------------
+    def kill_worker(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        os.killpg(proc.pid, sig)
+        proc.wait(30)
+
+    def stop(self) -> None:
+        for proc in [*self.workers, self.api]:
+            if proc is not None and proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for proc in [*self.workers, self.api]:
+            if proc is None:
+                continue
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def redis_url_for_test(base: str) -> str:
+    """A Redis database index of its own (1-15), flushed, so runs never see each other's tasks."""
+    import redis
+
+    index = random.randint(1, 15)
+    url = f"{base.rstrip('/')}/{index}"
+    redis.Redis.from_url(url).flushdb()
+    return url

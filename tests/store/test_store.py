@@ -1,0 +1,120 @@
+"""The store on SQLite and PostgreSQL: schema, faithful floats, fenced and idempotent writes."""
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from service.store import Database, HistoryBatch, LeaseLost
+from service.store import jobs as job_store
+from service.store.history import count_rows, iter_history, save_chunk
+from service.store.migrate import SchemaOutOfDate, check_schema
+from service.store.models import Base
+
+SPEC = {"objective": "x.sum()", "x0": [1, 2], "steps": 10}
+
+
+def new_job(db: Database) -> str:
+    job, _ = job_store.create_job(db, SPEC, [2], "cpu")
+    return job.id
+
+
+def test_models_and_migrations_agree(db):
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
+    check_schema(db)
+
+
+def test_service_refuses_a_database_behind_head(tmp_path):
+    with pytest.raises(SchemaOutOfDate, match="descent db upgrade"):
+        check_schema(Database(f"sqlite:///{tmp_path / 'empty.db'}"))
+
+
+def test_nan_and_infinities_are_stored_faithfully(db):
+    job_id = new_job(db)
+    job_store.claim_job(db, job_id, "w1", 30, 3)
+    batch = HistoryBatch(steps=[0, 1, 2], f=[1.5, math.inf, math.nan], grad_norm=[-math.inf, 0.0, math.nan],
+                         lr=[0.1, 0.1, 0.1], x=[[1.0, 2.0], [math.inf, -math.inf], [math.nan, 1e-300]])
+    save_chunk(db, job_id, "w1", batch, b"ck", 3, 30)
+    rows = list(iter_history(db, job_id))
+    assert rows[1].f == math.inf and rows[0].grad_norm == -math.inf
+    assert math.isnan(rows[2].f) and math.isnan(rows[2].grad_norm)
+    assert rows[1].x == [math.inf, -math.inf] and math.isnan(rows[2].x[0]) and rows[2].x[1] == 1e-300
+
+
+def test_claim_is_exclusive_under_concurrency(db):
+    job_id = new_job(db)
+    winners = []
+
+    def claim(name: str) -> None:
+        if job_store.claim_job(db, job_id, name, 30, 3) is not None:
+            winners.append(name)
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+
+
+def test_writes_are_fenced_on_the_claiming_worker(db):
+    job_id = new_job(db)
+    job_store.claim_job(db, job_id, "w1", 30, 3)
+    batch = HistoryBatch(steps=[0], f=[1.0], grad_norm=[1.0], lr=[0.1])
+    with pytest.raises(LeaseLost):
+        save_chunk(db, job_id, "intruder", batch, None, None, 30)
+    with pytest.raises(LeaseLost):
+        job_store.finish_job(db, job_id, "intruder", "succeeded", {}, None)
+    assert count_rows(db, job_id) == 0
+
+
+def test_reclaim_after_expired_lease_truncates_past_the_checkpoint(db):
+    job_id = new_job(db)
+    job_store.claim_job(db, job_id, "w1", 30, 3)
+    save_chunk(db, job_id, "w1", HistoryBatch(steps=[0, 1, 2], f=[3.0, 2.0, 1.0], grad_norm=[1, 1, 1], lr=[.1, .1, .1]),
+               b"ck3", 3, lease_seconds=-1)  # written, then the worker "dies": its lease is already over
+    # a second worker reclaims: rows before the checkpoint stay, nothing after it
+    job = job_store.claim_job(db, job_id, "w2", 30, 3)
+    assert job is not None and job.checkpoint == b"ck3" and job.checkpoint_step == 3 and job.attempts == 2
+    assert [r.step for r in iter_history(db, job_id)] == [0, 1, 2]
+    with pytest.raises(LeaseLost):
+        job_store.renew(db, job_id, "w1", 30)
+
+
+def test_job_out_of_attempts_fails_with_a_reason(db):
+    job_id = new_job(db)
+    for i in range(2):
+        assert job_store.claim_job(db, job_id, f"w{i}", -1, 2) is not None
+    assert job_store.claim_job(db, job_id, "w9", 30, 2) is None
+    job = job_store.get_job(db, job_id)
+    assert job.status == "failed" and "gave up after 2 attempts" in job.error
+
+
+def test_cancel_running_sets_flag_and_finished_is_conflict(db):
+    from service.store import Conflict
+
+    job_id = new_job(db)
+    job_store.claim_job(db, job_id, "w1", 30, 3)
+    assert job_store.request_cancel(db, job_id).status == "running"
+    assert job_store.renew(db, job_id, "w1", 30) is True
+    job_store.finish_job(db, job_id, "w1", "cancelled", {}, None)
+    with pytest.raises(Conflict):
+        job_store.request_cancel(db, job_id)
+
+
+def test_history_pages_and_every(db):
+    job_id = new_job(db)
+    job_store.claim_job(db, job_id, "w1", 30, 3)
+    n = 2500
+    save_chunk(db, job_id, "w1", HistoryBatch(steps=list(range(n)), f=[float(i) for i in range(n)],
+                                              grad_norm=[0.0] * n, lr=[0.1] * n, x=[[float(i), 0.0] for i in range(n)]),
+               None, None, 30)
+    assert [r.step for r in iter_history(db, job_id, start=10, limit=5)] == [10, 11, 12, 13, 14]
+    assert len(list(iter_history(db, job_id, batch_size=300))) == n
+    assert [r.step for r in iter_history(db, job_id, every=1000)] == [0, 1000, 2000]
+    assert next(iter_history(db, job_id, with_x=False)).x is None
