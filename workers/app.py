@@ -37,9 +37,11 @@ def _queues_of(sender: object) -> list[str]:
 def _refuse_gpu_without_cuda(sender: object = None, **_: object) -> None:
     queues = _queues_of(sender)
     os.environ["DESCENT_WORKER_QUEUES"] = ",".join(queues)
-    if "gpu" in queues:
-        import torch
+    import torch
 
+    # One job per worker process: one intra-op thread each unless told otherwise.
+    torch.set_num_threads(load_settings().torch_threads)
+    if "gpu" in queues:
         if not torch.cuda.is_available():
             sys.stderr.write("descent worker: refusing to start on the 'gpu' queue: this machine has no CUDA "
                              "device (torch.cuda.is_available() is False). Run it with --queues cpu instead.\n")

@@ -73,7 +73,6 @@ def upgrade() -> None:
     sa.Column('lr', DOUBLE, nullable=False),
     sa.Column('x', FLOAT_ARRAY, nullable=True),
     sa.Column('grad', FLOAT_ARRAY, nullable=True),
-    sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('job_id', 'step')
     )
     op.create_table('job_tags',

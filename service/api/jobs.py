@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import math
+import time
 from typing import Any, Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
@@ -40,13 +41,20 @@ def read_json_body() -> Any:
         raise ApiError(400, "invalid_json", "the request body nests too deeply") from None
 
 
+_gpu_seen: dict[str, float] = {"checked": -1e9, "alive": 0.0}
+
+
 def route_queue(device: str) -> str:
-    if device == "cpu":
-        return "cpu"
-    if device == "gpu":
-        return "gpu"
+    """``auto`` goes to the gpu queue while a GPU worker heartbeats (looked up at most once a
+    second per API process)."""
+    if device in ("cpu", "gpu"):
+        return device
     svc = services()
-    return "gpu" if live_gpu_worker(svc.db, alive_within=3 * svc.settings.heartbeat_seconds) else "cpu"
+    now = time.monotonic()
+    if now - _gpu_seen["checked"] > 1.0:
+        _gpu_seen["alive"] = float(live_gpu_worker(svc.db, alive_within=3 * svc.settings.heartbeat_seconds))
+        _gpu_seen["checked"] = now
+    return "gpu" if _gpu_seen["alive"] else "cpu"
 
 
 @bp.post("")
@@ -69,7 +77,20 @@ def submit():  # type: ignore[no-untyped-def]
 
 @bp.get("/<job_id>")
 def get(job_id: str):  # type: ignore[no-untyped-def]
-    return job_json(job_store.get_job(services().db, job_id))
+    """The job; with ``?wait=S`` (up to 30 s) the answer waits until the job has finished."""
+    db = services().db
+    wait = request.args.get("wait")
+    job = job_store.get_job(db, job_id)
+    if wait:
+        try:
+            seconds = min(max(float(wait), 0.0), 30.0)
+        except ValueError:
+            raise ApiError(400, "invalid_parameter", "'wait' must be a number of seconds (at most 30)", "wait") from None
+        began = time.monotonic()
+        while not job.finished and time.monotonic() - began < seconds:
+            time.sleep(0.004 if time.monotonic() - began < 2 else 0.05)
+            job = job_store.get_job(db, job_id)
+    return job_json(job)
 
 
 def _int_arg(name: str, default: int | None, low: int, high: int | None = None) -> int | None:

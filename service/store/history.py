@@ -42,15 +42,24 @@ def write_rows(session: Any, job_id: str, batch: HistoryBatch) -> None:
     rows = zip(batch.steps, batch.f, batch.grad_norm, batch.lr, xs, gs)
     if session.bind.dialect.name == "postgresql":
         raw = session.connection().connection.driver_connection
+        text = "".join(f"{job_id}\t{step}\t{float(f)!r}\t{float(gn)!r}\t{float(lr)!r}\t{_pg_array(x)}\t{_pg_array(g)}\n"
+                       for step, f, gn, lr, x, g in rows)
         with raw.cursor() as cur:
             with cur.copy("COPY history (job_id, step, f, grad_norm, lr, x, grad) FROM STDIN") as copy:
-                for step, f, gn, lr, x, g in rows:
-                    copy.write_row((job_id, step, f, gn, lr, x, g))
+                copy.write(text)
         return
     session.execute(insert(HistoryRow), [
         {"job_id": job_id, "step": step, "f": f, "grad_norm": gn, "lr": lr, "x": x, "grad": g}
         for step, f, gn, lr, x, g in rows
     ])
+
+
+def _pg_array(values: list[float] | None) -> str:
+    """A float array in COPY text format. repr() round-trips floats exactly, and PostgreSQL
+    reads its spellings of NaN and the infinities ('nan', 'inf', '-inf')."""
+    if values is None:
+        return "\\N"
+    return "{" + str(values)[1:-1] + "}"
 
 
 def save_chunk(db: Database, job_id: str, worker: str, batch: HistoryBatch, checkpoint: bytes | None,

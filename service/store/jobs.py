@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.store.db import Conflict, Database, LeaseLost, NotFound
@@ -60,11 +60,11 @@ def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str,
     job_id = str(uuid.uuid4())
     now = utcnow()
     tags = dict(spec.get("tags") or {})
+    job = Job(id=job_id, status="queued", spec=spec, shape=shape, queue=queue, name=spec.get("name"),
+              idempotency_key=idempotency_key, created_at=now, enqueued_at=now, attempts=0, cancel_requested=False)
     try:
         with db.session() as s:
-            s.add(Job(id=job_id, status="queued", spec=spec, shape=shape, queue=queue, name=spec.get("name"),
-                      idempotency_key=idempotency_key, created_at=now, enqueued_at=now, attempts=0,
-                      cancel_requested=False))
+            s.add(job)
             s.flush()
             s.add_all([JobTag(job_id=job_id, key=k, value=v) for k, v in tags.items()])
     except IntegrityError:
@@ -74,7 +74,7 @@ def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str,
         if existing is None:
             raise
         return existing, False
-    return get_job(db, job_id), True
+    return _record(job, tags), True
 
 
 def _by_idempotency_key(db: Database, key: str, spec: dict[str, Any]) -> JobRecord | None:
@@ -129,30 +129,30 @@ def list_jobs(db: Database, status: str | None = None, tag: tuple[str, str] | No
 def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_attempts: int) -> JobRecord | None:
     """Take the job for ``worker`` if it is queued, or running under an expired lease.
 
-    Returns the job (with its checkpoint) or None if someone else holds it or it is finished.
+    Returns the job (with its checkpoint, without tags) or None if someone else holds it or it
+    is finished.
     A job already tried ``max_attempts`` times is failed instead. Rows past the checkpoint are
     deleted, so the resumed run rewrites them exactly once.
     """
     now = utcnow()
     claimable = or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < now))
     with db.session() as s:
-        res = s.execute(
+        row = s.execute(
             update(Job).where(Job.id == job_id, claimable, Job.cancel_requested.is_(False),
                               Job.attempts < max_attempts)
             .values(status="running", worker=worker, attempts=Job.attempts + 1,
-                    lease_expires_at=now + timedelta(seconds=lease_seconds))
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    started_at=func.coalesce(Job.started_at, now))
+            .returning(Job)
             .execution_options(synchronize_session=False)
-        )
-        if res.rowcount != 1:
+        ).scalar()
+        if row is None:
             _settle_unclaimable(s, job_id, claimable, max_attempts, now)
             return None
-        job = s.get(Job, job_id)
-        if job.started_at is None:
-            job.started_at = now
-        start = job.checkpoint_step or 0
-        s.query(HistoryRow).filter(HistoryRow.job_id == job_id, HistoryRow.step >= start).delete(
-            synchronize_session=False)
-        return _record(job, _tags(s, [job_id])[job_id], with_checkpoint=True)
+        if row.checkpoint_step is not None:  # rows exist only up to a checkpoint: drop any beyond it
+            s.query(HistoryRow).filter(HistoryRow.job_id == job_id, HistoryRow.step >= row.checkpoint_step).delete(
+                synchronize_session=False)
+        return _record(row, {}, with_checkpoint=True)
 
 
 def _settle_unclaimable(s: Any, job_id: str, claimable: Any, max_attempts: int, now: datetime) -> None:

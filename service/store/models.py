@@ -53,9 +53,13 @@ class JobTag(Base):
 
 
 class HistoryRow(Base):
+    """One recorded step. No foreign key to ``jobs``: rows are only written by the worker holding
+    the job, in a transaction fenced on that job's row, and a per-row FK check would double the
+    cost of writing a history on PostgreSQL."""
+
     __tablename__ = "history"
 
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     step: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     f: Mapped[float] = mapped_column(FaithfulFloat())
     grad_norm: Mapped[float] = mapped_column(FaithfulFloat())

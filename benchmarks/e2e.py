@@ -1,0 +1,137 @@
+"""The whole service against the bare engine, in the same run.
+
+    python benchmarks/e2e.py [--jobs 200] [--workers 2] [--backend postgres|embedded]
+
+Starts the API and worker processes (PostgreSQL + Redis by default), then:
+1. burst: submits ``--jobs`` lesson-sized jobs (500 SGD steps, 2x2 parameters, every row
+   recorded) from 8 client threads; jobs/second from the first submit to the last success, and
+   submit-to-succeeded latency percentiles under that load;
+2. one at a time: ``--serial`` jobs, each submitted only after the last succeeded, the client
+   waiting with ``GET /v1/jobs/<id>?wait=30``; the latency p50/p95 of a job on an idle service;
+3. the bare engine: the same jobs run by ``service.engine.run`` in this process, one after another,
+   keeping every history row in memory.
+Ratios are printed against (3).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+
+from service.engine import run  # noqa: E402
+from service.spec import check_spec  # noqa: E402
+from service.store.models import Job  # noqa: E402
+from tests.conftest import REDIS_URL, _pg_database, embedded_settings  # noqa: E402
+from tests.integration.harness import Service, redis_url_for_test  # noqa: E402
+
+LESSON = {"objective": "torch.log(torch.log(w + 7)).prod()", "variable": "w", "x0": [[5, 10], [1, 2]],
+          "steps": 500, "optimizer": {"name": "sgd", "lr": 0.001}}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def bare_engine(n: int) -> tuple[float, list[float]]:
+    torch.set_num_threads(1)
+    per_job = []
+    checked = check_spec(LESSON)
+    began = time.perf_counter()
+    for _ in range(n):
+        t0 = time.perf_counter()
+        rows = []
+        run(checked, on_chunk=rows.append)
+        per_job.append(time.perf_counter() - t0)
+    return time.perf_counter() - began, per_job
+
+
+def burst(service: Service, n: int) -> tuple[float, list[float]]:
+    submitted: dict[str, float] = {}
+    began = time.perf_counter()
+
+    def submit(_: int) -> None:
+        t0 = time.perf_counter()
+        submitted[service.submit(LESSON)["id"]] = t0
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(submit, range(n)))
+    db = service.db()
+    finished: dict[str, float] = {}
+    while len(finished) < n:
+        with db.session() as s:
+            done = s.execute(select(Job.id, Job.status).where(Job.id.in_(list(submitted)),
+                                                              Job.status.in_(("succeeded", "failed")))).all()
+        now = time.perf_counter()
+        for job_id, status in done:
+            if status != "succeeded":
+                raise SystemExit(f"job {job_id} {status}: {service.job(job_id)['error']}")
+            finished.setdefault(job_id, now)
+        time.sleep(0.05)
+    wall = max(finished.values()) - began
+    db.engine.dispose()
+    return wall, [finished[j] - submitted[j] for j in submitted]
+
+
+def serial(service: Service, n: int) -> list[float]:
+    latencies = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        job_id = service.submit(LESSON)["id"]
+        while service.http.get(f"{service.url}/v1/jobs/{job_id}", params={"wait": 30}).json()["status"] not in ("succeeded", "failed"):
+            pass
+        latencies.append(time.perf_counter() - t0)
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--serial", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--backend", choices=["postgres", "embedded"], default="postgres")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="descent-e2e-"))
+    settings = embedded_settings(tmp)
+    pg = None
+    if args.backend == "postgres":
+        pg = _pg_database()
+        settings = replace(settings, database_url=next(pg), broker_url=redis_url_for_test(REDIS_URL), embedded_broker=False)
+    service = Service(settings=settings, log_dir=tmp)
+    try:
+        service.start(workers=args.workers)
+        service.wait(service.submit(LESSON)["id"])  # warm both paths once
+        service.wait(service.submit(LESSON)["id"])
+        wall, burst_lat = burst(service, args.jobs)
+        serial_lat = serial(service, args.serial)
+    finally:
+        service.stop()
+        if pg is not None:
+            pg.close()
+    bare_wall, bare_per_job = bare_engine(args.jobs)
+
+    bare_rate = args.jobs / bare_wall
+    bare_job = statistics.median(bare_per_job)
+    rate = args.jobs / wall
+    p50 = statistics.median(serial_lat)
+    print(f"backend: {args.backend}, {args.workers} worker processes, {args.jobs} lesson jobs (500 SGD steps, 2x2, every row)")
+    print(f"bare engine, one process:  {bare_rate:7.1f} jobs/s, {bare_job * 1e3:6.1f} ms per job (median)")
+    print(f"service, burst of {args.jobs}:   {rate:7.1f} jobs/s  -> throughput ratio {rate / bare_rate:.2f} (target >= 1.3)")
+    print(f"  latency under the burst: p50 {statistics.median(burst_lat) * 1e3:.0f} ms, p95 {pct(burst_lat, 0.95) * 1e3:.0f} ms (queueing included)")
+    print(f"service, one job at a time ({args.serial}): p50 {p50 * 1e3:.1f} ms, p95 {pct(serial_lat, 0.95) * 1e3:.1f} ms"
+          f"  -> p50 / bare job = {p50 / bare_job:.2f} (target <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()
