@@ -74,6 +74,7 @@ class Settings:
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
     max_attempts: int = 3
+    requeue_after: float = 30.0
     task_time_limit: float = 4_000.0
     torch_threads: int = 1
     limits: Limits = field(default_factory=Limits)
@@ -98,6 +99,7 @@ def load_settings() -> Settings:
         lease_seconds=_env_float("DESCENT_LEASE_SECONDS", 30.0),
         heartbeat_seconds=_env_float("DESCENT_HEARTBEAT_SECONDS", 5.0),
         max_attempts=_env_int("DESCENT_MAX_ATTEMPTS", 3),
+        requeue_after=_env_float("DESCENT_REQUEUE_AFTER", 30.0),
         task_time_limit=_env_float("DESCENT_TASK_TIME_LIMIT", limits.max_seconds + 400.0),
         torch_threads=_env_int("DESCENT_TORCH_THREADS", 1),
         limits=limits,

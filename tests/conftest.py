@@ -66,6 +66,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "DESCENT_LEASE_SECONDS": str(settings.lease_seconds),
         "DESCENT_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
         "DESCENT_MAX_ATTEMPTS": str(settings.max_attempts),
+        "DESCENT_REQUEUE_AFTER": str(settings.requeue_after),
     })
     return env
 

@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import threading
+import time
 from datetime import timedelta
 from functools import lru_cache
 
@@ -13,7 +14,7 @@ from service.queue import Dispatcher
 from service.store import LeaseLost, StoreError
 from service.store import fleet as fleet_store
 from service.store import jobs as job_store
-from workers.state import get_state, init_state
+from workers.state import WorkerState, get_state, init_state
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -43,11 +44,12 @@ def reconcile_once(requeue_after: float) -> list[str]:
 def _loop(queues: list[str]) -> None:
     state = init_state(queues)
     settings = state.settings
-    requeue_after = float(os.environ.get("DESCENT_REQUEUE_AFTER", max(30.0, settings.lease_seconds)))
+    requeue_after = settings.requeue_after
     next_reconcile = 0.0
     elapsed = 0.0
     while not _stop.wait(settings.heartbeat_seconds * (0.8 + 0.4 * random.random())):
         elapsed += settings.heartbeat_seconds
+        _enforce_hard_limit(state)
         try:
             fleet_store.heartbeat(state.db, state.worker_id, state.hostname, os.getpid(), state.queues,
                                   state.device, state.current_job)
@@ -64,6 +66,17 @@ def _loop(queues: list[str]) -> None:
             log.warning("fleet heartbeat failed: %s", exc)
         except Exception:  # noqa: BLE001 - the background thread must outlive one bad beat
             log.exception("fleet heartbeat failed")
+
+
+def _enforce_hard_limit(state: WorkerState) -> None:
+    """The backstop for a job stuck inside one step (the solo pool has no Celery time limits):
+    past ``task_time_limit`` the process exits, the job's lease lapses and the job is retried,
+    then failed once it has used its attempts."""
+    job = state.current_job
+    if job is not None and time.monotonic() - state.current_since > state.settings.task_time_limit:
+        log.error("job %s ran past the hard limit of %.0fs; exiting this worker", job, state.settings.task_time_limit)
+        logging.shutdown()
+        os._exit(70)
 
 
 def start_background(queues: list[str]) -> None:

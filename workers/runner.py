@@ -51,7 +51,7 @@ def execute(state: WorkerState, job_id: str) -> str:
                        state, f"claim {job_id}")
     if job is None:
         return "skipped"
-    state.current_job = job_id
+    state.current_job, state.current_since = job_id, time.monotonic()
     try:
         return _run_claimed(state, job)
     except LeaseLost:
@@ -88,7 +88,8 @@ def _run_claimed(state: WorkerState, job: Any) -> str:
         return "cancelled" if cancel[0] else None
 
     try:
-        result = run(checked, device=device, on_chunk=on_chunk, should_stop=should_stop, resume=job.checkpoint)
+        result = run(checked, device=device, on_chunk=on_chunk, should_stop=should_stop, resume=job.checkpoint,
+                     time_limit=settings.limits.max_seconds)
     except EngineError as exc:
         return _fail(state, job_id, str(exc))
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:

@@ -24,6 +24,7 @@ class WorkerState:
     queues: list[str]
     device: str
     current_job: str | None = None
+    current_since: float = 0.0
     shutting_down: threading.Event = field(default_factory=threading.Event)
 
 

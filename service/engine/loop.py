@@ -44,8 +44,11 @@ def run(
     chunk_seconds: float = 0.25,
     chunk_rows: int = 1_000,
     chunk_values: int = 4_000_000,
+    time_limit: float | None = None,
 ) -> Result:
-    """Run the checked spec to its end, or until a stop; return the result."""
+    """Run the checked spec to its end, or until a stop; return the result.
+
+    ``time_limit`` applies when the spec sets no ``stop.max_seconds`` (a service-wide ceiling)."""
     spec = checked.spec
     dev = resolve_device(device)
     dtype = torch.float64 if spec.dtype == "float64" else torch.float32
@@ -68,7 +71,8 @@ def run(
 
     n_steps, every = spec.steps, spec.record.every
     rec_x, rec_g = spec.record.x, spec.record.grad
-    grad_tol, max_seconds = spec.stop.grad_norm, spec.stop.max_seconds
+    grad_tol = spec.stop.grad_norm
+    max_seconds = spec.stop.max_seconds if spec.stop.max_seconds is not None else time_limit
     use_closure = isinstance(opt, torch.optim.LBFGS)
     plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
     group = opt.param_groups[0]

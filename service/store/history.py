@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from service.store.db import Database
 from service.store.jobs import renew_lease
@@ -34,9 +34,12 @@ class HistoryBatch:
 
 
 def write_rows(session: Any, job_id: str, batch: HistoryBatch) -> None:
-    """Insert the batch inside the caller's transaction (COPY on PostgreSQL)."""
+    """Insert the batch inside the caller's transaction (COPY on PostgreSQL). Rows from the
+    batch's first step on are replaced, so a write retried after an ambiguous commit (the
+    connection dropped during COMMIT) never duplicates a step."""
     if not len(batch):
         return
+    session.execute(delete(HistoryRow).where(HistoryRow.job_id == job_id, HistoryRow.step >= batch.steps[0]))
     xs = batch.x if batch.x is not None else [None] * len(batch)
     gs = batch.grad if batch.grad is not None else [None] * len(batch)
     rows = zip(batch.steps, batch.f, batch.grad_norm, batch.lr, xs, gs)

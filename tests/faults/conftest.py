@@ -1,0 +1,61 @@
+"""Fault fixtures: a private PostgreSQL and Redis per test module, and a service factory with
+short leases so recovery happens in seconds."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Iterator
+
+import pytest
+
+from tests.conftest import embedded_settings
+from tests.faults.servers import PrivatePostgres, PrivateRedis
+from tests.integration.harness import Service
+
+FAST = {"lease_seconds": 2.0, "heartbeat_seconds": 0.4, "requeue_after": 2.0, "max_attempts": 3}
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PrivatePostgres]:
+    pg = PrivatePostgres()
+    pg.start()
+    yield pg
+    pg.close()
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[PrivateRedis]:
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def make_service(postgres, redis_server, tmp_path):  # type: ignore[no-untyped-def]
+    """``make_service(workers=2, **settings)`` -> a started Service on the private servers, each
+    test on a fresh database."""
+    import sqlalchemy as sa
+
+    from service.config import normalise_database_url
+
+    started: list[Service] = []
+    admin = sa.create_engine(normalise_database_url(postgres.url), isolation_level="AUTOCOMMIT")
+
+    def make(workers: int = 2, **overrides: object) -> Service:
+        name = f"faults_{len(started)}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        redis_server.flushall()
+        settings = replace(embedded_settings(tmp_path / name, **{**FAST, **overrides}),
+                           database_url=normalise_database_url(postgres.url.rsplit("/", 1)[0] + "/" + name),
+                           broker_url=redis_server.url, embedded_broker=False)
+        (tmp_path / name).mkdir(parents=True, exist_ok=True)
+        service = Service(settings=settings, log_dir=tmp_path / name)
+        started.append(service)
+        return service.start(workers=workers)
+
+    yield make
+    for service in started:
+        service.stop()
+    admin.dispose()
