@@ -23,30 +23,48 @@ app.conf.update(worker_pool="solo", worker_concurrency=1, include=["workers.task
 
 
 def _queues_of(sender: object) -> list[str]:
-    consumer_queues = getattr(getattr(sender, "app", None), "amqp", None)
+    """The queues this worker consumes: set by ``descent worker``, else read from Celery's -Q."""
     names = os.environ.get("DESCENT_WORKER_QUEUES")
     if names:
         return names.split(",")
+    amqp = getattr(getattr(sender, "app", None), "amqp", None)
     try:
-        return sorted(q.name for q in consumer_queues.queues.consume_from.values())  # type: ignore[union-attr]
-    except Exception:  # noqa: BLE001 - fall back to the default queue
+        return sorted(q.name for q in amqp.queues.consume_from.values())  # type: ignore[union-attr]
+    except AttributeError:
         return ["cpu"]
 
 
+def _refuse(message: str, code: int) -> None:
+    sys.stderr.write(f"descent worker: {message}\n")
+    sys.stderr.flush()
+    os._exit(code)
+
+
 @signals.worker_init.connect
-def _refuse_gpu_without_cuda(sender: object = None, **_: object) -> None:
+def _check_before_start(sender: object = None, **_: object) -> None:
+    """Refuse to start on a database behind the head migration, or on the gpu queue without CUDA."""
+    from service.store import Database
+    from service.store.migrate import SchemaOutOfDate, check_schema
+
     queues = _queues_of(sender)
     os.environ["DESCENT_WORKER_QUEUES"] = ",".join(queues)
+    db = Database(load_settings().database_url)
+    try:
+        check_schema(db)
+    except SchemaOutOfDate as exc:
+        _refuse(str(exc), 78)
+    except Exception as exc:  # noqa: BLE001 - an unreachable database is retried later, not fatal
+        log.warning("could not check the database schema at start-up: %s", exc)
+    finally:
+        db.engine.dispose()
     import torch
 
     # One job per worker process: one intra-op thread each unless told otherwise.
     torch.set_num_threads(load_settings().torch_threads)
     if "gpu" in queues:
         if not torch.cuda.is_available():
-            sys.stderr.write("descent worker: refusing to start on the 'gpu' queue: this machine has no CUDA "
-                             "device (torch.cuda.is_available() is False). Run it with --queues cpu instead.\n")
-            sys.stderr.flush()
-            os._exit(78)  # EX_CONFIG
+            _refuse("refusing to start on the 'gpu' queue: this machine has no CUDA device "
+                    "(torch.cuda.is_available() is False). Run it with --queues cpu instead.", 78)
 
 
 @signals.worker_ready.connect
