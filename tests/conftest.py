@@ -1,12 +1,17 @@
-"""Fixtures shared by every test: one-line spec checking and running."""
+"""Fixtures shared by every test: the lesson's specs, databases on each backend (SQLite file, a fresh
+PostgreSQL database), the API app and client, and running a stored job with the worker's code."""
 from __future__ import annotations
 
-import warnings
-from typing import Any
+import os
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
-warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+from service.config import Settings, load_settings
+
 
 LESSON_LOGLOG = {
     "objective": "torch.log(torch.log(w + 7)).prod()", "variable": "w",
@@ -29,14 +34,6 @@ def lesson_parabola() -> dict[str, Any]:
 
 
 # -- backends -------------------------------------------------------------------------------
-import os  # noqa: E402
-import uuid  # noqa: E402
-from dataclasses import replace  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Iterator  # noqa: E402
-
-from service.config import Settings, load_settings  # noqa: E402
-
 PG_ADMIN_URL = os.environ.get("DESCENT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("DESCENT_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
