@@ -39,8 +39,8 @@ def with_retries(fn: Callable[[], T], state: WorkerState, what: str, give_up_aft
 def to_batch(chunk: Chunk) -> HistoryBatch:
     return HistoryBatch(
         steps=chunk.steps, f=chunk.f, grad_norm=chunk.grad_norm, lr=chunk.lr,
-        x=chunk.x.tolist() if chunk.x is not None else None,
-        grad=chunk.grad.tolist() if chunk.grad is not None else None,
+        x=chunk.x.numpy() if chunk.x is not None else None,
+        grad=chunk.grad.numpy() if chunk.grad is not None else None,
     )
 
 
@@ -64,7 +64,7 @@ def execute(state: WorkerState, job_id: str) -> str:
 def _run_claimed(state: WorkerState, job: Any) -> str:
     settings, db, me, job_id = state.settings, state.db, state.worker_id, job.id
     try:
-        checked = check_spec(job.spec, settings.limits)
+        checked = check_spec(job.spec, settings.limits, trace=False)
     except SpecError as exc:
         return _fail(state, job_id, f"the stored spec is no longer valid: {exc.message}")
     if job.queue == "gpu" and not torch.cuda.is_available():

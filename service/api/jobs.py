@@ -88,7 +88,7 @@ def get(job_id: str):  # type: ignore[no-untyped-def]
             raise ApiError(400, "invalid_parameter", "'wait' must be a number of seconds (at most 30)", "wait") from None
         began = time.monotonic()
         while not job.finished and time.monotonic() - began < seconds:
-            time.sleep(0.004 if time.monotonic() - began < 2 else 0.05)
+            time.sleep(0.002 if time.monotonic() - began < 2 else 0.05)
             job = job_store.get_job(db, job_id)
     return job_json(job)
 

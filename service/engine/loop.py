@@ -53,7 +53,6 @@ def run(
     dev = resolve_device(device)
     dtype = torch.float64 if spec.dtype == "float64" else torch.float32
     objective = compile_expression(checked.expression)
-    torch.manual_seed(spec.seed)
 
     if resume is not None:
         ck = Checkpoint.from_bytes(resume)

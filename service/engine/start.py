@@ -11,7 +11,7 @@ def initial_point(checked: CheckedSpec, dtype: torch.dtype, device: torch.device
     x0 = checked.x0
     if not isinstance(x0, InitSpec):
         return torch.tensor(x0, dtype=torch.float64).to(device=device, dtype=dtype)
-    gen = torch.Generator().manual_seed(x0.seed)
+    gen = torch.Generator().manual_seed(x0.seed if x0.seed is not None else checked.spec.seed)
     shape = tuple(x0.shape)
     if x0.init == "zeros":
         out = torch.zeros(shape, dtype=torch.float64)

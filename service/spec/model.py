@@ -24,11 +24,11 @@ class NamedObjective(_Strict):
 
 
 class InitSpec(_Strict):
-    """A generated start: a shape and a seeded distribution."""
+    """A generated start: a shape and a seeded distribution (``seed`` defaults to the job's)."""
 
     shape: list[StrictInt] = Field(min_length=1, max_length=8)
     init: Literal["normal", "uniform", "zeros", "ones"] = "normal"
-    seed: StrictInt = 0
+    seed: StrictInt | None = None
     low: Number = -1.0
     high: Number = 1.0
     mean: Number = 0.0
@@ -70,7 +70,7 @@ class JobSpec(_Strict):
     record: RecordSpec = Field(default_factory=RecordSpec)
     device: Literal["cpu", "gpu", "auto"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
-    seed: StrictInt = 0
+    seed: StrictInt = Field(default=0, description="Seeds a generated x0 that sets no seed of its own.")
     name: StrictStr | None = Field(default=None, max_length=200)
     tags: dict[StrictStr, StrictStr] = Field(default_factory=dict)
 

@@ -8,10 +8,12 @@ retried chunk idempotent: no step is ever stored twice or skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
+import numpy as np
 from sqlalchemy import delete, insert, select, update
 
+from service.store import pgcopy
 from service.store.db import Database
 from service.store.jobs import renew_lease
 from service.store.models import HistoryRow, Job
@@ -20,14 +22,15 @@ from service.store.records import HistoryRecord
 
 @dataclass(frozen=True)
 class HistoryBatch:
-    """Columns of consecutive recorded rows; ``x``/``grad`` are flat lists per row or None."""
+    """Columns of consecutive recorded rows: 1-D arrays (or lists) for steps, f, grad_norm and
+    lr; ``x``/``grad`` are (rows, numel) float arrays (or lists of lists), or None."""
 
-    steps: list[int]
-    f: list[float]
-    grad_norm: list[float]
-    lr: list[float]
-    x: list[list[float]] | None = None
-    grad: list[list[float]] | None = None
+    steps: Sequence[int]
+    f: Sequence[float]
+    grad_norm: Sequence[float]
+    lr: Sequence[float]
+    x: Any = None
+    grad: Any = None
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -39,30 +42,28 @@ def write_rows(session: Any, job_id: str, batch: HistoryBatch) -> None:
     connection dropped during COMMIT) never duplicates a step."""
     if not len(batch):
         return
-    session.execute(delete(HistoryRow).where(HistoryRow.job_id == job_id, HistoryRow.step >= batch.steps[0]))
-    xs = batch.x if batch.x is not None else [None] * len(batch)
-    gs = batch.grad if batch.grad is not None else [None] * len(batch)
-    rows = zip(batch.steps, batch.f, batch.grad_norm, batch.lr, xs, gs)
+    session.execute(delete(HistoryRow).where(HistoryRow.job_id == job_id, HistoryRow.step >= int(batch.steps[0])))
     if session.bind.dialect.name == "postgresql":
+        payload = pgcopy.encode(job_id, np.asarray(batch.steps), np.asarray(batch.f, dtype=np.float64),
+                                np.asarray(batch.grad_norm, dtype=np.float64), np.asarray(batch.lr, dtype=np.float64),
+                                None if batch.x is None else np.asarray(batch.x, dtype=np.float64),
+                                None if batch.grad is None else np.asarray(batch.grad, dtype=np.float64))
         raw = session.connection().connection.driver_connection
-        text = "".join(f"{job_id}\t{step}\t{float(f)!r}\t{float(gn)!r}\t{float(lr)!r}\t{_pg_array(x)}\t{_pg_array(g)}\n"
-                       for step, f, gn, lr, x, g in rows)
         with raw.cursor() as cur:
-            with cur.copy("COPY history (job_id, step, f, grad_norm, lr, x, grad) FROM STDIN") as copy:
-                copy.write(text)
+            with cur.copy(f"COPY history ({pgcopy.COLUMNS}) FROM STDIN WITH (FORMAT binary)") as copy:
+                copy.write(payload)
         return
+    xs = _as_lists(batch.x) if batch.x is not None else [None] * len(batch)
+    gs = _as_lists(batch.grad) if batch.grad is not None else [None] * len(batch)
+    rows = zip(_as_lists(batch.steps), _as_lists(batch.f), _as_lists(batch.grad_norm), _as_lists(batch.lr), xs, gs)
     session.execute(insert(HistoryRow), [
         {"job_id": job_id, "step": step, "f": f, "grad_norm": gn, "lr": lr, "x": x, "grad": g}
         for step, f, gn, lr, x, g in rows
     ])
 
 
-def _pg_array(values: list[float] | None) -> str:
-    """A float array in COPY text format. repr() round-trips floats exactly, and PostgreSQL
-    reads its spellings of NaN and the infinities ('nan', 'inf', '-inf')."""
-    if values is None:
-        return "\\N"
-    return "{" + str(values)[1:-1] + "}"
+def _as_lists(values: Any) -> list[Any]:
+    return values.tolist() if hasattr(values, "tolist") else list(values)
 
 
 def save_chunk(db: Database, job_id: str, worker: str, batch: HistoryBatch, checkpoint: bytes | None,

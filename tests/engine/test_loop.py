@@ -116,6 +116,9 @@ def test_random_start_is_seeded():
     b, _, _ = run_spec(spec)
     c, _, _ = run_spec({**spec, "x0": {**spec["x0"], "seed": 8}})
     assert a.x == b.x and a.x != c.x
+    unseeded = {**spec, "x0": {k: v for k, v in spec["x0"].items() if k != "seed"}}
+    d, _, _ = run_spec({**unseeded, "seed": 7})
+    assert d.x == a.x  # the job's seed seeds a start that sets none
 
 
 def test_catalog_result_reports_distance_to_nearest_minimum():

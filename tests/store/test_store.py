@@ -118,3 +118,20 @@ def test_history_pages_and_every(db):
     assert len(list(iter_history(db, job_id, batch_size=300))) == n
     assert [r.step for r in iter_history(db, job_id, every=1000)] == [0, 1000, 2000]
     assert next(iter_history(db, job_id, with_x=False)).x is None
+
+
+def test_array_batches_round_trip_exactly(db):
+    import numpy as np
+
+    job_id = new_job(db)
+    job_store.claim_job(db, job_id, "w1", 30, 3)
+    rng = np.random.default_rng(0)
+    x, grad = rng.standard_normal((40, 6)), rng.standard_normal((40, 6)) * 1e-300
+    grad[3, 2] = np.nan
+    batch = HistoryBatch(steps=np.arange(0, 400, 10), f=rng.standard_normal(40), grad_norm=np.abs(rng.standard_normal(40)),
+                         lr=np.full(40, 0.001), x=x, grad=grad)
+    save_chunk(db, job_id, "w1", batch, None, None, 30)
+    rows = list(iter_history(db, job_id))
+    assert [r.step for r in rows] == list(range(0, 400, 10))
+    assert [r.x for r in rows] == x.tolist() and [r.f for r in rows] == batch.f.tolist()
+    assert rows[5].grad == grad[5].tolist() and math.isnan(rows[3].grad[2])
