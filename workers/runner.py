@@ -15,7 +15,7 @@ from service.jsonsafe import json_safe
 from service.spec import SpecError, check_spec
 from service.store import HistoryBatch, LeaseLost, StoreUnavailable
 from service.store import jobs as job_store
-from service.store.history import save_chunk, write_rows
+from service.store.history import save_chunk
 from workers.state import WorkerState
 
 log = logging.getLogger(__name__)
@@ -101,9 +101,7 @@ def _run_claimed(state: WorkerState, job: Any) -> str:
         return "released"
     payload = json_safe({**result.as_json(), "worker": me})
     status = "cancelled" if result.stop_reason == "cancelled" else "succeeded"
-    with_retries(lambda: job_store.finish_job(
-        db, job_id, me, status, payload, None,
-        history_writer=lambda s: [write_rows(s, job_id, b) for b in final]), state, f"finish {job_id}")
+    with_retries(lambda: job_store.finish_job(db, job_id, me, status, payload, None, final), state, f"finish {job_id}")
     return status
 
 

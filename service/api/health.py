@@ -18,12 +18,14 @@ def healthz():  # type: ignore[no-untyped-def]
 def readyz():  # type: ignore[no-untyped-def]
     svc = services()
     checks: dict[str, str] = {}
-    try:
-        with svc.db.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", with its reason
-        checks["database"] = f"down: {str(exc).strip().splitlines()[0][:200]}"
+    for _ in range(2):  # a second try, on a fresh connection, once a stale one is dropped
+        try:
+            with svc.db.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+            break
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready", with its reason
+            checks["database"] = f"down: {str(exc).strip().splitlines()[0][:200]}"
     try:
         svc.dispatcher.ping()
         checks["broker"] = "ok"

@@ -55,8 +55,9 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
-                         connect_args={"connect_timeout": 5})
+    # No pre-ping (a round trip per checkout): after a server restart the first use of a stale
+    # connection fails as StoreUnavailable, SQLAlchemy then drops the whole pool, and callers retry.
+    return create_engine(url, pool_size=5, max_overflow=5, pool_recycle=3600, connect_args={"connect_timeout": 5})
 
 
 class Database:
@@ -78,7 +79,10 @@ class Database:
             yield session
             session.commit()
         except (OperationalError, DBAPIError) as exc:
-            session.rollback()
+            try:
+                session.rollback()
+            except DBAPIError:
+                pass  # the connection is gone; the pool has already dropped it
             if isinstance(exc, OperationalError) or exc.connection_invalidated:
                 raise StoreUnavailable(f"the database is unavailable: {str(exc.orig).strip().splitlines()[0]}") from exc
             raise

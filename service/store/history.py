@@ -2,80 +2,37 @@
 
 A chunk's rows, the job's checkpoint and its lease renewal commit in one transaction, so after
 any crash the stored history ends exactly where the stored checkpoint begins. Rows past the
-checkpoint are deleted when a job is claimed again (``jobs.claim_job``), which is what makes a
-retried chunk idempotent: no step is ever stored twice or skipped.
+checkpoint are deleted when a job is claimed again (``jobs.claim_job``), and a write retried
+after an ambiguous commit replaces its rows (``rows.write_once``): no step is ever stored twice
+or skipped.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
-import numpy as np
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import select, update
 
-from service.store import pgcopy
 from service.store.db import Database
 from service.store.jobs import renew_lease
 from service.store.models import HistoryRow, Job
 from service.store.records import HistoryRecord
+from service.store.rows import HistoryBatch, write_once, write_rows
 
-
-@dataclass(frozen=True)
-class HistoryBatch:
-    """Columns of consecutive recorded rows: 1-D arrays (or lists) for steps, f, grad_norm and
-    lr; ``x``/``grad`` are (rows, numel) float arrays (or lists of lists), or None."""
-
-    steps: Sequence[int]
-    f: Sequence[float]
-    grad_norm: Sequence[float]
-    lr: Sequence[float]
-    x: Any = None
-    grad: Any = None
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-
-def write_rows(session: Any, job_id: str, batch: HistoryBatch) -> None:
-    """Insert the batch inside the caller's transaction (COPY on PostgreSQL). Rows from the
-    batch's first step on are replaced, so a write retried after an ambiguous commit (the
-    connection dropped during COMMIT) never duplicates a step."""
-    if not len(batch):
-        return
-    session.execute(delete(HistoryRow).where(HistoryRow.job_id == job_id, HistoryRow.step >= int(batch.steps[0])))
-    if session.bind.dialect.name == "postgresql":
-        payload = pgcopy.encode(job_id, np.asarray(batch.steps), np.asarray(batch.f, dtype=np.float64),
-                                np.asarray(batch.grad_norm, dtype=np.float64), np.asarray(batch.lr, dtype=np.float64),
-                                None if batch.x is None else np.asarray(batch.x, dtype=np.float64),
-                                None if batch.grad is None else np.asarray(batch.grad, dtype=np.float64))
-        raw = session.connection().connection.driver_connection
-        with raw.cursor() as cur:
-            with cur.copy(f"COPY history ({pgcopy.COLUMNS}) FROM STDIN WITH (FORMAT binary)") as copy:
-                copy.write(payload)
-        return
-    xs = _as_lists(batch.x) if batch.x is not None else [None] * len(batch)
-    gs = _as_lists(batch.grad) if batch.grad is not None else [None] * len(batch)
-    rows = zip(_as_lists(batch.steps), _as_lists(batch.f), _as_lists(batch.grad_norm), _as_lists(batch.lr), xs, gs)
-    session.execute(insert(HistoryRow), [
-        {"job_id": job_id, "step": step, "f": f, "grad_norm": gn, "lr": lr, "x": x, "grad": g}
-        for step, f, gn, lr, x, g in rows
-    ])
-
-
-def _as_lists(values: Any) -> list[Any]:
-    return values.tolist() if hasattr(values, "tolist") else list(values)
+__all__ = ["HistoryBatch", "count_rows", "iter_history", "save_chunk", "write_rows"]
 
 
 def save_chunk(db: Database, job_id: str, worker: str, batch: HistoryBatch, checkpoint: bytes | None,
                checkpoint_step: int | None, lease_seconds: float) -> bool:
     """Write a chunk, move the checkpoint and renew the lease, atomically and fenced on the
     worker holding the job. Returns whether a cancel was requested. Raises LeaseLost."""
-    with db.session() as s:
+    def transaction(s: Any, replace: bool) -> bool:
         cancel = renew_lease(s, job_id, worker, lease_seconds)
-        write_rows(s, job_id, batch)
+        write_rows(s, job_id, batch, replace)
         if checkpoint is not None:
             s.execute(update(Job).where(Job.id == job_id).values(checkpoint=checkpoint, checkpoint_step=checkpoint_step))
         return cancel
+
+    return write_once(db, transaction)
 
 
 def iter_history(db: Database, job_id: str, start: int = 0, limit: int | None = None, every: int = 1,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Sequence
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from service.store.db import Conflict, Database, LeaseLost, NotFound
 from service.store.models import HistoryRow, Job, JobTag
 from service.store.records import JobRecord
+from service.store.rows import HistoryBatch, write_once, write_rows
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -187,13 +188,13 @@ def renew_lease(s: Any, job_id: str, worker: str, lease_seconds: float) -> bool:
 
 
 def finish_job(db: Database, job_id: str, worker: str, status: str, result: dict[str, Any] | None,
-               error: str | None, history_writer: Any = None) -> None:
-    """End a running job (fenced on the worker holding it); ``history_writer(session)`` writes
-    the last chunk in the same transaction."""
+               error: str | None, final: Sequence[HistoryBatch] = ()) -> None:
+    """End a running job, fenced on the worker holding it, writing its last history rows in
+    the same transaction. Raises LeaseLost (also when an earlier, ambiguous commit of this very
+    call went through: the job is then no longer running)."""
     assert status in FINISHED
-    with db.session() as s:
-        if history_writer is not None:
-            history_writer(s)
+
+    def transaction(s: Any, replace: bool) -> None:
         res = s.execute(
             update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == "running")
             .values(status=status, result=result, error=error, finished_at=utcnow(), lease_expires_at=None,
@@ -202,13 +203,10 @@ def finish_job(db: Database, job_id: str, worker: str, status: str, result: dict
         )
         if res.rowcount != 1:
             raise LeaseLost(f"job {job_id} is no longer held by {worker}")
+        for batch in final:
+            write_rows(s, job_id, batch, replace)
 
-
-def fail_unstarted(db: Database, job_id: str, error: str) -> None:
-    """Fail a queued job that can never run (for example: no such device)."""
-    with db.session() as s:
-        s.execute(update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running")))
-                  .values(status="failed", error=error, finished_at=utcnow(), lease_expires_at=None))
+    write_once(db, transaction)
 
 
 def release_job(db: Database, job_id: str, worker: str) -> None:

@@ -107,7 +107,13 @@ class Service:
         return resp.json()
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return self.http.get(f"{self.url}/v1/jobs/{job_id}", timeout=30).json()
+        """The job, retrying a 503 (database briefly unavailable) as any client should."""
+        for _ in range(100):
+            resp = self.http.get(f"{self.url}/v1/jobs/{job_id}", timeout=30)
+            if resp.status_code != 503:
+                return resp.json()
+            time.sleep(0.1)
+        raise AssertionError(f"GET job answered 503 for 10 s: {resp.text}")
 
     def wait(self, job_id: str, timeout: float = 120, poll: float = 0.05) -> dict[str, Any]:
         deadline = time.time() + timeout

@@ -135,3 +135,16 @@ def test_array_batches_round_trip_exactly(db):
     assert [r.step for r in rows] == list(range(0, 400, 10))
     assert [r.x for r in rows] == x.tolist() and [r.f for r in rows] == batch.f.tolist()
     assert rows[5].grad == grad[5].tolist() and math.isnan(rows[3].grad[2])
+
+
+def test_a_write_retried_after_an_ambiguous_commit_stores_each_step_once(db):
+    job_id = new_job(db)
+    job_store.claim_job(db, job_id, "w1", 30, 3)
+    chunk = HistoryBatch(steps=[0, 1, 2], f=[3.0, 2.0, 1.0], grad_norm=[1.0] * 3, lr=[0.1] * 3)
+    save_chunk(db, job_id, "w1", chunk, b"ck", 3, 30)
+    save_chunk(db, job_id, "w1", chunk, b"ck", 3, 30)  # as if the first COMMIT's answer was lost
+    last = HistoryBatch(steps=[3], f=[0.5], grad_norm=[1.0], lr=[0.1])
+    job_store.finish_job(db, job_id, "w1", "succeeded", {"steps": 3}, None, [last])
+    with pytest.raises(LeaseLost):  # the retried finish finds the job already finished
+        job_store.finish_job(db, job_id, "w1", "succeeded", {"steps": 3}, None, [last])
+    assert [r.step for r in iter_history(db, job_id)] == [0, 1, 2, 3]
