@@ -32,7 +32,8 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-def _record(job: Job, tags: dict[str, str], with_checkpoint: bool = False) -> JobRecord:
+def _record(job: Any, tags: dict[str, str], with_checkpoint: bool = False) -> JobRecord:
+    """A record from an ORM ``Job`` or a Core row of the jobs table."""
     return JobRecord(
         id=job.id, status=job.status, spec=job.spec, shape=list(job.shape), queue=job.queue,
         name=job.name, tags=tags, created_at=_aware(job.created_at), started_at=_aware(job.started_at),
@@ -137,16 +138,16 @@ def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_
     """
     now = utcnow()
     claimable = or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < now))
+    jobs = Job.__table__  # Core statements on the hot path: no ORM identity map to maintain
     with db.session() as s:
         row = s.execute(
-            update(Job).where(Job.id == job_id, claimable, Job.cancel_requested.is_(False),
-                              Job.attempts < max_attempts)
-            .values(status="running", worker=worker, attempts=Job.attempts + 1,
+            update(jobs).where(jobs.c.id == job_id, claimable, jobs.c.cancel_requested.is_(False),
+                               jobs.c.attempts < max_attempts)
+            .values(status="running", worker=worker, attempts=jobs.c.attempts + 1,
                     lease_expires_at=now + timedelta(seconds=lease_seconds),
-                    started_at=func.coalesce(Job.started_at, now))
-            .returning(Job)
-            .execution_options(synchronize_session=False)
-        ).scalar()
+                    started_at=func.coalesce(jobs.c.started_at, now))
+            .returning(*jobs.c)
+        ).first()
         if row is None:
             _settle_unclaimable(s, job_id, claimable, max_attempts, now)
             return None
@@ -194,12 +195,13 @@ def finish_job(db: Database, job_id: str, worker: str, status: str, result: dict
     call went through: the job is then no longer running)."""
     assert status in FINISHED
 
+    jobs = Job.__table__
+
     def transaction(s: Any, replace: bool) -> None:
         res = s.execute(
-            update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == "running")
+            update(jobs).where(jobs.c.id == job_id, jobs.c.worker == worker, jobs.c.status == "running")
             .values(status=status, result=result, error=error, finished_at=utcnow(), lease_expires_at=None,
                     checkpoint=None)
-            .execution_options(synchronize_session=False)
         )
         if res.rowcount != 1:
             raise LeaseLost(f"job {job_id} is no longer held by {worker}")
