@@ -12,7 +12,6 @@ import pytest
 
 from service.config import Settings, load_settings
 
-
 LESSON_LOGLOG = {
     "objective": "torch.log(torch.log(w + 7)).prod()", "variable": "w",
     "x0": [[5, 10], [1, 2]], "steps": 500, "optimizer": {"name": "sgd", "lr": 0.001},

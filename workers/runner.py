@@ -13,7 +13,7 @@ import torch
 from service.engine import Chunk, EngineError, run
 from service.jsonsafe import json_safe
 from service.spec import SpecError, check_spec
-from service.store import HistoryBatch, LeaseLost, StoreUnavailable
+from service.store import HistoryBatch, LeaseLost, StoreError, StoreUnavailable
 from service.store import jobs as job_store
 from service.store.history import save_chunk
 from workers.state import WorkerState
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def with_retries(fn: Callable[[], T], state: WorkerState, what: str, give_up_after: float = 300.0) -> T:
+def with_retries(fn: Callable[[], T], what: str, give_up_after: float = 300.0) -> T:
     """Call ``fn``, retrying with backoff while the database is unavailable."""
     delay, began = 0.2, time.monotonic()
     while True:
@@ -48,7 +48,7 @@ def execute(state: WorkerState, job_id: str) -> str:
     """Run the job if this worker can claim it; returns what happened, for logs and tests."""
     settings, db, me = state.settings, state.db, state.worker_id
     job = with_retries(lambda: job_store.claim_job(db, job_id, me, settings.lease_seconds, settings.max_attempts),
-                       state, f"claim {job_id}")
+                       f"claim {job_id}")
     if job is None:
         return "skipped"
     state.current_job, state.current_since = job_id, time.monotonic()
@@ -80,7 +80,7 @@ def _run_claimed(state: WorkerState, job: Any) -> str:
             return
         cancel[0] = with_retries(
             lambda: save_chunk(db, job_id, me, batch, chunk.checkpoint, chunk.end, settings.lease_seconds),
-            state, f"save history of {job_id}")
+            f"save history of {job_id}")
 
     def should_stop() -> str | None:
         if state.shutting_down.is_set():
@@ -90,6 +90,8 @@ def _run_claimed(state: WorkerState, job: Any) -> str:
     try:
         result = run(checked, device=device, on_chunk=on_chunk, should_stop=should_stop, resume=job.checkpoint,
                      time_limit=settings.limits.max_seconds)
+    except StoreError:
+        raise  # the store's own failures (LeaseLost, an outage past the retries) are not the job's
     except EngineError as exc:
         return _fail(state, job_id, str(exc))
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
@@ -97,16 +99,16 @@ def _run_claimed(state: WorkerState, job: Any) -> str:
         return _fail(state, job_id, f"the objective could not be evaluated: {first}")
 
     if result.stop_reason == "interrupted":
-        with_retries(lambda: job_store.release_job(db, job_id, me), state, f"release {job_id}")
+        with_retries(lambda: job_store.release_job(db, job_id, me), f"release {job_id}")
         return "released"
     payload = json_safe({**result.as_json(), "worker": me})
     status = "cancelled" if result.stop_reason == "cancelled" else "succeeded"
-    with_retries(lambda: job_store.finish_job(db, job_id, me, status, payload, None, final), state, f"finish {job_id}")
+    with_retries(lambda: job_store.finish_job(db, job_id, me, status, payload, None, final), f"finish {job_id}")
     return status
 
 
 def _fail(state: WorkerState, job_id: str, message: str) -> str:
     log.info("job %s failed: %s", job_id, message)
     with_retries(lambda: job_store.finish_job(state.db, job_id, state.worker_id, "failed", None, message),
-                 state, f"fail {job_id}")
+                 f"fail {job_id}")
     return "failed"

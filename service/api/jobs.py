@@ -15,7 +15,13 @@ from typing import Any, Iterator
 from flask import Blueprint, Response, request, stream_with_context
 
 from service.api.errors import ApiError
-from service.api.serialize import HISTORY_FIELDS, csv_header, csv_row, job_json, row_json
+from service.api.serialize import (
+    HISTORY_FIELDS,
+    csv_header,
+    csv_row,
+    job_json,
+    row_json,
+)
 from service.api.services import services
 from service.spec import check_spec
 from service.store import jobs as job_store

@@ -16,7 +16,12 @@ from service.config import Limits
 from service.expr import Expression, ExpressionError, check_on_shape, parse
 from service.spec.catalog import CATALOG, CatalogObjective
 from service.spec.model import InitSpec, JobSpec, NamedObjective
-from service.spec.optimizers import Choice, OptimizerSpecError, check_optimizer, check_scheduler
+from service.spec.optimizers import (
+    Choice,
+    OptimizerSpecError,
+    check_optimizer,
+    check_scheduler,
+)
 
 
 class SpecError(ValueError):

@@ -6,7 +6,7 @@ from datetime import timedelta
 from sqlalchemy import delete, select
 
 from service.store.db import Database
-from service.store.jobs import _aware, utcnow
+from service.store.jobs import as_utc, utcnow
 from service.store.models import Worker
 from service.store.records import WorkerRecord
 
@@ -32,8 +32,8 @@ def list_workers(db: Database, alive_within: float) -> list[WorkerRecord]:
     cutoff = utcnow() - timedelta(seconds=alive_within)
     with db.session() as s:
         rows = list(s.scalars(select(Worker).order_by(Worker.id)))
-        return [WorkerRecord(r.id, r.hostname, r.pid, list(r.queues), r.device, _aware(r.started_at),
-                             _aware(r.last_heartbeat), r.current_job, _aware(r.last_heartbeat) >= cutoff)
+        return [WorkerRecord(r.id, r.hostname, r.pid, list(r.queues), r.device, as_utc(r.started_at),
+                             as_utc(r.last_heartbeat), r.current_job, as_utc(r.last_heartbeat) >= cutoff)
                 for r in rows]
 
 

@@ -26,7 +26,7 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _aware(value: datetime | None) -> datetime | None:
+def as_utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
@@ -36,8 +36,8 @@ def _record(job: Any, tags: dict[str, str], with_checkpoint: bool = False) -> Jo
     """A record from an ORM ``Job`` or a Core row of the jobs table."""
     return JobRecord(
         id=job.id, status=job.status, spec=job.spec, shape=list(job.shape), queue=job.queue,
-        name=job.name, tags=tags, created_at=_aware(job.created_at), started_at=_aware(job.started_at),
-        finished_at=_aware(job.finished_at), worker=job.worker, attempts=job.attempts,
+        name=job.name, tags=tags, created_at=as_utc(job.created_at), started_at=as_utc(job.started_at),
+        finished_at=as_utc(job.finished_at), worker=job.worker, attempts=job.attempts,
         cancel_requested=job.cancel_requested, result=job.result, error=job.error,
         checkpoint=job.checkpoint if with_checkpoint else None, checkpoint_step=job.checkpoint_step,
     )
