@@ -6,6 +6,7 @@ from typing import Any
 from flask import Flask
 
 from service.config import Settings, load_settings
+from service.expr import warm_up
 from service.queue import Dispatcher
 from service.store import Database
 from service.store.migrate import check_schema
@@ -29,4 +30,5 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     errors.register(app)
     for module in (jobs, catalog, health, openapi):
         app.register_blueprint(module.bp)
+    warm_up()
     return app

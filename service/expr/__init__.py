@@ -1,5 +1,5 @@
 """The objective language: ``parse`` checks user text, ``compile_expression`` makes it torch."""
-from service.expr.compile import Objective, check_on_shape, compile_expression
+from service.expr.compile import Objective, check_on_shape, compile_expression, warm_up
 from service.expr.parse import Expression, ExpressionError, parse
 
-__all__ = ["Expression", "ExpressionError", "Objective", "check_on_shape", "compile_expression", "parse"]
+__all__ = ["Expression", "ExpressionError", "Objective", "check_on_shape", "compile_expression", "parse", "warm_up"]

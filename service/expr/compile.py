@@ -195,3 +195,11 @@ def check_on_shape(expr: Expression, shape: tuple[int, ...], dtype: torch.dtype 
         )
     if not out.requires_grad:
         raise ExpressionError(f"the objective does not depend differentiably on '{expr.variable}'")
+
+
+def warm_up() -> None:
+    """Load torch's meta kernels now (about a second, once per process) rather than in the
+    first request that traces an objective."""
+    from service.expr.parse import parse
+
+    check_on_shape(parse("sum(log(abs(x) + 1) ** 2)"), (2, 2))

@@ -155,7 +155,7 @@ class _Checker:
             raise self.fail(f"constant {value!r:.40} is not allowed (numbers only)", node)
         if isinstance(value, int) and abs(value) > self.limits.max_constant:
             raise self.fail(f"constant is larger than {self.limits.max_constant:g} (max_constant)", node)
-        if isinstance(value, float) and math.isfinite(value) and abs(value) > self.limits.max_constant:
+        if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= self.limits.max_constant):
             raise self.fail(f"constant is larger than {self.limits.max_constant:g} (max_constant)", node)
         return node
 

@@ -1,8 +1,6 @@
 """The objective language: what it accepts, and a hostile corpus it must refuse, quickly."""
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
@@ -146,15 +144,14 @@ def test_hostile_corpus_is_large():
 
 
 @pytest.mark.parametrize("text", HOSTILE, ids=[f"h{i}" for i in range(len(HOSTILE))])
-def test_hostile_input_is_refused_quickly(text, monkeypatch):
+def test_hostile_input_is_refused_without_running_anything(text, monkeypatch):
+    """Refused, with a message, and nothing handed to eval/exec (how fast: benchmarks/expr.py)."""
     calls = []
     monkeypatch.setattr("builtins.eval", lambda *a, **k: calls.append(a))
     monkeypatch.setattr("builtins.exec", lambda *a, **k: calls.append(a))
-    began = time.perf_counter()
     with pytest.raises(ExpressionError) as info:
         expr = parse(text)
         check_on_shape(expr, (2, 2))
-    assert time.perf_counter() - began < 0.1
     assert not calls
     assert str(info.value)
 
