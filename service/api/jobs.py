@@ -93,8 +93,11 @@ def get(job_id: str):  # type: ignore[no-untyped-def]
         except ValueError:
             raise ApiError(400, "invalid_parameter", "'wait' must be a number of seconds (at most 30)", "wait") from None
         began = time.monotonic()
-        while not job.finished and time.monotonic() - began < seconds:
+        status = job.status
+        while status not in job_store.FINISHED and time.monotonic() - began < seconds:
             time.sleep(0.002 if time.monotonic() - began < 2 else 0.05)
+            status = job_store.job_status(db, job_id)
+        if status != job.status:
             job = job_store.get_job(db, job_id)
     return job_json(job)
 

@@ -6,8 +6,10 @@ tensor (shapes only) and each optimiser is built on a one-element scratch tensor
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
@@ -77,10 +79,12 @@ def check_spec(data: Any, limits: Limits | None = None, trace: bool = True) -> C
     numel = math.prod(shape)
     try:
         expression = parse(text, spec.variable, limits)
-        if trace:
-            check_on_shape(expression, shape)
     except ExpressionError as exc:
         raise SpecError("objective", str(exc), code="invalid_expression") from None
+    if trace:
+        refusal = _trace(text, spec.variable, shape, limits)
+        if refusal is not None:
+            raise SpecError("objective", refusal, code="invalid_expression")
 
     if spec.steps > limits.max_steps:
         raise _limit("steps", f"steps is {spec.steps}, over the limit of {limits.max_steps} (max_steps)")
@@ -98,12 +102,38 @@ def check_spec(data: Any, limits: Limits | None = None, trace: bool = True) -> C
     if len(spec.tags) > limits.max_tags or any(len(k) > 64 or len(v) > 256 for k, v in spec.tags.items()):
         raise _limit("tags", f"at most {limits.max_tags} tags, keys up to 64 and values up to 256 characters")
 
-    try:
-        optimizer = check_optimizer(spec.optimizer)
-        scheduler = check_scheduler(spec.scheduler, optimizer) if spec.scheduler is not None else None
-    except OptimizerSpecError as exc:
-        raise SpecError(exc.field, str(exc), code="invalid_optimizer") from None
+    optimizer, scheduler = _optimizer_and_scheduler(json.dumps([spec.optimizer, spec.scheduler], sort_keys=True))
     return CheckedSpec(spec, expression, shape, x0, optimizer, scheduler, catalog, params)
+
+
+# Admission is repeated for identical pieces (sweeps, retries, the worker re-checking a stored
+# spec), so the two checks that run torch are remembered; both depend only on their key.
+@lru_cache(maxsize=1024)
+def _trace(text: str, variable: str, shape: tuple[int, ...], limits: Limits) -> str | None:
+    """None if the objective gives one real number on x0's shape, else why not."""
+    try:
+        check_on_shape(parse(text, variable, limits), shape)
+    except ExpressionError as exc:
+        return str(exc)
+    return None
+
+
+@lru_cache(maxsize=256)
+def _checked_choices(key: str) -> tuple[Choice, Choice | None] | OptimizerSpecError:
+    optimizer_raw, scheduler_raw = json.loads(key)
+    try:
+        optimizer = check_optimizer(optimizer_raw)
+        scheduler = check_scheduler(scheduler_raw, optimizer) if scheduler_raw is not None else None
+    except OptimizerSpecError as exc:
+        return exc
+    return optimizer, scheduler
+
+
+def _optimizer_and_scheduler(key: str) -> tuple[Choice, Choice | None]:
+    out = _checked_choices(key)
+    if isinstance(out, OptimizerSpecError):
+        raise SpecError(out.field, str(out), code="invalid_optimizer")
+    return out
 
 
 def _from_pydantic(exc: ValidationError) -> SpecError:

@@ -32,23 +32,16 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value
 
 
-def _record(job: Any, tags: dict[str, str], with_checkpoint: bool = False) -> JobRecord:
-    """A record from an ORM ``Job`` or a Core row of the jobs table."""
+def _record(job: Any, with_checkpoint: bool = False) -> JobRecord:
+    """A record from an ORM ``Job`` or a Core row of the jobs table. Tags are read from the
+    stored spec; the ``job_tags`` table only indexes them for filtering."""
     return JobRecord(
         id=job.id, status=job.status, spec=job.spec, shape=list(job.shape), queue=job.queue,
-        name=job.name, tags=tags, created_at=as_utc(job.created_at), started_at=as_utc(job.started_at),
+        name=job.name, tags=dict(job.spec.get("tags") or {}), created_at=as_utc(job.created_at), started_at=as_utc(job.started_at),
         finished_at=as_utc(job.finished_at), worker=job.worker, attempts=job.attempts,
         cancel_requested=job.cancel_requested, result=job.result, error=job.error,
         checkpoint=job.checkpoint if with_checkpoint else None, checkpoint_step=job.checkpoint_step,
     )
-
-
-def _tags(session: Any, job_ids: list[str]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {i: {} for i in job_ids}
-    if job_ids:
-        for tag in session.scalars(select(JobTag).where(JobTag.job_id.in_(job_ids))):
-            out[tag.job_id][tag.key] = tag.value
-    return out
 
 
 def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str,
@@ -76,7 +69,7 @@ def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str,
         if existing is None:
             raise
         return existing, False
-    return _record(job, tags), True
+    return _record(job), True
 
 
 def _by_idempotency_key(db: Database, key: str, spec: dict[str, Any]) -> JobRecord | None:
@@ -86,7 +79,16 @@ def _by_idempotency_key(db: Database, key: str, spec: dict[str, Any]) -> JobReco
             return None
         if job.spec != spec:
             raise Conflict(f"Idempotency-Key '{key}' was already used for a different job spec (job {job.id})")
-        return _record(job, _tags(s, [job.id])[job.id])
+        return _record(job)
+
+
+def job_status(db: Database, job_id: str) -> str:
+    """Just the status (a cheap poll); NotFound if there is no such job."""
+    with db.session() as s:
+        status = s.scalar(select(Job.status).where(Job.id == job_id))
+    if status is None:
+        raise NotFound(f"no job with id '{job_id}'")
+    return status
 
 
 def get_job(db: Database, job_id: str, with_checkpoint: bool = False) -> JobRecord:
@@ -94,7 +96,7 @@ def get_job(db: Database, job_id: str, with_checkpoint: bool = False) -> JobReco
         job = s.get(Job, job_id)
         if job is None:
             raise NotFound(f"no job with id '{job_id}'")
-        return _record(job, _tags(s, [job_id])[job_id], with_checkpoint)
+        return _record(job, with_checkpoint)
 
 
 def _encode_cursor(job: JobRecord) -> str:
@@ -121,9 +123,7 @@ def list_jobs(db: Database, status: str | None = None, tag: tuple[str, str] | No
         stamp, job_id = decode_cursor(cursor)
         query = query.where(or_(Job.created_at > stamp, and_(Job.created_at == stamp, Job.id > job_id)))
     with db.session() as s:
-        jobs = list(s.scalars(query))
-        tags = _tags(s, [j.id for j in jobs])
-        records = [_record(j, tags[j.id]) for j in jobs]
+        records = [_record(j) for j in s.scalars(query)]
     page = records[:limit]
     return page, (_encode_cursor(page[-1]) if len(records) > limit else None)
 
@@ -131,7 +131,7 @@ def list_jobs(db: Database, status: str | None = None, tag: tuple[str, str] | No
 def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_attempts: int) -> JobRecord | None:
     """Take the job for ``worker`` if it is queued, or running under an expired lease.
 
-    Returns the job (with its checkpoint, without tags) or None if someone else holds it or it
+    Returns the job (with its checkpoint) or None if someone else holds it or it
     is finished.
     A job already tried ``max_attempts`` times is failed instead. Rows past the checkpoint are
     deleted, so the resumed run rewrites them exactly once.
@@ -154,7 +154,7 @@ def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_
         if row.checkpoint_step is not None:  # rows exist only up to a checkpoint: drop any beyond it
             s.query(HistoryRow).filter(HistoryRow.job_id == job_id, HistoryRow.step >= row.checkpoint_step).delete(
                 synchronize_session=False)
-        return _record(row, {}, with_checkpoint=True)
+        return _record(row, with_checkpoint=True)
 
 
 def _settle_unclaimable(s: Any, job_id: str, claimable: Any, max_attempts: int, now: datetime) -> None:
