@@ -44,6 +44,13 @@ def to_batch(chunk: Chunk) -> HistoryBatch:
     )
 
 
+def checkpoint_interval(numel: int) -> float:
+    """Seconds between checkpoints: every chunk for small problems (a few hundred bytes each),
+    up to every 10 s for a million parameters (megabytes each). Rows written after the last
+    checkpoint are redone on resume, so a longer interval costs recomputation, never steps."""
+    return min(10.0, numel / 100_000)
+
+
 def execute(state: WorkerState, job_id: str) -> str:
     """Run the job if this worker can claim it; returns what happened, for logs and tests."""
     settings, db, me = state.settings, state.db, state.worker_id
@@ -75,7 +82,7 @@ def _run_claimed(state: WorkerState, job: Any) -> str:
 
     def on_chunk(chunk: Chunk) -> None:
         batch = to_batch(chunk)
-        if chunk.checkpoint is None:
+        if chunk.final:
             final.append(batch)  # written with the result, in one transaction
             return
         cancel[0] = with_retries(
@@ -89,7 +96,7 @@ def _run_claimed(state: WorkerState, job: Any) -> str:
 
     try:
         result = run(checked, device=device, on_chunk=on_chunk, should_stop=should_stop, resume=job.checkpoint,
-                     time_limit=settings.limits.max_seconds)
+                     time_limit=settings.limits.max_seconds, checkpoint_seconds=checkpoint_interval(checked.numel))
     except StoreError:
         raise  # the store's own failures (LeaseLost, an outage past the retries) are not the job's
     except EngineError as exc:

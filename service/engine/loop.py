@@ -45,10 +45,13 @@ def run(
     chunk_rows: int = 1_000,
     chunk_values: int = 4_000_000,
     time_limit: float | None = None,
+    checkpoint_seconds: float = 0.0,
 ) -> Result:
     """Run the checked spec to its end, or until a stop; return the result.
 
-    ``time_limit`` applies when the spec sets no ``stop.max_seconds`` (a service-wide ceiling)."""
+    ``time_limit`` applies when the spec sets no ``stop.max_seconds`` (a service-wide ceiling).
+    A chunk carries a checkpoint when ``checkpoint_seconds`` have passed since the last one
+    (0: every chunk), and always when the run is interrupted."""
     spec = checked.spec
     dev = resolve_device(device)
     dtype = torch.float64 if spec.dtype == "float64" else torch.float32
@@ -84,7 +87,13 @@ def run(
     def seconds() -> float:
         return elapsed_before + time.perf_counter() - started
 
-    def checkpoint(step: int) -> bytes:
+    last_checkpoint = [time.perf_counter()]
+
+    def checkpoint(step: int, force: bool = False) -> bytes | None:
+        now = time.perf_counter()
+        if not force and now - last_checkpoint[0] < checkpoint_seconds:
+            return None
+        last_checkpoint[0] = now
         return Checkpoint(step, x.detach(), opt.state_dict(),
                           sched.state_dict() if sched is not None else None, seconds(), graph).to_bytes()
 
@@ -98,13 +107,13 @@ def run(
         gs: list[torch.Tensor] = []
         deadline = time.perf_counter() + chunk_seconds
 
-        def flush(end: int, ck: bytes | None) -> None:
+        def flush(end: int, ck: bytes | None, final: bool = False) -> None:
             on_chunk(Chunk(
                 start=chunk_start, end=end, steps=steps, f=fs,
                 grad_norm=torch.stack(gns).tolist() if gns else [], lr=lrs,
                 x=_rows(xs) if rec_x else None,
                 grad=_rows(gs) if rec_g else None,
-                checkpoint=ck, final=ck is None,
+                checkpoint=ck, final=final,
             ))
 
         while True:
@@ -131,7 +140,7 @@ def run(
                 else:
                     stop = should_stop()
                     if stop == "interrupted":
-                        flush(t, checkpoint(t))
+                        flush(t, checkpoint(t, force=True))
                         return _result(checked, x, fv, t, stop, graph, dev, seconds())
             if stop is not None or t % every == 0:
                 steps.append(t)
@@ -143,7 +152,7 @@ def run(
                 if rec_g:
                     gs.append(x.grad.clone())
             if stop is not None:
-                flush(t, None)
+                flush(t, None, final=True)
                 return _result(checked, x, fv, t, stop, graph, dev, seconds())
             if use_closure:
                 opt.step(_closure(objective, x, f))

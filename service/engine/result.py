@@ -13,7 +13,7 @@ class Chunk:
 
     ``x`` and ``grad`` are float64 CPU tensors of shape (rows, numel) when recorded.
     ``checkpoint`` (serialised ``Checkpoint``) resumes the run at step ``end``; None on the
-    final chunk.
+    final chunk and on chunks between checkpoints (see ``run(checkpoint_seconds=...)``).
     """
 
     start: int

@@ -151,8 +151,11 @@ def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_
         if row is None:
             _settle_unclaimable(s, job_id, claimable, max_attempts, now)
             return None
-        if row.checkpoint_step is not None:  # rows exist only up to a checkpoint: drop any beyond it
-            s.query(HistoryRow).filter(HistoryRow.job_id == job_id, HistoryRow.step >= row.checkpoint_step).delete(
+        if row.checkpoint_step is not None or row.attempts > 1:
+            # An earlier holder may have written rows past its last checkpoint: the resumed run
+            # (from that checkpoint, or from the start) writes them again.
+            start = row.checkpoint_step or 0
+            s.query(HistoryRow).filter(HistoryRow.job_id == job_id, HistoryRow.step >= start).delete(
                 synchronize_session=False)
         return _record(row, with_checkpoint=True)
 

@@ -139,3 +139,17 @@ def test_streaming_keeps_chunks_bounded():
     run(check_spec({**BOWL, "x0": {"shape": [1000], "init": "normal"}, "steps": 2000}),
         on_chunk=lambda c: sizes.append(c.x.numel()), chunk_values=50_000)
     assert len(sizes) >= 40 and max(sizes) <= 50_000
+
+
+def test_checkpoints_can_be_spaced_out_and_interrupts_always_carry_one():
+    spec = check_spec({**BOWL, "steps": 3000})
+    chunks = []
+    asked = [0]
+
+    def stop() -> str | None:
+        asked[0] += 1
+        return "interrupted" if asked[0] == 6 else None
+
+    run(spec, on_chunk=chunks.append, should_stop=stop, chunk_rows=100, chunk_seconds=60, checkpoint_seconds=3600)
+    assert [c.checkpoint is not None for c in chunks] == [False] * 5 + [True]
+    assert not any(c.final for c in chunks)

@@ -148,3 +148,12 @@ def test_a_write_retried_after_an_ambiguous_commit_stores_each_step_once(db):
     with pytest.raises(LeaseLost):  # the retried finish finds the job already finished
         job_store.finish_job(db, job_id, "w1", "succeeded", {"steps": 3}, None, [last])
     assert [r.step for r in iter_history(db, job_id)] == [0, 1, 2, 3]
+
+
+def test_reclaim_without_a_checkpoint_starts_the_history_over(db):
+    job_id = new_job(db)
+    job_store.claim_job(db, job_id, "w1", -1, 3)  # its lease is already over when it writes
+    save_chunk(db, job_id, "w1", HistoryBatch(steps=[0, 1], f=[2.0, 1.0], grad_norm=[1, 1], lr=[.1, .1]), None, None, -1)
+    job = job_store.claim_job(db, job_id, "w2", 30, 3)
+    assert job is not None and job.checkpoint is None and job.attempts == 2
+    assert list(iter_history(db, job_id)) == []
