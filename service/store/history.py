@@ -1,10 +1,10 @@
 """Per-step histories: batched, fenced writes and streamed, keyset-paginated reads.
 
-A chunk's rows, the job's checkpoint and its lease renewal commit in one transaction, so after
-any crash the stored history ends exactly where the stored checkpoint begins. Rows past the
-checkpoint are deleted when a job is claimed again (``jobs.claim_job``), and a write retried
-after an ambiguous commit replaces its rows (``rows.write_once``): no step is ever stored twice
-or skipped.
+A chunk's rows, its checkpoint (when one is due) and the lease renewal commit in one
+transaction, so after any crash the stored history reaches at least as far as the stored
+checkpoint. Rows past the checkpoint are deleted when a job is claimed again
+(``jobs.claim_job``) and redone by the resumed run, and a write retried after an ambiguous
+commit replaces its rows (``rows.write_once``): no step is ever stored twice or skipped.
 """
 from __future__ import annotations
 
