@@ -4,7 +4,8 @@ Row ``t`` of the history is x_t, f(x_t), ||grad f(x_t)||, the learning rate used
 and, if asked, grad f(x_t); N steps give rows 0..N. Rows leave in chunks through ``on_chunk``
 (bounded memory, and a caller can persist as it goes); between chunks the loop asks
 ``should_stop`` whether to end (``"cancelled"``) or hand back (``"interrupted"``), checks the
-time limit, and writes a checkpoint from which ``run(..., resume=...)`` continues bit for bit.
+time limit, and (when one is due) writes a checkpoint from which ``run(..., resume=...)``
+continues bit for bit.
 """
 from __future__ import annotations
 
