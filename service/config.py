@@ -26,7 +26,6 @@ class Limits:
     max_seconds: float = 3_600.0
     max_tags: int = 32
     max_body_bytes: int = 32 * 1024 * 1024
-    max_sweep_jobs: int = 10_000
 
 
 def _env_int(name: str, default: int) -> int:

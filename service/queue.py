@@ -14,8 +14,6 @@ from celery import Celery
 from service.config import Settings
 
 RUN_JOB_TASK = "descent.run_job"
-RECONCILE_TASK = "descent.reconcile"
-QUEUES = ("cpu", "gpu")
 EMBEDDED_POLL_SECONDS = 0.02
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ import os
 import socket
 import threading
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from service.config import Settings, load_settings
 from service.store import Database
@@ -44,15 +43,9 @@ def init_state(queues: list[str]) -> WorkerState:
 
 
 def get_state() -> WorkerState:
-    if _state is None or _state.worker_id != _identity():
-        return init_state(os.environ.get("DESCENT_WORKER_QUEUES", "cpu").split(","))
-    return _state
-
-
-@lru_cache(maxsize=None)
-def _identity_for(pid: int) -> str:
-    return f"{socket.gethostname()}:{pid}"
+    return init_state(os.environ.get("DESCENT_WORKER_QUEUES", "cpu").split(","))
 
 
 def _identity() -> str:
-    return _identity_for(os.getpid())
+    """host:pid; a forked child gets a new identity, and with it state of its own."""
+    return f"{socket.gethostname()}:{os.getpid()}"

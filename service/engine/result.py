@@ -1,7 +1,7 @@
 """What a run hands out: history chunks as it goes, and a result at the end."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -63,7 +63,6 @@ class Result:
     seconds: float
     grad: Any = None
     distance_to_minimum: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -75,5 +74,4 @@ class Result:
             out["grad"] = self.grad
         if self.distance_to_minimum is not None:
             out["distance_to_minimum"] = self.distance_to_minimum
-        out.update(self.extra)
         return out

@@ -255,11 +255,6 @@ def stale_jobs(db: Database, queued_before: datetime, limit: int = 500) -> list[
         return [(r[0], r[1]) for r in rows]
 
 
-def set_queue(db: Database, job_id: str, queue: str) -> None:
-    with db.session() as s:
-        s.execute(update(Job).where(Job.id == job_id).values(queue=queue))
-
-
 def requeue_if_stale(db: Database, job_id: str, queued_before: datetime) -> bool:
     """Mark a stale job as freshly enqueued (a running one with an expired lease goes back to
     queued); True for the one caller that did it, who then re-sends its task."""
