@@ -84,21 +84,16 @@ def submit():  # type: ignore[no-untyped-def]
 @bp.get("/<job_id>")
 def get(job_id: str):  # type: ignore[no-untyped-def]
     """The job; with ``?wait=S`` (up to 30 s) the answer waits until the job has finished."""
-    db = services().db
+    svc = services()
     wait = request.args.get("wait")
-    job = job_store.get_job(db, job_id)
+    job = job_store.get_job(svc.db, job_id)
     if wait:
         try:
             seconds = min(max(float(wait), 0.0), 30.0)
         except ValueError:
             raise ApiError(400, "invalid_parameter", "'wait' must be a number of seconds (at most 30)", "wait") from None
-        began = time.monotonic()
-        status = job.status
-        while status not in job_store.FINISHED and time.monotonic() - began < seconds:
-            time.sleep(0.002 if time.monotonic() - began < 2 else 0.05)
-            status = job_store.job_status(db, job_id)
-        if status != job.status:
-            job = job_store.get_job(db, job_id)
+        if job.status not in job_store.FINISHED and svc.finished.wait(job_id, seconds) != job.status:
+            job = job_store.get_job(svc.db, job_id)
     return job_json(job)
 
 

@@ -1,4 +1,5 @@
-"""What the API's handlers share: settings, the database and the task dispatcher."""
+"""What the API's handlers share: settings, the database, the task dispatcher and the
+watcher of finishing jobs (for ``?wait``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +9,7 @@ from flask import current_app
 from service.config import Settings
 from service.queue import Dispatcher
 from service.store import Database
+from service.store.events import FinishedJobs
 
 
 @dataclass
@@ -15,6 +17,7 @@ class Services:
     settings: Settings
     db: Database
     dispatcher: Dispatcher
+    finished: FinishedJobs
 
 
 def services() -> Services:

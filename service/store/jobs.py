@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.store.db import Conflict, Database, LeaseLost, NotFound
@@ -52,16 +52,18 @@ def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str,
         existing = _by_idempotency_key(db, idempotency_key, spec)
         if existing is not None:
             return existing, False
-    job_id = str(uuid.uuid4())
     now = utcnow()
     tags = dict(spec.get("tags") or {})
-    job = Job(id=job_id, status="queued", spec=spec, shape=shape, queue=queue, name=spec.get("name"),
-              idempotency_key=idempotency_key, created_at=now, enqueued_at=now, attempts=0, cancel_requested=False)
+    job = JobRecord(id=str(uuid.uuid4()), status="queued", spec=spec, shape=shape, queue=queue, name=spec.get("name"),
+                    tags=tags, created_at=now, started_at=None, finished_at=None, worker=None, attempts=0,
+                    cancel_requested=False, result=None, error=None)
     try:
-        with db.session() as s:
-            s.add(job)
-            s.flush()
-            s.add_all([JobTag(job_id=job_id, key=k, value=v) for k, v in tags.items()])
+        with db.session() as s:  # Core inserts: this is every submission's path
+            s.execute(insert(Job.__table__).values(
+                id=job.id, status=job.status, spec=spec, shape=shape, queue=queue, name=job.name,
+                idempotency_key=idempotency_key, created_at=now, enqueued_at=now, attempts=0, cancel_requested=False))
+            if tags:
+                s.execute(insert(JobTag.__table__), [{"job_id": job.id, "key": k, "value": v} for k, v in tags.items()])
     except IntegrityError:
         if idempotency_key is None:
             raise
@@ -69,7 +71,7 @@ def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str,
         if existing is None:
             raise
         return existing, False
-    return _record(job), True
+    return job, True
 
 
 def _by_idempotency_key(db: Database, key: str, spec: dict[str, Any]) -> JobRecord | None:
