@@ -92,8 +92,8 @@ def get(job_id: str):  # type: ignore[no-untyped-def]
             seconds = min(max(float(wait), 0.0), 30.0)
         except ValueError:
             raise ApiError(400, "invalid_parameter", "'wait' must be a number of seconds (at most 30)", "wait") from None
-        if job.status not in job_store.FINISHED and svc.finished.wait(job_id, seconds) != job.status:
-            job = job_store.get_job(svc.db, job_id)
+        if not job.finished:
+            job = svc.finished.wait(job_id, seconds)
     return job_json(job)
 
 

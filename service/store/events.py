@@ -15,14 +15,15 @@ import time
 from collections import defaultdict
 
 from service.store.db import Database
-from service.store.jobs import FINISHED, job_status
+from service.store.jobs import get_job
+from service.store.records import JobRecord
 
 CHANNEL = "descent_job_finished"
 log = logging.getLogger(__name__)
 
 
 class FinishedJobs:
-    """``wait(job_id, seconds)``: the job's status once it has finished or the time is up."""
+    """``wait(job_id, seconds)``: the job once it has finished, or when the time is up."""
 
     def __init__(self, db: Database, safety_poll: float = 1.0) -> None:
         self.db = db
@@ -37,23 +38,24 @@ class FinishedJobs:
     def listening(self) -> bool:
         return self._listening.is_set()
 
-    def wait(self, job_id: str, seconds: float) -> str:
-        """Raises NotFound for an unknown job."""
+    def wait(self, job_id: str, seconds: float) -> JobRecord:
+        """The job once it has finished, or as it is when ``seconds`` are up; NotFound for an
+        unknown job."""
         self._ensure_listener()
         event = threading.Event()
         with self._lock:
             self._waiters[job_id].append(event)
         try:
             began = time.monotonic()
-            status = job_status(self.db, job_id)  # read after registering: no wake-up is missed
-            while status not in FINISHED:
+            job = get_job(self.db, job_id)  # read after registering: no wake-up is missed
+            while not job.finished:
                 left = seconds - (time.monotonic() - began)
                 if left <= 0:
                     break
                 event.wait(min(left, self._poll_interval(time.monotonic() - began)))
                 event.clear()
-                status = job_status(self.db, job_id)
-            return status
+                job = get_job(self.db, job_id)
+            return job
         finally:
             with self._lock:
                 events = self._waiters.get(job_id, [])
@@ -102,9 +104,9 @@ class FinishedJobs:
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=1.0):
                             self._wake(note.payload)
-            except psycopg.Error as exc:
-                if self._listening.is_set():
-                    log.warning("job-finished listener lost its connection (%s); polling until it is back", exc)
+            except Exception as exc:  # noqa: BLE001 - the listener must outlive any one failure
+                if self._listening.is_set() or not isinstance(exc, psycopg.Error):
+                    log.warning("job-finished listener stopped (%s); polling until it is back", exc)
             finally:
                 self._listening.clear()
             self._stop.wait(delay)

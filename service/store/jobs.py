@@ -84,15 +84,6 @@ def _by_idempotency_key(db: Database, key: str, spec: dict[str, Any]) -> JobReco
         return _record(job)
 
 
-def job_status(db: Database, job_id: str) -> str:
-    """Just the status (a cheap poll); NotFound if there is no such job."""
-    with db.session() as s:
-        status = s.scalar(select(Job.status).where(Job.id == job_id))
-    if status is None:
-        raise NotFound(f"no job with id '{job_id}'")
-    return status
-
-
 def get_job(db: Database, job_id: str, with_checkpoint: bool = False) -> JobRecord:
     with db.session() as s:
         job = s.get(Job, job_id)

@@ -35,7 +35,7 @@ def listening(w: FinishedJobs, want: bool = True, timeout: float = 20) -> bool:
 def woken(watcher: FinishedJobs, job_id: str) -> str:
     """Wait up to 20 s for a job that finishes after 0.3 s; fail if only the time limit ended it."""
     began = time.monotonic()
-    status = watcher.wait(job_id, 20)
+    status = watcher.wait(job_id, 20).status
     assert time.monotonic() - began < 15, "the waiter was not woken; it ran out its time"
     return status
 
@@ -77,7 +77,7 @@ def test_cancelling_a_queued_job_wakes_its_waiters(db, watcher):
 def test_a_wait_ends_with_the_current_status_when_time_is_up(db, watcher):
     job_id = running_job(db)
     began = time.monotonic()
-    assert watcher.wait(job_id, 0.2) == "running"
+    assert watcher.wait(job_id, 0.2).status == "running"
     assert time.monotonic() - began >= 0.2
 
 
