@@ -140,11 +140,11 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
     deadline = time.time() + args.timeout
     while True:
-        resp = requests.get(_url(f"/v1/jobs/{args.id}"), timeout=30)
-        if not resp.ok or resp.json()["status"] in ("succeeded", "failed", "cancelled") or time.time() > deadline:
+        left = max(0.0, min(30.0, deadline - time.time()))
+        resp = requests.get(_url(f"/v1/jobs/{args.id}"), params={"wait": f"{left:.3f}"}, timeout=left + 30)
+        if not resp.ok or resp.json()["status"] in ("succeeded", "failed", "cancelled") or time.time() >= deadline:
             code = _show(resp)
             return code if not resp.ok else (0 if resp.json()["status"] == "succeeded" else 1)
-        time.sleep(0.2)
 
 
 def cmd_history(args: argparse.Namespace) -> int:

@@ -86,15 +86,15 @@ def get(job_id: str):  # type: ignore[no-untyped-def]
     """The job; with ``?wait=S`` (up to 30 s) the answer waits until the job has finished."""
     svc = services()
     wait = request.args.get("wait")
-    job = job_store.get_job(svc.db, job_id)
-    if wait:
-        try:
-            seconds = min(max(float(wait), 0.0), 30.0)
-        except ValueError:
-            raise ApiError(400, "invalid_parameter", "'wait' must be a number of seconds (at most 30)", "wait") from None
-        if not job.finished:
-            job = svc.finished.wait(job_id, seconds)
-    return job_json(job)
+    if not wait:
+        return job_json(job_store.get_job(svc.db, job_id))
+    try:
+        seconds = float(wait)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= 30:
+        raise ApiError(400, "invalid_parameter", "'wait' must be a number of seconds from 0 to 30", "wait")
+    return job_json(svc.finished.wait(job_id, seconds))
 
 
 def _int_arg(name: str, default: int | None, low: int, high: int | None = None) -> int | None:

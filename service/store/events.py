@@ -3,7 +3,7 @@
 On PostgreSQL a trigger (migration 0002) sends ``NOTIFY descent_job_finished, '<job id>'`` in
 the transaction that finishes a job; one listener thread per process, on a connection of its
 own, wakes the requests waiting for that job. The database stays the source of truth: a waiter
-re-reads the status when woken, and every ``safety_poll`` seconds anyway, so a notification
+re-reads the job when woken, and every ``safety_poll`` seconds anyway, so a notification
 lost while the listener reconnects costs latency, never a wrong answer. SQLite has no such
 channel: there waiters poll (a local file read).
 """

@@ -93,3 +93,11 @@ def test_bad_history_parameters(client, query, field):
     job_id = client.post("/v1/jobs", data=json.dumps(GOOD), content_type="application/json").get_json()["id"]
     resp = client.get(f"/v1/jobs/{job_id}/history?{query}")
     assert resp.status_code == 400 and resp.get_json()["error"]["field"] == field
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "31", "nan", "inf"])
+def test_bad_wait_is_refused_with_its_limits(client, value):
+    job_id = client.post("/v1/jobs", data=json.dumps(GOOD), content_type="application/json").get_json()["id"]
+    resp = client.get(f"/v1/jobs/{job_id}?wait={value}")
+    error = resp.get_json()["error"]
+    assert resp.status_code == 400 and error["field"] == "wait" and "0 to 30" in error["message"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
+import time
 
 from sqlalchemy import func, select
 
@@ -125,3 +127,22 @@ def test_diverged_history_keeps_non_finite_values(client, run_job):
     assert job["result"]["stop_reason"] == "diverged"
     rows = client.get(f"/v1/jobs/{job_id}/history?limit=100000").get_json()["rows"]
     assert rows[-1]["f"] in ("Infinity", "NaN") and rows[-1]["step"] == job["result"]["steps"]
+
+
+def test_wait_answers_once_the_job_has_finished(client, run_job):
+    job_id = submit(client, LESSON_LOGLOG).get_json()["id"]
+    worker = threading.Thread(target=lambda: (time.sleep(0.3), run_job(job_id)))
+    worker.start()
+    began = time.monotonic()
+    job = client.get(f"/v1/jobs/{job_id}?wait=20").get_json()
+    worker.join()
+    assert job["status"] == "succeeded" and job["result"]["steps"] == 500
+    assert time.monotonic() - began < 15  # answered when the job ended, not when the wait ran out
+
+
+def test_wait_ends_with_the_job_as_it_is_when_time_is_up(client):
+    job_id = submit(client, LESSON_LOGLOG).get_json()["id"]
+    began = time.monotonic()
+    assert client.get(f"/v1/jobs/{job_id}?wait=0.3").get_json()["status"] == "queued"
+    assert time.monotonic() - began >= 0.3
+    assert client.get("/v1/jobs/no-such-job?wait=1").status_code == 404

@@ -1,14 +1,18 @@
-"""The lesson over HTTP, through real workers, on PostgreSQL + Redis and on the embedded default."""
+"""The lesson over HTTP and through the ``descent`` client commands, with real workers, on
+PostgreSQL + Redis and on the embedded default."""
 from __future__ import annotations
 
 import csv
 import io
+import json
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import func, select
 
 from service.store.models import HistoryRow, Job
 from tests.conftest import LESSON_LOGLOG, LESSON_PARABOLA
+from tests.integration.harness import BIN
 
 
 def r4(values):  # type: ignore[no-untyped-def]
@@ -42,6 +46,12 @@ def test_lesson_case3_and_4_500_sgd_steps(service):
     table = list(csv.reader(io.StringIO(text)))
     assert len(table) == 502 and table[0][:4] == ["step", "f", "grad_norm", "lr"]
     assert r4([float(v) for v in table[-1][4:]]) == [4.9900, 9.9948, 0.9775, 1.9825]
+
+
+def test_wait_answers_when_the_job_has_finished(service):
+    job_id = service.submit(LESSON_LOGLOG)["id"]
+    job = service.http.get(f"{service.url}/v1/jobs/{job_id}", params={"wait": 30}, timeout=40).json()
+    assert job["status"] == "succeeded" and job["result"]["steps"] == 500
 
 
 def test_lesson_case5_trajectory_for_the_contour_plot(service):
@@ -94,3 +104,36 @@ def test_cancel_running_job_keeps_history(service):
     rows = service.history(job_id)
     assert rows[-1]["step"] == job["result"]["steps"] and len(rows) > 1
     assert service.http.post(f"{service.url}/v1/jobs/{job_id}/cancel").status_code == 409
+
+
+# -- the descent client commands (they find the API through DESCENT_URL) ---------------------
+def descent(service, *args: str) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
+    env = {**service.env, "DESCENT_URL": service.url}
+    return subprocess.run([str(BIN / "descent"), *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_submit_wait_status_and_history_csv(service, tmp_path):
+    spec = tmp_path / "lesson.json"
+    spec.write_text(json.dumps(LESSON_LOGLOG))
+    submitted = descent(service, "submit", str(spec))
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = json.loads(submitted.stdout)["id"]
+
+    waited = descent(service, "wait", job_id)
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    job = json.loads(waited.stdout)
+    assert job["status"] == "succeeded" and [round(v, 4) for row in job["result"]["x"] for v in row] == [
+        4.9900, 9.9948, 0.9775, 1.9825]
+    assert json.loads(descent(service, "status", job_id).stdout)["status"] == "succeeded"
+
+    table = descent(service, "history", job_id, "--csv").stdout.splitlines()
+    assert table[0].startswith("step,f,grad_norm,lr,x_0") and len(table) == 502
+
+
+def test_client_errors_exit_non_zero_with_the_api_message(service, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**LESSON_LOGLOG, "steps": -1}))
+    out = descent(service, "submit", str(bad))
+    assert out.returncode == 1 and json.loads(out.stdout)["error"]["field"] == "steps"
+    missing = descent(service, "wait", "no-such-job", "--timeout", "1")
+    assert missing.returncode == 1 and json.loads(missing.stdout)["error"]["code"]
