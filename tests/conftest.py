@@ -118,6 +118,22 @@ def db(request, tmp_path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def pg_db():  # type: ignore[no-untyped-def]
+    """A migrated, empty PostgreSQL database, for what only PostgreSQL does."""
+    from service.store import Database
+    from service.store.migrate import upgrade
+
+    gen = _pg_database()
+    database = Database(next(gen))
+    upgrade(database)
+    try:
+        yield database
+    finally:
+        database.engine.dispose()
+        gen.close()
+
+
+@pytest.fixture
 def app(tmp_path):  # type: ignore[no-untyped-def]
     """The API on an embedded backend (SQLite file, SQL broker file): real parts, no servers."""
     from service.api import create_app

@@ -7,7 +7,6 @@ import os
 import random
 import threading
 import time
-from datetime import timedelta
 from functools import lru_cache
 
 from service.queue import Dispatcher
@@ -30,10 +29,9 @@ def reconcile_once(requeue_after: float) -> list[str]:
     FLUSHALL) and requeue running jobs whose lease expired (their worker died). Each job is
     re-sent by one worker only: the database row is bumped conditionally first."""
     state = get_state()
-    cutoff = job_store.utcnow() - timedelta(seconds=requeue_after)
     sent = []
-    for job_id, queue in job_store.stale_jobs(state.db, cutoff):
-        if job_store.requeue_if_stale(state.db, job_id, cutoff):
+    for job_id, queue in job_store.stale_jobs(state.db, requeue_after):
+        if job_store.requeue_if_stale(state.db, job_id, requeue_after):
             if dispatcher().send(job_id, queue):
                 sent.append(job_id)
     if sent:

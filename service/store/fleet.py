@@ -3,17 +3,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from service.store.db import Database
-from service.store.jobs import as_utc, utcnow
+from service.store.jobs import as_utc, clock, utcnow
 from service.store.models import Worker
 from service.store.records import WorkerRecord
 
 
 def heartbeat(db: Database, worker_id: str, hostname: str, pid: int, queues: list[str], device: str,
               current_job: str | None) -> None:
-    now = utcnow()
+    now = clock(db.dialect)
     with db.session() as s:
         row = s.get(Worker, worker_id)
         if row is None:
@@ -29,8 +29,9 @@ def remove_worker(db: Database, worker_id: str) -> None:
 
 
 def list_workers(db: Database, alive_within: float) -> list[WorkerRecord]:
-    cutoff = utcnow() - timedelta(seconds=alive_within)
     with db.session() as s:
+        now = as_utc(s.scalar(select(func.now()))) if db.dialect == "postgresql" else utcnow()
+        cutoff = now - timedelta(seconds=alive_within)
         rows = list(s.scalars(select(Worker).order_by(Worker.id)))
         return [WorkerRecord(r.id, r.hostname, r.pid, list(r.queues), r.device, as_utc(r.started_at),
                              as_utc(r.last_heartbeat), r.current_job, as_utc(r.last_heartbeat) >= cutoff)
@@ -39,7 +40,7 @@ def list_workers(db: Database, alive_within: float) -> list[WorkerRecord]:
 
 def live_gpu_worker(db: Database, alive_within: float) -> bool:
     """Is a GPU worker heartbeating? ``device: auto`` jobs go to the gpu queue only then."""
-    cutoff = utcnow() - timedelta(seconds=alive_within)
+    cutoff = clock(db.dialect) - timedelta(seconds=alive_within)
     with db.session() as s:
         rows = s.execute(select(Worker.queues).where(Worker.last_heartbeat >= cutoff)).all()
     return any("gpu" in (q or []) for (q,) in rows)

@@ -26,6 +26,13 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def clock(dialect: str) -> Any:
+    """'Now' for every timestamp the store writes or compares: the database server's clock on
+    PostgreSQL, so hosts whose clocks disagree still agree on when a lease lapses or a queued
+    job is overdue; this process's clock on SQLite (embedded: one machine)."""
+    return func.now() if dialect == "postgresql" else utcnow()
+
+
 def as_utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
@@ -52,18 +59,16 @@ def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str,
         existing = _by_idempotency_key(db, idempotency_key, spec)
         if existing is not None:
             return existing, False
-    now = utcnow()
+    now, job_id, jobs = clock(db.dialect), str(uuid.uuid4()), Job.__table__
     tags = dict(spec.get("tags") or {})
-    job = JobRecord(id=str(uuid.uuid4()), status="queued", spec=spec, shape=shape, queue=queue, name=spec.get("name"),
-                    tags=tags, created_at=now, started_at=None, finished_at=None, worker=None, attempts=0,
-                    cancel_requested=False, result=None, error=None)
     try:
         with db.session() as s:  # Core inserts: this is every submission's path
-            s.execute(insert(Job.__table__).values(
-                id=job.id, status=job.status, spec=spec, shape=shape, queue=queue, name=job.name,
-                idempotency_key=idempotency_key, created_at=now, enqueued_at=now, attempts=0, cancel_requested=False))
+            created_at = s.execute(insert(jobs).values(
+                id=job_id, status="queued", spec=spec, shape=shape, queue=queue, name=spec.get("name"),
+                idempotency_key=idempotency_key, created_at=now, enqueued_at=now, attempts=0, cancel_requested=False,
+            ).returning(jobs.c.created_at)).scalar_one()
             if tags:
-                s.execute(insert(JobTag.__table__), [{"job_id": job.id, "key": k, "value": v} for k, v in tags.items()])
+                s.execute(insert(JobTag.__table__), [{"job_id": job_id, "key": k, "value": v} for k, v in tags.items()])
     except IntegrityError:
         if idempotency_key is None:
             raise
@@ -71,7 +76,9 @@ def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str,
         if existing is None:
             raise
         return existing, False
-    return job, True
+    return JobRecord(id=job_id, status="queued", spec=spec, shape=shape, queue=queue, name=spec.get("name"), tags=tags,
+                     created_at=as_utc(created_at), started_at=None, finished_at=None, worker=None, attempts=0,
+                     cancel_requested=False, result=None, error=None), True
 
 
 def _by_idempotency_key(db: Database, key: str, spec: dict[str, Any]) -> JobRecord | None:
@@ -129,7 +136,7 @@ def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_
     A job already tried ``max_attempts`` times is failed instead. Rows past the checkpoint are
     deleted, so the resumed run rewrites them exactly once.
     """
-    now = utcnow()
+    now = clock(db.dialect)
     claimable = or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < now))
     jobs = Job.__table__  # Core statements on the hot path: no ORM identity map to maintain
     with db.session() as s:
@@ -153,7 +160,7 @@ def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_
         return _record(row, with_checkpoint=True)
 
 
-def _settle_unclaimable(s: Any, job_id: str, claimable: Any, max_attempts: int, now: datetime) -> None:
+def _settle_unclaimable(s: Any, job_id: str, claimable: Any, max_attempts: int, now: Any) -> None:
     """A claimable job that cannot be claimed is either cancelled or out of attempts: end it."""
     job = s.scalar(select(Job).where(Job.id == job_id, claimable).with_for_update())
     if job is None:
@@ -173,9 +180,10 @@ def renew(db: Database, job_id: str, worker: str, lease_seconds: float) -> bool:
 
 
 def renew_lease(s: Any, job_id: str, worker: str, lease_seconds: float) -> bool:
+    now = clock(s.bind.dialect.name)
     res = s.execute(
         update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == "running")
-        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
         .returning(Job.cancel_requested)
     )
     row = res.first()
@@ -196,7 +204,7 @@ def finish_job(db: Database, job_id: str, worker: str, status: str, result: dict
     def transaction(s: Any, replace: bool) -> None:
         res = s.execute(
             update(jobs).where(jobs.c.id == job_id, jobs.c.worker == worker, jobs.c.status == "running")
-            .values(status=status, result=result, error=error, finished_at=utcnow(), lease_expires_at=None,
+            .values(status=status, result=result, error=error, finished_at=clock(db.dialect), lease_expires_at=None,
                     checkpoint=None)
         )
         if res.rowcount != 1:
@@ -214,14 +222,14 @@ def release_job(db: Database, job_id: str, worker: str) -> None:
         s.execute(
             update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == "running")
             .values(status="queued", worker=None, lease_expires_at=None, attempts=Job.attempts - 1,
-                    enqueued_at=utcnow())
+                    enqueued_at=clock(db.dialect))
             .execution_options(synchronize_session=False)
         )
 
 
 def request_cancel(db: Database, job_id: str) -> JobRecord:
     """Cancel a job: a queued one at once, a running one at its next chunk. Conflict if finished."""
-    now = utcnow()
+    now = clock(db.dialect)
     with db.session() as s:
         job = s.scalar(select(Job).where(Job.id == job_id).with_for_update())
         if job is None:
@@ -234,10 +242,11 @@ def request_cancel(db: Database, job_id: str) -> JobRecord:
     return get_job(db, job_id)
 
 
-def stale_jobs(db: Database, queued_before: datetime, limit: int = 500) -> list[tuple[str, str]]:
+def stale_jobs(db: Database, requeue_after: float, limit: int = 500) -> list[tuple[str, str]]:
     """(id, queue) of jobs that should be running but may have no message in the broker:
-    queued since before ``queued_before``, or running with an expired lease."""
-    now = utcnow()
+    queued for more than ``requeue_after`` seconds, or running with an expired lease."""
+    now = clock(db.dialect)
+    queued_before = now - timedelta(seconds=requeue_after)
     with db.session() as s:
         rows = s.execute(
             select(Job.id, Job.queue).where(or_(
@@ -248,10 +257,11 @@ def stale_jobs(db: Database, queued_before: datetime, limit: int = 500) -> list[
         return [(r[0], r[1]) for r in rows]
 
 
-def requeue_if_stale(db: Database, job_id: str, queued_before: datetime) -> bool:
+def requeue_if_stale(db: Database, job_id: str, requeue_after: float) -> bool:
     """Mark a stale job as freshly enqueued (a running one with an expired lease goes back to
     queued); True for the one caller that did it, who then re-sends its task."""
-    now = utcnow()
+    now = clock(db.dialect)
+    queued_before = now - timedelta(seconds=requeue_after)
     with db.session() as s:
         res = s.execute(
             update(Job).where(Job.id == job_id, Job.status == "running", Job.lease_expires_at < now)

@@ -86,19 +86,6 @@ def test_waiting_for_an_unknown_job_is_not_found(db, watcher):
         watcher.wait("no-such-job", 1)
 
 
-@pytest.fixture
-def pg_db():  # type: ignore[no-untyped-def]
-    from service.store.migrate import upgrade
-    from tests.conftest import _pg_database
-
-    gen = _pg_database()
-    database = Database(next(gen))
-    upgrade(database)
-    yield database
-    database.engine.dispose()
-    gen.close()
-
-
 def test_the_listener_comes_back_after_losing_its_connection(pg_db):
     db, watcher = pg_db, FinishedJobs(pg_db, safety_poll=600)
     assert listening(watcher)

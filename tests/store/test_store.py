@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 import threading
 
 import pytest
@@ -157,3 +158,17 @@ def test_reclaim_without_a_checkpoint_starts_the_history_over(db):
     job = job_store.claim_job(db, job_id, "w2", 30, 3)
     assert job is not None and job.checkpoint is None and job.attempts == 2
     assert list(iter_history(db, job_id)) == []
+
+
+def test_leases_follow_the_database_clock_not_the_workers(pg_db, monkeypatch):
+    """A worker whose clock is an hour slow still holds its lease for lease_seconds of real
+    time, and an API host with a slow clock does not make new jobs look overdue."""
+    real = job_store.utcnow
+    monkeypatch.setattr(job_store, "utcnow", lambda: real() - timedelta(hours=1))
+    job_id = new_job(pg_db)
+    assert job_store.stale_jobs(pg_db, requeue_after=30) == []
+    assert job_store.claim_job(pg_db, job_id, "slow-clock", 30, 3) is not None
+    monkeypatch.setattr(job_store, "utcnow", real)
+    assert job_store.claim_job(pg_db, job_id, "w2", 30, 3) is None
+    assert job_store.stale_jobs(pg_db, requeue_after=30) == []
+    assert job_store.get_job(pg_db, job_id).worker == "slow-clock"
