@@ -1,5 +1,5 @@
-"""Fault fixtures: a private PostgreSQL and Redis per test module, and a service factory with
-short leases so recovery happens in seconds."""
+"""Fault fixtures: a private PostgreSQL and Redis per test module, and service factories (on them,
+or on the embedded default) with short leases so recovery happens in seconds."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -59,3 +59,21 @@ def make_service(postgres, redis_server, tmp_path):  # type: ignore[no-untyped-d
     for service in started:
         service.stop()
     admin.dispose()
+
+
+@pytest.fixture
+def make_embedded_service(tmp_path):  # type: ignore[no-untyped-def]
+    """``make_embedded_service(workers=2)`` -> a started Service on the embedded default (SQLite
+    and the SQL broker), with the same short leases."""
+    started: list[Service] = []
+
+    def make(workers: int = 2, **overrides: object) -> Service:
+        data_dir = tmp_path / f"embedded_{len(started)}"
+        data_dir.mkdir(parents=True)
+        service = Service(settings=embedded_settings(data_dir, **{**FAST, **overrides}), log_dir=data_dir)
+        started.append(service)
+        return service.start(workers=workers)
+
+    yield make
+    for service in started:
+        service.stop()
