@@ -7,6 +7,7 @@ a half-written message and crash the worker, kombu #1551.)
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import Celery
@@ -24,6 +25,27 @@ def configure_embedded_transport() -> None:
     from kombu.transport import sqlalchemy as sqla
 
     sqla.Transport.polling_interval = EMBEDDED_POLL_SECONDS
+
+
+def prepare_embedded_broker(settings: Settings, queues: tuple[str, ...] = ("cpu", "gpu")) -> None:
+    """Create the SQL broker's tables and queue rows before anything consumes or publishes.
+    kombu creates them on first use by check-then-insert, so two processes starting together
+    on a fresh broker file can both insert, and the loser dies with a UNIQUE (or "table already
+    exists") error. Here the loser retries and finds the winner's rows."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    app = Celery("descent-prepare")
+    app.conf.update(celery_config(settings))
+    for attempt in range(20):
+        try:
+            with app.connection_for_write() as conn:
+                for name in queues:
+                    conn.default_channel.queue_declare(name)
+            return
+        except (IntegrityError, OperationalError):
+            if attempt == 19:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -94,43 +94,32 @@ def pg_url() -> Iterator[str]:
     yield from _pg_database()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path):  # type: ignore[no-untyped-def]
-    """A migrated, empty database on each backend."""
+def _migrated(url: str | None = None) -> Iterator[Any]:
+    """A migrated Database at ``url``, or on a fresh PostgreSQL database when None; disposed after."""
     from service.store import Database
     from service.store.migrate import upgrade
 
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'descent.db'}")
-        upgrade(database)
-        yield database
-        database.engine.dispose()
-        return
-    gen = _pg_database()
-    url = next(gen)
-    database = Database(url)
+    pg = _pg_database() if url is None else None
+    database = Database(next(pg) if pg is not None else url)
     upgrade(database)
     try:
         yield database
     finally:
         database.engine.dispose()
-        gen.close()
+        if pg is not None:
+            pg.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):  # type: ignore[no-untyped-def]
+    """A migrated, empty database on each backend."""
+    yield from _migrated(f"sqlite:///{tmp_path / 'descent.db'}" if request.param == "sqlite" else None)
 
 
 @pytest.fixture
 def pg_db():  # type: ignore[no-untyped-def]
     """A migrated, empty PostgreSQL database, for what only PostgreSQL does."""
-    from service.store import Database
-    from service.store.migrate import upgrade
-
-    gen = _pg_database()
-    database = Database(next(gen))
-    upgrade(database)
-    try:
-        yield database
-    finally:
-        database.engine.dispose()
-        gen.close()
+    yield from _migrated()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import sys
 from celery import Celery, signals
 
 from service.config import load_settings
-from service.queue import celery_config
+from service.queue import celery_config, prepare_embedded_broker
 
 log = logging.getLogger("workers")
 
@@ -42,13 +42,15 @@ def _refuse(message: str, code: int) -> None:
 
 @signals.worker_init.connect
 def _check_before_start(sender: object = None, **_: object) -> None:
-    """Refuse to start on a database behind the head migration, or on the gpu queue without CUDA."""
+    """Refuse to start on a database behind the head migration, or on the gpu queue without CUDA;
+    create the embedded broker's queues before consuming from them."""
     from service.store import Database
     from service.store.migrate import SchemaOutOfDate, check_schema
 
     queues = _queues_of(sender)
     os.environ["DESCENT_WORKER_QUEUES"] = ",".join(queues)
-    db = Database(load_settings().database_url)
+    settings = load_settings()
+    db = Database(settings.database_url)
     try:
         check_schema(db)
     except SchemaOutOfDate as exc:
@@ -57,10 +59,12 @@ def _check_before_start(sender: object = None, **_: object) -> None:
         log.warning("could not check the database schema at start-up: %s", exc)
     finally:
         db.engine.dispose()
+    if settings.embedded_broker:
+        prepare_embedded_broker(settings)
     import torch
 
     # One job per worker process: one intra-op thread each unless told otherwise.
-    torch.set_num_threads(load_settings().torch_threads)
+    torch.set_num_threads(settings.torch_threads)
     if "gpu" in queues:
         if not torch.cuda.is_available():
             _refuse("refusing to start on the 'gpu' queue: this machine has no CUDA device "

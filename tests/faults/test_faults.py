@@ -68,8 +68,7 @@ def holder(service: Service, job: Any) -> Any:
     return next(p for p in service.workers if p.pid == pid)
 
 
-def test_kill9_mid_job_resumes_from_the_checkpoint(make_service):
-    service = make_service(workers=2)
+def kill9_mid_job_and_check(service: Service) -> None:
     job_id = service.submit(LONG)["id"]
     running = wait_checkpoint(service, job_id)
     service.kill_worker(holder(service, running), signal.SIGKILL)
@@ -77,19 +76,16 @@ def test_kill9_mid_job_resumes_from_the_checkpoint(make_service):
     assert job["status"] == "succeeded" and job["attempts"] == 2, job
     assert job["result"]["worker"] != running.worker
     assert_history_exact(service, job, LONG)
+
+
+def test_kill9_mid_job_resumes_from_the_checkpoint(make_service):
+    kill9_mid_job_and_check(make_service(workers=2))
 
 
 def test_kill9_mid_job_on_the_embedded_default(make_embedded_service):
     """The SQL broker never re-delivers a message its consumer took: the reconciler of the
     surviving worker requeues the job once its lease lapses."""
-    service = make_embedded_service(workers=2)
-    job_id = service.submit(LONG)["id"]
-    running = wait_checkpoint(service, job_id)
-    service.kill_worker(holder(service, running), signal.SIGKILL)
-    job = service.wait(job_id, timeout=120)
-    assert job["status"] == "succeeded" and job["attempts"] == 2, job
-    assert job["result"]["worker"] != running.worker
-    assert_history_exact(service, job, LONG)
+    kill9_mid_job_and_check(make_embedded_service(workers=2))
 
 
 def test_job_that_keeps_killing_its_workers_fails_after_max_attempts(make_service):

@@ -1,11 +1,15 @@
-"""A worker refuses to start where it could only do harm, and says why."""
+"""Worker start-up: refusing where it could only do harm (and saying why), and several workers
+starting together on a fresh embedded broker."""
 from __future__ import annotations
 
+import sqlite3
 import subprocess
+import sys
 
 import pytest
 
 from service.engine import cuda_available
+from service.queue import prepare_embedded_broker
 from service.store import Database
 from service.store.migrate import upgrade
 from tests.conftest import embedded_settings, settings_env
@@ -30,3 +34,36 @@ def test_gpu_worker_refuses_to_start_without_cuda(tmp_path):
     out = start_worker(tmp_path, "gpu")
     assert out.returncode == 78
     assert "no CUDA device" in out.stderr and "--queues cpu" in out.stderr
+
+
+def queue_rows(tmp_path) -> list[str]:  # type: ignore[no-untyped-def]
+    with sqlite3.connect(tmp_path / "broker.db") as conn:
+        return sorted(name for (name,) in conn.execute("SELECT name FROM kombu_queue"))
+
+
+def test_preparing_the_embedded_broker_survives_losing_the_race(tmp_path, monkeypatch):
+    """The loser of two processes creating a queue row at once gets a UNIQUE error: it retries."""
+    from kombu.transport import sqlalchemy as sqla
+    from sqlalchemy.exc import IntegrityError
+
+    real, lost = sqla.Channel._get_or_create, []
+
+    def lose_once(self, queue):  # type: ignore[no-untyped-def]
+        if not lost:
+            lost.append(queue)
+            raise IntegrityError("INSERT INTO kombu_queue", {}, Exception("UNIQUE constraint failed"))
+        return real(self, queue)
+
+    monkeypatch.setattr(sqla.Channel, "_get_or_create", lose_once)
+    prepare_embedded_broker(embedded_settings(tmp_path))
+    assert lost == ["cpu"] and queue_rows(tmp_path) == ["cpu", "gpu"]
+
+
+def test_processes_starting_together_on_a_fresh_embedded_broker(tmp_path):
+    code = ("import sys; from tests.conftest import embedded_settings; from pathlib import Path; "
+            "from service.queue import prepare_embedded_broker; prepare_embedded_broker(embedded_settings(Path(sys.argv[1])))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    assert queue_rows(tmp_path) == ["cpu", "gpu"]
