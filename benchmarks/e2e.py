@@ -34,6 +34,7 @@ from sqlalchemy import func, select  # noqa: E402
 
 from service.engine import run  # noqa: E402
 from service.spec import check_spec  # noqa: E402
+from service.store.jobs import FINISHED  # noqa: E402
 from service.store.models import Job  # noqa: E402
 from tests.conftest import REDIS_URL, _pg_database, embedded_settings  # noqa: E402
 from tests.integration.harness import Service, redis_url_for_test  # noqa: E402
@@ -60,6 +61,17 @@ def bare_engine(n: int) -> tuple[float, list[float]]:
     return time.perf_counter() - began, per_job
 
 
+def call(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None) -> dict:
+    """One request on a keep-alive connection; its JSON answer, or exit unless the status is the
+    expected one (202 for a submit, 200 otherwise)."""
+    conn.request(method, path, body, {"Content-Type": "application/json"} if body else {})
+    resp = conn.getresponse()
+    payload = json.loads(resp.read())
+    if resp.status != (202 if method == "POST" else 200):
+        raise SystemExit(f"{method} {path}: {resp.status} {payload}")
+    return payload
+
+
 def burst(service: Service, n: int) -> tuple[float, list[float]]:
     """The load generator is kept light, as its CPU comes out of the same two cores as the
     service's: keep-alive http.client, one connection per thread, and no per-job polling. It
@@ -75,12 +87,7 @@ def burst(service: Service, n: int) -> tuple[float, list[float]]:
         if conn is None:
             conn = local.conn = http.client.HTTPConnection("127.0.0.1", service.port)
         t0 = time.time()
-        conn.request("POST", "/v1/jobs", body, {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        data = resp.read()
-        if resp.status != 202:
-            raise SystemExit(f"submit failed: {resp.status} {data[:200]!r}")
-        submitted[json.loads(data)["id"]] = t0
+        submitted[call(conn, "POST", "/v1/jobs", body)["id"]] = t0
 
     db = service.db()
     with db.session() as s:
@@ -88,10 +95,9 @@ def burst(service: Service, n: int) -> tuple[float, list[float]]:
     began = time.time()
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(submit, range(n)))
-    finished_states = ("succeeded", "failed", "cancelled")
     while True:
         with db.session() as s:
-            done = s.scalar(select(func.count()).select_from(Job).where(Job.status.in_(finished_states)))
+            done = s.scalar(select(func.count()).select_from(Job).where(Job.status.in_(FINISHED)))
         if done >= already + n:
             break
         time.sleep(0.2)
@@ -112,20 +118,11 @@ def serial(service: Service, n: int) -> tuple[list[float], list[float]]:
     followed by one bare engine run of the same spec; returns (latencies, bare times)."""
     conn = http.client.HTTPConnection("127.0.0.1", service.port)
     body = json.dumps(LESSON).encode()
-
-    def call(method: str, path: str, data: bytes | None = None) -> dict:
-        conn.request(method, path, data, {"Content-Type": "application/json"} if data else {})
-        resp = conn.getresponse()
-        payload = json.loads(resp.read())
-        if resp.status >= 400:
-            raise SystemExit(f"{method} {path}: {resp.status} {payload}")
-        return payload
-
     latencies, bare = [], []
     for _ in range(n):
         t0 = time.perf_counter()
-        job_id = call("POST", "/v1/jobs", body)["id"]
-        while call("GET", f"/v1/jobs/{job_id}?wait=30")["status"] not in ("succeeded", "failed", "cancelled"):
+        job_id = call(conn, "POST", "/v1/jobs", body)["id"]
+        while call(conn, "GET", f"/v1/jobs/{job_id}?wait=30")["status"] not in FINISHED:
             pass
         latencies.append(time.perf_counter() - t0)
         bare.append(bare_engine(1)[0])

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from service.store.db import Database
-from service.store.jobs import as_utc, clock, utcnow
+from service.store.jobs import as_utc, clock
 from service.store.models import Worker
 from service.store.records import WorkerRecord
 
@@ -29,13 +29,12 @@ def remove_worker(db: Database, worker_id: str) -> None:
 
 
 def list_workers(db: Database, alive_within: float) -> list[WorkerRecord]:
+    alive = (Worker.last_heartbeat >= clock(db.dialect) - timedelta(seconds=alive_within)).label("alive")
     with db.session() as s:
-        now = as_utc(s.scalar(select(func.now()))) if db.dialect == "postgresql" else utcnow()
-        cutoff = now - timedelta(seconds=alive_within)
-        rows = list(s.scalars(select(Worker).order_by(Worker.id)))
+        rows = s.execute(select(Worker, alive).order_by(Worker.id)).all()
         return [WorkerRecord(r.id, r.hostname, r.pid, list(r.queues), r.device, as_utc(r.started_at),
-                             as_utc(r.last_heartbeat), r.current_job, as_utc(r.last_heartbeat) >= cutoff)
-                for r in rows]
+                             as_utc(r.last_heartbeat), r.current_job, bool(is_alive))
+                for r, is_alive in rows]
 
 
 def live_gpu_worker(db: Database, alive_within: float) -> bool:

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import math
-from datetime import timedelta
 import threading
+from datetime import timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from service.store import Database, HistoryBatch, LeaseLost
+from service.store import fleet
 from service.store import jobs as job_store
 from service.store.history import count_rows, iter_history, save_chunk
 from service.store.migrate import SchemaOutOfDate, check_schema
@@ -172,3 +173,11 @@ def test_leases_follow_the_database_clock_not_the_workers(pg_db, monkeypatch):
     assert job_store.claim_job(pg_db, job_id, "w2", 30, 3) is None
     assert job_store.stale_jobs(pg_db, requeue_after=30) == []
     assert job_store.get_job(pg_db, job_id).worker == "slow-clock"
+
+
+def test_a_worker_is_alive_while_its_heartbeat_is_recent(db):
+    fleet.heartbeat(db, "h:1", "h", 1, ["cpu"], "cpu", None)
+    [fresh] = fleet.list_workers(db, alive_within=30)
+    assert fresh.id == "h:1" and fresh.alive and fresh.queues == ["cpu"]
+    assert [w.alive for w in fleet.list_workers(db, alive_within=-60)] == [False]
+    assert not fleet.live_gpu_worker(db, alive_within=30)
