@@ -27,18 +27,16 @@ def configure_embedded_transport() -> None:
     sqla.Transport.polling_interval = EMBEDDED_POLL_SECONDS
 
 
-def prepare_embedded_broker(settings: Settings, queues: tuple[str, ...] = ("cpu", "gpu")) -> None:
+def prepare_embedded_broker(celery: Celery, queues: tuple[str, ...] = ("cpu", "gpu")) -> None:
     """Create the SQL broker's tables and queue rows before anything consumes or publishes.
     kombu creates them on first use by check-then-insert, so two processes starting together
     on a fresh broker file can both insert, and the loser dies with a UNIQUE (or "table already
     exists") error. Here the loser retries and finds the winner's rows."""
     from sqlalchemy.exc import IntegrityError, OperationalError
 
-    app = Celery("descent-prepare")
-    app.conf.update(celery_config(settings))
     for attempt in range(20):
         try:
-            with app.connection_for_write() as conn:
+            with celery.connection_for_write() as conn:
                 for name in queues:
                     conn.default_channel.queue_declare(name)
             return

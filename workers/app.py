@@ -60,7 +60,7 @@ def _check_before_start(sender: object = None, **_: object) -> None:
     finally:
         db.engine.dispose()
     if settings.embedded_broker:
-        prepare_embedded_broker(settings)
+        prepare_embedded_broker(app)
     import torch
 
     # One job per worker process: one intra-op thread each unless told otherwise.

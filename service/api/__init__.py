@@ -26,10 +26,10 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         app.config.update(test_config)
     db = db or Database(settings.database_url)
     check_schema(db)
+    dispatcher = Dispatcher(settings)
     if settings.embedded_broker:
-        prepare_embedded_broker(settings)
-    app.extensions["descent"] = Services(settings=settings, db=db, dispatcher=Dispatcher(settings),
-                                                finished=FinishedJobs(db))
+        prepare_embedded_broker(dispatcher.celery)
+    app.extensions["descent"] = Services(settings=settings, db=db, dispatcher=dispatcher, finished=FinishedJobs(db))
     app.json.sort_keys = False
     errors.register(app)
     for module in (jobs, catalog, health, openapi):

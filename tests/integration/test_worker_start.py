@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from service.engine import cuda_available
-from service.queue import prepare_embedded_broker
+from service.queue import Dispatcher, prepare_embedded_broker
 from service.store import Database
 from service.store.migrate import upgrade
 from tests.conftest import embedded_settings, settings_env
@@ -55,13 +55,14 @@ def test_preparing_the_embedded_broker_survives_losing_the_race(tmp_path, monkey
         return real(self, queue)
 
     monkeypatch.setattr(sqla.Channel, "_get_or_create", lose_once)
-    prepare_embedded_broker(embedded_settings(tmp_path))
+    prepare_embedded_broker(Dispatcher(embedded_settings(tmp_path)).celery)
     assert lost == ["cpu"] and queue_rows(tmp_path) == ["cpu", "gpu"]
 
 
 def test_processes_starting_together_on_a_fresh_embedded_broker(tmp_path):
     code = ("import sys; from tests.conftest import embedded_settings; from pathlib import Path; "
-            "from service.queue import prepare_embedded_broker; prepare_embedded_broker(embedded_settings(Path(sys.argv[1])))")
+            "from service.queue import Dispatcher, prepare_embedded_broker; "
+            "prepare_embedded_broker(Dispatcher(embedded_settings(Path(sys.argv[1]))).celery)")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stderr=subprocess.PIPE, text=True)
              for _ in range(4)]
     errors = [p.communicate(timeout=120)[1] for p in procs]
