@@ -4,7 +4,7 @@ WORKDIR /app
 # CPU wheel of torch, pinned; a GPU image sets TORCH_INDEX to a CUDA wheel index instead.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 RUN pip install --no-cache-dir torch==2.13.0 --index-url ${TORCH_INDEX}
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml README.md ./
 COPY service ./service
 COPY workers ./workers
 COPY migrations ./migrations

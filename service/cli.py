@@ -30,7 +30,11 @@ def cmd_db(args: argparse.Namespace) -> int:
 
     db = _db()
     if args.action == "upgrade":
-        migrate.upgrade(db)
+        try:
+            migrate.upgrade(db)
+        except migrate.SchemaOutOfDate as exc:
+            print(f"descent db: {exc}", file=sys.stderr)
+            return 2
         print(f"database at revision {migrate.current_revision(db)} ({_safe_url(db.url)})")
     else:
         print(migrate.current_revision(db) or "(empty)")

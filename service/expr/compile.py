@@ -2,6 +2,8 @@
 
 Each tree node becomes a small closure that calls one torch function; the result is as fast as
 hand-written torch code up to a few function calls per node, and autograd sees ordinary ops.
+Calls run the implementations in ``service.expr.functions``, the table ``parse`` checked them
+against.
 """
 from __future__ import annotations
 
@@ -10,93 +12,13 @@ import operator
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
+from service.expr.functions import FUNCTIONS, to_tensor
 from service.expr.parse import Expression
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 _Node = Callable[[torch.Tensor], Any]
 
-
-def _tensor(value: Any, like: torch.Tensor) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value
-    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
-
-
-def _reduce(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    def call(x: Any, dim: Any = None, *, like: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
-        if type(x) is not torch.Tensor:
-            x = _tensor(x, like)
-        return fn(x) if dim is None else fn(x, dim=int(dim), keepdim=keepdim)
-    return call
-
-
-def _norm(x: Any, p: Any = 2, *, like: torch.Tensor, dim: Any = None, keepdim: bool = False) -> torch.Tensor:
-    return torch.linalg.vector_norm(_tensor(x, like), ord=p, dim=dim, keepdim=keepdim)
-
-
-def _min(x: Any, y: Any = None, *, like: torch.Tensor) -> torch.Tensor:
-    if y is None:
-        return torch.min(_tensor(x, like))
-    return torch.minimum(_tensor(x, like), _tensor(y, like))
-
-
-def _max(x: Any, y: Any = None, *, like: torch.Tensor) -> torch.Tensor:
-    if y is None:
-        return torch.max(_tensor(x, like))
-    return torch.maximum(_tensor(x, like), _tensor(y, like))
-
-
-def _logsumexp(x: Any, dim: Any = None, *, like: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
-    x = _tensor(x, like)
-    if dim is None:
-        return torch.logsumexp(x.reshape(-1), 0)
-    return torch.logsumexp(x, int(dim), keepdim=keepdim)
-
-
-def _clamp(x: Any, lo: Any = None, hi: Any = None, *, like: torch.Tensor, min: Any = None, max: Any = None) -> torch.Tensor:
-    return torch.clamp(_tensor(x, like), min=lo if min is None else min, max=hi if max is None else max)
-
-
-def _elementwise(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    def call(*args: Any, like: torch.Tensor) -> torch.Tensor:
-        return fn(*(_tensor(a, like) for a in args))
-    return call
-
-
-def _unary(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., torch.Tensor]:
-    def call(a: Any, *, like: torch.Tensor) -> torch.Tensor:
-        return fn(a if type(a) is torch.Tensor else _tensor(a, like))
-    return call
-
-
-def _where(cond: Any, a: Any, b: Any, *, like: torch.Tensor) -> torch.Tensor:
-    return torch.where(_tensor(cond, like), _tensor(a, like), _tensor(b, like))
-
-
-def _cumsum(x: Any, dim: Any, *, like: torch.Tensor) -> torch.Tensor:
-    return torch.cumsum(_tensor(x, like), int(dim))
-
-
-_UNARY_TORCH = {
-    name: getattr(torch, name)
-    for name in (
-        "abs sqrt exp exp2 log log1p log2 log10 expm1 sin cos tan asin acos atan sinh cosh tanh "
-        "sigmoid relu square sign erf neg reciprocal rsqrt"
-    ).split()
-}
-_UNARY_TORCH["softplus"] = F.softplus
-
-_CALLS: dict[str, Callable[..., torch.Tensor]] = {
-    **{name: _unary(fn) for name, fn in _UNARY_TORCH.items()},
-    "sum": _reduce(torch.sum), "prod": _reduce(torch.prod), "mean": _reduce(torch.mean),
-    "logsumexp": _logsumexp, "norm": _norm, "min": _min, "max": _max,
-    "minimum": _elementwise(torch.minimum), "maximum": _elementwise(torch.maximum),
-    "clamp": _clamp, "pow": _elementwise(torch.pow), "atan2": _elementwise(torch.atan2),
-    "dot": _elementwise(torch.dot), "matmul": _elementwise(torch.matmul),
-    "outer": _elementwise(torch.outer), "where": _where, "cumsum": _cumsum,
-}
 
 _BINOPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
@@ -114,7 +36,7 @@ def compile_expression(expr: Expression) -> Objective:
     node = _compile(expr.tree)
 
     def objective(x: torch.Tensor) -> torch.Tensor:
-        return _tensor(node(x), x)
+        return to_tensor(node(x), x)
 
     return objective
 
@@ -129,7 +51,7 @@ def _compile(node: ast.expr) -> _Node:
         op = _BINOPS[type(node.op)]
         left, right = _compile(node.left), _compile(node.right)
         if isinstance(node.op, ast.MatMult):
-            return lambda x: op(_tensor(left(x), x), _tensor(right(x), x))
+            return lambda x: op(to_tensor(left(x), x), to_tensor(right(x), x))
         return lambda x: op(left(x), right(x))
     if isinstance(node, ast.UnaryOp):
         operand = _compile(node.operand)
@@ -139,14 +61,14 @@ def _compile(node: ast.expr) -> _Node:
     if isinstance(node, ast.Compare):
         cmp = _COMPARE[type(node.ops[0])]
         left, right = _compile(node.left), _compile(node.comparators[0])
-        return lambda x: cmp(_tensor(left(x), x), right(x))
+        return lambda x: cmp(to_tensor(left(x), x), right(x))
     if isinstance(node, ast.Subscript):
         value = _compile(node.value)
         index = _index(node.slice)
-        return lambda x: _tensor(value(x), x)[index]
+        return lambda x: to_tensor(value(x), x)[index]
     if isinstance(node, ast.Call):
         assert isinstance(node.func, ast.Name)
-        fn = _CALLS[node.func.id]
+        fn = FUNCTIONS[node.func.id].impl
         args = [_compile(a) for a in node.args]
         kwargs = {
             kw.arg: (_compile(kw.value) if not isinstance(kw.value, ast.Constant) else _const(kw.value.value))

@@ -1,8 +1,10 @@
 """The objective language: a small, safe subset of Python/torch expressions.
 
 User text is parsed with ``ast`` and every node is checked against an allow-list; nothing is
-ever handed to ``eval``/``exec``/``compile``. The checked tree is turned into torch calls by
-``service.expr.compile``. Constant sub-expressions are folded here, in bounded float maths, so
+ever handed to ``eval``/``exec``/``compile``. The functions that may be called, with their
+argument counts and keywords, come from ``service.expr.functions``, the same table that
+``service.expr.compile`` takes their torch code from. The checked tree is turned into torch
+calls by ``service.expr.compile``. Constant sub-expressions are folded here, in bounded float maths, so
 ``10**10**10`` is refused instead of computed.
 """
 from __future__ import annotations
@@ -12,35 +14,8 @@ import math
 from dataclasses import dataclass
 
 from service.config import Limits
+from service.expr.functions import FUNCTIONS
 
-# name -> (min positional args, max positional args, allowed keywords)
-FUNCTIONS: dict[str, tuple[int, int, frozenset[str]]] = {}
-_NONE: frozenset[str] = frozenset()
-_REDUCE = frozenset({"dim", "keepdim"})
-for _name in (
-    "abs sqrt exp exp2 log log1p log2 log10 expm1 sin cos tan asin acos atan sinh cosh tanh "
-    "sigmoid relu softplus square sign erf neg reciprocal rsqrt"
-).split():
-    FUNCTIONS[_name] = (1, 1, _NONE)
-for _name in ("sum", "prod", "mean", "logsumexp"):
-    FUNCTIONS[_name] = (1, 2, _REDUCE)
-FUNCTIONS.update(
-    {
-        "norm": (1, 2, frozenset({"p", "dim", "keepdim"})),
-        "min": (1, 2, _NONE),
-        "max": (1, 2, _NONE),
-        "minimum": (2, 2, _NONE),
-        "maximum": (2, 2, _NONE),
-        "clamp": (1, 3, frozenset({"min", "max"})),
-        "pow": (2, 2, _NONE),
-        "atan2": (2, 2, _NONE),
-        "dot": (2, 2, _NONE),
-        "matmul": (2, 2, _NONE),
-        "outer": (2, 2, _NONE),
-        "where": (3, 3, _NONE),
-        "cumsum": (2, 2, _NONE),
-    }
-)
 CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf}
 NAMESPACES = ("torch", "math")
 
@@ -168,7 +143,8 @@ class _Checker:
         if node.id in FUNCTIONS:
             raise self.fail(f"function '{node.id}' must be called, as {node.id}(...)", node)
         raise self.fail(
-            f"unknown name '{node.id}' (the variable is '{self.variable}'; constants: pi, e)", node
+            f"unknown name '{node.id}' (the variable is '{self.variable}'; "
+            f"constants: {', '.join(CONSTANTS)})", node,
         )
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.expr:
@@ -248,7 +224,8 @@ class _Checker:
                 receiver = self.visit(func.value)
         else:
             raise self.fail("only named functions may be called", func)
-        lo, hi, allowed_kw = FUNCTIONS[name]
+        function = FUNCTIONS[name]
+        lo, hi, allowed_kw = function.min_args, function.max_args, function.keywords
         for arg in node.args:
             if isinstance(arg, ast.Starred):
                 raise self.fail("starred arguments are not allowed", arg)

@@ -1,5 +1,5 @@
 """Schema migrations (Alembic, in ``migrations/``) and the start-up check that refuses a
-database behind the head revision."""
+database whose schema is not this code's head revision."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,23 +11,45 @@ from alembic.script import ScriptDirectory
 
 from service.store.db import Database, StoreError
 
-ROOT = Path(__file__).resolve().parents[2]
 UPGRADE_COMMAND = "descent db upgrade"
 
 
+def _migrations_dir() -> Path:
+    """The Alembic folder (env.py, alembic.ini, versions/), found from this file, not the cwd or
+    sys.prefix: a wheel installs the top-level ``migrations/`` as ``service/migrations``; a source
+    checkout (editable install) has no such folder, and its ``migrations/`` is beside ``service/``."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "migrations"
+    return installed if installed.is_dir() else package.parent / "migrations"
+
+
+MIGRATIONS = _migrations_dir()
+
+
 class SchemaOutOfDate(StoreError):
-    pass
+    """The database schema is not at this code's head revision."""
+
+
+class SchemaNewerThanCode(SchemaOutOfDate):
+    """The database is at a revision this code does not know: a newer Descent migrated it, so
+    upgrading the database cannot help; upgrading Descent can."""
 
 
 def alembic_config(url: str) -> Config:
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg = Config(str(MIGRATIONS / "alembic.ini"))
     cfg.attributes["url"] = url
     return cfg
 
 
+def _scripts(db: Database) -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config(db.url))
+
+
 def upgrade(db: Database, revision: str = "head") -> None:
-    """Bring the schema to ``revision``. On SQLite the first upgrade also creates the file."""
+    """Bring the schema to ``revision``. On SQLite the first upgrade also creates the file.
+    Refuses (SchemaNewerThanCode) a database a newer Descent migrated, rather than let Alembic
+    fail on a revision it cannot locate."""
+    _refuse_newer(current_revision(db), _scripts(db))
     cfg = alembic_config(db.url)
     with db.engine.begin() as conn:
         cfg.attributes["connection"] = conn
@@ -35,7 +57,7 @@ def upgrade(db: Database, revision: str = "head") -> None:
 
 
 def head_revision(db: Database) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(db.url)).get_current_head()
+    return _scripts(db).get_current_head()
 
 
 def current_revision(db: Database) -> str | None:
@@ -43,9 +65,20 @@ def current_revision(db: Database) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def _refuse_newer(current: str | None, scripts: ScriptDirectory) -> None:
+    if current is not None and current not in {s.revision for s in scripts.walk_revisions()}:
+        raise SchemaNewerThanCode(
+            f"the database is at revision {current}, which this version of Descent does not know "
+            f"(it is newer; this version's newest is {scripts.get_current_head()}): upgrade Descent"
+        )
+
+
 def check_schema(db: Database) -> None:
-    """Raise SchemaOutOfDate, naming the upgrade command, unless the schema is at head."""
-    current, head = current_revision(db), head_revision(db)
+    """Unless the schema is at head, raise SchemaOutOfDate naming the upgrade command (database
+    behind this code), or SchemaNewerThanCode saying to upgrade Descent (database ahead of it)."""
+    current, scripts = current_revision(db), _scripts(db)
+    _refuse_newer(current, scripts)
+    head = scripts.get_current_head()
     if current != head:
         where = "has no Descent schema" if current is None else f"is at revision {current}"
         raise SchemaOutOfDate(

@@ -1,0 +1,1 @@
+"""Alembic migrations; a wheel installs this folder as ``service.migrations`` (see pyproject.toml)."""
