@@ -3,14 +3,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# Where torch comes from. Empty: pip's default, which on a fresh Linux x86_64 machine is PyPI's
+# CUDA build (several GB of nvidia-* wheels) and on this project's dev/CI machines a local CPU
+# wheel. `make install TORCH_INDEX=https://download.pytorch.org/whl/cpu` takes the CPU build.
+TORCH_INDEX ?=
+TORCH_INDEX_ARG := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
-.PHONY: run test install bench compose-check clean
+.PHONY: run test test-fast install bench compose-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first and pinned: the CPU wheel, never an unpinned (multi-GB CUDA) build
-	$(BIN)/python -m pip install -q torch==2.13.0
+	# torch first and pinned, so no dependency can pull another build
+	$(BIN)/python -m pip install -q torch==2.13.0 $(TORCH_INDEX_ARG)
 	$(BIN)/python -m pip install -q -e '.[test]'
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -22,6 +27,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Everything but the suites that start servers, worker processes or builds (marker `integration`).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py

@@ -34,7 +34,7 @@ from sqlalchemy import func, select  # noqa: E402
 
 from service.engine import run  # noqa: E402
 from service.spec import check_spec  # noqa: E402
-from service.store.jobs import FINISHED  # noqa: E402
+from service.store.status import FINISHED, JobStatus  # noqa: E402
 from service.store.models import Job  # noqa: E402
 from tests.conftest import REDIS_URL, _pg_database, embedded_settings  # noqa: E402
 from tests.integration.harness import Service, redis_url_for_test  # noqa: E402
@@ -104,7 +104,7 @@ def burst(service: Service, n: int) -> tuple[float, list[float]]:
     with db.session() as s:
         rows = s.execute(select(Job.id, Job.status, Job.finished_at).where(Job.id.in_(list(submitted)))).all()
     db.engine.dispose()
-    failed = [(job_id, status) for job_id, status, _ in rows if status != "succeeded"]
+    failed = [(job_id, status) for job_id, status, _ in rows if status != JobStatus.SUCCEEDED]
     if failed:
         raise SystemExit(f"job {failed[0][0]} {failed[0][1]}: {service.job(failed[0][0])['error']}")
     finished = {job_id: at.timestamp() for job_id, _, at in rows}
@@ -144,7 +144,7 @@ def main() -> None:
     pg = None
     if args.backend == "postgres":
         pg = _pg_database()
-        settings = replace(settings, database_url=next(pg), broker_url=redis_url_for_test(REDIS_URL), embedded_broker=False)
+        settings = replace(settings, database_url=next(pg), broker_url=redis_url_for_test(REDIS_URL))
     service = Service(settings=settings, log_dir=tmp)
     # Service and bare runs alternate (burst, bare, burst, bare, ...; serial job, bare job, ...):
     # this machine's speed drifts by 10-20% over minutes, so each ratio compares neighbours.

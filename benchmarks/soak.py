@@ -31,6 +31,7 @@ from service.store.models import HistoryRow, Job  # noqa: E402
 from tests.conftest import embedded_settings  # noqa: E402
 from tests.faults.servers import PrivatePostgres, PrivateRedis  # noqa: E402
 from tests.integration.harness import Service  # noqa: E402
+from service.store.status import FINISHED, JobStatus  # noqa: E402
 
 OPTIMIZERS = [{"name": "sgd", "lr": 1e-4, "momentum": 0.9}, {"name": "adam", "lr": 1e-3},
               {"name": "rmsprop", "lr": 1e-4}, {"name": "adagrad", "lr": 0.05}]
@@ -64,7 +65,7 @@ def main() -> None:
     broker.start()
     tmp = Path(tempfile.mkdtemp(prefix="descent-soak-"))
     settings = replace(embedded_settings(tmp, lease_seconds=3.0, heartbeat_seconds=0.5, requeue_after=3.0, max_attempts=20),
-                       database_url=normalise_database_url(pg.url), broker_url=broker.url, embedded_broker=False)
+                       database_url=normalise_database_url(pg.url), broker_url=broker.url)
     service = Service(settings=settings, log_dir=tmp)
     began = time.time()
     kills = 0
@@ -90,7 +91,7 @@ def main() -> None:
         db = service.db()
         while time.time() - began < args.seconds:
             with db.session() as s:
-                open_jobs = s.scalar(select(func.count()).select_from(Job).where(Job.status.in_(("queued", "running"))))
+                open_jobs = s.scalar(select(func.count()).select_from(Job).where(Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING))))
             if open_jobs == 0:
                 break
             time.sleep(1.0)
@@ -105,9 +106,9 @@ def main() -> None:
             dup_rows = s.execute(select(HistoryRow.job_id, func.count(), func.count(func.distinct(HistoryRow.step)))
                                  .group_by(HistoryRow.job_id)).all()
         duplicates = sum(total - distinct for _, total, distinct in dup_rows)
-        succeeded = [j for j, st in statuses.items() if st == "succeeded"]
-        failed = [j for j, st in statuses.items() if st == "failed"]
-        lost = [j for j in specs if statuses.get(j) not in ("succeeded", "failed", "cancelled")]
+        succeeded = [j for j, st in statuses.items() if st == JobStatus.SUCCEEDED]
+        failed = [j for j, st in statuses.items() if st == JobStatus.FAILED]
+        lost = [j for j in specs if statuses.get(j) not in FINISHED]
         gaps = mismatches = 0
         for job_id in succeeded:
             spec = specs[job_id]

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from service.config import load_settings
+from service.config import ConfigError, load_settings
 
 
 def _db():  # type: ignore[no-untyped-def]
@@ -142,13 +142,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_wait(args: argparse.Namespace) -> int:
     import requests
 
+    from service.store.status import JobStatus
+
     deadline = time.time() + args.timeout
     while True:
         left = max(0.0, min(30.0, deadline - time.time()))
         resp = requests.get(_url(f"/v1/jobs/{args.id}"), params={"wait": f"{left:.3f}"}, timeout=left + 30)
-        if not resp.ok or resp.json()["status"] in ("succeeded", "failed", "cancelled") or time.time() >= deadline:
+        status = JobStatus(resp.json()["status"]) if resp.ok else None
+        if status is None or status.is_finished or time.time() >= deadline:
             code = _show(resp)
-            return code if not resp.ok else (0 if resp.json()["status"] == "succeeded" else 1)
+            return code if status is None else (0 if status == JobStatus.SUCCEEDED else 1)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -204,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=1)
     p.set_defaults(fn=cmd_history)
     args = parser.parse_args(argv)
+    try:
+        load_settings()  # a bad DESCENT_* value stops every command here, in one line
+    except ConfigError as exc:
+        print(f"descent: {exc}", file=sys.stderr)
+        return 2
     return int(args.fn(args) or 0)
 
 

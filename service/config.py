@@ -1,53 +1,73 @@
-"""Every setting Descent reads from the environment, in one place.
+"""Every setting Descent reads from the environment, declared once.
+
+Each ``DESCENT_*`` variable is one dataclass field below, with its type, its default and one line
+of doc in the field's metadata; ``load_settings()`` reads exactly these, and a value that does not
+parse raises ``ConfigError`` naming the variable and what it expects (the commands print that one
+line and exit non-zero). Settings are read when ``load_settings()`` is called, never at import.
 
 With neither ``DESCENT_DATABASE_URL`` nor ``DESCENT_BROKER_URL`` set, Descent runs *embedded*:
 SQLite and a SQL-backed Celery broker under ``DESCENT_DATA_DIR``, no server processes needed.
-Settings are read when ``load_settings()`` is called, never at import time.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A ``DESCENT_*`` variable whose value cannot be used; the message is one line."""
+
+
+def env(name: str, doc: str, default: Any) -> Any:
+    """A field read from the environment variable ``name``."""
+    return field(default=default, metadata={"env": name, "doc": doc})
 
 
 @dataclass(frozen=True)
 class Limits:
     """Ceilings on what one job spec may ask for; a spec over one is refused naming it."""
 
-    max_elements: int = 1_000_000
-    max_steps: int = 1_000_000
-    max_recorded_values: int = 100_000_000
-    max_expression_chars: int = 2_000
+    max_elements: int = env("DESCENT_MAX_ELEMENTS", "elements of x0", 1_000_000)
+    max_steps: int = env("DESCENT_MAX_STEPS", "steps of one job", 1_000_000)
+    max_recorded_values: int = env("DESCENT_MAX_RECORDED_VALUES", "numbers one job's history may hold", 100_000_000)
+    max_expression_chars: int = env("DESCENT_MAX_EXPRESSION_CHARS", "characters of an objective", 2_000)
+    max_seconds: float = env("DESCENT_MAX_SECONDS", "seconds one job may run (stop.max_seconds at most)", 3_600.0)
+    max_body_bytes: int = env("DESCENT_MAX_BODY_BYTES", "bytes of a request body", 32 * 1024 * 1024)
+    # Fixed by the language, not configurable:
     max_expression_nodes: int = 500
     max_expression_depth: int = 50
     max_constant: float = 1e12
     max_exponent: float = 1_000.0
-    max_seconds: float = 3_600.0
     max_tags: int = 32
-    max_body_bytes: int = 32 * 1024 * 1024
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return int(raw) if raw not in (None, "") else default
+@dataclass(frozen=True)
+class Settings:
+    """The resolved configuration of one process. A ``None`` default is derived from the others
+    in ``load_settings`` (embedded paths, the API's URL, the hard time limit)."""
 
+    data_dir: Path = env("DESCENT_DATA_DIR", "embedded state (SQLite files); default ./.descent", Path(".descent"))
+    database_url: str = env("DESCENT_DATABASE_URL", "SQLAlchemy URL; default SQLite in the data dir", None)  # type: ignore[assignment]
+    broker_url: str = env("DESCENT_BROKER_URL", "Celery broker URL; default a SQL broker in the data dir", None)  # type: ignore[assignment]
+    host: str = env("DESCENT_HOST", "address the API binds", "127.0.0.1")
+    port: int = env("DESCENT_PORT", "port the API listens on", 8000)
+    api_url: str = env("DESCENT_URL", "where client commands find the API; default http://127.0.0.1:PORT", None)  # type: ignore[assignment]
+    lease_seconds: float = env("DESCENT_LEASE_SECONDS", "a worker's hold on its job, renewed while it runs", 30.0)
+    heartbeat_seconds: float = env("DESCENT_HEARTBEAT_SECONDS", "seconds between worker heartbeats", 5.0)
+    max_attempts: int = env("DESCENT_MAX_ATTEMPTS", "lost workers a job survives before it fails", 3)
+    requeue_after: float = env("DESCENT_REQUEUE_AFTER", "seconds queued before the reconciler re-sends a job", 30.0)
+    task_time_limit: float = env("DESCENT_TASK_TIME_LIMIT", "seconds on one job before its worker exits; "
+                                 "default DESCENT_MAX_SECONDS + 400", None)  # type: ignore[assignment]
+    torch_threads: int = env("DESCENT_TORCH_THREADS", "torch intra-op threads per worker process", 1)
+    worker_queues: str | None = env("DESCENT_WORKER_QUEUES", "queues a worker consumes (set by descent worker); "
+                                    "default Celery's -Q", None)
+    limits: Limits = field(default_factory=Limits)
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw not in (None, "") else default
-
-
-def _limits_from_env() -> Limits:
-    base = Limits()
-    return Limits(
-        max_elements=_env_int("DESCENT_MAX_ELEMENTS", base.max_elements),
-        max_steps=_env_int("DESCENT_MAX_STEPS", base.max_steps),
-        max_recorded_values=_env_int("DESCENT_MAX_RECORDED_VALUES", base.max_recorded_values),
-        max_expression_chars=_env_int("DESCENT_MAX_EXPRESSION_CHARS", base.max_expression_chars),
-        max_seconds=_env_float("DESCENT_MAX_SECONDS", base.max_seconds),
-        max_body_bytes=_env_int("DESCENT_MAX_BODY_BYTES", base.max_body_bytes),
-    )
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("sqla+")
 
 
 def normalise_database_url(url: str) -> str:
@@ -58,48 +78,51 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The resolved configuration of one process."""
+_NUMBERS = {"int": (int, "an integer"), "float": (float, "a number")}
 
-    database_url: str
-    broker_url: str
-    data_dir: Path
-    port: int = 8000
-    host: str = "127.0.0.1"
-    api_url: str = "http://127.0.0.1:8000"
-    embedded_broker: bool = True
-    history_chunk_rows: int = 1_000
-    lease_seconds: float = 30.0
-    heartbeat_seconds: float = 5.0
-    max_attempts: int = 3
-    requeue_after: float = 30.0
-    task_time_limit: float = 4_000.0
-    torch_threads: int = 1
-    limits: Limits = field(default_factory=Limits)
+
+def _parse(name: str, kind: str, raw: str) -> Any:
+    """``raw`` as the field's type (``kind``, as annotated); ConfigError naming ``name`` if not."""
+    if kind == "Path":
+        return Path(raw)
+    if kind not in _NUMBERS:
+        return raw
+    parse, expected = _NUMBERS[kind]
+    try:
+        value = parse(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be {expected}, got {raw[:40]!r}") from None
+    if not value >= 0 or value in (float("inf"),):
+        raise ConfigError(f"{name} must be {expected} from 0 up, got {raw[:40]!r}")
+    return value
+
+
+def _from_env(cls: type) -> dict[str, Any]:
+    """The fields of ``cls`` whose variables are set (and not empty), parsed."""
+    values = {}
+    for f in fields(cls):
+        name = f.metadata.get("env")
+        raw = os.environ.get(name) if name else None
+        if raw not in (None, ""):
+            values[f.name] = _parse(name, str(f.type).split(" | ")[0], raw)
+    return values
+
+
+def declared_variables() -> list[str]:
+    """Every environment variable Descent reads, in declaration order."""
+    return [f.metadata["env"] for cls in (Settings, Limits) for f in fields(cls) if "env" in f.metadata]
 
 
 def load_settings() -> Settings:
-    """Read the environment; embedded defaults for anything unset."""
-    data_dir = Path(os.environ.get("DESCENT_DATA_DIR") or Path.cwd() / ".descent").resolve()
-    db = os.environ.get("DESCENT_DATABASE_URL") or f"sqlite:///{data_dir / 'descent.db'}"
-    broker = os.environ.get("DESCENT_BROKER_URL") or f"sqla+sqlite:///{data_dir / 'broker.db'}"
-    port = _env_int("DESCENT_PORT", 8000)
-    limits = _limits_from_env()
-    return Settings(
-        database_url=normalise_database_url(db),
-        broker_url=broker,
+    """Read the environment; embedded defaults for anything unset. Raises ConfigError."""
+    limits = Limits(**_from_env(Limits))
+    settings = Settings(**_from_env(Settings), limits=limits)
+    data_dir = settings.data_dir.resolve()
+    return replace(
+        settings,
         data_dir=data_dir,
-        port=port,
-        host=os.environ.get("DESCENT_HOST", "127.0.0.1"),
-        api_url=os.environ.get("DESCENT_URL", f"http://127.0.0.1:{port}"),
-        embedded_broker=broker.startswith("sqla+"),
-        history_chunk_rows=_env_int("DESCENT_HISTORY_CHUNK_ROWS", 1_000),
-        lease_seconds=_env_float("DESCENT_LEASE_SECONDS", 30.0),
-        heartbeat_seconds=_env_float("DESCENT_HEARTBEAT_SECONDS", 5.0),
-        max_attempts=_env_int("DESCENT_MAX_ATTEMPTS", 3),
-        requeue_after=_env_float("DESCENT_REQUEUE_AFTER", 30.0),
-        task_time_limit=_env_float("DESCENT_TASK_TIME_LIMIT", limits.max_seconds + 400.0),
-        torch_threads=_env_int("DESCENT_TORCH_THREADS", 1),
-        limits=limits,
+        database_url=normalise_database_url(settings.database_url or f"sqlite:///{data_dir / 'descent.db'}"),
+        broker_url=settings.broker_url or f"sqla+sqlite:///{data_dir / 'broker.db'}",
+        api_url=settings.api_url or f"http://127.0.0.1:{settings.port}",
+        task_time_limit=settings.task_time_limit or limits.max_seconds + 400.0,
     )

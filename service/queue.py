@@ -65,18 +65,24 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "task_ignore_result": True,
         "result_backend": None,
-        "task_time_limit": settings.task_time_limit,
         "worker_hijack_root_logger": False,
         "broker_pool_limit": 4,
     }
 
 
-class Dispatcher:
-    """Sends job tasks by name; never imports the workers package."""
+def make_celery(settings: Settings) -> Celery:
+    """The process's one Celery app: the API builds it in ``create_app``, a worker in
+    ``workers.app.get_app``; both send through a ``Dispatcher`` wrapping it."""
+    celery = Celery("descent")
+    celery.conf.update(celery_config(settings))
+    return celery
 
-    def __init__(self, settings: Settings) -> None:
-        self.celery = Celery("descent-client")
-        self.celery.conf.update(celery_config(settings))
+
+class Dispatcher:
+    """Sends job tasks by name on the process's Celery app; never imports the workers package."""
+
+    def __init__(self, celery: Celery) -> None:
+        self.celery = celery
 
     def send(self, job_id: str, queue: str) -> bool:
         """Enqueue the job; False (logged) if the broker is unreachable: the job stays queued in

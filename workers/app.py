@@ -1,5 +1,8 @@
 """The Celery app: ``celery -A workers.app worker -Q cpu`` (or ``descent worker``) runs it.
 
+The app is built once per process, from settings, when Celery first asks for ``workers.app.app``
+(a module ``__getattr__``), never at import time.
+
 Workers use the solo pool: each worker process runs one job at a time in its own main thread,
 so CUDA is never initialised in a forked parent and SIGTERM reaches the running job. Scale by
 starting more worker processes.
@@ -13,18 +16,30 @@ import sys
 from celery import Celery, signals
 
 from service.config import load_settings
-from service.queue import celery_config, prepare_embedded_broker
+from service.queue import make_celery, prepare_embedded_broker
 
 log = logging.getLogger("workers")
+_app: Celery | None = None
 
-app = Celery("descent")
-app.conf.update(celery_config(load_settings()))
-app.conf.update(worker_pool="solo", worker_concurrency=1, include=["workers.tasks"])
+
+def get_app() -> Celery:
+    """This worker process's one Celery app (built on first use)."""
+    global _app
+    if _app is None:
+        _app = make_celery(load_settings())
+        _app.conf.update(worker_pool="solo", worker_concurrency=1, include=["workers.tasks"])
+    return _app
+
+
+def __getattr__(name: str) -> Celery:
+    if name == "app":
+        return get_app()
+    raise AttributeError(name)
 
 
 def _queues_of(sender: object) -> list[str]:
     """The queues this worker consumes: set by ``descent worker``, else read from Celery's -Q."""
-    names = os.environ.get("DESCENT_WORKER_QUEUES")
+    names = load_settings().worker_queues
     if names:
         return names.split(",")
     amqp = getattr(getattr(sender, "app", None), "amqp", None)
@@ -60,7 +75,7 @@ def _check_before_start(sender: object = None, **_: object) -> None:
     finally:
         db.engine.dispose()
     if settings.embedded_broker:
-        prepare_embedded_broker(app)
+        prepare_embedded_broker(get_app())
     import torch
 
     # One job per worker process: one intra-op thread each unless told otherwise.

@@ -7,9 +7,7 @@ import os
 import random
 import threading
 import time
-from functools import lru_cache
 
-from service.queue import Dispatcher
 from service.store import LeaseLost, StoreError
 from service.store import fleet as fleet_store
 from service.store import jobs as job_store
@@ -17,11 +15,6 @@ from workers.state import WorkerState, get_state, init_state
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
-
-
-@lru_cache(maxsize=1)
-def dispatcher() -> Dispatcher:
-    return Dispatcher(get_state().settings)
 
 
 def reconcile_once(requeue_after: float) -> list[str]:
@@ -32,7 +25,7 @@ def reconcile_once(requeue_after: float) -> list[str]:
     sent = []
     for job_id, queue in job_store.stale_jobs(state.db, requeue_after):
         if job_store.requeue_if_stale(state.db, job_id, requeue_after):
-            if dispatcher().send(job_id, queue):
+            if state.dispatcher is not None and state.dispatcher.send(job_id, queue):
                 sent.append(job_id)
     if sent:
         log.info("reconciler re-sent %d job(s)", len(sent))

@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Literal, TypeVar
 
 import torch
 
-from service.engine import Chunk, EngineError, run
+from service.engine import Chunk, EngineError, StopReason, run
 from service.jsonsafe import json_safe
 from service.spec import SpecError, check_spec
-from service.store import HistoryBatch, LeaseLost, StoreError, StoreUnavailable
+from service.store import HistoryBatch, JobStatus, LeaseLost, StoreError, StoreUnavailable
 from service.store import jobs as job_store
 from service.store.history import save_chunk
 from workers.state import WorkerState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# What one delivery of a job did: the status it ended the job with, or why it ended none.
+Outcome = JobStatus | Literal["skipped", "released", "lease_lost"]
 
 
 def with_retries(fn: Callable[[], T], what: str, give_up_after: float = 300.0) -> T:
@@ -51,7 +53,7 @@ def checkpoint_interval(numel: int) -> float:
     return min(10.0, numel / 100_000)
 
 
-def execute(state: WorkerState, job_id: str) -> str:
+def execute(state: WorkerState, job_id: str) -> Outcome:
     """Run the job if this worker can claim it; returns what happened, for logs and tests."""
     settings, db, me = state.settings, state.db, state.worker_id
     job = with_retries(lambda: job_store.claim_job(db, job_id, me, settings.lease_seconds, settings.max_attempts),
@@ -68,7 +70,7 @@ def execute(state: WorkerState, job_id: str) -> str:
         state.current_job = None
 
 
-def _run_claimed(state: WorkerState, job: Any) -> str:
+def _run_claimed(state: WorkerState, job: Any) -> Outcome:
     settings, db, me, job_id = state.settings, state.db, state.worker_id, job.id
     try:
         checked = check_spec(job.spec, settings.limits, trace=False)
@@ -89,10 +91,10 @@ def _run_claimed(state: WorkerState, job: Any) -> str:
             lambda: save_chunk(db, job_id, me, batch, chunk.checkpoint, chunk.end, settings.lease_seconds),
             f"save history of {job_id}")
 
-    def should_stop() -> str | None:
+    def should_stop() -> StopReason | None:
         if state.shutting_down.is_set():
-            return "interrupted"
-        return "cancelled" if cancel[0] else None
+            return StopReason.INTERRUPTED
+        return StopReason.CANCELLED if cancel[0] else None
 
     try:
         result = run(checked, device=device, on_chunk=on_chunk, should_stop=should_stop, resume=job.checkpoint,
@@ -105,17 +107,19 @@ def _run_claimed(state: WorkerState, job: Any) -> str:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return _fail(state, job_id, f"the objective could not be evaluated: {first}")
 
-    if result.stop_reason == "interrupted":
+    if result.stop_reason == StopReason.INTERRUPTED:
         with_retries(lambda: job_store.release_job(db, job_id, me), f"release {job_id}")
+        if state.dispatcher is not None:
+            state.dispatcher.send(job_id, job.queue)  # its own queue, whatever this worker consumes
         return "released"
     payload = json_safe({**result.as_json(), "worker": me})
-    status = "cancelled" if result.stop_reason == "cancelled" else "succeeded"
+    status = JobStatus.CANCELLED if result.stop_reason == StopReason.CANCELLED else JobStatus.SUCCEEDED
     with_retries(lambda: job_store.finish_job(db, job_id, me, status, payload, None, final), f"finish {job_id}")
     return status
 
 
-def _fail(state: WorkerState, job_id: str, message: str) -> str:
+def _fail(state: WorkerState, job_id: str, message: str) -> Outcome:
     log.info("job %s failed: %s", job_id, message)
-    with_retries(lambda: job_store.finish_job(state.db, job_id, state.worker_id, "failed", None, message),
+    with_retries(lambda: job_store.finish_job(state.db, job_id, state.worker_id, JobStatus.FAILED, None, message),
                  f"fail {job_id}")
-    return "failed"
+    return JobStatus.FAILED

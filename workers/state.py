@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 
 from service.config import Settings, load_settings
+from service.queue import Dispatcher
 from service.store import Database
 
 
@@ -25,6 +26,7 @@ class WorkerState:
     current_job: str | None = None
     current_since: float = 0.0
     shutting_down: threading.Event = field(default_factory=threading.Event)
+    dispatcher: Dispatcher | None = None  # sends on the process's one Celery app
 
 
 _lock = threading.Lock()
@@ -37,13 +39,16 @@ def init_state(queues: list[str]) -> WorkerState:
         if _state is None or _state.worker_id != _identity():
             settings = load_settings()
             device = "gpu" if "gpu" in queues else "cpu"
+            from workers.app import get_app
+
             _state = WorkerState(settings=settings, db=Database(settings.database_url), worker_id=_identity(),
-                                 hostname=socket.gethostname(), queues=queues, device=device)
+                                 hostname=socket.gethostname(), queues=queues, device=device,
+                                 dispatcher=Dispatcher(get_app()))
         return _state
 
 
 def get_state() -> WorkerState:
-    return init_state(os.environ.get("DESCENT_WORKER_QUEUES", "cpu").split(","))
+    return init_state((load_settings().worker_queues or "cpu").split(","))
 
 
 def _identity() -> str:

@@ -7,7 +7,7 @@ from flask import Flask
 
 from service.config import Settings, load_settings
 from service.expr import warm_up
-from service.queue import Dispatcher, prepare_embedded_broker
+from service.queue import Dispatcher, make_celery, prepare_embedded_broker
 from service.store import Database
 from service.store.events import FinishedJobs
 from service.store.migrate import check_schema
@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         app.config.update(test_config)
     db = db or Database(settings.database_url)
     check_schema(db)
-    dispatcher = Dispatcher(settings)
+    dispatcher = Dispatcher(make_celery(settings))
     if settings.embedded_broker:
         prepare_embedded_broker(dispatcher.celery)
     app.extensions["descent"] = Services(settings=settings, db=db, dispatcher=dispatcher, finished=FinishedJobs(db))

@@ -24,12 +24,12 @@ from service.api.serialize import (
 )
 from service.api.services import services
 from service.spec import check_spec
+from service.store import JobStatus
 from service.store import jobs as job_store
 from service.store.fleet import live_gpu_worker
 from service.store.history import iter_history
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 def read_json_body() -> Any:
@@ -114,8 +114,8 @@ def _int_arg(name: str, default: int | None, low: int, high: int | None = None) 
 @bp.get("")
 def list_():  # type: ignore[no-untyped-def]
     status = request.args.get("status") or None
-    if status is not None and status not in STATUSES:
-        raise ApiError(400, "invalid_parameter", f"'status' must be one of {', '.join(STATUSES)}", "status")
+    if status is not None and status not in JobStatus.__members__.values():
+        raise ApiError(400, "invalid_parameter", f"'status' must be one of {', '.join(JobStatus)}", "status")
     tag = request.args.get("tag")
     tag_pair = None
     if tag:

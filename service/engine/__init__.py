@@ -2,6 +2,6 @@
 from service.engine.checkpoint import Checkpoint
 from service.engine.device import EngineError, cuda_available, resolve_device
 from service.engine.loop import run
-from service.engine.result import STOP_REASONS, Chunk, Result
+from service.engine.result import Chunk, Result, StopReason
 
-__all__ = ["Checkpoint", "Chunk", "EngineError", "Result", "STOP_REASONS", "cuda_available", "resolve_device", "run"]
+__all__ = ["Checkpoint", "Chunk", "EngineError", "Result", "StopReason", "cuda_available", "resolve_device", "run"]

@@ -3,7 +3,7 @@
 Row ``t`` of the history is x_t, f(x_t), ||grad f(x_t)||, the learning rate used to leave x_t
 and, if asked, grad f(x_t); N steps give rows 0..N. Rows leave in chunks through ``on_chunk``
 (bounded memory, and a caller can persist as it goes); between chunks the loop asks
-``should_stop`` whether to end (``"cancelled"``) or hand back (``"interrupted"``), checks the
+``should_stop`` whether to end (``StopReason.CANCELLED``) or hand back (``StopReason.INTERRUPTED``), checks the
 time limit, and (when one is due) writes a checkpoint from which ``run(..., resume=...)``
 continues bit for bit.
 """
@@ -18,16 +18,16 @@ import torch
 from service.engine.checkpoint import Checkpoint
 from service.engine.device import resolve_device
 from service.engine.graph import backward_graph
-from service.engine.result import Chunk, Result
+from service.engine.result import Chunk, Result, StopReason
 from service.engine.start import initial_point
 from service.expr import compile_expression
 from service.spec import CheckedSpec
 
 ChunkSink = Callable[[Chunk], None]
-StopCheck = Callable[[], "str | None"]
+StopCheck = Callable[[], "StopReason | None"]
 
 
-def _no_stop() -> str | None:
+def _no_stop() -> StopReason | None:
     return None
 
 
@@ -127,20 +127,20 @@ def run(
             gn = norm(x.grad) if grad_tol is not None else None
             stop = None
             if t >= n_steps:
-                stop = "steps"
+                stop = StopReason.STEPS
             elif not math.isfinite(fv):
-                stop = "diverged"
+                stop = StopReason.DIVERGED
             elif gn is not None and gn.item() <= grad_tol:
-                stop = "grad_norm"
+                stop = StopReason.GRAD_NORM
             boundary = len(steps) + 1 >= rows_cap or time.perf_counter() >= deadline
             if boundary and stop is None:
                 if not bool(torch.isfinite(x).all()):
-                    stop = "diverged"
+                    stop = StopReason.DIVERGED
                 elif max_seconds is not None and seconds() >= max_seconds:
-                    stop = "time_limit"
+                    stop = StopReason.TIME_LIMIT
                 else:
                     stop = should_stop()
-                    if stop == "interrupted":
+                    if stop == StopReason.INTERRUPTED:
                         flush(t, checkpoint(t, force=True))
                         return _result(checked, x, fv, t, stop, graph, dev, seconds())
             if stop is not None or t % every == 0:
@@ -193,7 +193,7 @@ def _closure(objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     return closure
 
 
-def _result(checked: CheckedSpec, x: torch.Tensor, fv: float, t: int, reason: str,
+def _result(checked: CheckedSpec, x: torch.Tensor, fv: float, t: int, reason: StopReason,
             graph: list[str], dev: torch.device, seconds: float) -> Result:
     spec = checked.spec
     flat = x.detach().to("cpu", torch.float64).reshape(-1)

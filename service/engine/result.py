@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import torch
@@ -45,19 +46,27 @@ class Chunk:
         return out
 
 
-STOP_REASONS = ("steps", "grad_norm", "time_limit", "diverged", "cancelled", "interrupted")
+class StopReason(StrEnum):
+    """Why a run ended. ``INTERRUPTED`` means the caller asked the run to hand back (it is
+    resumed later from the checkpoint it wrote); every other reason ends the job."""
+
+    STEPS = "steps"
+    GRAD_NORM = "grad_norm"
+    TIME_LIMIT = "time_limit"
+    DIVERGED = "diverged"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True)
 class Result:
-    """The end of a run. ``stop_reason`` is one of STOP_REASONS; ``interrupted`` means the
-    caller asked the run to hand back (it will be resumed from the last checkpoint)."""
+    """The end of a run, and why it ended."""
 
     x: Any
     f: float
     grad_norm: float
     steps: int
-    stop_reason: str
+    stop_reason: StopReason
     graph: list[str]
     device: str
     seconds: float

@@ -9,6 +9,7 @@ from service.store.db import (
 )
 from service.store.records import HistoryRecord, JobRecord, WorkerRecord
 from service.store.rows import HistoryBatch
+from service.store.status import FINISHED, JobStatus
 
-__all__ = ["Conflict", "Database", "HistoryBatch", "HistoryRecord", "JobRecord", "LeaseLost", "NotFound",
+__all__ = ["Conflict", "Database", "FINISHED", "HistoryBatch", "HistoryRecord", "JobRecord", "JobStatus", "LeaseLost", "NotFound",
            "StoreError", "StoreUnavailable", "WorkerRecord"]

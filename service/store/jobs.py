@@ -1,6 +1,6 @@
 """Jobs: creation, lookup, listing, and every state change of the lifecycle.
 
-queued -> running -> succeeded | failed | cancelled. A worker *claims* a job with one
+Statuses are ``JobStatus``. A worker *claims* a job with one
 conditional UPDATE (queued, or running with an expired lease), so two workers can never both
 hold it; every later write by that worker is fenced on ``worker = me AND status = running``.
 """
@@ -17,10 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from service.store.db import Conflict, Database, LeaseLost, NotFound
 from service.store.models import HistoryRow, Job, JobTag
 from service.store.records import JobRecord
+from service.store.status import FINISHED, JobStatus
 from service.store.rows import HistoryBatch, write_once, write_rows
-
-FINISHED = ("succeeded", "failed", "cancelled")
-
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -43,7 +41,7 @@ def _record(job: Any, with_checkpoint: bool = False) -> JobRecord:
     """A record from an ORM ``Job`` or a Core row of the jobs table. Tags are read from the
     stored spec; the ``job_tags`` table only indexes them for filtering."""
     return JobRecord(
-        id=job.id, status=job.status, spec=job.spec, shape=list(job.shape), queue=job.queue,
+        id=job.id, status=JobStatus(job.status), spec=job.spec, shape=list(job.shape), queue=job.queue,
         name=job.name, tags=dict(job.spec.get("tags") or {}), created_at=as_utc(job.created_at), started_at=as_utc(job.started_at),
         finished_at=as_utc(job.finished_at), worker=job.worker, attempts=job.attempts,
         cancel_requested=job.cancel_requested, result=job.result, error=job.error,
@@ -64,7 +62,7 @@ def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str,
     try:
         with db.session() as s:  # Core inserts: this is every submission's path
             created_at = s.execute(insert(jobs).values(
-                id=job_id, status="queued", spec=spec, shape=shape, queue=queue, name=spec.get("name"),
+                id=job_id, status=JobStatus.QUEUED, spec=spec, shape=shape, queue=queue, name=spec.get("name"),
                 idempotency_key=idempotency_key, created_at=now, enqueued_at=now, attempts=0, cancel_requested=False,
             ).returning(jobs.c.created_at)).scalar_one()
             if tags:
@@ -76,7 +74,7 @@ def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str,
         if existing is None:
             raise
         return existing, False
-    return JobRecord(id=job_id, status="queued", spec=spec, shape=shape, queue=queue, name=spec.get("name"), tags=tags,
+    return JobRecord(id=job_id, status=JobStatus.QUEUED, spec=spec, shape=shape, queue=queue, name=spec.get("name"), tags=tags,
                      created_at=as_utc(created_at), started_at=None, finished_at=None, worker=None, attempts=0,
                      cancel_requested=False, result=None, error=None), True
 
@@ -137,13 +135,13 @@ def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_
     deleted, so the resumed run rewrites them exactly once.
     """
     now = clock(db.dialect)
-    claimable = or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < now))
+    claimable = or_(Job.status == JobStatus.QUEUED, and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now))
     jobs = Job.__table__  # Core statements on the hot path: no ORM identity map to maintain
     with db.session() as s:
         row = s.execute(
             update(jobs).where(jobs.c.id == job_id, claimable, jobs.c.cancel_requested.is_(False),
                                jobs.c.attempts < max_attempts)
-            .values(status="running", worker=worker, attempts=jobs.c.attempts + 1,
+            .values(status=JobStatus.RUNNING, worker=worker, attempts=jobs.c.attempts + 1,
                     lease_expires_at=now + timedelta(seconds=lease_seconds),
                     started_at=func.coalesce(jobs.c.started_at, now))
             .returning(*jobs.c)
@@ -166,9 +164,9 @@ def _settle_unclaimable(s: Any, job_id: str, claimable: Any, max_attempts: int, 
     if job is None:
         return
     if job.cancel_requested:
-        job.status, job.finished_at, job.worker = "cancelled", now, None
+        job.status, job.finished_at, job.worker = JobStatus.CANCELLED, now, None
     elif job.attempts >= max_attempts:
-        job.status, job.finished_at = "failed", now
+        job.status, job.finished_at = JobStatus.FAILED, now
         job.error = (f"gave up after {job.attempts} attempts: each time, the worker running this job "
                      "stopped before it finished (killed, crashed or lost)")
 
@@ -182,7 +180,7 @@ def renew(db: Database, job_id: str, worker: str, lease_seconds: float) -> bool:
 def renew_lease(s: Any, job_id: str, worker: str, lease_seconds: float) -> bool:
     now = clock(s.bind.dialect.name)
     res = s.execute(
-        update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == "running")
+        update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == JobStatus.RUNNING)
         .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
         .returning(Job.cancel_requested)
     )
@@ -203,7 +201,7 @@ def finish_job(db: Database, job_id: str, worker: str, status: str, result: dict
 
     def transaction(s: Any, replace: bool) -> None:
         res = s.execute(
-            update(jobs).where(jobs.c.id == job_id, jobs.c.worker == worker, jobs.c.status == "running")
+            update(jobs).where(jobs.c.id == job_id, jobs.c.worker == worker, jobs.c.status == JobStatus.RUNNING)
             .values(status=status, result=result, error=error, finished_at=clock(db.dialect), lease_expires_at=None,
                     checkpoint=None)
         )
@@ -220,8 +218,8 @@ def release_job(db: Database, job_id: str, worker: str) -> None:
     attempt is not counted against it."""
     with db.session() as s:
         s.execute(
-            update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == "running")
-            .values(status="queued", worker=None, lease_expires_at=None, attempts=Job.attempts - 1,
+            update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == JobStatus.RUNNING)
+            .values(status=JobStatus.QUEUED, worker=None, lease_expires_at=None, attempts=Job.attempts - 1,
                     enqueued_at=clock(db.dialect))
             .execution_options(synchronize_session=False)
         )
@@ -237,8 +235,8 @@ def request_cancel(db: Database, job_id: str) -> JobRecord:
         if job.status in FINISHED:
             raise Conflict(f"job {job_id} has already {job.status}; only queued or running jobs can be cancelled")
         job.cancel_requested = True
-        if job.status == "queued":
-            job.status, job.finished_at = "cancelled", now
+        if job.status == JobStatus.QUEUED:
+            job.status, job.finished_at = JobStatus.CANCELLED, now
     return get_job(db, job_id)
 
 
@@ -250,8 +248,8 @@ def stale_jobs(db: Database, requeue_after: float, limit: int = 500) -> list[tup
     with db.session() as s:
         rows = s.execute(
             select(Job.id, Job.queue).where(or_(
-                and_(Job.status == "queued", Job.enqueued_at < queued_before),
-                and_(Job.status == "running", Job.lease_expires_at < now),
+                and_(Job.status == JobStatus.QUEUED, Job.enqueued_at < queued_before),
+                and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now),
             )).order_by(Job.created_at).limit(limit)
         ).all()
         return [(r[0], r[1]) for r in rows]
@@ -264,12 +262,12 @@ def requeue_if_stale(db: Database, job_id: str, requeue_after: float) -> bool:
     queued_before = now - timedelta(seconds=requeue_after)
     with db.session() as s:
         res = s.execute(
-            update(Job).where(Job.id == job_id, Job.status == "running", Job.lease_expires_at < now)
-            .values(status="queued", worker=None, lease_expires_at=None, enqueued_at=now)
+            update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+            .values(status=JobStatus.QUEUED, worker=None, lease_expires_at=None, enqueued_at=now)
             .execution_options(synchronize_session=False))
         if res.rowcount == 1:
             return True
         res = s.execute(
-            update(Job).where(Job.id == job_id, Job.status == "queued", Job.enqueued_at < queued_before)
+            update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.enqueued_at < queued_before)
             .values(enqueued_at=now).execution_options(synchronize_session=False))
         return res.rowcount == 1

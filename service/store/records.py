@@ -5,11 +5,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from service.store.status import JobStatus
+
 
 @dataclass(frozen=True)
 class JobRecord:
     id: str
-    status: str
+    status: JobStatus
     spec: dict[str, Any]
     shape: list[int]
     queue: str
@@ -28,7 +30,7 @@ class JobRecord:
 
     @property
     def finished(self) -> bool:
-        return self.status in ("succeeded", "failed", "cancelled")
+        return self.status.is_finished
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from service.store.models import Job
 from tests.conftest import LESSON_LOGLOG, LESSON_PARABOLA
+from service.store.status import JobStatus
 
 
 def job_count(app) -> int:
@@ -27,7 +28,7 @@ def test_submit_returns_202_location_and_a_queued_job(client, app):
     assert resp.status_code == 202
     body = resp.get_json()
     assert resp.headers["Location"] == f"/v1/jobs/{body['id']}"
-    assert body["status"] == "queued" and body["queue"] == "cpu"
+    assert body["status"] == JobStatus.QUEUED and body["queue"] == "cpu"
     assert body["spec"]["optimizer"] == {"name": "sgd", "lr": 0.001}
     assert client.get(resp.headers["Location"]).get_json()["id"] == body["id"]
     assert job_count(app) == 1
@@ -44,9 +45,9 @@ def test_idempotency_key_returns_the_first_job(client, app):
 
 def test_run_and_read_history_in_every_format(client, run_job):
     job_id = submit(client, LESSON_LOGLOG).get_json()["id"]
-    assert run_job(job_id) == "succeeded"
+    assert run_job(job_id) == JobStatus.SUCCEEDED
     job = client.get(f"/v1/jobs/{job_id}").get_json()
-    assert job["status"] == "succeeded" and job["result"]["steps"] == 500
+    assert job["status"] == JobStatus.SUCCEEDED and job["result"]["steps"] == 500
     assert [round(v, 4) for row in job["result"]["x"] for v in row] == [4.9900, 9.9948, 0.9775, 1.9825]
 
     page = client.get(f"/v1/jobs/{job_id}/history?limit=200").get_json()
@@ -88,7 +89,7 @@ def test_list_filters_and_paginates_in_creation_order(client):
 def test_cancel_queued_then_conflict(client, run_job):
     job_id = submit(client, LESSON_LOGLOG).get_json()["id"]
     resp = client.post(f"/v1/jobs/{job_id}/cancel")
-    assert resp.status_code == 202 and resp.get_json()["status"] == "cancelled"
+    assert resp.status_code == 202 and resp.get_json()["status"] == JobStatus.CANCELLED
     assert run_job(job_id) == "skipped"
     again = client.post(f"/v1/jobs/{job_id}/cancel")
     assert again.status_code == 409 and "already cancelled" in again.get_json()["error"]["message"]
@@ -136,13 +137,13 @@ def test_wait_answers_once_the_job_has_finished(client, run_job):
     began = time.monotonic()
     job = client.get(f"/v1/jobs/{job_id}?wait=20").get_json()
     worker.join()
-    assert job["status"] == "succeeded" and job["result"]["steps"] == 500
+    assert job["status"] == JobStatus.SUCCEEDED and job["result"]["steps"] == 500
     assert time.monotonic() - began < 15  # answered when the job ended, not when the wait ran out
 
 
 def test_wait_ends_with_the_job_as_it_is_when_time_is_up(client):
     job_id = submit(client, LESSON_LOGLOG).get_json()["id"]
     began = time.monotonic()
-    assert client.get(f"/v1/jobs/{job_id}?wait=0.3").get_json()["status"] == "queued"
+    assert client.get(f"/v1/jobs/{job_id}?wait=0.3").get_json()["status"] == JobStatus.QUEUED
     assert time.monotonic() - began >= 0.3
     assert client.get("/v1/jobs/no-such-job?wait=1").status_code == 404

@@ -7,6 +7,7 @@ import torch
 from service.engine import EngineError, cuda_available, run
 from service.spec import check_spec
 from tests.engine.helpers import run_spec
+from service.engine import StopReason
 
 BOWL = {"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 100, "optimizer": {"name": "sgd", "lr": 0.001}}
 
@@ -50,10 +51,10 @@ def test_should_stop_cancels_between_chunks():
 
     def stop() -> str | None:
         calls.append(1)
-        return "cancelled" if len(calls) >= 2 else None
+        return StopReason.CANCELLED if len(calls) >= 2 else None
 
     result, rows, chunks = run_spec({**BOWL, "steps": 1000}, chunk_rows=100, chunk_seconds=60, should_stop=stop)
-    assert result.stop_reason == "cancelled"
+    assert result.stop_reason == StopReason.CANCELLED
     # the second chunk boundary is at step 199: that point is evaluated, recorded and kept
     assert result.steps == 199 and rows[-1]["step"] == 199 and len(rows) == 200
     assert chunks[-1].final and all(c.checkpoint for c in chunks[:-1])

@@ -49,7 +49,7 @@ def make_service(postgres, redis_server, tmp_path):  # type: ignore[no-untyped-d
         redis_server.flushall()
         settings = replace(embedded_settings(tmp_path / name, **{**FAST, **overrides}),
                            database_url=normalise_database_url(postgres.url.rsplit("/", 1)[0] + "/" + name),
-                           broker_url=redis_server.url, embedded_broker=False)
+                           broker_url=redis_server.url)
         (tmp_path / name).mkdir(parents=True, exist_ok=True)
         service = Service(settings=settings, log_dir=tmp_path / name)
         started.append(service)

@@ -91,6 +91,11 @@ class PrivateRedis:
         self.stop()
         self.start()
 
+    def pending(self, queue: str) -> int:
+        """Messages of ``queue`` not yet acknowledged: waiting in the list, or delivered and unacked."""
+        client = redis.Redis.from_url(self.url)
+        return int(client.llen(queue)) + int(client.hlen("unacked"))
+
     def flushall(self) -> None:
         redis.Redis.from_url(self.url).flushall()
 

@@ -15,6 +15,10 @@ from service.spec import check_spec
 from service.store import jobs as job_store
 from service.store.models import HistoryRow
 from tests.integration.harness import Service
+from service.store.status import JobStatus
+
+pytestmark = pytest.mark.integration
+
 
 LONG = {"objective": {"name": "rosenbrock"}, "steps": 60_000, "record": {"every": 50},
         "optimizer": {"name": "adam", "lr": 0.001}}
@@ -73,7 +77,7 @@ def kill9_mid_job_and_check(service: Service) -> None:
     running = wait_checkpoint(service, job_id)
     service.kill_worker(holder(service, running), signal.SIGKILL)
     job = service.wait(job_id, timeout=120)
-    assert job["status"] == "succeeded" and job["attempts"] == 2, job
+    assert job["status"] == JobStatus.SUCCEEDED and job["attempts"] == 2, job
     assert job["result"]["worker"] != running.worker
     assert_history_exact(service, job, LONG)
 
@@ -95,15 +99,15 @@ def test_job_that_keeps_killing_its_workers_fails_after_max_attempts(make_servic
     deadline = time.time() + 90
     while time.time() < deadline:
         job = service.job(job_id)
-        if job["status"] == "failed":
+        if job["status"] == JobStatus.FAILED:
             break
-        if job["status"] == "running" and job["worker"] not in killed:
+        if job["status"] == JobStatus.RUNNING and job["worker"] not in killed:
             killed.add(job["worker"])
             service.kill_worker(holder(service, job_store.get_job(service.db(), job_id)), signal.SIGKILL)
             service.start_worker()
         time.sleep(0.05)
     job = service.job(job_id)
-    assert job["status"] == "failed" and len(killed) == 2
+    assert job["status"] == JobStatus.FAILED and len(killed) == 2
     assert "gave up after 2 attempts" in job["error"]
 
 
@@ -118,7 +122,7 @@ def test_queued_jobs_survive_a_broker_flush_or_restart(make_service, redis_serve
     service.start_worker()
     service.start_worker()
     jobs = [service.wait(i, timeout=120, poll=0.2) for i in ids]
-    assert all(j["status"] == "succeeded" and j["attempts"] == 1 for j in jobs)
+    assert all(j["status"] == JobStatus.SUCCEEDED and j["attempts"] == 1 for j in jobs)
     for job in jobs[:3]:
         assert_history_exact(service, job, SHORT)
     db = service.db()
@@ -133,9 +137,9 @@ def test_broker_restart_while_workers_run(make_service, redis_server):
     wait_checkpoint(service, long_id)
     redis_server.restart()
     ids = [service.submit({**SHORT, "seed": i})["id"] for i in range(10)]
-    assert all(service.wait(i, timeout=120, poll=0.2)["status"] == "succeeded" for i in ids)
+    assert all(service.wait(i, timeout=120, poll=0.2)["status"] == JobStatus.SUCCEEDED for i in ids)
     job = service.wait(long_id, timeout=120)
-    assert job["status"] == "succeeded"
+    assert job["status"] == JobStatus.SUCCEEDED
     assert_history_exact(service, job, LONG)
 
 
@@ -154,31 +158,32 @@ def test_postgres_restart_mid_run(make_service, postgres):
     finally:
         postgres.start()
     job = service.wait(job_id, timeout=120)
-    assert job["status"] == "succeeded", job
+    assert job["status"] == JobStatus.SUCCEEDED, job
     assert requests.get(service.url + "/readyz", timeout=10).status_code == 200
     assert_history_exact(service, job, LONG)
 
 
-def test_cancel_queued_and_running(make_service):
+def test_cancel_queued_and_running(make_service, redis_server):
     service = make_service(workers=1)
     running_id = service.submit(LONG)["id"]
-    service.wait_status(running_id, "running")
+    service.wait_status(running_id, JobStatus.RUNNING)
     queued_id = service.submit(SHORT)["id"]
     resp = requests.post(f"{service.url}/v1/jobs/{queued_id}/cancel", timeout=10)
-    assert resp.status_code == 202 and resp.json()["status"] == "cancelled"
+    assert resp.status_code == 202 and resp.json()["status"] == JobStatus.CANCELLED
 
     wait_checkpoint(service, running_id)
     asked = time.time()
     assert requests.post(f"{service.url}/v1/jobs/{running_id}/cancel", timeout=10).status_code == 202
     job = service.wait(running_id, timeout=10, poll=0.02)
-    assert job["status"] == "cancelled" and time.time() - asked < 1.0
+    assert job["status"] == JobStatus.CANCELLED and time.time() - asked < 1.0
     rows = service.history(running_id)
     assert rows and rows[-1]["step"] == job["result"]["steps"]
     assert [r["step"] for r in rows] == expected_steps(LONG, job["result"]["steps"])
 
-    time.sleep(1.0)  # the cancelled queued job's message has been delivered by now: it must not run
+    # the cancelled queued job's message is delivered and acknowledged; the job must not have run
+    service.wait_for(lambda: redis_server.pending("cpu") == 0, "the worker has taken and acknowledged every message")
     queued = service.job(queued_id)
-    assert queued["status"] == "cancelled" and queued["started_at"] is None and service.history(queued_id) == []
+    assert queued["status"] == JobStatus.CANCELLED and queued["started_at"] is None and service.history(queued_id) == []
     resp = requests.post(f"{service.url}/v1/jobs/{running_id}/cancel", timeout=10)
     assert resp.status_code == 409 and "already cancelled" in resp.json()["error"]["message"]
 
@@ -191,18 +196,21 @@ def test_sigterm_rolling_restart_loses_nothing(make_service):
     for old in list(service.workers):
         service.kill_worker(old, signal.SIGTERM)
         service.start_worker()
-        time.sleep(1.0)
+        service.wait_for_workers(2)  # the replacement heartbeats before the next worker stops
     jobs = [service.wait(i, timeout=180) for i in ids]
-    assert all(j["status"] == "succeeded" for j in jobs), [j["status"] for j in jobs]
+    assert all(j["status"] == JobStatus.SUCCEEDED for j in jobs), [j["status"] for j in jobs]
     for i, job in enumerate(jobs):
         assert_history_exact(service, job, {**spec, "x0": [-1.2 + i / 10, 1.0]})
-    assert any(j["worker"] is not None for j in jobs)
+    # a job handed back on SIGTERM is not charged an attempt, and the restarted workers finished some
+    assert all(j["attempts"] == 1 for j in jobs), [j["attempts"] for j in jobs]
+    new_pids = {p.pid for p in service.workers[2:]}
+    assert any(int(j["result"]["worker"].rsplit(":", 1)[1]) in new_pids for j in jobs)
 
 
 def test_time_limit_and_divergence_end_as_succeeded_with_reason(make_service):
     service = make_service(workers=1)
     timed = service.wait(service.submit({**LONG, "steps": 1_000_000, "stop": {"max_seconds": 0.5}})["id"])
-    assert timed["status"] == "succeeded" and timed["result"]["stop_reason"] == "time_limit"
+    assert timed["status"] == JobStatus.SUCCEEDED and timed["result"]["stop_reason"] == "time_limit"
     diverged = service.wait(service.submit({**SHORT, "steps": 10_000, "optimizer": {"name": "sgd", "lr": 1.0}})["id"])
-    assert diverged["status"] == "succeeded" and diverged["result"]["stop_reason"] == "diverged"
+    assert diverged["status"] == JobStatus.SUCCEEDED and diverged["result"]["stop_reason"] == "diverged"
     assert service.history(diverged["id"])[-1]["step"] == diverged["result"]["steps"]

@@ -16,8 +16,7 @@ def make_service(kind: str, tmp_path_factory: pytest.TempPathFactory, **override
     pg = None
     if kind == "postgres":
         pg = _pg_database()
-        settings = replace(settings, database_url=next(pg), broker_url=redis_url_for_test(REDIS_URL),
-                           embedded_broker=False)
+        settings = replace(settings, database_url=next(pg), broker_url=redis_url_for_test(REDIS_URL))
     service = Service(settings=settings, log_dir=data_dir)
     try:
         yield service

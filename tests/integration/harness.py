@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import requests
 
@@ -19,6 +19,7 @@ from service.config import Settings
 from service.store import Database
 from service.store.migrate import upgrade
 from tests.conftest import settings_env
+from service.store.status import FINISHED, JobStatus
 
 BIN = Path(sys.executable).parent
 
@@ -119,10 +120,18 @@ class Service:
         deadline = time.time() + timeout
         while time.time() < deadline:
             job = self.job(job_id)
-            if job["status"] in ("succeeded", "failed", "cancelled"):
+            if job["status"] in FINISHED:
                 return job
             time.sleep(poll)
         raise AssertionError(f"job {job_id} still {self.job(job_id)['status']} after {timeout}s\n{self.logs()}")
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+        """Wait until ``condition()`` holds; fail naming ``what`` (and with the logs) if it never does."""
+        deadline = time.time() + timeout
+        while not condition():
+            if time.time() > deadline:
+                raise AssertionError(f"timed out waiting until {what}\n{self.logs()}")
+            time.sleep(0.02)
 
     def wait_status(self, job_id: str, status: str, timeout: float = 60) -> dict[str, Any]:
         deadline = time.time() + timeout

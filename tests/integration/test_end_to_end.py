@@ -2,10 +2,13 @@
 PostgreSQL + Redis and on the embedded default."""
 from __future__ import annotations
 
+import pytest
+
 import csv
 import io
 import json
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import func, select
@@ -13,7 +16,11 @@ from sqlalchemy import func, select
 from service.store.models import HistoryRow, Job
 from tests.conftest import LESSON_LOGLOG, LESSON_PARABOLA
 from tests.integration.harness import BIN
+from service.engine import StopReason
+from service.store.status import JobStatus
 
+
+pytestmark = pytest.mark.integration
 
 def r4(values):  # type: ignore[no-untyped-def]
     return [round(v, 4) for row in values for v in (row if isinstance(row, list) else [row])]
@@ -21,7 +28,7 @@ def r4(values):  # type: ignore[no-untyped-def]
 
 def test_lesson_case1_gradient_and_graph(service):
     job = service.wait(service.submit(LESSON_PARABOLA)["id"])
-    assert job["status"] == "succeeded", job
+    assert job["status"] == JobStatus.SUCCEEDED, job
     res = job["result"]
     assert res["grad"] == [[20.0 * v for v in row] for row in LESSON_PARABOLA["x0"]]
     assert res["graph"] == ["MulBackward0", "SumBackward0", "PowBackward0", "AccumulateGrad"]
@@ -37,7 +44,7 @@ def test_lesson_case2_loglog_gradient(service):
 def test_lesson_case3_and_4_500_sgd_steps(service):
     job = service.wait(service.submit(LESSON_LOGLOG)["id"])
     res = job["result"]
-    assert job["status"] == "succeeded" and res["stop_reason"] == "steps" and res["steps"] == 500
+    assert job["status"] == JobStatus.SUCCEEDED and res["stop_reason"] == "steps" and res["steps"] == 500
     assert r4(res["x"]) == [4.9900, 9.9948, 0.9775, 1.9825]
     rows = service.history(job["id"])
     assert [r["step"] for r in rows] == list(range(501))
@@ -51,7 +58,7 @@ def test_lesson_case3_and_4_500_sgd_steps(service):
 def test_wait_answers_when_the_job_has_finished(service):
     job_id = service.submit(LESSON_LOGLOG)["id"]
     job = service.http.get(f"{service.url}/v1/jobs/{job_id}", params={"wait": 30}, timeout=40).json()
-    assert job["status"] == "succeeded" and job["result"]["steps"] == 500
+    assert job["status"] == JobStatus.SUCCEEDED and job["result"]["steps"] == 500
 
 
 def test_lesson_case5_trajectory_for_the_contour_plot(service):
@@ -70,7 +77,7 @@ def test_200_concurrent_submissions_each_run_exactly_once(service):
         ids = list(pool.map(lambda i: service.submit({**spec, "tags": {"i": str(i)}})["id"], range(200)))
     assert len(set(ids)) == 200
     jobs = [service.wait(i, timeout=300, poll=0.2) for i in ids]
-    assert all(j["status"] == "succeeded" for j in jobs)
+    assert all(j["status"] == JobStatus.SUCCEEDED for j in jobs)
     assert all(j["attempts"] == 1 for j in jobs)
     assert len({j["result"]["worker"] for j in jobs}) == 2  # both workers took part
     db = service.db()
@@ -82,24 +89,32 @@ def test_200_concurrent_submissions_each_run_exactly_once(service):
     assert len(counts) == 200 and all(c == 21 and lo == 0 and hi == 20 for _, c, lo, hi in counts)
 
 
+def job_rows(service) -> int:  # type: ignore[no-untyped-def]
+    db = service.db()
+    with db.session() as s:
+        count = s.scalar(select(func.count()).select_from(Job))
+    db.engine.dispose()
+    return count
+
+
 def test_bad_request_leaves_nothing_behind(service):
+    before = job_rows(service)
     resp = service.http.post(service.url + "/v1/jobs", json={"objective": "x.__class__", "x0": [1], "steps": 1})
     assert resp.status_code == 400 and resp.json()["error"]["field"] == "objective"
+    assert job_rows(service) == before
 
 
 def test_cancel_running_job_keeps_history(service):
     spec = {"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 1_000_000, "record": {"every": 100},
             "optimizer": {"name": "sgd", "lr": 1e-7}}
     job_id = service.submit(spec)["id"]
-    service.wait_status(job_id, "running")
-    import time
-
-    time.sleep(0.6)
+    service.wait_status(job_id, JobStatus.RUNNING)
+    service.wait_for(lambda: len(service.history(job_id, fields="f")) > 1, "the job wrote a history chunk")
     asked = time.time()
     assert service.http.post(f"{service.url}/v1/jobs/{job_id}/cancel").status_code == 202
     job = service.wait(job_id, timeout=10, poll=0.02)
     took = time.time() - asked
-    assert job["status"] == "cancelled" and job["result"]["stop_reason"] == "cancelled"
+    assert job["status"] == JobStatus.CANCELLED and job["result"]["stop_reason"] == StopReason.CANCELLED
     assert took < 1.5, took
     rows = service.history(job_id)
     assert rows[-1]["step"] == job["result"]["steps"] and len(rows) > 1
@@ -122,9 +137,9 @@ def test_submit_wait_status_and_history_csv(service, tmp_path):
     waited = descent(service, "wait", job_id)
     assert waited.returncode == 0, waited.stdout + waited.stderr
     job = json.loads(waited.stdout)
-    assert job["status"] == "succeeded" and [round(v, 4) for row in job["result"]["x"] for v in row] == [
+    assert job["status"] == JobStatus.SUCCEEDED and [round(v, 4) for row in job["result"]["x"] for v in row] == [
         4.9900, 9.9948, 0.9775, 1.9825]
-    assert json.loads(descent(service, "status", job_id).stdout)["status"] == "succeeded"
+    assert json.loads(descent(service, "status", job_id).stdout)["status"] == JobStatus.SUCCEEDED
 
     table = descent(service, "history", job_id, "--csv").stdout.splitlines()
     assert table[0].startswith("step,f,grad_norm,lr,x_0") and len(table) == 502
@@ -136,4 +151,4 @@ def test_client_errors_exit_non_zero_with_the_api_message(service, tmp_path):
     out = descent(service, "submit", str(bad))
     assert out.returncode == 1 and json.loads(out.stdout)["error"]["field"] == "steps"
     missing = descent(service, "wait", "no-such-job", "--timeout", "1")
-    assert missing.returncode == 1 and json.loads(missing.stdout)["error"]["code"]
+    assert missing.returncode == 1 and json.loads(missing.stdout)["error"]["code"] == "not_found"

@@ -9,12 +9,14 @@ import sys
 import pytest
 
 from service.engine import cuda_available
-from service.queue import Dispatcher, prepare_embedded_broker
+from service.queue import make_celery, prepare_embedded_broker
 from service.store import Database
 from service.store.migrate import upgrade
 from tests.conftest import embedded_settings, settings_env
 from tests.integration.harness import BIN
 
+
+pytestmark = pytest.mark.integration
 
 def start_worker(tmp_path, queues: str) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
     env = settings_env(embedded_settings(tmp_path))
@@ -55,14 +57,14 @@ def test_preparing_the_embedded_broker_survives_losing_the_race(tmp_path, monkey
         return real(self, queue)
 
     monkeypatch.setattr(sqla.Channel, "_get_or_create", lose_once)
-    prepare_embedded_broker(Dispatcher(embedded_settings(tmp_path)).celery)
+    prepare_embedded_broker(make_celery(embedded_settings(tmp_path)))
     assert lost == ["cpu"] and queue_rows(tmp_path) == ["cpu", "gpu"]
 
 
 def test_processes_starting_together_on_a_fresh_embedded_broker(tmp_path):
     code = ("import sys; from tests.conftest import embedded_settings; from pathlib import Path; "
-            "from service.queue import Dispatcher, prepare_embedded_broker; "
-            "prepare_embedded_broker(Dispatcher(embedded_settings(Path(sys.argv[1]))).celery)")
+            "from service.queue import make_celery, prepare_embedded_broker; "
+            "prepare_embedded_broker(make_celery(embedded_settings(Path(sys.argv[1]))))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stderr=subprocess.PIPE, text=True)
              for _ in range(4)]
     errors = [p.communicate(timeout=120)[1] for p in procs]

@@ -139,10 +139,6 @@ HOSTILE = [
 ]
 
 
-def test_hostile_corpus_is_large():
-    assert len(HOSTILE) >= 60
-
-
 @pytest.mark.parametrize("text", HOSTILE, ids=[f"h{i}" for i in range(len(HOSTILE))])
 def test_hostile_input_is_refused_without_running_anything(text, monkeypatch):
     """Refused, with a message, and nothing handed to eval/exec (how fast: benchmarks/expr.py)."""

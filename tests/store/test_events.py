@@ -13,6 +13,7 @@ from sqlalchemy import text
 from service.store import Database, NotFound
 from service.store import jobs as job_store
 from service.store.events import FinishedJobs
+from service.store.status import JobStatus
 
 SPEC = {"objective": "x.sum()", "x0": [1, 2], "steps": 10}
 
@@ -60,8 +61,8 @@ def test_a_waiter_sees_the_job_finish(db, watcher):
     if db.dialect == "postgresql":
         assert listening(watcher)
     job_id = running_job(db)
-    t = later(0.3, lambda: job_store.finish_job(db, job_id, "w1", "succeeded", {"f": 1.0}, None))
-    assert woken(watcher, job_id) == "succeeded"
+    t = later(0.3, lambda: job_store.finish_job(db, job_id, "w1", JobStatus.SUCCEEDED, {"f": 1.0}, None))
+    assert woken(watcher, job_id) == JobStatus.SUCCEEDED
     t.join()
 
 
@@ -70,14 +71,14 @@ def test_cancelling_a_queued_job_wakes_its_waiters(db, watcher):
         assert listening(watcher)
     job, _ = job_store.create_job(db, SPEC, [2], "cpu")
     t = later(0.3, lambda: job_store.request_cancel(db, job.id))
-    assert woken(watcher, job.id) == "cancelled"
+    assert woken(watcher, job.id) == JobStatus.CANCELLED
     t.join()
 
 
 def test_a_wait_ends_with_the_current_status_when_time_is_up(db, watcher):
     job_id = running_job(db)
     began = time.monotonic()
-    assert watcher.wait(job_id, 0.2).status == "running"
+    assert watcher.wait(job_id, 0.2).status == JobStatus.RUNNING
     assert time.monotonic() - began >= 0.2
 
 
@@ -97,7 +98,7 @@ def test_the_listener_comes_back_after_losing_its_connection(pg_db):
     assert listening(watcher, want=False, timeout=5)  # it noticed...
     assert listening(watcher, want=True, timeout=20)  # ...and listens again
     job_id = running_job(db)
-    t = later(0.3, lambda: job_store.finish_job(db, job_id, "w1", "failed", None, "boom"))
-    assert woken(watcher, job_id) == "failed"
+    t = later(0.3, lambda: job_store.finish_job(db, job_id, "w1", JobStatus.FAILED, None, "boom"))
+    assert woken(watcher, job_id) == JobStatus.FAILED
     t.join()
     watcher.close()

@@ -15,6 +15,7 @@ from service.store import jobs as job_store
 from service.store.history import count_rows, iter_history, save_chunk
 from service.store.migrate import SchemaOutOfDate, check_schema
 from service.store.models import Base
+from service.store.status import JobStatus
 
 SPEC = {"objective": "x.sum()", "x0": [1, 2], "steps": 10}
 
@@ -71,7 +72,7 @@ def test_writes_are_fenced_on_the_claiming_worker(db):
     with pytest.raises(LeaseLost):
         save_chunk(db, job_id, "intruder", batch, None, None, 30)
     with pytest.raises(LeaseLost):
-        job_store.finish_job(db, job_id, "intruder", "succeeded", {}, None)
+        job_store.finish_job(db, job_id, "intruder", JobStatus.SUCCEEDED, {}, None)
     assert count_rows(db, job_id) == 0
 
 
@@ -94,7 +95,7 @@ def test_job_out_of_attempts_fails_with_a_reason(db):
         assert job_store.claim_job(db, job_id, f"w{i}", -1, 2) is not None
     assert job_store.claim_job(db, job_id, "w9", 30, 2) is None
     job = job_store.get_job(db, job_id)
-    assert job.status == "failed" and "gave up after 2 attempts" in job.error
+    assert job.status == JobStatus.FAILED and "gave up after 2 attempts" in job.error
 
 
 def test_cancel_running_sets_flag_and_finished_is_conflict(db):
@@ -102,9 +103,9 @@ def test_cancel_running_sets_flag_and_finished_is_conflict(db):
 
     job_id = new_job(db)
     job_store.claim_job(db, job_id, "w1", 30, 3)
-    assert job_store.request_cancel(db, job_id).status == "running"
+    assert job_store.request_cancel(db, job_id).status == JobStatus.RUNNING
     assert job_store.renew(db, job_id, "w1", 30) is True
-    job_store.finish_job(db, job_id, "w1", "cancelled", {}, None)
+    job_store.finish_job(db, job_id, "w1", JobStatus.CANCELLED, {}, None)
     with pytest.raises(Conflict):
         job_store.request_cancel(db, job_id)
 
@@ -146,9 +147,9 @@ def test_a_write_retried_after_an_ambiguous_commit_stores_each_step_once(db):
     save_chunk(db, job_id, "w1", chunk, b"ck", 3, 30)
     save_chunk(db, job_id, "w1", chunk, b"ck", 3, 30)  # as if the first COMMIT's answer was lost
     last = HistoryBatch(steps=[3], f=[0.5], grad_norm=[1.0], lr=[0.1])
-    job_store.finish_job(db, job_id, "w1", "succeeded", {"steps": 3}, None, [last])
+    job_store.finish_job(db, job_id, "w1", JobStatus.SUCCEEDED, {"steps": 3}, None, [last])
     with pytest.raises(LeaseLost):  # the retried finish finds the job already finished
-        job_store.finish_job(db, job_id, "w1", "succeeded", {"steps": 3}, None, [last])
+        job_store.finish_job(db, job_id, "w1", JobStatus.SUCCEEDED, {"steps": 3}, None, [last])
     assert [r.step for r in iter_history(db, job_id)] == [0, 1, 2, 3]
 
 
