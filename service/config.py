@@ -15,9 +15,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from service.errors import DescentError, ErrorCode
 
-class ConfigError(ValueError):
+
+class ConfigError(DescentError):
     """A ``DESCENT_*`` variable whose value cannot be used; the message is one line."""
+
+    code = ErrorCode.INVALID_SETTING
 
 
 def env(name: str, doc: str, default: Any) -> Any:

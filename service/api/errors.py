@@ -1,4 +1,8 @@
-"""One error type for the API, rendered as ``{"error": {"code", "message", "field"}}``."""
+"""Every error the API answers with is JSON: ``{"error": {"code", "message", "field"}}``.
+
+One handler renders every ``DescentError`` (spec refusals, store errors, bad parameters) with its
+own status and headers; Werkzeug's HTTP errors and anything unexpected get the same shape.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,16 +10,14 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from service.spec import SpecError
-from service.store import Conflict, NotFound, StoreUnavailable
+from service.errors import DescentError, ErrorCode
 
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
+def bad_parameter(name: str, message: str) -> DescentError:
+    """A refused query parameter or header, named."""
+    return DescentError(message, code=ErrorCode.INVALID_PARAMETER, field=name)
 
 
 def _body(code: str, message: str, field: str | None = None):  # type: ignore[no-untyped-def]
@@ -23,37 +25,20 @@ def _body(code: str, message: str, field: str | None = None):  # type: ignore[no
 
 
 def register(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api(err: ApiError):  # type: ignore[no-untyped-def]
-        return _body(err.code, err.message, err.field), err.status
-
-    @app.errorhandler(SpecError)
-    def _spec(err: SpecError):  # type: ignore[no-untyped-def]
-        return _body(err.code, err.message, err.field), err.status
-
-    @app.errorhandler(NotFound)
-    def _missing(err: NotFound):  # type: ignore[no-untyped-def]
-        return _body("not_found", str(err)), 404
-
-    @app.errorhandler(Conflict)
-    def _conflict(err: Conflict):  # type: ignore[no-untyped-def]
-        return _body("conflict", str(err)), 409
-
-    @app.errorhandler(StoreUnavailable)
-    def _down(err: StoreUnavailable):  # type: ignore[no-untyped-def]
-        resp = _body("database_unavailable", f"{err}; try again shortly")
-        return resp, 503, {"Retry-After": "2"}
+    @app.errorhandler(DescentError)
+    def _descent(err: DescentError):  # type: ignore[no-untyped-def]
+        return _body(err.code, err.message, err.field), err.status, err.headers
 
     @app.errorhandler(HTTPException)
     def _http(err: HTTPException):  # type: ignore[no-untyped-def]
         code = (err.name or "error").lower().replace(" ", "_")
         message = err.description or err.name
         if err.code == 413:
-            code = "body_too_large"
+            code = ErrorCode.BODY_TOO_LARGE
             message = f"the request body is over the limit of {app.config['MAX_CONTENT_LENGTH']:,} bytes (max_body_bytes)"
         return _body(code, message), err.code or 500
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):  # type: ignore[no-untyped-def]
         log.exception("unhandled error")
-        return _body("internal_error", "an unexpected error occurred; it has been logged"), 500
+        return _body(ErrorCode.INTERNAL, "an unexpected error occurred; it has been logged"), 500

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from flask import Blueprint
-from sqlalchemy import text
 
 from service.api.services import services
 
@@ -18,14 +17,11 @@ def healthz():  # type: ignore[no-untyped-def]
 def readyz():  # type: ignore[no-untyped-def]
     svc = services()
     checks: dict[str, str] = {}
-    for _ in range(2):  # a second try, on a fresh connection, once a stale one is dropped
-        try:
-            with svc.db.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-            break
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready", with its reason
-            checks["database"] = f"down: {str(exc).strip().splitlines()[0][:200]}"
+    try:
+        svc.db.ping()
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", with its reason
+        checks["database"] = f"down: {str(exc).strip().splitlines()[0][:200]}"
     try:
         svc.dispatcher.ping()
         checks["broker"] = "ok"

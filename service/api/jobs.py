@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
 
-from service.api.errors import ApiError
+from service.api.errors import bad_parameter
 from service.api.serialize import (
     HISTORY_FIELDS,
     csv_header,
@@ -23,6 +23,7 @@ from service.api.serialize import (
     row_json,
 )
 from service.api.services import services
+from service.errors import DescentError, ErrorCode
 from service.spec import check_spec
 from service.store import JobStatus
 from service.store import jobs as job_store
@@ -36,15 +37,15 @@ def read_json_body() -> Any:
     """The request body as JSON, or a 400 that says what is wrong with it."""
     raw = request.get_data(cache=False)
     if not raw.strip():
-        raise ApiError(400, "invalid_json", "the request body is empty; send the job spec as JSON")
+        raise DescentError("the request body is empty; send the job spec as JSON", code=ErrorCode.INVALID_JSON)
     try:
         return json.loads(raw)
     except UnicodeDecodeError:
-        raise ApiError(400, "invalid_json", "the request body is not UTF-8 text") from None
+        raise DescentError("the request body is not UTF-8 text", code=ErrorCode.INVALID_JSON) from None
     except json.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise DescentError(f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", code=ErrorCode.INVALID_JSON) from None
     except RecursionError:
-        raise ApiError(400, "invalid_json", "the request body nests too deeply") from None
+        raise DescentError("the request body nests too deeply", code=ErrorCode.INVALID_JSON) from None
 
 
 _gpu_seen: dict[str, float] = {"checked": -1e9, "alive": 0.0}
@@ -70,7 +71,8 @@ def submit():  # type: ignore[no-untyped-def]
     checked = check_spec(data, svc.settings.limits)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= 200):
-        raise ApiError(400, "invalid_header", "Idempotency-Key must be 1 to 200 characters", "Idempotency-Key")
+        raise DescentError("Idempotency-Key must be 1 to 200 characters", code=ErrorCode.INVALID_HEADER,
+                           field="Idempotency-Key")
     spec = checked.as_json()
     job, created = job_store.create_job(svc.db, spec, list(checked.shape), route_queue(checked.spec.device), key)
     if created:
@@ -93,7 +95,7 @@ def get(job_id: str):  # type: ignore[no-untyped-def]
     except ValueError:
         seconds = math.nan
     if not 0 <= seconds <= 30:
-        raise ApiError(400, "invalid_parameter", "'wait' must be a number of seconds from 0 to 30", "wait")
+        raise bad_parameter("wait", "'wait' must be a number of seconds from 0 to 30")
     return job_json(svc.finished.wait(job_id, seconds))
 
 
@@ -104,10 +106,10 @@ def _int_arg(name: str, default: int | None, low: int, high: int | None = None) 
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(400, "invalid_parameter", f"'{name}' must be an integer, got {raw[:40]!r}", name) from None
+        raise bad_parameter(name, f"'{name}' must be an integer, got {raw[:40]!r}") from None
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ApiError(400, "invalid_parameter", f"'{name}' must be {bound}", name)
+        raise bad_parameter(name, f"'{name}' must be {bound}")
     return value
 
 
@@ -115,19 +117,19 @@ def _int_arg(name: str, default: int | None, low: int, high: int | None = None) 
 def list_():  # type: ignore[no-untyped-def]
     status = request.args.get("status") or None
     if status is not None and status not in JobStatus.__members__.values():
-        raise ApiError(400, "invalid_parameter", f"'status' must be one of {', '.join(JobStatus)}", "status")
+        raise bad_parameter("status", f"'status' must be one of {', '.join(JobStatus)}")
     tag = request.args.get("tag")
     tag_pair = None
     if tag:
         if ":" not in tag:
-            raise ApiError(400, "invalid_parameter", "'tag' must be key:value", "tag")
+            raise bad_parameter("tag", "'tag' must be key:value")
         key, value = tag.split(":", 1)
         tag_pair = (key, value)
     limit = _int_arg("limit", 50, 1, 1000)
     try:
         page, cursor = job_store.list_jobs(services().db, status, tag_pair, limit or 50, request.args.get("cursor") or None)
     except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_parameter", "'cursor' is not a cursor this service returned", "cursor") from None
+        raise bad_parameter("cursor", "'cursor' is not a cursor this service returned") from None
     return {"jobs": [job_json(j) for j in page], "next_cursor": cursor}
 
 
@@ -143,7 +145,7 @@ def history(job_id: str):  # type: ignore[no-untyped-def]
     job = job_store.get_job(svc.db, job_id)
     fmt = request.args.get("format", "json")
     if fmt not in ("json", "csv", "ndjson"):
-        raise ApiError(400, "invalid_parameter", "'format' must be json, csv or ndjson", "format")
+        raise bad_parameter("format", "'format' must be json, csv or ndjson")
     start = _int_arg("start", 0, 0)
     limit = _int_arg("limit", 1000 if fmt == "json" else None, 1, 100_000 if fmt == "json" else None)
     every = _int_arg("every", 1, 1) or 1
@@ -153,7 +155,7 @@ def history(job_id: str):  # type: ignore[no-untyped-def]
         asked = [f.strip() for f in request.args["fields"].split(",") if f.strip()]
         unknown = [f for f in asked if f not in HISTORY_FIELDS]
         if unknown:
-            raise ApiError(400, "invalid_parameter", f"unknown field '{unknown[0][:40]}'; fields: {', '.join(HISTORY_FIELDS)}", "fields")
+            raise bad_parameter("fields", f"unknown field '{unknown[0][:40]}'; fields: {', '.join(HISTORY_FIELDS)}")
         fields = ["step"] + [f for f in HISTORY_FIELDS if f in asked and f != "step"]
     rows = iter_history(svc.db, job_id, start=start or 0, limit=None if limit is None else limit + 1, every=every,
                         with_x="x" in fields, with_grad="grad" in fields)

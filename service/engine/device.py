@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import torch
 
+from service.errors import DescentError, ErrorCode
 
-class EngineError(RuntimeError):
+
+class EngineError(DescentError):
     """A job that cannot run as asked; the message is shown to the user as is."""
+
+    code = ErrorCode.JOB_CANNOT_RUN
 
 
 def cuda_available() -> bool:

@@ -1,5 +1,6 @@
 """The v1 job spec: its models, the admission checks, the catalog and the optimiser allow-list."""
+from service.spec.error import SpecError
 from service.spec.model import InitSpec, JobSpec, json_schema
-from service.spec.validate import CheckedSpec, SpecError, check_spec
+from service.spec.validate import CheckedSpec, check_spec
 
 __all__ = ["CheckedSpec", "InitSpec", "JobSpec", "SpecError", "check_spec", "json_schema"]

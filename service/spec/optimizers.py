@@ -13,6 +13,9 @@ from typing import Any
 
 import torch
 
+from service.errors import ErrorCode
+from service.spec.error import SpecError
+
 OPTIMIZERS: dict[str, str] = {
     "sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "adamax": "Adamax", "nadam": "NAdam",
     "radam": "RAdam", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adadelta": "Adadelta",
@@ -47,12 +50,11 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
 }
 
 
-class OptimizerSpecError(ValueError):
-    """A refused optimiser or scheduler choice; ``field`` is a dotted path inside the spec."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+def refusal(field: str, message: str) -> SpecError:
+    """A refused optimiser or scheduler choice; ``field`` is a dotted path inside the spec, and
+    its root says which of the two the code names."""
+    scheduler = field.split(".", 1)[0] == "scheduler"
+    return SpecError(field, message, code=ErrorCode.INVALID_SCHEDULER if scheduler else ErrorCode.INVALID_OPTIMIZER)
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,8 @@ def required_arguments(cls: type) -> list[str]:
 
 
 def _check_value(field: str, name: str, value: Any, default: Any) -> Any:
-    def fail(expected: str) -> OptimizerSpecError:
-        return OptimizerSpecError(f"{field}.{name}", f"'{name}' must be {expected}, got {value!r:.60}")
+    def fail(expected: str) -> SpecError:
+        return refusal(f"{field}.{name}", f"'{name}' must be {expected}, got {value!r:.60}")
 
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -136,16 +138,16 @@ def _check(field: str, raw: dict[str, Any], table: dict[str, str], kind: str, lo
     raw = dict(raw)
     name = raw.pop("name", None)
     if not isinstance(name, str):
-        raise OptimizerSpecError(f"{field}.name", f"{kind} 'name' is required: one of {', '.join(table)}")
+        raise refusal(f"{field}.name", f"{kind} 'name' is required: one of {', '.join(table)}")
     snake = canonical(name, table)
     if snake is None:
-        raise OptimizerSpecError(f"{field}.name", f"unknown {kind} '{name:.40}'; allowed: {', '.join(table)}")
+        raise refusal(f"{field}.name", f"unknown {kind} '{name:.40}'; allowed: {', '.join(table)}")
     cls = lookup(snake)
     allowed = arguments(cls)
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in allowed:
-            raise OptimizerSpecError(
+            raise refusal(
                 f"{field}.{key}",
                 f"{kind} '{snake}' has no argument '{key:.40}'; allowed: {', '.join(sorted(allowed))}",
             )
@@ -158,7 +160,7 @@ def check_optimizer(raw: dict[str, Any], field: str = "optimizer") -> Choice:
     try:
         choice.cls([torch.zeros(1, requires_grad=True)], **choice.kwargs)
     except (ValueError, TypeError, RuntimeError) as exc:
-        raise OptimizerSpecError(field, f"optimizer '{choice.name}' refused its arguments: {exc}") from None
+        raise refusal(field, f"optimizer '{choice.name}' refused its arguments: {exc}") from None
     return choice
 
 
@@ -166,12 +168,12 @@ def check_scheduler(raw: dict[str, Any], optimizer: Choice, field: str = "schedu
     choice = _check(field, raw, SCHEDULERS, "scheduler", scheduler_class)
     missing = [n for n in required_arguments(choice.cls) if n not in choice.kwargs]
     if missing:
-        raise OptimizerSpecError(f"{field}.{missing[0]}", f"scheduler '{choice.name}' needs '{missing[0]}'")
+        raise refusal(f"{field}.{missing[0]}", f"scheduler '{choice.name}' needs '{missing[0]}'")
     try:
         opt = optimizer.cls([torch.zeros(1, requires_grad=True)], **optimizer.kwargs)
         choice.cls(opt, **choice.kwargs)
     except (ValueError, TypeError, RuntimeError, KeyError) as exc:
-        raise OptimizerSpecError(field, f"scheduler '{choice.name}' refused its arguments: {exc}") from None
+        raise refusal(field, f"scheduler '{choice.name}' refused its arguments: {exc}") from None
     return choice
 
 

@@ -15,26 +15,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from service.config import Limits
+from service.errors import ErrorCode
 from service.expr import Expression, ExpressionError, check_on_shape, parse
 from service.spec.catalog import CATALOG, CatalogObjective
+from service.spec.error import SpecError
 from service.spec.model import InitSpec, JobSpec, NamedObjective
 from service.spec.optimizers import (
     Choice,
-    OptimizerSpecError,
     check_optimizer,
     check_scheduler,
 )
-
-
-class SpecError(ValueError):
-    """A refused spec. ``code`` is machine-readable, ``field`` a dotted path, ``status`` HTTP."""
-
-    def __init__(self, field: str | None, message: str, code: str = "invalid_spec", status: int = 400) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-        self.code = code
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -60,7 +50,7 @@ class CheckedSpec:
 
 
 def _limit(field: str, message: str, status: int = 400) -> SpecError:
-    return SpecError(field, message, code="limit_exceeded", status=status)
+    return SpecError(field, message, code=ErrorCode.LIMIT_EXCEEDED, status=status)
 
 
 def check_spec(data: Any, limits: Limits | None = None, trace: bool = True) -> CheckedSpec:
@@ -80,11 +70,11 @@ def check_spec(data: Any, limits: Limits | None = None, trace: bool = True) -> C
     try:
         expression = parse(text, spec.variable, limits)
     except ExpressionError as exc:
-        raise SpecError("objective", str(exc), code="invalid_expression") from None
+        raise SpecError("objective", str(exc), code=ErrorCode.INVALID_EXPRESSION) from None
     if trace:
         refusal = _trace(text, spec.variable, shape, limits)
         if refusal is not None:
-            raise SpecError("objective", refusal, code="invalid_expression")
+            raise SpecError("objective", refusal, code=ErrorCode.INVALID_EXPRESSION)
 
     if spec.steps > limits.max_steps:
         raise _limit("steps", f"steps is {spec.steps}, over the limit of {limits.max_steps} (max_steps)")
@@ -119,20 +109,20 @@ def _trace(text: str, variable: str, shape: tuple[int, ...], limits: Limits) -> 
 
 
 @lru_cache(maxsize=256)
-def _checked_choices(key: str) -> tuple[Choice, Choice | None] | OptimizerSpecError:
+def _checked_choices(key: str) -> tuple[Choice, Choice | None] | SpecError:
     optimizer_raw, scheduler_raw = json.loads(key)
     try:
         optimizer = check_optimizer(optimizer_raw)
         scheduler = check_scheduler(scheduler_raw, optimizer) if scheduler_raw is not None else None
-    except OptimizerSpecError as exc:
+    except SpecError as exc:
         return exc
     return optimizer, scheduler
 
 
 def _optimizer_and_scheduler(key: str) -> tuple[Choice, Choice | None]:
     out = _checked_choices(key)
-    if isinstance(out, OptimizerSpecError):
-        raise SpecError(out.field, str(out), code="invalid_optimizer")
+    if isinstance(out, SpecError):
+        raise out
     return out
 
 

@@ -3,32 +3,60 @@ into the store's own errors."""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, func, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.errors import DescentError, ErrorCode
 
-class StoreError(RuntimeError):
+
+class StoreError(DescentError):
     """Base of the store's errors."""
 
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached (or is locked for too long); retry later."""
 
+    code = ErrorCode.DATABASE_UNAVAILABLE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{message}; try again shortly", headers={"Retry-After": "2"})
+
 
 class NotFound(StoreError):
-    pass
+    code = ErrorCode.NOT_FOUND
 
 
 class Conflict(StoreError):
-    pass
+    code = ErrorCode.CONFLICT
 
 
 class LeaseLost(StoreError):
     """This worker no longer holds the job (it was reclaimed, cancelled or finished)."""
+
+    code = ErrorCode.CONFLICT
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def clock(dialect: str) -> Any:
+    """'Now' for every timestamp the store writes or compares: the database server's clock on
+    PostgreSQL, so hosts whose clocks disagree still agree on when a lease lapses or a queued
+    job is overdue; this process's clock on SQLite (embedded: one machine)."""
+    return func.now() if dialect == "postgresql" else utcnow()
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every timestamp the store stores is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
 
 
 def make_engine(url: str) -> Engine:
@@ -84,7 +112,7 @@ class Database:
             except DBAPIError:
                 pass  # the connection is gone; the pool has already dropped it
             if isinstance(exc, OperationalError) or exc.connection_invalidated:
-                raise StoreUnavailable(f"the database is unavailable: {str(exc.orig).strip().splitlines()[0]}") from exc
+                raise StoreUnavailable(f"the database is unavailable: {_first_line(exc.orig)}") from exc
             raise
         except BaseException:
             session.rollback()
@@ -92,6 +120,19 @@ class Database:
         finally:
             session.close()
 
-    def dispose(self) -> None:
-        """Drop pooled connections (after a fork: never share sockets between processes)."""
-        self.engine.dispose(close=False)
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers (``/readyz``); a second try, on a
+        fresh connection, once a stale pooled one has been dropped."""
+        for attempt in range(2):
+            try:
+                with self.session() as s:
+                    s.execute(text("SELECT 1"))
+                return
+            except StoreUnavailable:
+                if attempt == 1:
+                    raise
+
+
+def _first_line(error: Any) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else type(error).__name__

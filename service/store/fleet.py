@@ -1,12 +1,12 @@
-"""Worker heartbeats: the fleet as the database sees it, for routing and ``GET /v1/workers``."""
+"""Worker heartbeats: the fleet as the database sees it, for routing ``device: auto`` jobs and
+for the tests and benchmarks that wait for workers to start."""
 from __future__ import annotations
 
 from datetime import timedelta
 
 from sqlalchemy import delete, select
 
-from service.store.db import Database
-from service.store.jobs import as_utc, clock
+from service.store.db import Database, as_utc, clock
 from service.store.models import Worker
 from service.store.records import WorkerRecord
 

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 from sqlalchemy import select, update
 
 from service.store.db import Database
-from service.store.jobs import renew_lease
+from service.store.jobs import renew
 from service.store.models import HistoryRow, Job
 from service.store.records import HistoryRecord
 from service.store.rows import HistoryBatch, write_once, write_rows
@@ -26,7 +26,7 @@ def save_chunk(db: Database, job_id: str, worker: str, batch: HistoryBatch, chec
     """Write a chunk, move the checkpoint and renew the lease, atomically and fenced on the
     worker holding the job. Returns whether a cancel was requested. Raises LeaseLost."""
     def transaction(s: Any, replace: bool) -> bool:
-        cancel = renew_lease(s, job_id, worker, lease_seconds)
+        cancel = renew(db, job_id, worker, lease_seconds, session=s)
         write_rows(s, job_id, batch, replace)
         if checkpoint is not None:
             s.execute(update(Job).where(Job.id == job_id).values(checkpoint=checkpoint, checkpoint_step=checkpoint_step))

@@ -8,34 +8,17 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Sequence
 
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from service.store.db import Conflict, Database, LeaseLost, NotFound
+from service.store.db import Conflict, Database, LeaseLost, NotFound, as_utc, clock
 from service.store.models import HistoryRow, Job, JobTag
 from service.store.records import JobRecord
 from service.store.status import FINISHED, JobStatus
 from service.store.rows import HistoryBatch, write_once, write_rows
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def clock(dialect: str) -> Any:
-    """'Now' for every timestamp the store writes or compares: the database server's clock on
-    PostgreSQL, so hosts whose clocks disagree still agree on when a lease lapses or a queued
-    job is overdue; this process's clock on SQLite (embedded: one machine)."""
-    return func.now() if dialect == "postgresql" else utcnow()
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
 
 def _record(job: Any, with_checkpoint: bool = False) -> JobRecord:
     """A record from an ORM ``Job`` or a Core row of the jobs table. Tags are read from the
@@ -135,7 +118,7 @@ def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_
     deleted, so the resumed run rewrites them exactly once.
     """
     now = clock(db.dialect)
-    claimable = or_(Job.status == JobStatus.QUEUED, and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now))
+    claimable = or_(Job.status == JobStatus.QUEUED, _lease_lapsed(now))
     jobs = Job.__table__  # Core statements on the hot path: no ORM identity map to maintain
     with db.session() as s:
         row = s.execute(
@@ -171,15 +154,14 @@ def _settle_unclaimable(s: Any, job_id: str, claimable: Any, max_attempts: int, 
                      "stopped before it finished (killed, crashed or lost)")
 
 
-def renew(db: Database, job_id: str, worker: str, lease_seconds: float) -> bool:
-    """Extend the lease; returns whether a cancel was requested. Raises LeaseLost."""
-    with db.session() as s:
-        return renew_lease(s, job_id, worker, lease_seconds)
-
-
-def renew_lease(s: Any, job_id: str, worker: str, lease_seconds: float) -> bool:
-    now = clock(s.bind.dialect.name)
-    res = s.execute(
+def renew(db: Database, job_id: str, worker: str, lease_seconds: float, session: Any = None) -> bool:
+    """Extend the lease (in ``session``'s transaction when given, so a history chunk commits
+    with it); returns whether a cancel was requested. Raises LeaseLost."""
+    if session is None:
+        with db.session() as s:
+            return renew(db, job_id, worker, lease_seconds, s)
+    now = clock(db.dialect)
+    res = session.execute(
         update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == JobStatus.RUNNING)
         .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
         .returning(Job.cancel_requested)
@@ -240,17 +222,22 @@ def request_cancel(db: Database, job_id: str) -> JobRecord:
     return get_job(db, job_id)
 
 
+def _lease_lapsed(now: Any) -> Any:
+    return and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+
+
+def _overdue(now: Any, requeue_after: float) -> Any:
+    return and_(Job.status == JobStatus.QUEUED, Job.enqueued_at < now - timedelta(seconds=requeue_after))
+
+
 def stale_jobs(db: Database, requeue_after: float, limit: int = 500) -> list[tuple[str, str]]:
     """(id, queue) of jobs that should be running but may have no message in the broker:
     queued for more than ``requeue_after`` seconds, or running with an expired lease."""
     now = clock(db.dialect)
-    queued_before = now - timedelta(seconds=requeue_after)
     with db.session() as s:
         rows = s.execute(
-            select(Job.id, Job.queue).where(or_(
-                and_(Job.status == JobStatus.QUEUED, Job.enqueued_at < queued_before),
-                and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now),
-            )).order_by(Job.created_at).limit(limit)
+            select(Job.id, Job.queue).where(or_(_overdue(now, requeue_after), _lease_lapsed(now)))
+            .order_by(Job.created_at).limit(limit)
         ).all()
         return [(r[0], r[1]) for r in rows]
 
@@ -259,15 +246,14 @@ def requeue_if_stale(db: Database, job_id: str, requeue_after: float) -> bool:
     """Mark a stale job as freshly enqueued (a running one with an expired lease goes back to
     queued); True for the one caller that did it, who then re-sends its task."""
     now = clock(db.dialect)
-    queued_before = now - timedelta(seconds=requeue_after)
     with db.session() as s:
         res = s.execute(
-            update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+            update(Job).where(Job.id == job_id, _lease_lapsed(now))
             .values(status=JobStatus.QUEUED, worker=None, lease_expires_at=None, enqueued_at=now)
             .execution_options(synchronize_session=False))
         if res.rowcount == 1:
             return True
         res = s.execute(
-            update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.enqueued_at < queued_before)
+            update(Job).where(Job.id == job_id, _overdue(now, requeue_after))
             .values(enqueued_at=now).execution_options(synchronize_session=False))
         return res.rowcount == 1

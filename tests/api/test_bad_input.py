@@ -97,3 +97,15 @@ def test_bad_wait_is_refused_with_its_limits(client, value):
     resp = client.get(f"/v1/jobs/{job_id}?wait={value}")
     error = resp.get_json()["error"]
     assert resp.status_code == 400 and error["field"] == "wait" and "0 to 30" in error["message"]
+
+
+@pytest.mark.parametrize("spec,code", [
+    ({**GOOD, "optimizer": {"name": "magic"}}, "invalid_optimizer"),
+    ({**GOOD, "scheduler": {"name": "step_lr"}}, "invalid_scheduler"),
+    ({**GOOD, "scheduler": {"name": "step_lr", "step_size": 0}}, "invalid_scheduler"),
+    ({**GOOD, "objective": "x ** 2"}, "invalid_expression"),
+    ({**GOOD, "steps": 10**9}, "limit_exceeded"),
+])
+def test_each_refusal_carries_the_code_of_what_was_refused(client, spec, code):
+    resp = client.post("/v1/jobs", data=json.dumps(spec), content_type="application/json")
+    assert resp.status_code == 400 and resp.get_json()["error"]["code"] == code

@@ -165,12 +165,14 @@ def test_reclaim_without_a_checkpoint_starts_the_history_over(db):
 def test_leases_follow_the_database_clock_not_the_workers(pg_db, monkeypatch):
     """A worker whose clock is an hour slow still holds its lease for lease_seconds of real
     time, and an API host with a slow clock does not make new jobs look overdue."""
-    real = job_store.utcnow
-    monkeypatch.setattr(job_store, "utcnow", lambda: real() - timedelta(hours=1))
+    from service.store import db as store_db
+
+    real = store_db.utcnow
+    monkeypatch.setattr(store_db, "utcnow", lambda: real() - timedelta(hours=1))
     job_id = new_job(pg_db)
     assert job_store.stale_jobs(pg_db, requeue_after=30) == []
     assert job_store.claim_job(pg_db, job_id, "slow-clock", 30, 3) is not None
-    monkeypatch.setattr(job_store, "utcnow", real)
+    monkeypatch.setattr(store_db, "utcnow", real)
     assert job_store.claim_job(pg_db, job_id, "w2", 30, 3) is None
     assert job_store.stale_jobs(pg_db, requeue_after=30) == []
     assert job_store.get_job(pg_db, job_id).worker == "slow-clock"

@@ -1,0 +1,52 @@
+"""Descent's one error type: a ``DescentError`` carries a machine-readable ``ErrorCode``, a
+message for people, the field at fault (a dotted path into the request, or None) and the HTTP
+status the API answers with (from ``HTTP_STATUS``, unless the raiser knows better, as a limit
+that is 413 rather than 400). The API renders every one the same way:
+``{"error": {"code", "message", "field"}}``. Modelled on MLflow's ``MlflowException`` and its
+``ERROR_CODE_TO_HTTP_STATUS``.
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    INVALID_JSON = "invalid_json"
+    INVALID_SPEC = "invalid_spec"
+    INVALID_EXPRESSION = "invalid_expression"
+    INVALID_OPTIMIZER = "invalid_optimizer"
+    INVALID_SCHEDULER = "invalid_scheduler"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    INVALID_PARAMETER = "invalid_parameter"
+    INVALID_HEADER = "invalid_header"
+    BODY_TOO_LARGE = "body_too_large"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    INVALID_SETTING = "invalid_setting"
+    JOB_CANNOT_RUN = "job_cannot_run"
+    INTERNAL = "internal_error"
+
+
+HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_JSON: 400, ErrorCode.INVALID_SPEC: 400, ErrorCode.INVALID_EXPRESSION: 400,
+    ErrorCode.INVALID_OPTIMIZER: 400, ErrorCode.INVALID_SCHEDULER: 400, ErrorCode.LIMIT_EXCEEDED: 400,
+    ErrorCode.INVALID_PARAMETER: 400, ErrorCode.INVALID_HEADER: 400, ErrorCode.BODY_TOO_LARGE: 413,
+    ErrorCode.NOT_FOUND: 404, ErrorCode.CONFLICT: 409, ErrorCode.DATABASE_UNAVAILABLE: 503,
+    ErrorCode.INVALID_SETTING: 500, ErrorCode.JOB_CANNOT_RUN: 500, ErrorCode.INTERNAL: 500,
+}
+
+
+class DescentError(Exception):
+    """Base of every error Descent raises on purpose; subclasses set a default ``code``."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None, field: str | None = None,
+                 status: int | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or type(self).code
+        self.field = field
+        self.status = status or HTTP_STATUS[self.code]
+        self.headers = headers or {}
