@@ -38,14 +38,6 @@ def with_retries(fn: Callable[[], T], what: str, give_up_after: float = 300.0) -
             delay = min(delay * 2, 5.0)
 
 
-def to_batch(chunk: Chunk) -> HistoryBatch:
-    return HistoryBatch(
-        steps=chunk.steps, f=chunk.f, grad_norm=chunk.grad_norm, lr=chunk.lr,
-        x=chunk.x.numpy() if chunk.x is not None else None,
-        grad=chunk.grad.numpy() if chunk.grad is not None else None,
-    )
-
-
 def checkpoint_interval(numel: int) -> float:
     """Seconds between checkpoints: every chunk for small problems (a few hundred bytes each),
     up to every 10 s for a million parameters (megabytes each). Rows written after the last
@@ -83,7 +75,7 @@ def _run_claimed(state: WorkerState, job: Any) -> Outcome:
     final: list[HistoryBatch] = []
 
     def on_chunk(chunk: Chunk) -> None:
-        batch = to_batch(chunk)
+        batch = chunk.batch
         if chunk.final:
             final.append(batch)  # written with the result, in one transaction
             return

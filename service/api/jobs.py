@@ -25,7 +25,7 @@ from service.api.serialize import (
 from service.api.services import services
 from service.errors import DescentError, ErrorCode
 from service.spec import check_spec
-from service.store import JobStatus
+from service.store import HistoryBatch, JobStatus
 from service.store import jobs as job_store
 from service.store.fleet import live_gpu_worker
 from service.store.history import iter_history
@@ -157,8 +157,8 @@ def history(job_id: str):  # type: ignore[no-untyped-def]
         if unknown:
             raise bad_parameter("fields", f"unknown field '{unknown[0][:40]}'; fields: {', '.join(HISTORY_FIELDS)}")
         fields = ["step"] + [f for f in HISTORY_FIELDS if f in asked and f != "step"]
-    rows = iter_history(svc.db, job_id, start=start or 0, limit=None if limit is None else limit + 1, every=every,
-                        with_x="x" in fields, with_grad="grad" in fields)
+    rows = _rows(iter_history(svc.db, job_id, start=start or 0, limit=None if limit is None else limit + 1,
+                              every=every, with_x="x" in fields, with_grad="grad" in fields))
     shape, numel = list(job.shape), math.prod(job.shape)
     if fmt == "csv":
         return Response(stream_with_context(_csv(rows, fields, numel, limit)), mimetype="text/csv",
@@ -166,6 +166,11 @@ def history(job_id: str):  # type: ignore[no-untyped-def]
     if fmt == "ndjson":
         return Response(stream_with_context(_ndjson(rows, fields, shape, limit)), mimetype="application/x-ndjson")
     return Response(stream_with_context(_json_page(rows, fields, shape, limit)), mimetype="application/json")
+
+
+def _rows(pages: Iterator[HistoryBatch]) -> Iterator[dict[str, Any]]:
+    for batch in pages:
+        yield from batch.rows()
 
 
 def _limited(rows: Iterator[Any], limit: int | None) -> Iterator[tuple[Any, bool]]:
@@ -180,7 +185,7 @@ def _json_page(rows: Iterator[Any], fields: list[str], shape: list[int], limit: 
     first = True
     for row, extra in _limited(rows, limit):
         if extra:
-            next_start = row.step
+            next_start = row["step"]
             break
         yield ("" if first else ",") + json.dumps(row_json(row, fields, shape))
         first = False

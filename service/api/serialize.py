@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from service.jsonsafe import json_safe
-from service.store import HistoryRecord, JobRecord
+from service.store import JobRecord
 
 HISTORY_FIELDS = ("step", "f", "grad_norm", "lr", "x", "grad")
 
@@ -31,10 +31,10 @@ def reshape(flat: list[float], shape: list[int]) -> Any:
     return out
 
 
-def row_json(row: HistoryRecord, fields: Iterable[str], shape: list[int]) -> dict[str, Any]:
+def row_json(row: dict[str, Any], fields: Iterable[str], shape: list[int]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in fields:
-        value = getattr(row, name)
+        value = row.get(name)
         if name in ("x", "grad"):
             if value is not None:
                 out[name] = json_safe(reshape(value, shape))
@@ -55,10 +55,10 @@ def csv_header(fields: Iterable[str], numel: int) -> list[str]:
     return header
 
 
-def csv_row(row: HistoryRecord, fields: Iterable[str], numel: int) -> list[Any]:
+def csv_row(row: dict[str, Any], fields: Iterable[str], numel: int) -> list[Any]:
     out: list[Any] = []
     for name in fields:
-        value = getattr(row, name)
+        value = row.get(name)
         if name in ("x", "grad"):
             out.extend(value if value is not None else [""] * numel)
         else:

@@ -13,8 +13,10 @@ import math
 import time
 from typing import Callable
 
+import numpy as np
 import torch
 
+from service.batch import HistoryBatch
 from service.engine.checkpoint import Checkpoint
 from service.engine.device import resolve_device
 from service.engine.graph import backward_graph
@@ -109,13 +111,12 @@ def run(
         deadline = time.perf_counter() + chunk_seconds
 
         def flush(end: int, ck: bytes | None, final: bool = False) -> None:
-            on_chunk(Chunk(
-                start=chunk_start, end=end, steps=steps, f=fs,
-                grad_norm=torch.stack(gns).tolist() if gns else [], lr=lrs,
-                x=_rows(xs) if rec_x else None,
-                grad=_rows(gs) if rec_g else None,
-                checkpoint=ck, final=final,
-            ))
+            batch = HistoryBatch(
+                steps=np.asarray(steps, dtype=np.int64), f=np.asarray(fs, dtype=np.float64),
+                grad_norm=_column(gns), lr=np.asarray(lrs, dtype=np.float64),
+                x=_rows(xs) if rec_x else None, grad=_rows(gs) if rec_g else None,
+            )
+            on_chunk(Chunk(start=chunk_start, end=end, batch=batch, checkpoint=ck, final=final))
 
         while True:
             x.grad = None
@@ -170,11 +171,18 @@ def run(
                 break
 
 
-def _rows(tensors: list[torch.Tensor]) -> torch.Tensor | None:
-    """Recorded tensors as one (rows, numel) float64 CPU tensor."""
+def _rows(tensors: list[torch.Tensor]) -> np.ndarray | None:
+    """Recorded tensors as one (rows, numel) float64 array, copied off the device once."""
     if not tensors:
         return None
-    return torch.stack(tensors).reshape(len(tensors), -1).to("cpu", torch.float64)
+    return torch.stack(tensors).reshape(len(tensors), -1).to("cpu", torch.float64).numpy()
+
+
+def _column(scalars: list[torch.Tensor]) -> np.ndarray:
+    """0-d tensors (gradient norms, kept on the device while stepping) as one float64 column."""
+    if not scalars:
+        return np.zeros(0, dtype=np.float64)
+    return torch.stack(scalars).to("cpu", torch.float64).numpy()
 
 
 def _closure(objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f_now: torch.Tensor) -> Callable[[], torch.Tensor]:

@@ -5,45 +5,21 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import torch
+from service.batch import HistoryBatch
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """Recorded rows for steps in ``[start, end)`` (``end`` inclusive when ``final``).
-
-    ``x`` and ``grad`` are float64 CPU tensors of shape (rows, numel) when recorded.
-    ``checkpoint`` (serialised ``Checkpoint``) resumes the run at step ``end``; None on the
-    final chunk and on chunks between checkpoints (see ``run(checkpoint_seconds=...)``).
-    """
+    """What the run hands out between steps: the rows recorded for steps in ``[start, end)``
+    (``end`` inclusive when ``final``), and a ``checkpoint`` (serialised ``Checkpoint``) that
+    resumes the run at step ``end`` (None on the final chunk and between checkpoints; see
+    ``run(checkpoint_seconds=...)``)."""
 
     start: int
     end: int
-    steps: list[int]
-    f: list[float]
-    grad_norm: list[float]
-    lr: list[float]
-    x: torch.Tensor | None
-    grad: torch.Tensor | None
+    batch: HistoryBatch
     checkpoint: bytes | None
     final: bool
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    def rows(self) -> list[dict[str, Any]]:
-        """The chunk as history rows (``x``/``grad`` flat lists), for small callers and tests."""
-        xs = self.x.tolist() if self.x is not None else None
-        gs = self.grad.tolist() if self.grad is not None else None
-        out = []
-        for i, step in enumerate(self.steps):
-            row: dict[str, Any] = {"step": step, "f": self.f[i], "grad_norm": self.grad_norm[i], "lr": self.lr[i]}
-            if xs is not None:
-                row["x"] = xs[i]
-            if gs is not None:
-                row["grad"] = gs[i]
-            out.append(row)
-        return out
 
 
 class StopReason(StrEnum):

@@ -96,7 +96,7 @@ def check_spec(data: Any, limits: Limits | None = None, trace: bool = True) -> C
     return CheckedSpec(spec, expression, shape, x0, optimizer, scheduler, catalog, params)
 
 
-# Admission is repeated for identical pieces (sweeps, retries, the worker re-checking a stored
+# Admission is repeated for identical pieces (one spec submitted many times, the worker re-checking a stored
 # spec), so the two checks that run torch are remembered; both depend only on their key.
 @lru_cache(maxsize=1024)
 def _trace(text: str, variable: str, shape: tuple[int, ...], limits: Limits) -> str | None:

@@ -7,9 +7,9 @@ from service.store.db import (
            StoreError,
            StoreUnavailable,
 )
-from service.store.records import HistoryRecord, JobRecord, WorkerRecord
-from service.store.rows import HistoryBatch
+from service.store.records import JobRecord, WorkerRecord
+from service.batch import HistoryBatch
 from service.store.status import FINISHED, JobStatus
 
-__all__ = ["Conflict", "Database", "FINISHED", "HistoryBatch", "HistoryRecord", "JobRecord", "JobStatus", "LeaseLost", "NotFound",
+__all__ = ["Conflict", "Database", "FINISHED", "HistoryBatch", "JobRecord", "JobStatus", "LeaseLost", "NotFound",
            "StoreError", "StoreUnavailable", "WorkerRecord"]

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from service.store.db import Database
 from service.store.jobs import renew
 from service.store.models import HistoryRow, Job
-from service.store.records import HistoryRecord
-from service.store.rows import HistoryBatch, write_once, write_rows
+from service.batch import HistoryBatch
+from service.store.rows import write_once, write_rows
 
 __all__ = ["HistoryBatch", "count_rows", "iter_history", "save_chunk", "write_rows"]
 
@@ -36,9 +36,9 @@ def save_chunk(db: Database, job_id: str, worker: str, batch: HistoryBatch, chec
 
 
 def iter_history(db: Database, job_id: str, start: int = 0, limit: int | None = None, every: int = 1,
-                 with_x: bool = True, with_grad: bool = True, batch_size: int = 1000) -> Iterator[HistoryRecord]:
-    """Rows with step >= ``start`` (and step % every == 0), in step order, at most ``limit``;
-    read ``batch_size`` at a time in short transactions so memory stays bounded."""
+                 with_x: bool = True, with_grad: bool = True, batch_size: int = 1000) -> Iterator[HistoryBatch]:
+    """Rows with step >= ``start`` (and step % every == 0), in step order, at most ``limit``, as
+    batches of up to ``batch_size`` rows, each read in a short transaction so memory stays bounded."""
     columns = [HistoryRow.step, HistoryRow.f, HistoryRow.grad_norm, HistoryRow.lr,
                HistoryRow.x if with_x else None, HistoryRow.grad if with_grad else None]
     selected = [c for c in columns if c is not None]
@@ -52,10 +52,11 @@ def iter_history(db: Database, job_id: str, start: int = 0, limit: int | None = 
         query = query.order_by(HistoryRow.step).limit(size)
         with db.session() as s:
             rows = s.execute(query).all()
-        for row in rows:
-            values = dict(row._mapping)
-            yield HistoryRecord(step=values["step"], f=values["f"], grad_norm=values["grad_norm"], lr=values["lr"],
-                                x=values.get("x"), grad=values.get("grad"))
+        if rows:
+            values = list(zip(*rows))
+            yield HistoryBatch(steps=values[0], f=values[1], grad_norm=values[2], lr=values[3],
+                               x=values[4] if with_x and values[4][0] is not None else None,
+                               grad=values[-1] if with_grad and values[-1][0] is not None else None)
         if len(rows) < size:
             return
         cursor = rows[-1][0] + 1
@@ -64,7 +65,5 @@ def iter_history(db: Database, job_id: str, start: int = 0, limit: int | None = 
 
 
 def count_rows(db: Database, job_id: str) -> int:
-    from sqlalchemy import func
-
     with db.session() as s:
         return int(s.scalar(select(func.count()).select_from(HistoryRow).where(HistoryRow.job_id == job_id)) or 0)

@@ -18,7 +18,8 @@ from service.store.db import Conflict, Database, LeaseLost, NotFound, as_utc, cl
 from service.store.models import HistoryRow, Job, JobTag
 from service.store.records import JobRecord
 from service.store.status import FINISHED, JobStatus
-from service.store.rows import HistoryBatch, write_once, write_rows
+from service.batch import HistoryBatch
+from service.store.rows import write_once, write_rows
 
 def _record(job: Any, with_checkpoint: bool = False) -> JobRecord:
     """A record from an ORM ``Job`` or a Core row of the jobs table. Tags are read from the

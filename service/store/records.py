@@ -34,16 +34,6 @@ class JobRecord:
 
 
 @dataclass(frozen=True)
-class HistoryRecord:
-    step: int
-    f: float
-    grad_norm: float
-    lr: float
-    x: list[float] | None
-    grad: list[float] | None
-
-
-@dataclass(frozen=True)
 class WorkerRecord:
     id: str
     hostname: str

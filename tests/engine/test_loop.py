@@ -100,7 +100,7 @@ def test_interrupt_and_resume_is_bit_identical(optimizer, scheduler):
         if result.stop_reason != "interrupted":
             break
         resume = chunks[-1].checkpoint
-    rows = [r for c in chunks for r in c.rows()]
+    rows = [r for c in chunks for r in c.batch.rows()]
     assert rounds > 3
     assert rows == full_rows
     assert result.x == full.x and result.f == full.f and result.steps == full.steps
@@ -138,7 +138,7 @@ def test_gpu_without_cuda_is_a_clear_error():
 def test_streaming_keeps_chunks_bounded():
     sizes = []
     run(check_spec({**BOWL, "x0": {"shape": [1000], "init": "normal"}, "steps": 2000}),
-        on_chunk=lambda c: sizes.append(c.x.numel()), chunk_values=50_000)
+        on_chunk=lambda c: sizes.append(c.batch.x.size), chunk_values=50_000)
     assert len(sizes) >= 40 and max(sizes) <= 50_000
 
 

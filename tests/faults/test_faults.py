@@ -28,7 +28,7 @@ SHORT = {"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 50, "optimiz
 def clean_run(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
     chunks: list[Any] = []
     result = run(check_spec(spec), on_chunk=chunks.append)
-    return [r for c in chunks for r in c.rows()], result
+    return [r for c in chunks for r in c.batch.rows()], result
 
 
 def expected_steps(spec: dict[str, Any], last: int) -> list[int]:
