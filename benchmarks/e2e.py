@@ -36,8 +36,8 @@ from service.engine import run  # noqa: E402
 from service.spec import check_spec  # noqa: E402
 from service.store.status import FINISHED, JobStatus  # noqa: E402
 from service.store.models import Job  # noqa: E402
-from tests.conftest import REDIS_URL, _pg_database, embedded_settings  # noqa: E402
-from tests.integration.harness import Service, redis_url_for_test  # noqa: E402
+from testkit.backends import REDIS_URL, embedded_settings, pg_database, redis_url_for_test  # noqa: E402
+from testkit.processes import Service  # noqa: E402
 
 LESSON = {"objective": "torch.log(torch.log(w + 7)).prod()", "variable": "w", "x0": [[5, 10], [1, 2]],
           "steps": 500, "optimizer": {"name": "sgd", "lr": 0.001}}
@@ -143,7 +143,7 @@ def main() -> None:
     settings = embedded_settings(tmp)
     pg = None
     if args.backend == "postgres":
-        pg = _pg_database()
+        pg = pg_database()
         settings = replace(settings, database_url=next(pg), broker_url=redis_url_for_test(REDIS_URL))
     service = Service(settings=settings, log_dir=tmp)
     # Service and bare runs alternate (burst, bare, burst, bare, ...; serial job, bare job, ...):

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.expr import ExpressionError, check_on_shape, parse, warm_up  # noqa: E402
-from tests.spec.test_expr import HOSTILE  # noqa: E402
+from testkit.corpus import HOSTILE  # noqa: E402
 
 
 def main() -> None:

@@ -28,9 +28,9 @@ from service.config import normalise_database_url  # noqa: E402
 from service.engine import run  # noqa: E402
 from service.spec import check_spec  # noqa: E402
 from service.store.models import HistoryRow, Job  # noqa: E402
-from tests.conftest import embedded_settings  # noqa: E402
-from tests.faults.servers import PrivatePostgres, PrivateRedis  # noqa: E402
-from tests.integration.harness import Service  # noqa: E402
+from testkit.backends import embedded_settings  # noqa: E402
+from testkit.processes import Service  # noqa: E402
+from testkit.servers import PrivatePostgres, PrivateRedis  # noqa: E402
 from service.store.status import FINISHED, JobStatus  # noqa: E402
 
 OPTIMIZERS = [{"name": "sgd", "lr": 1e-4, "momentum": 0.9}, {"name": "adam", "lr": 1e-3},

@@ -10,7 +10,7 @@ import time
 from sqlalchemy import func, select
 
 from service.store.models import Job
-from tests.conftest import LESSON_LOGLOG, LESSON_PARABOLA
+from tests.helpers.lesson import LESSON_LOGLOG, LESSON_PARABOLA
 from service.store.status import JobStatus
 
 

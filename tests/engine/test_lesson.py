@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.engine.helpers import run_spec
+from tests.helpers.engine import run_spec
 
 
 def close4(a, b) -> bool:

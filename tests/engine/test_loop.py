@@ -6,7 +6,7 @@ import torch
 
 from service.engine import EngineError, cuda_available, run
 from service.spec import check_spec
-from tests.engine.helpers import run_spec
+from tests.helpers.engine import run_spec
 from service.engine import StopReason
 
 BOWL = {"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 100, "optimizer": {"name": "sgd", "lr": 0.001}}

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from service.spec.optimizers import OPTIMIZERS
-from tests.engine.helpers import run_spec
+from tests.helpers.engine import run_spec
 
 ROSENBROCK = "100 * (x[1] - x[0] ** 2) ** 2 + (1 - x[0]) ** 2"
 

@@ -7,9 +7,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.conftest import embedded_settings
-from tests.faults.servers import PrivatePostgres, PrivateRedis
-from tests.integration.harness import Service
+from testkit.backends import embedded_settings
+from testkit.processes import Service
+from testkit.servers import PrivatePostgres, PrivateRedis
 
 FAST = {"lease_seconds": 2.0, "heartbeat_seconds": 0.4, "requeue_after": 2.0, "max_attempts": 3}
 

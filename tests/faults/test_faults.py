@@ -14,7 +14,7 @@ from service.engine import run
 from service.spec import check_spec
 from service.store import jobs as job_store
 from service.store.models import HistoryRow
-from tests.integration.harness import Service
+from testkit.processes import Service
 from service.store.status import JobStatus
 
 pytestmark = pytest.mark.integration

@@ -6,8 +6,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.conftest import REDIS_URL, _pg_database, embedded_settings
-from tests.integration.harness import Service, redis_url_for_test
+from testkit.backends import REDIS_URL, embedded_settings, pg_database, redis_url_for_test
+from testkit.processes import Service
 
 
 def make_service(kind: str, tmp_path_factory: pytest.TempPathFactory, **overrides) -> Iterator[Service]:  # type: ignore[no-untyped-def]
@@ -15,7 +15,7 @@ def make_service(kind: str, tmp_path_factory: pytest.TempPathFactory, **override
     settings = embedded_settings(data_dir, **overrides)
     pg = None
     if kind == "postgres":
-        pg = _pg_database()
+        pg = pg_database()
         settings = replace(settings, database_url=next(pg), broker_url=redis_url_for_test(REDIS_URL))
     service = Service(settings=settings, log_dir=data_dir)
     try:

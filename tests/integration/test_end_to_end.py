@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import func, select
 
 from service.store.models import HistoryRow, Job
-from tests.conftest import LESSON_LOGLOG, LESSON_PARABOLA
-from tests.integration.harness import BIN
+from tests.helpers.lesson import LESSON_LOGLOG, LESSON_PARABOLA
+from testkit.processes import BIN
 from service.engine import StopReason
 from service.store.status import JobStatus
 

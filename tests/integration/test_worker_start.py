@@ -12,8 +12,8 @@ from service.engine import cuda_available
 from service.queue import make_celery, prepare_embedded_broker
 from service.store import Database
 from service.store.migrate import upgrade
-from tests.conftest import embedded_settings, settings_env
-from tests.integration.harness import BIN
+from testkit.backends import embedded_settings, settings_env
+from testkit.processes import BIN
 
 
 pytestmark = pytest.mark.integration
@@ -62,7 +62,7 @@ def test_preparing_the_embedded_broker_survives_losing_the_race(tmp_path, monkey
 
 
 def test_processes_starting_together_on_a_fresh_embedded_broker(tmp_path):
-    code = ("import sys; from tests.conftest import embedded_settings; from pathlib import Path; "
+    code = ("import sys; from testkit.backends import embedded_settings; from pathlib import Path; "
             "from service.queue import make_celery, prepare_embedded_broker; "
             "prepare_embedded_broker(make_celery(embedded_settings(Path(sys.argv[1]))))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stderr=subprocess.PIPE, text=True)

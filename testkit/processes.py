@@ -1,9 +1,8 @@
-"""Real processes for integration tests: the API (`descent api`) and Celery workers
+"""Real processes for integration tests and benchmarks: the API (`descent api`) and Celery workers
 (`descent worker`), on PostgreSQL + Redis or on the embedded default."""
 from __future__ import annotations
 
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -18,7 +17,7 @@ import requests
 from service.config import Settings
 from service.store import Database
 from service.store.migrate import upgrade
-from tests.conftest import settings_env
+from testkit.backends import settings_env
 from service.store.status import FINISHED, JobStatus
 
 BIN = Path(sys.executable).parent
@@ -171,13 +170,3 @@ class Service:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
-
-
-def redis_url_for_test(base: str) -> str:
-    """A Redis database index of its own (1-15), flushed, so runs never see each other's tasks."""
-    import redis
-
-    index = random.randint(1, 15)
-    url = f"{base.rstrip('/')}/{index}"
-    redis.Redis.from_url(url).flushdb()
-    return url

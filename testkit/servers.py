@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from tests.integration.harness import free_port
+from testkit.processes import free_port
 
 
 def _pg_bin(name: str) -> str:

@@ -1,0 +1,1 @@
+"""Helpers for tests only (benchmarks share ``testkit`` instead)."""
