@@ -1,4 +1,5 @@
-"""Celery settings shared by the API (which only sends tasks, by name) and the workers.
+"""The Celery app (one per process) and its settings, shared by the API (which only sends
+tasks, by name) and the workers.
 
 Production uses Redis; embedded runs use kombu's SQLAlchemy transport on a SQLite file, which
 needs no server process. (The ``filesystem://`` transport was ruled out: its reader can decode

@@ -6,6 +6,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
+from service.errors import ErrorCode
 from service.store.models import Job
 
 GOOD = {"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 10}
@@ -58,7 +59,7 @@ def test_bad_input_is_refused_with_field(client, app, name, body, ctype, status,
     resp = client.post("/v1/jobs", data=data, content_type=ctype)
     assert resp.status_code == status, resp.get_data(as_text=True)
     err = resp.get_json()["error"]
-    assert err["code"] and err["message"]
+    assert err["code"] in set(ErrorCode) and len(err["message"]) > 10
     assert err["field"] == field, err
     assert _count(app) == 0
 

@@ -3,7 +3,7 @@ or on the embedded default) with short leases so recovery happens in seconds."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -14,20 +14,20 @@ from testkit.servers import PrivatePostgres, PrivateRedis
 FAST = {"lease_seconds": 2.0, "heartbeat_seconds": 0.4, "requeue_after": 2.0, "max_attempts": 3}
 
 
+def _running(server: Any) -> Iterator[Any]:
+    server.start()
+    yield server
+    server.close()
+
+
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PrivatePostgres]:
-    pg = PrivatePostgres()
-    pg.start()
-    yield pg
-    pg.close()
+    yield from _running(PrivatePostgres())
 
 
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[PrivateRedis]:
-    server = PrivateRedis()
-    server.start()
-    yield server
-    server.close()
+    yield from _running(PrivateRedis())
 
 
 @pytest.fixture
