@@ -50,3 +50,16 @@ class DescentError(Exception):
         self.field = field
         self.status = status or HTTP_STATUS[self.code]
         self.headers = headers or {}
+
+    def __reduce__(self) -> tuple:  # type: ignore[type-arg]
+        """Survives pickling (a process boundary) with every attribute, whatever the subclass's
+        constructor takes."""
+        return _rebuild, (type(self), self.message, self.code, self.field, self.status, self.headers)
+
+
+def _rebuild(cls: type[DescentError], message: str, code: ErrorCode, field: str | None, status: int,
+             headers: dict[str, str]) -> DescentError:
+    error = Exception.__new__(cls)
+    Exception.__init__(error, message)
+    error.message, error.code, error.field, error.status, error.headers = message, code, field, status, headers
+    return error

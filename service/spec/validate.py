@@ -121,8 +121,8 @@ def _checked_choices(key: str) -> tuple[Choice, Choice | None] | SpecError:
 
 def _optimizer_and_scheduler(key: str) -> tuple[Choice, Choice | None]:
     out = _checked_choices(key)
-    if isinstance(out, SpecError):
-        raise out
+    if isinstance(out, SpecError):  # a fresh error each time: a cached one would pile up tracebacks
+        raise SpecError(out.field, out.message, code=out.code, status=out.status)
     return out
 
 

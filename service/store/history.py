@@ -55,13 +55,25 @@ def iter_history(db: Database, job_id: str, start: int = 0, limit: int | None = 
         if rows:
             values = list(zip(*rows))
             yield HistoryBatch(steps=values[0], f=values[1], grad_norm=values[2], lr=values[3],
-                               x=values[4] if with_x and values[4][0] is not None else None,
-                               grad=values[-1] if with_grad and values[-1][0] is not None else None)
+                               x=_recorded(values[4]) if with_x else None,
+                               grad=_recorded(values[-1]) if with_grad else None)
         if len(rows) < size:
             return
         cursor = rows[-1][0] + 1
         if remaining is not None:
             remaining -= len(rows)
+
+
+def _recorded(column: tuple[Any, ...]) -> Any:
+    """An x or grad column as rows, None when the job did not record it; a row stored without
+    it (not written by this version) reads as NaNs, so one page keeps one shape."""
+    present = [v for v in column if v is not None]
+    if not present:
+        return None
+    if len(present) == len(column):
+        return column
+    width = len(present[0])
+    return [v if v is not None else [float("nan")] * width for v in column]
 
 
 def count_rows(db: Database, job_id: str) -> int:

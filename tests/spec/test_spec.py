@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from service.config import Limits
+from service.errors import ErrorCode
 from service.spec import SpecError, check_spec, json_schema
 
 BASE = {"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 10}
@@ -81,3 +82,23 @@ def test_json_schema_is_published():
     schema = json_schema()
     assert {"objective", "x0", "optimizer", "steps"} <= set(schema["properties"])
     assert schema["additionalProperties"] is False
+
+
+def test_a_repeated_refusal_is_a_fresh_error_each_time():
+    """Refusals are remembered per optimiser choice; raising the remembered object again would
+    pile each request's traceback onto it."""
+    bad = {"objective": "x.sum()", "x0": [1.0], "optimizer": {"name": "sgd", "lr": -1}}
+    errors = []
+    for _ in range(3):
+        with pytest.raises(SpecError) as info:
+            check_spec(bad)
+        errors.append(info.value)
+    assert len({id(e) for e in errors}) == 3 and all(e.field == "optimizer.lr" for e in errors)
+
+
+def test_errors_survive_pickling_with_every_attribute():
+    import pickle
+
+    error = pickle.loads(pickle.dumps(SpecError("x0.shape", "too big", code=ErrorCode.LIMIT_EXCEEDED, status=413)))
+    assert (type(error), error.field, error.message, error.code, error.status) == (
+        SpecError, "x0.shape", "too big", ErrorCode.LIMIT_EXCEEDED, 413)
