@@ -10,6 +10,7 @@ SQLite and a SQL-backed Celery broker under ``DESCENT_DATA_DIR``, no server proc
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -96,7 +97,7 @@ def _parse(name: str, kind: str, raw: str) -> Any:
         value = parse(raw)
     except ValueError:
         raise ConfigError(f"{name} must be {expected}, got {raw[:40]!r}") from None
-    if not value >= 0 or value in (float("inf"),):
+    if not 0 <= value < math.inf:
         raise ConfigError(f"{name} must be {expected} from 0 up, got {raw[:40]!r}")
     return value
 

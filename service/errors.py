@@ -37,6 +37,13 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 }
 
 
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """The first line of an error's message (its type's name when it has none), at most
+    ``limit`` characters: what a person is shown of an error raised by a library."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:limit] if lines else type(error).__name__
+
+
 class DescentError(Exception):
     """Base of every error Descent raises on purpose; subclasses set a default ``code``."""
 

@@ -11,6 +11,7 @@ from typing import Any, Callable, Literal, TypeVar
 import torch
 
 from service.engine import Chunk, EngineError, StopReason, run
+from service.errors import first_line
 from service.jsonsafe import json_safe
 from service.spec import SpecError, check_spec
 from service.store import HistoryBatch, JobStatus, LeaseLost, StoreError, StoreUnavailable
@@ -96,8 +97,7 @@ def _run_claimed(state: WorkerState, job: Any) -> Outcome:
     except EngineError as exc:
         return _fail(state, job_id, str(exc))
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return _fail(state, job_id, f"the objective could not be evaluated: {first}")
+        return _fail(state, job_id, f"the objective could not be evaluated: {first_line(exc)}")
 
     if result.stop_reason == StopReason.INTERRUPTED:
         with_retries(lambda: job_store.release_job(db, job_id, me), f"release {job_id}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from service.api.services import services
+from service.errors import first_line
 
 bp = Blueprint("health", __name__)
 
@@ -21,11 +22,11 @@ def readyz():  # type: ignore[no-untyped-def]
         svc.db.ping()
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready", with its reason
-        checks["database"] = f"down: {str(exc).strip().splitlines()[0][:200]}"
+        checks["database"] = f"down: {first_line(exc, 200)}"
     try:
         svc.dispatcher.ping()
         checks["broker"] = "ok"
     except Exception as exc:  # noqa: BLE001
-        checks["broker"] = f"down: {str(exc).strip().splitlines()[0][:200] or type(exc).__name__}"
+        checks["broker"] = f"down: {first_line(exc, 200)}"
     ready = all(v == "ok" for v in checks.values())
     return {"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503

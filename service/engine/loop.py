@@ -3,9 +3,9 @@
 Row ``t`` of the history is x_t, f(x_t), ||grad f(x_t)||, the learning rate used to leave x_t
 and, if asked, grad f(x_t); N steps give rows 0..N. Rows leave in chunks through ``on_chunk``
 (bounded memory, and a caller can persist as it goes); between chunks the loop asks
-``should_stop`` whether to end (``StopReason.CANCELLED``) or hand back (``StopReason.INTERRUPTED``), checks the
-time limit, and (when one is due) writes a checkpoint from which ``run(..., resume=...)``
-continues bit for bit.
+``should_stop`` whether to end (``StopReason.CANCELLED``) or hand back
+(``StopReason.INTERRUPTED``), checks the time limit, and (when one is due) writes a checkpoint
+from which ``run(..., resume=...)`` continues bit for bit.
 """
 from __future__ import annotations
 
@@ -111,11 +111,8 @@ def run(
         deadline = time.perf_counter() + chunk_seconds
 
         def flush(end: int, ck: bytes | None, final: bool = False) -> None:
-            batch = HistoryBatch(
-                steps=np.asarray(steps, dtype=np.int64), f=np.asarray(fs, dtype=np.float64),
-                grad_norm=_column(gns), lr=np.asarray(lrs, dtype=np.float64),
-                x=_rows(xs) if rec_x else None, grad=_rows(gs) if rec_g else None,
-            )
+            batch = HistoryBatch(steps=steps, f=fs, grad_norm=_stacked(gns), lr=lrs,
+                                 x=_stacked(xs) if rec_x and xs else None, grad=_stacked(gs) if rec_g and gs else None)
             on_chunk(Chunk(start=chunk_start, end=end, batch=batch, checkpoint=ck, final=final))
 
         while True:
@@ -171,18 +168,12 @@ def run(
                 break
 
 
-def _rows(tensors: list[torch.Tensor]) -> np.ndarray | None:
-    """Recorded tensors as one (rows, numel) float64 array, copied off the device once."""
+def _stacked(tensors: list[torch.Tensor]) -> np.ndarray:
+    """Tensors kept on the device while stepping (gradient norms, recorded x or grad) as one
+    float64 array, copied off the device once; ``HistoryBatch`` gives it its row shape."""
     if not tensors:
-        return None
-    return torch.stack(tensors).reshape(len(tensors), -1).to("cpu", torch.float64).numpy()
-
-
-def _column(scalars: list[torch.Tensor]) -> np.ndarray:
-    """0-d tensors (gradient norms, kept on the device while stepping) as one float64 column."""
-    if not scalars:
         return np.zeros(0, dtype=np.float64)
-    return torch.stack(scalars).to("cpu", torch.float64).numpy()
+    return torch.stack(tensors).to("cpu", torch.float64).numpy()
 
 
 def _closure(objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f_now: torch.Tensor) -> Callable[[], torch.Tensor]:

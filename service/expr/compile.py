@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 
 from service.expr.functions import FUNCTIONS, to_tensor
+from service.errors import first_line
 from service.expr.parse import Expression
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
@@ -104,7 +105,7 @@ def check_on_shape(expr: Expression, shape: tuple[int, ...], dtype: torch.dtype 
     try:
         out = compile_expression(expr)(x)
     except (RuntimeError, IndexError, TypeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ExpressionError(
             f"the objective cannot be evaluated on {expr.variable} of shape {list(shape)}: {first}"
         ) from None

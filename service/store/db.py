@@ -11,7 +11,7 @@ from sqlalchemy import Engine, create_engine, event, func, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.errors import DescentError, ErrorCode
+from service.errors import DescentError, ErrorCode, first_line
 
 
 class StoreError(DescentError):
@@ -112,7 +112,7 @@ class Database:
             except DBAPIError:
                 pass  # the connection is gone; the pool has already dropped it
             if isinstance(exc, OperationalError) or exc.connection_invalidated:
-                raise StoreUnavailable(f"the database is unavailable: {_first_line(exc.orig)}") from exc
+                raise StoreUnavailable(f"the database is unavailable: {first_line(exc.orig)}") from exc
             raise
         except BaseException:
             session.rollback()
@@ -131,8 +131,3 @@ class Database:
             except StoreUnavailable:
                 if attempt == 1:
                     raise
-
-
-def _first_line(error: Any) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0][:200] if lines else type(error).__name__

@@ -12,10 +12,10 @@ from typing import Any, Iterator
 
 from sqlalchemy import func, select, update
 
+from service.batch import HistoryBatch
 from service.store.db import Database
 from service.store.jobs import renew
 from service.store.models import HistoryRow, Job
-from service.batch import HistoryBatch
 from service.store.rows import write_once, write_rows
 
 __all__ = ["HistoryBatch", "count_rows", "iter_history", "save_chunk", "write_rows"]
