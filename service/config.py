@@ -40,12 +40,25 @@ class Limits:
     max_expression_chars: int = env("DESCENT_MAX_EXPRESSION_CHARS", "characters of an objective", 2_000)
     max_seconds: float = env("DESCENT_MAX_SECONDS", "seconds one job may run (stop.max_seconds at most)", 3_600.0)
     max_body_bytes: int = env("DESCENT_MAX_BODY_BYTES", "bytes of a request body", 32 * 1024 * 1024)
+    max_objective_bytes: int = env("DESCENT_MAX_OBJECTIVE_BYTES", "bytes one evaluation of an objective "
+                                   "(its intermediate tensors, gradient and optimiser state) may take at peak",
+                                   1024 * 1024 * 1024)
     # Fixed by the language, not configurable:
     max_expression_nodes: int = 500
     max_expression_depth: int = 50
     max_constant: float = 1e12
     max_exponent: float = 1_000.0
     max_tags: int = 32
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """Ceilings per owner (admins are exempt); a submission over one is answered 429."""
+
+    submissions_per_minute: int = env("DESCENT_QUOTA_SUBMISSIONS_PER_MINUTE", "jobs one owner may submit per minute", 600)
+    active_jobs: int = env("DESCENT_QUOTA_ACTIVE_JOBS", "jobs one owner may have queued or running", 20_000)
+    recorded_values: int = env("DESCENT_QUOTA_RECORDED_VALUES", "history values one owner's jobs may store "
+                               "(each job reserves what its spec may record)", 2_000_000_000)
 
 
 @dataclass(frozen=True)
@@ -68,7 +81,17 @@ class Settings:
     torch_threads: int = env("DESCENT_TORCH_THREADS", "torch intra-op threads per worker process", 1)
     worker_queues: str | None = env("DESCENT_WORKER_QUEUES", "queues a worker consumes (set by descent worker); "
                                     "default Celery's -Q", None)
+    auth: str = env("DESCENT_AUTH", "required or off; default off when the API binds a loopback address, "
+                    "required otherwise", None)  # type: ignore[assignment]
+    auth_off_on_network: str = env("DESCENT_AUTH_OFF_ON_NETWORK", "yes lets DESCENT_AUTH=off serve a "
+                                   "non-loopback address (anyone who reaches it acts as admin)", "no")
+    token: str | None = env("DESCENT_TOKEN", "the API token client commands send", None)
+    allowed_hosts: str | None = env("DESCENT_ALLOWED_HOSTS", "comma-separated Host names the API answers; "
+                                    "default the loopback names on a loopback bind, required otherwise", None)
+    allowed_origins: str = env("DESCENT_ALLOWED_ORIGINS", "comma-separated browser origins allowed besides "
+                               "the API's own (CORS is off without them)", "")
     limits: Limits = field(default_factory=Limits)
+    quotas: Quotas = field(default_factory=Quotas)
 
     @property
     def embedded_broker(self) -> bool:
@@ -115,13 +138,13 @@ def _from_env(cls: type) -> dict[str, Any]:
 
 def declared_variables() -> list[str]:
     """Every environment variable Descent reads, in declaration order."""
-    return [f.metadata["env"] for cls in (Settings, Limits) for f in fields(cls) if "env" in f.metadata]
+    return [f.metadata["env"] for cls in (Settings, Limits, Quotas) for f in fields(cls) if "env" in f.metadata]
 
 
 def load_settings() -> Settings:
     """Read the environment; embedded defaults for anything unset. Raises ConfigError."""
     limits = Limits(**_from_env(Limits))
-    settings = Settings(**_from_env(Settings), limits=limits)
+    settings = Settings(**_from_env(Settings), limits=limits, quotas=Quotas(**_from_env(Quotas)))
     data_dir = settings.data_dir.resolve()
     return replace(
         settings,
