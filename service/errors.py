@@ -20,6 +20,10 @@ class ErrorCode(StrEnum):
     INVALID_PARAMETER = "invalid_parameter"
     INVALID_HEADER = "invalid_header"
     BODY_TOO_LARGE = "body_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    QUOTA_EXCEEDED = "quota_exceeded"
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
     DATABASE_UNAVAILABLE = "database_unavailable"
@@ -32,6 +36,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_JSON: 400, ErrorCode.INVALID_SPEC: 400, ErrorCode.INVALID_EXPRESSION: 400,
     ErrorCode.INVALID_OPTIMIZER: 400, ErrorCode.INVALID_SCHEDULER: 400, ErrorCode.LIMIT_EXCEEDED: 400,
     ErrorCode.INVALID_PARAMETER: 400, ErrorCode.INVALID_HEADER: 400, ErrorCode.BODY_TOO_LARGE: 413,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415, ErrorCode.UNAUTHORIZED: 401, ErrorCode.FORBIDDEN: 403,
+    ErrorCode.QUOTA_EXCEEDED: 429,
     ErrorCode.NOT_FOUND: 404, ErrorCode.CONFLICT: 409, ErrorCode.DATABASE_UNAVAILABLE: 503,
     ErrorCode.INVALID_SETTING: 500, ErrorCode.JOB_CANNOT_RUN: 500, ErrorCode.INTERNAL: 500,
 }
