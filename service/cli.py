@@ -3,7 +3,10 @@
     descent up                 database upgrade, one worker and the API, together (embedded default)
     descent api                the HTTP API            descent worker --queues cpu   a Celery worker
     descent db upgrade         migrate the database    descent db current            show its revision
+    descent tokens create --owner NAME [--admin]       descent tokens list           descent tokens revoke ID
     descent submit SPEC.json   descent status ID       descent wait ID               descent history ID --csv
+
+Client commands find the API at DESCENT_URL and send the token in DESCENT_TOKEN.
 """
 from __future__ import annotations
 
@@ -48,21 +51,67 @@ def _safe_url(url: str) -> str:
     return url
 
 
+def cmd_tokens(args: argparse.Namespace) -> int:
+    """Tokens are made on the database directly (as ``db upgrade`` is): whoever runs this holds
+    the database's credentials, so no API token is needed to make the first one."""
+    from service.store import NotFound
+    from service.store import tokens
+
+    db = _db()
+    if args.action == "create":
+        if not args.owner:
+            print("descent tokens create: --owner NAME is required", file=sys.stderr)
+            return 2
+        try:
+            record, secret = tokens.create_token(db, args.owner, admin=args.admin)
+        except ValueError as exc:
+            print(f"descent tokens create: {exc}", file=sys.stderr)
+            return 2
+        kind = "admin token" if record.admin else "token"
+        print(f"created {kind} {record.id} for owner '{record.owner}'; it is shown once, keep it secret:")
+        print(secret)
+    elif args.action == "list":
+        print(f"{'id':<14}{'owner':<24}{'admin':<7}{'created':<22}revoked")
+        for t in tokens.list_tokens(db):
+            revoked = t.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if t.revoked_at else "-"
+            print(f"{t.id:<14}{t.owner:<24}{'yes' if t.admin else 'no':<7}{t.created_at:%Y-%m-%d %H:%M:%S}  {revoked}")
+    else:
+        if not args.id:
+            print("descent tokens revoke: the token's ID is required (see descent tokens list)", file=sys.stderr)
+            return 2
+        try:
+            record = tokens.revoke_token(db, args.id)
+        except NotFound as exc:
+            print(f"descent tokens revoke: {exc.message}", file=sys.stderr)
+            return 1
+        print(f"revoked token {record.id} of owner '{record.owner}'")
+    return 0
+
+
 def cmd_api(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from waitress import serve
 
     from service.api import create_app
     from service.store.migrate import SchemaOutOfDate
 
     settings = load_settings()
+    settings = replace(settings, host=args.host or settings.host, port=args.port or settings.port)
     try:
         app = create_app(settings)
-    except SchemaOutOfDate as exc:
+    except (SchemaOutOfDate, ConfigError) as exc:
         print(f"descent api: {exc}", file=sys.stderr)
         return 2
-    host, port = args.host or settings.host, args.port or settings.port
-    print(f"descent api listening on http://{host}:{port} (database {_safe_url(settings.database_url)})", flush=True)
-    serve(app, host=host, port=port, threads=args.threads, ident="descent", _quiet=True)
+    host, port = settings.host, settings.port
+    auth = ("auth off: every request acts as the local admin (owner 'local')" if app.config["DESCENT_AUTH"] == "off"
+            else "auth required: send Authorization: Bearer <token>")
+    print(f"descent api listening on http://{host}:{port} (database {_safe_url(settings.database_url)}; {auth})",
+          flush=True)
+    # waitress refuses a body over the limit from its Content-Length, before buffering any of it
+    # (it refuses a length >= its setting; Flask accepts exactly the limit).
+    serve(app, host=host, port=port, threads=args.threads, ident="descent", _quiet=True,
+          max_request_body_size=settings.limits.max_body_bytes + 1)
     return 0
 
 
@@ -113,6 +162,12 @@ def _url(path: str) -> str:
     return load_settings().api_url.rstrip("/") + path
 
 
+def _headers(**extra: str) -> dict[str, str]:
+    """Headers of every client request: the token from DESCENT_TOKEN, when set."""
+    token = load_settings().token
+    return {**({"Authorization": f"Bearer {token}"} if token else {}), **extra}
+
+
 def _show(resp: Any) -> int:
     try:
         body = resp.json()
@@ -127,7 +182,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     import requests
 
     text = sys.stdin.read() if args.spec == "-" else open(args.spec, encoding="utf-8").read()
-    headers = {"Content-Type": "application/json"}
+    headers = _headers(**{"Content-Type": "application/json"})
     if args.idempotency_key:
         headers["Idempotency-Key"] = args.idempotency_key
     return _show(requests.post(_url("/v1/jobs"), data=text.encode(), headers=headers, timeout=30))
@@ -136,7 +191,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import requests
 
-    return _show(requests.get(_url(f"/v1/jobs/{args.id}"), timeout=30))
+    return _show(requests.get(_url(f"/v1/jobs/{args.id}"), headers=_headers(), timeout=30))
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
@@ -147,7 +202,8 @@ def cmd_wait(args: argparse.Namespace) -> int:
     deadline = time.time() + args.timeout
     while True:
         left = max(0.0, min(30.0, deadline - time.time()))
-        resp = requests.get(_url(f"/v1/jobs/{args.id}"), params={"wait": f"{left:.3f}"}, timeout=left + 30)
+        resp = requests.get(_url(f"/v1/jobs/{args.id}"), params={"wait": f"{left:.3f}"}, headers=_headers(),
+                            timeout=left + 30)
         status = JobStatus(resp.json()["status"]) if resp.ok else None
         if status is None or status.is_finished or time.time() >= deadline:
             code = _show(resp)
@@ -161,7 +217,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"format": fmt, "start": args.start, "every": args.every}
     if args.limit:
         params["limit"] = args.limit
-    with requests.get(_url(f"/v1/jobs/{args.id}/history"), params=params, stream=True, timeout=300) as resp:
+    with requests.get(_url(f"/v1/jobs/{args.id}/history"), params=params, headers=_headers(), stream=True,
+                      timeout=300) as resp:
         if not resp.ok:
             return _show(resp)
         for piece in resp.iter_content(chunk_size=65536, decode_unicode=True):
@@ -187,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("db", help="database migrations")
     p.add_argument("action", choices=["upgrade", "current"])
     p.set_defaults(fn=cmd_db)
+    p = sub.add_parser("tokens", help="create, list or revoke API tokens (on the database directly)")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("id", nargs="?", help="the token to revoke")
+    p.add_argument("--owner", help="the owner the new token acts for")
+    p.add_argument("--admin", action="store_true", help="the new token sees and may do everything")
+    p.set_defaults(fn=cmd_tokens)
     p = sub.add_parser("submit", help="submit a job spec (a JSON file, or - for stdin)")
     p.add_argument("spec")
     p.add_argument("--idempotency-key")

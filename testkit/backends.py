@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 import uuid
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -47,6 +47,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "DESCENT_MAX_ATTEMPTS": str(settings.max_attempts),
         "DESCENT_REQUEUE_AFTER": str(settings.requeue_after),
     })
+    for name, value in (("DESCENT_AUTH", settings.auth), ("DESCENT_ALLOWED_HOSTS", settings.allowed_hosts),
+                        ("DESCENT_ALLOWED_ORIGINS", settings.allowed_origins)):
+        if value:
+            env[name] = value
+    for group in (settings.limits, settings.quotas):
+        for f in fields(group):
+            if "env" in f.metadata:
+                env[f.metadata["env"]] = str(getattr(group, f.name))
     return env
 
 

@@ -100,6 +100,12 @@ class Service:
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.log_dir.glob("*.log")))
 
+    def token(self, owner: str, admin: bool = False) -> str:
+        """A new API token for ``owner``, made as an operator does (``descent tokens create``)."""
+        out = subprocess.run([str(BIN / "descent"), "tokens", "create", "--owner", owner, *(["--admin"] if admin else [])],
+                             env=self.env, capture_output=True, text=True, timeout=120, check=True)
+        return out.stdout.strip().splitlines()[-1]
+
     # -- client helpers -------------------------------------------------------------------
     def submit(self, spec: dict[str, Any], **headers: str) -> dict[str, Any]:
         resp = self.http.post(self.url + "/v1/jobs", json=spec, headers=headers, timeout=30)

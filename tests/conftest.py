@@ -46,6 +46,25 @@ def db(request, tmp_path):  # type: ignore[no-untyped-def]
     yield from _or_skip(migrated(f"sqlite:///{tmp_path / 'descent.db'}" if request.param == "sqlite" else None))
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db(request, tmp_path):  # type: ignore[no-untyped-def]
+    """An empty database, not migrated, on each backend: for tests of the migrations themselves."""
+    from service.store import Database
+
+    def urls() -> Iterator[str]:
+        if request.param == "sqlite":
+            yield f"sqlite:///{tmp_path / 'descent.db'}"
+        else:
+            yield from pg_database()
+
+    for url in _or_skip(urls()):
+        database = Database(url)
+        try:
+            yield database
+        finally:
+            database.engine.dispose()
+
+
 @pytest.fixture
 def pg_db():  # type: ignore[no-untyped-def]
     """A migrated, empty PostgreSQL database, for what only PostgreSQL does."""

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # What one delivery of a job did: the status it ended the job with, or why it ended none.
 Outcome = JobStatus | Literal["skipped", "released", "lease_lost"]
+# Inside a long step, how often the runner asks the store whether the job was cancelled (and
+# renews its lease on the way); the engine asks the runner at most every 0.5 s.
+CANCEL_POLL_SECONDS = 1.0
 
 
 def with_retries(fn: Callable[[], T], what: str, give_up_after: float = 300.0) -> T:
@@ -73,6 +76,7 @@ def _run_claimed(state: WorkerState, job: Any) -> Outcome:
         return _fail(state, job_id, "this job needs a GPU, but the worker that took it has no CUDA device")
     device = "cuda" if job.queue == "gpu" else "cpu"
     cancel = [False]
+    last_renewed = [time.monotonic()]  # the claim, a chunk's save or a poll renewed the lease then
     final: list[HistoryBatch] = []
 
     def on_chunk(chunk: Chunk) -> None:
@@ -80,14 +84,27 @@ def _run_claimed(state: WorkerState, job: Any) -> Outcome:
         if chunk.final:
             final.append(batch)  # written with the result, in one transaction
             return
-        cancel[0] = with_retries(
+        requested = with_retries(
             lambda: save_chunk(db, job_id, me, batch, chunk.checkpoint, chunk.end, settings.lease_seconds),
             f"save history of {job_id}")
+        cancel[0] = cancel[0] or requested
+        last_renewed[0] = time.monotonic()
 
     def should_stop() -> StopReason | None:
+        # Chunks are saved (and the lease renewed) every fraction of a second while steps are
+        # short; inside a long step (the engine asks between evaluations) nothing is saved, so
+        # poll the store: renew the lease and learn of a cancel. Raises LeaseLost.
+        if not cancel[0] and time.monotonic() - last_renewed[0] >= CANCEL_POLL_SECONDS:
+            last_renewed[0] = time.monotonic()
+            try:
+                cancel[0] = job_store.renew(db, job_id, me, settings.lease_seconds)
+            except StoreUnavailable as exc:  # the next poll tries again; the fleet thread renews too
+                log.warning("job %s: could not poll for a cancel (%s)", job_id, exc)
+        if cancel[0]:
+            return StopReason.CANCELLED  # before a hand-back: a cancelled job is not resumed
         if state.shutting_down.is_set():
             return StopReason.INTERRUPTED
-        return StopReason.CANCELLED if cancel[0] else None
+        return None
 
     try:
         result = run(checked, device=device, on_chunk=on_chunk, should_stop=should_stop, resume=job.checkpoint,
@@ -105,7 +122,10 @@ def _run_claimed(state: WorkerState, job: Any) -> Outcome:
             state.dispatcher.send(job_id, job.queue)  # its own queue, whatever this worker consumes
         return "released"
     payload = json_safe({**result.as_json(), "worker": me})
-    status = JobStatus.CANCELLED if result.stop_reason == StopReason.CANCELLED else JobStatus.SUCCEEDED
+    # A run that ended on its own (steps, grad_norm, ...) after a cancel was requested still ends
+    # the job cancelled: a job whose cancel was requested never succeeds.
+    cancelled = result.stop_reason == StopReason.CANCELLED or cancel[0]
+    status = JobStatus.CANCELLED if cancelled else JobStatus.SUCCEEDED
     with_retries(lambda: job_store.finish_job(db, job_id, me, status, payload, None, final), f"finish {job_id}")
     return status
 

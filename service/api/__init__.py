@@ -16,7 +16,7 @@ from service.store.migrate import check_schema
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None,
                db: Database | None = None) -> Flask:
     """Build the app. Refuses (SchemaOutOfDate) a database behind the head migration."""
-    from service.api import catalog, errors, health, history, jobs, openapi, security
+    from service.api import auth, catalog, errors, health, history, jobs, openapi, security
     from service.api.services import Services
 
     settings = settings or load_settings()
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.json.sort_keys = False
     errors.register(app)
     security.register(app, settings)
+    app.config["DESCENT_AUTH"] = auth.register(app, settings, db)
     for module in (jobs, history, catalog, health, openapi):
         app.register_blueprint(module.bp)
     warm_up()

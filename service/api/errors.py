@@ -24,6 +24,12 @@ def _body(code: str, message: str, field: str | None = None):  # type: ignore[no
     return jsonify({"error": {"code": code, "message": message, "field": field}})
 
 
+def _kept_headers(err: HTTPException) -> list[tuple[str, str]]:
+    """Werkzeug's headers for ``err`` (``Allow`` on a 405, ``Retry-After``, ``WWW-Authenticate``),
+    less its HTML ``Content-Type``: the JSON body brings its own."""
+    return [(name, value) for name, value in err.get_headers() if name.lower() != "content-type"]
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(DescentError)
     def _descent(err: DescentError):  # type: ignore[no-untyped-def]
@@ -35,8 +41,10 @@ def register(app: Flask) -> None:
         message = err.description or err.name
         if err.code == 413:
             code = ErrorCode.BODY_TOO_LARGE
-            message = f"the request body is over the limit of {app.config['MAX_CONTENT_LENGTH']:,} bytes (max_body_bytes)"
-        return _body(code, message), err.code or 500
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            message = (f"the request body is over the limit of {limit:,} bytes (max_body_bytes)" if limit is not None
+                       else "the request body is over the limit (max_body_bytes)")
+        return _body(code, message), err.code or 500, _kept_headers(err)
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Blueprint, request
 
+from service.api.auth import caller
 from service.api.errors import bad_parameter
 from service.api.params import int_arg
 from service.api.serialize import job_json
@@ -38,6 +39,8 @@ def read_json_body() -> Any:
         raise DescentError(f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", code=ErrorCode.INVALID_JSON) from None
     except RecursionError:
         raise DescentError("the request body nests too deeply", code=ErrorCode.INVALID_JSON) from None
+    except ValueError:  # an integer literal longer than Python converts (4,300 digits)
+        raise DescentError("the request body holds a number with too many digits", code=ErrorCode.INVALID_JSON) from None
 
 
 _gpu_seen: dict[str, float] = {"checked": -1e9, "alive": 0.0}
@@ -66,7 +69,10 @@ def submit():  # type: ignore[no-untyped-def]
         raise DescentError("Idempotency-Key must be 1 to 200 characters", code=ErrorCode.INVALID_HEADER,
                            field="Idempotency-Key")
     spec = checked.as_json()
-    job, created = job_store.create_job(svc.db, spec, list(checked.shape), route_queue(checked.spec.device), key)
+    who = caller()
+    job, created = job_store.create_job(svc.db, spec, list(checked.shape), route_queue(checked.spec.device), key,
+                                        owner=who.owner, reserved_values=checked.recorded_values,
+                                        quotas=None if who.admin else svc.settings.quotas)
     if created:
         svc.dispatcher.send(job.id, job.queue)  # if the broker is down, the reconciler sends it later
     headers = {"Location": f"/v1/jobs/{job.id}"}
@@ -80,8 +86,9 @@ def get(job_id: str):  # type: ignore[no-untyped-def]
     """The job; with ``?wait=S`` (up to 30 s) the answer waits until the job has finished."""
     svc = services()
     wait = request.args.get("wait")
+    job = job_store.get_job(svc.db, job_id, owner=caller().owner_filter)
     if not wait:
-        return job_json(job_store.get_job(svc.db, job_id))
+        return job_json(job)
     try:
         seconds = float(wait)
     except ValueError:
@@ -105,7 +112,8 @@ def list_():  # type: ignore[no-untyped-def]
         tag_pair = (key, value)
     limit = int_arg("limit", 50, 1, 1000)
     try:
-        page, cursor = job_store.list_jobs(services().db, status, tag_pair, limit or 50, request.args.get("cursor") or None)
+        page, cursor = job_store.list_jobs(services().db, status, tag_pair, limit or 50, request.args.get("cursor") or None,
+                                           owner=caller().owner_filter)
     except (ValueError, UnicodeDecodeError):
         raise bad_parameter("cursor", "'cursor' is not a cursor this service returned") from None
     return {"jobs": [job_json(j) for j in page], "next_cursor": cursor}
@@ -113,5 +121,5 @@ def list_():  # type: ignore[no-untyped-def]
 
 @bp.post("/<job_id>/cancel")
 def cancel(job_id: str):  # type: ignore[no-untyped-def]
-    job = job_store.request_cancel(services().db, job_id)
+    job = job_store.request_cancel(services().db, job_id, owner=caller().owner_filter)
     return job_json(job), 202

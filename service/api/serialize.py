@@ -1,7 +1,11 @@
 """JSON and CSV shapes of jobs and history rows, as the API returns them."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+import json
+import math
+from typing import Any, Iterable, Iterator
+
+import numpy as np
 
 from service.jsonsafe import json_safe
 from service.store import JobRecord
@@ -15,7 +19,7 @@ def iso(value: Any) -> str | None:
 
 def job_json(job: JobRecord) -> dict[str, Any]:
     return {
-        "id": job.id, "status": job.status, "name": job.name, "tags": job.tags, "spec": job.spec,
+        "id": job.id, "owner": job.owner, "status": job.status, "name": job.name, "tags": job.tags, "spec": job.spec,
         "queue": job.queue, "created_at": iso(job.created_at), "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at), "worker": job.worker, "attempts": job.attempts,
         "cancel_requested": job.cancel_requested, "error": job.error, "result": json_safe(job.result),
@@ -32,12 +36,13 @@ def reshape(flat: list[float], shape: list[int]) -> Any:
 
 
 def row_json(row: dict[str, Any], fields: Iterable[str], shape: list[int]) -> dict[str, Any]:
+    """A history row as JSON: x and grad (flat lists or float64 arrays) nested to ``shape``."""
     out: dict[str, Any] = {}
     for name in fields:
         value = row.get(name)
         if name in ("x", "grad"):
             if value is not None:
-                out[name] = json_safe(reshape(value, shape))
+                out[name] = _json_values(value, shape)
         elif name == "step":
             out[name] = value
         else:
@@ -45,22 +50,91 @@ def row_json(row: dict[str, Any], fields: Iterable[str], shape: list[int]) -> di
     return out
 
 
-def csv_header(fields: Iterable[str], numel: int) -> list[str]:
-    header: list[str] = []
-    for name in fields:
-        if name in ("x", "grad"):
-            header.extend(f"{name}_{i}" for i in range(numel))
-        else:
-            header.append(name)
-    return header
+def _json_values(value: Any, shape: list[int]) -> Any:
+    if isinstance(value, np.ndarray):
+        if bool(np.isfinite(value).all()):
+            return reshape(value.tolist(), shape)  # nothing to rewrite: skip a copy of the row
+        value = value.tolist()
+    return json_safe(reshape(value, shape))
 
 
-def csv_row(row: dict[str, Any], fields: Iterable[str], numel: int) -> list[Any]:
-    out: list[Any] = []
+# A wide x or grad is formatted this many values at a time, so no one piece of text is a whole row.
+CSV_VALUES_PER_PIECE = 16_384
+JSON_VALUES_PER_PIECE = CSV_VALUES_PER_PIECE
+
+
+def json_row(row: dict[str, Any], fields: Iterable[str], shape: list[int]) -> Iterator[str]:
+    """``json.dumps(row_json(row, fields, shape))`` in pieces of text: x and grad are written
+    a slice of about ``JSON_VALUES_PER_PIECE`` values at a time."""
+    lead = "{"
     for name in fields:
         value = row.get(name)
         if name in ("x", "grad"):
-            out.extend(value if value is not None else [""] * numel)
+            if value is None:
+                continue
+            yield lead + json.dumps(name) + ": "
+            yield from _json_array(value, shape)
         else:
-            out.append(value)
-    return [repr(v) if isinstance(v, float) else v for v in out]
+            yield lead + json.dumps(name) + ": " + json.dumps(value if name == "step" else json_safe(value))
+        lead = ", "
+    yield "}" if lead == ", " else "{}"
+
+
+def _json_array(value: Any, shape: list[int]) -> Iterator[str]:
+    """A flat x or grad as the JSON of ``reshape(value, shape)``, a few top-level items at a time."""
+    flat = np.asarray(value, dtype=np.float64).reshape(-1)
+    per_item = math.prod(shape[1:]) if len(shape) > 1 else 1
+    if per_item == 0 or len(flat) == 0:
+        yield json.dumps(json_safe(reshape(flat.tolist(), shape)))
+        return
+    items = len(flat) // per_item
+    step = max(1, JSON_VALUES_PER_PIECE // per_item)
+    lead = "["
+    for first in range(0, items, step):
+        part = flat[first * per_item:(first + step) * per_item]
+        nested = reshape(part.tolist(), shape)
+        if not bool(np.isfinite(part).all()):
+            nested = json_safe(nested)
+        yield lead + json.dumps(nested)[1:-1]
+        lead = ", "
+    yield "]" if lead == ", " else "[]"
+
+
+def csv_header(fields: Iterable[str], numel: int) -> Iterator[str]:
+    """The header line (with its newline), in pieces of text."""
+    lead = ""
+    for name in fields:
+        if name in ("x", "grad"):
+            for lo in range(0, numel, CSV_VALUES_PER_PIECE):
+                yield lead + ",".join(f"{name}_{j}" for j in range(lo, min(numel, lo + CSV_VALUES_PER_PIECE)))
+                lead = ","
+        else:
+            yield lead + name
+            lead = ","
+    yield "\n"
+
+
+def csv_line(row: dict[str, Any], fields: Iterable[str], numel: int) -> Iterator[str]:
+    """One row's CSV line (with its newline), in pieces of text: what ``csv.writer`` writes for
+    ``step`` and the floats as ``repr`` (shortest round-trip), x/grad empty where not stored."""
+    lead = ""
+    for name in fields:
+        value = row.get(name)
+        if name in ("x", "grad"):
+            if numel == 0:
+                continue
+            if value is None:
+                yield lead + "," * (numel - 1)
+            else:
+                flat = np.asarray(value, dtype=np.float64).reshape(-1)
+                for lo in range(0, len(flat), CSV_VALUES_PER_PIECE):
+                    yield lead + ",".join(map(repr, flat[lo:lo + CSV_VALUES_PER_PIECE].tolist()))
+                    lead = ","
+        elif value is None:
+            yield lead
+        elif isinstance(value, float):
+            yield lead + repr(value)
+        else:
+            yield lead + str(value)
+        lead = ","
+    yield "\n"

@@ -6,6 +6,15 @@ and, if asked, grad f(x_t); N steps give rows 0..N. Rows leave in chunks through
 ``should_stop`` whether to end (``StopReason.CANCELLED``) or hand back
 (``StopReason.INTERRUPTED``), checks the time limit, and (when one is due) writes a checkpoint
 from which ``run(..., resume=...)`` continues bit for bit.
+
+A step can be long: LBFGS calls its closure up to ``max_iter`` times per step. Between those
+evaluations the loop checks the time limit, and asks ``should_stop`` once at least
+``STOP_CHECK_SECONDS`` have passed since it last asked. A cancel (or any ending reason) or the
+time limit *aborts* the step: x and its gradient go back to x_t (copied before the step), row t
+is the last row and the result is x_t, f(x_t) after t steps, as if the stop had come just before
+the step. A hand-back (``INTERRUPTED``) does not abort the step: the optimiser's state is
+partially updated mid-step, so the step is finished and the run hands back right after it, with
+a checkpoint at step t + 1 as between any two chunks.
 """
 from __future__ import annotations
 
@@ -27,6 +36,18 @@ from service.spec import CheckedSpec
 
 ChunkSink = Callable[[Chunk], None]
 StopCheck = Callable[[], "StopReason | None"]
+
+# Inside a step (between the closure evaluations of LBFGS), ``should_stop`` is asked at most once
+# per this many seconds: the caller's check may be a database round trip.
+STOP_CHECK_SECONDS = 0.5
+
+
+class _StepAborted(Exception):
+    """Raised from LBFGS's closure to leave ``opt.step`` when the run must end mid-step."""
+
+    def __init__(self, reason: StopReason) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _no_stop() -> StopReason | None:
@@ -91,6 +112,30 @@ def run(
         return elapsed_before + time.perf_counter() - started
 
     last_checkpoint = [time.perf_counter()]
+    last_asked = [time.perf_counter()]
+    interrupt_pending = [False]  # a hand-back asked for mid-step, taken at the step's end
+
+    def asked() -> StopReason | None:
+        """The caller's stop check, between steps."""
+        last_asked[0] = time.perf_counter()
+        reason = should_stop()
+        if reason is None and interrupt_pending[0]:
+            reason = StopReason.INTERRUPTED
+        return reason
+
+    def check_mid_step() -> None:
+        """Between two evaluations of one step: raise _StepAborted to end the run now."""
+        if max_seconds is not None and seconds() >= max_seconds:
+            raise _StepAborted(StopReason.TIME_LIMIT)
+        now = time.perf_counter()
+        if now - last_asked[0] < STOP_CHECK_SECONDS:
+            return
+        last_asked[0] = now
+        reason = should_stop()
+        if reason == StopReason.INTERRUPTED:
+            interrupt_pending[0] = True  # finish the step: its optimiser state is half-updated
+        elif reason is not None:
+            raise _StepAborted(reason)
 
     def checkpoint(step: int, force: bool = False) -> bytes | None:
         now = time.perf_counter()
@@ -115,6 +160,16 @@ def run(
                                  x=_stacked(xs) if rec_x and xs else None, grad=_stacked(gs) if rec_g and gs else None)
             on_chunk(Chunk(start=chunk_start, end=end, batch=batch, checkpoint=ck, final=final))
 
+        def record(fv: float, gn: torch.Tensor | None) -> None:
+            steps.append(t)
+            fs.append(fv)
+            lrs.append(float(group["lr"]))
+            gns.append(gn if gn is not None else norm(x.grad))
+            if rec_x:
+                xs.append(x_view.clone())
+            if rec_g:
+                gs.append(x.grad.clone())
+
         while True:
             x.grad = None
             f = objective(x)
@@ -130,31 +185,37 @@ def run(
                 stop = StopReason.DIVERGED
             elif gn is not None and gn.item() <= grad_tol:
                 stop = StopReason.GRAD_NORM
-            boundary = len(steps) + 1 >= rows_cap or time.perf_counter() >= deadline
+            boundary = interrupt_pending[0] or len(steps) + 1 >= rows_cap or time.perf_counter() >= deadline
             if boundary and stop is None:
                 if not bool(torch.isfinite(x).all()):
                     stop = StopReason.DIVERGED
                 elif max_seconds is not None and seconds() >= max_seconds:
                     stop = StopReason.TIME_LIMIT
                 else:
-                    stop = should_stop()
+                    stop = asked()
                     if stop == StopReason.INTERRUPTED:
                         flush(t, checkpoint(t, force=True))
                         return _result(checked, x, fv, t, stop, graph, dev, seconds())
-            if stop is not None or t % every == 0:
-                steps.append(t)
-                fs.append(fv)
-                lrs.append(float(group["lr"]))
-                gns.append(gn if gn is not None else norm(x.grad))
-                if rec_x:
-                    xs.append(x_view.clone())
-                if rec_g:
-                    gs.append(x.grad.clone())
+            recorded = stop is not None or t % every == 0
+            if recorded:
+                record(fv, gn)
             if stop is not None:
                 flush(t, None, final=True)
                 return _result(checked, x, fv, t, stop, graph, dev, seconds())
             if use_closure:
-                opt.step(_closure(objective, x, f))
+                # x_t and its gradient, to go back to if the run ends inside this step
+                x_t, grad_t = x.detach().clone(), x.grad.detach().clone()
+                try:
+                    opt.step(_closure(objective, x, f, check_mid_step))
+                except _StepAborted as aborted:
+                    with torch.no_grad():
+                        x.copy_(x_t)
+                    x.grad = grad_t
+                    if not recorded:
+                        record(fv, gn)
+                    flush(t, None, final=True)
+                    return _result(checked, x, fv, t, aborted.reason, graph, dev, seconds())
+                del x_t, grad_t
             else:
                 opt.step()
             if sched is not None:
@@ -176,14 +237,17 @@ def _stacked(tensors: list[torch.Tensor]) -> np.ndarray:
     return torch.stack(tensors).to("cpu", torch.float64).numpy()
 
 
-def _closure(objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f_now: torch.Tensor) -> Callable[[], torch.Tensor]:
-    """LBFGS's closure; its first call reuses the evaluation (and gradient) already made at x_t."""
+def _closure(objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f_now: torch.Tensor,
+             check: Callable[[], None]) -> Callable[[], torch.Tensor]:
+    """LBFGS's closure; its first call reuses the evaluation (and gradient) already made at x_t,
+    and every later one first runs ``check`` (which may raise _StepAborted)."""
     first = [True]
 
     def closure() -> torch.Tensor:
         if first[0]:
             first[0] = False
             return f_now
+        check()
         x.grad = None
         loss = objective(x)
         loss.backward()

@@ -14,7 +14,6 @@ from typing import Any, Callable
 import torch
 
 from service.expr.functions import FUNCTIONS, to_tensor
-from service.errors import first_line
 from service.expr.parse import Expression
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
@@ -94,35 +93,3 @@ def _index(node: ast.expr) -> Any:
         return slice(*bound)
     assert isinstance(node, ast.Constant)
     return node.value
-
-
-def check_on_shape(expr: Expression, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> None:
-    """Trace the objective on a meta tensor of ``shape`` (no memory, no maths): it must run
-    and give one real number. Raises ExpressionError otherwise."""
-    from service.expr.parse import ExpressionError
-
-    x = torch.empty(shape, dtype=dtype, device="meta", requires_grad=True)
-    try:
-        out = compile_expression(expr)(x)
-    except (RuntimeError, IndexError, TypeError, ValueError) as exc:
-        first = first_line(exc)
-        raise ExpressionError(
-            f"the objective cannot be evaluated on {expr.variable} of shape {list(shape)}: {first}"
-        ) from None
-    if out.dtype == torch.bool or out.is_complex():
-        raise ExpressionError("the objective must give a real number, not a comparison")
-    if out.numel() != 1:
-        raise ExpressionError(
-            f"the objective gives a tensor of shape {list(out.shape)}, not a single number; "
-            f"wrap it in sum(...) or mean(...)"
-        )
-    if not out.requires_grad:
-        raise ExpressionError(f"the objective does not depend differentiably on '{expr.variable}'")
-
-
-def warm_up() -> None:
-    """Load torch's meta kernels now (about a second, once per process) rather than in the
-    first request that traces an objective."""
-    from service.expr.parse import parse
-
-    check_on_shape(parse("sum(log(abs(x) + 1) ** 2)"), (2, 2))

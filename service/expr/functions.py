@@ -13,10 +13,20 @@ nothing extra for that: importing ``service.expr`` already imports torch through
 Every implementation is called as ``impl(*args, like=x, **keywords)``. Arguments may be plain
 numbers left by constant folding; ``like`` is the objective's input tensor, whose dtype and
 device such numbers take on.
+
+Some arguments must be constants of a kind (``Function.constant_args``), checked by ``parse``:
+
+- ``DIM``: a dimension (``sum(x, 0)``, ``cumsum(x, -1)``, ``norm(x, dim=1)``) is an integer
+  constant; ``1.5``, ``inf`` or a tensor is refused rather than truncated or overflowed.
+- ``ORDER``: a norm's order ``p`` is a constant >= 1 (up to ``max_exponent``) or ``inf``.
+  ``p = 0`` counts non-zeros and has no gradient (backward leaves ``x.grad`` empty and the job
+  could not run); ``0 < p < 1``, negative ``p`` and ``-inf`` are not norms and have infinite or
+  undefined derivatives at zero; huge ``p`` only overflows.
+- ``EXPONENT``: ``pow``'s exponent, when it is a constant, obeys ``max_exponent`` as ``**`` does.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -24,15 +34,22 @@ import torch.nn.functional as F
 
 Implementation = Callable[..., torch.Tensor]
 
+DIM = "dim"  # an integer constant naming a dimension
+ORDER = "order"  # a norm's order: a constant >= 1, or inf
+EXPONENT = "exponent"  # a tensor, or a constant within max_exponent
+
 
 @dataclass(frozen=True)
 class Function:
-    """One allowed function: positional argument count, allowed keywords, torch code."""
+    """One allowed function: positional argument count, allowed keywords, torch code, and which
+    arguments (by position, counting a method's receiver as 0, or by keyword) must be constants
+    of a kind (``DIM``, ``ORDER``, ``EXPONENT``)."""
 
     min_args: int
     max_args: int
     impl: Implementation
     keywords: frozenset[str] = frozenset()
+    constant_args: dict[int | str, str] = field(default_factory=dict)
 
 
 def to_tensor(value: Any, like: torch.Tensor) -> torch.Tensor:
@@ -98,6 +115,7 @@ def _cumsum(x: Any, dim: Any, *, like: torch.Tensor) -> torch.Tensor:
 
 
 _REDUCE = frozenset({"dim", "keepdim"})
+_REDUCE_DIMS: dict[int | str, str] = {1: DIM, "dim": DIM}
 
 FUNCTIONS: dict[str, Function] = {
     **{
@@ -108,21 +126,21 @@ FUNCTIONS: dict[str, Function] = {
         ).split()
     },
     "softplus": Function(1, 1, _unary(F.softplus)),
-    "sum": Function(1, 2, _reduce(torch.sum), _REDUCE),
-    "prod": Function(1, 2, _reduce(torch.prod), _REDUCE),
-    "mean": Function(1, 2, _reduce(torch.mean), _REDUCE),
-    "logsumexp": Function(1, 2, _logsumexp, _REDUCE),
-    "norm": Function(1, 2, _norm, frozenset({"p", "dim", "keepdim"})),
+    "sum": Function(1, 2, _reduce(torch.sum), _REDUCE, _REDUCE_DIMS),
+    "prod": Function(1, 2, _reduce(torch.prod), _REDUCE, _REDUCE_DIMS),
+    "mean": Function(1, 2, _reduce(torch.mean), _REDUCE, _REDUCE_DIMS),
+    "logsumexp": Function(1, 2, _logsumexp, _REDUCE, _REDUCE_DIMS),
+    "norm": Function(1, 2, _norm, frozenset({"p", "dim", "keepdim"}), {1: ORDER, "p": ORDER, "dim": DIM}),
     "min": Function(1, 2, _min),
     "max": Function(1, 2, _max),
     "minimum": Function(2, 2, _elementwise(torch.minimum)),
     "maximum": Function(2, 2, _elementwise(torch.maximum)),
     "clamp": Function(1, 3, _clamp, frozenset({"min", "max"})),
-    "pow": Function(2, 2, _elementwise(torch.pow)),
+    "pow": Function(2, 2, _elementwise(torch.pow), constant_args={1: EXPONENT}),
     "atan2": Function(2, 2, _elementwise(torch.atan2)),
     "dot": Function(2, 2, _elementwise(torch.dot)),
     "matmul": Function(2, 2, _elementwise(torch.matmul)),
     "outer": Function(2, 2, _elementwise(torch.outer)),
     "where": Function(3, 3, _where),
-    "cumsum": Function(2, 2, _cumsum),
+    "cumsum": Function(2, 2, _cumsum, constant_args={1: DIM}),
 }

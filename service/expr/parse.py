@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from service.config import Limits
-from service.expr.functions import FUNCTIONS
+from service.expr.functions import DIM, EXPONENT, FUNCTIONS, ORDER, Function
 
 CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf}
 NAMESPACES = ("torch", "math")
@@ -158,14 +158,17 @@ class _Checker:
             raise self.fail(f"operator {type(node.op).__name__} is not allowed", node)
         left, right = self.visit(node.left), self.visit(node.right)
         if isinstance(node.op, ast.Pow) and isinstance(right, ast.Constant):
-            if abs(right.value) > self.limits.max_exponent:
-                raise self.fail(
-                    f"exponent {right.value:g} is over the limit of {self.limits.max_exponent:g} "
-                    "(max_exponent)", node.right,
-                )
+            self._check_exponent(right)
         if isinstance(left, ast.Constant) and isinstance(right, ast.Constant):
             return self._fold(node, _BINOPS[type(node.op)], left.value, right.value)
         return ast.copy_location(ast.BinOp(left=left, op=node.op, right=right), node)
+
+    def _check_exponent(self, exponent: ast.Constant) -> None:
+        if abs(exponent.value) > self.limits.max_exponent:
+            raise self.fail(
+                f"exponent {exponent.value:g} is over the limit of {self.limits.max_exponent:g} "
+                "(max_exponent)", exponent,
+            )
 
     def _fold(self, node: ast.AST, op: str, a: float, b: float) -> ast.expr:
         try:
@@ -183,7 +186,8 @@ class _Checker:
                 f"constant expression is out of range (limit {self.limits.max_constant:g}, max_constant)",
                 node,
             )
-        if isinstance(a, int) and isinstance(b, int) and op in "+-*" and value == int(value):
+        exact = op in "+-*" or (op == "**" and b >= 0)  # integer in, integer out: 10**11 stays an index
+        if isinstance(a, int) and isinstance(b, int) and exact and value == int(value):
             value = int(value)
         return ast.copy_location(ast.Constant(value), node)
 
@@ -249,12 +253,33 @@ class _Checker:
                     raise self.fail("keyword 'keepdim' must be True or False", kw.value)
                 keywords.append(kw)
                 continue
-            value = self.visit(kw.value)
-            if kw.arg in ("dim", "p") and not isinstance(value, ast.Constant):
-                raise self.fail(f"keyword '{kw.arg}' must be a number", kw.value)
-            keywords.append(ast.keyword(arg=kw.arg, value=value))
+            keywords.append(ast.keyword(arg=kw.arg, value=self.visit(kw.value)))
+        self._check_constant_args(name, function, args, keywords)
         call = ast.Call(func=ast.Name(id=name, ctx=ast.Load()), args=args, keywords=keywords)
         return ast.copy_location(call, node)
+
+    def _check_constant_args(self, name: str, function: Function, args: list[ast.expr],
+                             keywords: list[ast.keyword]) -> None:
+        """Arguments that the table says must be constants of a kind (a dimension, a norm's
+        order) are checked here, so a float or ``inf`` dimension is a clear refusal rather than
+        a truncation or an OverflowError inside torch."""
+        given: list[tuple[int | str, ast.expr]] = [*enumerate(args), *((k.arg, k.value) for k in keywords if k.arg)]
+        for key, value in given:
+            kind = function.constant_args.get(key)
+            if kind == DIM and not _is_int_constant(value):
+                raise self.fail(f"{name}(): a dimension must be an integer constant such as 0 or -1", value)
+            if kind == ORDER and not self._is_norm_order(value):
+                raise self.fail(
+                    f"{name}(): the order p must be a constant >= 1 (at most {self.limits.max_exponent:g}, "
+                    "max_exponent) or inf", value,
+                )
+            if kind == EXPONENT and isinstance(value, ast.Constant):
+                self._check_exponent(value)
+
+    def _is_norm_order(self, node: ast.expr) -> bool:
+        if not isinstance(node, ast.Constant) or type(node.value) not in (int, float):
+            return False
+        return node.value == math.inf or 1 <= node.value <= self.limits.max_exponent
 
     def visit_Subscript(self, node: ast.Subscript) -> ast.expr:
         value = self.visit(node.value)
@@ -282,6 +307,10 @@ class _Checker:
         if not (isinstance(folded, ast.Constant) and isinstance(folded.value, int)):
             raise self.fail("indices must be integer constants, '...' or slices", node)
         return folded
+
+
+def _is_int_constant(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and type(node.value) is int
 
 
 def _describe(node: ast.AST) -> str:

@@ -1,13 +1,16 @@
 """The v1 descent job spec as pydantic models: the shape of a request, strict about fields.
 
 These models check structure and types; ``service.spec.validate`` adds the checks that need the
-whole spec (the expression against x0's shape, optimiser arguments, limits).
+whole spec (the expression against x0's shape, optimiser arguments, limits). Every number field is
+a ``Number`` (finite, within 1e12), every string a ``Text`` (storable: no NUL, no lone surrogate),
+and seeds are ``Seed``s (what ``torch.Generator.manual_seed`` takes, kept to the signed 64-bit range).
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -17,7 +20,27 @@ from pydantic import (
     StrictStr,
 )
 
-Number = Union[StrictInt, StrictFloat]
+from service.spec.values import MAX_MAGNITUDE, in_range, text_problem
+
+MAX_SEED = 2**63 - 1
+
+
+def _finite(value: int | float) -> int | float:
+    if not in_range(value):
+        raise ValueError(f"must be a finite number within ±{MAX_MAGNITUDE:g}")
+    return value
+
+
+def _storable(text: str) -> str:
+    problem = text_problem(text)
+    if problem:
+        raise ValueError(f"the text {problem}")
+    return text
+
+
+Number = Annotated[Union[StrictInt, StrictFloat], AfterValidator(_finite)]
+Text = Annotated[StrictStr, AfterValidator(_storable)]
+Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]
 
 
 class _Strict(BaseModel):
@@ -27,8 +50,8 @@ class _Strict(BaseModel):
 class NamedObjective(_Strict):
     """A catalog objective by name, e.g. ``{"name": "rosenbrock", "params": {"b": 100}}``."""
 
-    name: StrictStr = Field(max_length=64)
-    params: dict[str, Number] = Field(default_factory=dict)
+    name: Text = Field(max_length=64)
+    params: dict[Text, Number] = Field(default_factory=dict)
 
 
 class InitSpec(_Strict):
@@ -36,7 +59,7 @@ class InitSpec(_Strict):
 
     shape: list[StrictInt] = Field(min_length=1, max_length=8)
     init: Literal["normal", "uniform", "zeros", "ones"] = "normal"
-    seed: StrictInt | None = None
+    seed: Seed | None = None
     low: Number = -1.0
     high: Number = 1.0
     mean: Number = 0.0
@@ -61,10 +84,10 @@ class RecordSpec(_Strict):
 class JobSpec(_Strict):
     """A descent job: minimise ``objective`` over ``variable`` from ``x0``."""
 
-    objective: Union[StrictStr, NamedObjective] = Field(
+    objective: Union[Text, NamedObjective] = Field(
         description="An expression such as '10 * (x ** 2).sum()', or a catalog objective by name."
     )
-    variable: StrictStr = Field(default="x", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
+    variable: Text = Field(default="x", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
     x0: Union[list[Any], InitSpec, None] = Field(
         default=None, description="Nested list of numbers, or a generated start; catalog default if omitted."
     )
@@ -78,9 +101,9 @@ class JobSpec(_Strict):
     record: RecordSpec = Field(default_factory=RecordSpec)
     device: Literal["cpu", "gpu", "auto"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
-    seed: StrictInt = Field(default=0, description="Seeds a generated x0 that sets no seed of its own.")
-    name: StrictStr | None = Field(default=None, max_length=200)
-    tags: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    seed: Seed = Field(default=0, description="Seeds a generated x0 that sets no seed of its own.")
+    name: Text | None = Field(default=None, max_length=200)
+    tags: dict[Text, Text] = Field(default_factory=dict)
 
 
 def json_schema() -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """The allow-list of ``torch.optim`` optimisers and learning-rate schedulers.
 
 Keyword arguments are checked against the real constructor signatures (type from the default
-value, plus ranges for the usual hyper-parameters), then the class is built once on a scratch
-tensor so torch's own checks speak too. The engine uses these same classes, never a copy.
+value, plus ranges for the usual hyper-parameters; every number finite and within 1e12, ``lr`` at
+most 1e6), then the optimiser is built on a scratch tensor and takes one step, and the scheduler
+is built on it, so torch's own checks speak at admission rather than in the worker. The engine
+uses these same classes, never a copy.
 """
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ from typing import Any
 
 import torch
 
-from service.errors import ErrorCode
+from service.errors import ErrorCode, first_line
 from service.spec.error import SpecError
+from service.spec.values import MAX_MAGNITUDE, in_range
 
 OPTIMIZERS: dict[str, str] = {
     "sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "adamax": "Adamax", "nadam": "NAdam",
@@ -34,15 +37,18 @@ _INTERNAL = {"params", "optimizer", "foreach", "fused", "capturable", "different
 _INTEGER_ARGS = {"max_iter", "max_eval", "history_size", "step_size", "T_max", "T_0", "T_mult",
                  "total_iters", "total_steps", "patience", "cooldown", "step_size_up",
                  "step_size_down", "epochs", "steps_per_epoch"}
-# name -> (low, high, low inclusive); enforced on top of the type check.
+MAX_LR = 1e6  # far above any useful step size, far below float32's overflow (3.4e38)
+MAX_LIST = 1_000  # numbers in a list argument (MultiStepLR's milestones)
+# name -> (low, high, low inclusive); enforced on top of the type check (and of MAX_MAGNITUDE).
 _RANGES: dict[str, tuple[float, float, bool]] = {
-    "lr": (0.0, math.inf, False), "momentum": (0.0, math.inf, True),
+    "lr": (0.0, MAX_LR, False), "max_lr": (0.0, MAX_LR, False), "base_lr": (0.0, MAX_LR, True),
+    "momentum": (0.0, math.inf, True),
     "dampening": (0.0, 1.0, True), "weight_decay": (0.0, math.inf, True),
     "eps": (0.0, math.inf, True), "alpha": (0.0, math.inf, True), "rho": (0.0, 1.0, True),
     "lr_decay": (0.0, math.inf, True), "gamma": (0.0, math.inf, False),
     "momentum_decay": (0.0, math.inf, True), "lambd": (0.0, math.inf, True),
     "t0": (0.0, math.inf, True), "initial_accumulator_value": (0.0, math.inf, True),
-    "max_iter": (1, 10_000, True), "history_size": (1, 10_000, True),
+    "max_iter": (1, 10_000, True), "max_eval": (1, 12_500, True), "history_size": (1, 10_000, True),
     "step_size": (1, math.inf, True), "T_max": (1, math.inf, True), "T_0": (1, math.inf, True),
     "T_mult": (1, math.inf, True), "total_iters": (0, math.inf, True),
     "total_steps": (1, math.inf, True), "patience": (0, math.inf, True),
@@ -59,11 +65,13 @@ def refusal(field: str, message: str) -> SpecError:
 
 @dataclass(frozen=True)
 class Choice:
-    """A checked choice: the canonical name, the torch class and its keyword arguments."""
+    """A checked choice: the canonical name, the torch class and its keyword arguments; for an
+    optimiser, how many x-sized tensors it keeps as state between steps (its memory)."""
 
     name: str
     cls: type
     kwargs: dict[str, Any]
+    state_vectors: int = 0
 
 
 def canonical(name: str, table: dict[str, str]) -> str | None:
@@ -117,13 +125,14 @@ def _check_value(field: str, name: str, value: Any, default: Any) -> Any:
         return value
     if value is None and default is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        if isinstance(value, list) and default is None:
-            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-                return list(value)
+    if isinstance(value, list) and default is None:
+        if len(value) <= MAX_LIST and all(_is_number(v) and in_range(v) for v in value):
+            return list(value)
+        raise fail(f"a number, or a list of at most {MAX_LIST} finite numbers within ±{MAX_MAGNITUDE:g}")
+    if not _is_number(value):
         raise fail("a number")
-    if not math.isfinite(value):
-        raise fail("a finite number")
+    if not in_range(value):
+        raise fail(f"a finite number within ±{MAX_MAGNITUDE:g}")
     if name in _INTEGER_ARGS and float(value) != int(value):
         raise fail("an integer")
     if name in _RANGES:
@@ -132,6 +141,10 @@ def _check_value(field: str, name: str, value: Any, default: Any) -> Any:
             bound = f">= {lo:g}" if inclusive else f"> {lo:g}"
             raise fail(f"{bound}" + (f" and <= {hi:g}" if math.isfinite(hi) else ""))
     return int(value) if name in _INTEGER_ARGS else value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check(field: str, raw: dict[str, Any], table: dict[str, str], kind: str, lookup: Any) -> Choice:
@@ -156,12 +169,43 @@ def _check(field: str, raw: dict[str, Any], table: dict[str, str], kind: str, lo
 
 
 def check_optimizer(raw: dict[str, Any], field: str = "optimizer") -> Choice:
+    """The checked optimiser, tried for one step; its ``state_vectors`` filled in."""
     choice = _check(field, raw, OPTIMIZERS, "optimizer", optimizer_class)
     try:
-        choice.cls([torch.zeros(1, requires_grad=True)], **choice.kwargs)
-    except (ValueError, TypeError, RuntimeError) as exc:
-        raise refusal(field, f"optimizer '{choice.name}' refused its arguments: {exc}") from None
-    return choice
+        vectors = _trial_step(choice)
+    except MemoryError:
+        raise
+    except Exception as exc:  # torch's checks raise ValueError, RuntimeError, TypeError, ...
+        raise refusal(field, f"optimizer '{choice.name}' refused its arguments: {first_line(exc, 300)}") from None
+    return Choice(choice.name, choice.cls, choice.kwargs, vectors)
+
+
+_SCRATCH = 3  # elements of the trial's x: tells x-sized state from scalar state (step counts)
+
+
+def _trial_step(choice: Choice) -> int:
+    """Build the optimiser on a scratch x and take one step on a small quadratic, so that torch's
+    checks at construction and at the first step (LBFGS's ``line_search_fn``, a float that
+    overflows float32) refuse the arguments now. Returns how many x-sized tensors it keeps.
+    LBFGS's history fills over many steps, so its count is worked out: ``2 * history_size``
+    directions and steps, plus its search direction, last gradient and flat gradient."""
+    lbfgs = choice.cls is torch.optim.LBFGS
+    kwargs = {**choice.kwargs, "max_iter": 1} if lbfgs else choice.kwargs  # one iteration suffices to try it
+    x = torch.zeros(_SCRATCH, requires_grad=True)
+    opt = choice.cls([x], **kwargs)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = (x - 1).square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    if lbfgs:
+        history = choice.kwargs.get("history_size", arguments(choice.cls)["history_size"])
+        return 2 * history + 3
+    return sum(1 for state in opt.state.values() for value in state.values()
+               if isinstance(value, torch.Tensor) and value.numel() == _SCRATCH)
 
 
 def check_scheduler(raw: dict[str, Any], optimizer: Choice, field: str = "scheduler") -> Choice:
@@ -172,9 +216,29 @@ def check_scheduler(raw: dict[str, Any], optimizer: Choice, field: str = "schedu
     try:
         opt = optimizer.cls([torch.zeros(1, requires_grad=True)], **optimizer.kwargs)
         choice.cls(opt, **choice.kwargs)
-    except (ValueError, TypeError, RuntimeError, KeyError) as exc:
-        raise refusal(field, f"scheduler '{choice.name}' refused its arguments: {exc}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # ValueError, TypeError, KeyError, ZeroDivisionError, ...
+        raise refusal(field, f"scheduler '{choice.name}' refused its arguments: {first_line(exc, 300)}") from None
     return choice
+
+
+def check_schedule_length(scheduler: Choice, steps: int, field: str = "scheduler") -> None:
+    """OneCycleLR plans a fixed number of steps (``total_steps``, or ``epochs *
+    steps_per_epoch``) and raises at the first step past them; a job of more steps is refused
+    now rather than failing part way."""
+    if scheduler.cls is not torch.optim.lr_scheduler.OneCycleLR:
+        return
+    total = scheduler.kwargs.get("total_steps")
+    if total is not None:
+        if total < steps:
+            raise refusal(f"{field}.total_steps", f"one_cycle_lr's total_steps ({total:,}) is below the "
+                          f"job's steps ({steps:,}); it must be at least steps")
+        return
+    planned = (scheduler.kwargs.get("epochs") or 0) * (scheduler.kwargs.get("steps_per_epoch") or 0)
+    if planned < steps:
+        raise refusal(f"{field}.epochs", f"one_cycle_lr's epochs * steps_per_epoch ({planned:,}) is below the "
+                      f"job's steps ({steps:,}); it must be at least steps")
 
 
 def describe() -> dict[str, object]:

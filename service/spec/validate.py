@@ -1,8 +1,10 @@
 """Admission checks for a job spec: everything a job must satisfy before it is stored.
 
 ``check_spec`` turns raw JSON into a ``CheckedSpec`` or raises ``SpecError`` naming the field
-and what was expected. Nothing here runs the optimisation: the expression is traced on a meta
-tensor (shapes only) and each optimiser is built on a one-element scratch tensor.
+and what was expected. Nothing here runs the optimisation: the expression and its gradient are
+traced on a meta tensor (shapes only, which also estimates their peak memory) and each optimiser
+takes one step on a three-element scratch tensor. What one job may hold at once, the objective's
+peak plus the optimiser's state, must fit in ``max_objective_bytes`` (a 413 otherwise).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import torch
 from pydantic import ValidationError
 
 from service.config import Limits
@@ -23,8 +26,13 @@ from service.spec.model import InitSpec, JobSpec, NamedObjective
 from service.spec.optimizers import (
     Choice,
     check_optimizer,
+    check_schedule_length,
     check_scheduler,
 )
+from service.spec.values import MAX_MAGNITUDE, first_unstorable, in_range
+
+_ITEMSIZE = {"float32": 4, "float64": 8}
+MAX_CHOICE_JSON = 8_192  # characters of the optimizer object, and of the scheduler object
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,11 @@ class CheckedSpec:
     def numel(self) -> int:
         return math.prod(self.shape)
 
+    @property
+    def recorded_values(self) -> int:
+        """The most history values this job may store (what it reserves of its owner's quota)."""
+        return recorded_values(self.spec, self.numel)
+
     def as_json(self) -> dict[str, Any]:
         """The spec with its defaults filled in, as stored and returned by the API."""
         return self.spec.model_dump(mode="json")
@@ -59,6 +72,9 @@ def check_spec(data: Any, limits: Limits | None = None, trace: bool = True) -> C
     limits = limits or Limits()
     if not isinstance(data, dict):
         raise SpecError(None, "the job spec must be a JSON object")
+    unstorable = first_unstorable(data)
+    if unstorable is not None:
+        raise SpecError(*unstorable)
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
@@ -71,19 +87,31 @@ def check_spec(data: Any, limits: Limits | None = None, trace: bool = True) -> C
         expression = parse(text, spec.variable, limits)
     except ExpressionError as exc:
         raise SpecError("objective", str(exc), code=ErrorCode.INVALID_EXPRESSION) from None
-    if trace:
-        refusal = _trace(text, spec.variable, shape, limits)
-        if refusal is not None:
-            raise SpecError("objective", refusal, code=ErrorCode.INVALID_EXPRESSION)
+    peak = _objective_peak(text, spec.variable, shape, spec.dtype, limits) if trace else 0
+    _check_budgets(spec, numel, limits)
+    optimizer, scheduler = _optimizer_and_scheduler(_choices_key(spec))
+    if scheduler is not None:
+        check_schedule_length(scheduler, spec.steps)
+    _check_optimizer_memory(peak, optimizer, numel * _ITEMSIZE[spec.dtype], limits)
+    return CheckedSpec(spec, expression, shape, x0, optimizer, scheduler, catalog, params)
 
+
+def recorded_values(spec: JobSpec, numel: int) -> int:
+    """An upper bound on the values a job's history holds: rows 0, k, 2k, ... and the last, each
+    with f, grad_norm, lr and the recorded tensors."""
+    rows = spec.steps // spec.record.every + 2
+    return rows * (3 + numel * (int(spec.record.x) + int(spec.record.grad)))
+
+
+def _check_budgets(spec: JobSpec, numel: int, limits: Limits) -> None:
+    """The configured ceilings on steps, recorded values, seconds and tags."""
     if spec.steps > limits.max_steps:
         raise _limit("steps", f"steps is {spec.steps}, over the limit of {limits.max_steps} (max_steps)")
-    rows = spec.steps // spec.record.every + 2
-    per_row = 3 + numel * (int(spec.record.x) + int(spec.record.grad))
-    if rows * per_row > limits.max_recorded_values:
+    values = recorded_values(spec, numel)
+    if values > limits.max_recorded_values:
         raise _limit(
             "record",
-            f"this job would record about {rows * per_row:,} values, over the limit of "
+            f"this job would record about {values:,} values, over the limit of "
             f"{limits.max_recorded_values:,} (max_recorded_values); raise record.every or record less",
             status=413,
         )
@@ -92,20 +120,65 @@ def check_spec(data: Any, limits: Limits | None = None, trace: bool = True) -> C
     if len(spec.tags) > limits.max_tags or any(len(k) > 64 or len(v) > 256 for k, v in spec.tags.items()):
         raise _limit("tags", f"at most {limits.max_tags} tags, keys up to 64 and values up to 256 characters")
 
-    optimizer, scheduler = _optimizer_and_scheduler(json.dumps([spec.optimizer, spec.scheduler], sort_keys=True))
-    return CheckedSpec(spec, expression, shape, x0, optimizer, scheduler, catalog, params)
+
+def _objective_peak(text: str, variable: str, shape: tuple[int, ...], dtype: str, limits: Limits) -> int:
+    """The objective's estimated peak bytes on x0's shape; SpecError if it cannot run there or
+    would need more than ``max_objective_bytes``."""
+    traced = _trace(text, variable, shape, dtype, limits)
+    if isinstance(traced, str):
+        raise SpecError("objective", traced, code=ErrorCode.INVALID_EXPRESSION)
+    if traced > limits.max_objective_bytes:
+        raise _limit("objective", f"the objective needs about {_size(traced)} at peak on x0's shape "
+                     f"{list(shape)} ({dtype}: its intermediate tensors, gradient and x), over the limit of "
+                     f"{_size(limits.max_objective_bytes)} (max_objective_bytes)", status=413)
+    return traced
+
+
+def _check_optimizer_memory(peak: int, optimizer: Choice, x_bytes: int, limits: Limits) -> None:
+    """The optimiser's state (LBFGS: ``2 * history_size`` copies of x) comes on top of the
+    objective's peak; together they must fit in ``max_objective_bytes``."""
+    state = optimizer.state_vectors * x_bytes
+    if peak + state <= limits.max_objective_bytes:
+        return
+    lbfgs = optimizer.name == "lbfgs"
+    keeps = f"keeps {optimizer.state_vectors} copies of x" + (" (2 * history_size + 3)" if lbfgs else "")
+    raise _limit("optimizer.history_size" if lbfgs else "optimizer",
+                 f"optimizer '{optimizer.name}' {keeps}, {_size(state)}, which with the objective's "
+                 f"{_size(peak)} is over the limit of {_size(limits.max_objective_bytes)} (max_objective_bytes)"
+                 + ("; lower history_size" if lbfgs else ""), status=413)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB" if n < 2**30 else f"{n / 2**30:,.2f} GiB"
+
+
+def _choices_key(spec: JobSpec) -> str:
+    """The optimizer and scheduler objects as one JSON text, the key of their remembered check;
+    each is bounded, so the cache cannot be made to hold megabytes per entry."""
+    parts = {field: json.dumps(raw, sort_keys=True)
+             for field, raw in (("optimizer", spec.optimizer), ("scheduler", spec.scheduler))}
+    for field, text in parts.items():
+        if len(text) > MAX_CHOICE_JSON:
+            raise SpecError(field, f"'{field}' takes {len(text):,} characters of JSON, over {MAX_CHOICE_JSON:,}")
+    return f"[{parts['optimizer']}, {parts['scheduler']}]"
 
 
 # Admission is repeated for identical pieces (one spec submitted many times, the worker re-checking a stored
 # spec), so the two checks that run torch are remembered; both depend only on their key.
 @lru_cache(maxsize=1024)
-def _trace(text: str, variable: str, shape: tuple[int, ...], limits: Limits) -> str | None:
-    """None if the objective gives one real number on x0's shape, else why not."""
+def _trace(text: str, variable: str, shape: tuple[int, ...], dtype: str, limits: Limits) -> int | str:
+    """The objective's estimated peak bytes if it gives one real number, with a gradient, on
+    x0's shape and dtype; else why not."""
     try:
-        check_on_shape(parse(text, variable, limits), shape)
+        return check_on_shape(parse(text, variable, limits), shape, getattr(torch, dtype))
     except ExpressionError as exc:
         return str(exc)
-    return None
+
+
+def forget_cached_checks() -> None:
+    """Empty the remembered traces and optimiser checks (benchmarks time the checks themselves)."""
+    _trace.cache_clear()
+    _checked_choices.cache_clear()
 
 
 @lru_cache(maxsize=256)
@@ -215,6 +288,6 @@ def _nested_shape(x0: list[Any], limits: Limits) -> tuple[int, ...]:
     for value in level:
         if isinstance(value, list) or isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpecError("x0", f"x0 must hold only numbers in a rectangular nested list, found {value!r:.40}")
-        if not math.isfinite(value):
-            raise SpecError("x0", f"x0 must hold finite numbers, found {value!r}")
+        if not in_range(value):
+            raise SpecError("x0", f"x0 must hold finite numbers within ±{MAX_MAGNITUDE:g}, found {value!r:.40}")
     return tuple(shape)

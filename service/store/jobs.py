@@ -7,25 +7,31 @@ hold it; every later write by that worker is fenced on ``worker = me AND status 
 from __future__ import annotations
 
 import base64
+import hashlib
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, Sequence
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from service.batch import HistoryBatch
+from service.config import Quotas
 from service.store.db import Conflict, Database, LeaseLost, NotFound, as_utc, clock
 from service.store.models import HistoryRow, Job, JobTag
+from service.store.quotas import check_quotas
 from service.store.records import JobRecord
-from service.store.status import FINISHED, JobStatus
-from service.batch import HistoryBatch
 from service.store.rows import write_once, write_rows
+from service.store.status import FINISHED, JobStatus
+
+# The owner of every job made before owners existed, and of an auth-off (loopback) service's jobs.
+LOCAL_OWNER = "local"
 
 def _record(job: Any, with_checkpoint: bool = False) -> JobRecord:
     """A record from an ORM ``Job`` or a Core row of the jobs table. Tags are read from the
     stored spec; the ``job_tags`` table only indexes them for filtering."""
     return JobRecord(
-        id=job.id, status=JobStatus(job.status), spec=job.spec, shape=list(job.shape), queue=job.queue,
+        id=job.id, owner=job.owner, status=JobStatus(job.status), spec=job.spec, shape=list(job.shape), queue=job.queue,
         name=job.name, tags=dict(job.spec.get("tags") or {}), created_at=as_utc(job.created_at), started_at=as_utc(job.started_at),
         finished_at=as_utc(job.finished_at), worker=job.worker, attempts=job.attempts,
         cancel_requested=job.cancel_requested, result=job.result, error=job.error,
@@ -33,34 +39,49 @@ def _record(job: Any, with_checkpoint: bool = False) -> JobRecord:
     )
 
 
-def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str,
-               idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
-    """Store a new queued job; returns (job, created). A repeated idempotency key returns the
-    first job (created False), or raises Conflict if its spec differs."""
-    if idempotency_key is not None:
-        existing = _by_idempotency_key(db, idempotency_key, spec)
+def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str, idempotency_key: str | None = None,
+               *, owner: str = LOCAL_OWNER, reserved_values: int = 0,
+               quotas: Quotas | None = None) -> tuple[JobRecord, bool]:
+    """Store a new queued job of ``owner``; returns (job, created). A repeated idempotency key
+    (per owner) returns the first job (created False), or raises Conflict if its spec differs.
+    With ``quotas`` (None: exempt, as admins are), raises QuotaExceeded rather than go over one."""
+    key = _scoped_key(owner, idempotency_key)
+    if key is not None:
+        existing = _by_idempotency_key(db, key, spec)
         if existing is not None:
             return existing, False
     now, job_id, jobs = clock(db.dialect), str(uuid.uuid4()), Job.__table__
     tags = dict(spec.get("tags") or {})
     try:
         with db.session() as s:  # Core inserts: this is every submission's path
+            if quotas is not None:
+                check_quotas(s, owner, quotas, jobs=1, values=reserved_values)
             created_at = s.execute(insert(jobs).values(
-                id=job_id, status=JobStatus.QUEUED, spec=spec, shape=shape, queue=queue, name=spec.get("name"),
-                idempotency_key=idempotency_key, created_at=now, enqueued_at=now, attempts=0, cancel_requested=False,
+                id=job_id, owner=owner, status=JobStatus.QUEUED, spec=spec, shape=shape, queue=queue,
+                name=spec.get("name"), idempotency_key=key, created_at=now, enqueued_at=now, attempts=0,
+                cancel_requested=False, reserved_values=reserved_values,
             ).returning(jobs.c.created_at)).scalar_one()
             if tags:
                 s.execute(insert(JobTag.__table__), [{"job_id": job_id, "key": k, "value": v} for k, v in tags.items()])
     except IntegrityError:
-        if idempotency_key is None:
+        if key is None:
             raise
-        existing = _by_idempotency_key(db, idempotency_key, spec)
+        existing = _by_idempotency_key(db, key, spec)
         if existing is None:
             raise
         return existing, False
-    return JobRecord(id=job_id, status=JobStatus.QUEUED, spec=spec, shape=shape, queue=queue, name=spec.get("name"), tags=tags,
+    return JobRecord(id=job_id, owner=owner, status=JobStatus.QUEUED, spec=spec, shape=shape, queue=queue, name=spec.get("name"), tags=tags,
                      created_at=as_utc(created_at), started_at=None, finished_at=None, worker=None, attempts=0,
                      cancel_requested=False, result=None, error=None), True
+
+
+def _scoped_key(owner: str, idempotency_key: str | None) -> str | None:
+    """Idempotency keys are per owner: one owner's key never finds, nor blocks, another's job.
+    Keys of ``local`` (every job before owners existed) are stored as sent, others as a hash of
+    owner and key (which fits the column whatever their lengths)."""
+    if idempotency_key is None or owner == "local":
+        return idempotency_key
+    return "owner-sha256:" + hashlib.sha256(f"{owner}\n{idempotency_key}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _by_idempotency_key(db: Database, key: str, spec: dict[str, Any]) -> JobRecord | None:
@@ -69,15 +90,20 @@ def _by_idempotency_key(db: Database, key: str, spec: dict[str, Any]) -> JobReco
         if job is None:
             return None
         if job.spec != spec:
-            raise Conflict(f"Idempotency-Key '{key}' was already used for a different job spec (job {job.id})")
+            raise Conflict(f"this Idempotency-Key was already used for a different job spec (job {job.id})")
         return _record(job)
 
 
-def get_job(db: Database, job_id: str, with_checkpoint: bool = False) -> JobRecord:
+def _not_found(job_id: str) -> NotFound:
+    return NotFound(f"no job with id '{job_id[:80]}'")
+
+
+def get_job(db: Database, job_id: str, with_checkpoint: bool = False, owner: str | None = None) -> JobRecord:
+    """The job; with ``owner``, only if it is that owner's (another's is NotFound, as if absent)."""
     with db.session() as s:
         job = s.get(Job, job_id)
-        if job is None:
-            raise NotFound(f"no job with id '{job_id}'")
+        if job is None or (owner is not None and job.owner != owner):
+            raise _not_found(job_id)
         return _record(job, with_checkpoint)
 
 
@@ -94,9 +120,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def list_jobs(db: Database, status: str | None = None, tag: tuple[str, str] | None = None,
-              limit: int = 50, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
-    """Jobs in creation order, ``limit`` at a time; returns (page, next cursor or None)."""
+              limit: int = 50, cursor: str | None = None, owner: str | None = None) -> tuple[list[JobRecord], str | None]:
+    """Jobs in creation order, ``limit`` at a time (only ``owner``'s when given); returns
+    (page, next cursor or None)."""
     query = select(Job).order_by(Job.created_at, Job.id).limit(limit + 1)
+    if owner is not None:
+        query = query.where(Job.owner == owner)
     if status:
         query = query.where(Job.status == status)
     if tag:
@@ -181,11 +210,15 @@ def finish_job(db: Database, job_id: str, worker: str, status: str, result: dict
     assert status in FINISHED
 
     jobs = Job.__table__
+    # A job whose cancel was requested never ends succeeded, however late the request came.
+    final_status: Any = status
+    if status == JobStatus.SUCCEEDED:
+        final_status = case((jobs.c.cancel_requested, JobStatus.CANCELLED.value), else_=JobStatus.SUCCEEDED.value)
 
     def transaction(s: Any, replace: bool) -> None:
         res = s.execute(
             update(jobs).where(jobs.c.id == job_id, jobs.c.worker == worker, jobs.c.status == JobStatus.RUNNING)
-            .values(status=status, result=result, error=error, finished_at=clock(db.dialect), lease_expires_at=None,
+            .values(status=final_status, result=result, error=error, finished_at=clock(db.dialect), lease_expires_at=None,
                     checkpoint=None)
         )
         if res.rowcount != 1:
@@ -208,13 +241,14 @@ def release_job(db: Database, job_id: str, worker: str) -> None:
         )
 
 
-def request_cancel(db: Database, job_id: str) -> JobRecord:
-    """Cancel a job: a queued one at once, a running one at its next chunk. Conflict if finished."""
+def request_cancel(db: Database, job_id: str, owner: str | None = None) -> JobRecord:
+    """Cancel a job (only ``owner``'s when given): a queued one at once, a running one within
+    about a second, even inside a long step. Conflict if finished."""
     now = clock(db.dialect)
     with db.session() as s:
         job = s.scalar(select(Job).where(Job.id == job_id).with_for_update())
-        if job is None:
-            raise NotFound(f"no job with id '{job_id}'")
+        if job is None or (owner is not None and job.owner != owner):
+            raise _not_found(job_id)
         if job.status in FINISHED:
             raise Conflict(f"job {job_id} has already {job.status}; only queued or running jobs can be cancelled")
         job.cancel_requested = True

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -29,7 +30,7 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    owner: Mapped[str | None] = mapped_column(String(200))
+    owner: Mapped[str] = mapped_column(String(200))
     name: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -48,8 +49,24 @@ class Job(Base):
     checkpoint_step: Mapped[int | None] = mapped_column(Integer)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
+    reserved_values: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
-    __table_args__ = (Index("ix_jobs_created_id", "created_at", "id"),)
+    __table_args__ = (Index("ix_jobs_created_id", "created_at", "id"),
+                      Index("ix_jobs_owner_status", "owner", "status"),
+                      Index("ix_jobs_owner_created_id", "owner", "created_at", "id"))
+
+
+class Token(Base):
+    """A bearer token, stored as the SHA-256 of its text; ``id`` is its public handle."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    admin: Mapped[bool] = mapped_column(Boolean)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class JobTag(Base):

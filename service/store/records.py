@@ -11,6 +11,7 @@ from service.store.status import JobStatus
 @dataclass(frozen=True)
 class JobRecord:
     id: str
+    owner: str
     status: JobStatus
     spec: dict[str, Any]
     shape: list[int]
@@ -31,6 +32,17 @@ class JobRecord:
     @property
     def finished(self) -> bool:
         return self.status.is_finished
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A token as listed: never its secret text, nor its hash."""
+
+    id: str
+    owner: str
+    admin: bool
+    created_at: datetime
+    revoked_at: datetime | None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,183 @@
+"""Tokens, owners and quotas through the API, on SQLite and PostgreSQL: who may see, cancel and
+submit what, and the 401/404/429 answers when they may not."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from service.api import create_app
+from service.api.auth import auth_mode
+from service.config import ConfigError, Quotas
+from service.store import tokens
+from service.store.status import JobStatus
+from testkit.backends import embedded_settings
+from tests.helpers.lesson import LESSON_LOGLOG
+
+
+class User:
+    """A test client that sends one token."""
+
+    def __init__(self, client: Any, token: str | None) -> None:
+        self.client, self.token = client, token
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.client.get(path, headers=self._headers(), **kwargs)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        if body is None:
+            return self.client.post(path, headers=self._headers())
+        return self.client.post(path, data=json.dumps(body), content_type="application/json", headers=self._headers())
+
+    def submit(self, spec: dict[str, Any] | None = None) -> Any:
+        return self.post("/v1/jobs", spec or LESSON_LOGLOG)
+
+
+@pytest.fixture
+def service(db, tmp_path):  # type: ignore[no-untyped-def]
+    """An auth-required API on each backend, and a factory of users (each with a new token)."""
+    def make(quotas: Quotas | None = None):  # type: ignore[no-untyped-def]
+        settings = embedded_settings(tmp_path, auth="required", database_url=db.url, quotas=quotas or Quotas())
+        app = create_app(settings, {"TESTING": True}, db=db)
+        client = app.test_client()
+
+        def user(owner: str, admin: bool = False) -> User:
+            return User(client, tokens.create_token(db, owner, admin)[1])
+
+        return app, user
+    return make
+
+
+def test_no_token_is_a_401_with_a_bearer_challenge(service):
+    app, user = service()
+    anonymous = user("alice")
+    anonymous.token = None
+    for resp in (anonymous.get("/v1/jobs"), anonymous.submit(), anonymous.get("/v1/objectives"),
+                 anonymous.post("/v1/jobs/x/cancel")):
+        assert resp.status_code == 401, resp.get_data(as_text=True)
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+        assert resp.get_json()["error"]["code"] == "unauthorized"
+
+
+def test_a_bad_or_revoked_token_is_a_401(service, db):
+    app, user = service()
+    alice = user("alice")
+    assert alice.get("/v1/jobs").status_code == 200
+    wrong = User(alice.client, alice.token + "x")
+    assert wrong.get("/v1/jobs").status_code == 401
+    assert 'error="invalid_token"' in wrong.get("/v1/jobs").headers["WWW-Authenticate"]
+    basic = User(alice.client, None)
+    assert basic.client.get("/v1/jobs", headers={"Authorization": "Basic abc"}).status_code == 401
+    (record,) = [t for t in tokens.list_tokens(db) if t.owner == "alice"]
+    tokens.revoke_token(db, record.id)
+    fresh_app, _ = service()  # a new process: nothing remembered of the token
+    assert User(fresh_app.test_client(), alice.token).get("/v1/jobs").status_code == 401
+
+
+def test_health_and_openapi_need_no_token(service):
+    app, _ = service()
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/openapi.json").status_code == 200
+    assert client.get("/readyz").status_code in (200, 503)
+
+
+def test_owners_see_only_their_own_jobs_and_another_owners_job_is_a_404(service):
+    app, user = service()
+    alice, bob, admin = user("alice"), user("bob"), user("root", admin=True)
+    job = alice.submit().get_json()
+    assert job["owner"] == "alice"
+    bobs = bob.submit().get_json()
+    assert [j["id"] for j in alice.get("/v1/jobs").get_json()["jobs"]] == [job["id"]]
+    assert [j["id"] for j in bob.get("/v1/jobs").get_json()["jobs"]] == [bobs["id"]]
+    for path in (f"/v1/jobs/{job['id']}", f"/v1/jobs/{job['id']}?wait=0.1", f"/v1/jobs/{job['id']}/history"):
+        resp = bob.get(path)
+        assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "not_found", path
+    assert bob.post(f"/v1/jobs/{job['id']}/cancel").status_code == 404
+    assert alice.get(f"/v1/jobs/{job['id']}").get_json()["status"] == JobStatus.QUEUED
+    everyone = {j["id"] for j in admin.get("/v1/jobs").get_json()["jobs"]}
+    assert everyone == {job["id"], bobs["id"]}
+    assert admin.get(f"/v1/jobs/{job['id']}").status_code == 200
+    assert admin.post(f"/v1/jobs/{bobs['id']}/cancel").get_json()["status"] == JobStatus.CANCELLED
+    assert alice.post(f"/v1/jobs/{job['id']}/cancel").get_json()["status"] == JobStatus.CANCELLED
+
+
+def test_an_unknown_id_and_another_owners_id_answer_alike(service):
+    app, user = service()
+    alice, bob = user("alice"), user("bob")
+    job = alice.submit().get_json()
+    theirs, missing = bob.get(f"/v1/jobs/{job['id']}"), bob.get("/v1/jobs/00000000-0000-0000-0000-000000000000")
+    assert theirs.status_code == missing.status_code == 404
+    assert theirs.get_json()["error"]["message"].replace(job["id"], "ID") == \
+        missing.get_json()["error"]["message"].replace("00000000-0000-0000-0000-000000000000", "ID")
+
+
+def test_idempotency_keys_are_per_owner(service):
+    app, user = service()
+    alice, bob = user("alice"), user("bob")
+    headers = {"Idempotency-Key": "same"}
+    a = alice.client.post("/v1/jobs", data=json.dumps(LESSON_LOGLOG), content_type="application/json",
+                          headers={**alice._headers(), **headers})
+    b = bob.client.post("/v1/jobs", data=json.dumps(LESSON_LOGLOG), content_type="application/json",
+                        headers={**bob._headers(), **headers})
+    assert a.status_code == b.status_code == 202
+    assert a.get_json()["id"] != b.get_json()["id"] and "Idempotent-Replayed" not in b.headers
+
+
+def test_submissions_per_minute_quota_is_a_429_with_retry_after(service):
+    app, user = service(Quotas(submissions_per_minute=3))
+    alice, bob, admin = user("alice"), user("bob"), user("root", admin=True)
+    assert [alice.submit().status_code for _ in range(3)] == [202] * 3
+    refused = alice.submit()
+    assert refused.status_code == 429
+    assert refused.get_json()["error"]["code"] == "quota_exceeded"
+    assert "DESCENT_QUOTA_SUBMISSIONS_PER_MINUTE" in refused.get_json()["error"]["message"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert bob.submit().status_code == 202  # a quota is per owner
+    assert all(admin.submit().status_code == 202 for _ in range(5))  # admins are exempt
+    assert len(alice.get("/v1/jobs").get_json()["jobs"]) == 3  # the refused submission left nothing
+
+
+def test_active_jobs_quota_frees_up_as_jobs_finish(service):
+    app, user = service(Quotas(active_jobs=2))
+    alice = user("alice")
+    first, _ = alice.submit().get_json(), alice.submit().get_json()
+    refused = alice.submit()
+    assert refused.status_code == 429 and "DESCENT_QUOTA_ACTIVE_JOBS" in refused.get_json()["error"]["message"]
+    assert int(refused.headers["Retry-After"]) >= 1
+    alice.post(f"/v1/jobs/{first['id']}/cancel")
+    assert alice.submit().status_code == 202
+
+
+def test_recorded_values_quota_counts_what_each_job_may_record(service):
+    per_job = (LESSON_LOGLOG["steps"] + 2) * (3 + 4)  # rows x (step, f, grad_norm, lr... and x's 4 values)
+    app, user = service(Quotas(recorded_values=per_job * 2))
+    alice = user("alice")
+    assert alice.submit().status_code == 202 and alice.submit().status_code == 202
+    refused = alice.submit()
+    assert refused.status_code == 429 and "DESCENT_QUOTA_RECORDED_VALUES" in refused.get_json()["error"]["message"]
+    smaller = {**LESSON_LOGLOG, "record": {"x": False}, "steps": 10}
+    assert alice.submit(smaller).status_code == 429  # still over: the first two keep their reservation
+
+
+def test_auth_defaults_to_off_on_loopback_and_required_elsewhere(tmp_path):
+    base = embedded_settings(tmp_path)
+    assert auth_mode(replace(base, host="127.0.0.1")) == "off"
+    assert auth_mode(replace(base, host="::1")) == "off"
+    assert auth_mode(replace(base, host="0.0.0.0")) == "required"
+    assert auth_mode(replace(base, host="10.1.2.3", auth="required")) == "required"
+    with pytest.raises(ConfigError, match="DESCENT_AUTH_OFF_ON_NETWORK"):
+        auth_mode(replace(base, host="0.0.0.0", auth="off"))
+    assert auth_mode(replace(base, host="0.0.0.0", auth="off", auth_off_on_network="yes")) == "off"
+    with pytest.raises(ConfigError, match="DESCENT_AUTH must be required or off"):
+        auth_mode(replace(base, auth="maybe"))
+
+
+def test_auth_off_acts_as_the_local_admin(client):
+    job = client.post("/v1/jobs", data=json.dumps(LESSON_LOGLOG), content_type="application/json").get_json()
+    assert job["owner"] == "local"
