@@ -4,13 +4,28 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from service.config import Settings, load_settings
+from service.jsonsafe import strict_dumps
 from service.expr import warm_up
 from service.queue import Dispatcher, make_celery, prepare_embedded_broker
 from service.store import Database
 from service.store.events import FinishedJobs
 from service.store.migrate import check_schema
+
+
+class StrictJSON(DefaultJSONProvider):
+    """Every JSON body the API writes is valid JSON: no bare NaN or Infinity, whatever a stored
+    spec or result holds."""
+
+    sort_keys = False
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        kwargs.setdefault("default", self.default)
+        kwargs.setdefault("ensure_ascii", self.ensure_ascii)
+        kwargs.setdefault("sort_keys", self.sort_keys)
+        return strict_dumps(obj, **kwargs)
 
 
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None,
@@ -21,6 +36,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
 
     settings = settings or load_settings()
     app = Flask(__name__)
+    app.json = StrictJSON(app)
     app.config.update(MAX_CONTENT_LENGTH=settings.limits.max_body_bytes, JSON_SORT_KEYS=False)
     if test_config:
         app.config.update(test_config)
@@ -30,7 +46,6 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     if settings.embedded_broker:
         prepare_embedded_broker(dispatcher.celery)
     app.extensions["descent"] = Services(settings=settings, db=db, dispatcher=dispatcher, finished=FinishedJobs(db))
-    app.json.sort_keys = False
     errors.register(app)
     security.register(app, settings)
     app.config["DESCENT_AUTH"] = auth.register(app, settings, db)

@@ -110,3 +110,20 @@ def test_bad_wait_is_refused_with_its_limits(client, value):
 def test_each_refusal_carries_the_code_of_what_was_refused(client, spec, code):
     resp = client.post("/v1/jobs", data=json.dumps(spec), content_type="application/json")
     assert resp.status_code == 400 and resp.get_json()["error"]["code"] == code
+
+
+def test_a_stored_non_finite_number_is_still_answered_as_valid_json(client, app):
+    """A job stored before non-finite numbers were refused (its spec holds NaN) must not break
+    GET /v1/jobs for strict clients."""
+    from sqlalchemy import update
+
+    from tests.helpers.lesson import LESSON_LOGLOG
+
+    job = client.post("/v1/jobs", data=json.dumps(LESSON_LOGLOG), content_type="application/json").get_json()
+    with app.extensions["descent"].db.session() as s:
+        s.execute(update(Job).where(Job.id == job["id"]).values(
+            spec={**job["spec"], "x0": {"shape": [2], "mean": float("nan"), "std": float("inf")}}))
+    for path in ("/v1/jobs", f"/v1/jobs/{job['id']}"):
+        text = client.get(path).get_data(as_text=True)
+        json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in {path}"))
+        assert '"NaN"' in text and '"Infinity"' in text
