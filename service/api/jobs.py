@@ -6,7 +6,6 @@ whole spec has passed its checks, so a refused request never leaves a job behind
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any
 
@@ -14,7 +13,7 @@ from flask import Blueprint, request
 
 from service.api.auth import caller
 from service.api.errors import bad_parameter
-from service.api.params import int_arg
+from service.api.params import int_arg, seconds_arg, text_arg
 from service.api.serialize import job_json
 from service.api.services import services
 from service.errors import DescentError, ErrorCode
@@ -85,16 +84,10 @@ def submit():  # type: ignore[no-untyped-def]
 def get(job_id: str):  # type: ignore[no-untyped-def]
     """The job; with ``?wait=S`` (up to 30 s) the answer waits until the job has finished."""
     svc = services()
-    wait = request.args.get("wait")
+    seconds = seconds_arg("wait", 0, 30)
     job = job_store.get_job(svc.db, job_id, owner=caller().owner_filter)
-    if not wait:
+    if not seconds:
         return job_json(job)
-    try:
-        seconds = float(wait)
-    except ValueError:
-        seconds = math.nan
-    if not 0 <= seconds <= 30:
-        raise bad_parameter("wait", "'wait' must be a number of seconds from 0 to 30")
     return job_json(svc.finished.wait(job_id, seconds))
 
 
@@ -103,7 +96,7 @@ def list_():  # type: ignore[no-untyped-def]
     status = request.args.get("status") or None
     if status is not None and status not in JobStatus.__members__.values():
         raise bad_parameter("status", f"'status' must be one of {', '.join(JobStatus)}")
-    tag = request.args.get("tag")
+    tag = text_arg("tag")
     tag_pair = None
     if tag:
         if ":" not in tag:
@@ -112,7 +105,7 @@ def list_():  # type: ignore[no-untyped-def]
         tag_pair = (key, value)
     limit = int_arg("limit", 50, 1, 1000)
     try:
-        page, cursor = job_store.list_jobs(services().db, status, tag_pair, limit or 50, request.args.get("cursor") or None,
+        page, cursor = job_store.list_jobs(services().db, status, tag_pair, limit or 50, text_arg("cursor"),
                                            owner=caller().owner_filter)
     except (ValueError, UnicodeDecodeError):
         raise bad_parameter("cursor", "'cursor' is not a cursor this service returned") from None

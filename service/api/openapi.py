@@ -1,68 +1,492 @@
-"""``/openapi.json``: an OpenAPI 3.1 document whose request schema is generated from the same
-pydantic models that validate submissions."""
+"""``/openapi.json``: an OpenAPI 3.1 document that states every bound the API enforces.
+
+The request schema is generated from the same pydantic models that validate submissions, then the
+configured limits (``settings.limits``, read when the document is served) are written into it, so
+the document always matches the running service. Query parameters carry the same bounds as the
+handlers' ``int_arg`` calls, and every operation lists each status it can answer with (405 is
+automatic for a method a path does not have). ``scripts/fuzz.sh`` holds the live API to this
+document with Schemathesis; ``tests/api/test_openapi.py`` checks routes and bounds against the app.
+
+What a schema cannot say, and the handlers check: an objective expression must parse and give one
+number on x0's shape; x0 must be rectangular with at most ``max_elements`` numbers in all; a job
+may record at most ``max_recorded_values`` values; an optimiser's keyword arguments depend on its
+class (``GET /v1/optimizers``); a list ``cursor`` must be one this service returned.
+"""
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, current_app
 
+from service.config import Limits
+from service.errors import ErrorCode
+from service.spec.catalog import CATALOG
 from service.spec.model import JobSpec
+from service.spec.optimizers import OPTIMIZERS, SCHEDULERS
+from service.spec.values import MAX_MAGNITUDE, MAX_NESTING
+from service.store.status import JobStatus
 
 bp = Blueprint("openapi", __name__)
 
-_ERROR = {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+# The bounds the handlers enforce on query parameters (service/api/jobs.py, history.py).
+LIST_LIMIT = (1, 1000)
+HISTORY_JSON_LIMIT = (1, 100_000)
+INT32_MAX = 2_147_483_647  # start and every: a step number fits a 32-bit signed integer
+WAIT_SECONDS = (0, 30)
+HISTORY_FORMATS = ("json", "csv", "ndjson")
+HISTORY_FIELDS = ("step", "f", "grad_norm", "lr", "x", "grad")
+IDEMPOTENCY_KEY_LENGTH = (1, 200)
+NESTED_DEPTH = 8  # x0 has at most 8 dimensions
+CATALOG_PARAM_BOUND = 1e6
+# A string in a spec may hold no NUL (nor a lone surrogate, which no JSON Schema pattern can name).
+STORABLE_TEXT = r"^[^\x00]*$"
+
+_REF = "#/components/schemas/{model}"
+_PUBLIC: list[dict[str, list[str]]] = []  # an operation anyone may call: no security requirement
 
 
-def _param(name: str, where: str = "query", kind: str = "integer", required: bool = False, doc: str = "") -> dict[str, Any]:
-    return {"name": name, "in": where, "required": required, "schema": {"type": kind}, "description": doc}
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
-def document() -> dict[str, Any]:
-    spec_schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
-    components = spec_schema.pop("$defs", {})
-    components["JobSpec"] = spec_schema
-    components["Error"] = {
-        "type": "object",
-        "properties": {"error": {"type": "object", "properties": {
-            "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": ["string", "null"]}}}},
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERROR_WHEN = {
+    "400": "Bad request: invalid JSON, spec, query parameter or header, or a Host this service does not "
+           "answer (error.field names it)",
+    "401": "No bearer token, or one that is unknown or revoked (DESCENT_AUTH=required); WWW-Authenticate says which",
+    "403": "Forbidden: a browser Origin that is not allowed (DESCENT_ALLOWED_ORIGINS)",
+    "404": "No such job (or not yours)",
+    "409": "Conflict: the job has finished, or the Idempotency-Key was used for another spec",
+    "413": "The body (max_body_bytes), or the start or history the job would make, is over a configured limit",
+    "415": "A request with a body must send Content-Type: application/json",
+    "429": "A per-owner quota is used up; retry after Retry-After seconds",
+    "503": "The database is unavailable",
+}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for status in statuses:
+        response = _json(_ref("Error"), _ERROR_WHEN[str(status)])
+        if status == 401:
+            response["headers"] = {"WWW-Authenticate": {
+                "description": "Bearer realm=\"descent\", with error=\"invalid_request\" or \"invalid_token\"",
+                "required": True, "schema": {"type": "string"}}}
+        if status == 429:
+            response["headers"] = {"Retry-After": {
+                "description": "Seconds until the quota allows another request", "required": True,
+                "schema": {"type": "integer", "minimum": 0}}}
+        out[str(status)] = response
+    return out
+
+
+def _query(name: str, schema: dict[str, Any], doc: str, empty_is_default: bool = True) -> dict[str, Any]:
+    """A query parameter; ``empty_is_default``: the handler treats ``name=`` as if it were absent."""
+    param = {"name": name, "in": "query", "required": False, "schema": schema, "description": doc}
+    if empty_is_default:
+        param["allowEmptyValue"] = True
+    return param
+
+
+def _int_range(low: int, high: int | None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer", "minimum": low}
+    if high is not None:
+        schema["maximum"] = high
+    return schema
+
+
+# --- the job spec ---------------------------------------------------------------------------
+
+_PYDANTIC_BOUNDS = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
+
+
+def _standard(node: Any) -> Any:
+    """pydantic's JSON Schema, made standard: a numeric bound on an optional number comes out as
+    pydantic's own keyword (``ge``) next to an ``anyOf``; move it onto the numeric branches. And
+    ``integer or number`` (the model's ``Number``, finite and within MAX_MAGNITUDE, a bound its
+    validator enforces and pydantic cannot show) becomes one bounded ``number``."""
+    if isinstance(node, list):
+        return [_standard(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _standard(v) for k, v in node.items()}
+    bounds = {_PYDANTIC_BOUNDS[k]: node.pop(k) for k in list(node) if k in _PYDANTIC_BOUNDS}
+    branches = node.get("anyOf")
+    if isinstance(branches, list) and sorted(b.get("type", "") for b in branches if isinstance(b, dict)) == ["integer", "number"] \
+            and all(set(b) == {"type"} for b in branches):
+        del node["anyOf"]
+        node.update(type="number", minimum=-MAX_MAGNITUDE, maximum=MAX_MAGNITUDE)
+    if bounds:
+        for target in [node, *node.get("anyOf", [])]:
+            if isinstance(target, dict) and target.get("type") in ("integer", "number"):
+                for key, value in bounds.items():  # the tighter of the two bounds
+                    tighter = max if key in ("minimum", "exclusiveMinimum") else min
+                    target[key] = tighter(target[key], value) if key in target else value
+                _tidy(target)
+    return node
+
+
+def _tidy(node: dict[str, Any]) -> None:
+    """Drop an inclusive bound that an exclusive one makes redundant."""
+    if "exclusiveMinimum" in node and node.get("minimum", float("inf")) <= node["exclusiveMinimum"]:
+        del node["minimum"]
+    if "exclusiveMaximum" in node and node.get("maximum", float("-inf")) >= node["exclusiveMaximum"]:
+        del node["maximum"]
+
+
+def _nested_x0() -> dict[str, Any]:
+    """x0 as a list: numbers nested up to 8 deep, every list non-empty."""
+    number = {"type": "number", "minimum": -MAX_MAGNITUDE, "maximum": MAX_MAGNITUDE}
+    level: dict[str, Any] = {"type": "array", "minItems": 1, "items": number}
+    levels = [level]
+    for _ in range(NESTED_DEPTH - 1):
+        level = {"type": "array", "minItems": 1, "items": level}
+        levels.append(level)
+    return {"anyOf": levels, "description": f"A rectangular nested list of numbers within ±{MAX_MAGNITUDE:g}, "
+            f"at most {NESTED_DEPTH} dimensions deep and max_elements numbers in all"}
+
+
+def _named_objectives() -> dict[str, Any]:
+    variants = []
+    for entry in CATALOG.values():
+        params = {name: {"type": "number", "minimum": -CATALOG_PARAM_BOUND, "maximum": CATALOG_PARAM_BOUND,
+                         "default": default} for name, default in entry.params.items()}
+        variants.append({
+            "type": "object", "additionalProperties": False, "required": ["name"],
+            "description": entry.description,
+            "properties": {"name": {"const": entry.name},
+                           "params": {"type": "object", "properties": params, "additionalProperties": False}},
+        })
+    return {"oneOf": variants, "description": "A catalog objective by name (GET /v1/objectives), with "
+            "optional parameters; its formula is written in x, so 'variable' must be x"}
+
+
+def _choice(table: dict[str, str], kind: str) -> dict[str, Any]:
+    return {"type": "object", "required": ["name"], "additionalProperties": True,
+            "properties": {"name": {"type": "string", "description": f"one of {', '.join(table)} "
+                                    "(case and underscores do not matter)"}},
+            "description": f"{{'name': the {kind}, ...keyword arguments of that torch class}}; the "
+            f"arguments, their types and ranges: GET /v1/optimizers"}
+
+
+def _put(schema: dict[str, Any], path: tuple[str, ...], **values: Any) -> None:
+    """Set keywords on the property at ``path`` if the generated schema has it."""
+    node = schema
+    for key in path:
+        node = node.get("properties", {}).get(key)  # type: ignore[assignment]
+        if not isinstance(node, dict):
+            return
+    node.update(values)
+
+
+def _numeric_branch(schema: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    node: Any = schema
+    for key in path:
+        node = node.get("properties", {}).get(key) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return None
+    if node.get("type") in ("integer", "number"):
+        return node
+    for branch in node.get("anyOf", []):
+        if isinstance(branch, dict) and branch.get("type") in ("integer", "number"):
+            return branch
+    return None
+
+
+def spec_schemas(limits: Limits) -> dict[str, Any]:
+    """JobSpec and the models it refers to, with the configured limits written in."""
+    raw = _standard(JobSpec.model_json_schema(ref_template=_REF))
+    schemas: dict[str, Any] = raw.pop("$defs", {})
+    spec = raw
+    schemas["JobSpec"] = spec
+
+    props = spec.get("properties", {})
+    if "objective" in props:
+        props["objective"] = {
+            "description": "An expression in x (or 'variable') such as '10 * (x ** 2).sum()' that gives "
+                           "one number, or a catalog objective by name",
+            "anyOf": [{"type": "string", "minLength": 1, "maxLength": limits.max_expression_chars,
+                       "pattern": STORABLE_TEXT,
+                       "description": "An expression (max_expression_chars); see service/expr/parse.py"},
+                      _ref("NamedObjective")],
+        }
+        schemas["NamedObjective"] = _named_objectives()
+    if "x0" in props:
+        props["x0"] = {
+            "description": "The start: a nested list of numbers, or a generated start. Required (and not "
+                           "null) for an expression objective; a catalog objective has a default start.",
+            "anyOf": [_ref("NestedNumbers"), _ref("InitSpec"), {"type": "null"}], "default": None}
+        schemas["NestedNumbers"] = _nested_x0()
+    if "optimizer" in props:
+        props["optimizer"] = {**_choice(OPTIMIZERS, "optimizer"), "default": {"name": "sgd", "lr": 0.001}}
+    if "scheduler" in props:
+        props["scheduler"] = {"anyOf": [_choice(SCHEDULERS, "learning-rate scheduler"), {"type": "null"}],
+                              "default": None}
+    _put(spec, ("steps",), maximum=limits.max_steps)
+    name = props.get("name", {})
+    for branch in name.get("anyOf", []):
+        if branch.get("type") == "string":
+            branch["pattern"] = STORABLE_TEXT
+    spec["description"] = (
+        "A descent job: minimise the objective over 'variable' from x0. No string anywhere in it (keys "
+        f"too) may hold a NUL or a lone surrogate, and objects and lists nest at most {MAX_NESTING} levels "
+        "(x0's numbers aside).")
+    if "tags" in props:
+        props["tags"] = {"type": "object", "maxProperties": limits.max_tags,
+                         "propertyNames": {"maxLength": 64, "pattern": STORABLE_TEXT},
+                         "additionalProperties": {"type": "string", "maxLength": 256, "pattern": STORABLE_TEXT},
+                         "description": f"At most {limits.max_tags} tags; keys up to 64 and values up "
+                                        "to 256 characters"}
+
+    stop = schemas.get("StopSpec", {})
+    branch = _numeric_branch(stop, ("max_seconds",))
+    if branch is not None:
+        branch["maximum"] = limits.max_seconds
+    init = schemas.get("InitSpec", {})
+    _put(init, ("shape",), items={"type": "integer", "minimum": 1, "maximum": limits.max_elements},
+         description=f"Every dimension at least 1, at most max_elements ({limits.max_elements}) in all")
+
+    # x0 is required for an expression objective (a catalog objective has a default start), and a
+    # catalog objective's formula is written in x.
+    spec["allOf"] = [
+        {"if": {"required": ["objective"], "properties": {"objective": {"type": "string"}}},
+         "then": {"required": ["x0"], "properties": {"x0": {"not": {"type": "null"}}}}},
+        {"if": {"required": ["objective"], "properties": {"objective": {"type": "object"}}},
+         "then": {"properties": {"variable": {"const": "x"}}}},
+    ]
+    return schemas
+
+
+# The README's lesson, as request examples (Schemathesis's examples phase submits them).
+SPEC_EXAMPLES = {
+    "gradient": {"summary": "f(X) = 10 * sum(X**2): steps 0 give the gradient and the graph",
+                 "value": {"objective": "10 * (x ** 2).sum()", "x0": [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]],
+                           "steps": 0}},
+    "sgd": {"summary": "500 steps of torch.optim.SGD on prod(log(log(w + 7)))",
+            "value": {"objective": "torch.log(torch.log(w + 7)).prod()", "variable": "w", "x0": [[5, 10], [1, 2]],
+                      "steps": 500, "optimizer": {"name": "sgd", "lr": 0.001}}},
+    "catalog": {"summary": "A catalog objective with its default start, a scheduler and tags",
+                "value": {"objective": {"name": "rosenbrock", "params": {"b": 100}}, "steps": 200,
+                          "optimizer": {"name": "adam", "lr": 0.01},
+                          "scheduler": {"name": "step_lr", "step_size": 50, "gamma": 0.5},
+                          "record": {"every": 10}, "tags": {"lesson": "banana"}}},
+}
+
+
+# --- responses ------------------------------------------------------------------------------
+
+_FLOAT = {"anyOf": [{"type": "number"}, {"enum": ["NaN", "Infinity", "-Infinity"]}],
+          "description": "A number; non-finite values are the strings NaN, Infinity and -Infinity"}
+
+
+def response_schemas() -> dict[str, Any]:
+    nullable_time = {"type": ["string", "null"], "format": "date-time"}
+    return {
+        "Error": {
+            "type": "object", "required": ["error"],
+            "properties": {"error": {
+                "type": "object", "required": ["code", "message", "field"],
+                "properties": {
+                    "code": {"type": "string", "description": "One of " + ", ".join(ErrorCode)
+                             + ", or an HTTP error's name (method_not_allowed, not_found, ...)"},
+                    "message": {"type": "string"},
+                    "field": {"type": ["string", "null"], "description": "The field, parameter or header at fault"},
+                }}},
+        },
+        "Float": _FLOAT,
+        "Job": {
+            "type": "object",
+            "required": ["id", "status", "name", "tags", "spec", "queue", "created_at", "started_at",
+                         "finished_at", "worker", "attempts", "cancel_requested", "error", "result", "links"],
+            "properties": {
+                "id": {"type": "string", "format": "uuid"},
+                "owner": {"type": "string", "description": "Who submitted it (the token's owner; 'local' with auth off)"},
+                "status": {"type": "string", "enum": [s.value for s in JobStatus]},
+                "name": {"type": ["string", "null"]},
+                "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+                "spec": {"type": "object", "description": "The spec as submitted, with its defaults filled in"},
+                "queue": {"type": "string", "enum": ["cpu", "gpu"]},
+                "created_at": {"type": "string", "format": "date-time"},
+                "started_at": nullable_time,
+                "finished_at": nullable_time,
+                "worker": {"type": ["string", "null"]},
+                "attempts": {"type": "integer", "minimum": 0},
+                "cancel_requested": {"type": "boolean"},
+                "error": {"type": ["string", "null"]},
+                "result": {"type": ["object", "null"]},
+                "links": {"type": "object", "required": ["self", "history"],
+                          "properties": {"self": {"type": "string"}, "history": {"type": "string"}}},
+            },
+        },
+        "JobPage": {
+            "type": "object", "required": ["jobs", "next_cursor"],
+            "properties": {"jobs": {"type": "array", "items": _ref("Job")},
+                           "next_cursor": {"type": ["string", "null"],
+                                           "description": "Pass as ?cursor= for the next page; null on the last"}},
+        },
+        "HistoryRow": {
+            "type": "object", "required": ["step"],
+            "properties": {"step": {"type": "integer", "minimum": 0}, "f": _ref("Float"),
+                           "grad_norm": _ref("Float"), "lr": _ref("Float"),
+                           "x": {"description": "x at this step, in x0's shape"},
+                           "grad": {"description": "the gradient at this step, in x0's shape"}},
+        },
+        "HistoryPage": {
+            "type": "object", "required": ["rows", "next_start"],
+            "properties": {"rows": {"type": "array", "items": _ref("HistoryRow")},
+                           "next_start": {"type": ["integer", "null"], "minimum": 0,
+                                          "description": "Pass as ?start= for the next page; null on the last"}},
+        },
     }
-    components["Job"] = {"type": "object", "properties": {
-        k: {} for k in ("id", "status", "name", "tags", "spec", "queue", "created_at", "started_at",
-                        "finished_at", "worker", "attempts", "cancel_requested", "error", "result")}}
-    job = {"description": "The job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}}
-    job_id = _param("job_id", "path", "string", True)
+
+
+# --- the document ---------------------------------------------------------------------------
+
+def document(limits: Limits | None = None, auth: str = "required") -> dict[str, Any]:
+    """The OpenAPI document for a service configured with ``limits`` (the defaults if None) and
+    ``auth`` (``required``: a bearer token on every operation but the open ones; ``off``: none)."""
+    limits = limits or Limits()
+    schemas = {**spec_schemas(limits), **response_schemas()}
+    job = _json(_ref("Job"), "The job")
+    job_id = {"name": "job_id", "in": "path", "required": True, "description": "A job's id",
+              "schema": {"type": "string", "format": "uuid"}}
+    follow = {
+        "GetJob": {"operationId": "getJob", "parameters": {"job_id": "$response.body#/id"}},
+        "GetHistory": {"operationId": "getHistory", "parameters": {"job_id": "$response.body#/id"}},
+        "CancelJob": {"operationId": "cancelJob", "parameters": {"job_id": "$response.body#/id"}},
+    }
+    submitted = {
+        **job, "description": "Accepted and queued (or, with a known Idempotency-Key, the job it made)",
+        "headers": {
+            "Location": {"description": "The job's URL", "required": True, "schema": {"type": "string"}},
+            "Idempotent-Replayed": {"description": "true when the Idempotency-Key was seen before",
+                                    "required": False, "schema": {"type": "string", "enum": ["true"]}},
+        },
+        "links": follow,
+    }
+    paths = {
+        "/v1/jobs": {
+            "post": {
+                "operationId": "submitJob", "summary": "Submit a job",
+                "parameters": [{
+                    "name": "Idempotency-Key", "in": "header", "required": False,
+                    "description": "A retry with the same key and spec returns the first job (409 for "
+                                   "another spec)",
+                    "schema": {"type": "string", "minLength": IDEMPOTENCY_KEY_LENGTH[0],
+                               "maxLength": IDEMPOTENCY_KEY_LENGTH[1]}}],
+                "requestBody": {"required": True, "description": f"At most {limits.max_body_bytes} bytes "
+                                "(max_body_bytes)",
+                                "content": {"application/json": {"schema": _ref("JobSpec"),
+                                                                 "examples": SPEC_EXAMPLES}}},
+                "responses": {"202": submitted, **_errors(400, 401, 403, 409, 413, 415, 429, 503)},
+            },
+            "get": {
+                "operationId": "listJobs", "summary": "List jobs in creation order, a page at a time",
+                "parameters": [
+                    _query("status", {"type": "string", "enum": [s.value for s in JobStatus]}, "Only jobs in this status"),
+                    _query("tag", {"type": "string", "pattern": "^[^:]*:"}, "key:value: only jobs with this tag"),
+                    _query("limit", _int_range(*LIST_LIMIT), "Jobs per page (default 50)"),
+                    _query("cursor", {"type": "string"}, "next_cursor from the previous page"),
+                ],
+                "responses": {"200": {**_json(_ref("JobPage"), "A page of jobs"), "links": {"NextPage": {
+                    "operationId": "listJobs", "description": "The next page",
+                    "parameters": {"cursor": "$response.body#/next_cursor"}}}},
+                              **_errors(400, 401, 403, 503)},
+            },
+        },
+        "/v1/jobs/{job_id}": {"get": {
+            "operationId": "getJob", "summary": "One job",
+            "parameters": [job_id, _query("wait", {"type": "number", "minimum": WAIT_SECONDS[0],
+                                                   "maximum": WAIT_SECONDS[1]},
+                                          "Seconds to wait for the job to finish before answering")],
+            "responses": {"200": job, **_errors(400, 401, 403, 404, 503)}}},
+        "/v1/jobs/{job_id}/cancel": {"post": {
+            "operationId": "cancelJob", "summary": "Cancel a queued or running job", "parameters": [job_id],
+            "responses": {"202": {**job, "description": "Cancelled, or cancellation requested"},
+                          **_errors(400, 401, 403, 404, 409, 413, 415, 503)}}},
+        "/v1/jobs/{job_id}/history": {"get": {
+            "operationId": "getHistory", "summary": "The per-step history, streamed",
+            "parameters": [
+                job_id,
+                _query("start", _int_range(0, INT32_MAX), "First step (default 0)"),
+                _query("limit", _int_range(*HISTORY_JSON_LIMIT),
+                       f"Rows in a JSON page (default 1000, at most {HISTORY_JSON_LIMIT[1]}); CSV and NDJSON "
+                       "stream every row unless it is set"),
+                _query("every", _int_range(1, INT32_MAX), "Every k-th recorded row (default 1)"),
+                _query("fields", {"type": "string", "pattern": r"^\s*(?:(?:" + "|".join(HISTORY_FIELDS)
+                                  + r")?\s*(?:,\s*(?:" + "|".join(HISTORY_FIELDS) + r")?\s*)*)$"},
+                       "Comma-separated: " + ",".join(HISTORY_FIELDS) + " (step is always included)"),
+                _query("format", {"type": "string", "enum": list(HISTORY_FORMATS), "default": "json"},
+                       "json pages {rows, next_start}, CSV, or NDJSON", empty_is_default=False),
+            ],
+            "responses": {
+                "200": {"description": "JSON {rows, next_start}, CSV (step,f,grad_norm,lr,x_0,...) or NDJSON",
+                        "content": {"application/json": {"schema": _ref("HistoryPage")},
+                                    "text/csv": {"schema": {"type": "string"}},
+                                    "application/x-ndjson": {"schema": {"type": "string"}}}},
+                **_errors(400, 401, 403, 404, 503)}}},
+        "/v1/objectives": {"get": {
+            "operationId": "listObjectives", "summary": "The objective catalog",
+            "responses": {"200": _json({"type": "object", "required": ["objectives"],
+                                        "properties": {"objectives": {"type": "array", "items": {"type": "object"}}}},
+                                       "Objectives with formulas, parameters, default starts and minima"),
+                          **_errors(400, 401, 403, 503)}}},
+        "/v1/optimizers": {"get": {
+            "operationId": "listOptimizers", "summary": "Allowed optimisers and schedulers",
+            "responses": {"200": _json({"type": "object", "required": ["optimizers", "schedulers"],
+                                        "properties": {"optimizers": {"type": "array", "items": {"type": "object"}},
+                                                       "schedulers": {"type": "array", "items": {"type": "object"}}}},
+                                       "Optimisers and schedulers with their arguments and defaults"),
+                          **_errors(400, 401, 403, 503)}}},
+        "/healthz": {"get": {
+            "operationId": "healthz", "summary": "Liveness", "security": _PUBLIC,
+            "responses": {"200": _json({"type": "object", "required": ["status"],
+                                        "properties": {"status": {"const": "ok"}}}, "The process answers"),
+                          **_errors(400, 403)}}},
+        "/readyz": {"get": {
+            "operationId": "readyz", "summary": "Database and broker reachable", "security": _PUBLIC,
+            "responses": {
+                "200": _json(_ref("Readiness"), "Ready"),
+                "503": _json(_ref("Readiness"), "Not ready: checks says which part is down"),
+                **_errors(400, 403)}}},
+        "/openapi.json": {"get": {
+            "operationId": "openapi", "summary": "This document", "security": _PUBLIC,
+            "responses": {"200": _json({"type": "object", "required": ["openapi", "paths"]}, "OpenAPI 3.1"),
+                          **_errors(400, 403)}}},
+    }
+    if auth == "off":  # no request is refused for want of a token
+        for operations in paths.values():
+            for operation in operations.values():
+                operation["responses"].pop("401", None)
+    schemas["Readiness"] = {
+        "type": "object", "required": ["status", "checks"],
+        "properties": {"status": {"enum": ["ready", "not ready"]},
+                       "checks": {"type": "object", "additionalProperties": {"type": "string"}}}}
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Descent", "version": "1", "description": "Gradient-descent jobs over HTTP."},
-        "paths": {
-            "/v1/jobs": {
-                "post": {"summary": "Submit a job", "parameters": [_param("Idempotency-Key", "header", "string")],
-                         "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}}},
-                         "responses": {"202": job, "400": _ERROR, "409": _ERROR, "413": _ERROR}},
-                "get": {"summary": "List jobs in creation order",
-                        "parameters": [_param("status", kind="string"), _param("tag", kind="string", doc="key:value"),
-                                       _param("limit"), _param("cursor", kind="string")],
-                        "responses": {"200": {"description": "A page of jobs and next_cursor"}, "400": _ERROR}},
-            },
-            "/v1/jobs/{job_id}": {"get": {"summary": "One job", "parameters": [job_id],
-                                          "responses": {"200": job, "404": _ERROR}}},
-            "/v1/jobs/{job_id}/cancel": {"post": {"summary": "Cancel a queued or running job", "parameters": [job_id],
-                                                  "responses": {"202": job, "404": _ERROR, "409": _ERROR}}},
-            "/v1/jobs/{job_id}/history": {"get": {
-                "summary": "The per-step history, streamed",
-                "parameters": [job_id, _param("start"), _param("limit"), _param("every"),
-                               _param("fields", kind="string", doc="comma-separated: step,f,grad_norm,lr,x,grad"),
-                               _param("format", kind="string", doc="json | csv | ndjson")],
-                "responses": {"200": {"description": "JSON {rows, next_start}, CSV or NDJSON"}, "400": _ERROR, "404": _ERROR}}},
-            "/v1/objectives": {"get": {"summary": "The objective catalog", "responses": {"200": {"description": "Objectives"}}}},
-            "/v1/optimizers": {"get": {"summary": "Allowed optimisers and schedulers", "responses": {"200": {"description": "Optimisers"}}}},
-            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
-            "/readyz": {"get": {"summary": "Database and broker reachable", "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+        "info": {"title": "Descent", "version": "1",
+                 "description": "Gradient-descent jobs over HTTP. Every error is JSON: "
+                                "{\"error\": {\"code\", \"message\", \"field\"}}. A method a path does not "
+                                "have is answered 405 with Allow."},
+        "servers": [{"url": "/"}],
+        # With DESCENT_AUTH=off (the default on a loopback bind) no operation needs a token.
+        "security": [{"bearer": []}] if auth != "off" else [],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "An API token (descent tokens create --owner NAME). With DESCENT_AUTH=off "
+                               "(the default on a loopback bind) no token is needed and every request acts "
+                               "as admin."}},
         },
-        "components": {"schemas": components},
     }
 
 
 @bp.get("/openapi.json")
 def openapi():  # type: ignore[no-untyped-def]
-    return document()
+    settings = current_app.extensions["descent"].settings
+    return document(settings.limits, current_app.config.get("DESCENT_AUTH", "required"))

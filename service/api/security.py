@@ -128,9 +128,7 @@ def host_policy(settings: Settings) -> HostPolicy:
         return HostPolicy(frozenset((name, None) for name in LOOPBACK_HOSTS))
     entries: set[tuple[str, int | None]] = set()
     any_host = False
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
+    for item in _items(raw):
         if item == "*":
             any_host = True
             continue
@@ -140,6 +138,11 @@ def host_policy(settings: Settings) -> HostPolicy:
                               f"ports (or '*'), got {item[:60]!r}")
         entries.add(parsed)
     return HostPolicy(frozenset(entries), any_host)
+
+
+def _items(raw: str) -> list[str]:
+    """The non-empty entries of a comma-separated setting."""
+    return [part.strip() for part in raw.split(",") if part.strip()]
 
 
 def _origin(scheme: str, host: str) -> str | None:
@@ -171,9 +174,7 @@ def _parse_origin(value: str) -> str | None:
 def origin_policy(settings: Settings) -> frozenset[str]:
     """The configured cross-origin allow-list (normalised); ConfigError naming a bad entry."""
     origins = set()
-    for item in (part.strip() for part in (settings.allowed_origins or "").split(",")):
-        if not item:
-            continue
+    for item in _items(settings.allowed_origins or ""):
         origin = _parse_origin(item)
         if origin is None:
             raise ConfigError(f"DESCENT_ALLOWED_ORIGINS must be comma-separated origins like "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, Sequence
@@ -94,12 +95,19 @@ def _by_idempotency_key(db: Database, key: str, spec: dict[str, Any]) -> JobReco
         return _record(job)
 
 
+# Every job id is a UUID this store made; any other text names no job and is not worth a query
+# (and PostgreSQL cannot even compare text holding a NUL).
+_JOB_ID = re.compile(r"[0-9a-f-]{1,36}")
+
+
 def _not_found(job_id: str) -> NotFound:
-    return NotFound(f"no job with id '{job_id[:80]}'")
+    return NotFound(f"no job with id {job_id[:80]!r}")
 
 
 def get_job(db: Database, job_id: str, with_checkpoint: bool = False, owner: str | None = None) -> JobRecord:
     """The job; with ``owner``, only if it is that owner's (another's is NotFound, as if absent)."""
+    if not _JOB_ID.fullmatch(job_id):
+        raise _not_found(job_id)
     with db.session() as s:
         job = s.get(Job, job_id)
         if job is None or (owner is not None and job.owner != owner):
@@ -116,6 +124,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """Raises ValueError for a cursor this service did not make."""
     raw = base64.urlsafe_b64decode(cursor.encode()).decode()
     stamp, job_id = raw.split("|", 1)
+    if not _JOB_ID.fullmatch(job_id):
+        raise ValueError("not a job id")
     return datetime.fromisoformat(stamp), job_id
 
 
@@ -244,6 +254,8 @@ def release_job(db: Database, job_id: str, worker: str) -> None:
 def request_cancel(db: Database, job_id: str, owner: str | None = None) -> JobRecord:
     """Cancel a job (only ``owner``'s when given): a queued one at once, a running one within
     about a second, even inside a long step. Conflict if finished."""
+    if not _JOB_ID.fullmatch(job_id):
+        raise _not_found(job_id)
     now = clock(db.dialect)
     with db.session() as s:
         job = s.scalar(select(Job).where(Job.id == job_id).with_for_update())

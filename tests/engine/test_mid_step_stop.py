@@ -89,7 +89,8 @@ class FakeClock:
         return self.now
 
 
-def test_the_time_limit_stops_a_long_step(evaluations, monkeypatch):
+def ticking_clock(monkeypatch: Any, seconds_per_evaluation: float) -> FakeClock:
+    """The loop's clock, faked, moving on by ``seconds_per_evaluation`` at each evaluation."""
     clock = FakeClock()
     monkeypatch.setattr(loop, "time", clock)
     real = loop.compile_expression
@@ -98,12 +99,17 @@ def test_the_time_limit_stops_a_long_step(evaluations, monkeypatch):
         objective = real(expression)
 
         def evaluate(x: torch.Tensor) -> torch.Tensor:
-            clock.now += 1.0
+            clock.now += seconds_per_evaluation
             return objective(x)
 
         return evaluate
 
     monkeypatch.setattr(loop, "compile_expression", ticking)
+    return clock
+
+
+def test_the_time_limit_stops_a_long_step(evaluations, monkeypatch):
+    ticking_clock(monkeypatch, 1.0)
     spec = {**SPEC, "optimizer": {**LBFGS, "max_iter": 10_000}, "stop": {"max_seconds": 2.5}}
     result, rows, _ = run_spec(spec)
     # evaluations at t = 0 -> 1 s, 1 -> 2 s, 2 -> 3 s; the next check sees 3 s >= 2.5 s
@@ -113,20 +119,7 @@ def test_the_time_limit_stops_a_long_step(evaluations, monkeypatch):
 
 
 def test_should_stop_is_asked_at_most_every_stop_check_seconds_inside_a_step(monkeypatch):
-    clock = FakeClock()
-    monkeypatch.setattr(loop, "time", clock)
-    real = loop.compile_expression
-
-    def ticking(expression: Any):  # type: ignore[no-untyped-def]
-        objective = real(expression)
-
-        def evaluate(x: torch.Tensor) -> torch.Tensor:
-            clock.now += 0.1
-            return objective(x)
-
-        return evaluate
-
-    monkeypatch.setattr(loop, "compile_expression", ticking)
+    ticking_clock(monkeypatch, 0.1)
     stop = stop_at({})
     result, _, _ = run_spec({**SPEC, "steps": 1, "optimizer": {**LBFGS, "max_iter": 100}}, should_stop=stop, **NO_CHUNKS)
     assert result.stop_reason == StopReason.STEPS
