@@ -45,6 +45,12 @@ CASES = [
     ("unknown catalog objective", {"objective": {"name": "nope"}}, "application/json", 400, "objective.name"),
     ("tags not strings", {**GOOD, "tags": {"a": 1}}, "application/json", 400, "tags.a"),
     ("deep nesting", b"[" * 100_000 + b"]" * 100_000, "application/json", 400, None),
+    ("integer of 5,000 digits", b'{"objective": "x.sum()", "x0": [1], "steps": ' + b"9" * 5000 + b"}",
+     "application/json", 400, None),
+    ("integer of 5,000 digits in a tag", b'{"objective": "x.sum()", "x0": [1], "tags": {"a": ' + b"1" * 5000 + b"}}",
+     "application/json", 400, None),
+    ("NaN in x0.mean", b'{"objective": "x.sum()", "x0": {"shape": [2], "mean": NaN}}', "application/json", 400, "x0.mean"),
+    ("NUL in name", {**GOOD, "name": "a\x00b"}, "application/json", 400, "name"),
 ]
 
 
