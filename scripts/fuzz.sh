@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzz the live API with Schemathesis (issue 9, "Fuzzed in CI").
 #
-# Starts a private API on an embedded backend (SQLite + the SQL broker) in a temporary data dir,
+# Starts a private API on an embedded backend (SQLite + the SQL broker, or FUZZ_DATABASE_URL) in a temporary data dir,
 # on a free loopback port, and runs every Schemathesis check against its /openapi.json with an
 # admin token, on a fixed seed and a bounded budget: 150 test cases per operation (about 2,500
 # requests in about 45 s on 2 cores), Schemathesis cut off at 170 s, at least 1,000 requests.
@@ -21,6 +21,11 @@ MIN_REQUESTS=1000
 for name in $(env | sed -n 's/^\(DESCENT_[A-Z_]*\)=.*/\1/p'); do unset "$name"; done
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/descent-fuzz.XXXXXX")"
 export DESCENT_DATA_DIR="$WORK/data"
+# FUZZ_DATABASE_URL=URL (an empty database) fuzzes the API on that database instead of SQLite:
+# some inputs fail only on PostgreSQL (it cannot store or compare text holding a NUL).
+if [[ -n "${FUZZ_DATABASE_URL:-}" ]]; then
+  export DESCENT_DATABASE_URL="$FUZZ_DATABASE_URL"
+fi
 API_PID=""
 cleanup() {
   if [[ -n "$API_PID" ]] && kill -0 "$API_PID" 2>/dev/null; then

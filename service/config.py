@@ -81,8 +81,8 @@ class Settings:
     torch_threads: int = env("DESCENT_TORCH_THREADS", "torch intra-op threads per worker process", 1)
     worker_queues: str | None = env("DESCENT_WORKER_QUEUES", "queues a worker consumes (set by descent worker); "
                                     "default Celery's -Q", None)
-    auth: str = env("DESCENT_AUTH", "required or off; default off when the API binds a loopback address, "
-                    "required otherwise", None)  # type: ignore[assignment]
+    auth: str | None = env("DESCENT_AUTH", "required or off; default off when the API binds a loopback address, "
+                    "required otherwise", None)
     auth_off_on_network: str = env("DESCENT_AUTH_OFF_ON_NETWORK", "yes lets DESCENT_AUTH=off serve a "
                                    "non-loopback address (anyone who reaches it acts as admin)", "no")
     token: str | None = env("DESCENT_TOKEN", "the API token client commands send", None)

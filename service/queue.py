@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -35,6 +36,9 @@ def prepare_embedded_broker(celery: Celery, queues: tuple[str, ...] = ("cpu", "g
     exists") error. Here the loser retries and finds the winner's rows."""
     from sqlalchemy.exc import IntegrityError, OperationalError
 
+    url = celery.conf.broker_url or ""
+    if url.startswith("sqla+sqlite:///"):  # its folder may not exist yet (a server database, say)
+        Path(url.removeprefix("sqla+sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(20):
         try:
             with celery.connection_for_write() as conn:

@@ -1,7 +1,7 @@
 """Who is asking: bearer tokens, the owner and admin flag of every request.
 
-With ``DESCENT_AUTH=required`` every request but the open ones (health, OpenAPI, the dashboard's
-page shell and static assets, which carry no data) needs ``Authorization: Bearer <token>``; a
+With ``DESCENT_AUTH=required`` every request but the open ones (health and OpenAPI, which carry
+no data) needs ``Authorization: Bearer <token>``; a
 missing or bad one is a 401 with ``WWW-Authenticate: Bearer``. With ``off`` (the default on a
 loopback bind) every request acts as the one local admin, owner ``local``. ``off`` on any other
 address is refused at start unless ``DESCENT_AUTH_OFF_ON_NETWORK=yes``.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from flask import Flask, g, request
@@ -22,7 +23,7 @@ from service.config import ConfigError, Settings
 from service.errors import DescentError, ErrorCode
 from service.store import Database
 from service.store.jobs import LOCAL_OWNER
-from service.store.tokens import verify_token
+from service.store.tokens import TOKEN_SHAPE, digest, verify_token
 
 CACHE_SECONDS = 5.0
 # Endpoints anyone may call: they carry no job data.
@@ -57,25 +58,33 @@ def auth_mode(settings: Settings) -> str:
 
 
 class TokenCache:
-    """Verified tokens (and refused ones) for ``CACHE_SECONDS``, keyed by the token text."""
+    """Verified tokens for ``CACHE_SECONDS``, keyed by their SHA-256 (never the token itself),
+    the least recently used forgotten first. Refusals are not remembered: text that is not even
+    shaped like a token is refused before any lookup, so no client can fill this up."""
 
     def __init__(self, db: Database, max_entries: int = 10_000) -> None:
         self.db, self.max_entries = db, max_entries
-        self._seen: dict[str, tuple[float, Caller | None]] = {}
+        self._seen: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
         self._lock = threading.Lock()
 
     def caller(self, secret: str) -> Caller | None:
-        now = time.monotonic()
+        if not TOKEN_SHAPE.fullmatch(secret):
+            return None
+        key, now = digest(secret), time.monotonic()
         with self._lock:
-            hit = self._seen.get(secret)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+            hit = self._seen.get(key)
+            if hit is not None and hit[0] > now:
+                self._seen.move_to_end(key)
+                return hit[1]
         record = verify_token(self.db, secret)
-        caller = Caller(record.owner, record.admin) if record is not None else None
+        if record is None:
+            return None
+        caller = Caller(record.owner, record.admin)
         with self._lock:
-            if len(self._seen) >= self.max_entries:
-                self._seen.clear()
-            self._seen[secret] = (now + CACHE_SECONDS, caller)
+            self._seen[key] = (now + CACHE_SECONDS, caller)
+            self._seen.move_to_end(key)
+            while len(self._seen) > self.max_entries:
+                self._seen.popitem(last=False)
         return caller
 
 

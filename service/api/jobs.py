@@ -64,9 +64,9 @@ def submit():  # type: ignore[no-untyped-def]
     data = read_json_body()
     checked = check_spec(data, svc.settings.limits)
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not (0 < len(key) <= 200):
-        raise DescentError("Idempotency-Key must be 1 to 200 characters", code=ErrorCode.INVALID_HEADER,
-                           field="Idempotency-Key")
+    if key is not None and not (0 < len(key) <= 200) or (key or "").startswith(job_store.SCOPED_KEY_PREFIX):
+        raise DescentError(f"Idempotency-Key must be 1 to 200 characters, not starting with "
+                           f"'{job_store.SCOPED_KEY_PREFIX}'", code=ErrorCode.INVALID_HEADER, field="Idempotency-Key")
     spec = checked.as_json()
     who = caller()
     job, created = job_store.create_job(svc.db, spec, list(checked.shape), route_queue(checked.spec.device), key,

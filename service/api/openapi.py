@@ -24,6 +24,7 @@ from service.spec.catalog import CATALOG
 from service.spec.model import JobSpec
 from service.spec.optimizers import OPTIMIZERS, SCHEDULERS
 from service.spec.values import MAX_MAGNITUDE, MAX_NESTING
+from service.store.jobs import SCOPED_KEY_PREFIX
 from service.store.status import JobStatus
 
 bp = Blueprint("openapi", __name__)
@@ -376,7 +377,8 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
                     "description": "A retry with the same key and spec returns the first job (409 for "
                                    "another spec)",
                     "schema": {"type": "string", "minLength": IDEMPOTENCY_KEY_LENGTH[0],
-                               "maxLength": IDEMPOTENCY_KEY_LENGTH[1]}}],
+                               "maxLength": IDEMPOTENCY_KEY_LENGTH[1],
+                               "not": {"pattern": "^" + SCOPED_KEY_PREFIX}}}],
                 "requestBody": {"required": True, "description": f"At most {limits.max_body_bytes} bytes "
                                 "(max_body_bytes)",
                                 "content": {"application/json": {"schema": _ref("JobSpec"),

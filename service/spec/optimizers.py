@@ -188,7 +188,8 @@ def _trial_step(choice: Choice) -> int:
     checks at construction and at the first step (LBFGS's ``line_search_fn``, a float that
     overflows float32) refuse the arguments now. Returns how many x-sized tensors it keeps.
     LBFGS's history fills over many steps, so its count is worked out: ``2 * history_size``
-    directions and steps, plus its search direction, last gradient and flat gradient."""
+    directions and steps, plus its search direction, last gradient and flat gradient, and the
+    copies of x and its gradient the engine keeps across a long step (to stop inside it)."""
     lbfgs = choice.cls is torch.optim.LBFGS
     kwargs = {**choice.kwargs, "max_iter": 1} if lbfgs else choice.kwargs  # one iteration suffices to try it
     x = torch.zeros(_SCRATCH, requires_grad=True)
@@ -203,7 +204,7 @@ def _trial_step(choice: Choice) -> int:
     opt.step(closure)
     if lbfgs:
         history = choice.kwargs.get("history_size", arguments(choice.cls)["history_size"])
-        return 2 * history + 3
+        return 2 * history + 5
     return sum(1 for state in opt.state.values() for value in state.values()
                if isinstance(value, torch.Tensor) and value.numel() == _SCRATCH)
 

@@ -37,7 +37,10 @@ def save_chunk(db: Database, job_id: str, worker: str, batch: HistoryBatch, chec
 
 
 # A page of a history read holds about this many bytes of float values (x and grad rows of the
-# job's size), and at least one row: a job with a million elements reads one row at a time.
+# job's size), and at least one row: a job with a million elements reads one row at a time. The
+# driver's own form of a page (Python floats, array text) takes several times this while it is
+# read, still bounded whatever the job's size: two exports of a million-element x measured
+# about 110 MiB each over an idle API (benchmarks/export_rss.py).
 PAGE_BYTES = 8 * 1024 * 1024
 # Per-row bytes besides x and grad (step, f, grad_norm, lr), for the page size arithmetic.
 ROW_OVERHEAD_BYTES = 64

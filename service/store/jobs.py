@@ -20,13 +20,15 @@ from service.batch import HistoryBatch
 from service.config import Quotas
 from service.store.db import Conflict, Database, LeaseLost, NotFound, as_utc, clock
 from service.store.models import HistoryRow, Job, JobTag
-from service.store.quotas import check_quotas
+from service.store.quotas import check_quotas, settle_reservation
 from service.store.records import JobRecord
 from service.store.rows import write_once, write_rows
 from service.store.status import FINISHED, JobStatus
 
 # The owner of every job made before owners existed, and of an auth-off (loopback) service's jobs.
 LOCAL_OWNER = "local"
+# Stored idempotency keys of every owner but ``local`` start with this (clients may not send it).
+SCOPED_KEY_PREFIX = "owner-sha256:"
 
 def _record(job: Any, with_checkpoint: bool = False) -> JobRecord:
     """A record from an ORM ``Job`` or a Core row of the jobs table. Tags are read from the
@@ -82,7 +84,7 @@ def _scoped_key(owner: str, idempotency_key: str | None) -> str | None:
     owner and key (which fits the column whatever their lengths)."""
     if idempotency_key is None or owner == "local":
         return idempotency_key
-    return "owner-sha256:" + hashlib.sha256(f"{owner}\n{idempotency_key}".encode("utf-8", "surrogatepass")).hexdigest()
+    return SCOPED_KEY_PREFIX + hashlib.sha256(f"{owner}\n{idempotency_key}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _by_idempotency_key(db: Database, key: str, spec: dict[str, Any]) -> JobRecord | None:
@@ -192,6 +194,10 @@ def _settle_unclaimable(s: Any, job_id: str, claimable: Any, max_attempts: int, 
         job.status, job.finished_at = JobStatus.FAILED, now
         job.error = (f"gave up after {job.attempts} attempts: each time, the worker running this job "
                      "stopped before it finished (killed, crashed or lost)")
+    else:
+        return
+    s.flush()
+    settle_reservation(s, job_id)
 
 
 def renew(db: Database, job_id: str, worker: str, lease_seconds: float, session: Any = None) -> bool:
@@ -235,6 +241,7 @@ def finish_job(db: Database, job_id: str, worker: str, status: str, result: dict
             raise LeaseLost(f"job {job_id} is no longer held by {worker}")
         for batch in final:
             write_rows(s, job_id, batch, replace)
+        settle_reservation(s, job_id)
 
     write_once(db, transaction)
 
@@ -266,6 +273,8 @@ def request_cancel(db: Database, job_id: str, owner: str | None = None) -> JobRe
         job.cancel_requested = True
         if job.status == JobStatus.QUEUED:
             job.status, job.finished_at = JobStatus.CANCELLED, now
+            s.flush()
+            settle_reservation(s, job_id)
     return get_job(db, job_id)
 
 

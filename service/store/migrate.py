@@ -51,7 +51,7 @@ def upgrade(db: Database, revision: str = "head") -> None:
     fail on a revision it cannot locate."""
     _refuse_newer(current_revision(db), _scripts(db))
     cfg = alembic_config(db.url)
-    with db.engine.begin() as conn:
+    with db.engine.connect() as conn:  # migrations/env.py begins (and commits) the transaction
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 

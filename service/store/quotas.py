@@ -1,8 +1,9 @@
 """Per-owner quotas, checked in the transaction that stores new jobs.
 
-Three ceilings (``service.config.Quotas``): jobs submitted in the last minute, jobs queued or
-running, and history values reserved by all of an owner's jobs (each job reserves, when it is
-submitted, what its spec may record: a disk quota that cannot be overrun by a running job).
+Three ceilings (``service.config.Quotas``): submissions in the last minute, jobs queued or
+running, and history values held by all of an owner's jobs. Each job reserves, when it is
+submitted, what its spec may record (so no running job can overrun the disk quota) and keeps, once
+it has finished, only what it stored.
 On PostgreSQL the check takes a per-owner advisory lock for the rest of its transaction, so two
 concurrent submissions by one owner cannot both squeeze under a ceiling; SQLite transactions
 already take the database's write lock up front.
@@ -13,12 +14,12 @@ import math
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import distinct, func, select, text, update
 
 from service.config import Quotas
 from service.errors import ErrorCode
-from service.store.db import StoreError, as_utc, utcnow
-from service.store.models import Job
+from service.store.db import StoreError, as_utc, clock, utcnow
+from service.store.models import HistoryRow, Job
 from service.store.status import JobStatus
 
 WINDOW = timedelta(minutes=1)
@@ -34,26 +35,45 @@ class QuotaExceeded(StoreError):
 
 
 def check_quotas(s: Any, owner: str, quotas: Quotas, jobs: int = 1, values: int = 0) -> None:
-    """Raise QuotaExceeded unless ``owner`` may add ``jobs`` jobs reserving ``values`` values."""
-    if s.get_bind().dialect.name == "postgresql":
+    """Raise QuotaExceeded unless ``owner`` may add ``jobs`` jobs reserving ``values`` values in
+    one submission. Jobs stored in one transaction share their ``created_at`` (the database's
+    transaction time), so the per-minute count is of submissions: a sweep's jobs are one."""
+    dialect = s.get_bind().dialect.name
+    if dialect == "postgresql":
         s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:owner))"), {"owner": "descent-quota:" + owner})
-    now = utcnow()
-    recent, oldest = s.execute(select(func.count(), func.min(Job.created_at))
+    now = s.scalar(select(clock(dialect))) if dialect == "postgresql" else utcnow()
+    recent, oldest = s.execute(select(func.count(distinct(Job.created_at)), func.min(Job.created_at))
                                .where(Job.owner == owner, Job.created_at > now - WINDOW)).one()
-    if recent + jobs > quotas.submissions_per_minute:
-        wait = WINDOW.total_seconds() - (now - as_utc(oldest)).total_seconds() if oldest else WINDOW.total_seconds()
-        raise QuotaExceeded(f"owner '{owner}' submitted {recent:,} jobs in the last minute; the quota is "
+    if recent + 1 > quotas.submissions_per_minute:
+        wait = (WINDOW - (as_utc(now) - as_utc(oldest))).total_seconds() if oldest else WINDOW.total_seconds()
+        raise QuotaExceeded(f"owner '{owner}' made {recent:,} submissions in the last minute; the quota is "
                             f"{quotas.submissions_per_minute:,} (DESCENT_QUOTA_SUBMISSIONS_PER_MINUTE)",
                             math.ceil(wait), "quota.submissions_per_minute")
     active = s.scalar(select(func.count()).select_from(Job)
                       .where(Job.owner == owner, Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING))))
     if active + jobs > quotas.active_jobs:
-        raise QuotaExceeded(f"owner '{owner}' has {active:,} jobs queued or running; the quota is "
-                            f"{quotas.active_jobs:,} (DESCENT_QUOTA_ACTIVE_JOBS); submit again when some finish",
-                            10, "quota.active_jobs")
+        raise QuotaExceeded(f"owner '{owner}' has {active:,} jobs queued or running and this submission adds "
+                            f"{jobs:,}; the quota is {quotas.active_jobs:,} (DESCENT_QUOTA_ACTIVE_JOBS); "
+                            "submit again when some finish", 10, "quota.active_jobs")
     reserved = int(s.scalar(select(func.coalesce(func.sum(Job.reserved_values), 0)).where(Job.owner == owner)))
     if reserved + values > quotas.recorded_values:
-        raise QuotaExceeded(f"owner '{owner}' has {reserved:,} history values stored or reserved and this job "
-                            f"may record {values:,}; the quota is {quotas.recorded_values:,} "
+        raise QuotaExceeded(f"owner '{owner}' has {reserved:,} history values stored or reserved and this "
+                            f"submission may record {values:,}; the quota is {quotas.recorded_values:,} "
                             "(DESCENT_QUOTA_RECORDED_VALUES); record less (raise record.every) or ask an admin for more",
                             3600, "quota.recorded_values")
+
+
+def values_per_row(spec: dict[str, Any], shape: list[int]) -> int:
+    """Values one history row of a job holds: step's f, grad_norm and lr, and x and grad if recorded."""
+    record = spec.get("record") or {}
+    return 3 + math.prod(shape) * (int(record.get("x", True)) + int(bool(record.get("grad"))))
+
+
+def settle_reservation(s: Any, job_id: str) -> None:
+    """A finished job keeps, of its reservation, only what its history holds: an early stop, a
+    failure or a cancel gives the rest back to its owner."""
+    job = s.execute(select(Job.spec, Job.shape).where(Job.id == job_id)).first()
+    if job is None:
+        return
+    rows = s.scalar(select(func.count()).select_from(HistoryRow).where(HistoryRow.job_id == job_id))
+    s.execute(update(Job).where(Job.id == job_id).values(reserved_values=int(rows) * values_per_row(job.spec, job.shape)))

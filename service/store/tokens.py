@@ -8,7 +8,6 @@ listing and revoking, never usable to authenticate.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 import secrets
 
@@ -19,10 +18,13 @@ from service.store.models import Token
 from service.store.records import TokenRecord
 
 PREFIX = "dsc_"
+# What create_token makes: the prefix and 32 random bytes, URL-safe base64 without padding.
+TOKEN_SHAPE = re.compile(PREFIX + r"[A-Za-z0-9_-]{43}")
 OWNER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}$")
 
 
 def digest(secret: str) -> str:
+    """The SHA-256 (hex) a token is stored and looked up by."""
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -44,6 +46,7 @@ def create_token(db: Database, owner: str, admin: bool = False) -> tuple[TokenRe
 
 
 def list_tokens(db: Database) -> list[TokenRecord]:
+    """Every token ever made, oldest first, revoked ones included."""
     with db.session() as s:
         return [_record(t) for t in s.scalars(select(Token).order_by(Token.created_at, Token.id))]
 
@@ -59,10 +62,10 @@ def revoke_token(db: Database, token_id: str) -> TokenRecord:
 
 
 def verify_token(db: Database, secret: str) -> TokenRecord | None:
-    """The live token whose text is ``secret``, or None (unknown or revoked)."""
-    wanted = digest(secret)
+    """The live token whose text is ``secret``, or None (unknown or revoked). It is looked up by
+    its hash, so no comparison ever runs on the token's own text (nothing for timing to leak)."""
     with db.session() as s:
-        row = s.scalar(select(Token).where(Token.hash == wanted))
-        if row is None or row.revoked_at is not None or not hmac.compare_digest(row.hash, wanted):
+        row = s.scalar(select(Token).where(Token.hash == digest(secret)))
+        if row is None or row.revoked_at is not None:
             return None
         return _record(row)

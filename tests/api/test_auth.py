@@ -181,3 +181,24 @@ def test_auth_defaults_to_off_on_loopback_and_required_elsewhere(tmp_path):
 def test_auth_off_acts_as_the_local_admin(client):
     job = client.post("/v1/jobs", data=json.dumps(LESSON_LOGLOG), content_type="application/json").get_json()
     assert job["owner"] == "local"
+
+
+def test_text_not_shaped_like_a_token_is_refused_without_a_lookup(service, monkeypatch):
+    app, user = service()
+    alice = user("alice")
+    looked_up = []
+    import service.api.auth as auth_module
+
+    real = auth_module.verify_token
+    monkeypatch.setattr(auth_module, "verify_token", lambda db, secret: looked_up.append(secret) or real(db, secret))
+    for bogus in ("x" * 200_000, "dsc_short", alice.token + "A", "dsc_" + "!" * 43):
+        assert User(alice.client, bogus).get("/v1/jobs").status_code == 401
+    assert looked_up == []
+    assert User(alice.client, alice.token).get("/v1/jobs").status_code == 200
+    assert len(looked_up) == 1
+
+
+def test_a_reserved_idempotency_key_prefix_is_refused(client):
+    resp = client.post("/v1/jobs", data=json.dumps(LESSON_LOGLOG), content_type="application/json",
+                       headers={"Idempotency-Key": "owner-sha256:" + "0" * 64})
+    assert resp.status_code == 400 and resp.get_json()["error"]["field"] == "Idempotency-Key"

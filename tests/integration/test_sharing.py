@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from service.config import Quotas
+from service.store.migrate import upgrade
 from service.store.status import JobStatus
 from testkit.processes import Service
 from tests.helpers.lesson import LESSON_LOGLOG
@@ -33,7 +34,8 @@ def as_owner(svc: Service, token: str | None) -> requests.Session:
 
 
 def test_owners_tokens_and_quotas_end_to_end(shared):
-    alice = as_owner(shared, shared.token("alice"))
+    secret = shared.token("alice")
+    alice = as_owner(shared, secret)
     bob = as_owner(shared, shared.token("bob"))
     admin = as_owner(shared, shared.token("ops", admin=True))
     nobody = as_owner(shared, None)
@@ -62,3 +64,14 @@ def test_owners_tokens_and_quotas_end_to_end(shared):
     refused = alice.post(url + "/v1/jobs", json=LESSON_LOGLOG, timeout=30)
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     assert bob.post(url + "/v1/jobs", json={**LESSON_LOGLOG, "steps": 1}, timeout=30).status_code == 202
+
+    assert "auth required" in (shared.log_dir / "api.log").read_text()
+    assert secret not in shared.logs()  # a token is never logged, by the API or the workers
+
+
+def test_the_embedded_default_says_that_auth_is_off(tmp_path_factory):
+    for svc in make_service("embedded", tmp_path_factory):
+        upgrade(svc.db())
+        svc.start_api()
+        assert "auth off: every request acts as the local admin" in (svc.log_dir / "api.log").read_text()
+        assert requests.get(svc.url + "/v1/jobs", timeout=30).status_code == 200

@@ -2,19 +2,16 @@
 and the owner every job gets, including the jobs made before owners existed."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from service.store import Database
 from service.store import jobs as job_store
 from service.store import tokens
-from service.store.migrate import upgrade
 from service.store.models import Token
 from service.store.status import JobStatus
 
@@ -47,20 +44,6 @@ def test_a_job_whose_cancel_was_requested_never_ends_succeeded(db):
     job_store.request_cancel(db, job.id)
     job_store.finish_job(db, job.id, "w1", JobStatus.SUCCEEDED, {"f": 1.0}, None)
     assert job_store.get_job(db, job.id).status == JobStatus.CANCELLED
-
-
-def test_jobs_made_before_owners_existed_belong_to_local(empty_db):
-    db = empty_db
-    upgrade(db, "0002")
-    with db.session() as s:  # the 0002 schema: no owner given, no reserved_values column
-        s.execute(text("INSERT INTO jobs (id, status, spec, shape, queue, created_at, attempts, cancel_requested) "
-                       "VALUES ('old-job', 'succeeded', :spec, '[2]', 'cpu', :now, 1, :no)"),
-                  {"spec": json.dumps(SPEC), "now": datetime.now(timezone.utc), "no": False})
-    upgrade(db)
-    old = job_store.get_job(db, "old-job")
-    assert old.owner == job_store.LOCAL_OWNER
-    with pytest.raises(job_store.NotFound):
-        job_store.get_job(db, "old-job", owner="alice")
 
 
 def test_descent_tokens_create_list_revoke(tmp_path):
