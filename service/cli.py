@@ -110,8 +110,12 @@ def cmd_api(args: argparse.Namespace) -> int:
           flush=True)
     # waitress refuses a body over the limit from its Content-Length, before buffering any of it
     # (it refuses a length >= its setting; Flask accepts exactly the limit).
-    serve(app, host=host, port=port, threads=args.threads, ident="descent", _quiet=True,
-          max_request_body_size=settings.limits.max_body_bytes + 1)
+    # Threads for ordinary requests plus one for each request allowed to wait or stream (see
+    # service/api/waiting.py); parked threads cost no CPU and little memory. Connections beyond
+    # the threads wait in waitress's queue rather than being refused.
+    threads = (args.threads or settings.api_threads) + settings.max_waiters
+    serve(app, host=host, port=port, threads=threads, connection_limit=threads + 256, asyncore_use_poll=True,
+          ident="descent", _quiet=True, max_request_body_size=settings.limits.max_body_bytes + 1)
     return 0
 
 
@@ -152,7 +156,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        return cmd_api(argparse.Namespace(host=None, port=None, threads=8))
+        return cmd_api(argparse.Namespace(host=None, port=None, threads=None))
     finally:
         stop()
 
@@ -208,6 +212,8 @@ def cmd_wait(args: argparse.Namespace) -> int:
         if status is None or status.is_finished or time.time() >= deadline:
             code = _show(resp)
             return code if status is None else (0 if status == JobStatus.SUCCEEDED else 1)
+        if "Retry-After" in resp.headers:  # the API did not wait (it serves its most waiters): pause
+            time.sleep(min(float(resp.headers["Retry-After"]), max(0.0, deadline - time.time())))
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -235,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("api", help="run the HTTP API")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--threads", type=int, help="threads for ordinary requests (default DESCENT_API_THREADS)")
     p.set_defaults(fn=cmd_api)
     p = sub.add_parser("worker", help="run a Celery worker")
     p.add_argument("--queues", default="cpu", help="comma-separated: cpu, gpu")

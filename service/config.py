@@ -71,6 +71,10 @@ class Settings:
     broker_url: str = env("DESCENT_BROKER_URL", "Celery broker URL; default a SQL broker in the data dir", None)  # type: ignore[assignment]
     host: str = env("DESCENT_HOST", "address the API binds", "127.0.0.1")
     port: int = env("DESCENT_PORT", "port the API listens on", 8000)
+    api_threads: int = env("DESCENT_API_THREADS", "request threads of one API process for ordinary requests "
+                           "(waiting and streaming requests have their own, DESCENT_MAX_WAITERS)", 16)
+    max_waiters: int = env("DESCENT_MAX_WAITERS", "requests one API process serves while they wait (?wait) or "
+                           "stream (history); past it a ?wait answers at once and a stream is a 503", 256)
     api_url: str = env("DESCENT_URL", "where client commands find the API; default http://127.0.0.1:PORT", None)  # type: ignore[assignment]
     lease_seconds: float = env("DESCENT_LEASE_SECONDS", "a worker's hold on its job, renewed while it runs", 30.0)
     heartbeat_seconds: float = env("DESCENT_HEARTBEAT_SECONDS", "seconds between worker heartbeats", 5.0)

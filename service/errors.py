@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
     QUOTA_EXCEEDED = "quota_exceeded"
+    SERVICE_BUSY = "service_busy"
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
     DATABASE_UNAVAILABLE = "database_unavailable"
@@ -37,7 +38,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_OPTIMIZER: 400, ErrorCode.INVALID_SCHEDULER: 400, ErrorCode.LIMIT_EXCEEDED: 400,
     ErrorCode.INVALID_PARAMETER: 400, ErrorCode.INVALID_HEADER: 400, ErrorCode.BODY_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415, ErrorCode.UNAUTHORIZED: 401, ErrorCode.FORBIDDEN: 403,
-    ErrorCode.QUOTA_EXCEEDED: 429,
+    ErrorCode.QUOTA_EXCEEDED: 429, ErrorCode.SERVICE_BUSY: 503,
     ErrorCode.NOT_FOUND: 404, ErrorCode.CONFLICT: 409, ErrorCode.DATABASE_UNAVAILABLE: 503,
     ErrorCode.INVALID_SETTING: 500, ErrorCode.JOB_CANNOT_RUN: 500, ErrorCode.INTERNAL: 500,
 }

@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     """Build the app. Refuses (SchemaOutOfDate) a database behind the head migration."""
     from service.api import auth, catalog, errors, health, history, jobs, openapi, security
     from service.api.services import Services
+    from service.api.waiting import WaiterSlots
 
     settings = settings or load_settings()
     app = Flask(__name__)
@@ -45,7 +46,8 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     dispatcher = Dispatcher(make_celery(settings))
     if settings.embedded_broker:
         prepare_embedded_broker(dispatcher.celery)
-    app.extensions["descent"] = Services(settings=settings, db=db, dispatcher=dispatcher, finished=FinishedJobs(db))
+    app.extensions["descent"] = Services(settings=settings, db=db, dispatcher=dispatcher, finished=FinishedJobs(db),
+                                         waiters=WaiterSlots(settings.max_waiters))
     errors.register(app)
     security.register(app, settings)
     app.config["DESCENT_AUTH"] = auth.register(app, settings, db)

@@ -56,16 +56,24 @@ def history(job_id: str):  # type: ignore[no-untyped-def]
             raise bad_parameter("fields", f"unknown field '{unknown[0][:40]}'; fields: {', '.join(HISTORY_FIELDS)}")
         fields = ["step"] + [f for f in HISTORY_FIELDS if f in asked and f != "step"]
     shape, numel = list(job.shape), math.prod(job.shape)
-    pages = iter_history(svc.db, job_id, start=start or 0, limit=None if limit is None else limit + 1,
-                         every=every, with_x="x" in fields, with_grad="grad" in fields, numel=numel)
-    first = next(pages, None)  # read here: a failure is an error status, not a broken 200
+    svc.waiters.take_for_stream()  # a stream holds a request thread until its last byte
+    try:
+        pages = iter_history(svc.db, job_id, start=start or 0, limit=None if limit is None else limit + 1,
+                             every=every, with_x="x" in fields, with_grad="grad" in fields, numel=numel)
+        first = next(pages, None)  # read here: a failure is an error status, not a broken 200
+    except BaseException:
+        svc.waiters.give_back()
+        raise
     rows = _rows(_prefetched(first, pages))  # the stream needs no request context: all is bound here
     if fmt == "csv":
-        return Response(_csv(rows, fields, numel, limit), mimetype="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{job_id}.csv"'})
-    if fmt == "ndjson":
-        return Response(_ndjson(rows, fields, shape, limit), mimetype="application/x-ndjson")
-    return Response(_json_page(rows, fields, shape, limit), mimetype="application/json")
+        response = Response(_csv(rows, fields, numel, limit), mimetype="text/csv",
+                            headers={"Content-Disposition": f'attachment; filename="{job_id}.csv"'})
+    elif fmt == "ndjson":
+        response = Response(_ndjson(rows, fields, shape, limit), mimetype="application/x-ndjson")
+    else:
+        response = Response(_json_page(rows, fields, shape, limit), mimetype="application/json")
+    response.call_on_close(svc.waiters.give_back)  # when the server is done with it, however it ended
+    return response
 
 
 def _prefetched(first: HistoryBatch | None, pages: Iterator[HistoryBatch]) -> Iterator[HistoryBatch]:

@@ -16,6 +16,7 @@ from service.api.errors import bad_parameter
 from service.api.params import int_arg, seconds_arg, text_arg
 from service.api.serialize import job_json
 from service.api.services import services
+from service.api.waiting import RETRY_AFTER_SECONDS
 from service.errors import DescentError, ErrorCode
 from service.spec import check_spec
 from service.store import JobStatus
@@ -82,13 +83,20 @@ def submit():  # type: ignore[no-untyped-def]
 
 @bp.get("/<job_id>")
 def get(job_id: str):  # type: ignore[no-untyped-def]
-    """The job; with ``?wait=S`` (up to 30 s) the answer waits until the job has finished."""
+    """The job; with ``?wait=S`` (up to 30 s) the answer waits until the job has finished, unless
+    this process already serves DESCENT_MAX_WAITERS waiting requests: then it answers at once,
+    with ``Retry-After``."""
     svc = services()
     seconds = seconds_arg("wait", 0, 30)
     job = job_store.get_job(svc.db, job_id, owner=caller().owner_filter)
-    if not seconds:
+    if not seconds or job.finished:
         return job_json(job)
-    return job_json(svc.finished.wait(job_id, seconds))
+    if not svc.waiters.take():  # this process already serves its share of waiters: answer now
+        return job_json(job), 200, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    try:
+        return job_json(svc.finished.wait(job_id, seconds))
+    finally:
+        svc.waiters.give_back()
 
 
 @bp.get("")

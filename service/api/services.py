@@ -1,11 +1,12 @@
-"""What the API's handlers share: settings, the database, the task dispatcher and the
-watcher of finishing jobs (for ``?wait``)."""
+"""What the API's handlers share: settings, the database, the task dispatcher, the watcher of
+finishing jobs (for ``?wait``) and the count of waiting or streaming requests."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from flask import current_app
 
+from service.api.waiting import WaiterSlots
 from service.config import Settings
 from service.queue import Dispatcher
 from service.store import Database
@@ -18,6 +19,7 @@ class Services:
     db: Database
     dispatcher: Dispatcher
     finished: FinishedJobs
+    waiters: WaiterSlots
 
 
 def services() -> Services:

@@ -1,11 +1,13 @@
-"""Waiting for a job to finish without polling the database in a tight loop.
+"""Waiting for a job to finish: every waiter of a process parked on one watcher, none polling.
 
-On PostgreSQL a trigger (migration 0002) sends ``NOTIFY descent_job_finished, '<job id>'`` in
-the transaction that finishes a job; one listener thread per process, on a connection of its
-own, wakes the requests waiting for that job. The database stays the source of truth: a waiter
-re-reads the job when woken, and every ``safety_poll`` seconds anyway, so a notification
-lost while the listener reconnects costs latency, never a wrong answer. SQLite has no such
-channel: there waiters poll (a local file read).
+A waiting request registers an event and sleeps on it; it reads the job only when it starts and
+when it is woken. Two things wake it. On PostgreSQL a trigger (migration 0002) sends
+``NOTIFY descent_job_finished, '<job id>'`` in the transaction that finishes a job, and one
+listener thread per process, on a connection of its own, wakes that job's waiters at once. And
+one poller thread per process asks, in a single query, which of all the jobs being waited on have
+finished: every ``safety_poll`` seconds while the listener is up (a notification lost while it
+reconnects costs latency, never a wrong answer), every ``poll`` seconds on SQLite (which has no
+such channel) or while the listener is down. So 200 waiters cost one query per poll, not 200.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import time
 from collections import defaultdict
 
 from service.store.db import Database
-from service.store.jobs import get_job
+from service.store.jobs import finished_among, get_job
 from service.store.records import JobRecord
 
 CHANNEL = "descent_job_finished"
@@ -25,34 +27,41 @@ log = logging.getLogger(__name__)
 class FinishedJobs:
     """``wait(job_id, seconds)``: the job once it has finished, or when the time is up."""
 
-    def __init__(self, db: Database, safety_poll: float = 1.0) -> None:
+    def __init__(self, db: Database, safety_poll: float = 1.0, poll: float = 0.05) -> None:
         self.db = db
-        self.safety_poll = safety_poll
+        self.safety_poll, self.poll = safety_poll, poll
         self._lock = threading.Lock()
         self._waiters: dict[str, list[threading.Event]] = defaultdict(list)
         self._listening = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._poller: threading.Thread | None = None
 
     @property
     def listening(self) -> bool:
         return self._listening.is_set()
 
+    @property
+    def waiting(self) -> int:
+        """Requests of this process waiting right now."""
+        with self._lock:
+            return sum(len(events) for events in self._waiters.values())
+
     def wait(self, job_id: str, seconds: float) -> JobRecord:
         """The job once it has finished, or as it is when ``seconds`` are up; NotFound for an
         unknown job."""
         self._ensure_listener()
+        self._ensure_poller()
         event = threading.Event()
         with self._lock:
             self._waiters[job_id].append(event)
         try:
-            began = time.monotonic()
+            deadline = time.monotonic() + seconds
             job = get_job(self.db, job_id)  # read after registering: no wake-up is missed
             while not job.finished:
-                left = seconds - (time.monotonic() - began)
-                if left <= 0:
-                    break
-                event.wait(min(left, self._poll_interval(time.monotonic() - began)))
+                left = deadline - time.monotonic()
+                if left <= 0 or not event.wait(left):
+                    return get_job(self.db, job_id) if left > 0 else job
                 event.clear()
                 job = get_job(self.db, job_id)
             return job
@@ -64,11 +73,6 @@ class FinishedJobs:
                 if not events:
                     self._waiters.pop(job_id, None)
 
-    def _poll_interval(self, waited: float) -> float:
-        if self._listening.is_set():
-            return self.safety_poll
-        return 0.002 if waited < 2 else 0.05
-
     def _wake(self, job_id: str) -> None:
         with self._lock:
             for event in self._waiters.get(job_id, ()):
@@ -79,6 +83,26 @@ class FinishedJobs:
             for events in self._waiters.values():
                 for event in events:
                     event.set()
+
+    def _ensure_poller(self) -> None:
+        if self._poller is not None:
+            return
+        with self._lock:
+            if self._poller is None:
+                self._poller = threading.Thread(target=self._poll_forever, name="descent-waiters", daemon=True)
+                self._poller.start()
+
+    def _poll_forever(self) -> None:
+        while not self._stop.wait(self.safety_poll if self._listening.is_set() else self.poll):
+            with self._lock:
+                waited = list(self._waiters)
+            if not waited:
+                continue
+            try:
+                for job_id in finished_among(self.db, waited):
+                    self._wake(job_id)
+            except Exception as exc:  # noqa: BLE001 - the poller must outlive any one failure
+                log.warning("could not check the jobs being waited on (%s); trying again", exc)
 
     def _ensure_listener(self) -> None:
         if self._thread is not None or self.db.dialect != "postgresql":
@@ -114,5 +138,6 @@ class FinishedJobs:
 
     def close(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=3)
+        for thread in (self._thread, self._poller):
+            if thread is not None:
+                thread.join(timeout=3)

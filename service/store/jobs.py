@@ -117,6 +117,16 @@ def get_job(db: Database, job_id: str, with_checkpoint: bool = False, owner: str
         return _record(job, with_checkpoint)
 
 
+def finished_among(db: Database, job_ids: list[str]) -> list[str]:
+    """Which of ``job_ids`` have finished (one query per 500 ids)."""
+    finished: list[str] = []
+    with db.session() as s:
+        for i in range(0, len(job_ids), 500):
+            finished.extend(s.scalars(select(Job.id).where(Job.id.in_(job_ids[i:i + 500]),
+                                                            Job.status.in_(tuple(FINISHED)))))
+    return finished
+
+
 def _encode_cursor(job: JobRecord) -> str:
     raw = f"{job.created_at.isoformat()}|{job.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode()
