@@ -35,6 +35,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/e2e.py
+	$(BIN)/python benchmarks/waiters.py
 
 compose-check:
 	docker-compose config -q

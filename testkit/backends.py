@@ -46,6 +46,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "DESCENT_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
         "DESCENT_MAX_ATTEMPTS": str(settings.max_attempts),
         "DESCENT_REQUEUE_AFTER": str(settings.requeue_after),
+        "DESCENT_API_THREADS": str(settings.api_threads),
+        "DESCENT_MAX_WAITERS": str(settings.max_waiters),
     })
     for name, value in (("DESCENT_AUTH", settings.auth), ("DESCENT_ALLOWED_HOSTS", settings.allowed_hosts),
                         ("DESCENT_ALLOWED_ORIGINS", settings.allowed_origins)):

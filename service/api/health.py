@@ -11,7 +11,9 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz():  # type: ignore[no-untyped-def]
-    return {"status": "ok"}
+    """The process answers; and how many of its DESCENT_MAX_WAITERS slots are in use."""
+    slots = services().waiters
+    return {"status": "ok", "waiting": slots.in_use, "max_waiters": slots.limit}
 
 
 @bp.get("/readyz")

@@ -64,7 +64,7 @@ _ERROR_WHEN = {
     "413": "The body (max_body_bytes), or the start or history the job would make, is over a configured limit",
     "415": "A request with a body must send Content-Type: application/json",
     "429": "A per-owner quota is used up; retry after Retry-After seconds",
-    "503": "The database is unavailable",
+    "503": "The database is unavailable, or (history) this process already streams DESCENT_MAX_WAITERS responses; see Retry-After",
 }
 
 
@@ -403,7 +403,8 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
             "operationId": "getJob", "summary": "One job",
             "parameters": [job_id, _query("wait", {"type": "number", "minimum": WAIT_SECONDS[0],
                                                    "maximum": WAIT_SECONDS[1]},
-                                          "Seconds to wait for the job to finish before answering")],
+                                          "Seconds to wait for the job to finish before answering; past "
+                                          "DESCENT_MAX_WAITERS waiting requests it answers at once, with Retry-After")],
             "responses": {"200": job, **_errors(400, 401, 403, 404, 503)}}},
         "/v1/jobs/{job_id}/cancel": {"post": {
             "operationId": "cancelJob", "summary": "Cancel a queued or running job", "parameters": [job_id],
@@ -445,8 +446,11 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
                           **_errors(400, 401, 403, 503)}}},
         "/healthz": {"get": {
             "operationId": "healthz", "summary": "Liveness", "security": _PUBLIC,
-            "responses": {"200": _json({"type": "object", "required": ["status"],
-                                        "properties": {"status": {"const": "ok"}}}, "The process answers"),
+            "responses": {"200": _json({"type": "object", "required": ["status", "waiting", "max_waiters"],
+                                        "properties": {"status": {"const": "ok"},
+                                                       "waiting": {"type": "integer", "minimum": 0},
+                                                       "max_waiters": {"type": "integer", "minimum": 0}}},
+                                       "The process answers; requests waiting or streaming, and their bound"),
                           **_errors(400, 403)}}},
         "/readyz": {"get": {
             "operationId": "readyz", "summary": "Database and broker reachable", "security": _PUBLIC,

@@ -105,7 +105,7 @@ def test_catalog_endpoints(client):
 
 
 def test_health_ready_and_openapi(client):
-    assert client.get("/healthz").get_json() == {"status": "ok"}
+    assert client.get("/healthz").get_json() == {"status": "ok", "waiting": 0, "max_waiters": 256}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.get_json()["checks"] == {"database": "ok", "broker": "ok"}
     doc = client.get("/openapi.json").get_json()
