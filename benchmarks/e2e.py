@@ -24,7 +24,6 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,8 +35,7 @@ from service.engine import run  # noqa: E402
 from service.spec import check_spec  # noqa: E402
 from service.store.status import FINISHED, JobStatus  # noqa: E402
 from service.store.models import Job  # noqa: E402
-from testkit.backends import REDIS_URL, embedded_settings, pg_database, redis_url_for_test  # noqa: E402
-from testkit.processes import Service  # noqa: E402
+from testkit.processes import Service, service_on  # noqa: E402
 
 LESSON = {"objective": "torch.log(torch.log(w + 7)).prod()", "variable": "w", "x0": [[5, 10], [1, 2]],
           "steps": 500, "optimizer": {"name": "sgd", "lr": 0.001}}
@@ -139,13 +137,8 @@ def main() -> None:
     parser.add_argument("--backend", choices=["postgres", "embedded"], default="postgres")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="descent-e2e-"))
-    settings = embedded_settings(tmp)
-    pg = None
-    if args.backend == "postgres":
-        pg = pg_database()
-        settings = replace(settings, database_url=next(pg), broker_url=redis_url_for_test(REDIS_URL))
-    service = Service(settings=settings, log_dir=tmp)
+    services = service_on(args.backend, Path(tempfile.mkdtemp(prefix="descent-e2e-")))
+    service = next(services)
     # Service and bare runs alternate (burst, bare, burst, bare, ...; serial job, bare job, ...):
     # this machine's speed drifts by 10-20% over minutes, so each ratio compares neighbours.
     bursts, bare_runs = [], []
@@ -159,9 +152,7 @@ def main() -> None:
             bare_runs.append(bare_engine(args.jobs))
         serial_lat, bare_one = serial(service, args.serial)
     finally:
-        service.stop()
-        if pg is not None:
-            pg.close()
+        services.close()
     ratios = [(bare_wall / wall) for (wall, _), (bare_wall, _) in zip(bursts, bare_runs)]
     burst_lat = [t for _, lat in bursts for t in lat]
     p50, bare_p50 = statistics.median(serial_lat), statistics.median(bare_one)

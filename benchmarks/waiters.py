@@ -22,14 +22,12 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from testkit.backends import REDIS_URL, embedded_settings, pg_database, redis_url_for_test  # noqa: E402
-from testkit.processes import Service  # noqa: E402
+from testkit.processes import Service, service_on  # noqa: E402
 
 LONG = {"objective": "10 * (x ** 2).sum()", "x0": {"shape": [1000]}, "steps": 1_000_000,
         "optimizer": {"name": "sgd", "lr": 1e-6}, "record": {"every": 1000, "x": False}}
@@ -102,13 +100,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     args = parser.parse_args()
 
-    data_dir = Path(tempfile.mkdtemp(prefix="descent-waiters-"))
-    settings = embedded_settings(data_dir)
-    pg = None
-    if args.backend == "postgres":
-        pg = pg_database()
-        settings = replace(settings, database_url=next(pg), broker_url=redis_url_for_test(REDIS_URL))
-    svc = Service(settings=settings, log_dir=data_dir)
+    services = service_on(args.backend, Path(tempfile.mkdtemp(prefix="descent-waiters-")))
+    svc = next(services)
     try:
         svc.start(workers=1)
         admin = Client(svc.port)
@@ -159,9 +152,7 @@ def main() -> None:
             print("FAILED: " + "; ".join(errors[:5]))
             sys.exit(1)
     finally:
-        svc.stop()
-        if pg is not None:
-            pg.close()
+        services.close()
 
 
 if __name__ == "__main__":

@@ -8,17 +8,17 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import requests
 
 from service.config import Settings
 from service.store import Database
 from service.store.migrate import upgrade
-from testkit.backends import settings_env
-from service.store.status import FINISHED, JobStatus
+from testkit.backends import REDIS_URL, embedded_settings, pg_database, redis_url_for_test, settings_env
+from service.store.status import FINISHED
 
 BIN = Path(sys.executable).parent
 
@@ -176,3 +176,20 @@ class Service:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
+
+
+def service_on(kind: str, data_dir: Path, **overrides: Any) -> Iterator[Service]:
+    """A (not yet started) Service on ``kind``: ``postgres`` (a fresh database and a Redis
+    database of its own) or ``embedded``; stopped, and its database dropped, when closed."""
+    settings = embedded_settings(data_dir, **overrides)
+    pg = None
+    if kind == "postgres":
+        pg = pg_database()
+        settings = replace(settings, database_url=next(pg), broker_url=redis_url_for_test(REDIS_URL))
+    service = Service(settings=settings, log_dir=data_dir)
+    try:
+        yield service
+    finally:
+        service.stop()
+        if pg is not None:
+            pg.close()

@@ -4,7 +4,7 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-27 22:30:00
 
-``tokens`` holds bearer tokens as SHA-256 hashes (the token itself is shown once, when created).
+``api_tokens`` holds bearer tokens as SHA-256 hashes (the token itself is shown once, when created).
 Every job gets an owner: jobs created before this revision belong to ``local``, the owner an
 auth-off loopback service acts as. ``reserved_values`` is how many history values a job's spec may
 record, counted against its owner's quota (0 for older jobs, which predate quotas).
@@ -22,7 +22,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
-        "tokens",
+        "api_tokens",
         sa.Column("id", sa.String(16), primary_key=True),
         sa.Column("owner", sa.String(200), nullable=False),
         sa.Column("admin", sa.Boolean(), nullable=False),
@@ -44,4 +44,4 @@ def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("reserved_values")
         batch.alter_column("owner", existing_type=sa.String(200), nullable=True)
-    op.drop_table("tokens")
+    op.drop_table("api_tokens")

@@ -59,7 +59,7 @@ class Job(Base):
 class Token(Base):
     """A bearer token, stored as the SHA-256 of its text; ``id`` is its public handle."""
 
-    __tablename__ = "tokens"
+    __tablename__ = "api_tokens"
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
     owner: Mapped[str] = mapped_column(String(200))
