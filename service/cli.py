@@ -5,6 +5,7 @@
     descent db upgrade         migrate the database    descent db current            show its revision
     descent tokens create --owner NAME [--admin]       descent tokens list           descent tokens revoke ID
     descent submit SPEC.json   descent status ID       descent wait ID               descent history ID --csv
+    descent sweep SWEEP.json   submit a sweep ({base, grid, starts}) and print it
 
 Client commands find the API at DESCENT_URL and send the token in DESCENT_TOKEN.
 """
@@ -192,6 +193,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return _show(requests.post(_url("/v1/jobs"), data=text.encode(), headers=headers, timeout=30))
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import requests
+
+    text = sys.stdin.read() if args.spec == "-" else open(args.spec, encoding="utf-8").read()
+    headers = _headers(**{"Content-Type": "application/json"})
+    return _show(requests.post(_url("/v1/sweeps"), data=text.encode(), headers=headers, timeout=600))
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     import requests
 
@@ -260,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("spec")
     p.add_argument("--idempotency-key")
     p.set_defaults(fn=cmd_submit)
+    p = sub.add_parser("sweep", help="submit a sweep: {base, grid, starts, ...} (a JSON file, or - for stdin)")
+    p.add_argument("spec")
+    p.set_defaults(fn=cmd_sweep)
     p = sub.add_parser("status", help="show a job")
     p.add_argument("id")
     p.set_defaults(fn=cmd_status)

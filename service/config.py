@@ -43,6 +43,8 @@ class Limits:
     max_objective_bytes: int = env("DESCENT_MAX_OBJECTIVE_BYTES", "bytes one evaluation of an objective "
                                    "(its intermediate tensors, gradient and optimiser state) may take at peak",
                                    1024 * 1024 * 1024)
+    max_sweep_jobs: int = env("DESCENT_MAX_SWEEP_JOBS", "jobs one sweep may make (the grid's product times its starts)",
+                              100_000)
     # Fixed by the language, not configurable:
     max_expression_nodes: int = 500
     max_expression_depth: int = 50

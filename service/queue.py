@@ -8,6 +8,7 @@ a half-written message and crash the worker, kombu #1551.)
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,22 @@ class Dispatcher:
         except Exception as exc:  # noqa: BLE001 - any broker failure leaves the job for the reconciler
             log.warning("could not enqueue job %s on %s: %s", job_id, queue, exc)
             return False
+
+    def send_all(self, jobs: list[tuple[str, str]]) -> int:
+        """Enqueue (job id, queue) pairs in order, stopping at the first the broker refuses (the
+        reconciler sends the rest: they stay queued in the database); returns how many went."""
+        for sent, (job_id, queue) in enumerate(jobs):
+            if not self.send(job_id, queue):
+                return sent
+        return len(jobs)
+
+    def send_all_in_background(self, jobs: list[tuple[str, str]]) -> threading.Thread:
+        """``send_all`` on a thread of its own, so a request that made thousands of jobs answers
+        before their tasks are all sent (about 0.3 ms each on Redis, 2 ms on the SQL broker). If
+        this process dies first, the reconciler sends what is left."""
+        thread = threading.Thread(target=self.send_all, args=(jobs,), name="descent-dispatch", daemon=True)
+        thread.start()
+        return thread
 
     def ping(self) -> None:
         """Raise if the broker cannot be reached."""

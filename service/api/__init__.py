@@ -31,7 +31,7 @@ class StrictJSON(DefaultJSONProvider):
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None,
                db: Database | None = None) -> Flask:
     """Build the app. Refuses (SchemaOutOfDate) a database behind the head migration."""
-    from service.api import auth, catalog, errors, health, history, jobs, openapi, security
+    from service.api import auth, catalog, errors, health, history, jobs, openapi, params, security, sweeps
     from service.api.services import Services
     from service.api.waiting import WaiterSlots
 
@@ -51,7 +51,8 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     errors.register(app)
     security.register(app, settings)
     app.config["DESCENT_AUTH"] = auth.register(app, settings, db)
-    for module in (jobs, history, catalog, health, openapi):
+    params.register(app, openapi.document(settings.limits, app.config["DESCENT_AUTH"]))
+    for module in (jobs, history, catalog, health, openapi, sweeps):
         app.register_blueprint(module.bp)
     warm_up()
     return app

@@ -21,8 +21,9 @@ from flask import Blueprint, current_app
 from service.config import Limits
 from service.errors import ErrorCode
 from service.spec.catalog import CATALOG
-from service.spec.model import JobSpec
+from service.spec.model import MAX_SEED, JobSpec, RecordSpec, StopSpec
 from service.spec.optimizers import OPTIMIZERS, SCHEDULERS
+from service.spec.sweep import DEFAULT_TOLERANCE, MAX_GRID_KEYS
 from service.spec.values import MAX_MAGNITUDE, MAX_NESTING
 from service.store.jobs import SCOPED_KEY_PREFIX
 from service.store.status import JobStatus
@@ -59,7 +60,7 @@ _ERROR_WHEN = {
            "answer (error.field names it)",
     "401": "No bearer token, or one that is unknown or revoked (DESCENT_AUTH=required); WWW-Authenticate says which",
     "403": "Forbidden: a browser Origin that is not allowed (DESCENT_ALLOWED_ORIGINS)",
-    "404": "No such job (or not yours)",
+    "404": "No such job or sweep (or not yours)",
     "409": "Conflict: the job has finished, or the Idempotency-Key was used for another spec",
     "413": "The body (max_body_bytes), or the start or history the job would make, is over a configured limit",
     "415": "A request with a body must send Content-Type: application/json",
@@ -344,13 +345,160 @@ def response_schemas() -> dict[str, Any]:
     }
 
 
+# --- sweeps -----------------------------------------------------------------------------------
+
+SWEEP_SUMMARY_LIMIT = (1, 1000)  # service/api/sweeps.py SUMMARY_LIMIT and JOBS_LIMIT
+SWEEP_SORTS = ("created", "f")
+_SEG = "[A-Za-z_][A-Za-z0-9_]{0,63}"
+GRID_KEY = ("^(?:objective|objective\\.name|objective\\.params\\." + _SEG + "|variable|optimizer|optimizer\\." + _SEG
+            + "|scheduler|scheduler\\." + _SEG + "|steps|stop|stop\\.(?:" + "|".join(StopSpec.model_fields)
+            + ")|record|record\\.(?:" + "|".join(RecordSpec.model_fields) + ")|device|dtype|seed)$")
+
+
+def sweep_schemas(limits: Limits) -> dict[str, Any]:
+    bounded = {"type": "number", "minimum": -MAX_MAGNITUDE, "maximum": MAX_MAGNITUDE}
+    jobs = limits.max_sweep_jobs
+    return {
+        "SweepRequest": {
+            "type": "object", "required": ["base"], "additionalProperties": False,
+            "description": f"A base job spec, a grid of values over its dotted keys (combined as a product) and "
+                           f"starts: at most {jobs} jobs in all (DESCENT_MAX_SWEEP_JOBS, else 413), each stored "
+                           "as a complete job spec with its own explicit x0",
+            "properties": {
+                "base": {"type": "object", "description": "A job spec (JobSpec); keys the grid sets may be left "
+                         "out, and starts, when given, replace its x0"},
+                "grid": {"type": "object", "maxProperties": MAX_GRID_KEYS,
+                         "propertyNames": {"pattern": GRID_KEY},
+                         "additionalProperties": {"type": "array", "minItems": 1, "maxItems": jobs},
+                         "description": "Dotted spec keys to lists of values, e.g. {\"optimizer.lr\": [0.001, 0.01]}; "
+                                        "a value the spec refuses is a 400 naming grid.<key>"},
+                "starts": {"oneOf": [
+                    {"type": "array", "minItems": 1, "maxItems": jobs, "items": _nested_x0(),
+                     "description": "Explicit starts, all of one shape"},
+                    {"type": "object", "required": ["count"], "additionalProperties": False,
+                     "description": "Random starts of x0's shape (the base's, or its catalog objective's default "
+                                    "start), drawn by numpy default_rng(seed)",
+                     "properties": {"count": {"type": "integer", "minimum": 1, "maximum": jobs},
+                                    "init": {"enum": ["uniform", "normal"], "default": "uniform"},
+                                    "low": {**bounded, "default": -1.0}, "high": {**bounded, "default": 1.0},
+                                    "mean": {**bounded, "default": 0.0},
+                                    "std": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_MAGNITUDE, "default": 1.0},
+                                    "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED, "default": 0}}},
+                ]},
+                "tolerance": {"type": "number", "minimum": 0, "maximum": MAX_MAGNITUDE, "default": DEFAULT_TOLERANCE,
+                              "description": "steps_to_tolerance: the first recorded step with f within this of "
+                                             "the best known minimum"},
+                "name": {"type": "string", "maxLength": 200, "pattern": STORABLE_TEXT},
+                "tags": {"type": "object", "maxProperties": limits.max_tags,
+                         "propertyNames": {"maxLength": 64, "pattern": STORABLE_TEXT},
+                         "additionalProperties": {"type": "string", "maxLength": 256, "pattern": STORABLE_TEXT}},
+            },
+        },
+        "Sweep": {
+            "type": "object",
+            "required": ["id", "owner", "name", "tags", "created_at", "jobs", "counts", "tolerance", "grid",
+                         "starts", "base", "links"],
+            "properties": {
+                "id": {"type": "string", "format": "uuid"}, "owner": {"type": "string"},
+                "name": {"type": ["string", "null"]},
+                "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+                "created_at": {"type": "string", "format": "date-time"},
+                "jobs": {"type": "integer", "minimum": 1},
+                "counts": {"type": "object", "required": [s.value for s in JobStatus],
+                           "properties": {s.value: {"type": "integer", "minimum": 0} for s in JobStatus}},
+                "tolerance": {"type": "number", "minimum": 0},
+                "grid": {"type": "object", "additionalProperties": {"type": "array"}},
+                "starts": {"type": "object", "description": "The random starts' settings, {list: n} or {base: true}"},
+                "base": {"type": "object"},
+                "links": {"type": "object", "required": ["self", "jobs", "cancel"],
+                          "properties": {"self": {"type": "string"}, "jobs": {"type": "string"},
+                                         "cancel": {"type": "string"}}},
+            },
+        },
+        "SweepSummaryItem": {
+            "type": "object",
+            "required": ["id", "index", "grid", "start", "status", "f", "stop_reason", "distance_to_minimum",
+                         "steps_to_tolerance"],
+            "properties": {
+                "id": {"type": "string", "format": "uuid"},
+                "index": {"type": "integer", "minimum": 0, "description": "The job's place in the sweep"},
+                "grid": {"type": "object", "description": "The value this job got for each grid key"},
+                "start": {"type": "integer", "minimum": 0, "description": "Which start it ran from"},
+                "status": {"type": "string", "enum": [s.value for s in JobStatus]},
+                "f": {"anyOf": [_ref("Float"), {"type": "null"}], "description": "Final f (null until it finishes)"},
+                "stop_reason": {"type": ["string", "null"]},
+                "distance_to_minimum": {"anyOf": [_ref("Float"), {"type": "null"}]},
+                "steps_to_tolerance": {"type": ["integer", "null"], "minimum": 0,
+                                       "description": "First recorded step with f within the sweep's tolerance of "
+                                                      "the best known minimum; null if none (or none known)"},
+            },
+        },
+        "SweepDetail": {
+            "allOf": [_ref("Sweep"), {
+                "type": "object", "required": ["sort", "summary", "next_cursor"],
+                "properties": {"sort": {"enum": list(SWEEP_SORTS)},
+                               "summary": {"type": "array", "items": _ref("SweepSummaryItem")},
+                               "next_cursor": {"type": ["string", "null"],
+                                               "description": "Pass as ?cursor= (with the same sort) for the next "
+                                                              "page; null on the last"}}}],
+        },
+    }
+
+
+def sweep_paths(limits: Limits) -> dict[str, Any]:
+    sweep = _json(_ref("Sweep"), "The sweep")
+    sweep_id = {"name": "sweep_id", "in": "path", "required": True, "description": "A sweep's id",
+                "schema": {"type": "string", "format": "uuid"}}
+    page = [_query("limit", _int_range(*SWEEP_SUMMARY_LIMIT), "Items per page (default 100)"),
+            _query("cursor", {"type": "string"}, "next_cursor from the previous page")]
+    return {
+        "/v1/sweeps": {"post": {
+            "operationId": "submitSweep", "summary": "Submit a sweep: many jobs from one base spec, a grid and starts",
+            "requestBody": {"required": True, "description": f"At most {limits.max_body_bytes} bytes (max_body_bytes)",
+                            "content": {"application/json": {"schema": _ref("SweepRequest"), "examples": SWEEP_EXAMPLES}}},
+            "responses": {
+                "202": {**sweep, "description": "Accepted: every job stored and queued",
+                        "headers": {"Location": {"description": "The sweep's URL", "required": True,
+                                                 "schema": {"type": "string"}}},
+                        "links": {"GetSweep": {"operationId": "getSweep", "parameters": {"sweep_id": "$response.body#/id"}}}},
+                **_errors(400, 401, 403, 413, 415, 429, 503)}}},
+        "/v1/sweeps/{sweep_id}": {"get": {
+            "operationId": "getSweep", "summary": "A sweep: counts by status and a page of its summary",
+            "parameters": [sweep_id,
+                           _query("sort", {"type": "string", "enum": list(SWEEP_SORTS)},
+                                  "created: the sweep's order (default); f: ascending final f, unfinished last"),
+                           *page],
+            "responses": {"200": _json(_ref("SweepDetail"), "The sweep and a page of its summary"),
+                          **_errors(400, 401, 403, 404, 503)}}},
+        "/v1/sweeps/{sweep_id}/jobs": {"get": {
+            "operationId": "listSweepJobs", "summary": "A sweep's jobs in its order, a page at a time",
+            "parameters": [sweep_id, *page],
+            "responses": {"200": _json(_ref("JobPage"), "A page of the sweep's jobs"),
+                          **_errors(400, 401, 403, 404, 503)}}},
+        "/v1/sweeps/{sweep_id}/cancel": {"post": {
+            "operationId": "cancelSweep", "summary": "Cancel every queued or running job of a sweep",
+            "parameters": [sweep_id],
+            "responses": {"202": {**sweep, "description": "Queued jobs cancelled; running ones asked to stop"},
+                          **_errors(400, 401, 403, 404, 413, 415, 503)}}},
+    }
+
+
+SWEEP_EXAMPLES = {
+    "optimisers_and_starts": {"summary": "2 optimisers x 2 learning rates x 5 random starts on Rosenbrock",
+                              "value": {"base": {"objective": {"name": "rosenbrock"}, "steps": 500,
+                                                 "record": {"every": 10}},
+                                        "grid": {"optimizer.name": ["sgd", "adam"], "optimizer.lr": [0.001, 0.01]},
+                                        "starts": {"count": 5, "init": "uniform", "low": -2, "high": 2, "seed": 0}}},
+}
+
+
 # --- the document ---------------------------------------------------------------------------
 
 def document(limits: Limits | None = None, auth: str = "required") -> dict[str, Any]:
     """The OpenAPI document for a service configured with ``limits`` (the defaults if None) and
     ``auth`` (``required``: a bearer token on every operation but the open ones; ``off``: none)."""
     limits = limits or Limits()
-    schemas = {**spec_schemas(limits), **response_schemas()}
+    schemas = {**spec_schemas(limits), **response_schemas(), **sweep_schemas(limits)}
     job = _json(_ref("Job"), "The job")
     job_id = {"name": "job_id", "in": "path", "required": True, "description": "A job's id",
               "schema": {"type": "string", "format": "uuid"}}
@@ -419,6 +567,8 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
                        f"Rows in a JSON page (default 1000, at most {HISTORY_JSON_LIMIT[1]}); CSV and NDJSON "
                        "stream every row unless it is set"),
                 _query("every", _int_range(1, INT32_MAX), "Every k-th recorded row (default 1)"),
+                _query("points", _int_range(1, 100_000), "At most this many rows spread evenly over the run, "
+                       "the first and last recorded steps always included (chosen in the database)"),
                 _query("fields", {"type": "string", "pattern": r"^\s*(?:(?:" + "|".join(HISTORY_FIELDS)
                                   + r")?\s*(?:,\s*(?:" + "|".join(HISTORY_FIELDS) + r")?\s*)*)$"},
                        "Comma-separated: " + ",".join(HISTORY_FIELDS) + " (step is always included)"),
@@ -431,6 +581,7 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
                                     "text/csv": {"schema": {"type": "string"}},
                                     "application/x-ndjson": {"schema": {"type": "string"}}}},
                 **_errors(400, 401, 403, 404, 503)}}},
+        **sweep_paths(limits),
         "/v1/objectives": {"get": {
             "operationId": "listObjectives", "summary": "The objective catalog",
             "responses": {"200": _json({"type": "object", "required": ["objectives"],

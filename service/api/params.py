@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from flask import request
+from flask import Flask, request
 
 from service.api.errors import bad_parameter
 
@@ -48,3 +48,24 @@ def text_arg(name: str, max_chars: int = 600) -> str | None:
     if len(raw) > max_chars or any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in raw):
         raise bad_parameter(name, f"'{name}' must be at most {max_chars} characters, with no control characters")
     return raw
+
+
+def register(app: Flask, document: dict) -> None:  # type: ignore[type-arg]
+    """Refuse a query parameter the endpoint does not take (400 naming it), with the names each
+    endpoint takes read from the OpenAPI ``document``, so the two cannot disagree."""
+    taken: dict[tuple[str, str], set[str]] = {
+        (path, method): {p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"}
+        for path, operations in document["paths"].items() for method, operation in operations.items()}
+
+    @app.before_request
+    def _known_parameters() -> None:
+        if request.url_rule is None:
+            return
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", request.url_rule.rule)
+        names = taken.get((path, request.method.lower()))
+        if names is None:
+            return
+        for name in request.args:
+            if name not in names:
+                takes = ", ".join(sorted(names)) or "none"
+                raise bad_parameter(name[:40], f"unknown query parameter {name[:40]!r}; this endpoint takes: {takes}")

@@ -11,7 +11,7 @@ import hashlib
 import re
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -76,6 +76,29 @@ def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str,
     return JobRecord(id=job_id, owner=owner, status=JobStatus.QUEUED, spec=spec, shape=shape, queue=queue, name=spec.get("name"), tags=tags,
                      created_at=as_utc(created_at), started_at=None, finished_at=None, worker=None, attempts=0,
                      cancel_requested=False, result=None, error=None), True
+
+
+def insert_jobs(s: Any, owner: str, jobs: Iterable[tuple[dict[str, Any], list[int], str, int]], created_at: Any,
+                sweep_id: str | None = None) -> list[tuple[str, str]]:
+    """Store many new queued jobs of ``owner`` in the caller's transaction ``s``, in bulk (one
+    INSERT of many rows, sent in pages), all with one ``created_at`` (one submission, for the
+    quota); each job is (spec, shape, queue, reserved_values); with ``sweep_id`` each gets its place
+    in the sweep, in order. Returns [(id, queue)] in the same order."""
+    rows, tag_rows, out = [], [], []
+    for index, (spec, shape, queue, reserved_values) in enumerate(jobs):
+        job_id = str(uuid.uuid4())
+        rows.append({"id": job_id, "owner": owner, "status": JobStatus.QUEUED.value, "spec": spec, "shape": shape,
+                     "queue": queue, "name": spec.get("name"), "idempotency_key": None, "created_at": created_at,
+                     "enqueued_at": created_at, "attempts": 0, "cancel_requested": False,
+                     "reserved_values": reserved_values, "sweep_id": sweep_id,
+                     "sweep_index": index if sweep_id is not None else None})
+        tag_rows.extend({"job_id": job_id, "key": k, "value": v} for k, v in (spec.get("tags") or {}).items())
+        out.append((job_id, queue))
+    if rows:
+        s.execute(insert(Job.__table__), rows)
+    if tag_rows:
+        s.execute(insert(JobTag.__table__), tag_rows)
+    return out
 
 
 def _scoped_key(owner: str, idempotency_key: str | None) -> str | None:

@@ -50,10 +50,33 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     reserved_values: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # A sweep's jobs: its id, and the job's place in it (grid combination * starts + start).
+    sweep_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    sweep_index: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_jobs_created_id", "created_at", "id"),
                       Index("ix_jobs_owner_status", "owner", "status"),
-                      Index("ix_jobs_owner_created_id", "owner", "created_at", "id"))
+                      Index("ix_jobs_owner_created_id", "owner", "created_at", "id"),
+                      Index("ix_jobs_sweep_id_index", "sweep_id", "sweep_index"))
+
+
+class Sweep(Base):
+    """Many jobs from one request: a base spec, a grid of values over its dotted keys, and starts.
+    ``grid`` is a list of ``[key, values]`` pairs (order matters: it numbers the jobs)."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    tags: Mapped[dict[str, str]] = mapped_column(JSON)
+    base: Mapped[dict[str, Any]] = mapped_column(JSON)
+    grid: Mapped[list[Any]] = mapped_column(JSON)
+    starts: Mapped[dict[str, Any]] = mapped_column(JSON)
+    n_starts: Mapped[int] = mapped_column(Integer)
+    jobs: Mapped[int] = mapped_column(Integer)
+    tolerance: Mapped[float] = mapped_column(FaithfulFloat())
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Token(Base):

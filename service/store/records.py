@@ -35,6 +35,23 @@ class JobRecord:
 
 
 @dataclass(frozen=True)
+class SweepRecord:
+    """A sweep: its request as kept (``grid`` as [key, values] pairs, in order) and its owner."""
+
+    id: str
+    owner: str
+    name: str | None
+    tags: dict[str, str]
+    base: dict[str, Any]
+    grid: list[Any]
+    starts: dict[str, Any]
+    n_starts: int
+    jobs: int
+    tolerance: float
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class TokenRecord:
     """A token as listed: never its secret text, nor its hash."""
 

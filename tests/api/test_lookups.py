@@ -58,3 +58,12 @@ def test_plain_numbers_still_work(client):
     assert client.get(f"/v1/jobs/{jid}?wait=-0.0").status_code == 200
     assert client.get("/v1/jobs?limit=10&tag=k:v").status_code == 200
     assert client.get(f"/v1/jobs/{jid}/history?start=0&limit=5&every=2").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs?limt=5", "/v1/jobs/{id}?wiat=1", "/v1/jobs/{id}/history?formt=csv",
+                                  "/v1/objectives?x=1", "/healthz?verbose=1"])
+def test_an_unknown_query_parameter_is_a_400_naming_it(client, path):
+    resp = client.get(path.replace("{id}", job_id(client)))
+    assert resp.status_code == 400, resp.get_data(as_text=True)
+    error = resp.get_json()["error"]
+    assert error["code"] == "invalid_parameter" and error["field"] in path and "unknown query parameter" in error["message"]

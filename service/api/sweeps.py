@@ -1,0 +1,121 @@
+"""``/v1/sweeps``: many jobs from one request (a base spec, a grid over its dotted keys, starts),
+their counts and summary, their jobs, and cancelling them all.
+
+Submission checks the request's structure and job count (413 past DESCENT_MAX_SWEEP_JOBS) before
+expanding anything, checks each distinct combination of grid values once, then stores the sweep
+and every job in one transaction (quotas included: one submission of N jobs) and sends the tasks.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+
+from service.api.auth import caller
+from service.api.errors import bad_parameter
+from service.api.jobs import read_json_body, route_queue
+from service.api.params import int_arg, text_arg
+from service.api.serialize import iso, job_json
+from service.api.services import services
+from service.jsonsafe import json_safe
+from service.spec.sweep import best_minimum, check_storable, expand, grid_values, job_specs, plan_sweep
+from service.store import JobStatus
+from service.store import sweeps as sweep_store
+from service.store.records import SweepRecord
+
+bp = Blueprint("sweeps", __name__, url_prefix="/v1/sweeps")
+
+SUMMARY_LIMIT = (1, 1000, 100)  # low, high, default
+JOBS_LIMIT = (1, 1000, 100)
+
+
+def sweep_json(sweep: SweepRecord, counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "id": sweep.id, "owner": sweep.owner, "name": sweep.name, "tags": sweep.tags,
+        "created_at": iso(sweep.created_at), "jobs": sweep.jobs, "counts": counts,
+        "tolerance": sweep.tolerance, "grid": {key: values for key, values in sweep.grid},
+        "starts": sweep.starts, "base": sweep.base,
+        "links": {"self": f"/v1/sweeps/{sweep.id}", "jobs": f"/v1/sweeps/{sweep.id}/jobs",
+                  "cancel": f"/v1/sweeps/{sweep.id}/cancel"},
+    }
+
+
+@bp.post("")
+def submit():  # type: ignore[no-untyped-def]
+    svc = services()
+    limits = svc.settings.limits
+    plan = plan_sweep(read_json_body(), limits)  # 413 here, before anything is expanded
+    check_storable(plan)
+    variants = expand(plan, limits)
+    # Looked up before the store's transaction opens (SQLite: one writer, which that would be).
+    queues = {device: route_queue(device) for device in {v.checked.spec.device for v in variants}}
+
+    def jobs():  # type: ignore[no-untyped-def]
+        for variant in variants:
+            device = variant.checked.spec.device
+            shape, reserved = list(variant.checked.shape), variant.checked.recorded_values
+            for _, spec in job_specs(variant):
+                yield spec, shape, queues[device], reserved
+
+    who = caller()
+    sweep, ids = sweep_store.create_sweep(
+        svc.db, owner=who.owner, name=plan.name, tags=plan.tags, base=json_safe(plan.stored_base()),
+        grid=json_safe([[key, values] for key, values in plan.grid]), starts=plan.stored_starts(),
+        n_starts=plan.n_starts, tolerance=plan.tolerance, jobs=jobs(), count=plan.jobs,
+        values=sum(v.checked.recorded_values * len(v.starts) for v in variants),
+        quotas=None if who.admin else svc.settings.quotas)
+    # Sent after the answer; a broker outage stops the sending at its first failure, and the
+    # reconciler sends jobs queued for longer than DESCENT_REQUEUE_AFTER, these among them.
+    svc.dispatcher.send_all_in_background(list(ids))
+    counts = {status.value: 0 for status in JobStatus}
+    counts[JobStatus.QUEUED.value] = len(ids)
+    return sweep_json(sweep, counts), 202, {"Location": f"/v1/sweeps/{sweep.id}"}
+
+
+def _cursor_error() -> Exception:
+    return bad_parameter("cursor", "'cursor' is not a cursor this service returned for this listing")
+
+
+@bp.get("/<sweep_id>")
+def get(sweep_id: str):  # type: ignore[no-untyped-def]
+    """The sweep, its counts by status and a page of its summary (``?sort=created|f``)."""
+    sort = text_arg("sort") or "created"
+    if sort not in sweep_store.SORTS:
+        raise bad_parameter("sort", f"'sort' must be one of {', '.join(sweep_store.SORTS)}")
+    low, high, default = SUMMARY_LIMIT
+    limit = int_arg("limit", default, low, high) or default
+    cursor = text_arg("cursor")
+    svc = services()
+    sweep = sweep_store.get_sweep(svc.db, sweep_id, owner=caller().owner_filter)
+    try:
+        items, next_cursor = sweep_store.summary(svc.db, sweep, limit, cursor, sort, best_minimum)
+    except (ValueError, UnicodeError):
+        raise _cursor_error() from None
+    for item in items:
+        values, start = grid_values(sweep.grid, sweep.n_starts, item["index"])
+        item["grid"], item["start"] = values, start
+    return {**sweep_json(sweep, sweep_store.counts(svc.db, sweep.id)), "sort": sort,
+            "summary": json_safe(items), "next_cursor": next_cursor}
+
+
+@bp.get("/<sweep_id>/jobs")
+def jobs_page(sweep_id: str):  # type: ignore[no-untyped-def]
+    low, high, default = JOBS_LIMIT
+    limit = int_arg("limit", default, low, high) or default
+    cursor = text_arg("cursor")
+    svc = services()
+    sweep = sweep_store.get_sweep(svc.db, sweep_id, owner=caller().owner_filter)
+    try:
+        page, next_cursor = sweep_store.list_sweep_jobs(svc.db, sweep.id, limit, cursor)
+    except (ValueError, UnicodeError):
+        raise _cursor_error() from None
+    return {"jobs": [job_json(j) for j in page], "next_cursor": next_cursor}
+
+
+@bp.post("/<sweep_id>/cancel")
+def cancel(sweep_id: str):  # type: ignore[no-untyped-def]
+    """Cancel every queued job of the sweep at once; running ones stop within about a second."""
+    svc = services()
+    sweep = sweep_store.get_sweep(svc.db, sweep_id, owner=caller().owner_filter)
+    sweep_store.cancel_sweep(svc.db, sweep.id)
+    return sweep_json(sweep, sweep_store.counts(svc.db, sweep.id)), 202

@@ -1,0 +1,298 @@
+"""``/v1/sweeps`` on SQLite and PostgreSQL: many jobs from one request, each an ordinary job with a
+complete spec; validation naming the grid key; the job-count limit; owners; counts and the summary
+after running some jobs with the worker's own code; cancel; quotas."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from service.api import create_app
+from service.config import Quotas
+from service.spec import check_spec
+from service.store import jobs as job_store
+from service.store import tokens
+from service.store.models import Job
+from testkit.backends import embedded_settings
+
+PARABOLA = {"objective": {"name": "parabola", "params": {"scale": 1.0}}, "steps": 40, "record": {"every": 1},
+            "optimizer": {"name": "sgd", "lr": 0.1}}
+SWEEP = {"base": PARABOLA, "grid": {"optimizer.name": ["sgd", "adam"], "optimizer.lr": [0.1, 0.01]},
+         "starts": {"count": 3, "init": "uniform", "low": -2, "high": 2, "seed": 0}, "tolerance": 1e-3,
+         "name": "compare", "tags": {"who": "test"}}
+
+
+class Client:
+    def __init__(self, app: Any, token: str | None = None) -> None:
+        self.app, self.client, self.token = app, app.test_client(), token
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def get(self, path: str) -> Any:
+        return self.client.get(path, headers=self._headers())
+
+    def post(self, path: str, body: Any = None) -> Any:
+        if body is None:
+            return self.client.post(path, headers=self._headers())
+        return self.client.post(path, data=json.dumps(body), content_type="application/json", headers=self._headers())
+
+    def sweep(self, body: dict[str, Any] = SWEEP) -> Any:
+        return self.post("/v1/sweeps", body)
+
+    def all_jobs(self, sweep_id: str, limit: int = 5) -> list[dict[str, Any]]:
+        out, cursor = [], None
+        while True:
+            page = self.get(f"/v1/sweeps/{sweep_id}/jobs?limit={limit}" + (f"&cursor={cursor}" if cursor else "")).get_json()
+            out += page["jobs"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return out
+
+
+@pytest.fixture
+def client(db, tmp_path):  # type: ignore[no-untyped-def]
+    return Client(create_app(embedded_settings(tmp_path, database_url=db.url), {"TESTING": True}, db=db))
+
+
+def run(app: Any, job_id: str) -> str:
+    """Run a stored job in this process with the worker's own code (as tests/conftest.py run_job)."""
+    from workers import runner
+    from workers.state import WorkerState
+
+    svc = app.extensions["descent"]
+    state = WorkerState(settings=svc.settings, db=svc.db, worker_id="test:1", hostname="test", queues=["cpu"],
+                        device="cpu")
+    return runner.execute(state, job_id)
+
+
+def test_a_sweep_makes_the_grid_product_times_the_starts_each_a_complete_job(client, db):
+    resp = client.sweep()
+    assert resp.status_code == 202, resp.get_json()
+    sweep = resp.get_json()
+    assert resp.headers["Location"] == f"/v1/sweeps/{sweep['id']}"
+    assert sweep["jobs"] == 12 and sweep["counts"]["queued"] == 12 and sweep["owner"] == "local"
+    assert sweep["name"] == "compare" and sweep["tags"] == {"who": "test"} and sweep["tolerance"] == 1e-3
+    assert sweep["grid"] == SWEEP["grid"] and sweep["links"]["jobs"] == f"/v1/sweeps/{sweep['id']}/jobs"
+    jobs = client.all_jobs(sweep["id"])
+    assert len(jobs) == 12 and len({j["id"] for j in jobs}) == 12
+    combos = [(j["spec"]["optimizer"]["name"], j["spec"]["optimizer"]["lr"]) for j in jobs]
+    assert combos == [(n, lr) for n in ("sgd", "adam") for lr in (0.1, 0.01) for _ in range(3)]
+    assert [j["spec"]["x0"] for j in jobs[:3]] == [j["spec"]["x0"] for j in jobs[3:6]]  # start i is one point
+    assert len({json.dumps(j["spec"]["x0"]) for j in jobs}) == 3
+    for job in jobs:
+        assert job["status"] == "queued" and isinstance(job["spec"]["x0"], list)
+        assert check_spec(job["spec"]).as_json() == job["spec"]
+    for job in jobs[::5]:  # each stored spec is a job spec POST /v1/jobs takes as is
+        again = client.post("/v1/jobs", job["spec"])
+        assert again.status_code == 202 and again.get_json()["spec"] == job["spec"]
+    with db.session() as s:  # one transaction: one created_at, the sweep's id on every job
+        rows = s.execute(select(Job.created_at, Job.sweep_id, Job.reserved_values).where(Job.sweep_id == sweep["id"])).all()
+    assert len(rows) == 12 and len({r[0] for r in rows}) == 1
+    assert all(r[2] == (40 + 2) * (3 + 2) for r in rows)  # each job reserves what its spec may record
+
+
+def test_a_validation_error_names_the_grid_key_and_stores_nothing(client):
+    for grid, field in (({"optimizer.lr": [0.1, -5]}, "grid.optimizer.lr"),
+                        ({"optimizer.name": ["adam", "sdg"]}, "grid.optimizer.name"),
+                        ({"x0": [[1, 2]]}, "grid.x0"), ({"steps": "many"}, "grid.steps")):
+        resp = client.sweep({**SWEEP, "grid": grid})
+        assert resp.status_code == 400, resp.get_json()
+        assert resp.get_json()["error"]["field"] == field
+    for body, field in (({**SWEEP, "base": {**PARABOLA, "steps": -1}}, "base.steps"),
+                        ({**SWEEP, "starts": {"count": 2, "low": 3, "high": 1}}, "starts.high"),
+                        ({**SWEEP, "starts": [[1, 2], [1]]}, "starts.1"),
+                        ({**SWEEP, "base": {**PARABOLA, "optimizer": {"name": "sgd", "lr": float("nan")}},
+                          "grid": {"optimizer.lr": [0.1]}}, "base.optimizer.lr"),
+                        ([1, 2], None), ({"grid": {}}, "base")):
+        resp = client.post("/v1/sweeps", body)
+        assert resp.status_code == 400 and resp.get_json()["error"]["field"] == field, resp.get_json()
+    assert client.post("/v1/sweeps", None).status_code in (400, 415)
+    assert client.get("/v1/jobs").get_json()["jobs"] == []
+
+
+def test_a_100001_job_sweep_is_a_413_naming_the_limit_before_anything_is_expanded(client):
+    body = {"base": {"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 500},  # a default-size base
+            "grid": {"optimizer.lr": [0.001 * (i + 1) for i in range(7)]}, "starts": {"count": 14_286}}
+    start = time.perf_counter()
+    resp = client.sweep(body)
+    elapsed = time.perf_counter() - start
+    assert resp.status_code == 413, resp.get_json()
+    assert "DESCENT_MAX_SWEEP_JOBS" in resp.get_json()["error"]["message"] and "100,002" in resp.get_json()["error"]["message"]
+    assert elapsed < 1.0
+    body["starts"] = {"count": 100_001}
+    assert client.sweep({**body, "grid": {}}).status_code == 413
+    assert client.get("/v1/jobs").get_json()["jobs"] == []
+
+
+def test_another_owners_sweep_is_a_404_and_an_admin_sees_it(db, tmp_path):
+    app = create_app(embedded_settings(tmp_path, auth="required", database_url=db.url), {"TESTING": True}, db=db)
+    alice, bob, admin = (Client(app, tokens.create_token(db, owner, owner == "ops")[1]) for owner in ("alice", "bob", "ops"))
+    sweep = alice.sweep().get_json()
+    assert sweep["owner"] == "alice"
+    for path in (f"/v1/sweeps/{sweep['id']}", f"/v1/sweeps/{sweep['id']}/jobs"):
+        assert bob.get(path).status_code == 404 and alice.get(path).status_code == 200
+        assert admin.get(path).status_code == 200
+    assert bob.post(f"/v1/sweeps/{sweep['id']}/cancel").status_code == 404
+    assert alice.get(f"/v1/sweeps/{sweep['id']}").get_json()["counts"]["queued"] == 12
+    assert bob.get("/v1/jobs").get_json()["jobs"] == []
+    assert len(alice.get("/v1/jobs?limit=100").get_json()["jobs"]) == 12
+    assert Client(app).get(f"/v1/sweeps/{sweep['id']}").status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/v1/sweeps/a%00b", "/v1/sweeps/" + "f" * 300, "/v1/sweeps/%F0%9F%92%A5/jobs",
+                                  "/v1/sweeps/00000000-0000-0000-0000-000000000000"])
+def test_an_id_that_names_no_sweep_is_a_404(client, path):
+    assert client.get(path).status_code == 404
+    assert client.post(path.removesuffix("/jobs") + "/cancel").status_code == 404
+
+
+def test_counts_and_summary_after_running_some_jobs(client):
+    sweep = client.sweep().get_json()
+    jobs = client.all_jobs(sweep["id"])
+    for job in jobs[:6]:  # sgd at lr 0.1 and 0.01, three starts each
+        assert run(client.app, job["id"]) == "succeeded"
+    body = client.get(f"/v1/sweeps/{sweep['id']}").get_json()
+    assert body["counts"] == {"queued": 6, "running": 0, "succeeded": 6, "failed": 0, "cancelled": 0}
+    assert body["sort"] == "created" and body["next_cursor"] is None
+    summary = body["summary"]
+    assert [item["index"] for item in summary] == list(range(12))
+    assert [item["id"] for item in summary] == [j["id"] for j in jobs]
+    first = summary[0]
+    assert first["grid"] == {"optimizer.name": "sgd", "optimizer.lr": 0.1} and first["start"] == 0
+    assert summary[5]["grid"] == {"optimizer.name": "sgd", "optimizer.lr": 0.01} and summary[5]["start"] == 2
+    for item, job in zip(summary[:6], jobs[:6]):
+        result = client.get(f"/v1/jobs/{job['id']}").get_json()["result"]
+        assert item["status"] == "succeeded" and item["f"] == result["f"] and item["stop_reason"] == "steps"
+        assert item["distance_to_minimum"] == result["distance_to_minimum"]
+        history = client.get(f"/v1/jobs/{job['id']}/history?limit=1000").get_json()["rows"]
+        reached = [row["step"] for row in history if row["f"] <= 0.0 + 1e-3]
+        assert item["steps_to_tolerance"] == (reached[0] if reached else None)
+    # sgd at lr 0.1 on sum(x^2) contracts by 0.8 a step: it reaches f <= 1e-3 within 40 steps
+    assert all(item["steps_to_tolerance"] is not None for item in summary[:3])
+    for item in summary[6:]:
+        assert item["status"] == "queued" and item["f"] is None and item["steps_to_tolerance"] is None
+
+    # sort by final f, ascending, unfinished last; paged with a cursor
+    seen, cursor = [], None
+    while True:
+        page = client.get(f"/v1/sweeps/{sweep['id']}?sort=f&limit=4" + (f"&cursor={cursor}" if cursor else "")).get_json()
+        seen += page["summary"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    finished = [item["f"] for item in seen[:6]]
+    assert finished == sorted(finished) and [item["f"] for item in seen[6:]] == [None] * 6
+    assert sorted(item["id"] for item in seen) == sorted(j["id"] for j in jobs)
+    page = client.get(f"/v1/sweeps/{sweep['id']}?limit=5").get_json()
+    assert len(page["summary"]) == 5 and page["next_cursor"]
+    rest = client.get(f"/v1/sweeps/{sweep['id']}?limit=100&cursor={page['next_cursor']}").get_json()
+    assert [i["index"] for i in rest["summary"]] == list(range(5, 12))
+    # a cursor of one sort is not a cursor of another
+    assert client.get(f"/v1/sweeps/{sweep['id']}?sort=f&cursor={page['next_cursor']}").status_code == 400
+
+
+@pytest.mark.parametrize("query, field", [
+    ("sort=final", "sort"), ("sort=%00", "sort"), ("limit=0", "limit"), ("limit=1001", "limit"), ("limit=1_0", "limit"),
+    ("limit=" + "9" * 5000, "limit"), ("cursor=%00", "cursor"), ("cursor=bm9wZQ==", "cursor"), ("cursor=%F0%9F", "cursor"),
+    ("cursor=" + "Y3JlYXRlZDo" + "x" * 20, "cursor"),
+])
+def test_a_bad_query_parameter_is_a_400_naming_it(client, query, field):
+    sweep = client.sweep().get_json()
+    for path in (f"/v1/sweeps/{sweep['id']}", f"/v1/sweeps/{sweep['id']}/jobs"):
+        if field == "sort" and path.endswith("/jobs"):
+            continue
+        resp = client.get(f"{path}?{query}")
+        assert resp.status_code == 400 and resp.get_json()["error"]["field"] == field, (path, query, resp.get_json())
+
+
+def test_cancel_cancels_queued_jobs_at_once_and_asks_running_ones_to_stop(client, db):
+    sweep = client.sweep().get_json()
+    jobs = client.all_jobs(sweep["id"])
+    assert run(client.app, jobs[0]["id"]) == "succeeded"
+    assert job_store.claim_job(db, jobs[1]["id"], "elsewhere", 30, 3) is not None  # running on another worker
+    resp = client.post(f"/v1/sweeps/{sweep['id']}/cancel")
+    assert resp.status_code == 202
+    assert resp.get_json()["counts"] == {"queued": 0, "running": 1, "succeeded": 1, "failed": 0, "cancelled": 10}
+    running = client.get(f"/v1/jobs/{jobs[1]['id']}").get_json()
+    assert running["status"] == "running" and running["cancel_requested"] is True
+    with db.session() as s:  # cancelled jobs give their reservation back; the finished one keeps what it stored
+        reserved = dict(s.execute(select(Job.id, Job.reserved_values).where(Job.sweep_id == sweep["id"])).all())
+    assert [reserved[j["id"]] for j in jobs[2:]] == [0] * 10 and reserved[jobs[0]["id"]] == 41 * 5
+    assert client.post(f"/v1/sweeps/{sweep['id']}/cancel").status_code == 202  # again: nothing left to cancel
+
+
+def test_a_sweep_is_one_submission_but_n_active_jobs_for_the_quotas(db, tmp_path):
+    quotas = Quotas(submissions_per_minute=2, active_jobs=20)
+    app = create_app(embedded_settings(tmp_path, auth="required", database_url=db.url, quotas=quotas),
+                     {"TESTING": True}, db=db)
+    alice = Client(app, tokens.create_token(db, "alice", False)[1])
+    assert alice.sweep().status_code == 202  # 12 jobs, one submission
+    resp = alice.sweep()  # 12 more would make 24 active jobs
+    assert resp.status_code == 429 and resp.get_json()["error"]["field"] == "quota.active_jobs"
+    assert resp.headers["Retry-After"]
+    small = {**SWEEP, "starts": {"count": 2}}  # 8 jobs: 20 active, the second submission this minute
+    assert alice.sweep(small).status_code == 202
+    resp = alice.sweep({**SWEEP, "grid": {}, "starts": {"count": 1}})
+    assert resp.status_code == 429 and resp.get_json()["error"]["field"] == "quota.submissions_per_minute"
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Job).where(Job.owner == "alice")) == 20
+    admin = Client(app, tokens.create_token(db, "ops", True)[1])
+    assert admin.sweep().status_code == 202  # admins are exempt
+
+
+def test_the_openapi_document_lists_the_sweep_operations(client):
+    doc = client.get("/openapi.json").get_json()
+    assert doc["paths"]["/v1/sweeps"]["post"]["responses"]["413"]
+    params = {p["name"]: p for p in doc["paths"]["/v1/sweeps/{sweep_id}"]["get"]["parameters"]}
+    assert (params["limit"]["schema"]["minimum"], params["limit"]["schema"]["maximum"]) == (1, 1000)
+    assert params["sort"]["schema"]["enum"] == ["created", "f"]
+    example = doc["paths"]["/v1/sweeps"]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    for item in example.values():
+        assert client.sweep(item["value"]).status_code == 202
+
+
+def test_descent_sweep_submits_a_file_and_prints_the_sweep(client, tmp_path, monkeypatch, capsys):
+    from urllib.parse import urlsplit
+
+    import requests
+
+    from service import cli
+
+    class Answer:
+        def __init__(self, resp: Any) -> None:
+            self.status_code, self.text = resp.status_code, resp.get_data(as_text=True)
+            self.ok = resp.status_code < 400
+
+        def json(self) -> Any:
+            return json.loads(self.text)
+
+    def post(url: str, data: bytes, headers: dict[str, str], timeout: float) -> Answer:
+        return Answer(client.client.post(urlsplit(url).path, data=data, headers=headers))
+
+    monkeypatch.setattr(requests, "post", post)
+    monkeypatch.delenv("DESCENT_TOKEN", raising=False)
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(SWEEP))
+    assert cli.main(["sweep", str(path)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["jobs"] == 12 and printed["counts"]["queued"] == 12
+    path.write_text(json.dumps({**SWEEP, "grid": {"optimizer.lr": [-1]}}))
+    assert cli.main(["sweep", str(path)]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["field"] == "grid.optimizer.lr"
+
+
+def test_a_broker_outage_stops_dispatch_at_the_first_failure_and_keeps_the_jobs(client):
+    svc = client.app.extensions["descent"]
+    tries = []
+    svc.dispatcher.send = lambda job_id, queue: tries.append(job_id) and False
+    sending = []
+    real = svc.dispatcher.send_all_in_background
+    svc.dispatcher.send_all_in_background = lambda jobs: sending.append(real(jobs))
+    resp = client.sweep()
+    sending[0].join(30)
+    assert resp.status_code == 202 and len(tries) == 1
+    assert client.get(resp.headers["Location"]).get_json()["counts"]["queued"] == 12
