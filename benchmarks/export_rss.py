@@ -34,7 +34,7 @@ from service.store import jobs as job_store  # noqa: E402
 from service.store.history import save_chunk  # noqa: E402
 from service.store.migrate import upgrade  # noqa: E402
 from testkit.backends import embedded_settings, pg_database  # noqa: E402
-from testkit.processes import Service  # noqa: E402
+from testkit.processes import Service, drain  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -72,12 +72,7 @@ def export(port: int, path: str, counts: list[int], index: int, errors: list[str
         if resp.status != 200:
             errors.append(f"{path}: {resp.status} {resp.read()[:300]!r}")
             return
-        total = 0
-        while True:
-            piece = resp.read(MIB)
-            if not piece:
-                break
-            total += len(piece)
+        total = drain(resp)
         counts[index] = total
         conn.close()
     except Exception as exc:  # noqa: BLE001 - reported with the figures

@@ -5,6 +5,17 @@ Memory per request is bounded whatever the job's size: the store reads pages of 
 pieces of about ``FLUSH_CHARS`` characters (a wide row in several). Every parameter is checked,
 and the first page read, before the response starts, so a refusal or an early database failure
 is a proper error status rather than a 200 whose body breaks off.
+
+Three ways to the same bytes, by the width of a row: on PostgreSQL, a narrow CSV or NDJSON export
+is formatted by the database itself (``store.history.iter_text``: blocks of text, one short
+query each); other narrow reads are formatted a block of rows and a column at a time
+(``serialize.csv_block``/``json_block``); a wide x (over ``BLOCK_MAX_WIDTH`` values) keeps the
+row-by-row path, in pieces.
+
+``points=N`` (1 to 100,000) answers at most N rows spread evenly over the steps from ``start``
+to the last, always with the first and the last (``store.history.choose_steps``, from the index
+alone); it takes no ``every`` or ``limit`` (a 400 naming ``points``), and its JSON answer is
+one page (``next_start`` null).
 """
 from __future__ import annotations
 
@@ -18,11 +29,11 @@ from flask import Blueprint, Response, request
 from service.api.auth import caller
 from service.api.errors import bad_parameter
 from service.api.params import int_arg
-from service.api.serialize import HISTORY_FIELDS, csv_header, csv_line, json_row
+from service.api.serialize import HISTORY_FIELDS, csv_block, csv_header, csv_line, json_block, json_row
 from service.api.services import services
 from service.store import HistoryBatch
 from service.store import jobs as job_store
-from service.store.history import iter_history
+from service.store.history import choose_steps, iter_history, iter_text, text_width_ok
 
 bp = Blueprint("history", __name__, url_prefix="/v1/jobs")
 log = logging.getLogger(__name__)
@@ -33,6 +44,17 @@ MAX_STEP = 2**31 - 1
 MAX_ROWS = 100_000
 # The response leaves in pieces of about this many characters (or one row, if a row is larger).
 FLUSH_CHARS = 1 << 20
+MAX_POINTS = 100_000
+# Blocks of a CSV or NDJSON export that PostgreSQL formats while one is sent (each on a
+# connection of the pool, for one short query at a time).
+READ_AHEAD = 2
+# Rows with at most this many x/grad values are formatted a block at a time; wider ones a row
+# (in pieces) at a time.
+BLOCK_MAX_WIDTH = 4096
+# A block of rows formatted at once holds about this many values (and its text about 20 times
+# as many characters), at most BLOCK_ROWS rows.
+BLOCK_VALUES = 200_000
+BLOCK_ROWS = 20_000
 
 
 @bp.get("/<job_id>/history")
@@ -55,25 +77,116 @@ def history(job_id: str):  # type: ignore[no-untyped-def]
         if unknown:
             raise bad_parameter("fields", f"unknown field '{unknown[0][:40]}'; fields: {', '.join(HISTORY_FIELDS)}")
         fields = ["step"] + [f for f in HISTORY_FIELDS if f in asked and f != "step"]
+    points = int_arg("points", None, 1, MAX_POINTS)
+    if points is not None:
+        for other in ("every", "limit"):
+            if request.args.get(other):
+                raise bad_parameter("points", f"'points' cannot be combined with '{other}'")
+        limit = None
     shape, numel = list(job.shape), math.prod(job.shape)
+    width = numel * (int("x" in fields) + int("grad" in fields))
+    record_every = recorded.get("every", 1)
+    stride = record_every if isinstance(record_every, int) and record_every > 1 else 1  # steps between rows
     svc.waiters.take_for_stream()  # a stream holds a request thread until its last byte
     try:
-        pages = iter_history(svc.db, job_id, start=start or 0, limit=None if limit is None else limit + 1,
-                             every=every, with_x="x" in fields, with_grad="grad" in fields, numel=numel)
-        first = next(pages, None)  # read here: a failure is an error status, not a broken 200
+        steps = None if points is None else choose_steps(svc.db, job_id, points, start=start or 0)
+        if fmt != "json" and numel > 0 and text_width_ok(svc.db, width):
+            texts = iter_text(svc.db, job_id, fmt, fields, shape, start=start or 0, limit=limit, every=every,
+                              steps=steps, stride=stride, ahead=READ_AHEAD)
+            first_text = next(texts, None)  # read here: a failure is an error status, not a broken 200
+            pages = None
+        else:
+            block = numel > 0 and width <= BLOCK_MAX_WIDTH
+            rows_per_page = max(1, min(BLOCK_ROWS, BLOCK_VALUES // (4 + width))) if block else 1000
+            pages = iter_history(svc.db, job_id, start=start or 0, limit=None if limit is None else limit + 1,
+                                 every=every, with_x="x" in fields, with_grad="grad" in fields, numel=numel,
+                                 batch_size=rows_per_page, steps=steps)
+            first = next(pages, None)  # read here: a failure is an error status, not a broken 200
     except BaseException:
         svc.waiters.give_back()
         raise
-    rows = _rows(_prefetched(first, pages))  # the stream needs no request context: all is bound here
-    if fmt == "csv":
-        response = Response(_csv(rows, fields, numel, limit), mimetype="text/csv",
-                            headers={"Content-Disposition": f'attachment; filename="{job_id}.csv"'})
-    elif fmt == "ndjson":
-        response = Response(_ndjson(rows, fields, shape, limit), mimetype="application/x-ndjson")
+    if pages is None:
+        body: Iterator[str] = _texts(first_text, texts)
+        if fmt == "csv":
+            body = _chain(["".join(csv_header(fields, numel))], body)
+        response = _response(body, fmt, job_id)
+    elif block:
+        response = _response(_blocks(_prefetched(first, pages), fmt, fields, shape, limit), fmt, job_id)
     else:
-        response = Response(_json_page(rows, fields, shape, limit), mimetype="application/json")
+        rows = _rows(_prefetched(first, pages))  # the stream needs no request context: all is bound here
+        if fmt == "csv":
+            body = _csv(rows, fields, numel, limit)
+        elif fmt == "ndjson":
+            body = _ndjson(rows, fields, shape, limit)
+        else:
+            body = _json_page(rows, fields, shape, limit)
+        response = _response(body, fmt, job_id)
     response.call_on_close(svc.waiters.give_back)  # when the server is done with it, however it ended
     return response
+
+
+def _response(body: Iterable[str], fmt: str, job_id: str) -> Response:
+    if fmt == "csv":
+        return Response(body, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{job_id}.csv"'})
+    return Response(body, mimetype="application/x-ndjson" if fmt == "ndjson" else "application/json")
+
+
+def _chain(*parts: Iterable[str]) -> Iterator[str]:
+    for part in parts:
+        yield from part
+
+
+def _texts(first: str | None, texts: Iterator[str]) -> Iterator[str]:
+    try:
+        if first is None:
+            return
+        yield first
+        del first
+        yield from texts
+    except Exception:
+        log.exception("history read failed after the response began; the response is cut short")
+        raise
+    finally:
+        texts.close()  # type: ignore[attr-defined]  # its read-ahead stops
+
+
+def _blocks(pages: Iterator[HistoryBatch], fmt: str, fields: list[str], shape: list[int],
+            limit: int | None) -> Iterator[str]:
+    """The text of each page, formatted a block at a time; the row past ``limit`` (read only to
+    know whether another page exists) is JSON's ``next_start`` and is never written."""
+    numel = math.prod(shape)
+    if fmt == "csv":
+        yield "".join(csv_header(fields, numel))
+    elif fmt == "json":
+        yield '{"rows": ['
+    written = 0
+    next_start = None
+    for batch in pages:
+        if limit is not None and written + len(batch) > limit:
+            keep = limit - written
+            if keep < len(batch):
+                next_start = int(batch.steps[keep])
+            batch = _head(batch, keep)
+        if fmt == "csv":
+            text = csv_block(batch, fields, numel)
+        elif fmt == "ndjson":
+            text = json_block(batch, fields, shape, end="\n")
+        else:
+            text = ("," if written and len(batch) else "") + json_block(batch, fields, shape, end="", sep=",")
+        written += len(batch)
+        del batch
+        if text:
+            yield text
+        del text
+        if limit is not None and written >= limit:
+            break
+    if fmt == "json":
+        yield '], "next_start": ' + json.dumps(next_start) + "}"
+
+
+def _head(batch: HistoryBatch, n: int) -> HistoryBatch:
+    return HistoryBatch(steps=batch.steps[:n], f=batch.f[:n], grad_norm=batch.grad_norm[:n], lr=batch.lr[:n],
+                        x=None if batch.x is None else batch.x[:n], grad=None if batch.grad is None else batch.grad[:n])
 
 
 def _prefetched(first: HistoryBatch | None, pages: Iterator[HistoryBatch]) -> Iterator[HistoryBatch]:

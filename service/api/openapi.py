@@ -567,8 +567,11 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
                        f"Rows in a JSON page (default 1000, at most {HISTORY_JSON_LIMIT[1]}); CSV and NDJSON "
                        "stream every row unless it is set"),
                 _query("every", _int_range(1, INT32_MAX), "Every k-th recorded row (default 1)"),
-                _query("points", _int_range(1, 100_000), "At most this many rows spread evenly over the run, "
-                       "the first and last recorded steps always included (chosen in the database)"),
+                _query("points", _int_range(1, 100_000),
+                       "At most this many rows, spread evenly over the steps from start to the last "
+                       "recorded step, always with the first and the last (points=1: the last only); "
+                       "not with every or limit (400 naming points); a JSON answer is one page "
+                       "(next_start null)"),
                 _query("fields", {"type": "string", "pattern": r"^\s*(?:(?:" + "|".join(HISTORY_FIELDS)
                                   + r")?\s*(?:,\s*(?:" + "|".join(HISTORY_FIELDS) + r")?\s*)*)$"},
                        "Comma-separated: " + ",".join(HISTORY_FIELDS) + " (step is always included)"),

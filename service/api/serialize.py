@@ -138,3 +138,81 @@ def csv_line(row: dict[str, Any], fields: Iterable[str], numel: int) -> Iterator
             yield lead + str(value)
         lead = ","
     yield "\n"
+
+
+# -- Whole blocks of rows at once ---------------------------------------------------------------
+#
+# The same text as ``csv_line`` and ``json_row``, made a column at a time: each column's values
+# become text in one pass (``repr`` over a list, the non-finite ones rewritten for JSON), and
+# each row is one ``%`` of a template holding the separators, the brackets of x's shape and the
+# field names. For narrow rows (a wide x keeps the row path, in bounded pieces).
+
+_JSON_NON_FINITE = {"nan": '"NaN"', "inf": '"Infinity"', "-inf": '"-Infinity"'}
+
+
+def _reprs(values: np.ndarray, json_strings: bool) -> list[str]:
+    """``repr`` of every float of a 1-D array (for JSON, non-finite ones as json_safe's strings)."""
+    out = list(map(repr, values.tolist()))
+    if json_strings:
+        bad = np.flatnonzero(~np.isfinite(values))
+        for i in bad.tolist():
+            out[i] = _JSON_NON_FINITE[out[i]]
+    return out
+
+
+def _columns(batch: Any, fields: Iterable[str], numel: int, json_strings: bool) -> tuple[list[list[str]], list[str]]:
+    """(columns of text, the names of the ones present); x/grad give one column per element."""
+    columns: list[list[str]] = []
+    present: list[str] = []
+    for name in fields:
+        if name == "step":
+            columns.append(list(map(str, batch.steps.tolist())))
+        elif name in ("f", "grad_norm", "lr"):
+            columns.append(_reprs(getattr(batch, name), json_strings))
+        elif name in ("x", "grad"):
+            values = getattr(batch, name)
+            if values is None:
+                if not json_strings and numel:
+                    columns.extend([[""] * len(batch)] * numel)
+                    present.append(name)
+                continue
+            flat = _reprs(values.reshape(-1), json_strings)
+            columns.extend(flat[j::numel] for j in range(numel))
+        else:
+            continue
+        present.append(name)
+    return columns, present
+
+
+def _json_template(shape: list[int], numel: int) -> str:
+    dims = list(shape) if len(shape) > 1 else [numel]
+
+    def build(level: int) -> str:
+        item = "%s" if level == len(dims) - 1 else build(level + 1)
+        return "[" + ", ".join([item] * dims[level]) + "]"
+
+    return build(0)
+
+
+def csv_block(batch: Any, fields: list[str], numel: int) -> str:
+    """The CSV lines (each with its newline) of every row of ``batch``: ``csv_line`` for each."""
+    if not len(batch):
+        return ""
+    columns, _ = _columns(batch, fields, numel, json_strings=False)
+    template = ",".join(["%s"] * len(columns)) + "\n"
+    return "".join(map(template.__mod__, zip(*columns)))
+
+
+def json_block(batch: Any, fields: list[str], shape: list[int], end: str, sep: str = "") -> str:
+    """The JSON objects of every row of ``batch`` (``json_row`` for each), each followed by
+    ``end`` and separated by ``sep``."""
+    if not len(batch):
+        return ""
+    numel = math.prod(shape)
+    columns, present = _columns(batch, fields, numel, json_strings=True)
+    parts = []
+    for name in present:
+        value = _json_template(shape, numel) if name in ("x", "grad") else "%s"
+        parts.append(json.dumps(name) + ": " + value)
+    template = "{" + ", ".join(parts) + "}" + end
+    return sep.join(map(template.__mod__, zip(*columns)))

@@ -72,6 +72,15 @@ def submit():  # type: ignore[no-untyped-def]
     return sweep_json(sweep, counts), 202, {"Location": f"/v1/sweeps/{sweep.id}"}
 
 
+def _page_of(sweep_id: str, limits: tuple[int, int, int]) -> tuple[int, str | None, Any]:
+    """The page's ``limit`` (``limits`` is low, high, default) and ``cursor``, checked, and the
+    caller's sweep (another owner's is a 404)."""
+    low, high, default = limits
+    limit = int_arg("limit", default, low, high) or default
+    cursor = text_arg("cursor")
+    return limit, cursor, sweep_store.get_sweep(services().db, sweep_id, owner=caller().owner_filter)
+
+
 def _cursor_error() -> Exception:
     return bad_parameter("cursor", "'cursor' is not a cursor this service returned for this listing")
 
@@ -82,11 +91,8 @@ def get(sweep_id: str):  # type: ignore[no-untyped-def]
     sort = text_arg("sort") or "created"
     if sort not in sweep_store.SORTS:
         raise bad_parameter("sort", f"'sort' must be one of {', '.join(sweep_store.SORTS)}")
-    low, high, default = SUMMARY_LIMIT
-    limit = int_arg("limit", default, low, high) or default
-    cursor = text_arg("cursor")
+    limit, cursor, sweep = _page_of(sweep_id, SUMMARY_LIMIT)
     svc = services()
-    sweep = sweep_store.get_sweep(svc.db, sweep_id, owner=caller().owner_filter)
     try:
         items, next_cursor = sweep_store.summary(svc.db, sweep, limit, cursor, sort, best_minimum)
     except (ValueError, UnicodeError):
@@ -100,11 +106,8 @@ def get(sweep_id: str):  # type: ignore[no-untyped-def]
 
 @bp.get("/<sweep_id>/jobs")
 def jobs_page(sweep_id: str):  # type: ignore[no-untyped-def]
-    low, high, default = JOBS_LIMIT
-    limit = int_arg("limit", default, low, high) or default
-    cursor = text_arg("cursor")
+    limit, cursor, sweep = _page_of(sweep_id, JOBS_LIMIT)
     svc = services()
-    sweep = sweep_store.get_sweep(svc.db, sweep_id, owner=caller().owner_filter)
     try:
         page, next_cursor = sweep_store.list_sweep_jobs(svc.db, sweep.id, limit, cursor)
     except (ValueError, UnicodeError):

@@ -2,6 +2,7 @@
 into the store's own errors."""
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,6 +87,17 @@ def make_engine(url: str) -> Engine:
     # No pre-ping (a round trip per checkout): after a server restart the first use of a stale
     # connection fails as StoreUnavailable, SQLAlchemy then drops the whole pool, and callers retry.
     return create_engine(url, pool_size=5, max_overflow=5, pool_recycle=3600, connect_args={"connect_timeout": 5})
+
+
+def owned_row(s: Session, model: type, row_id: str, owner: str | None, id_pattern: re.Pattern[str],
+              what: str, for_update: bool = False) -> Any:
+    """The ``model`` row with ``row_id``; with ``owner``, only if it is that owner's: another's
+    is NotFound exactly as an absent one is (ids leak nothing). An id not of ``id_pattern``'s
+    shape names nothing and costs no query. ``for_update`` locks the row for the transaction."""
+    row = s.get(model, row_id, with_for_update=for_update) if id_pattern.fullmatch(row_id) else None
+    if row is None or (owner is not None and row.owner != owner):
+        raise NotFound(f"no {what} with id {row_id[:80]!r}")
+    return row
 
 
 class Database:

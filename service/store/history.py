@@ -8,18 +8,22 @@ commit replaces its rows (``rows.write_once``): no step is ever stored twice or 
 """
 from __future__ import annotations
 
+import json
 import math
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
+import numpy as np
 from sqlalchemy import func, select, update
 
 from service.batch import HistoryBatch
 from service.store.db import Database
 from service.store.jobs import renew
+from service.store import pgcopy
 from service.store.models import HistoryRow, Job
 from service.store.rows import write_once, write_rows
 
-__all__ = ["PAGE_BYTES", "HistoryBatch", "count_rows", "iter_history", "page_rows", "save_chunk", "write_rows"]
+__all__ = ["PAGE_BYTES", "HistoryBatch", "choose_steps", "count_rows", "iter_history", "iter_text", "page_rows",
+           "save_chunk", "text_width_ok", "write_rows"]
 
 
 def save_chunk(db: Database, job_id: str, worker: str, batch: HistoryBatch, checkpoint: bytes | None,
@@ -55,44 +59,99 @@ def page_rows(numel: int, with_x: bool, with_grad: bool, batch_size: int = 1000,
 
 def iter_history(db: Database, job_id: str, start: int = 0, limit: int | None = None, every: int = 1,
                  with_x: bool = True, with_grad: bool = True, batch_size: int = 1000,
-                 numel: int | None = None, page_bytes: int = PAGE_BYTES) -> Iterator[HistoryBatch]:
+                 numel: int | None = None, page_bytes: int = PAGE_BYTES,
+                 steps: Sequence[int] | None = None) -> Iterator[HistoryBatch]:
     """Rows with step >= ``start`` (and step % every == 0), in step order, at most ``limit``, as
     batches each read in a short transaction, so memory stays bounded: a batch holds at most
     ``batch_size`` rows and about ``page_bytes`` of x/grad values (at least one row).
     ``numel`` is the job's element count (the width of x and grad); when not given it is read
-    from the job (only if x or grad is asked for)."""
+    from the job (only if x or grad is asked for). With ``steps`` (ascending), only the rows of
+    those steps are read (``start``, ``every`` and ``limit`` still apply)."""
     columns = [HistoryRow.step, HistoryRow.f, HistoryRow.grad_norm, HistoryRow.lr,
                HistoryRow.x if with_x else None, HistoryRow.grad if with_grad else None]
     selected = [c for c in columns if c is not None]
+    raw = db.dialect == "sqlite"  # the stored text as it is, decoded below a column at a time
     if numel is None and (with_x or with_grad):
         numel = _job_numel(db, job_id)
     page = page_rows(numel or 0, with_x, with_grad, batch_size, page_bytes)
     remaining = limit
     cursor = start
+    wanted = None if steps is None else [int(v) for v in steps if int(v) >= start]
     while remaining is None or remaining > 0:
         size = page if remaining is None else min(page, remaining)
-        query = select(*selected).where(HistoryRow.job_id == job_id, HistoryRow.step >= cursor)
-        if every > 1:
-            query = query.where(HistoryRow.step % every == 0)
-        query = query.order_by(HistoryRow.step).limit(size)
+        chunk = None
+        if wanted is not None:
+            chunk = [v for v in wanted[:size] if v >= cursor]
+            wanted = wanted[size:]
+            if not chunk:
+                if not wanted:
+                    return
+                continue
         with db.session() as s:
-            rows = s.execute(query).all()
+            if raw:
+                rows = _sqlite_page(s, job_id, [c.key for c in selected], cursor, chunk, every, size)
+            else:
+                query = select(*selected).where(HistoryRow.job_id == job_id, HistoryRow.step >= cursor)
+                if chunk is not None:
+                    query = query.where(HistoryRow.step.in_(chunk))
+                if every > 1:
+                    query = query.where(HistoryRow.step % every == 0)
+                rows = s.execute(query.order_by(HistoryRow.step).limit(size)).all()
         count = len(rows)
         if count:
             last = int(rows[-1][0])
-            values = list(zip(*rows))
+            values: list[Any] = list(zip(*rows))
             del rows  # the columns hold the values now
+            if raw:
+                values = [values[0]] + [np.array(v, dtype=np.float64) for v in values[1:4]] + \
+                    [_json_arrays(v, numel or 0) for v in values[4:]]
             batch = HistoryBatch(steps=values[0], f=values[1], grad_norm=values[2], lr=values[3],
                                  x=_recorded(values[4]) if with_x else None,
                                  grad=_recorded(values[-1]) if with_grad else None)
             del values  # the batch holds them as float64 arrays: 8 bytes a value, not a Python float's 32
             yield batch
             del batch
-        if count < size:
+        if count < size and (wanted is None or not wanted):
             return
-        cursor = last + 1
+        if count:
+            cursor = last + 1
         if remaining is not None:
             remaining -= count
+
+
+def _sqlite_page(s: Any, job_id: str, names: list[str], cursor: int, chunk: list[int] | None, every: int,
+                 size: int) -> list[tuple[Any, ...]]:
+    """A page's rows on SQLite, as the driver gives them (no per-value conversion): floats (or
+    the text 'NaN') and x/grad as JSON text."""
+    sql = f"SELECT {', '.join(names)} FROM history WHERE job_id = ? AND step >= ?"
+    params: list[Any] = [job_id, cursor]
+    if chunk is not None:
+        sql += f" AND step IN ({', '.join('?' * len(chunk))})"
+        params += chunk
+    if every > 1:
+        sql += " AND step % ? = 0"
+        params.append(every)
+    sql += " ORDER BY step LIMIT ?"
+    params.append(size)
+    return s.connection().exec_driver_sql(sql, tuple(params)).cursor.fetchall()
+
+
+def _json_arrays(column: tuple[Any, ...], numel: int) -> Any:
+    """SQLite's JSON text of a page's x or grad: a (rows, numel) array when every row has it
+    (parsed in one pass), else a list with None where a row has none."""
+    present = [v for v in column if v is not None]
+    if not present:
+        return column
+    if len(present) == len(column) and numel > 0:
+        text = ",".join(present).replace("[", "").replace("]", "")
+        try:
+            flat = np.array(text.split(","), dtype=np.float64)
+        except ValueError:
+            flat = None
+        if flat is not None and len(flat) == len(column) * numel:
+            return flat.reshape(len(column), numel)
+    decoded = iter(json.loads("[" + ",".join(present) + "]"))
+    return [next(decoded) if v is not None else None for v in column]
 
 
 def _job_numel(db: Database, job_id: str) -> int:
@@ -104,6 +163,8 @@ def _job_numel(db: Database, job_id: str) -> int:
 def _recorded(column: tuple[Any, ...]) -> Any:
     """An x or grad column as rows, None when the job did not record it; a row stored without
     it (not written by this version) reads as NaNs, so one page keeps one shape."""
+    if isinstance(column, np.ndarray):
+        return column
     present = [v for v in column if v is not None]
     if not present:
         return None
@@ -116,3 +177,164 @@ def _recorded(column: tuple[Any, ...]) -> Any:
 def count_rows(db: Database, job_id: str) -> int:
     with db.session() as s:
         return int(s.scalar(select(func.count()).select_from(HistoryRow).where(HistoryRow.job_id == job_id)) or 0)
+
+
+# -- Exports formatted by PostgreSQL ---------------------------------------------------------------
+
+# The widest x (+ grad) whose rows PostgreSQL formats itself (one SQL expression per value).
+TEXT_MAX_WIDTH = 64
+# A block of an export holds about this many characters of text (and at most TEXT_BLOCK_ROWS rows).
+TEXT_BLOCK_CHARS = 2 * 1024 * 1024
+TEXT_BLOCK_ROWS = 20_000
+# Characters per value, for the block size arithmetic (repr of a random double: about 19).
+_CHARS_PER_VALUE = 24
+
+
+def text_width_ok(db: Database, width: int) -> bool:
+    """Whether an export with ``width`` x/grad values a row is formatted by the database."""
+    return db.dialect == "postgresql" and width <= TEXT_MAX_WIDTH
+
+
+def iter_text(db: Database, job_id: str, fmt: str, fields: list[str], shape: list[int], start: int = 0,
+              limit: int | None = None, every: int = 1, steps: Sequence[int] | None = None,
+              stride: int = 1, ahead: int = 0) -> Iterator[str]:
+    """The rows of an export as the API's text, formatted by PostgreSQL: ``fmt`` "csv" gives
+    ``serialize.csv_line`` lines, "ndjson" the ``serialize.json_row`` objects, each with its
+    newline. Rows are chosen as ``iter_history`` chooses them, and read in blocks of about
+    ``TEXT_BLOCK_CHARS``, each one short query of its own. A block is a range of steps bounded
+    on both sides (``stride`` is the job's recording interval, so that a range holds about as
+    many rows as a block is sized for), so each is an index range scan whatever the planner's
+    statistics say. Without a ``limit`` the blocks are known in advance, and ``ahead`` threads
+    read the next ones while one is handed out (at most ``ahead + 1`` blocks held)."""
+    numel = math.prod(shape)
+    width = numel * (int("x" in fields) + int("grad" in fields))
+    line = pgcopy.csv_line_sql(fields, numel) if fmt == "csv" else pgcopy.json_line_sql(fields, shape, numel)
+    rows = max(1, min(TEXT_BLOCK_ROWS, TEXT_BLOCK_CHARS // (_CHARS_PER_VALUE * (4 + width))))
+    columns = ", ".join(pgcopy.text_columns(fields, numel))
+    where = "job_id = %(job)s AND step >= %(lo)s"
+    where += " AND step = ANY(%(steps)s)" if steps is not None else " AND step < %(hi)s"
+    if every > 1:
+        where += " AND step %% %(every)s = 0"
+    # The innermost query reads the rows in step order, the middle one makes each row's text and
+    # the aggregate joins them in the order it is given them (its input is the ordered subquery;
+    # an ORDER BY inside string_agg would sort every block again).
+    statement = ("SELECT string_agg(line, '') AS text, max(step), count(*)"
+                 + ("" if steps is not None else ", (SELECT min(step) FROM history WHERE job_id = %(job)s AND step >= %(hi)s)")
+                 + f" FROM (SELECT step, {line} || E'\\n' AS line FROM (SELECT {columns} FROM history WHERE {where} "
+                 "ORDER BY step LIMIT %(n)s OFFSET 0) AS t) AS s")
+    span = rows * max(1, every) * max(1, stride)
+
+    def read(params: dict[str, Any]) -> tuple[str | None, int, Any]:
+        with db.session() as s:
+            conn = s.connection()
+            conn.exec_driver_sql("SET LOCAL extra_float_digits = 1")  # the shortest exact text
+            result = conn.exec_driver_sql(statement, {"job": job_id, "every": every, **params}).one()
+        text = None if result[0] is None else pgcopy.unmark(result[0])
+        return text, int(result[2]), (result[3] if steps is None else None), result[1]
+
+    if steps is not None:
+        wanted = [int(v) for v in steps if int(v) >= start][:limit]
+        planned: Iterator[dict[str, Any]] = ({"lo": start, "n": rows, "steps": wanted[k:k + rows]}
+                                             for k in range(0, len(wanted), rows))
+    elif limit is None:
+        with db.session() as s:
+            lo, hi = s.execute(select(func.min(HistoryRow.step), func.max(HistoryRow.step))
+                               .where(HistoryRow.job_id == job_id, HistoryRow.step >= start)).one()
+        if lo is None:
+            return
+        lo, hi = int(lo), int(hi)
+        planned = ({"lo": first, "hi": first + span, "n": rows} for first in range(lo, hi + 1, span))
+    else:
+        yield from _text_until(read, start, limit, rows, span, every)
+        return
+    for params, (text, count, _, last) in _read_ahead(read, planned, ahead):
+        if text is not None:
+            yield text
+        del text
+        while count == params["n"] and "hi" in params:
+            # a full block: the range may hold more rows than the job's recording interval
+            # promised (the block is cut at ``n`` rows); read the rest of it before going on
+            params = {**params, "lo": int(last) + 1}
+            text, count, _, last = read(params)
+            if text is not None:
+                yield text
+            del text
+
+
+def _text_until(read: Any, start: int, limit: int, rows: int, span: int, every: int) -> Iterator[str]:
+    """Blocks one after another, up to ``limit`` rows: each next range starts at the first
+    stored step past the last one."""
+    remaining, cursor = limit, start
+    while remaining > 0:
+        size = min(rows, remaining)
+        text, count, following, last = read({"lo": cursor, "hi": cursor + span, "n": size})
+        if count:
+            yield text
+            remaining -= count
+        del text
+        if count == size:  # a full block: the rest of its range comes next
+            cursor = int(last) + 1
+            continue
+        if following is None:
+            return
+        cursor = max(int(following), cursor + span)
+        if every > 1:
+            cursor = -(-cursor // every) * every
+
+
+def _read_ahead(read: Any, planned: Iterator[dict[str, Any]], ahead: int) -> Iterator[Any]:
+    """``(params, read(params))`` for each of ``planned``, in order, with up to ``ahead`` reads
+    running on threads of their own while a result is handed out. Closing the generator cancels
+    the rest."""
+    if ahead <= 0:
+        for params in planned:
+            yield params, read(params)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="history-read")
+    pending: deque = deque()
+    try:
+        for params in planned:
+            pending.append((params, pool.submit(read, params)))
+            if len(pending) > ahead:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+    finally:
+        for _, future in pending:
+            future.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def choose_steps(db: Database, job_id: str, points: int, start: int = 0) -> list[int]:
+    """At most ``points`` recorded steps, at or after ``start``, spread evenly over the steps:
+    the first and the last always (one point: the last), and for each of the targets evenly
+    spaced between them the first recorded step at or after it. Read from the (job_id, step)
+    index alone: one probe per target, never a scan of the rows or their x."""
+    with db.session() as s:
+        lo, hi = s.execute(select(func.min(HistoryRow.step), func.max(HistoryRow.step))
+                           .where(HistoryRow.job_id == job_id, HistoryRow.step >= start)).one()
+        if lo is None:
+            return []
+        lo, hi = int(lo), int(hi)
+        if points == 1 or lo == hi:
+            return [hi]
+        if hi - lo + 1 <= points:
+            targets = list(range(lo, hi + 1))
+        else:
+            targets = [lo + (i * (hi - lo)) // (points - 1) for i in range(points)]
+        if db.dialect == "postgresql":
+            found = s.connection().exec_driver_sql(
+                "SELECT DISTINCT h.step FROM unnest(%(targets)s::integer[]) AS t(v) CROSS JOIN LATERAL "
+                "(SELECT step FROM history WHERE job_id = %(job)s AND step >= t.v ORDER BY step LIMIT 1) AS h "
+                "ORDER BY h.step", {"targets": targets, "job": job_id}).scalars().all()
+        else:
+            found = s.connection().exec_driver_sql(
+                "SELECT DISTINCT (SELECT step FROM history WHERE job_id = ? AND step >= t.value ORDER BY step LIMIT 1) "
+                "AS chosen FROM json_each(?) AS t WHERE chosen IS NOT NULL ORDER BY chosen",
+                (job_id, "[" + ",".join(map(str, targets)) + "]")).scalars().all()
+    return [int(v) for v in found]

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service.batch import HistoryBatch
 from service.config import Quotas
-from service.store.db import Conflict, Database, LeaseLost, NotFound, as_utc, clock
+from service.store.db import Conflict, Database, LeaseLost, as_utc, clock, owned_row
 from service.store.models import HistoryRow, Job, JobTag
 from service.store.quotas import check_quotas, settle_reservation
 from service.store.records import JobRecord
@@ -125,19 +125,10 @@ def _by_idempotency_key(db: Database, key: str, spec: dict[str, Any]) -> JobReco
 _JOB_ID = re.compile(r"[0-9a-f-]{1,36}")
 
 
-def _not_found(job_id: str) -> NotFound:
-    return NotFound(f"no job with id {job_id[:80]!r}")
-
-
 def get_job(db: Database, job_id: str, with_checkpoint: bool = False, owner: str | None = None) -> JobRecord:
     """The job; with ``owner``, only if it is that owner's (another's is NotFound, as if absent)."""
-    if not _JOB_ID.fullmatch(job_id):
-        raise _not_found(job_id)
     with db.session() as s:
-        job = s.get(Job, job_id)
-        if job is None or (owner is not None and job.owner != owner):
-            raise _not_found(job_id)
-        return _record(job, with_checkpoint)
+        return _record(owned_row(s, Job, job_id, owner, _JOB_ID, "job"), with_checkpoint)
 
 
 def finished_among(db: Database, job_ids: list[str]) -> list[str]:
@@ -294,13 +285,9 @@ def release_job(db: Database, job_id: str, worker: str) -> None:
 def request_cancel(db: Database, job_id: str, owner: str | None = None) -> JobRecord:
     """Cancel a job (only ``owner``'s when given): a queued one at once, a running one within
     about a second, even inside a long step. Conflict if finished."""
-    if not _JOB_ID.fullmatch(job_id):
-        raise _not_found(job_id)
     now = clock(db.dialect)
     with db.session() as s:
-        job = s.scalar(select(Job).where(Job.id == job_id).with_for_update())
-        if job is None or (owner is not None and job.owner != owner):
-            raise _not_found(job_id)
+        job = owned_row(s, Job, job_id, owner, _JOB_ID, "job", for_update=True)
         if job.status in FINISHED:
             raise Conflict(f"job {job_id} has already {job.status}; only queued or running jobs can be cancelled")
         job.cancel_requested = True

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 from sqlalchemy import and_, bindparam, case, func, insert, select, update
 
 from service.config import Quotas
-from service.store.db import Database, NotFound, as_utc, clock, utcnow
+from service.store.db import Database, as_utc, clock, owned_row, utcnow
 from service.store.jobs import _record, insert_jobs
 from service.store.models import HistoryRow, Job, Sweep
 from service.store.quotas import check_quotas, settle_reservation
@@ -52,19 +52,10 @@ def create_sweep(db: Database, *, owner: str, name: str | None, tags: dict[str, 
     return record, ids
 
 
-def _not_found(sweep_id: str) -> NotFound:
-    return NotFound(f"no sweep with id {sweep_id[:80]!r}")
-
-
 def get_sweep(db: Database, sweep_id: str, owner: str | None = None) -> SweepRecord:
     """The sweep; with ``owner``, only if it is that owner's (another's is NotFound, as if absent)."""
-    if not _SWEEP_ID.fullmatch(sweep_id):
-        raise _not_found(sweep_id)
     with db.session() as s:
-        row = s.get(Sweep, sweep_id)
-        if row is None or (owner is not None and row.owner != owner):
-            raise _not_found(sweep_id)
-        return _sweep_record(row)
+        return _sweep_record(owned_row(s, Sweep, sweep_id, owner, _SWEEP_ID, "sweep"))
 
 
 def counts(db: Database, sweep_id: str) -> dict[str, int]:

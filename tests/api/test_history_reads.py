@@ -115,6 +115,7 @@ def test_a_database_failure_before_the_first_row_is_an_error_status(api, fmt, mo
         yield  # a generator, as the real one: it fails on its first page
 
     monkeypatch.setattr(history_api, "iter_history", unavailable)
+    monkeypatch.setattr(history_api, "iter_text", unavailable)  # PostgreSQL's own formatting of CSV/NDJSON
     resp = client.get(f"/v1/jobs/{job_id}/history?format={fmt}")
     assert resp.status_code == 503 and resp.get_json()["error"]["code"] == "database_unavailable"
     assert resp.headers["Retry-After"]
@@ -158,14 +159,18 @@ def test_every_format_keeps_its_shape_and_values(api):
     assert [r["step"] for r in page["rows"]] == [4, 8] and page["next_start"] == 12
 
 
+def wide_job(client: Any, db: Any, numel: int, n: int, seed: int) -> tuple[str, np.ndarray]:
+    """A stored job of ``n`` rows with a random x of ``numel`` values each; (its id, x)."""
+    x = np.random.default_rng(seed).standard_normal((n, numel))
+    spec = {**SPEC, "x0": {"shape": [numel], "init": "normal"}, "record": {"x": True}}
+    return stored_job(client, db, spec, HistoryBatch(steps=np.arange(n), f=np.arange(n, dtype=float),
+                                                     grad_norm=np.ones(n), lr=np.full(n, 0.1), x=x)), x
+
+
 def test_a_wide_history_leaves_in_bounded_pieces(api, monkeypatch):
     client, db = api
     numel, n = 150_000, 6
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, numel))
-    spec = {**SPEC, "x0": {"shape": [numel], "init": "normal"}, "record": {"x": True}}
-    job_id = stored_job(client, db, spec, HistoryBatch(steps=np.arange(n), f=np.arange(n, dtype=float),
-                                                       grad_norm=np.ones(n), lr=np.full(n, 0.1), x=x))
+    job_id, x = wide_job(client, db, numel, n, seed=0)
     monkeypatch.setattr(history_api, "FLUSH_CHARS", 200_000)
     for fmt in FORMATS:
         resp = client.get(f"/v1/jobs/{job_id}/history?format={fmt}", buffered=False)
@@ -197,3 +202,80 @@ def test_json_rows_in_pieces_are_exactly_the_json_of_the_row(shape):
     expected = json.dumps(row_json({**row, "x": x.tolist()}, fields, shape))
     assert "".join(json_row(row, fields, shape)) == expected
     assert "".join(json_row(row, ["step"], shape)) == json.dumps({"step": 3})
+
+
+# -- the fast paths write the bytes of the row-by-row path --------------------------------------
+
+ODD_VALUES = [math.nan, math.inf, -math.inf, -0.0, 0.0, 640.0, -3.0, 1e15, -1234567890123456.8, 9007199254740993.0,
+              1e16, 1.5e-7, 1e-5, 0.0001, 5e-324, 1.7976931348623157e308, 123456789012345.6, 0.1, 1 / 3, 2.5e-5]
+EXPORT_SHAPES = [([2], {"grad": True}), ([1], {}), ([3, 4], {"grad": True}), ([2, 3, 2], {}), ([1, 7], {}),
+                 ([2], {"x": False}), ([2], {"x": False, "grad": True}), ([30], {"grad": True})]
+EXPORT_QUERIES = ["", "start=3&limit=5", "every=3", "start=2&every=4&limit=2", "fields=x,f", "fields=grad",
+                  "fields=lr,step", "points=4", "points=4&start=5&fields=x", "limit=1", "start=1000"]
+
+
+def odd_history(client: Any, db: Any, shape: list[int], record: dict[str, Any], n: int = 23) -> str:
+    numel = math.prod(shape)
+    rng = np.random.default_rng(len(shape) * 100 + numel)
+    values = np.array(ODD_VALUES)
+
+    def column(k: int) -> np.ndarray:
+        return np.where(rng.random(k) < 0.5, rng.choice(values, k), rng.standard_normal(k) * 10.0 ** rng.integers(-8, 8, k))
+
+    x = column(n * numel).reshape(n, numel)
+    grad = column(n * numel).reshape(n, numel)
+    batch = HistoryBatch(steps=np.arange(n), f=column(n), grad_norm=column(n), lr=np.full(n, 1e-3),
+                         x=x if record.get("x", True) else None, grad=grad if record.get("grad") else None)
+    spec = {**SPEC, "x0": {"shape": shape, "init": "ones"}, "steps": n - 1, "record": record}
+    return stored_job(client, db, spec, batch)
+
+
+@pytest.mark.parametrize("shape,record", EXPORT_SHAPES)
+def test_block_and_database_formatting_write_the_bytes_of_the_row_path(api, monkeypatch, shape, record):
+    client, db = api
+    job_id = odd_history(client, db, shape, record)
+    queries = EXPORT_QUERIES + ([] if record.get("x", True) else ["fields=x,grad,f"])
+
+    def bodies() -> dict[tuple[str, str], str]:
+        out = {}
+        for fmt in FORMATS:
+            for query in queries:
+                resp = client.get(f"/v1/jobs/{job_id}/history?format={fmt}&{query}")
+                assert resp.status_code == 200, (fmt, query, resp.get_data(as_text=True)[:300])
+                out[fmt, query] = resp.get_data(as_text=True)
+        return out
+
+    fast = bodies()  # on PostgreSQL, CSV and NDJSON formatted by the database; the rest a block at a time
+    monkeypatch.setattr(history_api, "text_width_ok", lambda db, width: False)
+    blocks = bodies()
+    monkeypatch.setattr(history_api, "BLOCK_MAX_WIDTH", -1)
+    rows = bodies()  # the row-by-row path, as before
+    for key, expected in rows.items():
+        assert blocks[key] == expected, key
+        assert fast[key] == expected, key
+    assert "nan" in rows["csv", ""] and "-inf" in rows["csv", ""] and '"-Infinity"' in rows["ndjson", ""]
+    numel = math.prod(shape)
+    full = [row for row in (json.loads(line) for line in rows["ndjson", ""].splitlines())]
+    assert len(full) == 23
+    if record.get("x", True):
+        assert rows["csv", ""].splitlines()[0].count("x_") == numel
+
+
+def test_a_history_of_middling_width_leaves_in_bounded_blocks(api, monkeypatch):
+    """Rows up to BLOCK_MAX_WIDTH values are formatted a block at a time: a block holds about
+    BLOCK_VALUES values, so its text stays bounded whatever the width (and equals the row path's)."""
+    client, db = api
+    numel, n = 3000, 40
+    job_id, x = wide_job(client, db, numel, n, seed=3)
+    monkeypatch.setattr(history_api, "BLOCK_VALUES", 20_000)  # 6 rows a block
+    texts = {}
+    for fmt in FORMATS:
+        resp = client.get(f"/v1/jobs/{job_id}/history?format={fmt}&limit={n}", buffered=False)
+        parts = [p.decode() if isinstance(p, bytes) else p for p in resp.response]
+        resp.close()
+        assert len(parts) >= n // 6, fmt
+        assert max(len(p) for p in parts) <= 20_000 * 26 + 20 * numel, fmt
+        texts[fmt] = "".join(parts)
+    monkeypatch.setattr(history_api, "BLOCK_MAX_WIDTH", -1)
+    for fmt in FORMATS:
+        assert client.get(f"/v1/jobs/{job_id}/history?format={fmt}&limit={n}").get_data(as_text=True) == texts[fmt]

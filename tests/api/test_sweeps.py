@@ -44,13 +44,18 @@ class Client:
         return self.post("/v1/sweeps", body)
 
     def all_jobs(self, sweep_id: str, limit: int = 5) -> list[dict[str, Any]]:
-        out, cursor = [], None
-        while True:
-            page = self.get(f"/v1/sweeps/{sweep_id}/jobs?limit={limit}" + (f"&cursor={cursor}" if cursor else "")).get_json()
-            out += page["jobs"]
-            cursor = page["next_cursor"]
-            if cursor is None:
-                return out
+        return every_page(self, f"/v1/sweeps/{sweep_id}/jobs?limit={limit}", "jobs")
+
+
+def every_page(client: Any, path: str, key: str) -> list[dict[str, Any]]:
+    """The items under ``key`` of every page of ``path``, following ``next_cursor``."""
+    out, cursor = [], None
+    while True:
+        page = client.get(path + (f"&cursor={cursor}" if cursor else "")).get_json()
+        out += page[key]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return out
 
 
 @pytest.fixture
@@ -177,13 +182,7 @@ def test_counts_and_summary_after_running_some_jobs(client):
         assert item["status"] == "queued" and item["f"] is None and item["steps_to_tolerance"] is None
 
     # sort by final f, ascending, unfinished last; paged with a cursor
-    seen, cursor = [], None
-    while True:
-        page = client.get(f"/v1/sweeps/{sweep['id']}?sort=f&limit=4" + (f"&cursor={cursor}" if cursor else "")).get_json()
-        seen += page["summary"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
+    seen = every_page(client, f"/v1/sweeps/{sweep['id']}?sort=f&limit=4", "summary")
     finished = [item["f"] for item in seen[:6]]
     assert finished == sorted(finished) and [item["f"] for item in seen[6:]] == [None] * 6
     assert sorted(item["id"] for item in seen) == sorted(j["id"] for j in jobs)

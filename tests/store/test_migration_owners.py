@@ -9,6 +9,7 @@ import pytest
 from alembic import command
 from sqlalchemy import func, select, text
 
+from service.store import NotFound
 from service.store import jobs as job_store
 from service.store.migrate import alembic_config, upgrade
 from service.store.models import HistoryRow, JobTag
@@ -51,7 +52,7 @@ def test_old_jobs_belong_to_local_and_keep_tags_and_history(empty_db):
     assert job.owner == job_store.LOCAL_OWNER and job.tags == {"k": "v"}
     assert counts(db) == (1, 2)
     assert job_store.list_jobs(db, tag=("k", "v"))[0][0].id == OLD_ID
-    with pytest.raises(job_store.NotFound):
+    with pytest.raises(NotFound):
         job_store.get_job(db, OLD_ID, owner="alice")
     downgrade(db, "0002")
     assert counts(db) == (1, 2)
