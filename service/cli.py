@@ -222,7 +222,8 @@ def cmd_wait(args: argparse.Namespace) -> int:
             code = _show(resp)
             return code if status is None else (0 if status == JobStatus.SUCCEEDED else 1)
         if "Retry-After" in resp.headers:  # the API did not wait (it serves its most waiters): pause
-            time.sleep(min(float(resp.headers["Retry-After"]), max(0.0, deadline - time.time())))
+            pause = float(resp.headers["Retry-After"]) if resp.headers["Retry-After"].isdigit() else 2.0
+            time.sleep(min(pause, max(0.0, deadline - time.time())))
 
 
 def cmd_history(args: argparse.Namespace) -> int:

@@ -151,6 +151,9 @@ def load_settings() -> Settings:
     """Read the environment; embedded defaults for anything unset. Raises ConfigError."""
     limits = Limits(**_from_env(Limits))
     settings = Settings(**_from_env(Settings), limits=limits, quotas=Quotas(**_from_env(Quotas)))
+    for name, threads in (("DESCENT_API_THREADS", settings.api_threads), ("DESCENT_MAX_WAITERS", settings.max_waiters)):
+        if threads < 1:
+            raise ConfigError(f"{name} must be at least 1, got {threads}")
     data_dir = settings.data_dir.resolve()
     return replace(
         settings,

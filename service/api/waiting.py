@@ -3,8 +3,8 @@
 Each such request holds a request thread for as long as it waits or streams, so the API runs
 ``DESCENT_MAX_WAITERS`` threads for them on top of ``DESCENT_API_THREADS`` for everything else,
 and this counter keeps them to their share: past it, a ``?wait`` answers at once with the job as
-it is (and ``Retry-After``), and a new stream is a 503 with ``Retry-After``. Ordinary requests,
-health checks among them, so always find a free thread.
+it is (and ``Retry-After``), and a new stream is a 503 with ``Retry-After``. So they never take
+the threads of ordinary requests, health checks among them.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class WaiterSlots:
 
     @property
     def in_use(self) -> int:
+        """Slots taken now (``/healthz`` reports it)."""
         return self._in_use
 
     def take(self) -> bool:
@@ -36,6 +37,7 @@ class WaiterSlots:
             return True
 
     def give_back(self) -> None:
+        """Return a slot ``take`` gave."""
         with self._lock:
             self._in_use = max(0, self._in_use - 1)
 

@@ -142,8 +142,10 @@ def plan_sweep(data: Any, limits: Limits) -> SweepPlan:
         raise _bad("starts", "'starts' must be a list of x0 values or {\"count\", \"init\", \"low\", \"high\", \"seed\"}")
     jobs = math.prod(len(values) for _, values in grid) * n_starts
     if jobs > limits.max_sweep_jobs:
-        raise SpecError("grid", f"this sweep would make {jobs:,} jobs (the grid's product times {n_starts:,} "
-                        f"starts), over the limit of {limits.max_sweep_jobs:,} (DESCENT_MAX_SWEEP_JOBS)",
+        # The count itself only while it is short: a starts.count may have thousands of digits.
+        count = f"{jobs:,}" if jobs < 10**15 else "over 10^15"
+        raise SpecError("grid", f"this sweep would make {count} jobs (the grid's product times its starts), over "
+                        f"the limit of {limits.max_sweep_jobs:,} (DESCENT_MAX_SWEEP_JOBS)",
                         code=ErrorCode.LIMIT_EXCEEDED, status=413)
     tolerance = data.get("tolerance", DEFAULT_TOLERANCE)
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not in_range(tolerance) or tolerance < 0:
@@ -241,7 +243,7 @@ def _with_value(spec: dict[str, Any], key: str, value: Any) -> None:
         if not isinstance(child, dict):
             raise _bad(f"grid.{key}", f"grid '{key}' needs base.{'.'.join(parts[:i + 1])} to be an object")
         node = child
-    node[parts[-1]] = value
+    node[parts[-1]] = _copy(value)  # a later, deeper grid key writes into it: never into the grid's own value
 
 
 def _blame(exc: SpecError, plan: SweepPlan, values: dict[str, Any]) -> SpecError:

@@ -85,10 +85,10 @@ class FinishedJobs:
                     event.set()
 
     def _ensure_poller(self) -> None:
-        if self._poller is not None:
+        if self._poller is not None and self._poller.is_alive():
             return
         with self._lock:
-            if self._poller is None:
+            if self._poller is None or not self._poller.is_alive():
                 self._poller = threading.Thread(target=self._poll_forever, name="descent-waiters", daemon=True)
                 self._poller.start()
 

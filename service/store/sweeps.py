@@ -11,7 +11,7 @@ import re
 import uuid
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import and_, bindparam, case, func, insert, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, select, update
 
 from service.config import Quotas
 from service.store.db import Database, as_utc, clock, owned_row, utcnow
@@ -129,15 +129,16 @@ def summary(db: Database, sweep: SweepRecord, limit: int, cursor: str | None, so
     with db.session() as s:
         rows = s.execute(query).all()
         page = rows[:limit]
-        thresholds: dict[float, list[str]] = {}
+        minima: dict[float, list[str]] = {}
         for row in page:
             fmin = best_minimum({"objective": row[6]}, math.prod(row[7]))
             if fmin is not None:
-                thresholds.setdefault(fmin + sweep.tolerance, []).append(row[0])
+                minima.setdefault(fmin, []).append(row[0])
         reached: dict[str, int] = {}
-        for threshold, ids in thresholds.items():
+        for fmin, ids in minima.items():  # within tolerance: |f - fmin| <= tolerance (not -inf, say)
+            near = HistoryRow.f.between(fmin - sweep.tolerance, fmin + sweep.tolerance)
             reached.update(s.execute(select(HistoryRow.job_id, func.min(HistoryRow.step))
-                                     .where(HistoryRow.job_id.in_(ids), HistoryRow.f <= threshold)
+                                     .where(HistoryRow.job_id.in_(ids), near)
                                      .group_by(HistoryRow.job_id)).all())
     items = [{"id": row[0], "index": row[1], "status": row[2], "f": _float(row[3]), "stop_reason": row[4],
               "distance_to_minimum": _float(row[5]), "steps_to_tolerance": reached.get(row[0])} for row in page]
@@ -173,15 +174,13 @@ def cancel_sweep(db: Database, sweep_id: str) -> int:
         s.execute(update(jobs).where(jobs.c.sweep_id == sweep_id, jobs.c.status == JobStatus.RUNNING)
                   .values(cancel_requested=True))
         if cancelled:
-            # Released jobs may have stored rows already; the rest give their whole reservation back.
-            with_rows = set(s.scalars(select(HistoryRow.job_id).distinct().where(
-                HistoryRow.job_id.in_(select(jobs.c.id).where(jobs.c.sweep_id == sweep_id)))))
-            # finished_at == now: the jobs this very statement cancelled (one timestamp per transaction)
+            # finished_at == now: the jobs this very statement cancelled (one timestamp per
+            # transaction). Those that never stored a row give their whole reservation back; the
+            # few that did (released by a stopping worker) keep what they stored.
             just_cancelled = and_(jobs.c.sweep_id == sweep_id, jobs.c.status == JobStatus.CANCELLED,
                                   jobs.c.finished_at == now)
-            if with_rows:
-                just_cancelled = and_(just_cancelled, jobs.c.id.not_in(with_rows))
-            s.execute(update(jobs).where(just_cancelled).values(reserved_values=0))
-            for job_id in with_rows & set(cancelled):
+            stored = exists().where(HistoryRow.job_id == jobs.c.id)
+            s.execute(update(jobs).where(just_cancelled, ~stored).values(reserved_values=0))
+            for job_id in s.scalars(select(jobs.c.id).where(just_cancelled, stored)):
                 settle_reservation(s, job_id)
     return len(cancelled)

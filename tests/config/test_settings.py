@@ -37,6 +37,8 @@ def test_defaults_are_embedded(monkeypatch, tmp_path):
     ("DESCENT_PORT", "abc", "DESCENT_PORT must be an integer"),
     ("DESCENT_LEASE_SECONDS", "soon", "DESCENT_LEASE_SECONDS must be a number"),
     ("DESCENT_MAX_STEPS", "-5", "DESCENT_MAX_STEPS must be an integer from 0 up"),
+    ("DESCENT_MAX_WAITERS", "00", "DESCENT_MAX_WAITERS must be at least 1"),
+    ("DESCENT_API_THREADS", "0", "DESCENT_API_THREADS must be at least 1"),
 ])
 def test_a_bad_value_names_the_variable(monkeypatch, name, value, words):
     monkeypatch.setenv(name, value)

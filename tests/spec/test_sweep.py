@@ -154,3 +154,30 @@ def test_best_minimum_comes_from_the_catalog():
     assert best_minimum({"objective": {"name": "rosenbrock", "params": {"a": 2.0}}}, 2) is None
     assert best_minimum({"objective": {"name": "loglog"}}, 4) is None
     assert best_minimum({"objective": "(x ** 2).sum()"}, 2) is None
+
+
+def test_a_starts_count_of_thousands_of_digits_is_a_413_not_a_crash():
+    from service.config import Limits
+    from service.spec.error import SpecError
+    from service.spec.sweep import plan_sweep
+
+    body = {"base": {"objective": {"name": "rosenbrock"}, "steps": 10}, "grid": {"steps": list(range(1, 11))},
+            "starts": {"count": 10 ** 4400, "init": "uniform", "low": -1, "high": 1}}
+    try:
+        plan_sweep(body, Limits())
+    except SpecError as exc:
+        assert exc.status == 413 and "DESCENT_MAX_SWEEP_JOBS" in exc.message
+    else:
+        raise AssertionError("accepted")
+
+
+def test_a_deeper_grid_key_never_rewrites_the_grids_own_values():
+    from service.config import Limits
+    from service.spec.sweep import expand, job_specs, plan_sweep
+
+    body = {"base": {"objective": {"name": "rosenbrock"}, "steps": 10},
+            "grid": {"optimizer": [{"name": "sgd"}, {"name": "adam"}], "optimizer.lr": [0.1, 0.01]}}
+    plan = plan_sweep(body, Limits())
+    for variant in expand(plan, Limits()):
+        list(job_specs(variant))
+    assert dict(plan.grid)["optimizer"] == [{"name": "sgd"}, {"name": "adam"}]
