@@ -9,6 +9,8 @@ request inside the document's own rules (nothing here hides a failure).
 - ``GET /v1/jobs?cursor=``: a cursor is opaque, valid only if this service returned it; no schema
   can describe that, so a *positive* case keeps its cursor only if the service's own decoder
   reads it (real cursors come from the listJobs -> listJobs link). Negative cases are untouched.
+  A sweep's summary and jobs cursors are as opaque: a positive case drops a generated one (the
+  stateful phase follows the real ones through the links).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import schemathesis
 from service.store.jobs import decode_cursor
 
 WAIT_CAP = 0.1
+SWEEP_PAGES = ("/v1/sweeps/{sweep_id}", "/v1/sweeps/{sweep_id}/jobs")
 WAIT_BOUNDS = (0.0, 30.0)
 
 
@@ -54,9 +57,9 @@ def map_case(context, case):  # type: ignore[no-untyped-def]
         wait = _number(query["wait"])
         if wait is not None and WAIT_CAP < wait <= WAIT_BOUNDS[1]:
             case.query = {**query, "wait": str(WAIT_CAP)}
-    elif method == "GET" and path == "/v1/jobs" and query.get("cursor"):
+    elif method == "GET" and query.get("cursor") and path in SWEEP_PAGES + ("/v1/jobs",):
         meta = case.meta
         positive = meta is not None and meta.generation.mode.is_positive
-        if positive and not _readable_cursor(query["cursor"]):
+        if positive and (path in SWEEP_PAGES or not _readable_cursor(query["cursor"])):
             case.query = {k: v for k, v in query.items() if k != "cursor"}
     return case

@@ -14,8 +14,8 @@ row-by-row path, in pieces.
 
 ``points=N`` (1 to 100,000) answers at most N rows spread evenly over the steps from ``start``
 to the last, always with the first and the last (``store.history.choose_steps``, from the index
-alone); it takes no ``every`` or ``limit`` (a 400 naming ``points``), and its JSON answer is
-one page (``next_start`` null).
+alone), chosen among the multiples of ``every``, at most ``limit`` of them; its JSON answer is one
+page (``next_start`` null).
 """
 from __future__ import annotations
 
@@ -78,10 +78,8 @@ def history(job_id: str):  # type: ignore[no-untyped-def]
             raise bad_parameter("fields", f"unknown field '{unknown[0][:40]}'; fields: {', '.join(HISTORY_FIELDS)}")
         fields = ["step"] + [f for f in HISTORY_FIELDS if f in asked and f != "step"]
     points = int_arg("points", None, 1, MAX_POINTS)
-    if points is not None:
-        for other in ("every", "limit"):
-            if request.args.get(other):
-                raise bad_parameter("points", f"'points' cannot be combined with '{other}'")
+    if points is not None:  # the steps are chosen first: among multiples of every, at most limit of them
+        points = min(points, limit) if request.args.get("limit") and limit else points
         limit = None
     shape, numel = list(job.shape), math.prod(job.shape)
     width = numel * (int("x" in fields) + int("grad" in fields))
@@ -89,7 +87,7 @@ def history(job_id: str):  # type: ignore[no-untyped-def]
     stride = record_every if isinstance(record_every, int) and record_every > 1 else 1  # steps between rows
     svc.waiters.take_for_stream()  # a stream holds a request thread until its last byte
     try:
-        steps = None if points is None else choose_steps(svc.db, job_id, points, start=start or 0)
+        steps = None if points is None else choose_steps(svc.db, job_id, points, start=start or 0, every=every)
         if fmt != "json" and numel > 0 and text_width_ok(svc.db, width):
             texts = iter_text(svc.db, job_id, fmt, fields, shape, start=start or 0, limit=limit, every=every,
                               steps=steps, stride=stride, ahead=READ_AHEAD)

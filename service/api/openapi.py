@@ -373,6 +373,7 @@ def sweep_schemas(limits: Limits) -> dict[str, Any]:
                          "description": "Dotted spec keys to lists of values, e.g. {\"optimizer.lr\": [0.001, 0.01]}; "
                                         "a value the spec refuses is a 400 naming grid.<key>"},
                 "starts": {"oneOf": [
+                    {"type": "null", "description": "As if left out: every job starts from the base's x0"},
                     {"type": "array", "minItems": 1, "maxItems": jobs, "items": _nested_x0(),
                      "description": "Explicit starts, all of one shape"},
                     {"type": "object", "required": ["count"], "additionalProperties": False,
@@ -388,7 +389,7 @@ def sweep_schemas(limits: Limits) -> dict[str, Any]:
                 "tolerance": {"type": "number", "minimum": 0, "maximum": MAX_MAGNITUDE, "default": DEFAULT_TOLERANCE,
                               "description": "steps_to_tolerance: the first recorded step with f within this of "
                                              "the best known minimum"},
-                "name": {"type": "string", "maxLength": 200, "pattern": STORABLE_TEXT},
+                "name": {"type": ["string", "null"], "maxLength": 200, "pattern": STORABLE_TEXT},
                 "tags": {"type": "object", "maxProperties": limits.max_tags,
                          "propertyNames": {"maxLength": 64, "pattern": STORABLE_TEXT},
                          "additionalProperties": {"type": "string", "maxLength": 256, "pattern": STORABLE_TEXT}},
@@ -570,8 +571,8 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
                 _query("points", _int_range(1, 100_000),
                        "At most this many rows, spread evenly over the steps from start to the last "
                        "recorded step, always with the first and the last (points=1: the last only); "
-                       "not with every or limit (400 naming points); a JSON answer is one page "
-                       "(next_start null)"),
+                       "chosen among the multiples of every, at most limit of them; a JSON answer is one "
+                       "page (next_start null)"),
                 _query("fields", {"type": "string", "pattern": r"^\s*(?:(?:" + "|".join(HISTORY_FIELDS)
                                   + r")?\s*(?:,\s*(?:" + "|".join(HISTORY_FIELDS) + r")?\s*)*)$"},
                        "Comma-separated: " + ",".join(HISTORY_FIELDS) + " (step is always included)"),

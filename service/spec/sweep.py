@@ -199,7 +199,7 @@ def _random_starts(raw: dict[str, Any]) -> dict[str, Any]:
             raise _bad(f"starts.{key}", f"'starts.{key}' must be a finite number within ±{MAX_MAGNITUDE:g}")
     if out["init"] == "uniform" and not out["low"] < out["high"]:
         raise _bad("starts.high", "'starts.high' must be greater than 'starts.low'")
-    if out["init"] == "normal" and not out["std"] > 0:
+    if not out["std"] > 0:  # whatever the init, as the OpenAPI document states
         raise _bad("starts.std", "'starts.std' must be positive")
     seed = out["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:

@@ -310,14 +310,17 @@ def _read_ahead(read: Any, planned: Iterator[dict[str, Any]], ahead: int) -> Ite
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def choose_steps(db: Database, job_id: str, points: int, start: int = 0) -> list[int]:
-    """At most ``points`` recorded steps, at or after ``start``, spread evenly over the steps:
-    the first and the last always (one point: the last), and for each of the targets evenly
-    spaced between them the first recorded step at or after it. Read from the (job_id, step)
-    index alone: one probe per target, never a scan of the rows or their x."""
+def choose_steps(db: Database, job_id: str, points: int, start: int = 0, every: int = 1) -> list[int]:
+    """At most ``points`` recorded steps, at or after ``start`` (and multiples of ``every``),
+    spread evenly over the steps: the first and the last always (one point: the last), and for
+    each of the targets evenly spaced between them the first such step at or after it. Read from
+    the (job_id, step) index alone: one probe per target, never a scan of the rows or their x."""
     with db.session() as s:
-        lo, hi = s.execute(select(func.min(HistoryRow.step), func.max(HistoryRow.step))
-                           .where(HistoryRow.job_id == job_id, HistoryRow.step >= start)).one()
+        query = select(func.min(HistoryRow.step), func.max(HistoryRow.step)).where(
+            HistoryRow.job_id == job_id, HistoryRow.step >= start)
+        if every > 1:
+            query = query.where(HistoryRow.step % every == 0)
+        lo, hi = s.execute(query).one()
         if lo is None:
             return []
         lo, hi = int(lo), int(hi)
@@ -330,11 +333,12 @@ def choose_steps(db: Database, job_id: str, points: int, start: int = 0) -> list
         if db.dialect == "postgresql":
             found = s.connection().exec_driver_sql(
                 "SELECT DISTINCT h.step FROM unnest(%(targets)s::integer[]) AS t(v) CROSS JOIN LATERAL "
-                "(SELECT step FROM history WHERE job_id = %(job)s AND step >= t.v ORDER BY step LIMIT 1) AS h "
-                "ORDER BY h.step", {"targets": targets, "job": job_id}).scalars().all()
+                "(SELECT step FROM history WHERE job_id = %(job)s AND step >= t.v AND step %% %(every)s = 0 "
+                "ORDER BY step LIMIT 1) AS h ORDER BY h.step", {"targets": targets, "job": job_id, "every": every}
+            ).scalars().all()
         else:
             found = s.connection().exec_driver_sql(
-                "SELECT DISTINCT (SELECT step FROM history WHERE job_id = ? AND step >= t.value ORDER BY step LIMIT 1) "
-                "AS chosen FROM json_each(?) AS t WHERE chosen IS NOT NULL ORDER BY chosen",
-                (job_id, "[" + ",".join(map(str, targets)) + "]")).scalars().all()
+                "SELECT DISTINCT (SELECT step FROM history WHERE job_id = ? AND step >= t.value AND step % ? = 0 "
+                "ORDER BY step LIMIT 1) AS chosen FROM json_each(?) AS t WHERE chosen IS NOT NULL ORDER BY chosen",
+                (job_id, every, "[" + ",".join(map(str, targets)) + "]")).scalars().all()
     return [int(v) for v in found]

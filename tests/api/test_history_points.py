@@ -1,5 +1,5 @@
 """``points=N``: at most N rows spread evenly over the steps, always with the first and the last,
-in every format and with ``fields`` and ``start``; refused with ``every`` or ``limit``."""
+in every format and with ``fields``, ``start``, ``every`` and ``limit``."""
 from __future__ import annotations
 
 import json
@@ -89,8 +89,7 @@ def test_points_of_an_empty_or_one_row_history(api, fmt):
 def test_bad_points_are_a_400_naming_points(api, fmt):
     client, db = api
     job_id = history(client, db, np.arange(5))
-    for query in ("points=0", "points=100001", "points=abc", "points=-1", "points=1e3",
-                  "points=10&every=2", "points=10&limit=5"):
+    for query in ("points=0", "points=100001", "points=abc", "points=-1", "points=1e3"):
         resp = client.get(f"/v1/jobs/{job_id}/history?format={fmt}&{query}")
         assert resp.status_code == 400, query
         error = resp.get_json()["error"]
@@ -105,3 +104,14 @@ def test_points_choose_from_the_index(api):
     job_id = history(client, db, steps, {**SPEC, "steps": 1000})
     got = steps_of(client.get(f"/v1/jobs/{job_id}/history?points=5"), "json")
     assert got == [0, 500, 998, 1000]  # targets 0, 250, 500, 750, 1000
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_points_are_chosen_among_multiples_of_every_and_at_most_limit(api, fmt):
+    client, db = api
+    job_id = history(client, db, np.arange(101))
+    chosen = steps_of(client.get(f"/v1/jobs/{job_id}/history?format={fmt}&points=6&every=10"), fmt)
+    assert chosen == [0, 20, 40, 60, 80, 100]
+    capped = steps_of(client.get(f"/v1/jobs/{job_id}/history?format={fmt}&points=50&limit=3"), fmt)
+    assert capped == [0, 50, 100]
+    assert steps_of(client.get(f"/v1/jobs/{job_id}/history?format={fmt}&points=1&every=1&limit=1"), fmt) == [100]
