@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
-import torch
 
 from service.config import Limits
 from service.errors import ErrorCode
 from service.spec.catalog import CATALOG
 from service.spec.error import SpecError
 from service.spec.model import MAX_SEED, InitSpec, JobSpec, RecordSpec, StopSpec
+from service.spec.start import start_tensor
 from service.spec.validate import CheckedSpec, _nested_shape, check_spec
 from service.spec.values import MAX_MAGNITUDE, first_unstorable, in_range, text_problem
 
@@ -81,10 +81,6 @@ class SweepPlan:
     tags: dict[str, str]
     jobs: int
 
-    @property
-    def combinations(self) -> int:
-        return math.prod(len(values) for _, values in self.grid)
-
     def stored_starts(self) -> dict[str, Any]:
         """What the sweep row keeps of its starts (an explicit list is in its jobs' specs)."""
         if self.starts is not None:
@@ -104,7 +100,6 @@ class SweepPlan:
 class Variant:
     """One distinct combination of grid values: its checked spec (x0 aside) and its jobs' starts."""
 
-    index: int  # the combination's number
     values: dict[str, Any]
     checked: CheckedSpec
     spec: dict[str, Any]  # as stored, x0 left to each job
@@ -269,21 +264,11 @@ def _check(data: dict[str, Any], plan: SweepPlan, values: dict[str, Any], limits
 
 
 def _materialise(checked: CheckedSpec) -> list[Any]:
-    """The x0 a job would start from, as a nested list: the engine's own draw for a generated
-    start (``service.engine.start``, on the CPU in float64)."""
-    x0 = checked.x0
-    if not isinstance(x0, InitSpec):
-        return x0
-    shape = tuple(x0.shape)
-    if x0.init == "zeros":
-        return torch.zeros(shape, dtype=torch.float64).tolist()
-    if x0.init == "ones":
-        return torch.ones(shape, dtype=torch.float64).tolist()
-    gen = torch.Generator().manual_seed(x0.seed if x0.seed is not None else checked.spec.seed)
-    if x0.init == "uniform":
-        out = torch.rand(shape, generator=gen, dtype=torch.float64) * (x0.high - x0.low) + x0.low
-    else:
-        out = torch.randn(shape, generator=gen, dtype=torch.float64) * x0.std + x0.mean
+    """The x0 a job would start from, as a nested list: for a generated start, the very draw the
+    engine makes (``service.spec.start``)."""
+    if not isinstance(checked.x0, InitSpec):
+        return checked.x0
+    out = start_tensor(checked)
     if not bool(out.abs().max() <= MAX_MAGNITUDE):
         raise _bad("base.x0", f"base.x0 draws numbers beyond ±{MAX_MAGNITUDE:g}")
     return out.tolist()
@@ -336,7 +321,7 @@ def expand(plan: SweepPlan, limits: Limits) -> list[Variant]:
     drawn: dict[tuple[int, ...], list[Any]] = {}
     values_in_all = 0
     keys = [k for k, _ in plan.grid]
-    for index, combo in enumerate(itertools.product(*(values for _, values in plan.grid))):
+    for combo in itertools.product(*(values for _, values in plan.grid)):
         values = dict(zip(keys, combo))
         key = json.dumps(combo, sort_keys=True)
         if key not in seen:
@@ -358,7 +343,7 @@ def expand(plan: SweepPlan, limits: Limits) -> list[Variant]:
         checked, spec, starts = seen[key]
         values_in_all += checked.numel * plan.n_starts
         _count_values(values_in_all)
-        variants.append(Variant(index, values, checked, spec, starts))
+        variants.append(Variant(values, checked, spec, starts))
     return variants
 
 

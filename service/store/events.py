@@ -41,12 +41,6 @@ class FinishedJobs:
     def listening(self) -> bool:
         return self._listening.is_set()
 
-    @property
-    def waiting(self) -> int:
-        """Requests of this process waiting right now."""
-        with self._lock:
-            return sum(len(events) for events in self._waiters.values())
-
     def wait(self, job_id: str, seconds: float) -> JobRecord:
         """The job once it has finished, or as it is when ``seconds`` are up; NotFound for an
         unknown job."""
