@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 # The history's step column is a 32-bit integer (PostgreSQL ``integer``): ``start`` and ``every``
 # beyond it would fail in the database, after the response has begun.
 MAX_STEP = 2**31 - 1
+FORMATS = ("json", "csv", "ndjson")
 MAX_ROWS = 100_000
 # The response leaves in pieces of about this many characters (or one row, if a row is larger).
 FLUSH_CHARS = 1 << 20
@@ -62,7 +63,7 @@ def history(job_id: str):  # type: ignore[no-untyped-def]
     svc = services()
     job = job_store.get_job(svc.db, job_id, owner=caller().owner_filter)
     fmt = request.args.get("format", "json")
-    if fmt not in ("json", "csv", "ndjson"):
+    if fmt not in FORMATS:
         raise bad_parameter("format", "'format' must be json, csv or ndjson")
     start = int_arg("start", 0, 0, MAX_STEP)
     # One bound for every format (the OpenAPI document states it once); without a limit, CSV and

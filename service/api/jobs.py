@@ -25,6 +25,11 @@ from service.store.fleet import live_gpu_worker
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
+# Bounds of the parameters below (the OpenAPI document states these same values).
+LIST_LIMIT = (1, 1000)
+WAIT_SECONDS = (0, 30)
+IDEMPOTENCY_KEY_LENGTH = (1, 200)
+
 
 def read_json_body() -> Any:
     """The request body as JSON, or a 400 that says what is wrong with it."""
@@ -65,8 +70,9 @@ def submit():  # type: ignore[no-untyped-def]
     data = read_json_body()
     checked = check_spec(data, svc.settings.limits)
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not (0 < len(key) <= 200) or (key or "").startswith(job_store.SCOPED_KEY_PREFIX):
-        raise DescentError(f"Idempotency-Key must be 1 to 200 characters, not starting with "
+    low, high = IDEMPOTENCY_KEY_LENGTH
+    if key is not None and not (low <= len(key) <= high) or (key or "").startswith(job_store.SCOPED_KEY_PREFIX):
+        raise DescentError(f"Idempotency-Key must be {low} to {high} characters, not starting with "
                            f"'{job_store.SCOPED_KEY_PREFIX}'", code=ErrorCode.INVALID_HEADER, field="Idempotency-Key")
     spec = checked.as_json()
     who = caller()
@@ -87,7 +93,7 @@ def get(job_id: str):  # type: ignore[no-untyped-def]
     this process already serves DESCENT_MAX_WAITERS waiting requests: then it answers at once,
     with ``Retry-After``."""
     svc = services()
-    seconds = seconds_arg("wait", 0, 30)
+    seconds = seconds_arg("wait", *WAIT_SECONDS)
     job = job_store.get_job(svc.db, job_id, owner=caller().owner_filter)
     if not seconds or job.finished:
         return job_json(job)
@@ -111,7 +117,7 @@ def list_():  # type: ignore[no-untyped-def]
             raise bad_parameter("tag", "'tag' must be key:value")
         key, value = tag.split(":", 1)
         tag_pair = (key, value)
-    limit = int_arg("limit", 50, 1, 1000)
+    limit = int_arg("limit", 50, *LIST_LIMIT)
     try:
         page, cursor = job_store.list_jobs(services().db, status, tag_pair, limit or 50, text_arg("cursor"),
                                            owner=caller().owner_filter)

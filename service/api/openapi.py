@@ -18,6 +18,11 @@ from typing import Any
 
 from flask import Blueprint, current_app
 
+from service.api.history import FORMATS as HISTORY_FORMATS
+from service.api.history import MAX_POINTS, MAX_ROWS, MAX_STEP
+from service.api.jobs import IDEMPOTENCY_KEY_LENGTH, LIST_LIMIT, WAIT_SECONDS
+from service.api.serialize import HISTORY_FIELDS
+from service.api.sweeps import SUMMARY_LIMIT
 from service.config import Limits
 from service.errors import ErrorCode
 from service.spec.catalog import CATALOG
@@ -26,18 +31,14 @@ from service.spec.optimizers import OPTIMIZERS, SCHEDULERS
 from service.spec.sweep import DEFAULT_TOLERANCE, MAX_GRID_KEYS
 from service.spec.values import MAX_MAGNITUDE, MAX_NESTING
 from service.store.jobs import SCOPED_KEY_PREFIX
+from service.store.sweeps import SORTS
 from service.store.status import JobStatus
 
 bp = Blueprint("openapi", __name__)
 
-# The bounds the handlers enforce on query parameters (service/api/jobs.py, history.py).
-LIST_LIMIT = (1, 1000)
-HISTORY_JSON_LIMIT = (1, 100_000)
-INT32_MAX = 2_147_483_647  # start and every: a step number fits a 32-bit signed integer
-WAIT_SECONDS = (0, 30)
-HISTORY_FORMATS = ("json", "csv", "ndjson")
-HISTORY_FIELDS = ("step", "f", "grad_norm", "lr", "x", "grad")
-IDEMPOTENCY_KEY_LENGTH = (1, 200)
+# The bounds the handlers enforce on query parameters, read from the handlers themselves.
+HISTORY_JSON_LIMIT = (1, MAX_ROWS)
+INT32_MAX = MAX_STEP  # start and every: a step number fits a 32-bit signed integer
 NESTED_DEPTH = 8  # x0 has at most 8 dimensions
 CATALOG_PARAM_BOUND = 1e6
 # A string in a spec may hold no NUL (nor a lone surrogate, which no JSON Schema pattern can name).
@@ -347,8 +348,8 @@ def response_schemas() -> dict[str, Any]:
 
 # --- sweeps -----------------------------------------------------------------------------------
 
-SWEEP_SUMMARY_LIMIT = (1, 1000)  # service/api/sweeps.py SUMMARY_LIMIT and JOBS_LIMIT
-SWEEP_SORTS = ("created", "f")
+SWEEP_SUMMARY_LIMIT = SUMMARY_LIMIT[:2]  # low, high (JOBS_LIMIT is the same)
+SWEEP_SORTS = SORTS
 _SEG = "[A-Za-z_][A-Za-z0-9_]{0,63}"
 GRID_KEY = ("^(?:objective|objective\\.name|objective\\.params\\." + _SEG + "|variable|optimizer|optimizer\\." + _SEG
             + "|scheduler|scheduler\\." + _SEG + "|steps|stop|stop\\.(?:" + "|".join(StopSpec.model_fields)
@@ -568,7 +569,7 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
                        f"Rows in a JSON page (default 1000, at most {HISTORY_JSON_LIMIT[1]}); CSV and NDJSON "
                        "stream every row unless it is set"),
                 _query("every", _int_range(1, INT32_MAX), "Every k-th recorded row (default 1)"),
-                _query("points", _int_range(1, 100_000),
+                _query("points", _int_range(1, MAX_POINTS),
                        "At most this many rows, spread evenly over the steps from start to the last "
                        "recorded step, always with the first and the last (points=1: the last only); "
                        "chosen among the multiples of every, at most limit of them; a JSON answer is one "
