@@ -32,10 +32,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration"
 
+# One table of ratios measured in this run (needs PostgreSQL + Redis, and psql); the per-benchmark
+# scripts (benchmarks/engine.py, e2e.py, sweep.py, burst.py, history_export.py, waiters.py) run alone too.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/engine.py
-	$(BIN)/python benchmarks/e2e.py
-	$(BIN)/python benchmarks/waiters.py
+	$(BIN)/python benchmarks/table.py
 
 compose-check:
 	docker-compose config -q

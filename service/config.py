@@ -85,6 +85,8 @@ class Settings:
     task_time_limit: float = env("DESCENT_TASK_TIME_LIMIT", "seconds on one job before its worker exits; "
                                  "default DESCENT_MAX_SECONDS + 400", None)  # type: ignore[assignment]
     torch_threads: int = env("DESCENT_TORCH_THREADS", "torch intra-op threads per worker process", 1)
+    batch_max: int = env("DESCENT_BATCH_MAX", "compatible queued jobs a worker claims and runs together as one "
+                         "batch (1 turns batching off)", 1000)
     worker_queues: str | None = env("DESCENT_WORKER_QUEUES", "queues a worker consumes (set by descent worker); "
                                     "default Celery's -Q", None)
     auth: str | None = env("DESCENT_AUTH", "required or off; default off when the API binds a loopback address, "
@@ -151,7 +153,8 @@ def load_settings() -> Settings:
     """Read the environment; embedded defaults for anything unset. Raises ConfigError."""
     limits = Limits(**_from_env(Limits))
     settings = Settings(**_from_env(Settings), limits=limits, quotas=Quotas(**_from_env(Quotas)))
-    for name, threads in (("DESCENT_API_THREADS", settings.api_threads), ("DESCENT_MAX_WAITERS", settings.max_waiters)):
+    for name, threads in (("DESCENT_API_THREADS", settings.api_threads), ("DESCENT_MAX_WAITERS", settings.max_waiters),
+                          ("DESCENT_BATCH_MAX", settings.batch_max)):
         if threads < 1:
             raise ConfigError(f"{name} must be at least 1, got {threads}")
     data_dir = settings.data_dir.resolve()

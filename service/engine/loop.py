@@ -29,7 +29,7 @@ from service.batch import HistoryBatch
 from service.engine.checkpoint import Checkpoint
 from service.engine.device import resolve_device
 from service.engine.graph import backward_graph
-from service.engine.result import Chunk, Result, StopReason
+from service.engine.result import Chunk, Result, StopReason, make_result
 from service.engine.start import initial_point
 from service.expr import compile_expression
 from service.spec import CheckedSpec
@@ -195,13 +195,13 @@ def run(
                     stop = asked()
                     if stop == StopReason.INTERRUPTED:
                         flush(t, checkpoint(t, force=True))
-                        return _result(checked, x, fv, t, stop, graph, dev, seconds())
+                        return make_result(checked, x.detach(), x.grad, fv, t, stop, graph, dev, seconds())
             recorded = stop is not None or t % every == 0
             if recorded:
                 record(fv, gn)
             if stop is not None:
                 flush(t, None, final=True)
-                return _result(checked, x, fv, t, stop, graph, dev, seconds())
+                return make_result(checked, x.detach(), x.grad, fv, t, stop, graph, dev, seconds())
             if use_closure:
                 # x_t and its gradient, to go back to if the run ends inside this step
                 x_t, grad_t = x.detach().clone(), x.grad.detach().clone()
@@ -214,7 +214,7 @@ def run(
                     if not recorded:
                         record(fv, gn)
                     flush(t, None, final=True)
-                    return _result(checked, x, fv, t, aborted.reason, graph, dev, seconds())
+                    return make_result(checked, x.detach(), x.grad, fv, t, aborted.reason, graph, dev, seconds())
                 del x_t, grad_t
             else:
                 opt.step()
@@ -254,32 +254,3 @@ def _closure(objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
         return loss
 
     return closure
-
-
-def _result(checked: CheckedSpec, x: torch.Tensor, fv: float, t: int, reason: StopReason,
-            graph: list[str], dev: torch.device, seconds: float) -> Result:
-    spec = checked.spec
-    flat = x.detach().to("cpu", torch.float64).reshape(-1)
-    with_grad = spec.steps == 0 or spec.record.grad
-    return Result(
-        x=x.detach().cpu().tolist(),
-        f=fv,
-        grad_norm=float(torch.linalg.vector_norm(x.grad)) if x.grad is not None else float("nan"),
-        steps=t,
-        stop_reason=reason,
-        graph=graph,
-        device=str(dev),
-        seconds=round(seconds, 6),
-        grad=x.grad.detach().cpu().tolist() if with_grad and x.grad is not None else None,
-        distance_to_minimum=_distance(checked, flat),
-    )
-
-
-def _distance(checked: CheckedSpec, flat: torch.Tensor) -> float | None:
-    if checked.catalog is None:
-        return None
-    minima = checked.catalog.minima(flat.numel(), {**checked.catalog.params, **checked.catalog_params})
-    if not minima:
-        return None
-    return min(float(torch.linalg.vector_norm(flat - torch.tensor(loc, dtype=torch.float64)))
-               for loc, _ in minima)

@@ -5,7 +5,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import torch
+
 from service.batch import HistoryBatch
+from service.spec import CheckedSpec
 
 
 @dataclass(frozen=True)
@@ -60,3 +63,33 @@ class Result:
         if self.distance_to_minimum is not None:
             out["distance_to_minimum"] = self.distance_to_minimum
         return out
+
+
+def make_result(checked: CheckedSpec, x: torch.Tensor, grad: torch.Tensor | None, fv: float, t: int,
+                reason: StopReason, graph: list[str], dev: torch.device, seconds: float) -> Result:
+    """The result of a run that ended at x (= x_t, with its gradient ``grad``) after ``t`` steps."""
+    spec = checked.spec
+    flat = x.detach().to("cpu", torch.float64).reshape(-1)
+    with_grad = spec.steps == 0 or spec.record.grad
+    return Result(
+        x=x.detach().cpu().tolist(),
+        f=fv,
+        grad_norm=float(torch.linalg.vector_norm(grad)) if grad is not None else float("nan"),
+        steps=t,
+        stop_reason=reason,
+        graph=graph,
+        device=str(dev),
+        seconds=round(seconds, 6),
+        grad=grad.detach().cpu().tolist() if with_grad and grad is not None else None,
+        distance_to_minimum=_distance(checked, flat),
+    )
+
+
+def _distance(checked: CheckedSpec, flat: torch.Tensor) -> float | None:
+    if checked.catalog is None:
+        return None
+    minima = checked.catalog.minima(flat.numel(), {**checked.catalog.params, **checked.catalog_params})
+    if not minima:
+        return None
+    return min(float(torch.linalg.vector_norm(flat - torch.tensor(loc, dtype=torch.float64)))
+               for loc, _ in minima)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -94,6 +94,23 @@ def check_spec(data: Any, limits: Limits | None = None, trace: bool = True) -> C
         check_schedule_length(scheduler, spec.steps)
     _check_optimizer_memory(peak, optimizer, numel * _ITEMSIZE[spec.dtype], limits)
     return CheckedSpec(spec, expression, shape, x0, optimizer, scheduler, catalog, params)
+
+
+def check_lane(lead: CheckedSpec, data: Any, limits: Limits | None = None) -> CheckedSpec:
+    """The stored spec of a job with ``lead``'s batch key (``service.spec.batchkey``): only its
+    start, seed, name and tags may differ from ``lead``'s, so only they are checked; SpecError if
+    anything else differs, or its start has another shape."""
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _from_pydantic(exc) from None
+    per_job = {"x0", "seed", "name", "tags"}
+    if spec.model_dump(exclude=per_job) != lead.spec.model_dump(exclude=per_job):
+        raise SpecError(None, "this job differs from the batch it was claimed with in more than its start")
+    x0, shape = _start(spec, lead.catalog, limits or Limits())
+    if shape != lead.shape:
+        raise SpecError("x0", f"x0 has shape {list(shape)}, not the batch's {list(lead.shape)}")
+    return replace(lead, spec=spec, x0=x0)
 
 
 def recorded_values(spec: JobSpec, numel: int) -> int:

@@ -10,32 +10,58 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from service.batch import HistoryBatch
-from service.store.db import Database
-from service.store.jobs import renew
+from service.store.db import Database, LeaseLost
+from service.store.jobs import renew_jobs
 from service.store import pgcopy
 from service.store.models import HistoryRow, Job
-from service.store.rows import write_once, write_rows
+from service.store.rows import write_many, write_once, write_rows
 
-__all__ = ["PAGE_BYTES", "HistoryBatch", "choose_steps", "count_rows", "iter_history", "iter_text", "page_rows",
-           "save_chunk", "text_width_ok", "write_rows"]
+__all__ = ["PAGE_BYTES", "ChunkWrite", "HistoryBatch", "choose_steps", "count_rows", "iter_history", "iter_text", "page_rows",
+           "save_chunk", "save_chunks", "text_width_ok", "write_rows"]
 
 
 def save_chunk(db: Database, job_id: str, worker: str, batch: HistoryBatch, checkpoint: bytes | None,
                checkpoint_step: int | None, lease_seconds: float) -> bool:
     """Write a chunk, move the checkpoint and renew the lease, atomically and fenced on the
     worker holding the job. Returns whether a cancel was requested. Raises LeaseLost."""
-    def transaction(s: Any, replace: bool) -> bool:
-        cancel = renew(db, job_id, worker, lease_seconds, session=s)
-        write_rows(s, job_id, batch, replace)
-        if checkpoint is not None:
-            s.execute(update(Job).where(Job.id == job_id).values(checkpoint=checkpoint, checkpoint_step=checkpoint_step))
-        return cancel
+    cancel = save_chunks(db, worker, [ChunkWrite(job_id, batch, checkpoint, checkpoint_step)], lease_seconds).get(job_id)
+    if cancel is None:
+        raise LeaseLost(f"job {job_id} is no longer held by {worker}")
+    return cancel
+
+
+@dataclass(frozen=True)
+class ChunkWrite:
+    """One job's chunk: its rows, and the checkpoint (with its step) to move to, if one is due."""
+
+    job_id: str
+    batch: HistoryBatch
+    checkpoint: bytes | None = None
+    checkpoint_step: int | None = None
+
+
+def save_chunks(db: Database, worker: str, chunks: Sequence[ChunkWrite], lease_seconds: float) -> dict[str, bool]:
+    """``save_chunk`` for the chunks of many jobs (a batch's), in one transaction; returns {job
+    id: cancel requested} for the jobs ``worker`` still holds. A job missing from the answer was
+    lost: none of its rows were written."""
+    def transaction(s: Any, replace: bool) -> dict[str, bool]:
+        held = renew_jobs(db, [c.job_id for c in chunks], worker, lease_seconds, session=s)
+        mine = [c for c in chunks if c.job_id in held]
+        write_many(s, [(c.job_id, c.batch) for c in mine], replace)
+        moved = [{"b_id": c.job_id, "b_checkpoint": c.checkpoint, "b_step": c.checkpoint_step}
+                 for c in mine if c.checkpoint is not None]
+        if moved:
+            jobs = Job.__table__
+            s.execute(update(jobs).where(jobs.c.id == bindparam("b_id"))
+                      .values(checkpoint=bindparam("b_checkpoint"), checkpoint_step=bindparam("b_step")), moved)
+        return held
 
     return write_once(db, transaction)
 

@@ -11,18 +11,19 @@ import hashlib
 import re
 import uuid
 from datetime import datetime, timedelta
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import String, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.batch import HistoryBatch
 from service.config import Quotas
 from service.store.db import Conflict, Database, LeaseLost, as_utc, clock, owned_row
 from service.store.models import HistoryRow, Job, JobTag
-from service.store.quotas import check_quotas, settle_reservation
+from service.store.quotas import check_quotas, settle_reservation, settle_reservations
 from service.store.records import JobRecord
-from service.store.rows import write_once, write_rows
+from service.store.rows import write_many, write_once
 from service.store.status import FINISHED, JobStatus
 
 # The owner of every job made before owners existed, and of an auth-off (loopback) service's jobs.
@@ -227,19 +228,27 @@ def _settle_unclaimable(s: Any, job_id: str, claimable: Any, max_attempts: int, 
 def renew(db: Database, job_id: str, worker: str, lease_seconds: float, session: Any = None) -> bool:
     """Extend the lease (in ``session``'s transaction when given, so a history chunk commits
     with it); returns whether a cancel was requested. Raises LeaseLost."""
+    cancel = renew_jobs(db, [job_id], worker, lease_seconds, session).get(job_id)
+    if cancel is None:
+        raise LeaseLost(f"job {job_id} is no longer held by {worker}")
+    return cancel
+
+
+def renew_jobs(db: Database, job_ids: Sequence[str], worker: str, lease_seconds: float,
+               session: Any = None) -> dict[str, bool]:
+    """Extend the leases of the jobs ``worker`` still holds among ``job_ids``, in one statement
+    (in ``session``'s transaction when given); returns {job id: cancel requested} for those, so
+    a job missing from the answer is no longer held (its lease was lost)."""
     if session is None:
         with db.session() as s:
-            return renew(db, job_id, worker, lease_seconds, s)
-    now = clock(db.dialect)
-    res = session.execute(
-        update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == JobStatus.RUNNING)
+            return renew_jobs(db, job_ids, worker, lease_seconds, s)
+    now, jobs = clock(db.dialect), Job.__table__
+    rows = session.execute(
+        update(jobs).where(jobs.c.id.in_(list(job_ids)), jobs.c.worker == worker, jobs.c.status == JobStatus.RUNNING)
         .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-        .returning(Job.cancel_requested)
-    )
-    row = res.first()
-    if row is None:
-        raise LeaseLost(f"job {job_id} is no longer held by {worker}")
-    return bool(row[0])
+        .returning(jobs.c.id, jobs.c.cancel_requested)
+    ).all()
+    return {row[0]: bool(row[1]) for row in rows}
 
 
 def finish_job(db: Database, job_id: str, worker: str, status: str, result: dict[str, Any] | None,
@@ -247,35 +256,64 @@ def finish_job(db: Database, job_id: str, worker: str, status: str, result: dict
     """End a running job, fenced on the worker holding it, writing its last history rows in
     the same transaction. Raises LeaseLost (also when an earlier, ambiguous commit of this very
     call went through: the job is then no longer running)."""
-    assert status in FINISHED
+    if not finish_jobs(db, worker, [Ending(job_id, JobStatus(status), result, error, tuple(final))]):
+        raise LeaseLost(f"job {job_id} is no longer held by {worker}")
 
+
+@dataclass(frozen=True)
+class Ending:
+    """How one job ends: its status, result or error, and its last history rows."""
+
+    job_id: str
+    status: JobStatus
+    result: dict[str, Any] | None
+    error: str | None
+    final: tuple[HistoryBatch, ...] = ()
+
+
+def finish_jobs(db: Database, worker: str, endings: Sequence[Ending]) -> set[str]:
+    """End the running jobs that ``worker`` still holds among ``endings``, with their last history
+    rows, in one transaction (a batch's jobs that stop on the same step end together); returns
+    the ids it ended. A job whose cancel was requested never ends succeeded, however late the
+    request came. A job not in the answer was no longer held (its lease was lost, or an earlier,
+    ambiguous commit of this very call went through)."""
+    assert all(e.status in FINISHED for e in endings)
     jobs = Job.__table__
-    # A job whose cancel was requested never ends succeeded, however late the request came.
-    final_status: Any = status
-    if status == JobStatus.SUCCEEDED:
-        final_status = case((jobs.c.cancel_requested, JobStatus.CANCELLED.value), else_=JobStatus.SUCCEEDED.value)
+    wanted = bindparam("b_status", type_=String())
+    final_status = case((and_(jobs.c.cancel_requested, wanted == JobStatus.SUCCEEDED.value), JobStatus.CANCELLED.value),
+                        else_=wanted)
+    ids = [e.job_id for e in endings]
 
-    def transaction(s: Any, replace: bool) -> None:
-        res = s.execute(
-            update(jobs).where(jobs.c.id == job_id, jobs.c.worker == worker, jobs.c.status == JobStatus.RUNNING)
-            .values(status=final_status, result=result, error=error, finished_at=clock(db.dialect), lease_expires_at=None,
-                    checkpoint=None)
-        )
-        if res.rowcount != 1:
-            raise LeaseLost(f"job {job_id} is no longer held by {worker}")
-        for batch in final:
-            write_rows(s, job_id, batch, replace)
-        settle_reservation(s, job_id)
+    def transaction(s: Any, replace: bool) -> set[str]:
+        held = set(s.scalars(select(jobs.c.id).where(jobs.c.id.in_(ids), jobs.c.worker == worker,
+                                                     jobs.c.status == JobStatus.RUNNING).with_for_update()))
+        mine = [e for e in endings if e.job_id in held]
+        if not mine:
+            return held
+        s.execute(
+            update(jobs).where(jobs.c.id == bindparam("b_id"))
+            .values(status=final_status, result=bindparam("b_result", type_=jobs.c.result.type),
+                    error=bindparam("b_error", type_=String()), finished_at=clock(db.dialect),
+                    lease_expires_at=None, checkpoint=None),
+            [{"b_id": e.job_id, "b_status": e.status.value, "b_result": e.result, "b_error": e.error} for e in mine])
+        write_many(s, [(e.job_id, batch) for e in mine for batch in e.final], replace)
+        settle_reservations(s, [e.job_id for e in mine])
+        return held
 
-    write_once(db, transaction)
+    return write_once(db, transaction)
 
 
 def release_job(db: Database, job_id: str, worker: str) -> None:
     """Hand a running job back to the queue (graceful shutdown); its checkpoint stays. The
     attempt is not counted against it."""
+    release_jobs(db, [job_id], worker)
+
+
+def release_jobs(db: Database, job_ids: Sequence[str], worker: str) -> None:
+    """``release_job`` for each of ``job_ids`` still held by ``worker``, in one statement."""
     with db.session() as s:
         s.execute(
-            update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == JobStatus.RUNNING)
+            update(Job).where(Job.id.in_(list(job_ids)), Job.worker == worker, Job.status == JobStatus.RUNNING)
             .values(status=JobStatus.QUEUED, worker=None, lease_expires_at=None, attempts=Job.attempts - 1,
                     enqueued_at=clock(db.dialect))
             .execution_options(synchronize_session=False)

@@ -53,11 +53,15 @@ class Job(Base):
     # A sweep's jobs: its id, and the job's place in it (grid combination * starts + start).
     sweep_id: Mapped[str | None] = mapped_column(String(36), index=True)
     sweep_index: Mapped[int | None] = mapped_column(Integer)
+    # What a job shares with the jobs it may run with as one batch (service.spec.batchkey);
+    # None: it always runs alone.
+    batch_key: Mapped[str | None] = mapped_column(String(80))
 
     __table_args__ = (Index("ix_jobs_created_id", "created_at", "id"),
                       Index("ix_jobs_owner_status", "owner", "status"),
                       Index("ix_jobs_owner_created_id", "owner", "created_at", "id"),
-                      Index("ix_jobs_sweep_id_index", "sweep_id", "sweep_index"))
+                      Index("ix_jobs_sweep_id_index", "sweep_id", "sweep_index"),
+                      Index("ix_jobs_batch_key_status", "batch_key", "status", "created_at"))
 
 
 class Sweep(Base):

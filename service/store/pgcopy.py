@@ -9,7 +9,11 @@ from __future__ import annotations
 import json
 import re
 
+from typing import Sequence
+
 import numpy as np
+
+from service.batch import HistoryBatch
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -25,9 +29,42 @@ def _array_fields(name: str, numel: int) -> list[tuple[str, str] | tuple[str, st
 def encode(job_id: str, steps: np.ndarray, f: np.ndarray, grad_norm: np.ndarray, lr: np.ndarray,
            x: np.ndarray | None, grad: np.ndarray | None) -> bytes:
     """The COPY ... (FORMAT binary) payload for these rows; x/grad are (rows, numel) or None."""
-    key = job_id.encode()
+    return HEADER + _rows(job_id.encode(), steps, f, grad_norm, lr, x, grad) + TRAILER
+
+
+def encode_many(items: Sequence[tuple[str, HistoryBatch]]) -> bytes:
+    """One payload for the rows of many jobs (a batch's chunk): one structured array when the
+    ids have one length and the batches one row width (always, for a batch's jobs)."""
+    items = [(job_id, batch) for job_id, batch in items if len(batch)]
+    keys = [job_id.encode() for job_id, _ in items]
+    widths = {(len(k), _width(b.x), _width(b.grad)) for k, (_, b) in zip(keys, items)}
+    if len(widths) > 1:
+        return HEADER + b"".join(_rows(k, b.steps, b.f, b.grad_norm, b.lr, b.x, b.grad)
+                                 for k, (_, b) in zip(keys, items)) + TRAILER
+    if not items:
+        return HEADER + TRAILER
+    batches = [b for _, b in items]
+
+    def column(name: str) -> np.ndarray | None:
+        values = [getattr(b, name) for b in batches]
+        return None if values[0] is None else np.concatenate(values)
+
+    ids = np.repeat(np.array(keys), [len(b) for b in batches])
+    return HEADER + _rows(ids, column("steps"), column("f"), column("grad_norm"), column("lr"),  # type: ignore[arg-type]
+                          column("x"), column("grad")) + TRAILER
+
+
+def _width(values: np.ndarray | None) -> int:
+    return -1 if values is None else values.shape[1]
+
+
+def _rows(key: bytes | np.ndarray, steps: np.ndarray, f: np.ndarray, grad_norm: np.ndarray, lr: np.ndarray,
+          x: np.ndarray | None, grad: np.ndarray | None) -> bytes:
+    """The rows of the payload, without its header and trailer; ``key`` is the job id, or one per
+    row (all of one length)."""
     rows = len(steps)
-    fields: list = [("nfields", ">i2"), ("id_len", ">i4"), ("id", f"S{len(key)}"), ("step_len", ">i4"), ("step", ">i4")]
+    key_len = len(key) if isinstance(key, bytes) else key.dtype.itemsize
+    fields: list = [("nfields", ">i2"), ("id_len", ">i4"), ("id", f"S{key_len}"), ("step_len", ">i4"), ("step", ">i4")]
     for name in ("f", "gn", "lr"):
         fields += [(f"{name}_len", ">i4"), (name, ">f8")]
     arrays = {"x": x, "grad": grad}
@@ -35,7 +72,7 @@ def encode(job_id: str, steps: np.ndarray, f: np.ndarray, grad_norm: np.ndarray,
         fields += _array_fields(name, values.shape[1]) if values is not None else [(f"{name}_len", ">i4")]
     out = np.zeros(rows, dtype=np.dtype(fields))
     out["nfields"] = 7
-    out["id_len"], out["id"] = len(key), key
+    out["id_len"], out["id"] = key_len, key
     out["step_len"], out["step"] = 4, steps
     for name, values in (("f", f), ("gn", grad_norm), ("lr", lr)):
         out[f"{name}_len"], out[name] = 8, values
@@ -48,7 +85,7 @@ def encode(job_id: str, steps: np.ndarray, f: np.ndarray, grad_norm: np.ndarray,
         out[f"{name}_ndim"], out[f"{name}_oid"], out[f"{name}_dim"], out[f"{name}_lb"] = 1, FLOAT8_OID, numel, 1
         out[f"{name}_items"]["len"] = 8
         out[f"{name}_items"]["v"] = values
-    return HEADER + out.tobytes() + TRAILER
+    return out.tobytes()
 
 
 # -- Reading: history rows as the API's text, formatted by PostgreSQL itself ---------------------

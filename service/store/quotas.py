@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from typing import Any
+from collections import defaultdict
+from typing import Any, Sequence
 
 from sqlalchemy import distinct, func, select, text, update
 
@@ -72,8 +73,16 @@ def values_per_row(spec: dict[str, Any], shape: list[int]) -> int:
 def settle_reservation(s: Any, job_id: str) -> None:
     """A finished job keeps, of its reservation, only what its history holds: an early stop, a
     failure or a cancel gives the rest back to its owner."""
-    job = s.execute(select(Job.spec, Job.shape).where(Job.id == job_id)).first()
-    if job is None:
-        return
-    rows = s.scalar(select(func.count()).select_from(HistoryRow).where(HistoryRow.job_id == job_id))
-    s.execute(update(Job).where(Job.id == job_id).values(reserved_values=int(rows) * values_per_row(job.spec, job.shape)))
+    settle_reservations(s, [job_id])
+
+
+def settle_reservations(s: Any, job_ids: Sequence[str]) -> None:
+    """``settle_reservation`` for many jobs (a batch that ends together): one statement per row width."""
+    by_width: dict[int, list[str]] = defaultdict(list)
+    for job_id, spec, shape in s.execute(select(Job.id, Job.spec, Job.shape).where(Job.id.in_(list(job_ids)))):
+        by_width[values_per_row(spec, shape)].append(job_id)
+    rows = (select(func.count()).select_from(HistoryRow).where(HistoryRow.job_id == Job.id)
+            .correlate(Job).scalar_subquery())
+    for width, ids in by_width.items():
+        s.execute(update(Job).where(Job.id.in_(ids)).values(reserved_values=rows * width)
+                  .execution_options(synchronize_session=False))

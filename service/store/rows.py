@@ -6,7 +6,7 @@ dropped during COMMIT, so the rows may already be there) replaces rows from its 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import psycopg
 from sqlalchemy import delete, insert
@@ -23,12 +23,20 @@ T = TypeVar("T")
 def write_rows(session: Any, job_id: str, batch: HistoryBatch, replace: bool = False) -> None:
     """Insert the batch inside the caller's transaction; with ``replace``, first delete the
     job's rows from the batch's first step on."""
-    if not len(batch):
+    write_many(session, [(job_id, batch)], replace)
+
+
+def write_many(session: Any, items: Sequence[tuple[str, HistoryBatch]], replace: bool = False) -> None:
+    """``write_rows`` for the batches of many jobs (one COPY on PostgreSQL)."""
+    items = [(job_id, batch) for job_id, batch in items if len(batch)]
+    if not items:
         return
     if replace:
-        session.execute(delete(HistoryRow).where(HistoryRow.job_id == job_id, HistoryRow.step >= int(batch.steps[0])))
+        for job_id, batch in items:
+            session.execute(delete(HistoryRow).where(HistoryRow.job_id == job_id,
+                                                     HistoryRow.step >= int(batch.steps[0])))
     if session.bind.dialect.name == "postgresql":
-        payload = pgcopy.encode(job_id, batch.steps, batch.f, batch.grad_norm, batch.lr, batch.x, batch.grad)
+        payload = pgcopy.encode_many(items)
         statement = f"COPY history ({pgcopy.COLUMNS}) FROM STDIN WITH (FORMAT binary)"
         raw = session.connection().connection.driver_connection
         try:
@@ -41,7 +49,7 @@ def write_rows(session: Any, job_id: str, batch: HistoryBatch, replace: bool = F
             raise OperationalError(statement, None, exc) from exc
         return
     session.execute(insert(HistoryRow), [
-        {"job_id": job_id, "x": None, "grad": None, **row} for row in batch.rows()
+        {"job_id": job_id, "x": None, "grad": None, **row} for job_id, batch in items for row in batch.rows()
     ])
 
 

@@ -1,0 +1,302 @@
+"""One table of ratios, every one measured in this run, with the date and the machine.
+
+    python benchmarks/table.py [--quick] [--workers 1] [--json]      (`make bench` runs it full size)
+
+Rows (each compares Descent with a baseline measured here, now):
+
+1. the engine against a bare ``torch.optim`` loop (the functions of ``benchmarks/engine.py``),
+   the median of alternating pairs' ratios: the lesson's 2x2 problem (500 SGD steps, every row
+   recorded) and a 1,000,000-element parabola (200 steps, record.every = 100);
+2. a sweep of 10,000 lesson-sized jobs (Rosenbrock, 500 SGD steps, every 10th row recorded)
+   end to end through the API on PostgreSQL + Redis, against the same jobs submitted one at a
+   time: a sample of 100 jobs, its mean scaled to 10,000 (``benchmarks/sweep.py``);
+3. a burst of 200 independent jobs by ordinary ``POST /v1/jobs``, batching on (the default
+   ``DESCENT_BATCH_MAX``) against off (``DESCENT_BATCH_MAX=1``) (``benchmarks/burst.py``);
+4. history writes, rows/s: 1,000,000 rows (2 parameters, x recorded) written through the
+   store's write path as a worker writes them (``save_chunk``: 1,000-row chunks, the engine's
+   chunk cap, each its own transaction with the lease renewal) against one plain binary
+   ``COPY history FROM STDIN`` of the same rows, its payload built beforehand;
+5. the CSV export of a 1,000,001-row history through the API against ``psql`` ``COPY ... TO
+   STDOUT WITH CSV``, and ``points=1000`` on that history (``benchmarks/history_export.py``).
+
+``--quick`` is a smoke run of every row at small sizes (a 500-job sweep with a 20-job sample, a
+40-job burst, 100,000 written rows, a 100,001-row export). Progress goes to stderr; the table
+(markdown) to stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import burst as burst_bench  # noqa: E402
+import engine as engine_bench  # noqa: E402  (benchmarks/engine.py; sets torch to one thread)
+import sweep as sweep_bench  # noqa: E402
+from service.spec import check_spec  # noqa: E402
+
+FULL = {"lesson_pairs": 15, "big_pairs": 5, "sweep_jobs": 10_000, "solo": 100, "burst_jobs": 200,
+        "write_rows": 1_000_000, "write_pairs": 3, "export_rows": 1_000_001, "export_repeat": 3, "points_repeat": 9}
+QUICK = {"lesson_pairs": 7, "big_pairs": 5, "sweep_jobs": 500, "solo": 20, "burst_jobs": 40,
+         "write_rows": 100_000, "write_pairs": 3, "export_rows": 100_001, "export_repeat": 1, "points_repeat": 5}
+WRITE_CHUNK = 1_000  # service.engine.run's chunk_rows: the most rows a worker writes in one transaction
+
+
+def say(*args: Any) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+# -- the machine ---------------------------------------------------------------------------------
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        cpu = platform.processor() or cpu
+    ram = 0.0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram = int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    pg = "?"
+    try:
+        from testkit.backends import PG_ADMIN_URL
+        out = subprocess.run(["psql", "-X", "-At", "-d", PG_ADMIN_URL, "-c", "SHOW server_version"],
+                             capture_output=True, text=True, timeout=10)
+        pg = out.stdout.strip().split()[0] if out.returncode == 0 and out.stdout.strip() else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(ram, 1),
+            "torch": torch.__version__, "python": platform.python_version(), "postgres": pg,
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+# -- 1. engine against a bare loop ----------------------------------------------------------------
+
+def pairs(a: Callable[[], None], b: Callable[[], None], n: int) -> dict[str, float]:
+    """``n`` alternating pairs (a then b, then b then a, ...) after one warm-up of each: the
+    median time of each and the median of the pairs' ratios a / b."""
+    a(), b()
+    ta, tb = [], []
+    for i in range(n):
+        for name, fn in ((("a", a), ("b", b)) if i % 2 == 0 else (("b", b), ("a", a))):
+            began = time.perf_counter()
+            fn()
+            (ta if name == "a" else tb).append(time.perf_counter() - began)
+    return {"a_s": statistics.median(ta), "b_s": statistics.median(tb),
+            "ratio": statistics.median(x / y for x, y in zip(ta, tb)), "pairs": n}
+
+
+def engine_rows(lesson_pairs: int, big_pairs: int) -> dict[str, Any]:
+    engine_bench.CHECKED_LESSON = check_spec(engine_bench.LESSON)
+    engine_bench.CHECKED_BIG = check_spec({"objective": "10 * (x ** 2).sum()",
+                                           "x0": {"shape": [1_000_000], "init": "ones"}, "steps": 200,
+                                           "record": {"every": 100}, "optimizer": {"name": "sgd", "lr": 0.001}})
+    say(f"engine vs bare loop: lesson, {lesson_pairs} pairs ...")
+    lesson = pairs(engine_bench.engine_lesson, engine_bench.bare_optim, lesson_pairs)
+    say(f"  {lesson['ratio']:.3f}; 1,000,000-element parabola, {big_pairs} pairs ...")
+    big = pairs(engine_bench.big_engine, engine_bench.big_bare, big_pairs)
+    say(f"  {big['ratio']:.3f}")
+    return {"lesson": lesson, "big": big}
+
+
+# -- 4. history writes against a plain COPY ------------------------------------------------------
+
+def history_writes(rows: int, n_pairs: int, chunk: int = WRITE_CHUNK) -> dict[str, Any]:
+    from service.store import HistoryBatch
+    from service.store import jobs as job_store
+    from service.store import pgcopy
+    from service.store.history import save_chunk
+    from testkit.backends import migrated
+
+    rng = np.random.default_rng(0)
+    steps = np.arange(rows)
+    f, gn, lr, x = rng.standard_normal(rows) * 100, np.abs(rng.standard_normal(rows)), np.full(rows, 1e-3), \
+        rng.standard_normal((rows, 2))
+    spec = {"objective": "10 * (x ** 2).sum()", "x0": [8.0, 8.0], "steps": rows - 1,
+            "optimizer": {"name": "sgd", "lr": 0.001}, "record": {"x": True}}
+    gen = migrated()
+    db = next(gen)
+    try:
+        def new_job() -> str:
+            job_id = job_store.create_job(db, spec, [2], "cpu")[0].id
+            assert job_store.claim_job(db, job_id, "bench:1", 3600, 3) is not None
+            return job_id
+
+        def store_path() -> None:
+            job_id = new_job()
+            for first in range(0, rows, chunk):
+                end = min(rows, first + chunk)
+                batch = HistoryBatch(steps=steps[first:end], f=f[first:end], grad_norm=gn[first:end],
+                                     lr=lr[first:end], x=x[first:end])
+                save_chunk(db, job_id, "bench:1", batch, None, None, 3600)
+
+        plain_payloads: list[bytes] = []
+
+        def plain_copy() -> None:
+            payload = plain_payloads.pop()
+            statement = f"COPY history ({pgcopy.COLUMNS}) FROM STDIN WITH (FORMAT binary)"
+            raw = db.engine.raw_connection()
+            try:
+                driver = raw.driver_connection
+                with driver.cursor() as cur, cur.copy(statement) as copy:
+                    copy.write(payload)
+                driver.commit()
+            finally:
+                raw.close()
+
+        times: dict[str, list[float]] = {"store": [], "copy": []}
+        for i in range(n_pairs + 1):  # the first pair warms both paths up and is not counted
+            plain_payloads.append(pgcopy.encode(new_job(), steps, f, gn, lr, x, None))
+            order = (("store", store_path), ("copy", plain_copy)) if i % 2 == 0 else \
+                (("copy", plain_copy), ("store", store_path))
+            for name, fn in order:
+                began = time.perf_counter()
+                fn()
+                if i:
+                    times[name].append(time.perf_counter() - began)
+        with db.session() as s:
+            from sqlalchemy import text
+            stored = s.execute(text("SELECT count(*) FROM history")).scalar()
+        assert stored == rows * 2 * (n_pairs + 1), stored
+    finally:
+        db.engine.dispose()
+        gen.close()
+    store_s, copy_s = statistics.median(times["store"]), statistics.median(times["copy"])
+    return {"rows": rows, "chunk": chunk, "pairs": n_pairs, "store_s": store_s, "copy_s": copy_s,
+            "store_rows_per_s": rows / store_s, "copy_rows_per_s": rows / copy_s,
+            "ratio": statistics.median(a / b for a, b in zip(times["store"], times["copy"]))}
+
+
+# -- 5. exports (benchmarks/history_export.py, in a process of its own) --------------------------
+
+def exports(rows: int, repeat: int, points_repeat: int) -> dict[str, Any]:
+    if not shutil.which("psql"):
+        raise SystemExit("psql is not on PATH (the export baseline needs it)")
+    out = subprocess.run([sys.executable, str(HERE / "history_export.py"), "--rows", str(rows), "--repeat",
+                          str(repeat), "--points-repeat", str(points_repeat)],
+                         capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise SystemExit(f"history_export.py failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    for line in [*out.stdout.strip().splitlines()[:-1], *out.stderr.strip().splitlines()]:
+        say("  " + line)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+def fmt_s(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def table(m: dict[str, Any], r: dict[str, Any], sizes: dict[str, Any], quick: bool, workers: int) -> str:
+    lines = [f"Measured {m['date']} on `{m['host']}`: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM; "
+             f"torch {m['torch']}, Python {m['python']}, PostgreSQL {m['postgres']}"
+             + (" — **--quick smoke run (small sizes), not the benchmark**" if quick else ""), "",
+             "| measure | Descent | baseline | ratio | target |", "|---|---|---|---|---|"]
+    if "engine" in r:
+        e = r["engine"]
+        lesson, big = e["lesson"], e["big"]
+        lines.append(f"| engine vs bare `torch.optim` loop, lesson 2x2, 500 SGD steps, every row recorded "
+                     f"(median of {lesson['pairs']} alternating pairs; ratio engine / bare) | {fmt_s(lesson['a_s'])} "
+                     f"| {fmt_s(lesson['b_s'])} | {lesson['ratio']:.3f}× | ≤ 1.1× ({verdict(lesson['ratio'] <= 1.1)}) |")
+        lines.append(f"| engine vs bare `torch.optim` loop, 1,000,000-element parabola, 200 SGD steps, record.every 100 "
+                     f"(median of {big['pairs']} alternating pairs; ratio engine / bare) | {fmt_s(big['a_s'])} "
+                     f"| {fmt_s(big['b_s'])} | {big['ratio']:.3f}× | ≤ 1.1× ({verdict(big['ratio'] <= 1.1)}) |")
+    if "sweep" in r:
+        s = r["sweep"]
+        lines.append(f"| sweep of {s['jobs']:,} jobs (Rosenbrock, 500 SGD steps, every 10th row; {s['rows']:,} rows "
+                     f"stored, all checked) end to end through the API on PostgreSQL + Redis, {workers} worker, vs the "
+                     f"same jobs submitted one at a time (a sample of {s['solo_jobs']}, mean "
+                     f"{s['solo_mean_s'] * 1000:.1f} ms/job, scaled to {s['jobs']:,}); ratio one-at-a-time / sweep "
+                     f"| {fmt_s(s['sweep_s'])} | {fmt_s(s['solo_scaled_s'])} (scaled) | {s['ratio']:.1f}× "
+                     f"| ≥ 200× ({verdict(s['ratio'] >= 200)}) |")
+    if "burst" in r:
+        b = r["burst"]
+        lines.append(f"| burst of {b['jobs']} independent {b['spec']} jobs by `POST /v1/jobs` ({b['threads']} client "
+                     f"threads, {workers} worker): batching on (default `DESCENT_BATCH_MAX`) vs off "
+                     f"(`DESCENT_BATCH_MAX=1`), first submit to last finished; ratio off / on "
+                     f"| {fmt_s(b['on']['wall_s'])} | {fmt_s(b['off']['wall_s'])} | {b['ratio']:.2f}× "
+                     f"| ≥ 5× ({verdict(b['ratio'] >= 5)}) |")
+    if "writes" in r:
+        w = r["writes"]
+        lines.append(f"| history writes, {w['rows']:,} rows (2 parameters, x recorded): the store's write path "
+                     f"(`save_chunk`, {w['chunk']:,}-row chunks, each a transaction with the lease renewal) vs one plain "
+                     f"binary `COPY history FROM STDIN` of the same rows (median of {w['pairs']} alternating pairs; "
+                     f"ratio COPY rows/s / Descent rows/s) | {w['store_rows_per_s']:,.0f} rows/s "
+                     f"| {w['copy_rows_per_s']:,.0f} rows/s | {w['ratio']:.2f}× | — (reported) |")
+    if "export" in r:
+        x = r["export"]
+        lines.append(f"| CSV export of a {x['rows']:,}-row history through the API vs `psql` "
+                     f"`COPY (...) TO STDOUT WITH CSV` (median of {sizes['export_repeat']}; ratio API / psql) "
+                     f"| {fmt_s(x['csv_s'])} | {fmt_s(x['psql_s'])} | {x['csv_ratio']:.2f}× "
+                     f"| ≤ 2× ({verdict(x['csv_ratio'] <= 2)}) |")
+        p = x.get("points_1000_ms")
+        lines.append(f"| `?points=1000` (JSON) on that {x['rows']:,}-row history, median of {sizes['points_repeat']} "
+                     f"requests | " + (f"{p:.1f} ms" if p is not None else "failed") + " | — | — "
+                     f"| < 200 ms ({verdict(p is not None and p < 200)}) |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run at small sizes (a few minutes)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes for the sweep and the burst")
+    parser.add_argument("--only", default="engine,sweep,burst,writes,export",
+                        help="comma-separated subset of engine,sweep,burst,writes,export")
+    parser.add_argument("--json", action="store_true", help="also print every measurement as one JSON line")
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    only = {p.strip() for p in args.only.split(",") if p.strip()}
+    began = time.perf_counter()
+    m = machine()
+    results: dict[str, Any] = {}
+    if "engine" in only:
+        results["engine"] = engine_rows(sizes["lesson_pairs"], sizes["big_pairs"])
+    if "writes" in only:
+        say(f"history writes: {sizes['write_rows']:,} rows, {sizes['write_pairs']} pairs ...")
+        results["writes"] = history_writes(sizes["write_rows"], sizes["write_pairs"])
+        say(f"  store {results['writes']['store_rows_per_s']:,.0f} rows/s, COPY {results['writes']['copy_rows_per_s']:,.0f} rows/s")
+    if "export" in only:
+        say(f"exports: {sizes['export_rows']:,} rows ...")
+        results["export"] = exports(sizes["export_rows"], sizes["export_repeat"], sizes["points_repeat"])
+    if "burst" in only:
+        say(f"burst: {sizes['burst_jobs']} jobs, batching off then on ...")
+        results["burst"] = burst_bench.measure(sizes["burst_jobs"], args.workers, log=say)
+    if "sweep" in only:
+        say(f"sweep: {sizes['sweep_jobs']:,} jobs, one-at-a-time sample of {sizes['solo']} ...")
+        results["sweep"] = sweep_bench.measure(sizes["sweep_jobs"], sizes["solo"], args.workers, log=say)
+    say(f"done in {time.perf_counter() - began:.0f} s")
+    print(table(m, results, sizes, args.quick, args.workers))
+    if args.json:
+        print(json.dumps({"machine": m, "quick": args.quick, "sizes": sizes, **results}))
+
+
+if __name__ == "__main__":
+    main()
