@@ -211,11 +211,16 @@ def fmt_s(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
-def table(m: dict[str, Any], r: dict[str, Any], sizes: dict[str, Any], quick: bool, workers: int) -> str:
+def table(m: dict[str, Any], r: dict[str, Any], sizes: dict[str, Any], quick: bool, workers: int,
+          failed: dict[str, str] | None = None) -> str:
     lines = [f"Measured {m['date']} on `{m['host']}`: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM; "
              f"torch {m['torch']}, Python {m['python']}, PostgreSQL {m['postgres']}"
              + (" — **--quick smoke run (small sizes), not the benchmark**" if quick else ""), "",
@@ -232,15 +237,16 @@ def table(m: dict[str, Any], r: dict[str, Any], sizes: dict[str, Any], quick: bo
     if "sweep" in r:
         s = r["sweep"]
         lines.append(f"| sweep of {s['jobs']:,} jobs (Rosenbrock, 500 SGD steps, every 10th row; {s['rows']:,} rows "
-                     f"stored, all checked) end to end through the API on PostgreSQL + Redis, {workers} worker, vs the "
-                     f"same jobs submitted one at a time (a sample of {s['solo_jobs']}, mean "
-                     f"{s['solo_mean_s'] * 1000:.1f} ms/job, scaled to {s['jobs']:,}); ratio one-at-a-time / sweep "
+                     f"stored, all checked; POST to the last job's finished_at) end to end through the API on "
+                     f"PostgreSQL + Redis, {plural(workers, 'worker')}, vs the same jobs submitted one at a time "
+                     f"(a sample of {s['solo_jobs']}, mean {s['solo_mean_s'] * 1000:.1f} ms/job, scaled to "
+                     f"{s['jobs']:,}); ratio one-at-a-time / sweep "
                      f"| {fmt_s(s['sweep_s'])} | {fmt_s(s['solo_scaled_s'])} (scaled) | {s['ratio']:.1f}× "
                      f"| ≥ 200× ({verdict(s['ratio'] >= 200)}) |")
     if "burst" in r:
         b = r["burst"]
         lines.append(f"| burst of {b['jobs']} independent {b['spec']} jobs by `POST /v1/jobs` ({b['threads']} client "
-                     f"threads, {workers} worker): batching on (default `DESCENT_BATCH_MAX`) vs off "
+                     f"threads, {plural(workers, 'worker')}): batching on (default `DESCENT_BATCH_MAX`) vs off "
                      f"(`DESCENT_BATCH_MAX=1`), first submit to last finished; ratio off / on "
                      f"| {fmt_s(b['on']['wall_s'])} | {fmt_s(b['off']['wall_s'])} | {b['ratio']:.2f}× "
                      f"| ≥ 5× ({verdict(b['ratio'] >= 5)}) |")
@@ -261,6 +267,8 @@ def table(m: dict[str, Any], r: dict[str, Any], sizes: dict[str, Any], quick: bo
         lines.append(f"| `?points=1000` (JSON) on that {x['rows']:,}-row history, median of {sizes['points_repeat']} "
                      f"requests | " + (f"{p:.1f} ms" if p is not None else "failed") + " | — | — "
                      f"| < 200 ms ({verdict(p is not None and p < 200)}) |")
+    for name, why in (failed or {}).items():
+        lines.append(f"| {name}: **failed** ({why.replace('|', '/')}) | — | — | — | — |")
     return "\n".join(lines)
 
 
@@ -277,25 +285,38 @@ def main() -> None:
     began = time.perf_counter()
     m = machine()
     results: dict[str, Any] = {}
-    if "engine" in only:
-        results["engine"] = engine_rows(sizes["lesson_pairs"], sizes["big_pairs"])
-    if "writes" in only:
-        say(f"history writes: {sizes['write_rows']:,} rows, {sizes['write_pairs']} pairs ...")
-        results["writes"] = history_writes(sizes["write_rows"], sizes["write_pairs"])
+    failed: dict[str, str] = {}
+
+    def piece(name: str, what: str, fn: Callable[[], Any]) -> None:
+        """Measure one row; a failure is reported in the table and the other rows still run."""
+        if name not in only:
+            return
+        say(what)
+        try:
+            results[name] = fn()
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - reported, and the exit status says so
+            text = str(exc).strip()
+            lines = text.splitlines() or [""]
+            failed[name] = f"{type(exc).__name__}: {lines[0][:200]}" + (f" … {lines[-1][:200]}" if len(lines) > 1 else "")
+            say(f"  FAILED: {text[-3000:]}")
+
+    piece("engine", "engine ...", lambda: engine_rows(sizes["lesson_pairs"], sizes["big_pairs"]))
+    piece("writes", f"history writes: {sizes['write_rows']:,} rows, {sizes['write_pairs']} pairs ...",
+          lambda: history_writes(sizes["write_rows"], sizes["write_pairs"]))
+    if "writes" in results:
         say(f"  store {results['writes']['store_rows_per_s']:,.0f} rows/s, COPY {results['writes']['copy_rows_per_s']:,.0f} rows/s")
-    if "export" in only:
-        say(f"exports: {sizes['export_rows']:,} rows ...")
-        results["export"] = exports(sizes["export_rows"], sizes["export_repeat"], sizes["points_repeat"])
-    if "burst" in only:
-        say(f"burst: {sizes['burst_jobs']} jobs, batching off then on ...")
-        results["burst"] = burst_bench.measure(sizes["burst_jobs"], args.workers, log=say)
-    if "sweep" in only:
-        say(f"sweep: {sizes['sweep_jobs']:,} jobs, one-at-a-time sample of {sizes['solo']} ...")
-        results["sweep"] = sweep_bench.measure(sizes["sweep_jobs"], sizes["solo"], args.workers, log=say)
+    piece("export", f"exports: {sizes['export_rows']:,} rows ...",
+          lambda: exports(sizes["export_rows"], sizes["export_repeat"], sizes["points_repeat"]))
+    piece("burst", f"burst: {sizes['burst_jobs']} jobs, batching off then on ...",
+          lambda: burst_bench.measure(sizes["burst_jobs"], args.workers, log=say))
+    piece("sweep", f"sweep: {sizes['sweep_jobs']:,} jobs, one-at-a-time sample of {sizes['solo']} ...",
+          lambda: sweep_bench.measure(sizes["sweep_jobs"], sizes["solo"], args.workers, log=say))
     say(f"done in {time.perf_counter() - began:.0f} s")
-    print(table(m, results, sizes, args.quick, args.workers))
+    print(table(m, results, sizes, args.quick, args.workers, failed))
     if args.json:
-        print(json.dumps({"machine": m, "quick": args.quick, "sizes": sizes, **results}))
+        print(json.dumps({"machine": m, "quick": args.quick, "sizes": sizes, **results, "failed": failed}))
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ class Settings:
                                  "default DESCENT_MAX_SECONDS + 400", None)  # type: ignore[assignment]
     torch_threads: int = env("DESCENT_TORCH_THREADS", "torch intra-op threads per worker process", 1)
     batch_max: int = env("DESCENT_BATCH_MAX", "compatible queued jobs a worker claims and runs together as one "
-                         "batch (1 turns batching off)", 1000)
+                         "batch, 1 to 10,000 (1 turns batching off)", 1000)
     worker_queues: str | None = env("DESCENT_WORKER_QUEUES", "queues a worker consumes (set by descent worker); "
                                     "default Celery's -Q", None)
     auth: str | None = env("DESCENT_AUTH", "required or off; default off when the API binds a loopback address, "
@@ -104,6 +104,10 @@ class Settings:
     @property
     def embedded_broker(self) -> bool:
         return self.broker_url.startswith("sqla+")
+
+
+# The most jobs one batch (and one task message) holds: its ids travel in SQL IN lists and messages.
+MAX_BATCH = 10_000
 
 
 def normalise_database_url(url: str) -> str:
@@ -153,10 +157,12 @@ def load_settings() -> Settings:
     """Read the environment; embedded defaults for anything unset. Raises ConfigError."""
     limits = Limits(**_from_env(Limits))
     settings = Settings(**_from_env(Settings), limits=limits, quotas=Quotas(**_from_env(Quotas)))
-    for name, threads in (("DESCENT_API_THREADS", settings.api_threads), ("DESCENT_MAX_WAITERS", settings.max_waiters),
-                          ("DESCENT_BATCH_MAX", settings.batch_max)):
-        if threads < 1:
-            raise ConfigError(f"{name} must be at least 1, got {threads}")
+    for name, count in (("DESCENT_API_THREADS", settings.api_threads), ("DESCENT_MAX_WAITERS", settings.max_waiters),
+                        ("DESCENT_BATCH_MAX", settings.batch_max)):
+        if count < 1:
+            raise ConfigError(f"{name} must be at least 1, got {count}")
+    if settings.batch_max > MAX_BATCH:
+        raise ConfigError(f"DESCENT_BATCH_MAX must be at most {MAX_BATCH:,}, got {settings.batch_max}")
     data_dir = settings.data_dir.resolve()
     return replace(
         settings,

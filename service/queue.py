@@ -10,16 +10,42 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from celery import Celery
 
 from service.config import Settings
 
 RUN_JOB_TASK = "descent.run_job"
+RUN_JOBS_TASK = "descent.run_jobs"
 EMBEDDED_POLL_SECONDS = 0.02
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Message:
+    """What one task message asks a worker to run: one job, or jobs of one batch key (claimed
+    together, with more of the same key while the batch has room)."""
+
+    job_ids: list[str]
+    queue: str
+
+
+def messages_for(jobs: Iterable[tuple[str, str, str | None]], per_message: int) -> list[Message]:
+    """Messages for new (job id, queue, batch key) jobs: jobs of one key and queue share messages
+    of up to ``per_message`` ids (a worker's batch), every other job has one of its own."""
+    out: list[Message] = []
+    groups: dict[tuple[str, str], list[str]] = {}
+    for job_id, queue, key in jobs:
+        if key is None or per_message <= 1:
+            out.append(Message([job_id], queue))
+        else:
+            groups.setdefault((queue, key), []).append(job_id)
+    for (queue, _), ids in groups.items():
+        out.extend(Message(ids[i:i + per_message], queue) for i in range(0, len(ids), per_message))
+    return out
 
 
 def configure_embedded_transport() -> None:
@@ -93,27 +119,34 @@ class Dispatcher:
     def send(self, job_id: str, queue: str) -> bool:
         """Enqueue the job; False (logged) if the broker is unreachable: the job stays queued in
         the database and the reconciler sends it later."""
+        return self.send_message(Message([job_id], queue))
+
+    def send_message(self, message: Message) -> bool:
+        """Enqueue one message (one job, or jobs of one batch key that a worker claims together);
+        False (logged) if the broker is unreachable, as ``send``."""
+        ids = message.job_ids
+        task, args = (RUN_JOB_TASK, [ids[0]]) if len(ids) == 1 else (RUN_JOBS_TASK, [ids])
         try:
-            self.celery.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, retry=True,
+            self.celery.send_task(task, args=args, queue=message.queue, retry=True,
                                   retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2})
             return True
-        except Exception as exc:  # noqa: BLE001 - any broker failure leaves the job for the reconciler
-            log.warning("could not enqueue job %s on %s: %s", job_id, queue, exc)
+        except Exception as exc:  # noqa: BLE001 - any broker failure leaves the jobs for the reconciler
+            log.warning("could not enqueue %d job(s) (%s...) on %s: %s", len(ids), ids[0], message.queue, exc)
             return False
 
-    def send_all(self, jobs: list[tuple[str, str]]) -> int:
-        """Enqueue (job id, queue) pairs in order, stopping at the first the broker refuses (the
-        reconciler sends the rest: they stay queued in the database); returns how many went."""
-        for sent, (job_id, queue) in enumerate(jobs):
-            if not self.send(job_id, queue):
+    def send_all(self, messages: list[Message]) -> int:
+        """Send messages in order, stopping at the first the broker refuses (the reconciler sends
+        the rest: their jobs stay queued in the database); returns how many went."""
+        for sent, message in enumerate(messages):
+            if not self.send_message(message):
                 return sent
-        return len(jobs)
+        return len(messages)
 
-    def send_all_in_background(self, jobs: list[tuple[str, str]]) -> threading.Thread:
+    def send_all_in_background(self, messages: list[Message]) -> threading.Thread:
         """``send_all`` on a thread of its own, so a request that made thousands of jobs answers
-        before their tasks are all sent (about 0.3 ms each on Redis, 2 ms on the SQL broker). If
+        before their messages are all sent (about 0.3 ms each on Redis, 2 ms on the SQL broker). If
         this process dies first, the reconciler sends what is left."""
-        thread = threading.Thread(target=self.send_all, args=(jobs,), name="descent-dispatch", daemon=True)
+        thread = threading.Thread(target=self.send_all, args=(messages,), name="descent-dispatch", daemon=True)
         thread.start()
         return thread
 

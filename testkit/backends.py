@@ -48,6 +48,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "DESCENT_REQUEUE_AFTER": str(settings.requeue_after),
         "DESCENT_API_THREADS": str(settings.api_threads),
         "DESCENT_MAX_WAITERS": str(settings.max_waiters),
+        "DESCENT_BATCH_MAX": str(settings.batch_max),
+        "DESCENT_TORCH_THREADS": str(settings.torch_threads),
     })
     for name, value in (("DESCENT_AUTH", settings.auth), ("DESCENT_ALLOWED_HOSTS", settings.allowed_hosts),
                         ("DESCENT_ALLOWED_ORIGINS", settings.allowed_origins)):

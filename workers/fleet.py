@@ -8,7 +8,7 @@ import random
 import threading
 import time
 
-from service.store import LeaseLost, StoreError
+from service.store import StoreError
 from service.store import fleet as fleet_store
 from service.store import jobs as job_store
 from workers.state import WorkerState, get_state, init_state
@@ -44,12 +44,9 @@ def _loop(queues: list[str]) -> None:
         try:
             fleet_store.heartbeat(state.db, state.worker_id, state.hostname, os.getpid(), state.queues,
                                   state.device, state.current_job)
-            job = state.current_job
-            if job is not None:
-                try:
-                    job_store.renew(state.db, job, state.worker_id, settings.lease_seconds)
-                except LeaseLost:
-                    pass
+            held = list(state.current_jobs) or ([state.current_job] if state.current_job else [])
+            if held:  # the jobs no longer held (lost leases) are simply not renewed
+                job_store.renew_jobs(state.db, held, state.worker_id, settings.lease_seconds)
             if elapsed >= next_reconcile:
                 reconcile_once(requeue_after)
                 next_reconcile = elapsed + requeue_after / 3

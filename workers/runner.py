@@ -1,69 +1,80 @@
-"""Running one job in a worker: claim it, run the engine, persist chunks, finish it.
+"""Running what a task message names in a worker: claim its job (with compatible queued jobs,
+as a batch: ``workers.batch``), run the engine, persist chunks, finish the jobs.
 
-A plain function (the Celery task is a thin wrapper) so it reads top-down and tests can call it.
+Plain functions (the Celery tasks are thin wrappers) so it reads top-down and tests can call it.
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Literal, TypeVar
-
-import torch
+from typing import Any
 
 from service.engine import Chunk, EngineError, StopReason, run
-from service.errors import first_line
 from service.jsonsafe import json_safe
+from service.queue import Message
 from service.spec import SpecError, check_spec
 from service.store import HistoryBatch, JobStatus, LeaseLost, StoreError, StoreUnavailable
 from service.store import jobs as job_store
+from service.store.batches import claim_batch, queued_among
 from service.store.history import save_chunk
+from workers.batch import run_batch_of
+from workers.ending import (NO_GPU, OBJECTIVE_ERRORS, Outcome, checkpoint_interval, fail_job, failure_message,
+                            job_device, with_retries)
 from workers.state import WorkerState
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-# What one delivery of a job did: the status it ended the job with, or why it ended none.
-Outcome = JobStatus | Literal["skipped", "released", "lease_lost"]
 # Inside a long step, how often the runner asks the store whether the job was cancelled (and
 # renews its lease on the way); the engine asks the runner at most every 0.5 s.
 CANCEL_POLL_SECONDS = 1.0
 
 
-def with_retries(fn: Callable[[], T], what: str, give_up_after: float = 300.0) -> T:
-    """Call ``fn``, retrying with backoff while the database is unavailable."""
-    delay, began = 0.2, time.monotonic()
-    while True:
-        try:
-            return fn()
-        except StoreUnavailable as exc:
-            if time.monotonic() - began > give_up_after:
-                raise
-            log.warning("%s: database unavailable (%s); retrying in %.1fs", what, exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
-def checkpoint_interval(numel: int) -> float:
-    """Seconds between checkpoints: every chunk for small problems (a few hundred bytes each),
-    up to every 10 s for a million parameters (megabytes each). Rows written after the last
-    checkpoint are redone on resume, so a longer interval costs recomputation, never steps."""
-    return min(10.0, numel / 100_000)
-
-
 def execute(state: WorkerState, job_id: str) -> Outcome:
-    """Run the job if this worker can claim it; returns what happened, for logs and tests."""
+    """Run the job if this worker can claim it (with the compatible queued jobs claimed with it,
+    when batching is on); returns what happened to it, for logs and tests."""
+    return execute_message(state, [job_id])[job_id]
+
+
+def execute_message(state: WorkerState, job_ids: list[str]) -> dict[str, Outcome]:
+    """Run what one task message names: its first claimable job, and with it, while the batch has
+    room (``DESCENT_BATCH_MAX``), the compatible queued jobs, the message's own first. The
+    message's jobs the batch has no room for are sent on in a message of their own at once, so
+    another worker can take them. Returns each named or claimed job's outcome."""
     settings, db, me = state.settings, state.db, state.worker_id
-    job = with_retries(lambda: job_store.claim_job(db, job_id, me, settings.lease_seconds, settings.max_attempts),
-                       f"claim {job_id}")
-    if job is None:
-        return "skipped"
-    state.current_job, state.current_since = job_id, time.monotonic()
+    if not job_ids:
+        return {}
+    claimed = with_retries(lambda: claim_batch(db, job_ids, me, settings.lease_seconds, settings.max_attempts,
+                                               settings.batch_max, settings.limits.max_elements),
+                           f"claim {job_ids[0]}")
+    outcomes: dict[str, Outcome] = dict.fromkeys(job_ids, "skipped")
+    if not claimed:
+        return outcomes
+    taken = {job.id for job in claimed}
+    rest = [job_id for job_id in job_ids if job_id not in taken]
+    if rest and state.dispatcher is not None:
+        waiting = with_retries(lambda: queued_among(db, rest), "find unclaimed jobs")
+        if waiting:
+            state.dispatcher.send_message(Message(waiting, claimed[0].queue))
+    state.current_job, state.current_jobs, state.current_since = claimed[0].id, sorted(taken), time.monotonic()
+    try:
+        alone = claimed
+        if len(claimed) > 1:
+            batch_outcomes, alone = run_batch_of(state, claimed)
+            outcomes.update(batch_outcomes)
+        for job in alone:
+            outcomes[job.id] = run_alone(state, job)
+    finally:
+        state.current_job, state.current_jobs = None, []
+    return outcomes
+
+
+def run_alone(state: WorkerState, job: Any) -> Outcome:
+    """Run one claimed job by itself."""
+    state.current_job, state.current_since = job.id, time.monotonic()
     try:
         return _run_claimed(state, job)
     except LeaseLost:
-        log.warning("job %s was taken from this worker (lease lost); dropping it", job_id)
+        log.warning("job %s was taken from this worker (lease lost); dropping it", job.id)
         return "lease_lost"
-    finally:
-        state.current_job = None
 
 
 def _run_claimed(state: WorkerState, job: Any) -> Outcome:
@@ -71,10 +82,10 @@ def _run_claimed(state: WorkerState, job: Any) -> Outcome:
     try:
         checked = check_spec(job.spec, settings.limits, trace=False)
     except SpecError as exc:
-        return _fail(state, job_id, f"the stored spec is no longer valid: {exc.message}")
-    if job.queue == "gpu" and not torch.cuda.is_available():
-        return _fail(state, job_id, "this job needs a GPU, but the worker that took it has no CUDA device")
-    device = "cuda" if job.queue == "gpu" else "cpu"
+        return fail_job(state, job_id, f"the stored spec is no longer valid: {exc.message}")
+    device = job_device(job)
+    if device is None:
+        return fail_job(state, job_id, NO_GPU)
     cancel = [False]
     last_renewed = [time.monotonic()]  # the claim, a chunk's save or a poll renewed the lease then
     final: list[HistoryBatch] = []
@@ -111,10 +122,8 @@ def _run_claimed(state: WorkerState, job: Any) -> Outcome:
                      time_limit=settings.limits.max_seconds, checkpoint_seconds=checkpoint_interval(checked.numel))
     except StoreError:
         raise  # the store's own failures (LeaseLost, an outage past the retries) are not the job's
-    except EngineError as exc:
-        return _fail(state, job_id, str(exc))
-    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
-        return _fail(state, job_id, f"the objective could not be evaluated: {first_line(exc)}")
+    except (EngineError, *OBJECTIVE_ERRORS) as exc:
+        return fail_job(state, job_id, failure_message(exc))
 
     if result.stop_reason == StopReason.INTERRUPTED:
         with_retries(lambda: job_store.release_job(db, job_id, me), f"release {job_id}")
@@ -128,10 +137,3 @@ def _run_claimed(state: WorkerState, job: Any) -> Outcome:
     status = JobStatus.CANCELLED if cancelled else JobStatus.SUCCEEDED
     with_retries(lambda: job_store.finish_job(db, job_id, me, status, payload, None, final), f"finish {job_id}")
     return status
-
-
-def _fail(state: WorkerState, job_id: str, message: str) -> Outcome:
-    log.info("job %s failed: %s", job_id, message)
-    with_retries(lambda: job_store.finish_job(state.db, job_id, state.worker_id, JobStatus.FAILED, None, message),
-                 f"fail {job_id}")
-    return JobStatus.FAILED

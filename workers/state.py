@@ -23,7 +23,8 @@ class WorkerState:
     hostname: str
     queues: list[str]
     device: str
-    current_job: str | None = None
+    current_job: str | None = None  # the one running, or the first of the batch running
+    current_jobs: list[str] = field(default_factory=list)  # every job this worker holds now
     current_since: float = 0.0
     shutting_down: threading.Event = field(default_factory=threading.Event)
     dispatcher: Dispatcher | None = None  # sends on the process's one Celery app

@@ -19,6 +19,7 @@ from service.api.services import services
 from service.api.waiting import RETRY_AFTER_SECONDS
 from service.errors import DescentError, ErrorCode
 from service.spec import check_spec
+from service.spec.batchkey import batch_key
 from service.store import JobStatus
 from service.store import jobs as job_store
 from service.store.fleet import live_gpu_worker
@@ -78,6 +79,7 @@ def submit():  # type: ignore[no-untyped-def]
     who = caller()
     job, created = job_store.create_job(svc.db, spec, list(checked.shape), route_queue(checked.spec.device), key,
                                         owner=who.owner, reserved_values=checked.recorded_values,
+                                        batch_key=batch_key(checked),
                                         quotas=None if who.admin else svc.settings.quotas)
     if created:
         svc.dispatcher.send(job.id, job.queue)  # if the broker is down, the reconciler sends it later

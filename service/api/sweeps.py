@@ -18,6 +18,8 @@ from service.api.params import int_arg, text_arg
 from service.api.serialize import iso, job_json
 from service.api.services import services
 from service.jsonsafe import json_safe
+from service.queue import messages_for
+from service.spec.batchkey import batch_key
 from service.spec.sweep import best_minimum, check_storable, expand, grid_values, job_specs, plan_sweep
 from service.store import JobStatus
 from service.store import sweeps as sweep_store
@@ -54,8 +56,9 @@ def submit():  # type: ignore[no-untyped-def]
         for variant in variants:
             device = variant.checked.spec.device
             shape, reserved = list(variant.checked.shape), variant.checked.recorded_values
+            key = batch_key(variant.checked)
             for _, spec in job_specs(variant):
-                yield spec, shape, queues[device], reserved
+                yield spec, shape, queues[device], reserved, key
 
     who = caller()
     sweep, ids = sweep_store.create_sweep(
@@ -66,7 +69,7 @@ def submit():  # type: ignore[no-untyped-def]
         quotas=None if who.admin else svc.settings.quotas)
     # Sent after the answer; a broker outage stops the sending at its first failure, and the
     # reconciler sends jobs queued for longer than DESCENT_REQUEUE_AFTER, these among them.
-    svc.dispatcher.send_all_in_background(list(ids))
+    svc.dispatcher.send_all_in_background(messages_for(ids, svc.settings.batch_max))
     counts = {status.value: 0 for status in JobStatus}
     counts[JobStatus.QUEUED.value] = len(ids)
     return sweep_json(sweep, counts), 202, {"Location": f"/v1/sweeps/{sweep.id}"}

@@ -31,7 +31,7 @@ LOCAL_OWNER = "local"
 # Stored idempotency keys of every owner but ``local`` start with this (clients may not send it).
 SCOPED_KEY_PREFIX = "owner-sha256:"
 
-def _record(job: Any, with_checkpoint: bool = False) -> JobRecord:
+def job_record(job: Any, with_checkpoint: bool = False) -> JobRecord:
     """A record from an ORM ``Job`` or a Core row of the jobs table. Tags are read from the
     stored spec; the ``job_tags`` table only indexes them for filtering."""
     return JobRecord(
@@ -40,11 +40,12 @@ def _record(job: Any, with_checkpoint: bool = False) -> JobRecord:
         finished_at=as_utc(job.finished_at), worker=job.worker, attempts=job.attempts,
         cancel_requested=job.cancel_requested, result=job.result, error=job.error,
         checkpoint=job.checkpoint if with_checkpoint else None, checkpoint_step=job.checkpoint_step,
+        batch_key=job.batch_key,
     )
 
 
 def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str, idempotency_key: str | None = None,
-               *, owner: str = LOCAL_OWNER, reserved_values: int = 0,
+               *, owner: str = LOCAL_OWNER, reserved_values: int = 0, batch_key: str | None = None,
                quotas: Quotas | None = None) -> tuple[JobRecord, bool]:
     """Store a new queued job of ``owner``; returns (job, created). A repeated idempotency key
     (per owner) returns the first job (created False), or raises Conflict if its spec differs.
@@ -63,7 +64,7 @@ def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str,
             created_at = s.execute(insert(jobs).values(
                 id=job_id, owner=owner, status=JobStatus.QUEUED, spec=spec, shape=shape, queue=queue,
                 name=spec.get("name"), idempotency_key=key, created_at=now, enqueued_at=now, attempts=0,
-                cancel_requested=False, reserved_values=reserved_values,
+                cancel_requested=False, reserved_values=reserved_values, batch_key=batch_key,
             ).returning(jobs.c.created_at)).scalar_one()
             if tags:
                 s.execute(insert(JobTag.__table__), [{"job_id": job_id, "key": k, "value": v} for k, v in tags.items()])
@@ -76,25 +77,25 @@ def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str,
         return existing, False
     return JobRecord(id=job_id, owner=owner, status=JobStatus.QUEUED, spec=spec, shape=shape, queue=queue, name=spec.get("name"), tags=tags,
                      created_at=as_utc(created_at), started_at=None, finished_at=None, worker=None, attempts=0,
-                     cancel_requested=False, result=None, error=None), True
+                     cancel_requested=False, result=None, error=None, batch_key=batch_key), True
 
 
-def insert_jobs(s: Any, owner: str, jobs: Iterable[tuple[dict[str, Any], list[int], str, int]], created_at: Any,
-                sweep_id: str | None = None) -> list[tuple[str, str]]:
+def insert_jobs(s: Any, owner: str, jobs: Iterable[tuple[dict[str, Any], list[int], str, int, str | None]],
+                created_at: Any, sweep_id: str | None = None) -> list[tuple[str, str, str | None]]:
     """Store many new queued jobs of ``owner`` in the caller's transaction ``s``, in bulk (one
     INSERT of many rows, sent in pages), all with one ``created_at`` (one submission, for the
-    quota); each job is (spec, shape, queue, reserved_values); with ``sweep_id`` each gets its place
-    in the sweep, in order. Returns [(id, queue)] in the same order."""
+    quota); each job is (spec, shape, queue, reserved_values, batch_key); with ``sweep_id`` each gets
+    its place in the sweep, in order. Returns [(id, queue, batch_key)] in the same order."""
     rows, tag_rows, out = [], [], []
-    for index, (spec, shape, queue, reserved_values) in enumerate(jobs):
+    for index, (spec, shape, queue, reserved_values, batch_key) in enumerate(jobs):
         job_id = str(uuid.uuid4())
         rows.append({"id": job_id, "owner": owner, "status": JobStatus.QUEUED.value, "spec": spec, "shape": shape,
                      "queue": queue, "name": spec.get("name"), "idempotency_key": None, "created_at": created_at,
                      "enqueued_at": created_at, "attempts": 0, "cancel_requested": False,
                      "reserved_values": reserved_values, "sweep_id": sweep_id,
-                     "sweep_index": index if sweep_id is not None else None})
+                     "sweep_index": index if sweep_id is not None else None, "batch_key": batch_key})
         tag_rows.extend({"job_id": job_id, "key": k, "value": v} for k, v in (spec.get("tags") or {}).items())
-        out.append((job_id, queue))
+        out.append((job_id, queue, batch_key))
     if rows:
         s.execute(insert(Job.__table__), rows)
     if tag_rows:
@@ -118,7 +119,7 @@ def _by_idempotency_key(db: Database, key: str, spec: dict[str, Any]) -> JobReco
             return None
         if job.spec != spec:
             raise Conflict(f"this Idempotency-Key was already used for a different job spec (job {job.id})")
-        return _record(job)
+        return job_record(job)
 
 
 # Every job id is a UUID this store made; any other text names no job and is not worth a query
@@ -129,7 +130,7 @@ _JOB_ID = re.compile(r"[0-9a-f-]{1,36}")
 def get_job(db: Database, job_id: str, with_checkpoint: bool = False, owner: str | None = None) -> JobRecord:
     """The job; with ``owner``, only if it is that owner's (another's is NotFound, as if absent)."""
     with db.session() as s:
-        return _record(owned_row(s, Job, job_id, owner, _JOB_ID, "job"), with_checkpoint)
+        return job_record(owned_row(s, Job, job_id, owner, _JOB_ID, "job"), with_checkpoint)
 
 
 def finished_among(db: Database, job_ids: list[str]) -> list[str]:
@@ -171,7 +172,7 @@ def list_jobs(db: Database, status: str | None = None, tag: tuple[str, str] | No
         stamp, job_id = decode_cursor(cursor)
         query = query.where(or_(Job.created_at > stamp, and_(Job.created_at == stamp, Job.id > job_id)))
     with db.session() as s:
-        records = [_record(j) for j in s.scalars(query)]
+        records = [job_record(j) for j in s.scalars(query)]
     page = records[:limit]
     return page, (_encode_cursor(page[-1]) if len(records) > limit else None)
 
@@ -205,7 +206,7 @@ def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_
             start = row.checkpoint_step or 0
             s.query(HistoryRow).filter(HistoryRow.job_id == job_id, HistoryRow.step >= start).delete(
                 synchronize_session=False)
-        return _record(row, with_checkpoint=True)
+        return job_record(row, with_checkpoint=True)
 
 
 def _settle_unclaimable(s: Any, job_id: str, claimable: Any, max_attempts: int, now: Any) -> None:

@@ -28,6 +28,7 @@ class JobRecord:
     error: str | None
     checkpoint: bytes | None = None
     checkpoint_step: int | None = None
+    batch_key: str | None = None
 
     @property
     def finished(self) -> bool:

@@ -15,7 +15,7 @@ from sqlalchemy import and_, bindparam, case, exists, func, insert, select, upda
 
 from service.config import Quotas
 from service.store.db import Database, as_utc, clock, owned_row, utcnow
-from service.store.jobs import _record, insert_jobs
+from service.store.jobs import job_record, insert_jobs
 from service.store.models import HistoryRow, Job, Sweep
 from service.store.quotas import check_quotas, settle_reservation
 from service.store.records import JobRecord, SweepRecord
@@ -33,11 +33,11 @@ def _sweep_record(row: Any) -> SweepRecord:
 
 def create_sweep(db: Database, *, owner: str, name: str | None, tags: dict[str, str], base: dict[str, Any],
                  grid: list[Any], starts: dict[str, Any], n_starts: int, tolerance: float,
-                 jobs: Iterable[tuple[dict[str, Any], list[int], str, int]], count: int, values: int,
-                 quotas: Quotas | None = None) -> tuple[SweepRecord, list[tuple[str, str]]]:
-    """Store a sweep and its ``count`` jobs ((spec, shape, queue, reserved_values), in sweep
+                 jobs: Iterable[tuple[dict[str, Any], list[int], str, int, str | None]], count: int, values: int,
+                 quotas: Quotas | None = None) -> tuple[SweepRecord, list[tuple[str, str, str | None]]]:
+    """Store a sweep and its ``count`` jobs ((spec, shape, queue, reserved_values, batch_key), in sweep
     order) in ONE transaction: one submission of ``count`` jobs reserving ``values`` for the
-    quotas (None: exempt), one ``created_at``. Returns the sweep and [(job id, queue)]."""
+    quotas (None: exempt), one ``created_at``. Returns the sweep and [(job id, queue, batch_key)]."""
     sweep_id = str(uuid.uuid4())
     with db.session() as s:
         if quotas is not None:
@@ -155,7 +155,7 @@ def list_sweep_jobs(db: Database, sweep_id: str, limit: int, cursor: str | None)
     with db.session() as s:
         rows = list(s.scalars(select(Job).where(Job.sweep_id == sweep_id, Job.sweep_index > position)
                               .order_by(Job.sweep_index).limit(limit + 1)))
-        records = [(_record(r), r.sweep_index) for r in rows]
+        records = [(job_record(r), r.sweep_index) for r in rows]
     page = records[:limit]
     return [r for r, _ in page], (_encode("jobs", page[-1][1]) if len(records) > limit else None)
 

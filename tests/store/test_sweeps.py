@@ -21,7 +21,7 @@ SPEC = {"objective": {"name": "parabola", "params": {}}, "x0": [1.0, 2.0], "step
 
 
 def make(db, n: int = 6, owner: str = "alice", quotas: Quotas | None = None, tolerance: float = 1e-3):  # type: ignore[no-untyped-def]
-    jobs = [({**SPEC, "x0": [float(i), 1.0]}, [2], "cpu", 60) for i in range(n)]
+    jobs = [({**SPEC, "x0": [float(i), 1.0]}, [2], "cpu", 60, None) for i in range(n)]
     return sweep_store.create_sweep(db, owner=owner, name="s", tags={}, base=SPEC, grid=[["steps", [10]]],
                                     starts={"list": n}, n_starts=n, tolerance=tolerance, jobs=iter(jobs), count=n,
                                     values=60 * n, quotas=quotas)
@@ -34,11 +34,11 @@ def finish(db, job_id: str, result: dict | None, status: str = JobStatus.SUCCEED
 
 def test_a_sweeps_jobs_are_stored_in_one_transaction_in_order(db):
     sweep, ids = make(db, 50)
-    assert sweep.jobs == 50 and len(ids) == 50 and all(q == "cpu" for _, q in ids)
+    assert sweep.jobs == 50 and len(ids) == 50 and all(q == "cpu" for _, q, _ in ids)
     with db.session() as s:
         rows = s.execute(select(Job.id, Job.sweep_index, Job.created_at, Job.owner, Job.spec, Job.status)
                          .where(Job.sweep_id == sweep.id).order_by(Job.sweep_index)).all()
-    assert [r.id for r in rows] == [i for i, _ in ids] and [r.sweep_index for r in rows] == list(range(50))
+    assert [r.id for r in rows] == [i for i, _, _ in ids] and [r.sweep_index for r in rows] == list(range(50))
     assert len({r.created_at for r in rows}) == 1 and {r.owner for r in rows} == {"alice"}
     assert [r.spec["x0"][0] for r in rows] == [float(i) for i in range(50)]
     assert sweep_store.counts(db, sweep.id)["queued"] == 50
@@ -58,7 +58,7 @@ def test_a_quota_refusal_stores_nothing(db):
 def test_summary_sorts_by_final_f_with_non_finite_values_and_unfinished_last(db):
     sweep, ids = make(db, 7)
     values = ["NaN", 2.5, "-Infinity", None, 0.125, "Infinity", 1e-300]  # None: still queued
-    for (job_id, _), f in zip(ids, values):
+    for (job_id, _, _), f in zip(ids, values):
         if f is not None:
             finish(db, job_id, {"f": f, "stop_reason": "steps", "distance_to_minimum": 0.5})
     items, cursor = sweep_store.summary(db, sweep, 100, None, "f", lambda spec, n: None)
@@ -75,7 +75,7 @@ def test_summary_sorts_by_final_f_with_non_finite_values_and_unfinished_last(db)
 
 def test_steps_to_tolerance_is_the_first_recorded_step_within_tolerance_of_the_minimum(db):
     sweep, ids = make(db, 3, tolerance=0.01)
-    for (job_id, _), fs in zip(ids, ([5.0, 1.0, 0.009, 0.5, 0.001], [5.0, 4.0, 3.0, 2.0, 1.0])):
+    for (job_id, _, _), fs in zip(ids, ([5.0, 1.0, 0.009, 0.5, 0.001], [5.0, 4.0, 3.0, 2.0, 1.0])):
         job_store.claim_job(db, job_id, "w", 30, 3)
         batch = HistoryBatch(steps=list(range(0, 10, 2)), f=fs, grad_norm=[1.0] * 5, lr=[0.1] * 5,
                              x=[[0.0, 0.0]] * 5)
@@ -96,7 +96,7 @@ def test_cancel_ends_queued_jobs_in_one_update_and_flags_running_ones(db):
                                                   Job.finished_at).where(Job.sweep_id == sweep.id))}
     assert rows[ids[0][0]].status == JobStatus.RUNNING and rows[ids[0][0]].cancel_requested
     assert rows[ids[1][0]].status == JobStatus.FAILED and rows[ids[1][0]].reserved_values == 60
-    for job_id, _ in ids[2:]:
+    for job_id, _, _ in ids[2:]:
         assert rows[job_id].status == JobStatus.CANCELLED and rows[job_id].cancel_requested
         assert rows[job_id].reserved_values == 0 and rows[job_id].finished_at is not None
     assert sweep_store.cancel_sweep(db, sweep.id) == 0

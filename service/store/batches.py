@@ -1,0 +1,82 @@
+"""Claiming a batch: a job and the compatible queued jobs behind it, for one worker to run together.
+
+Jobs are compatible when they share a batch key (``service.spec.batchkey``, stored in
+``jobs.batch_key``) and a queue, and start from the same step: all fresh, or all resumed from
+checkpoints of one step (a batch whose worker died resumes together). The batch's other jobs are
+claimed in one UPDATE over ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two workers
+never take one job and neither waits on the other's rows; SQLite's single writer serialises it.
+Every claimed job is then held exactly as ``jobs.claim_job`` holds one.
+"""
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Sequence
+
+from sqlalchemy import bindparam, delete, func, select, update
+
+from service.store.db import Database, clock
+from service.store.jobs import claim_job, job_record
+from service.store.models import HistoryRow, Job
+from service.store.records import JobRecord
+from service.store.status import JobStatus
+
+
+def claim_batch(db: Database, job_ids: Sequence[str], worker: str, lease_seconds: float, max_attempts: int,
+                limit: int, max_elements: int) -> list[JobRecord]:
+    """Claim the first claimable job of ``job_ids`` (as ``claim_job``), then, up to ``limit`` jobs
+    in all and ``max_elements`` elements of x together (a batch is never bigger than the biggest
+    job), queued jobs compatible with it: the rest of ``job_ids`` first, then the oldest others.
+    Returns the claimed jobs (with their checkpoints), the first one first; [] if none."""
+    lead = None
+    for job_id in job_ids:
+        lead = claim_job(db, job_id, worker, lease_seconds, max_attempts)
+        if lead is not None:
+            break
+    if lead is None:
+        return []
+    room = min(limit, max(1, max_elements // max(1, math.prod(lead.shape)))) - 1
+    if lead.batch_key is None or room <= 0:
+        return [lead]
+    listed = [job_id for job_id in job_ids if job_id != lead.id]
+    claimed = _claim_compatible(db, lead, worker, lease_seconds, max_attempts, listed[:room], room) if listed else []
+    if len(claimed) < room:
+        claimed += _claim_compatible(db, lead, worker, lease_seconds, max_attempts, None, room - len(claimed))
+    return [lead, *claimed]
+
+
+def _claim_compatible(db: Database, lead: JobRecord, worker: str, lease_seconds: float, max_attempts: int,
+                      among: list[str] | None, room: int) -> list[JobRecord]:
+    """Up to ``room`` queued jobs compatible with ``lead`` (among ``among`` when given), claimed."""
+    jobs, now = Job.__table__, clock(db.dialect)
+    same_start = (jobs.c.checkpoint_step.is_(None) if lead.checkpoint_step is None
+                  else jobs.c.checkpoint_step == lead.checkpoint_step)
+    candidates = (select(jobs.c.id)
+                  .where(jobs.c.batch_key == lead.batch_key, jobs.c.status == JobStatus.QUEUED,
+                         jobs.c.queue == lead.queue, jobs.c.cancel_requested.is_(False),
+                         jobs.c.attempts < max_attempts, same_start)
+                  .order_by(jobs.c.created_at, jobs.c.id).limit(room).with_for_update(skip_locked=True))
+    if among is not None:
+        candidates = candidates.where(jobs.c.id.in_(among))
+    with db.session() as s:
+        rows = s.execute(
+            update(jobs).where(jobs.c.id.in_(candidates.scalar_subquery()), jobs.c.status == JobStatus.QUEUED)
+            .values(status=JobStatus.RUNNING, worker=worker, attempts=jobs.c.attempts + 1,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    started_at=func.coalesce(jobs.c.started_at, now))
+            .returning(*jobs.c)
+        ).all()
+        redo = [{"b_id": row.id, "b_step": row.checkpoint_step or 0} for row in rows
+                if row.checkpoint_step is not None or row.attempts > 1]
+        if redo:  # as claim_job: rows an earlier holder wrote past the checkpoint are written again
+            history = HistoryRow.__table__
+            s.execute(delete(history).where(history.c.job_id == bindparam("b_id"), history.c.step >= bindparam("b_step")),
+                      redo)
+        return [job_record(row, with_checkpoint=True) for row in rows]
+
+
+def queued_among(db: Database, job_ids: Sequence[str]) -> list[str]:
+    """Which of ``job_ids`` are still queued, in their order."""
+    with db.session() as s:
+        queued = set(s.scalars(select(Job.id).where(Job.id.in_(list(job_ids)), Job.status == JobStatus.QUEUED)))
+    return [job_id for job_id in job_ids if job_id in queued]

@@ -1,0 +1,167 @@
+"""Running claimed compatible jobs as one batch (``service.engine.run_batch``) and persisting it.
+
+Each lane's chunks are saved together at every boundary (one transaction: rows, checkpoints,
+lease renewals, and each job's cancel flag read back), the lanes that end on one step are
+finished together, and lanes handed back at shutdown are released together and sent on in one
+message, to resume as a batch from their checkpoints (all of one step). A lane whose lease was
+lost is dropped at once: nothing more of it is written. Jobs that cannot join the batch (a
+stored spec that no longer checks out, an objective vmap cannot map exactly) are returned to run
+alone; nothing of theirs was written.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from service.engine import Chunk, Lane, LaneEnd, NotBatchable, StopReason, run_batch
+from service.jsonsafe import json_safe
+from service.queue import Message
+from service.spec import SpecError, check_spec
+from service.spec.validate import check_lane
+from service.store import JobStatus, StoreError, StoreUnavailable
+from service.store import jobs as job_store
+from service.store.history import ChunkWrite, save_chunks
+from service.store.records import JobRecord
+from workers.ending import (NO_GPU, OBJECTIVE_ERRORS, Outcome, checkpoint_interval, fail_job, failure_message,
+                            job_device, with_retries)
+from workers.state import WorkerState
+
+log = logging.getLogger("workers.runner")
+# How often, at chunk boundaries, a batch polls the store for cancels when no chunk was saved (a
+# long chunk): as a lone job's runner does inside a long step.
+CANCEL_POLL_SECONDS = 1.0
+
+
+def run_batch_of(state: WorkerState, jobs: list[JobRecord]) -> tuple[dict[str, Outcome], list[JobRecord]]:
+    """Run the claimed jobs (one batch key, one start step) as one batch; returns the outcomes of
+    the jobs it ran, and the jobs to run alone instead."""
+    try:
+        lead = check_spec(jobs[0].spec, state.settings.limits, trace=False)
+    except SpecError:
+        return {}, jobs  # each alone: it fails with its own message
+    device = job_device(jobs[0])
+    if device is None:
+        return {job.id: fail_job(state, job.id, NO_GPU) for job in jobs}, []
+    lanes, members, alone = [], [], []
+    for job in jobs:
+        try:
+            lanes.append(Lane(lead if job is jobs[0] else check_lane(lead, job.spec, state.settings.limits),
+                              job.checkpoint))
+            members.append(job)
+        except SpecError:
+            alone.append(job)
+    if len(members) < 2:
+        return {}, jobs
+    sink = _Sink(state, members)
+    log.info("running %d jobs as one batch (first %s)", len(members), members[0].id)
+    try:
+        run_batch(lanes, sink, device=device, time_limit=state.settings.limits.max_seconds,
+                  checkpoint_seconds=checkpoint_interval(lead.numel, len(lanes)))
+    except NotBatchable as exc:
+        log.info("jobs of batch key %s run alone: %s", members[0].batch_key, exc)
+        return {}, jobs
+    except StoreError:
+        raise  # an outage past the retries: the leases lapse and the jobs are claimed again
+    except OBJECTIVE_ERRORS as exc:
+        message = failure_message(exc)
+        for lane, job in enumerate(members):
+            if lane not in sink.outcomes_by_lane and lane not in sink.lost:
+                sink.outcomes_by_lane[lane] = fail_job(state, job.id, message)
+    outcomes = {members[lane].id: outcome for lane, outcome in sink.outcomes_by_lane.items()}
+    outcomes.update({members[lane].id: "lease_lost" for lane in sink.lost if lane not in sink.outcomes_by_lane})
+    return outcomes, alone
+
+
+class _Sink:
+    """The batch's output into the store (``service.engine.BatchSink``)."""
+
+    def __init__(self, state: WorkerState, jobs: list[JobRecord]) -> None:
+        self.state, self.jobs = state, jobs
+        self.cancel = [False] * len(jobs)
+        self.lost: set[int] = set()
+        self.outcomes_by_lane: dict[int, Outcome] = {}
+        self.last_saved = time.monotonic()
+
+    def _save(self, items: list[tuple[int, Chunk]]) -> None:
+        """Save the lanes' chunks in one transaction; learn each one's cancel flag, or its loss."""
+        settings, jobs = self.state.settings, self.jobs
+        writes = [ChunkWrite(jobs[lane].id, chunk.batch, chunk.checkpoint, chunk.end)
+                  for lane, chunk in items if lane not in self.lost]
+        if not writes:
+            return
+        held = with_retries(lambda: save_chunks(self.state.db, self.state.worker_id, writes, settings.lease_seconds),
+                            f"save history of {len(writes)} batched job(s)")
+        self._learn(held, [lane for lane, _ in items])
+        self.last_saved = time.monotonic()
+
+    def _learn(self, held: dict[str, bool], lanes: list[int]) -> None:
+        for lane in lanes:
+            job_id = self.jobs[lane].id
+            if job_id in held:
+                self.cancel[lane] = self.cancel[lane] or held[job_id]
+            elif lane not in self.lost:
+                log.warning("job %s was taken from this worker (lease lost); dropping it from its batch", job_id)
+                self.lost.add(lane)
+
+    def chunks(self, chunks: list[tuple[int, Chunk]]) -> None:
+        self._save(chunks)
+
+    def should_stop(self, lane: int) -> StopReason | None:
+        if time.monotonic() - self.last_saved >= CANCEL_POLL_SECONDS:
+            self.last_saved = time.monotonic()
+            running = [i for i in range(len(self.jobs)) if i not in self.outcomes_by_lane and i not in self.lost]
+            try:
+                held = job_store.renew_jobs(self.state.db, [self.jobs[i].id for i in running],
+                                            self.state.worker_id, self.state.settings.lease_seconds)
+                self._learn(held, running)
+            except StoreUnavailable as exc:  # the next poll tries again; the fleet thread renews too
+                log.warning("batch of %s: could not poll for cancels (%s)", self.jobs[0].id, exc)
+        if lane in self.lost or self.cancel[lane]:
+            return StopReason.CANCELLED  # a lost lane stops too; nothing more of it is written
+        if self.state.shutting_down.is_set():
+            return StopReason.INTERRUPTED
+        return None
+
+    def ended(self, ends: list[LaneEnd]) -> None:
+        handed_back = [e for e in ends if e.result.stop_reason == StopReason.INTERRUPTED and e.lane not in self.lost]
+        finished = [e for e in ends if e.result.stop_reason != StopReason.INTERRUPTED and e.lane not in self.lost]
+        if handed_back:
+            self._hand_back(handed_back)
+        if finished:
+            self._finish(finished)
+        for end in ends:
+            self.outcomes_by_lane.setdefault(end.lane, "lease_lost")
+
+    def _hand_back(self, ends: list[LaneEnd]) -> None:
+        """Save each lane's last chunk and checkpoint, release the jobs, and send them on together."""
+        self._save([(e.lane, e.chunk) for e in ends])
+        kept = [e for e in ends if e.lane not in self.lost]
+        ids = [self.jobs[e.lane].id for e in kept]
+        if not ids:
+            return
+        with_retries(lambda: job_store.release_jobs(self.state.db, ids, self.state.worker_id),
+                     f"release {len(ids)} batched job(s)")
+        if self.state.dispatcher is not None:
+            self.state.dispatcher.send_message(Message(ids, self.jobs[0].queue))
+        for e in kept:
+            self.outcomes_by_lane[e.lane] = "released"
+
+    def _finish(self, ends: list[LaneEnd]) -> None:
+        """End the lanes' jobs in one transaction, each with its result and last rows. A job whose
+        cancel was requested ends cancelled, however it stopped."""
+        me = self.state.worker_id
+        endings, statuses = [], {}
+        for e in ends:
+            job_id = self.jobs[e.lane].id
+            cancelled = e.result.stop_reason == StopReason.CANCELLED or self.cancel[e.lane]
+            status = JobStatus.CANCELLED if cancelled else JobStatus.SUCCEEDED
+            statuses[e.lane] = status
+            endings.append(job_store.Ending(job_id, status, json_safe({**e.result.as_json(), "worker": me}), None,
+                                            (e.chunk.batch,)))
+        done = with_retries(lambda: job_store.finish_jobs(self.state.db, me, endings),
+                            f"finish {len(endings)} batched job(s)")
+        for e in ends:
+            if self.jobs[e.lane].id in done:
+                self.outcomes_by_lane[e.lane] = statuses[e.lane]
+            else:
+                self.lost.add(e.lane)
