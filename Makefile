@@ -30,7 +30,7 @@ test: $(STAMP)
 
 # Everything but the suites that start servers, worker processes or builds (marker `integration`).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not integration"
+	$(BIN)/python -m pytest -q -m "not integration" -n 2
 
 # One table of ratios measured in this run (needs PostgreSQL + Redis, and psql); the per-benchmark
 # scripts (benchmarks/engine.py, e2e.py, sweep.py, burst.py, history_export.py, waiters.py) run alone too.

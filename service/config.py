@@ -86,7 +86,7 @@ class Settings:
                                  "default DESCENT_MAX_SECONDS + 400", None)  # type: ignore[assignment]
     torch_threads: int = env("DESCENT_TORCH_THREADS", "torch intra-op threads per worker process", 1)
     batch_max: int = env("DESCENT_BATCH_MAX", "compatible queued jobs a worker claims and runs together as one "
-                         "batch, 1 to 10,000 (1 turns batching off)", 1000)
+                         "batch, 1 to 10,000 (1 turns batching off)", 4096)
     worker_queues: str | None = env("DESCENT_WORKER_QUEUES", "queues a worker consumes (set by descent worker); "
                                     "default Celery's -Q", None)
     auth: str | None = env("DESCENT_AUTH", "required or off; default off when the API binds a loopback address, "

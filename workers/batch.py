@@ -17,7 +17,7 @@ from service.engine import Chunk, Lane, LaneEnd, NotBatchable, StopReason, run_b
 from service.jsonsafe import json_safe
 from service.queue import Message
 from service.spec import SpecError, check_spec
-from service.spec.validate import check_lane
+from service.spec.validate import lane_checker
 from service.store import JobStatus, StoreError, StoreUnavailable
 from service.store import jobs as job_store
 from service.store.history import ChunkWrite, save_chunks
@@ -27,6 +27,9 @@ from workers.ending import (NO_GPU, OBJECTIVE_ERRORS, Outcome, checkpoint_interv
 from workers.state import WorkerState
 
 log = logging.getLogger("workers.runner")
+# Seconds between a batch's chunk boundaries, where its lanes' rows are saved (one transaction for
+# all) and their cancels learnt: a cancelled job of a batch stops within about this long.
+BATCH_CHUNK_SECONDS = 0.5
 # How often, at chunk boundaries, a batch polls the store for cancels when no chunk was saved (a
 # long chunk): as a lone job's runner does inside a long step.
 CANCEL_POLL_SECONDS = 1.0
@@ -43,10 +46,10 @@ def run_batch_of(state: WorkerState, jobs: list[JobRecord]) -> tuple[dict[str, O
     if device is None:
         return {job.id: fail_job(state, job.id, NO_GPU) for job in jobs}, []
     lanes, members, alone = [], [], []
+    check_lane = lane_checker(lead, state.settings.limits)
     for job in jobs:
         try:
-            lanes.append(Lane(lead if job is jobs[0] else check_lane(lead, job.spec, state.settings.limits),
-                              job.checkpoint))
+            lanes.append(Lane(lead if job is jobs[0] else check_lane(job.spec), job.checkpoint))
             members.append(job)
         except SpecError:
             alone.append(job)
@@ -55,7 +58,7 @@ def run_batch_of(state: WorkerState, jobs: list[JobRecord]) -> tuple[dict[str, O
     sink = _Sink(state, members)
     log.info("running %d jobs as one batch (first %s)", len(members), members[0].id)
     try:
-        run_batch(lanes, sink, device=device, time_limit=state.settings.limits.max_seconds,
+        run_batch(lanes, sink, device=device, chunk_seconds=BATCH_CHUNK_SECONDS, time_limit=state.settings.limits.max_seconds,
                   checkpoint_seconds=checkpoint_interval(lead.numel, len(lanes)))
     except NotBatchable as exc:
         log.info("jobs of batch key %s run alone: %s", members[0].batch_key, exc)

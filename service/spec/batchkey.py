@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from service.spec.model import PerJob
 from service.spec.validate import CheckedSpec
 
 ELEMENTWISE_OPTIMIZERS = frozenset({"sgd", "adam", "adamw", "adamax", "nadam", "radam", "rmsprop", "adagrad",
@@ -21,7 +22,7 @@ SCHEDULERS_READING_F = frozenset({"reduce_lr_on_plateau"})
 # Part of every key: a change to what batching requires changes it, so old keys never match new ones.
 KEY_VERSION = "b1"
 # The spec fields jobs of one batch may differ in.
-PER_JOB_FIELDS = frozenset({"x0", "seed", "name", "tags"})
+PER_JOB_FIELDS = frozenset(PerJob.model_fields)
 # The key hashes the spec as stored (optimiser and scheduler objects as written), so jobs that
 # spell one choice two ways ({"name": "Adam"}, {"name": "adam", "lr": 0.001}) run apart, never wrongly together.
 

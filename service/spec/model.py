@@ -81,16 +81,24 @@ class RecordSpec(_Strict):
     grad: StrictBool = False
 
 
-class JobSpec(_Strict):
+class PerJob(_Strict):
+    """The fields in which jobs that run together as one batch may differ (``service.spec.batchkey``)."""
+
+    x0: Union[list[Any], InitSpec, None] = Field(
+        default=None, description="Nested list of numbers, or a generated start; catalog default if omitted."
+    )
+    seed: Seed = Field(default=0, description="Seeds a generated x0 that sets no seed of its own.")
+    name: Text | None = Field(default=None, max_length=200)
+    tags: dict[Text, Text] = Field(default_factory=dict)
+
+
+class JobSpec(PerJob):
     """A descent job: minimise ``objective`` over ``variable`` from ``x0``."""
 
     objective: Union[Text, NamedObjective] = Field(
         description="An expression such as '10 * (x ** 2).sum()', or a catalog objective by name."
     )
     variable: Text = Field(default="x", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
-    x0: Union[list[Any], InitSpec, None] = Field(
-        default=None, description="Nested list of numbers, or a generated start; catalog default if omitted."
-    )
     optimizer: dict[str, Any] = Field(
         default_factory=lambda: {"name": "sgd", "lr": 0.001},
         description="{'name': one of GET /v1/optimizers, ...keyword arguments of that torch.optim class}",
@@ -101,9 +109,6 @@ class JobSpec(_Strict):
     record: RecordSpec = Field(default_factory=RecordSpec)
     device: Literal["cpu", "gpu", "auto"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
-    seed: Seed = Field(default=0, description="Seeds a generated x0 that sets no seed of its own.")
-    name: Text | None = Field(default=None, max_length=200)
-    tags: dict[Text, Text] = Field(default_factory=dict)
 
 
 def json_schema() -> dict[str, Any]:

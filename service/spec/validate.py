@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from pydantic import ValidationError
@@ -22,7 +22,7 @@ from service.errors import ErrorCode
 from service.expr import Expression, ExpressionError, check_on_shape, parse
 from service.spec.catalog import CATALOG, CatalogObjective
 from service.spec.error import SpecError
-from service.spec.model import InitSpec, JobSpec, NamedObjective
+from service.spec.model import InitSpec, JobSpec, NamedObjective, PerJob
 from service.spec.optimizers import (
     Choice,
     check_optimizer,
@@ -75,11 +75,7 @@ def check_spec(data: Any, limits: Limits | None = None, trace: bool = True) -> C
     unstorable = first_unstorable(data)
     if unstorable is not None:
         raise SpecError(*unstorable)
-    try:
-        spec = JobSpec.model_validate(data)
-    except ValidationError as exc:
-        raise _from_pydantic(exc) from None
-
+    spec = _validated(data)
     catalog, params, text = _objective(spec)
     x0, shape = _start(spec, catalog, limits)
     numel = math.prod(shape)
@@ -96,21 +92,43 @@ def check_spec(data: Any, limits: Limits | None = None, trace: bool = True) -> C
     return CheckedSpec(spec, expression, shape, x0, optimizer, scheduler, catalog, params)
 
 
+def lane_checker(lead: CheckedSpec, limits: Limits | None = None) -> Callable[[Any], CheckedSpec]:
+    """A check for the stored specs of jobs with ``lead``'s batch key (``service.spec.batchkey``):
+    only the fields of ``PerJob`` (start, seed, name, tags) may differ from ``lead``'s, so only they
+    are checked; the check raises SpecError if anything else differs, or the start has another shape."""
+    limits = limits or Limits()
+    per_job = frozenset(PerJob.model_fields)
+    shared = {k: v for k, v in lead.as_json().items() if k not in per_job}
+
+    def check(data: Any) -> CheckedSpec:
+        if not isinstance(data, dict) or {k: v for k, v in data.items() if k not in per_job} != shared:
+            spec = _validated(data)  # stored another way, perhaps: compare the specs themselves
+            if spec.model_dump(exclude=set(per_job)) != lead.spec.model_dump(exclude=set(per_job)):
+                raise SpecError(None, "this job differs from the batch it was claimed with in more than its start")
+        else:
+            try:
+                own = PerJob.model_validate({k: v for k, v in data.items() if k in per_job})
+            except ValidationError as exc:
+                raise _from_pydantic(exc) from None
+            spec = lead.spec.model_copy(update={name: getattr(own, name) for name in per_job})
+        x0, shape = _start(spec, lead.catalog, limits)
+        if shape != lead.shape:
+            raise SpecError("x0", f"x0 has shape {list(shape)}, not the batch's {list(lead.shape)}")
+        return replace(lead, spec=spec, x0=x0)
+
+    return check
+
+
 def check_lane(lead: CheckedSpec, data: Any, limits: Limits | None = None) -> CheckedSpec:
-    """The stored spec of a job with ``lead``'s batch key (``service.spec.batchkey``): only its
-    start, seed, name and tags may differ from ``lead``'s, so only they are checked; SpecError if
-    anything else differs, or its start has another shape."""
+    """``lane_checker(lead, limits)(data)``: one job's stored spec checked against ``lead``'s."""
+    return lane_checker(lead, limits)(data)
+
+
+def _validated(data: Any) -> JobSpec:
     try:
-        spec = JobSpec.model_validate(data)
+        return JobSpec.model_validate(data)
     except ValidationError as exc:
         raise _from_pydantic(exc) from None
-    per_job = {"x0", "seed", "name", "tags"}
-    if spec.model_dump(exclude=per_job) != lead.spec.model_dump(exclude=per_job):
-        raise SpecError(None, "this job differs from the batch it was claimed with in more than its start")
-    x0, shape = _start(spec, lead.catalog, limits or Limits())
-    if shape != lead.shape:
-        raise SpecError("x0", f"x0 has shape {list(shape)}, not the batch's {list(lead.shape)}")
-    return replace(lead, spec=spec, x0=x0)
 
 
 def recorded_values(spec: JobSpec, numel: int) -> int:

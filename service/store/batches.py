@@ -15,7 +15,7 @@ from typing import Sequence
 
 from sqlalchemy import bindparam, delete, func, select, update
 
-from service.store.db import Database, clock
+from service.store.db import Database, clock, one_of
 from service.store.jobs import claim_job, job_record
 from service.store.models import HistoryRow, Job
 from service.store.records import JobRecord
@@ -57,7 +57,7 @@ def _claim_compatible(db: Database, lead: JobRecord, worker: str, lease_seconds:
                          jobs.c.attempts < max_attempts, same_start)
                   .order_by(jobs.c.created_at, jobs.c.id).limit(room).with_for_update(skip_locked=True))
     if among is not None:
-        candidates = candidates.where(jobs.c.id.in_(among))
+        candidates = candidates.where(one_of(jobs.c.id, among, db.dialect))
     with db.session() as s:
         rows = s.execute(
             update(jobs).where(jobs.c.id.in_(candidates.scalar_subquery()), jobs.c.status == JobStatus.QUEUED)
@@ -78,5 +78,5 @@ def _claim_compatible(db: Database, lead: JobRecord, worker: str, lease_seconds:
 def queued_among(db: Database, job_ids: Sequence[str]) -> list[str]:
     """Which of ``job_ids`` are still queued, in their order."""
     with db.session() as s:
-        queued = set(s.scalars(select(Job.id).where(Job.id.in_(list(job_ids)), Job.status == JobStatus.QUEUED)))
+        queued = set(s.scalars(select(Job.id).where(one_of(Job.id, job_ids, db.dialect), Job.status == JobStatus.QUEUED)))
     return [job_id for job_id in job_ids if job_id in queued]

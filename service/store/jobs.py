@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import uuid
 from datetime import datetime, timedelta
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import String, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import (JSON, Integer, String, Text, and_, bindparam, case, cast, column, func, insert, or_, select,
+                        update)
 from sqlalchemy.exc import IntegrityError
 
 from service.batch import HistoryBatch
 from service.config import Quotas
-from service.store.db import Conflict, Database, LeaseLost, as_utc, clock, owned_row
+from service.store.db import Conflict, Database, LeaseLost, as_utc, clock, one_of, owned_row
 from service.store.models import HistoryRow, Job, JobTag
-from service.store.quotas import check_quotas, settle_reservation, settle_reservations
+from service.store.quotas import check_quotas, settle_reservation, values_per_row
 from service.store.records import JobRecord
 from service.store.rows import write_many, write_once
 from service.store.status import FINISHED, JobStatus
@@ -245,7 +247,8 @@ def renew_jobs(db: Database, job_ids: Sequence[str], worker: str, lease_seconds:
             return renew_jobs(db, job_ids, worker, lease_seconds, s)
     now, jobs = clock(db.dialect), Job.__table__
     rows = session.execute(
-        update(jobs).where(jobs.c.id.in_(list(job_ids)), jobs.c.worker == worker, jobs.c.status == JobStatus.RUNNING)
+        update(jobs).where(one_of(jobs.c.id, job_ids, db.dialect), jobs.c.worker == worker,
+                           jobs.c.status == JobStatus.RUNNING)
         .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
         .returning(jobs.c.id, jobs.c.cancel_requested)
     ).all()
@@ -286,22 +289,48 @@ def finish_jobs(db: Database, worker: str, endings: Sequence[Ending]) -> set[str
     ids = [e.job_id for e in endings]
 
     def transaction(s: Any, replace: bool) -> set[str]:
-        held = set(s.scalars(select(jobs.c.id).where(jobs.c.id.in_(ids), jobs.c.worker == worker,
-                                                     jobs.c.status == JobStatus.RUNNING).with_for_update()))
+        held = {row.id: values_per_row(row.spec, row.shape) for row in s.execute(
+            select(jobs.c.id, jobs.c.spec, jobs.c.shape)
+            .where(one_of(jobs.c.id, ids, db.dialect), jobs.c.worker == worker, jobs.c.status == JobStatus.RUNNING)
+            .with_for_update())}
         mine = [e for e in endings if e.job_id in held]
         if not mine:
-            return held
-        s.execute(
-            update(jobs).where(jobs.c.id == bindparam("b_id"))
-            .values(status=final_status, result=bindparam("b_result", type_=jobs.c.result.type),
-                    error=bindparam("b_error", type_=String()), finished_at=clock(db.dialect),
-                    lease_expires_at=None, checkpoint=None),
-            [{"b_id": e.job_id, "b_status": e.status.value, "b_result": e.result, "b_error": e.error} for e in mine])
+            return set(held)
+        # the last rows first: each job keeps, of its reservation, only what its history holds
         write_many(s, [(e.job_id, batch) for e in mine for batch in e.final], replace)
-        settle_reservations(s, [e.job_id for e in mine])
-        return held
+        stored = (select(func.count()).select_from(HistoryRow).where(HistoryRow.job_id == jobs.c.id)
+                  .correlate(jobs).scalar_subquery())
+        if db.dialect == "postgresql":
+            _end_on_postgresql(s, mine, held, stored)
+        else:
+            s.execute(
+                update(jobs).where(jobs.c.id == bindparam("b_id"))
+                .values(status=final_status, result=bindparam("b_result", type_=jobs.c.result.type),
+                        error=bindparam("b_error", type_=String()), finished_at=clock(db.dialect),
+                        lease_expires_at=None, checkpoint=None, reserved_values=stored * bindparam("b_width")),
+                [{"b_id": e.job_id, "b_status": e.status.value, "b_result": e.result, "b_error": e.error,
+                  "b_width": held[e.job_id]} for e in mine])
+        return set(held)
 
     return write_once(db, transaction)
+
+
+def _end_on_postgresql(s: Any, endings: Sequence[Ending], widths: dict[str, int], stored: Any) -> None:
+    """``finish_jobs``'s UPDATE as one statement over the endings sent as one JSON document (a
+    batch's thousands of endings in one round trip and one parameter: an executemany sends a
+    statement per job, and arrays of text are escaped value by value on the way)."""
+    jobs = Job.__table__
+    ending = func.json_to_recordset(cast(bindparam("endings", type_=Text()), JSON)).table_valued(
+        column("id", String()), column("status", String()), column("result", JSON()), column("error", Text()),
+        column("width", Integer())).render_derived(name="ending", with_types=True)
+    status = case((and_(jobs.c.cancel_requested, ending.c.status == JobStatus.SUCCEEDED.value),
+                   JobStatus.CANCELLED.value), else_=ending.c.status)
+    s.execute(
+        update(jobs).where(jobs.c.id == ending.c.id)
+        .values(status=status, result=ending.c.result, error=ending.c.error, finished_at=clock("postgresql"),
+                lease_expires_at=None, checkpoint=None, reserved_values=stored * ending.c.width),
+        {"endings": json.dumps([{"id": e.job_id, "status": e.status.value, "result": e.result, "error": e.error,
+                                 "width": widths[e.job_id]} for e in endings], allow_nan=False)})
 
 
 def release_job(db: Database, job_id: str, worker: str) -> None:
@@ -314,7 +343,7 @@ def release_jobs(db: Database, job_ids: Sequence[str], worker: str) -> None:
     """``release_job`` for each of ``job_ids`` still held by ``worker``, in one statement."""
     with db.session() as s:
         s.execute(
-            update(Job).where(Job.id.in_(list(job_ids)), Job.worker == worker, Job.status == JobStatus.RUNNING)
+            update(Job).where(one_of(Job.id, job_ids, db.dialect), Job.worker == worker, Job.status == JobStatus.RUNNING)
             .values(status=JobStatus.QUEUED, worker=None, lease_expires_at=None, attempts=Job.attempts - 1,
                     enqueued_at=clock(db.dialect))
             .execution_options(synchronize_session=False)

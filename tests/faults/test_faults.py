@@ -92,6 +92,25 @@ def test_kill9_mid_job_on_the_embedded_default(make_embedded_service):
     kill9_mid_job_and_check(make_embedded_service(workers=2))
 
 
+def test_kill9_mid_batch_resumes_every_job_from_its_own_checkpoint(make_service):
+    """A worker killed while it runs four jobs as one batch: no step lost or stored twice, each job
+    resumes from its own checkpoint (the four again as one batch) and ends as an uninterrupted
+    solo run of it would."""
+    service = make_service(workers=2)
+    starts = [[-1.2, 1.0], [0.5, -0.3], [1.5, 2.0], [-0.1, 0.7]]
+    resp = service.http.post(service.url + "/v1/sweeps", json={"base": LONG, "starts": starts}, timeout=30)
+    assert resp.status_code == 202, resp.text
+    ids = [j["id"] for j in service.http.get(service.url + resp.json()["links"]["jobs"], timeout=30).json()["jobs"]]
+    running = [wait_checkpoint(service, job_id) for job_id in ids]
+    assert len({job.worker for job in running}) == 1  # one batch, on one worker
+    service.kill_worker(holder(service, running[0]), signal.SIGKILL)
+    for job_id, x0 in zip(ids, starts):
+        job = service.wait(job_id, timeout=120)
+        assert job["status"] == JobStatus.SUCCEEDED and job["attempts"] == 2, job
+        assert job["result"]["worker"] != running[0].worker
+        assert_history_exact(service, job, {**LONG, "x0": x0})
+
+
 def test_job_that_keeps_killing_its_workers_fails_after_max_attempts(make_service):
     service = make_service(workers=2, max_attempts=2)
     job_id = service.submit(LONG)["id"]
