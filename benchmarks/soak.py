@@ -4,12 +4,14 @@
 
 Runs on a private PostgreSQL cluster and Redis server (as the fault tests do), with short leases.
 Reports jobs submitted / succeeded / failed / lost, duplicate steps, gaps, and jobs whose final x
-differs from an uninterrupted in-process run (bit for bit, CPU). Target: 0 lost, 0 duplicates,
+differs from an uninterrupted in-process solo run (beyond 1e-6 relative; how many are equal but
+not bit for bit, as a batched job may be, is reported apart). Target: 0 lost, 0 duplicates,
 0 gaps, 0 mismatches. Bounded in time: it stops killing and gives up waiting at ``--seconds``.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import signal
 import sys
@@ -41,6 +43,15 @@ def make_spec(i: int, rng: random.Random) -> dict:
     return {"objective": {"name": "rosenbrock"}, "x0": [rng.uniform(-2, 2), rng.uniform(-1, 3)],
             "steps": rng.choice([200, 1_000, 3_000, 8_000, 20_000]), "record": {"every": rng.choice([1, 7, 50])},
             "optimizer": rng.choice(OPTIMIZERS), "seed": i}
+
+
+# A job that ran in a batch equals its solo run within this (float32), bit for bit where the
+# kernels round alike (tests/engine/test_batched.py); a job that ran alone, bit for bit.
+BATCHED_RTOL = 1e-6
+
+
+def same_x(a: list, b: list) -> bool:
+    return all(math.isclose(u, v, rel_tol=BATCHED_RTOL, abs_tol=0.0) for u, v in zip(a, b)) and len(a) == len(b)
 
 
 def expected_steps(spec: dict, last: int) -> list[int]:
@@ -109,7 +120,7 @@ def main() -> None:
         succeeded = [j for j, st in statuses.items() if st == JobStatus.SUCCEEDED]
         failed = [j for j, st in statuses.items() if st == JobStatus.FAILED]
         lost = [j for j in specs if statuses.get(j) not in FINISHED]
-        gaps = mismatches = 0
+        gaps = mismatches = inexact = 0
         for job_id in succeeded:
             spec = specs[job_id]
             with db.session() as s:
@@ -117,8 +128,10 @@ def main() -> None:
             if steps != expected_steps(spec, results[job_id]["steps"]):
                 gaps += 1
             clean = run(check_spec(spec))
-            if clean.x != results[job_id]["x"] or clean.steps != results[job_id]["steps"]:
+            if clean.steps != results[job_id]["steps"] or not same_x(clean.x, results[job_id]["x"]):
                 mismatches += 1
+            elif clean.x != results[job_id]["x"]:
+                inexact += 1
         retried = sum(1 for j in succeeded if attempts[j] > 1)
         db.engine.dispose()
     finally:
@@ -130,7 +143,8 @@ def main() -> None:
           f"({kills} kills) in {elapsed:.0f}s")
     print(f"  submitted {len(specs)}  succeeded {len(succeeded)}  failed {len(failed)}  lost {len(lost)}")
     print(f"  resumed after a kill: {retried}; duplicate steps {duplicates}; jobs with gaps {gaps}; "
-          f"final x differs from a clean run: {mismatches}")
+          f"final x differs from a clean run: {mismatches} (equal within {BATCHED_RTOL:g} relative but not bit for "
+          f"bit, as a batch may round: {inexact})")
 
 
 if __name__ == "__main__":

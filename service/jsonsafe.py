@@ -8,12 +8,24 @@ from typing import Any
 
 
 def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its string. A container that has none (nearly
+    all) is handed back as it is, after one pass of the C encoder instead of a walk in Python."""
+    if isinstance(value, (dict, list, tuple)):
+        try:
+            json.dumps(value, allow_nan=False)
+            return value
+        except (ValueError, TypeError):
+            pass
+    return _walk(value)
+
+
+def _walk(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
+        return {k: _walk(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
+        return [_walk(v) for v in value]
     return value
 
 

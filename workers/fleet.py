@@ -8,6 +8,7 @@ import random
 import threading
 import time
 
+from service.queue import messages_for
 from service.store import StoreError
 from service.store import fleet as fleet_store
 from service.store import jobs as job_store
@@ -20,13 +21,16 @@ _stop = threading.Event()
 def reconcile_once(requeue_after: float) -> list[str]:
     """Re-send queued jobs that waited too long (their message may be gone: broker restart,
     FLUSHALL) and requeue running jobs whose lease expired (their worker died). Each job is
-    re-sent by one worker only: the database row is bumped conditionally first."""
+    re-sent by one worker only: the database row is bumped conditionally first. Jobs of one batch
+    key go in shared messages, as a sweep's do (a dead worker's batch resumes as a batch)."""
     state = get_state()
+    stale = [job for job in job_store.stale_jobs(state.db, requeue_after)
+             if job_store.requeue_if_stale(state.db, job[0], requeue_after)]
     sent = []
-    for job_id, queue in job_store.stale_jobs(state.db, requeue_after):
-        if job_store.requeue_if_stale(state.db, job_id, requeue_after):
-            if state.dispatcher is not None and state.dispatcher.send(job_id, queue):
-                sent.append(job_id)
+    if state.dispatcher is not None:
+        for message in messages_for(stale, state.settings.batch_max):
+            if state.dispatcher.send_message(message):
+                sent.extend(message.job_ids)
     if sent:
         log.info("reconciler re-sent %d job(s)", len(sent))
     return sent

@@ -52,6 +52,16 @@ def read_json_body() -> Any:
 _gpu_seen: dict[str, float] = {"checked": -1e9, "alive": 0.0}
 
 
+def idempotency_key() -> str | None:
+    """The request's Idempotency-Key header, checked (a 400 naming it otherwise)."""
+    key = request.headers.get("Idempotency-Key")
+    low, high = IDEMPOTENCY_KEY_LENGTH
+    if key is not None and not (low <= len(key) <= high) or (key or "").startswith(job_store.SCOPED_KEY_PREFIX):
+        raise DescentError(f"Idempotency-Key must be {low} to {high} characters, not starting with "
+                           f"'{job_store.SCOPED_KEY_PREFIX}'", code=ErrorCode.INVALID_HEADER, field="Idempotency-Key")
+    return key
+
+
 def route_queue(device: str) -> str:
     """``auto`` goes to the gpu queue while a GPU worker heartbeats (looked up at most once a
     second per API process)."""
@@ -70,11 +80,7 @@ def submit():  # type: ignore[no-untyped-def]
     svc = services()
     data = read_json_body()
     checked = check_spec(data, svc.settings.limits)
-    key = request.headers.get("Idempotency-Key")
-    low, high = IDEMPOTENCY_KEY_LENGTH
-    if key is not None and not (low <= len(key) <= high) or (key or "").startswith(job_store.SCOPED_KEY_PREFIX):
-        raise DescentError(f"Idempotency-Key must be {low} to {high} characters, not starting with "
-                           f"'{job_store.SCOPED_KEY_PREFIX}'", code=ErrorCode.INVALID_HEADER, field="Idempotency-Key")
+    key = idempotency_key()
     spec = checked.as_json()
     who = caller()
     job, created = job_store.create_job(svc.db, spec, list(checked.shape), route_queue(checked.spec.device), key,

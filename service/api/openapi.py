@@ -62,7 +62,7 @@ _ERROR_WHEN = {
     "401": "No bearer token, or one that is unknown or revoked (DESCENT_AUTH=required); WWW-Authenticate says which",
     "403": "Forbidden: a browser Origin that is not allowed (DESCENT_ALLOWED_ORIGINS)",
     "404": "No such job or sweep (or not yours)",
-    "409": "Conflict: the job has finished, or the Idempotency-Key was used for another spec",
+    "409": "Conflict: the job has finished, or the Idempotency-Key was used for another spec or sweep request",
     "413": "The body (max_body_bytes), or the start or history the job would make, is over a configured limit",
     "415": "A request with a body must send Content-Type: application/json",
     "429": "A per-owner quota is used up; retry after Retry-After seconds",
@@ -447,6 +447,18 @@ def sweep_schemas(limits: Limits) -> dict[str, Any]:
     }
 
 
+def idempotency_header(made: str, sent: str) -> dict[str, Any]:
+    """The Idempotency-Key header of a submission that makes a ``made`` from a ``sent``."""
+    return {"name": "Idempotency-Key", "in": "header", "required": False,
+            "description": f"A retry with the same key and {sent} returns the first {made} (409 for another {sent})",
+            "schema": {"type": "string", "minLength": IDEMPOTENCY_KEY_LENGTH[0], "maxLength": IDEMPOTENCY_KEY_LENGTH[1],
+                       "not": {"pattern": "^" + SCOPED_KEY_PREFIX}}}
+
+
+REPLAYED = {"description": "true when the Idempotency-Key was seen before", "required": False,
+            "schema": {"type": "string", "enum": ["true"]}}
+
+
 def sweep_paths(limits: Limits) -> dict[str, Any]:
     sweep = _json(_ref("Sweep"), "The sweep")
     sweep_id = {"name": "sweep_id", "in": "path", "required": True, "description": "A sweep's id",
@@ -456,14 +468,17 @@ def sweep_paths(limits: Limits) -> dict[str, Any]:
     return {
         "/v1/sweeps": {"post": {
             "operationId": "submitSweep", "summary": "Submit a sweep: many jobs from one base spec, a grid and starts",
+            "parameters": [idempotency_header("sweep", "request")],
             "requestBody": {"required": True, "description": f"At most {limits.max_body_bytes} bytes (max_body_bytes)",
                             "content": {"application/json": {"schema": _ref("SweepRequest"), "examples": SWEEP_EXAMPLES}}},
             "responses": {
-                "202": {**sweep, "description": "Accepted: every job stored and queued",
+                "202": {**sweep, "description": "Accepted: every job stored and queued (or, with a known "
+                                                "Idempotency-Key, the sweep it made)",
                         "headers": {"Location": {"description": "The sweep's URL", "required": True,
-                                                 "schema": {"type": "string"}}},
+                                                 "schema": {"type": "string"}},
+                                    "Idempotent-Replayed": REPLAYED},
                         "links": {"GetSweep": {"operationId": "getSweep", "parameters": {"sweep_id": "$response.body#/id"}}}},
-                **_errors(400, 401, 403, 413, 415, 429, 503)}}},
+                **_errors(400, 401, 403, 409, 413, 415, 429, 503)}}},
         "/v1/sweeps/{sweep_id}": {"get": {
             "operationId": "getSweep", "summary": "A sweep: counts by status and a page of its summary",
             "parameters": [sweep_id,
@@ -513,8 +528,7 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
         **job, "description": "Accepted and queued (or, with a known Idempotency-Key, the job it made)",
         "headers": {
             "Location": {"description": "The job's URL", "required": True, "schema": {"type": "string"}},
-            "Idempotent-Replayed": {"description": "true when the Idempotency-Key was seen before",
-                                    "required": False, "schema": {"type": "string", "enum": ["true"]}},
+            "Idempotent-Replayed": REPLAYED,
         },
         "links": follow,
     }
@@ -522,13 +536,7 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
         "/v1/jobs": {
             "post": {
                 "operationId": "submitJob", "summary": "Submit a job",
-                "parameters": [{
-                    "name": "Idempotency-Key", "in": "header", "required": False,
-                    "description": "A retry with the same key and spec returns the first job (409 for "
-                                   "another spec)",
-                    "schema": {"type": "string", "minLength": IDEMPOTENCY_KEY_LENGTH[0],
-                               "maxLength": IDEMPOTENCY_KEY_LENGTH[1],
-                               "not": {"pattern": "^" + SCOPED_KEY_PREFIX}}}],
+                "parameters": [idempotency_header("job", "spec")],
                 "requestBody": {"required": True, "description": f"At most {limits.max_body_bytes} bytes "
                                 "(max_body_bytes)",
                                 "content": {"application/json": {"schema": _ref("JobSpec"),

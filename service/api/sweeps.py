@@ -7,13 +7,16 @@ and every job in one transaction (quotas included: one submission of N jobs) and
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from flask import Blueprint
+from sqlalchemy.exc import IntegrityError
 
 from service.api.auth import caller
 from service.api.errors import bad_parameter
-from service.api.jobs import read_json_body, route_queue
+from service.api.jobs import idempotency_key, read_json_body, route_queue
 from service.api.params import int_arg, text_arg
 from service.api.serialize import iso, job_json
 from service.api.services import services
@@ -44,9 +47,18 @@ def sweep_json(sweep: SweepRecord, counts: dict[str, int]) -> dict[str, Any]:
 
 @bp.post("")
 def submit():  # type: ignore[no-untyped-def]
+    """Store the sweep and its jobs, then send their tasks; with an Idempotency-Key seen before
+    (and the same request), answer with the sweep it made, making nothing."""
     svc = services()
     limits = svc.settings.limits
-    plan = plan_sweep(read_json_body(), limits)  # 413 here, before anything is expanded
+    body = read_json_body()
+    key, who = idempotency_key(), caller()
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=False).encode()).hexdigest() if key else None
+    if key is not None:
+        made = sweep_store.sweep_for_key(svc.db, who.owner, key, digest)  # type: ignore[arg-type]
+        if made is not None:
+            return _replayed(made)
+    plan = plan_sweep(body, limits)  # 413 here, before anything is expanded
     check_storable(plan)
     variants = expand(plan, limits)
     # Looked up before the store's transaction opens (SQLite: one writer, which that would be).
@@ -56,23 +68,33 @@ def submit():  # type: ignore[no-untyped-def]
         for variant in variants:
             device = variant.checked.spec.device
             shape, reserved = list(variant.checked.shape), variant.checked.recorded_values
-            key = batch_key(variant.checked)
+            shared = batch_key(variant.checked)
             for _, spec in job_specs(variant):
-                yield spec, shape, queues[device], reserved, key
+                yield spec, shape, queues[device], reserved, shared
 
-    who = caller()
-    sweep, ids = sweep_store.create_sweep(
-        svc.db, owner=who.owner, name=plan.name, tags=plan.tags, base=json_safe(plan.stored_base()),
-        grid=json_safe([[key, values] for key, values in plan.grid]), starts=plan.stored_starts(),
-        n_starts=plan.n_starts, tolerance=plan.tolerance, jobs=jobs(), count=plan.jobs,
-        values=sum(v.checked.recorded_values * len(v.starts) for v in variants),
-        quotas=None if who.admin else svc.settings.quotas)
+    try:
+        sweep, ids = sweep_store.create_sweep(
+            svc.db, owner=who.owner, name=plan.name, tags=plan.tags, base=json_safe(plan.stored_base()),
+            grid=json_safe([[name, values] for name, values in plan.grid]), starts=plan.stored_starts(),
+            n_starts=plan.n_starts, tolerance=plan.tolerance, jobs=jobs(), count=plan.jobs,
+            values=sum(v.checked.recorded_values * len(v.starts) for v in variants),
+            quotas=None if who.admin else svc.settings.quotas, idempotency_key=key, request_digest=digest)
+    except IntegrityError:  # the same key, sent twice at once: the other one made the sweep
+        made = sweep_store.sweep_for_key(svc.db, who.owner, key, digest) if key else None  # type: ignore[arg-type]
+        if made is None:
+            raise
+        return _replayed(made)
     # Sent after the answer; a broker outage stops the sending at its first failure, and the
     # reconciler sends jobs queued for longer than DESCENT_REQUEUE_AFTER, these among them.
     svc.dispatcher.send_all_in_background(messages_for(ids, svc.settings.batch_max))
     counts = {status.value: 0 for status in JobStatus}
     counts[JobStatus.QUEUED.value] = len(ids)
     return sweep_json(sweep, counts), 202, {"Location": f"/v1/sweeps/{sweep.id}"}
+
+
+def _replayed(sweep: SweepRecord) -> tuple[dict[str, Any], int, dict[str, str]]:
+    return (sweep_json(sweep, sweep_store.counts(services().db, sweep.id)), 202,
+            {"Location": f"/v1/sweeps/{sweep.id}", "Idempotent-Replayed": "true"})
 
 
 def _page_of(sweep_id: str, limits: tuple[int, int, int]) -> tuple[int, str | None, Any]:

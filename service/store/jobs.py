@@ -52,7 +52,7 @@ def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str,
     """Store a new queued job of ``owner``; returns (job, created). A repeated idempotency key
     (per owner) returns the first job (created False), or raises Conflict if its spec differs.
     With ``quotas`` (None: exempt, as admins are), raises QuotaExceeded rather than go over one."""
-    key = _scoped_key(owner, idempotency_key)
+    key = scoped_key(owner, idempotency_key)
     if key is not None:
         existing = _by_idempotency_key(db, key, spec)
         if existing is not None:
@@ -105,7 +105,7 @@ def insert_jobs(s: Any, owner: str, jobs: Iterable[tuple[dict[str, Any], list[in
     return out
 
 
-def _scoped_key(owner: str, idempotency_key: str | None) -> str | None:
+def scoped_key(owner: str, idempotency_key: str | None) -> str | None:
     """Idempotency keys are per owner: one owner's key never finds, nor blocks, another's job.
     Keys of ``local`` (every job before owners existed) are stored as sent, others as a hash of
     owner and key (which fits the column whatever their lengths)."""
@@ -374,16 +374,16 @@ def _overdue(now: Any, requeue_after: float) -> Any:
     return and_(Job.status == JobStatus.QUEUED, Job.enqueued_at < now - timedelta(seconds=requeue_after))
 
 
-def stale_jobs(db: Database, requeue_after: float, limit: int = 500) -> list[tuple[str, str]]:
-    """(id, queue) of jobs that should be running but may have no message in the broker:
-    queued for more than ``requeue_after`` seconds, or running with an expired lease."""
+def stale_jobs(db: Database, requeue_after: float, limit: int = 500) -> list[tuple[str, str, str | None]]:
+    """(id, queue, batch key) of jobs that should be running but may have no message in the
+    broker: queued for more than ``requeue_after`` seconds, or running with an expired lease."""
     now = clock(db.dialect)
     with db.session() as s:
         rows = s.execute(
-            select(Job.id, Job.queue).where(or_(_overdue(now, requeue_after), _lease_lapsed(now)))
+            select(Job.id, Job.queue, Job.batch_key).where(or_(_overdue(now, requeue_after), _lease_lapsed(now)))
             .order_by(Job.created_at).limit(limit)
         ).all()
-        return [(r[0], r[1]) for r in rows]
+        return [(r[0], r[1], r[2]) for r in rows]
 
 
 def requeue_if_stale(db: Database, job_id: str, requeue_after: float) -> bool:

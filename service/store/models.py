@@ -77,6 +77,10 @@ class Sweep(Base):
     base: Mapped[dict[str, Any]] = mapped_column(JSON)
     grid: Mapped[list[Any]] = mapped_column(JSON)
     starts: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # A retried POST with this key (scoped per owner, as a job's) answers with this sweep, if its
+    # request has this digest (a 409 otherwise).
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), index=True, unique=True)
+    request_digest: Mapped[str | None] = mapped_column(String(64))
     n_starts: Mapped[int] = mapped_column(Integer)
     jobs: Mapped[int] = mapped_column(Integer)
     tolerance: Mapped[float] = mapped_column(FaithfulFloat())

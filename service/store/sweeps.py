@@ -14,8 +14,8 @@ from typing import Any, Callable, Iterable
 from sqlalchemy import and_, bindparam, case, exists, func, insert, select, update
 
 from service.config import Quotas
-from service.store.db import Database, as_utc, clock, owned_row, utcnow
-from service.store.jobs import job_record, insert_jobs
+from service.store.db import Conflict, Database, as_utc, clock, owned_row, utcnow
+from service.store.jobs import insert_jobs, job_record, scoped_key
 from service.store.models import HistoryRow, Job, Sweep
 from service.store.quotas import check_quotas, settle_reservation
 from service.store.records import JobRecord, SweepRecord
@@ -34,10 +34,13 @@ def _sweep_record(row: Any) -> SweepRecord:
 def create_sweep(db: Database, *, owner: str, name: str | None, tags: dict[str, str], base: dict[str, Any],
                  grid: list[Any], starts: dict[str, Any], n_starts: int, tolerance: float,
                  jobs: Iterable[tuple[dict[str, Any], list[int], str, int, str | None]], count: int, values: int,
-                 quotas: Quotas | None = None) -> tuple[SweepRecord, list[tuple[str, str, str | None]]]:
+                 quotas: Quotas | None = None, idempotency_key: str | None = None,
+                 request_digest: str | None = None) -> tuple[SweepRecord, list[tuple[str, str, str | None]]]:
     """Store a sweep and its ``count`` jobs ((spec, shape, queue, reserved_values, batch_key), in sweep
     order) in ONE transaction: one submission of ``count`` jobs reserving ``values`` for the
-    quotas (None: exempt), one ``created_at``. Returns the sweep and [(job id, queue, batch_key)]."""
+    quotas (None: exempt), one ``created_at``. Returns the sweep and [(job id, queue, batch_key)].
+    With ``idempotency_key`` (kept with ``request_digest``; see ``sweep_for_key``) a concurrent
+    submission of the same key raises IntegrityError: nothing of this one is stored."""
     sweep_id = str(uuid.uuid4())
     with db.session() as s:
         if quotas is not None:
@@ -45,11 +48,24 @@ def create_sweep(db: Database, *, owner: str, name: str | None, tags: dict[str, 
         now = s.scalar(select(clock(db.dialect))) if db.dialect == "postgresql" else utcnow()
         s.execute(insert(Sweep.__table__).values(
             id=sweep_id, owner=owner, name=name, tags=tags, base=base, grid=grid, starts=starts,
-            n_starts=n_starts, jobs=count, tolerance=tolerance, created_at=now))
+            n_starts=n_starts, jobs=count, tolerance=tolerance, created_at=now,
+            idempotency_key=scoped_key(owner, idempotency_key), request_digest=request_digest))
         ids = insert_jobs(s, owner, jobs, now, sweep_id)
     record = SweepRecord(id=sweep_id, owner=owner, name=name, tags=dict(tags), base=base, grid=grid,
                          starts=starts, n_starts=n_starts, jobs=count, tolerance=tolerance, created_at=as_utc(now))
     return record, ids
+
+
+def sweep_for_key(db: Database, owner: str, idempotency_key: str, request_digest: str) -> SweepRecord | None:
+    """The sweep ``owner`` made with this Idempotency-Key, if any; Conflict if it was made from
+    another request (another ``request_digest``)."""
+    with db.session() as s:
+        row = s.scalar(select(Sweep).where(Sweep.idempotency_key == scoped_key(owner, idempotency_key)))
+        if row is None:
+            return None
+        if row.request_digest != request_digest:
+            raise Conflict(f"this Idempotency-Key was already used for a different sweep request (sweep {row.id})")
+        return _sweep_record(row)
 
 
 def get_sweep(db: Database, sweep_id: str, owner: str | None = None) -> SweepRecord:

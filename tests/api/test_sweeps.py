@@ -36,10 +36,11 @@ class Client:
     def get(self, path: str) -> Any:
         return self.client.get(path, headers=self._headers())
 
-    def post(self, path: str, body: Any = None) -> Any:
+    def post(self, path: str, body: Any = None, **headers: str) -> Any:
+        headers = {**self._headers(), **{name.replace("_", "-"): value for name, value in headers.items()}}
         if body is None:
-            return self.client.post(path, headers=self._headers())
-        return self.client.post(path, data=json.dumps(body), content_type="application/json", headers=self._headers())
+            return self.client.post(path, headers=headers)
+        return self.client.post(path, data=json.dumps(body), content_type="application/json", headers=headers)
 
     def sweep(self, body: dict[str, Any] = SWEEP) -> Any:
         return self.post("/v1/sweeps", body)
@@ -298,3 +299,17 @@ def test_a_broker_outage_stops_dispatch_at_the_first_failure_and_keeps_the_jobs(
     sending[0].join(30)
     assert resp.status_code == 202 and len(tries) == 1
     assert client.get(resp.headers["Location"]).get_json()["counts"]["queued"] == 12
+
+
+def test_an_idempotency_key_makes_one_sweep_however_often_it_is_sent(client, db):
+    first = client.post("/v1/sweeps", SWEEP, Idempotency_Key="sweep-1")
+    assert first.status_code == 202 and "Idempotent-Replayed" not in first.headers
+    again = client.post("/v1/sweeps", SWEEP, Idempotency_Key="sweep-1")
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json()["id"] == first.get_json()["id"] and again.headers["Location"] == first.headers["Location"]
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == 12  # one sweep's jobs, not two
+    other = client.post("/v1/sweeps", {**SWEEP, "name": "another"}, Idempotency_Key="sweep-1")
+    assert other.status_code == 409 and first.get_json()["id"] in other.get_json()["error"]["message"]
+    assert client.post("/v1/sweeps", SWEEP, Idempotency_Key="").get_json()["error"]["field"] == "Idempotency-Key"
+    assert client.post("/v1/sweeps", SWEEP, Idempotency_Key="sweep-2").get_json()["id"] != first.get_json()["id"]
