@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
-from service.engine import Chunk, Lane, LaneEnd, NotBatchable, StopReason, run_batch
+from service.engine import Chunk, EngineError, Lane, LaneEnd, NotBatchable, StopReason, run_batch
 from service.jsonsafe import json_safe
 from service.queue import Message
 from service.spec import SpecError, check_spec
@@ -65,7 +65,7 @@ def run_batch_of(state: WorkerState, jobs: list[JobRecord]) -> tuple[dict[str, O
         return {}, jobs
     except StoreError:
         raise  # an outage past the retries: the leases lapse and the jobs are claimed again
-    except OBJECTIVE_ERRORS as exc:
+    except (EngineError, *OBJECTIVE_ERRORS) as exc:
         message = failure_message(exc)
         for lane, job in enumerate(members):
             if lane not in sink.outcomes_by_lane and lane not in sink.lost:
