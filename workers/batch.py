@@ -61,18 +61,34 @@ def run_batch_of(state: WorkerState, jobs: list[JobRecord]) -> tuple[dict[str, O
         run_batch(lanes, sink, device=device, chunk_seconds=BATCH_CHUNK_SECONDS, time_limit=state.settings.limits.max_seconds,
                   checkpoint_seconds=checkpoint_interval(lead.numel, len(lanes)))
     except NotBatchable as exc:
-        log.info("jobs of batch key %s run alone: %s", members[0].batch_key, exc)
-        return {}, jobs
+        released = _alone_from_now_on(state, jobs, str(exc))
+        return dict.fromkeys(released, "released"), jobs[:1]
     except StoreError:
         raise  # an outage past the retries: the leases lapse and the jobs are claimed again
     except (EngineError, *OBJECTIVE_ERRORS) as exc:
-        message = failure_message(exc)
-        for lane, job in enumerate(members):
-            if lane not in sink.outcomes_by_lane and lane not in sink.lost:
-                sink.outcomes_by_lane[lane] = fail_job(state, job.id, message)
+        sink.fail_unfinished(failure_message(exc))
     outcomes = {members[lane].id: outcome for lane, outcome in sink.outcomes_by_lane.items()}
     outcomes.update({members[lane].id: "lease_lost" for lane in sink.lost if lane not in sink.outcomes_by_lane})
     return outcomes, alone
+
+
+def _alone_from_now_on(state: WorkerState, jobs: list[JobRecord], why: str) -> set[str]:
+    """Jobs of a batch key that cannot batch (nothing of theirs was written): this worker runs the
+    first alone and claims no batch of that key again; the others go back to the queue (their
+    attempt given back), each in a message of its own, for any worker to run alone. Returns the
+    ids released."""
+    key = jobs[0].batch_key
+    log.info("jobs of batch key %s run alone: %s", key, why)
+    if key is not None:
+        state.solo_keys.add(key)
+    rest = [job.id for job in jobs[1:]]
+    released = with_retries(lambda: job_store.release_jobs(state.db, rest, state.worker_id),
+                            f"release {len(rest)} job(s)") if rest else set()
+    if state.dispatcher is not None:
+        for job in jobs[1:]:
+            if job.id in released:
+                state.dispatcher.send(job.id, job.queue)
+    return released
 
 
 class _Sink:
@@ -142,12 +158,28 @@ class _Sink:
         ids = [self.jobs[e.lane].id for e in kept]
         if not ids:
             return
-        with_retries(lambda: job_store.release_jobs(self.state.db, ids, self.state.worker_id),
-                     f"release {len(ids)} batched job(s)")
-        if self.state.dispatcher is not None:
-            self.state.dispatcher.send_message(Message(ids, self.jobs[0].queue))
+        released = with_retries(lambda: job_store.release_jobs(self.state.db, ids, self.state.worker_id),
+                                f"release {len(ids)} batched job(s)")
+        if released and self.state.dispatcher is not None:
+            self.state.dispatcher.send_message(Message([i for i in ids if i in released], self.jobs[0].queue))
         for e in kept:
-            self.outcomes_by_lane[e.lane] = "released"
+            if self.jobs[e.lane].id in released:
+                self.outcomes_by_lane[e.lane] = "released"
+            else:
+                self.lost.add(e.lane)
+
+    def fail_unfinished(self, message: str) -> None:
+        """End every lane still running failed with ``message``, in one transaction."""
+        lanes = [lane for lane in range(len(self.jobs)) if lane not in self.outcomes_by_lane and lane not in self.lost]
+        endings = [job_store.Ending(self.jobs[lane].id, JobStatus.FAILED, None, message) for lane in lanes]
+        log.info("batch of %s failed: %s", self.jobs[0].id, message)
+        done = with_retries(lambda: job_store.finish_jobs(self.state.db, self.state.worker_id, endings),
+                            f"fail {len(endings)} batched job(s)")
+        for lane in lanes:
+            if self.jobs[lane].id in done:
+                self.outcomes_by_lane[lane] = JobStatus.FAILED
+            else:
+                self.lost.add(lane)
 
     def _finish(self, ends: list[LaneEnd]) -> None:
         """End the lanes' jobs in one transaction, each with its result and last rows. A job whose

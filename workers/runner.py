@@ -43,19 +43,19 @@ def execute_message(state: WorkerState, job_ids: list[str]) -> dict[str, Outcome
     if not job_ids:
         return {}
     claimed = with_retries(lambda: claim_batch(db, job_ids, me, settings.lease_seconds, settings.max_attempts,
-                                               settings.batch_max, settings.limits.max_elements),
+                                               settings.batch_max, settings.limits.max_elements, state.solo_keys),
                            f"claim {job_ids[0]}")
     outcomes: dict[str, Outcome] = dict.fromkeys(job_ids, "skipped")
     if not claimed:
         return outcomes
     taken = {job.id for job in claimed}
-    rest = [job_id for job_id in job_ids if job_id not in taken]
-    if rest and state.dispatcher is not None:
-        waiting = with_retries(lambda: queued_among(db, rest), "find unclaimed jobs")
-        if waiting:
-            state.dispatcher.send_message(Message(waiting, claimed[0].queue))
     state.current_job, state.current_jobs, state.current_since = claimed[0].id, sorted(taken), time.monotonic()
     try:
+        rest = [job_id for job_id in job_ids if job_id not in taken]
+        if rest and state.dispatcher is not None:
+            waiting = with_retries(lambda: queued_among(db, rest), "find unclaimed jobs")
+            if waiting:
+                state.dispatcher.send_message(Message(waiting, claimed[0].queue))
         alone = claimed
         if len(claimed) > 1:
             batch_outcomes, alone = run_batch_of(state, claimed)

@@ -25,6 +25,7 @@ class WorkerState:
     device: str
     current_job: str | None = None  # the one running, or the first of the batch running
     current_jobs: list[str] = field(default_factory=list)  # every job this worker holds now
+    solo_keys: set[str] = field(default_factory=set)  # batch keys whose objective vmap cannot map
     current_since: float = 0.0
     shutting_down: threading.Event = field(default_factory=threading.Event)
     dispatcher: Dispatcher | None = None  # sends on the process's one Celery app

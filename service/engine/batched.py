@@ -145,7 +145,7 @@ def run_batch(
 
     resumed = [Checkpoint.from_bytes(lane.resume) for lane in lanes if lane.resume is not None]
     if resumed and (len(resumed) != len(lanes) or len({ck.step for ck in resumed}) != 1):
-        raise ValueError("a batch resumes all its lanes from checkpoints of one step, or none")
+        raise NotBatchable("a batch resumes all its lanes from checkpoints of one step, or none")
     if resumed:
         x = torch.stack([ck.x.to(device=dev, dtype=dtype) for ck in resumed]).requires_grad_(True)
         t, graph, elapsed = resumed[0].step, resumed[0].graph, [ck.seconds for ck in resumed]
@@ -187,7 +187,7 @@ def run_batch(
         while True:
             x.grad = None
             try:
-                f = mapped(x)
+                f = mapped(x).reshape(len(active))  # an objective may give each lane a one-element tensor
                 f.sum().backward()
             except (RuntimeError, ValueError, IndexError, TypeError) as exc:
                 if not checked_once:
@@ -222,6 +222,9 @@ def run_batch(
                         asked = sink.should_stop(lane)
                         if asked is not None:
                             stops[row] = asked
+                if StopReason.INTERRUPTED in stops.values():  # a hand-back is the worker's: every lane's
+                    for row in range(len(active)):
+                        stops.setdefault(row, StopReason.INTERRUPTED)
             handed_back = [row for row, why in stops.items() if why == StopReason.INTERRUPTED]
             if t % every == 0 or len(stops) > len(handed_back):
                 mask = None

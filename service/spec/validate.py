@@ -119,11 +119,6 @@ def lane_checker(lead: CheckedSpec, limits: Limits | None = None) -> Callable[[A
     return check
 
 
-def check_lane(lead: CheckedSpec, data: Any, limits: Limits | None = None) -> CheckedSpec:
-    """``lane_checker(lead, limits)(data)``: one job's stored spec checked against ``lead``'s."""
-    return lane_checker(lead, limits)(data)
-
-
 def _validated(data: Any) -> JobSpec:
     try:
         return JobSpec.model_validate(data)

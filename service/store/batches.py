@@ -3,17 +3,18 @@
 Jobs are compatible when they share a batch key (``service.spec.batchkey``, stored in
 ``jobs.batch_key``) and a queue, and start from the same step: all fresh, or all resumed from
 checkpoints of one step (a batch whose worker died resumes together). The batch's other jobs are
-claimed in one UPDATE over ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two workers
-never take one job and neither waits on the other's rows; SQLite's single writer serialises it.
+claimed by an UPDATE over ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL (one for the jobs
+the message names, one more for others while the batch has room), so two workers never take one
+job and neither waits on the other's rows; SQLite's single writer serialises it.
 Every claimed job is then held exactly as ``jobs.claim_job`` holds one.
 """
 from __future__ import annotations
 
 import math
 from datetime import timedelta
-from typing import Sequence
+from typing import Collection, Sequence
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 
 from service.store.db import Database, clock, one_of
 from service.store.jobs import claim_job, job_record
@@ -23,26 +24,41 @@ from service.store.status import JobStatus
 
 
 def claim_batch(db: Database, job_ids: Sequence[str], worker: str, lease_seconds: float, max_attempts: int,
-                limit: int, max_elements: int) -> list[JobRecord]:
+                limit: int, max_elements: int, solo_keys: Collection[str] = ()) -> list[JobRecord]:
     """Claim the first claimable job of ``job_ids`` (as ``claim_job``), then, up to ``limit`` jobs
     in all and ``max_elements`` elements of x together (a batch is never bigger than the biggest
-    job), queued jobs compatible with it: the rest of ``job_ids`` first, then the oldest others.
-    Returns the claimed jobs (with their checkpoints), the first one first; [] if none."""
+    job), queued jobs compatible with it: the rest of ``job_ids`` first, then the oldest others;
+    none for a key of ``solo_keys``. Returns the claimed jobs (with their checkpoints), the first
+    one first; [] if none."""
     lead = None
-    for job_id in job_ids:
+    for job_id in _claimable_among(db, job_ids):
         lead = claim_job(db, job_id, worker, lease_seconds, max_attempts)
         if lead is not None:
             break
     if lead is None:
         return []
     room = min(limit, max(1, max_elements // max(1, math.prod(lead.shape)))) - 1
-    if lead.batch_key is None or room <= 0:
+    if lead.batch_key is None or lead.batch_key in solo_keys or room <= 0:
         return [lead]
     listed = [job_id for job_id in job_ids if job_id != lead.id]
     claimed = _claim_compatible(db, lead, worker, lease_seconds, max_attempts, listed[:room], room) if listed else []
     if len(claimed) < room:
         claimed += _claim_compatible(db, lead, worker, lease_seconds, max_attempts, None, room - len(claimed))
     return [lead, *claimed]
+
+
+def _claimable_among(db: Database, job_ids: Sequence[str]) -> list[str]:
+    """``job_ids`` that are queued or running under a lapsed lease, in order: one query, so a
+    message whose jobs all went elsewhere costs one round trip, not one per job."""
+    if len(job_ids) == 1:
+        return list(job_ids)
+    jobs, now = Job.__table__, clock(db.dialect)
+    with db.session() as s:
+        found = set(s.scalars(select(jobs.c.id).where(
+            one_of(jobs.c.id, job_ids, db.dialect),
+            or_(jobs.c.status == JobStatus.QUEUED,
+                and_(jobs.c.status == JobStatus.RUNNING, jobs.c.lease_expires_at < now)))))
+    return [job_id for job_id in job_ids if job_id in found]
 
 
 def _claim_compatible(db: Database, lead: JobRecord, worker: str, lease_seconds: float, max_attempts: int,
@@ -58,9 +74,14 @@ def _claim_compatible(db: Database, lead: JobRecord, worker: str, lease_seconds:
                   .order_by(jobs.c.created_at, jobs.c.id).limit(room).with_for_update(skip_locked=True))
     if among is not None:
         candidates = candidates.where(one_of(jobs.c.id, among, db.dialect))
+    if db.dialect == "postgresql":  # the locked rows picked once, in FROM (an IN subquery may run again)
+        picked = candidates.subquery("picked")
+        chosen = jobs.c.id == picked.c.id
+    else:  # SQLite: one writer at a time, and no FOR UPDATE
+        chosen = jobs.c.id.in_(candidates.scalar_subquery())
     with db.session() as s:
         rows = s.execute(
-            update(jobs).where(jobs.c.id.in_(candidates.scalar_subquery()), jobs.c.status == JobStatus.QUEUED)
+            update(jobs).where(chosen, jobs.c.status == JobStatus.QUEUED)
             .values(status=JobStatus.RUNNING, worker=worker, attempts=jobs.c.attempts + 1,
                     lease_expires_at=now + timedelta(seconds=lease_seconds),
                     started_at=func.coalesce(jobs.c.started_at, now))

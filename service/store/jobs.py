@@ -339,15 +339,17 @@ def release_job(db: Database, job_id: str, worker: str) -> None:
     release_jobs(db, [job_id], worker)
 
 
-def release_jobs(db: Database, job_ids: Sequence[str], worker: str) -> None:
-    """``release_job`` for each of ``job_ids`` still held by ``worker``, in one statement."""
+def release_jobs(db: Database, job_ids: Sequence[str], worker: str) -> set[str]:
+    """``release_job`` for each of ``job_ids`` still held by ``worker``, in one statement; returns
+    the ids released."""
+    jobs = Job.__table__
     with db.session() as s:
-        s.execute(
-            update(Job).where(one_of(Job.id, job_ids, db.dialect), Job.worker == worker, Job.status == JobStatus.RUNNING)
-            .values(status=JobStatus.QUEUED, worker=None, lease_expires_at=None, attempts=Job.attempts - 1,
+        return set(s.scalars(
+            update(jobs).where(one_of(jobs.c.id, job_ids, db.dialect), jobs.c.worker == worker,
+                               jobs.c.status == JobStatus.RUNNING)
+            .values(status=JobStatus.QUEUED, worker=None, lease_expires_at=None, attempts=jobs.c.attempts - 1,
                     enqueued_at=clock(db.dialect))
-            .execution_options(synchronize_session=False)
-        )
+            .returning(jobs.c.id)))
 
 
 def request_cancel(db: Database, job_id: str, owner: str | None = None) -> JobRecord:

@@ -77,7 +77,7 @@ def settle_reservation(s: Any, job_id: str) -> None:
 
 
 def settle_reservations(s: Any, job_ids: Sequence[str]) -> None:
-    """``settle_reservation`` for many jobs (a batch that ends together): one statement per row width."""
+    """``settle_reservation`` for each of ``job_ids``: one statement per row width."""
     by_width: dict[int, list[str]] = defaultdict(list)
     for job_id, spec, shape in s.execute(select(Job.id, Job.spec, Job.shape).where(Job.id.in_(list(job_ids)))):
         by_width[values_per_row(spec, shape)].append(job_id)

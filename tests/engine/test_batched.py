@@ -13,9 +13,9 @@ import torch
 import service.engine.batched as batched_module
 
 from service.engine import Chunk, Lane, LaneEnd, NotBatchable, StopReason, run, run_batch
-from service.spec import check_spec
+from service.spec import SpecError, check_spec
 from service.spec.batchkey import ELEMENTWISE_OPTIMIZERS, batch_key
-from service.spec.validate import check_lane
+from service.spec.validate import lane_checker
 from tests.engine.test_optimizers_match import CASES, EXTRA
 
 ROSENBROCK = "100 * (x[1] - x[0] ** 2) ** 2 + (1 - x[0]) ** 2"
@@ -72,7 +72,7 @@ def solo(spec: dict, **kwargs: Any) -> tuple[Any, list[dict]]:
 
 def batched(specs: list[dict], stops: dict[int, Any] | None = None, **kwargs: Any) -> tuple[list, Collect]:
     lead = check_spec(specs[0])
-    lanes = [Lane(lead)] + [Lane(check_lane(lead, s)) for s in specs[1:]]
+    lanes = [Lane(lead)] + [Lane(lane_checker(lead)(s)) for s in specs[1:]]
     sink = Collect(len(specs), stops)
     return run_batch(lanes, sink, **kwargs), sink
 
@@ -166,7 +166,7 @@ def test_a_handed_back_lane_resumes_alone_and_in_a_batch_exactly() -> None:
 
     # lanes 1..3 together, each from its own checkpoint
     lead = check_spec(specs[1])
-    lanes = [Lane(lead, ends[1].checkpoint)] + [Lane(check_lane(lead, specs[i]), ends[i].checkpoint) for i in (2, 3)]
+    lanes = [Lane(lead, ends[1].checkpoint)] + [Lane(lane_checker(lead)(specs[i]), ends[i].checkpoint) for i in (2, 3)]
     again = Collect(3)
     resumed = run_batch(lanes, again)
     for i, lane in zip((1, 2, 3), range(3)):
@@ -204,7 +204,7 @@ def test_an_objective_vmap_cannot_map_exactly_is_refused_before_any_output(monke
     sink = Collect(2)
     monkeypatch.setattr(batched_module.torch.func, "vmap", vmap)
     with pytest.raises(NotBatchable, match="no batching rule" if vmap is no_batching_rule else "does not agree"):
-        run_batch([Lane(lead), Lane(check_lane(lead, specs[1]))], sink)
+        run_batch([Lane(lead), Lane(lane_checker(lead)(specs[1]))], sink)
     assert sink.ends == {} and sink.boundaries == 0
 
 
@@ -221,8 +221,25 @@ def test_batch_keys_group_only_what_can_share_a_program() -> None:
     assert batch_key(check_spec({**base, "scheduler": {"name": "reduce_lr_on_plateau"}})) is None
 
 
-def test_check_lane_refuses_a_spec_that_differs_in_more_than_its_start() -> None:
+def test_a_lane_check_refuses_a_spec_that_differs_in_more_than_its_start() -> None:
     lead = check_spec(spec_of({"name": "adam", "lr": 0.01}, STARTS[0]))
-    other = copy.deepcopy(spec_of({"name": "adam", "lr": 0.02}, STARTS[1]))
-    with pytest.raises(Exception, match="more than its start"):
-        check_lane(lead, other)
+    check = lane_checker(lead)
+    with pytest.raises(SpecError, match="more than its start"):
+        check(copy.deepcopy(spec_of({"name": "adam", "lr": 0.02}, STARTS[1])))
+    with pytest.raises(SpecError, match="shape"):
+        check(spec_of({"name": "adam", "lr": 0.01}, [1.0, 2.0, 3.0]))
+    with pytest.raises(SpecError):
+        check({**spec_of({"name": "adam", "lr": 0.01}, STARTS[1]), "name": 5})
+    same = check({**spec_of({"name": "adam", "lr": 0.01}, STARTS[1]), "name": "b", "seed": 7, "tags": {"k": "v"}})
+    assert same.spec.name == "b" and same.spec.seed == 7 and same.x0 == STARTS[1]
+
+
+def test_lanes_of_one_element_stop_each_on_their_own() -> None:
+    """An objective may give a one-element tensor (x of shape (1,)): each lane still stops alone."""
+    specs = [{"objective": "x ** 4", "x0": [x0], "steps": 200, "optimizer": {"name": "sgd", "lr": 0.1},
+              "stop": {"grad_norm": 1e-3}} for x0 in (0.1, 10.0, 0.5)]
+    results, sink = batched(specs)
+    assert [r.stop_reason for r in results] == [solo(s)[0].stop_reason for s in specs]
+    assert results[1].stop_reason == StopReason.DIVERGED
+    for spec, result, rows in zip(specs, results, sink.rows):
+        assert_lane_is_solo(spec, result, rows, rel=1e-6)

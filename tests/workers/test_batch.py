@@ -205,6 +205,8 @@ def test_a_batch_handed_back_at_shutdown_resumes_as_a_batch_and_equals_solo_runs
 
 
 def test_jobs_vmap_cannot_map_run_alone(service, monkeypatch):
+    """The first runs alone at once; the others go back to the queue, each with a message of its
+    own, and this worker claims no batch of that key again."""
     import service.engine.batched as batched
 
     def no_batching_rule(fn: Any) -> Any:
@@ -215,7 +217,14 @@ def test_jobs_vmap_cannot_map_run_alone(service, monkeypatch):
     monkeypatch.setattr(batched.torch.func, "vmap", no_batching_rule)
     specs = [{**BASE, "x0": x0} for x0 in STARTS[:3]]
     ids = [service.submit(spec) for spec in specs]
-    assert runner.execute_message(service.worker(), ids[:1]) == dict.fromkeys(ids, JobStatus.SUCCEEDED)
+    state, before = service.worker(), service.messages()
+    assert runner.execute_message(state, ids[:1]) == {ids[0]: JobStatus.SUCCEEDED, ids[1]: "released",
+                                                      ids[2]: "released"}
+    assert service.messages() == before + [[ids[1]], [ids[2]]]
+    assert [service.job(i)["attempts"] for i in ids[1:]] == [0, 0]  # their attempts given back
+    assert runner.execute_message(state, ids[1:2]) == {ids[1]: JobStatus.SUCCEEDED}  # alone, not with ids[2]
+    assert service.job(ids[2])["status"] == JobStatus.QUEUED
+    assert runner.execute(state, ids[2]) == JobStatus.SUCCEEDED
     for job_id, spec in zip(ids, specs):
         assert_is_solo_run(service, job_id, spec)
     assert np.isfinite(service.job(ids[0])["result"]["f"])
