@@ -51,7 +51,7 @@ import engine as engine_bench  # noqa: E402  (benchmarks/engine.py; sets torch t
 import sweep as sweep_bench  # noqa: E402
 from service.spec import check_spec  # noqa: E402
 
-FULL = {"lesson_pairs": 15, "big_pairs": 5, "sweep_jobs": 10_000, "solo": 100, "burst_jobs": 200,
+FULL = {"lesson_pairs": 15, "big_pairs": 11, "sweep_jobs": 10_000, "solo": 100, "burst_jobs": 200,
         "write_rows": 1_000_000, "write_pairs": 3, "export_rows": 1_000_001, "export_repeat": 3, "points_repeat": 9}
 QUICK = {"lesson_pairs": 7, "big_pairs": 5, "sweep_jobs": 500, "solo": 20, "burst_jobs": 40,
          "write_rows": 100_000, "write_pairs": 3, "export_rows": 100_001, "export_repeat": 1, "points_repeat": 5}

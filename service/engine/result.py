@@ -69,7 +69,6 @@ def make_result(checked: CheckedSpec, x: torch.Tensor, grad: torch.Tensor | None
                 reason: StopReason, graph: list[str], dev: torch.device, seconds: float) -> Result:
     """The result of a run that ended at x (= x_t, with its gradient ``grad``) after ``t`` steps."""
     spec = checked.spec
-    flat = x.detach().to("cpu", torch.float64).reshape(-1)
     with_grad = spec.steps == 0 or spec.record.grad
     return Result(
         x=x.detach().cpu().tolist(),
@@ -81,13 +80,14 @@ def make_result(checked: CheckedSpec, x: torch.Tensor, grad: torch.Tensor | None
         device=str(dev),
         seconds=round(seconds, 6),
         grad=grad.detach().cpu().tolist() if with_grad and grad is not None else None,
-        distance_to_minimum=_distance(checked, flat),
+        distance_to_minimum=_distance(checked, x),
     )
 
 
-def _distance(checked: CheckedSpec, flat: torch.Tensor) -> float | None:
+def _distance(checked: CheckedSpec, x: torch.Tensor) -> float | None:
     if checked.catalog is None:
         return None
+    flat = x.detach().to("cpu", torch.float64).reshape(-1)
     minima = checked.catalog.minima(flat.numel(), {**checked.catalog.params, **checked.catalog_params})
     if not minima:
         return None
