@@ -225,48 +225,44 @@ def table(m: dict[str, Any], r: dict[str, Any], sizes: dict[str, Any], quick: bo
              f"torch {m['torch']}, Python {m['python']}, PostgreSQL {m['postgres']}"
              + (" — **--quick smoke run (small sizes), not the benchmark**" if quick else ""), "",
              "| measure | Descent | baseline | ratio | target |", "|---|---|---|---|---|"]
-    if "engine" in r:
-        e = r["engine"]
-        lesson, big = e["lesson"], e["big"]
-        lines.append(f"| engine vs bare `torch.optim` loop, lesson 2x2, 500 SGD steps, every row recorded "
-                     f"(median of {lesson['pairs']} alternating pairs; ratio engine / bare) | {fmt_s(lesson['a_s'])} "
-                     f"| {fmt_s(lesson['b_s'])} | {lesson['ratio']:.3f}× | ≤ 1.1× ({verdict(lesson['ratio'] <= 1.1)}) |")
-        lines.append(f"| engine vs bare `torch.optim` loop, 1,000,000-element parabola, 200 SGD steps, record.every 100 "
-                     f"(median of {big['pairs']} alternating pairs; ratio engine / bare) | {fmt_s(big['a_s'])} "
-                     f"| {fmt_s(big['b_s'])} | {big['ratio']:.3f}× | ≤ 1.1× ({verdict(big['ratio'] <= 1.1)}) |")
+    def add(measure: str, ours: str, base: str, ratio: str, target: str) -> None:
+        lines.append(f"| {measure} | {ours} | {base} | {ratio} | {target} |")
+
+    for name in ("lesson", "big") if "engine" in r else ():
+        e = r["engine"][name]
+        what = ("lesson 2x2, 500 SGD steps, every row recorded" if name == "lesson"
+                else "1,000,000-element parabola, 200 SGD steps, record.every 100")
+        add(f"engine vs bare `torch.optim` loop, {what} (median of {e['pairs']} alternating pairs; ratio engine / bare)",
+            fmt_s(e["a_s"]), fmt_s(e["b_s"]), f"{e['ratio']:.3f}×", f"≤ 1.1× ({verdict(e['ratio'] <= 1.1)})")
     if "sweep" in r:
         s = r["sweep"]
-        lines.append(f"| sweep of {s['jobs']:,} jobs (Rosenbrock, 500 SGD steps, every 10th row; {s['rows']:,} rows "
-                     f"stored, all checked; POST to the last job's finished_at) end to end through the API on "
-                     f"PostgreSQL + Redis, {plural(workers, 'worker')}, vs the same jobs submitted one at a time "
-                     f"(a sample of {s['solo_jobs']}, mean {s['solo_mean_s'] * 1000:.1f} ms/job, scaled to "
-                     f"{s['jobs']:,}); ratio one-at-a-time / sweep "
-                     f"| {fmt_s(s['sweep_s'])} | {fmt_s(s['solo_scaled_s'])} (scaled) | {s['ratio']:.1f}× "
-                     f"| ≥ 200× ({verdict(s['ratio'] >= 200)}) |")
+        add(f"sweep of {s['jobs']:,} jobs (Rosenbrock, 500 SGD steps, every 10th row; {s['rows']:,} rows stored, all "
+            f"checked; POST to the last job's finished_at) end to end through the API on PostgreSQL + Redis, "
+            f"{plural(workers, 'worker')}, vs the same jobs submitted one at a time (a sample of {s['solo_jobs']}, mean "
+            f"{s['solo_mean_s'] * 1000:.1f} ms/job, scaled to {s['jobs']:,}); ratio one-at-a-time / sweep",
+            fmt_s(s["sweep_s"]), f"{fmt_s(s['solo_scaled_s'])} (scaled)", f"{s['ratio']:.1f}×",
+            f"≥ 200× ({verdict(s['ratio'] >= 200)})")
     if "burst" in r:
         b = r["burst"]
-        lines.append(f"| burst of {b['jobs']} independent {b['spec']} jobs by `POST /v1/jobs` ({b['threads']} client "
-                     f"threads, {plural(workers, 'worker')}): batching on (default `DESCENT_BATCH_MAX`) vs off "
-                     f"(`DESCENT_BATCH_MAX=1`), first submit to last finished; ratio off / on "
-                     f"| {fmt_s(b['on']['wall_s'])} | {fmt_s(b['off']['wall_s'])} | {b['ratio']:.2f}× "
-                     f"| ≥ 5× ({verdict(b['ratio'] >= 5)}) |")
+        add(f"burst of {b['jobs']} independent {b['spec']} jobs by `POST /v1/jobs` ({b['threads']} client threads, "
+            f"{plural(workers, 'worker')}): batching on (default `DESCENT_BATCH_MAX`) vs off (`DESCENT_BATCH_MAX=1`), "
+            "first submit to last finished; ratio off / on",
+            fmt_s(b["on"]["wall_s"]), fmt_s(b["off"]["wall_s"]), f"{b['ratio']:.2f}×", f"≥ 5× ({verdict(b['ratio'] >= 5)})")
     if "writes" in r:
         w = r["writes"]
-        lines.append(f"| history writes, {w['rows']:,} rows (2 parameters, x recorded): the store's write path "
-                     f"(`save_chunk`, {w['chunk']:,}-row chunks, each a transaction with the lease renewal) vs one plain "
-                     f"binary `COPY history FROM STDIN` of the same rows (median of {w['pairs']} alternating pairs; "
-                     f"ratio COPY rows/s / Descent rows/s) | {w['store_rows_per_s']:,.0f} rows/s "
-                     f"| {w['copy_rows_per_s']:,.0f} rows/s | {w['ratio']:.2f}× | — (reported) |")
+        add(f"history writes, {w['rows']:,} rows (2 parameters, x recorded): the store's write path (`save_chunk`, "
+            f"{w['chunk']:,}-row chunks, each a transaction with the lease renewal) vs one plain binary `COPY history "
+            f"FROM STDIN` of the same rows (median of {w['pairs']} alternating pairs; ratio COPY rows/s / Descent rows/s)",
+            f"{w['store_rows_per_s']:,.0f} rows/s", f"{w['copy_rows_per_s']:,.0f} rows/s", f"{w['ratio']:.2f}×",
+            "— (reported)")
     if "export" in r:
         x = r["export"]
-        lines.append(f"| CSV export of a {x['rows']:,}-row history through the API vs `psql` "
-                     f"`COPY (...) TO STDOUT WITH CSV` (median of {sizes['export_repeat']}; ratio API / psql) "
-                     f"| {fmt_s(x['csv_s'])} | {fmt_s(x['psql_s'])} | {x['csv_ratio']:.2f}× "
-                     f"| ≤ 2× ({verdict(x['csv_ratio'] <= 2)}) |")
+        add(f"CSV export of a {x['rows']:,}-row history through the API vs `psql` `COPY (...) TO STDOUT WITH CSV` "
+            f"(median of {sizes['export_repeat']}; ratio API / psql)",
+            fmt_s(x["csv_s"]), fmt_s(x["psql_s"]), f"{x['csv_ratio']:.2f}×", f"≤ 2× ({verdict(x['csv_ratio'] <= 2)})")
         p = x.get("points_1000_ms")
-        lines.append(f"| `?points=1000` (JSON) on that {x['rows']:,}-row history, median of {sizes['points_repeat']} "
-                     f"requests | " + (f"{p:.1f} ms" if p is not None else "failed") + " | — | — "
-                     f"| < 200 ms ({verdict(p is not None and p < 200)}) |")
+        add(f"`?points=1000` (JSON) on that {x['rows']:,}-row history, median of {sizes['points_repeat']} requests",
+            f"{p:.1f} ms" if p is not None else "failed", "—", "—", f"< 200 ms ({verdict(p is not None and p < 200)})")
     for name, why in (failed or {}).items():
         lines.append(f"| {name}: **failed** ({why.replace('|', '/')}) | — | — | — | — |")
     return "\n".join(lines)

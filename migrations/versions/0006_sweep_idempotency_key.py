@@ -20,9 +20,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("sweeps") as batch:
-        batch.add_column(sa.Column("idempotency_key", sa.String(200), nullable=True))
-        batch.add_column(sa.Column("request_digest", sa.String(64), nullable=True))
+    # Nullable columns: a plain ADD COLUMN on both databases, no table rebuild on SQLite.
+    op.add_column("sweeps", sa.Column("idempotency_key", sa.String(200), nullable=True))
+    op.add_column("sweeps", sa.Column("request_digest", sa.String(64), nullable=True))
     op.create_index("ix_sweeps_idempotency_key", "sweeps", ["idempotency_key"], unique=True)
 
 
