@@ -237,8 +237,10 @@ def cmd_history(args: argparse.Namespace) -> int:
                       timeout=300) as resp:
         if not resp.ok:
             return _show(resp)
-        for piece in resp.iter_content(chunk_size=65536, decode_unicode=True):
-            sys.stdout.write(piece)
+        out = sys.stdout.buffer  # the API's bytes as they come (NDJSON is sent without a charset)
+        for piece in resp.iter_content(chunk_size=65536):
+            out.write(piece)
+        out.flush()
     return 0
 
 

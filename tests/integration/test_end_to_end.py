@@ -143,6 +143,9 @@ def test_submit_wait_status_and_history_csv(service, tmp_path):
 
     table = descent(service, "history", job_id, "--csv").stdout.splitlines()
     assert table[0].startswith("step,f,grad_norm,lr,x_0") and len(table) == 502
+    ndjson = descent(service, "history", job_id, "--ndjson", "--limit", "10")
+    assert ndjson.returncode == 0, ndjson.stderr
+    assert [json.loads(line)["step"] for line in ndjson.stdout.splitlines()] == list(range(10))
 
 
 def test_client_errors_exit_non_zero_with_the_api_message(service, tmp_path):
