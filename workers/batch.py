@@ -22,17 +22,14 @@ from service.store import JobStatus, StoreError, StoreUnavailable
 from service.store import jobs as job_store
 from service.store.history import ChunkWrite, save_chunks
 from service.store.records import JobRecord
-from workers.ending import (NO_GPU, OBJECTIVE_ERRORS, Outcome, checkpoint_interval, fail_job, failure_message,
-                            job_device, with_retries)
+from workers.ending import (CANCEL_POLL_SECONDS, NO_GPU, OBJECTIVE_ERRORS, Outcome, checkpoint_interval, fail_job,
+                            failure_message, job_device, with_retries)
 from workers.state import WorkerState
 
 log = logging.getLogger("workers.runner")
 # Seconds between a batch's chunk boundaries, where its lanes' rows are saved (one transaction for
 # all) and their cancels learnt: a cancelled job of a batch stops within about this long.
 BATCH_CHUNK_SECONDS = 0.5
-# How often, at chunk boundaries, a batch polls the store for cancels when no chunk was saved (a
-# long chunk): as a lone job's runner does inside a long step.
-CANCEL_POLL_SECONDS = 1.0
 
 
 def run_batch_of(state: WorkerState, jobs: list[JobRecord]) -> tuple[dict[str, Outcome], list[JobRecord]]:

@@ -22,6 +22,9 @@ T = TypeVar("T")
 OBJECTIVE_ERRORS = (RuntimeError, ValueError, IndexError, TypeError)
 # What one delivery of a job did: the status it ended the job with, or why it ended none.
 Outcome = JobStatus | Literal["skipped", "released", "lease_lost"]
+# When no chunk was saved for this long (inside a long step of a lone job, or a long chunk of a
+# batch), the runner asks the store whether its jobs were cancelled, renewing their leases on the way.
+CANCEL_POLL_SECONDS = 1.0
 
 
 def with_retries(fn: Callable[[], T], what: str, give_up_after: float = 300.0) -> T:

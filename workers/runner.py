@@ -18,14 +18,11 @@ from service.store import jobs as job_store
 from service.store.batches import claim_batch, queued_among
 from service.store.history import save_chunk
 from workers.batch import run_batch_of
-from workers.ending import (NO_GPU, OBJECTIVE_ERRORS, Outcome, checkpoint_interval, fail_job, failure_message,
-                            job_device, with_retries)
+from workers.ending import (CANCEL_POLL_SECONDS, NO_GPU, OBJECTIVE_ERRORS, Outcome, checkpoint_interval, fail_job,
+                            failure_message, job_device, with_retries)
 from workers.state import WorkerState
 
 log = logging.getLogger(__name__)
-# Inside a long step, how often the runner asks the store whether the job was cancelled (and
-# renews its lease on the way); the engine asks the runner at most every 0.5 s.
-CANCEL_POLL_SECONDS = 1.0
 
 
 def execute(state: WorkerState, job_id: str) -> Outcome:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -298,20 +298,24 @@ def _per_element(value: Any, shape: torch.Size | tuple[int, ...]) -> bool:
     return isinstance(value, torch.Tensor) and tuple(value.shape) == tuple(shape)
 
 
-def _lane_state(state: dict[str, Any], row: int, stacked: torch.Size) -> dict[str, Any]:
-    """The optimiser's state dict as the lane at ``row`` would have it running alone."""
-    return {"state": {key: {name: value[row].clone() if _per_element(value, stacked) else value
+def _mapped_state(state: dict[str, Any], shape: torch.Size | tuple[int, ...],
+                  fn: Callable[[Any, str, torch.Tensor], torch.Tensor]) -> dict[str, Any]:
+    """An optimiser state dict with ``fn(param key, name, value)`` in place of each per-element value
+    (``shape``: x's); shared state and the param groups as they are."""
+    return {"state": {key: {name: fn(key, name, value) if _per_element(value, shape) else value
                             for name, value in param.items()} for key, param in state["state"].items()},
             "param_groups": state["param_groups"]}
 
 
+def _lane_state(state: dict[str, Any], row: int, stacked: torch.Size) -> dict[str, Any]:
+    """The optimiser's state dict as the lane at ``row`` would have it running alone."""
+    return _mapped_state(state, stacked, lambda key, name, value: value[row].clone())
+
+
 def _stacked_state(states: list[dict[str, Any]], shape: tuple[int, ...]) -> dict[str, Any]:
     """Solo optimiser state dicts (one per lane, one step) as the stack's."""
-    first = states[0]
-    return {"state": {key: {name: torch.stack([s["state"][key][name] for s in states])
-                            if _per_element(value, shape) else value
-                            for name, value in param.items()} for key, param in first["state"].items()},
-            "param_groups": first["param_groups"]}
+    return _mapped_state(states[0], shape,
+                         lambda key, name, value: torch.stack([s["state"][key][name] for s in states]))
 
 
 def _keep_rows(x: torch.Tensor, opt: torch.optim.Optimizer, sched: Any, keep: list[int],
@@ -319,11 +323,8 @@ def _keep_rows(x: torch.Tensor, opt: torch.optim.Optimizer, sched: Any, keep: li
     """The stack with only the lanes at ``keep``: x with its gradient, and a fresh optimiser and
     scheduler loaded with the kept rows of their state (as a resumed run loads its checkpoint)."""
     index = torch.tensor(keep, device=x.device)
-    state = opt.state_dict()
-    kept_state = {"state": {key: {name: value.index_select(0, index.to(value.device))
-                                  if _per_element(value, x.shape) else value
-                                  for name, value in param.items()} for key, param in state["state"].items()},
-                  "param_groups": state["param_groups"]}
+    kept_state = _mapped_state(opt.state_dict(), x.shape,
+                               lambda key, name, value: value.index_select(0, index.to(value.device)))
     grad = x.grad.index_select(0, index)
     kept = x.detach().index_select(0, index).requires_grad_(True)
     kept.grad = grad
