@@ -6,6 +6,9 @@ request inside the document's own rules (nothing here hides a failure).
   hold its request for the whole S (past Schemathesis's request timeout). A valid wait over 0.1 s
   becomes 0.1 s, still a valid value; values outside 0..30 (the negative cases: -1, 30.5, 'abc')
   are sent as written. tests/api/test_openapi.py checks that 30 is accepted and 30.5 refused.
+- ``GET /v1/jobs/{job_id}/events``: a stream of a job that never finishes stays open for its
+  ``timeout`` (300 s when absent), so a positive case's timeout (absent, or over 1 s) becomes 1 s,
+  still a valid value; out-of-range values are sent as written.
 - ``GET /v1/jobs?cursor=``: a cursor is opaque, valid only if this service returned it; no schema
   can describe that, so a *positive* case keeps its cursor only if the service's own decoder
   reads it (real cursors come from the listJobs -> listJobs link). Negative cases are untouched.
@@ -24,6 +27,8 @@ from service.store.jobs import decode_cursor
 WAIT_CAP = 0.1
 SWEEP_PAGES = ("/v1/sweeps/{sweep_id}", "/v1/sweeps/{sweep_id}/jobs")
 WAIT_BOUNDS = (0.0, 30.0)
+STREAM_CAP = 1.0
+STREAM_BOUNDS = (1.0, 3600.0)
 
 
 def _number(value: Any) -> float | None:
@@ -49,10 +54,16 @@ def _readable_cursor(value: Any) -> bool:
 @schemathesis.hook
 def map_case(context, case):  # type: ignore[no-untyped-def]
     operation = case.operation
+    method, path = operation.method.upper(), operation.path
+    if method == "GET" and path == "/v1/jobs/{job_id}/events":
+        query = case.query if isinstance(case.query, dict) else {}
+        timeout = _number(query.get("timeout")) if "timeout" in query else STREAM_CAP + 1
+        if timeout is not None and STREAM_CAP < timeout <= STREAM_BOUNDS[1]:
+            case.query = {**query, "timeout": str(STREAM_CAP)}
+        return case
     query = case.query
     if not isinstance(query, dict):
         return case
-    method, path = operation.method.upper(), operation.path
     if method == "GET" and path == "/v1/jobs/{job_id}" and "wait" in query:
         wait = _number(query["wait"])
         if wait is not None and WAIT_CAP < wait <= WAIT_BOUNDS[1]:

@@ -14,6 +14,17 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class Progress:
+    """Where a run stands at a chunk's end: the last step evaluated, the steps it may take in all,
+    and f and the gradient norm at that step (whether or not the step is recorded)."""
+
+    step: int
+    steps: int
+    f: float
+    grad_norm: float
+
+
+@dataclass(frozen=True)
 class HistoryBatch:
     """Row ``i`` is step ``steps[i]``: f, gradient norm and learning rate there, and, when
     recorded, x and grad flattened (``x``/``grad`` are (rows, numel) float64, or None).

@@ -101,7 +101,7 @@ class _Sink:
     def _save(self, items: list[tuple[int, Chunk]]) -> None:
         """Save the lanes' chunks in one transaction; learn each one's cancel flag, or its loss."""
         settings, jobs = self.state.settings, self.jobs
-        writes = [ChunkWrite(jobs[lane].id, chunk.batch, chunk.checkpoint, chunk.end)
+        writes = [ChunkWrite(jobs[lane].id, chunk.batch, chunk.checkpoint, chunk.end, chunk.progress)
                   for lane, chunk in items if lane not in self.lost]
         if not writes:
             return

@@ -93,7 +93,8 @@ def _run_claimed(state: WorkerState, job: Any) -> Outcome:
             final.append(batch)  # written with the result, in one transaction
             return
         requested = with_retries(
-            lambda: save_chunk(db, job_id, me, batch, chunk.checkpoint, chunk.end, settings.lease_seconds),
+            lambda: save_chunk(db, job_id, me, batch, chunk.checkpoint, chunk.end, settings.lease_seconds,
+                               chunk.progress),
             f"save history of {job_id}")
         cancel[0] = cancel[0] or requested
         last_renewed[0] = time.monotonic()

@@ -31,7 +31,8 @@ class StrictJSON(DefaultJSONProvider):
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None,
                db: Database | None = None) -> Flask:
     """Build the app. Refuses (SchemaOutOfDate) a database behind the head migration."""
-    from service.api import auth, catalog, errors, health, history, jobs, openapi, params, security, sweeps
+    from service.api import (auth, catalog, dashboard, errors, events, health, history, jobs, openapi, params,
+                             security, surface, sweeps)
     from service.api.services import Services
     from service.api.waiting import WaiterSlots
 
@@ -52,7 +53,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     security.register(app, settings)
     app.config["DESCENT_AUTH"] = auth.register(app, settings, db)
     params.register(app, openapi.document(settings.limits, app.config["DESCENT_AUTH"]))
-    for module in (jobs, history, catalog, health, openapi, sweeps):
+    for module in (jobs, events, history, surface, catalog, health, openapi, sweeps, dashboard):
         app.register_blueprint(module.bp)
     warm_up()
     return app

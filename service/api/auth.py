@@ -1,7 +1,7 @@
 """Who is asking: bearer tokens, the owner and admin flag of every request.
 
-With ``DESCENT_AUTH=required`` every request but the open ones (health and OpenAPI, which carry
-no data) needs ``Authorization: Bearer <token>``; a
+With ``DESCENT_AUTH=required`` every request but the open ones (health, OpenAPI and the dashboard's
+pages and static files, which carry no data: the page asks for a token and sends it itself) needs ``Authorization: Bearer <token>``; a
 missing or bad one is a 401 with ``WWW-Authenticate: Bearer``. With ``off`` (the default on a
 loopback bind) every request acts as the one local admin, owner ``local``. ``off`` on any other
 address is refused at start unless ``DESCENT_AUTH_OFF_ON_NETWORK=yes``.
@@ -102,7 +102,8 @@ def register(app: Flask, settings: Settings, db: Database) -> str:
     @app.before_request
     def _authenticate() -> None:
         # No endpoint: a 404 or 405 follows, which tells nothing about anyone's jobs.
-        if request.endpoint is None or request.endpoint in OPEN_ENDPOINTS or request.method == "OPTIONS":
+        if (request.endpoint is None or request.endpoint in OPEN_ENDPOINTS or request.blueprint == "dashboard"
+                or request.method == "OPTIONS"):
             return
         if mode == "off":
             g.caller = LOCAL_ADMIN

@@ -13,11 +13,12 @@ from flask import Blueprint, request
 
 from service.api.auth import caller
 from service.api.errors import bad_parameter
-from service.api.params import int_arg, seconds_arg, text_arg
+from service.api.params import int_arg, seconds_arg, text_arg, time_arg
 from service.api.serialize import job_json
 from service.api.services import services
 from service.api.waiting import RETRY_AFTER_SECONDS
 from service.errors import DescentError, ErrorCode
+from service.reasons import StopReason
 from service.spec import check_spec
 from service.spec.batchkey import batch_key
 from service.store import JobStatus
@@ -30,6 +31,10 @@ bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 LIST_LIMIT = (1, 1000)
 WAIT_SECONDS = (0, 30)
 IDEMPOTENCY_KEY_LENGTH = (1, 200)
+ORDERS = ("asc", "desc")
+NAME_CHARS = 200  # a job's name is at most this long
+# The stop reasons a finished job can have (a hand-back is never an ending).
+ENDED_BY = tuple(r.value for r in StopReason if r != StopReason.INTERRUPTED)
 
 
 def read_json_body() -> Any:
@@ -125,10 +130,19 @@ def list_():  # type: ignore[no-untyped-def]
             raise bad_parameter("tag", "'tag' must be key:value")
         key, value = tag.split(":", 1)
         tag_pair = (key, value)
+    stop_reason = request.args.get("stop_reason") or None
+    if stop_reason is not None and stop_reason not in ENDED_BY:
+        raise bad_parameter("stop_reason", f"'stop_reason' must be one of {', '.join(ENDED_BY)}")
+    order = request.args.get("order") or "asc"
+    if order not in ORDERS:
+        raise bad_parameter("order", "'order' must be asc (oldest first) or desc (newest first)")
+    where = job_store.JobFilter(status=status, tag=tag_pair, name=text_arg("name", NAME_CHARS),
+                                stop_reason=stop_reason, created_after=time_arg("created_after"),
+                                created_before=time_arg("created_before"))
     limit = int_arg("limit", 50, *LIST_LIMIT)
     try:
-        page, cursor = job_store.list_jobs(services().db, status, tag_pair, limit or 50, text_arg("cursor"),
-                                           owner=caller().owner_filter)
+        page, cursor = job_store.list_jobs(services().db, limit=limit or 50, cursor=text_arg("cursor"),
+                                           owner=caller().owner_filter, where=where, newest_first=order == "desc")
     except (ValueError, UnicodeDecodeError):
         raise bad_parameter("cursor", "'cursor' is not a cursor this service returned") from None
     return {"jobs": [job_json(j) for j in page], "next_cursor": cursor}

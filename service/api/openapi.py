@@ -14,14 +14,18 @@ class (``GET /v1/optimizers``); a list ``cursor`` must be one this service retur
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, current_app
 
 from service.api.history import FORMATS as HISTORY_FORMATS
+from service.api.params import ISO_TIME_PATTERN
 from service.api.history import MAX_POINTS, MAX_ROWS, MAX_STEP
-from service.api.jobs import IDEMPOTENCY_KEY_LENGTH, LIST_LIMIT, WAIT_SECONDS
+from service.api.events import DEFAULT_STREAM_SECONDS, STREAM_SECONDS
+from service.api.jobs import ENDED_BY, IDEMPOTENCY_KEY_LENGTH, LIST_LIMIT, NAME_CHARS, ORDERS, WAIT_SECONDS
 from service.api.serialize import HISTORY_FIELDS
+from service.api.surface import openapi_paths as surface_paths
 from service.api.sweeps import SUMMARY_LIMIT
 from service.config import Limits
 from service.errors import ErrorCode
@@ -43,6 +47,7 @@ NESTED_DEPTH = 8  # x0 has at most 8 dimensions
 CATALOG_PARAM_BOUND = 1e6
 # A string in a spec may hold no NUL (nor a lone surrogate, which no JSON Schema pattern can name).
 STORABLE_TEXT = r"^[^\x00]*$"
+_TIME = {"type": "string", "pattern": "^" + re.sub(r"\?P<[a-z]+>", "?:", ISO_TIME_PATTERN) + "$"}
 
 _REF = "#/components/schemas/{model}"
 _PUBLIC: list[dict[str, list[str]]] = []  # an operation anyone may call: no security requirement
@@ -320,9 +325,19 @@ def response_schemas() -> dict[str, Any]:
                 "cancel_requested": {"type": "boolean"},
                 "error": {"type": ["string", "null"]},
                 "result": {"type": ["object", "null"]},
-                "links": {"type": "object", "required": ["self", "history"],
-                          "properties": {"self": {"type": "string"}, "history": {"type": "string"}}},
+                "progress": {"anyOf": [_ref("Progress"), {"type": "null"}],
+                             "description": "Where the job stands: null before its first history chunk"},
+                "links": {"type": "object", "required": ["self", "history", "events"],
+                          "properties": {"self": {"type": "string"}, "history": {"type": "string"},
+                                         "events": {"type": "string"}}},
             },
+        },
+        "Progress": {
+            "type": "object", "required": ["step", "steps", "f", "grad_norm", "updated_at"],
+            "properties": {"step": {"type": "integer", "minimum": 0, "description": "The last step evaluated"},
+                           "steps": {"type": "integer", "minimum": 0, "description": "The steps the job may take"},
+                           "f": _ref("Float"), "grad_norm": _ref("Float"),
+                           "updated_at": {"type": ["string", "null"], "format": "date-time"}},
         },
         "JobPage": {
             "type": "object", "required": ["jobs", "next_cursor"],
@@ -548,6 +563,15 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
                 "parameters": [
                     _query("status", {"type": "string", "enum": [s.value for s in JobStatus]}, "Only jobs in this status"),
                     _query("tag", {"type": "string", "pattern": "^[^:]*:"}, "key:value: only jobs with this tag"),
+                    _query("name", {"type": "string", "maxLength": NAME_CHARS, "pattern": STORABLE_TEXT},
+                           "Only jobs with this name"),
+                    _query("stop_reason", {"type": "string", "enum": list(ENDED_BY)},
+                           "Only finished jobs that ended for this reason (a diverged run is succeeded, "
+                           "with stop_reason diverged)"),
+                    _query("created_after", _TIME, "Only jobs created at or after this time (UTC when no offset)"),
+                    _query("created_before", _TIME, "Only jobs created before this time (UTC when no offset)"),
+                    _query("order", {"type": "string", "enum": list(ORDERS), "default": "asc"},
+                           "asc: oldest first (the default); desc: newest first"),
                     _query("limit", _int_range(*LIST_LIMIT), "Jobs per page (default 50)"),
                     _query("cursor", {"type": "string"}, "next_cursor from the previous page"),
                 ],
@@ -564,6 +588,26 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
                                           "Seconds to wait for the job to finish before answering; past "
                                           "DESCENT_MAX_WAITERS waiting requests it answers at once, with Retry-After")],
             "responses": {"200": job, **_errors(400, 401, 403, 404, 503)}}},
+        "/v1/jobs/{job_id}/events": {"get": {
+            "operationId": "jobEvents", "summary": "The job's changes as Server-Sent Events, until it ends",
+            "parameters": [job_id, _query("timeout", {"type": "number", "minimum": STREAM_SECONDS[0],
+                                                      "maximum": STREAM_SECONDS[1]},
+                                          f"Close the stream after this many seconds without an end event "
+                                          f"(default {DEFAULT_STREAM_SECONDS}); the client reconnects")],
+            "responses": {
+                "200": {"description": "text/event-stream: event status (data: the Job) on open and on each "
+                                       "change; event progress (data: the job's progress) about once a second "
+                                       "while it runs; a ': heartbeat' comment when nothing else was sent for "
+                                       "a while; event end (data: the Job) when it has finished, then the "
+                                       "stream closes; event error if the stream cannot go on",
+                        # OpenAPI 3.1: the schema of a text/event-stream is the schema of each event.
+                        "content": {"text/event-stream": {"schema": {
+                            "type": "object", "required": ["event", "data"],
+                            "properties": {"event": {"enum": ["status", "progress", "end", "error"]},
+                                           "data": {"type": "string", "contentMediaType": "application/json",
+                                                    "description": "One line of JSON: the Job (status, end), "
+                                                                   "its Progress, or an Error"}}}}}},
+                **_errors(400, 401, 403, 404, 503)}}},
         "/v1/jobs/{job_id}/cancel": {"post": {
             "operationId": "cancelJob", "summary": "Cancel a queued or running job", "parameters": [job_id],
             "responses": {"202": {**job, "description": "Cancelled, or cancellation requested"},
@@ -594,6 +638,7 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
                                     "text/csv": {"schema": {"type": "string"}},
                                     "application/x-ndjson": {"schema": {"type": "string"}}}},
                 **_errors(400, 401, 403, 404, 503)}}},
+        **surface_paths(limits),
         **sweep_paths(limits),
         "/v1/objectives": {"get": {
             "operationId": "listObjectives", "summary": "The objective catalog",

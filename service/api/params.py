@@ -6,12 +6,18 @@ Numbers are plain ASCII decimals: Python's ``int()`` and ``float()`` would also 
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta, timezone
 
 from flask import Flask, request
 
 from service.api.errors import bad_parameter
 
 _INTEGER = re.compile(r"-?[0-9]{1,30}")
+# An ISO-8601 date or time from 1970 to 2999, as the OpenAPI document states it (ISO_TIME_PATTERN).
+ISO_TIME_PATTERN = (r"(?P<y>19[7-9][0-9]|2[0-9]{3})-(?P<mo>0[1-9]|1[0-2])-(?P<d>0[1-9]|[12][0-9]|3[01])"
+                    r"(?:[T ](?P<h>[01][0-9]|2[0-3]):(?P<mi>[0-5][0-9])(?::(?P<s>[0-5][0-9])(?:\.(?P<us>[0-9]{1,6}))?)?"
+                    r"(?P<tz>[zZ]|(?P<sign>[+-])(?P<oh>[01][0-9]|2[0-3]):(?P<om>[0-5][0-9]))?)?")
+_ISO_TIME = re.compile(ISO_TIME_PATTERN)
 _DECIMAL = re.compile(r"-?[0-9]{1,20}(\.[0-9]{0,20})?([eE][-+]?[0-9]{1,3})?")
 
 
@@ -37,6 +43,25 @@ def seconds_arg(name: str, low: float, high: float) -> float | None:
     if value is None or not low <= value <= high:
         raise bad_parameter(name, f"'{name}' must be a number of seconds from {low:g} to {high:g}")
     return value
+
+
+def time_arg(name: str) -> datetime | None:
+    """An ISO-8601 date or time from 1970 to 2999 (``2026-11-28``, ``2026-11-28T04:30:00Z``; UTC
+    when no offset is given), or None when the parameter is absent. A day past its month's end
+    counts on into the next month (``2026-02-30`` is 2 March), as the pattern cannot tell."""
+    raw = text_arg(name, 40)
+    if raw is None:
+        return None
+    match = _ISO_TIME.fullmatch(raw)
+    if match is None:
+        raise bad_parameter(name, f"'{name}' must be an ISO-8601 date or time from 1970 to 2999, "
+                                  "such as 2026-11-28T04:30:00Z")
+    part = {k: int(v) for k, v in match.groupdict().items() if v is not None and k not in ("tz", "sign", "us")}
+    micro = int((match["us"] or "0").ljust(6, "0"))
+    offset = timedelta(hours=part.get("oh", 0), minutes=part.get("om", 0)) * (-1 if match["sign"] == "-" else 1)
+    return (datetime(part["y"], part["mo"], 1, tzinfo=timezone.utc)
+            + timedelta(days=part["d"] - 1, hours=part.get("h", 0), minutes=part.get("mi", 0),
+                        seconds=part.get("s", 0), microseconds=micro) - offset)
 
 
 def text_arg(name: str, max_chars: int = 600) -> str | None:

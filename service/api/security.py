@@ -41,7 +41,8 @@ __all__ = ["is_loopback", "register", "LOOPBACK_HOSTS", "CONTENT_SECURITY_POLICY
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
-CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; object-src 'none'; "
+# img-src allows blob: for the dashboard's plot images, which it fetches with its token and shows as blobs.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; img-src 'self' blob:; object-src 'none'; "
                            "frame-ancestors 'none'; base-uri 'none'")
 
 SECURITY_HEADERS = {

@@ -23,8 +23,21 @@ def job_json(job: JobRecord) -> dict[str, Any]:
         "queue": job.queue, "created_at": iso(job.created_at), "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at), "worker": job.worker, "attempts": job.attempts,
         "cancel_requested": job.cancel_requested, "error": job.error, "result": json_safe(job.result),
-        "links": {"self": f"/v1/jobs/{job.id}", "history": f"/v1/jobs/{job.id}/history"},
+        "progress": progress_json(job),
+        "links": {"self": f"/v1/jobs/{job.id}", "history": f"/v1/jobs/{job.id}/history",
+                  "events": f"/v1/jobs/{job.id}/events"},
     }
+
+
+def progress_json(job: JobRecord) -> dict[str, Any] | None:
+    """Where the job stands: as its worker last wrote it (with each history chunk), or, once it
+    has a result, where it ended. None before its first chunk."""
+    result = job.result
+    if job.finished and result and "steps" in result:
+        return {"step": result["steps"], "steps": job.spec.get("steps", result["steps"]),
+                "f": json_safe(result.get("f")), "grad_norm": json_safe(result.get("grad_norm")),
+                "updated_at": iso(job.finished_at)}
+    return job.progress
 
 
 def reshape(flat: list[float], shape: list[int]) -> Any:

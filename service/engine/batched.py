@@ -24,7 +24,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import torch
 
-from service.batch import HistoryBatch
+from service.batch import HistoryBatch, Progress
 from service.engine.checkpoint import Checkpoint
 from service.engine.device import resolve_device
 from service.engine.graph import backward_graph
@@ -260,6 +260,7 @@ def run_batch(
                     return [r for r in results if r is not None]
                 x, opt, sched = _keep_rows(x, opt, sched, keep, lead)
                 rows.keep(torch.tensor(keep))
+                fs, norms = fs[keep], norms[keep]
                 active = [active[row] for row in keep]
             opt.step()
             if sched is not None:
@@ -271,8 +272,10 @@ def run_batch(
                 if due:
                     last_checkpoint = now
                 batches = rows.batches(list(range(len(active))), rec_x, rec_g)
+                f_now, norms_now = fs.tolist(), norms.tolist()
                 sink.chunks([(lane, Chunk(start=chunk_start, end=t, batch=batch,
-                                          checkpoint=checkpoint(row, t) if due else None, final=False))
+                                          checkpoint=checkpoint(row, t) if due else None, final=False,
+                                          progress=Progress(t - 1, n_steps, f_now[row], norms_now[row])))
                              for row, (lane, batch) in enumerate(zip(active, batches))])
                 break
     return [r for r in results if r is not None]

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from service.batch import HistoryBatch
+from service.batch import HistoryBatch, Progress
 from service.engine.checkpoint import Checkpoint
 from service.engine.device import resolve_device
 from service.engine.graph import backward_graph
@@ -155,10 +155,15 @@ def run(
         gs: list[torch.Tensor] = []
         deadline = time.perf_counter() + chunk_seconds
 
-        def flush(end: int, ck: bytes | None, final: bool = False) -> None:
+        def flush(end: int, ck: bytes | None, final: bool = False, evaluated: int | None = None) -> None:
+            """Hand out the chunk; ``evaluated``: the last step whose f was computed (``end``
+            unless the run stepped past it)."""
             batch = HistoryBatch(steps=steps, f=fs, grad_norm=_stacked(gns), lr=lrs,
                                  x=_stacked(xs) if rec_x and xs else None, grad=_stacked(gs) if rec_g and gs else None)
-            on_chunk(Chunk(start=chunk_start, end=end, batch=batch, checkpoint=ck, final=final))
+            at = end if evaluated is None else evaluated
+            last_gn = gns[-1] if steps and steps[-1] == at else (gn if gn is not None else norm(x.grad))
+            progress = Progress(step=at, steps=n_steps, f=fv, grad_norm=float(last_gn))
+            on_chunk(Chunk(start=chunk_start, end=end, batch=batch, checkpoint=ck, final=final, progress=progress))
 
         def record(fv: float, gn: torch.Tensor | None) -> None:
             steps.append(t)
@@ -225,7 +230,7 @@ def run(
                     sched.step()
             t += 1
             if boundary:
-                flush(t, checkpoint(t))
+                flush(t, checkpoint(t), evaluated=t - 1)
                 break
 
 

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import torch
 
-from service.batch import HistoryBatch
+from service.batch import HistoryBatch, Progress
+from service.reasons import StopReason
 from service.spec import CheckedSpec
 
 
@@ -16,25 +16,14 @@ class Chunk:
     """What the run hands out between steps: the rows recorded for steps in ``[start, end)``
     (``end`` inclusive when ``final``), and a ``checkpoint`` (serialised ``Checkpoint``) that
     resumes the run at step ``end`` (None on the final chunk and between checkpoints; see
-    ``run(checkpoint_seconds=...)``)."""
+    ``run(checkpoint_seconds=...)``), and where the run stands (``progress``)."""
 
     start: int
     end: int
     batch: HistoryBatch
     checkpoint: bytes | None
     final: bool
-
-
-class StopReason(StrEnum):
-    """Why a run ended. ``INTERRUPTED`` means the caller asked the run to hand back (it is
-    resumed later from the checkpoint it wrote); every other reason ends the job."""
-
-    STEPS = "steps"
-    GRAD_NORM = "grad_norm"
-    TIME_LIMIT = "time_limit"
-    DIVERGED = "diverged"
-    CANCELLED = "cancelled"
-    INTERRUPTED = "interrupted"
+    progress: Progress | None = None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from sqlalchemy import bindparam, func, select, update
 
-from service.batch import HistoryBatch
+from service.batch import HistoryBatch, Progress
 from service.store.db import Database, LeaseLost
 from service.store.jobs import renew_jobs
 from service.store import pgcopy
@@ -28,10 +28,11 @@ __all__ = ["PAGE_BYTES", "ChunkWrite", "HistoryBatch", "choose_steps", "count_ro
 
 
 def save_chunk(db: Database, job_id: str, worker: str, batch: HistoryBatch, checkpoint: bytes | None,
-               checkpoint_step: int | None, lease_seconds: float) -> bool:
-    """Write a chunk, move the checkpoint and renew the lease, atomically and fenced on the
-    worker holding the job. Returns whether a cancel was requested. Raises LeaseLost."""
-    cancel = save_chunks(db, worker, [ChunkWrite(job_id, batch, checkpoint, checkpoint_step)], lease_seconds).get(job_id)
+               checkpoint_step: int | None, lease_seconds: float, progress: Progress | None = None) -> bool:
+    """Write a chunk, move the checkpoint, renew the lease and set the job's progress, atomically
+    and fenced on the worker holding the job. Returns whether a cancel was requested. Raises LeaseLost."""
+    chunk = ChunkWrite(job_id, batch, checkpoint, checkpoint_step, progress)
+    cancel = save_chunks(db, worker, [chunk], lease_seconds).get(job_id)
     if cancel is None:
         raise LeaseLost(f"job {job_id} is no longer held by {worker}")
     return cancel
@@ -39,12 +40,14 @@ def save_chunk(db: Database, job_id: str, worker: str, batch: HistoryBatch, chec
 
 @dataclass(frozen=True)
 class ChunkWrite:
-    """One job's chunk: its rows, and the checkpoint (with its step) to move to, if one is due."""
+    """One job's chunk: its rows, the checkpoint (with its step) to move to, if one is due, and
+    where the run stands."""
 
     job_id: str
     batch: HistoryBatch
     checkpoint: bytes | None = None
     checkpoint_step: int | None = None
+    progress: Progress | None = None
 
 
 def save_chunks(db: Database, worker: str, chunks: Sequence[ChunkWrite], lease_seconds: float) -> dict[str, bool]:
@@ -52,7 +55,8 @@ def save_chunks(db: Database, worker: str, chunks: Sequence[ChunkWrite], lease_s
     id: cancel requested} for the jobs ``worker`` still holds. A job missing from the answer was
     lost: none of its rows were written."""
     def transaction(s: Any, replace: bool) -> dict[str, bool]:
-        held = renew_jobs(db, [c.job_id for c in chunks], worker, lease_seconds, session=s)
+        progress = {c.job_id: c.progress for c in chunks if c.progress is not None}
+        held = renew_jobs(db, [c.job_id for c in chunks], worker, lease_seconds, session=s, progress=progress)
         mine = [c for c in chunks if c.job_id in held]
         write_many(s, [(c.job_id, c.batch) for c in mine], replace)
         moved = [{"b_id": c.job_id, "b_checkpoint": c.checkpoint, "b_step": c.checkpoint_step}

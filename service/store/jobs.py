@@ -11,16 +11,17 @@ import hashlib
 import json
 import re
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from sqlalchemy import (JSON, Integer, String, Text, and_, bindparam, case, cast, column, func, insert, or_, select,
                         update)
 from sqlalchemy.exc import IntegrityError
 
-from service.batch import HistoryBatch
+from service.batch import HistoryBatch, Progress
 from service.config import Quotas
+from service.jsonsafe import json_safe
 from service.store.db import Conflict, Database, LeaseLost, as_utc, clock, one_of, owned_row
 from service.store.models import HistoryRow, Job, JobTag
 from service.store.quotas import check_quotas, settle_reservation, values_per_row
@@ -42,7 +43,7 @@ def job_record(job: Any, with_checkpoint: bool = False) -> JobRecord:
         finished_at=as_utc(job.finished_at), worker=job.worker, attempts=job.attempts,
         cancel_requested=job.cancel_requested, result=job.result, error=job.error,
         checkpoint=job.checkpoint if with_checkpoint else None, checkpoint_step=job.checkpoint_step,
-        batch_key=job.batch_key,
+        batch_key=job.batch_key, progress=job.progress,
     )
 
 
@@ -159,20 +160,49 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return datetime.fromisoformat(stamp), job_id
 
 
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs a listing shows; None: any."""
+
+    status: str | None = None
+    tag: tuple[str, str] | None = None
+    name: str | None = None
+    stop_reason: str | None = None  # the result's: a diverged run is ``succeeded`` with ``diverged``
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
 def list_jobs(db: Database, status: str | None = None, tag: tuple[str, str] | None = None,
-              limit: int = 50, cursor: str | None = None, owner: str | None = None) -> tuple[list[JobRecord], str | None]:
-    """Jobs in creation order, ``limit`` at a time (only ``owner``'s when given); returns
-    (page, next cursor or None)."""
-    query = select(Job).order_by(Job.created_at, Job.id).limit(limit + 1)
+              limit: int = 50, cursor: str | None = None, owner: str | None = None,
+              where: JobFilter | None = None, newest_first: bool = False) -> tuple[list[JobRecord], str | None]:
+    """Jobs in creation order (or newest first), ``limit`` at a time (only ``owner``'s when
+    given), matching ``status``, ``tag`` and ``where``; returns (page, next cursor or None)."""
+    where = where or JobFilter(status=status, tag=tag)
+    if newest_first:
+        query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    else:
+        query = select(Job).order_by(Job.created_at, Job.id).limit(limit + 1)
     if owner is not None:
         query = query.where(Job.owner == owner)
-    if status:
-        query = query.where(Job.status == status)
-    if tag:
-        query = query.join(JobTag, JobTag.job_id == Job.id).where(JobTag.key == tag[0], JobTag.value == tag[1])
+    if where.status:
+        query = query.where(Job.status == where.status)
+    if where.tag:
+        query = query.join(JobTag, JobTag.job_id == Job.id).where(JobTag.key == where.tag[0],
+                                                                  JobTag.value == where.tag[1])
+    if where.name is not None:
+        query = query.where(Job.name == where.name)
+    if where.stop_reason is not None:
+        query = query.where(Job.result["stop_reason"].as_string() == where.stop_reason)
+    if where.created_after is not None:
+        query = query.where(Job.created_at >= where.created_after)
+    if where.created_before is not None:
+        query = query.where(Job.created_at < where.created_before)
     if cursor:
         stamp, job_id = decode_cursor(cursor)
-        query = query.where(or_(Job.created_at > stamp, and_(Job.created_at == stamp, Job.id > job_id)))
+        if newest_first:
+            query = query.where(or_(Job.created_at < stamp, and_(Job.created_at == stamp, Job.id < job_id)))
+        else:
+            query = query.where(or_(Job.created_at > stamp, and_(Job.created_at == stamp, Job.id > job_id)))
     with db.session() as s:
         records = [job_record(j) for j in s.scalars(query)]
     page = records[:limit]
@@ -238,21 +268,45 @@ def renew(db: Database, job_id: str, worker: str, lease_seconds: float, session:
 
 
 def renew_jobs(db: Database, job_ids: Sequence[str], worker: str, lease_seconds: float,
-               session: Any = None) -> dict[str, bool]:
-    """Extend the leases of the jobs ``worker`` still holds among ``job_ids``, in one statement
-    (in ``session``'s transaction when given); returns {job id: cancel requested} for those, so
-    a job missing from the answer is no longer held (its lease was lost)."""
+               session: Any = None, progress: Mapping[str, Progress] | None = None) -> dict[str, bool]:
+    """Extend the leases of the jobs ``worker`` still holds among ``job_ids`` (and set the
+    ``progress`` given for some of them), in one statement on PostgreSQL (in ``session``'s
+    transaction when given); returns {job id: cancel requested} for those, so a job missing from
+    the answer is no longer held (its lease was lost)."""
     if session is None:
         with db.session() as s:
-            return renew_jobs(db, job_ids, worker, lease_seconds, s)
+            return renew_jobs(db, job_ids, worker, lease_seconds, s, progress)
     now, jobs = clock(db.dialect), Job.__table__
+    lease = now + timedelta(seconds=lease_seconds)
+    held_by_worker = (jobs.c.worker == worker, jobs.c.status == JobStatus.RUNNING)
+    stands = {job_id: progress_json(p) for job_id, p in (progress or {}).items()}
+    if stands and db.dialect == "postgresql":
+        stand = func.json_to_recordset(cast(bindparam("stands", type_=Text()), JSON)).table_valued(
+            column("id", String()), column("progress", JSON())).render_derived(name="stand", with_types=True)
+        rows = session.execute(
+            update(jobs).where(jobs.c.id == stand.c.id, *held_by_worker)
+            .values(lease_expires_at=lease, progress=func.coalesce(stand.c.progress, jobs.c.progress))
+            .returning(jobs.c.id, jobs.c.cancel_requested),
+            {"stands": json.dumps([{"id": i, "progress": stands.get(i)} for i in job_ids], allow_nan=False)}).all()
+        return {row[0]: bool(row[1]) for row in rows}
     rows = session.execute(
-        update(jobs).where(one_of(jobs.c.id, job_ids, db.dialect), jobs.c.worker == worker,
-                           jobs.c.status == JobStatus.RUNNING)
-        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+        update(jobs).where(one_of(jobs.c.id, job_ids, db.dialect), *held_by_worker)
+        .values(lease_expires_at=lease)
         .returning(jobs.c.id, jobs.c.cancel_requested)
     ).all()
-    return {row[0]: bool(row[1]) for row in rows}
+    held = {row[0]: bool(row[1]) for row in rows}
+    moved = [{"b_id": job_id, "b_progress": stand} for job_id, stand in stands.items() if job_id in held]
+    if moved:
+        session.execute(update(jobs).where(jobs.c.id == bindparam("b_id"))
+                        .values(progress=bindparam("b_progress", type_=jobs.c.progress.type)), moved)
+    return held
+
+
+def progress_json(progress: Progress) -> dict[str, Any]:
+    """A job's ``progress`` as stored and answered: non-finite numbers as strings, and the time."""
+    return {"step": progress.step, "steps": progress.steps, "f": json_safe(progress.f),
+            "grad_norm": json_safe(progress.grad_norm),
+            "updated_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
 
 
 def finish_job(db: Database, job_id: str, worker: str, status: str, result: dict[str, Any] | None,

@@ -56,6 +56,8 @@ class Job(Base):
     # What a job shares with the jobs it may run with as one batch (service.spec.batchkey);
     # None: it always runs alone.
     batch_key: Mapped[str | None] = mapped_column(String(80))
+    # Where a running job stands ({step, steps, f, grad_norm, updated_at}), written with each chunk.
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_jobs_created_id", "created_at", "id"),
                       Index("ix_jobs_owner_status", "owner", "status"),

@@ -29,6 +29,7 @@ class JobRecord:
     checkpoint: bytes | None = None
     checkpoint_step: int | None = None
     batch_key: str | None = None
+    progress: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:

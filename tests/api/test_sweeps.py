@@ -259,34 +259,29 @@ def test_the_openapi_document_lists_the_sweep_operations(client):
 
 
 def test_descent_sweep_submits_a_file_and_prints_the_sweep(client, tmp_path, monkeypatch, capsys):
-    from urllib.parse import urlsplit
+    import threading
 
-    import requests
+    from werkzeug.serving import make_server
 
     from service import cli
 
-    class Answer:
-        def __init__(self, resp: Any) -> None:
-            self.status_code, self.text = resp.status_code, resp.get_data(as_text=True)
-            self.ok = resp.status_code < 400
-
-        def json(self) -> Any:
-            return json.loads(self.text)
-
-    def post(url: str, data: bytes, headers: dict[str, str], timeout: float) -> Answer:
-        return Answer(client.client.post(urlsplit(url).path, data=data, headers=headers))
-
-    monkeypatch.setattr(requests, "post", post)
-    monkeypatch.delenv("DESCENT_TOKEN", raising=False)
-    path = tmp_path / "sweep.json"
-    path.write_text(json.dumps(SWEEP))
-    assert cli.main(["sweep", str(path)]) == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert printed["jobs"] == 12 and printed["counts"]["queued"] == 12
-    path.write_text(json.dumps({**SWEEP, "grid": {"optimizer.lr": [-1]}}))
-    assert cli.main(["sweep", str(path)]) == 1
-    assert json.loads(capsys.readouterr().out)["error"]["field"] == "grid.optimizer.lr"
-
+    server = make_server("127.0.0.1", 0, client.app, threaded=True)  # the app over real HTTP, in this process
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("DESCENT_URL", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.delenv("DESCENT_TOKEN", raising=False)
+        path = tmp_path / "sweep.json"
+        path.write_text(json.dumps(SWEEP))
+        assert cli.main(["sweep", str(path)]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["jobs"] == 12 and printed["counts"]["queued"] == 12
+        path.write_text(json.dumps({**SWEEP, "grid": {"optimizer.lr": [-1]}}))
+        assert cli.main(["sweep", str(path)]) == 1
+        captured = capsys.readouterr()
+        assert json.loads(captured.out)["error"]["field"] == "grid.optimizer.lr"
+        assert captured.err.startswith("descent sweep: ") and len(captured.err.splitlines()) == 1
+    finally:
+        server.shutdown()
 
 def test_a_broker_outage_stops_dispatch_at_the_first_failure_and_keeps_the_jobs(client):
     svc = client.app.extensions["descent"]

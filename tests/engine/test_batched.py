@@ -243,3 +243,17 @@ def test_lanes_of_one_element_stop_each_on_their_own() -> None:
     assert results[1].stop_reason == StopReason.DIVERGED
     for spec, result, rows in zip(specs, results, sink.rows):
         assert_lane_is_solo(spec, result, rows, rel=1e-6)
+
+
+def test_each_lanes_chunks_say_where_that_lane_stands() -> None:
+    specs = [spec_of({"name": "adam", "lr": 0.01}, x0) for x0 in ([-1.0, 1.0], [0.5, 0.5], [2.0, -1.0])]
+    _, sink = batched(specs, chunk_rows=4, chunk_seconds=0.0)
+    for lane, spec in enumerate(specs):
+        _, rows = solo(spec)
+        by_step = {r["step"]: r for r in rows}
+        standing = [c.progress for c in sink.seen[lane] if not c.final]
+        assert standing, "no chunk between the lane's start and its end"
+        for stand in standing:
+            assert stand.steps == 40
+            if stand.step in by_step:  # a recorded step (every 3rd): the same f as the solo run's
+                assert stand.f == pytest.approx(by_step[stand.step]["f"], rel=1e-6)

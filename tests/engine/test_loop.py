@@ -154,3 +154,16 @@ def test_checkpoints_can_be_spaced_out_and_interrupts_always_carry_one():
     run(spec, on_chunk=chunks.append, should_stop=stop, chunk_rows=100, chunk_seconds=60, checkpoint_seconds=3600)
     assert [c.checkpoint is not None for c in chunks] == [False] * 5 + [True]
     assert not any(c.final for c in chunks)
+
+
+def test_each_chunk_says_where_the_run_stands_even_between_recorded_steps():
+    spec = {**BOWL, "steps": 100, "record": {"every": 1000}}  # only the last row is recorded
+    _, every_row, _ = run_spec({**BOWL, "steps": 100})
+    by_step = {r["step"]: r for r in every_row}
+    result, _, chunks = run_spec(spec, chunk_rows=1, chunk_seconds=0.0)
+    assert len(chunks) > 10
+    for chunk in chunks:
+        stand = chunk.progress
+        assert stand.steps == 100 and stand.step == (chunk.end if chunk.final else chunk.end - 1)
+        assert stand.f == by_step[stand.step]["f"] and stand.grad_norm == by_step[stand.step]["grad_norm"]
+    assert chunks[-1].progress.step == result.steps == 100

@@ -83,10 +83,11 @@ def test_a_run_that_ends_on_its_own_after_a_known_cancel_ends_cancelled(app, cli
     monkeypatch.setattr(runner, "run", functools.partial(runner.run, chunk_rows=100, chunk_seconds=3600))
     real_save = runner.save_chunk
 
-    def save_chunk(db_: Any, job_id_: str, worker: str, batch: Any, checkpoint: Any, end: int, lease: float) -> bool:
+    def save_chunk(db_: Any, job_id_: str, worker: str, batch: Any, checkpoint: Any, end: int, lease: float,
+                   progress: Any = None) -> bool:
         if end == 500:
             job_store.request_cancel(db, job_id_)
-        return real_save(db_, job_id_, worker, batch, checkpoint, end, lease)
+        return real_save(db_, job_id_, worker, batch, checkpoint, end, lease, progress)
 
     monkeypatch.setattr(runner, "save_chunk", save_chunk)
     job_id = submit(client, {"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 500,

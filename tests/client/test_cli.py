@@ -1,0 +1,252 @@
+"""The ``descent`` client commands as a user runs them: real processes, DESCENT_URL pointing at a
+running service. The argument-parsing tests at the end need no server."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from service.cli import build_parser
+from testkit.processes import BIN, Service, free_port, service_on
+
+integration = pytest.mark.integration
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+LONG = {"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 2500, "optimizer": {"name": "sgd", "lr": 0.0001}}
+ENDLESS = {**LONG, "steps": 1_000_000, "optimizer": {"name": "sgd", "lr": 1e-9}}
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    for svc in service_on("embedded", tmp_path_factory.mktemp("cli")):
+        svc.start(workers=1)
+        yield svc
+
+
+def env_for(url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DESCENT_TOKEN"}
+    return {**env, "DESCENT_URL": url}
+
+
+def descent(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    return subprocess.run([str(BIN / "descent"), *args], env=env_for(url), input=stdin, capture_output=True,
+                          text=True, timeout=180)
+
+
+def spec_file(tmp_path: Path, spec: dict, name: str = "spec.json") -> str:  # type: ignore[type-arg]
+    path = tmp_path / name
+    path.write_text(json.dumps(spec))
+    return str(path)
+
+
+def one_clean_line(stderr: str) -> str:
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def long_id(service: Service, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A finished job of 2,500 steps (2,501 history rows), submitted and waited for by the CLI."""
+    out = descent(service.url, "submit", spec_file(tmp_path_factory.mktemp("long"), LONG), "--wait", "-q")
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@integration
+def test_submit_quiet_prints_the_id_alone(service, tmp_path):
+    out = descent(service.url, "submit", spec_file(tmp_path, {**LONG, "steps": 10}), "-q")
+    assert out.returncode == 0 and UUID.fullmatch(out.stdout.strip()), out
+    from_stdin = descent(service.url, "submit", "-", stdin=json.dumps({**LONG, "steps": 10}))
+    assert from_stdin.returncode == 0 and json.loads(from_stdin.stdout)["status"] in ("queued", "running")
+
+
+@integration
+def test_submit_wait_exits_0_and_prints_the_finished_job(service, tmp_path):
+    out = descent(service.url, "submit", spec_file(tmp_path, {**LONG, "steps": 100}), "--wait")
+    assert out.returncode == 0, out.stderr
+    job = json.loads(out.stdout)
+    assert job["status"] == "succeeded" and job["result"]["steps"] == 100
+    assert out.stderr == ""  # no bar: stderr is not a terminal and --progress was not given
+    status = descent(service.url, "status", job["id"])
+    assert status.returncode == 0 and json.loads(status.stdout)["id"] == job["id"]
+
+
+@integration
+def test_wait_with_progress_draws_the_bar_on_stderr(service, long_id):
+    out = descent(service.url, "wait", long_id, "--progress")
+    assert out.returncode == 0 and json.loads(out.stdout)["status"] == "succeeded"
+    assert "2500/2500" in out.stderr.split("\r")[-1] and "Traceback" not in out.stderr
+
+
+@integration
+def test_wait_exits_non_zero_for_a_cancelled_job(service, tmp_path):
+    job_id = descent(service.url, "submit", spec_file(tmp_path, ENDLESS), "-q").stdout.strip()
+    service.wait_status(job_id, "running")
+    cancelled = descent(service.url, "cancel", job_id)
+    assert cancelled.returncode == 0 and json.loads(cancelled.stdout)["cancel_requested"] is True
+    out = descent(service.url, "wait", job_id)
+    assert out.returncode == 1 and json.loads(out.stdout)["status"] == "cancelled"
+    assert "cancelled" in one_clean_line(out.stderr)
+    again = descent(service.url, "cancel", job_id)  # a finished job: 409
+    assert again.returncode == 1 and "409" in one_clean_line(again.stderr)
+
+
+@integration
+def test_wait_timeout_exits_124_with_the_job_unfinished(service, tmp_path):
+    job_id = descent(service.url, "submit", spec_file(tmp_path, ENDLESS), "-q").stdout.strip()
+    out = descent(service.url, "wait", job_id, "--timeout", "1")
+    assert out.returncode == 124 and json.loads(out.stdout)["status"] in ("queued", "running")
+    assert "still" in one_clean_line(out.stderr)
+    descent(service.url, "cancel", job_id)
+
+
+@integration
+def test_history_csv_has_every_row_past_1000(service, long_id):
+    out = descent(service.url, "history", long_id, "--csv")
+    assert out.returncode == 0, out.stderr
+    table = list(csv.reader(io.StringIO(out.stdout)))
+    assert table[0] == ["step", "f", "grad_norm", "lr", "x_0", "x_1"] and len(table) == 2500 + 2
+    assert [int(r[0]) for r in table[1:]] == list(range(2501))
+    api = service.http.get(f"{service.url}/v1/jobs/{long_id}/history", params={"format": "csv"}).text
+    assert out.stdout == api  # the API's own CSV, byte for byte
+    every = descent(service.url, "history", long_id, "--csv", "--every", "100", "--fields", "f").stdout.splitlines()
+    assert every[0] == "step,f" and [int(line.split(",")[0]) for line in every[1:]] == list(range(0, 2501, 100))
+
+
+@integration
+def test_history_json_and_ndjson_have_every_row(service, long_id):
+    out = descent(service.url, "history", long_id)
+    rows = json.loads(out.stdout)
+    assert out.returncode == 0 and [r["step"] for r in rows] == list(range(2501))
+    assert len(out.stdout.splitlines()) == 2501 + 2  # [, a row per line, ]
+    ndjson = descent(service.url, "history", long_id, "--ndjson", "--start", "100", "--limit", "1500")
+    assert [json.loads(line)["step"] for line in ndjson.stdout.splitlines()] == list(range(100, 1600))
+
+
+@integration
+def test_list_and_objectives_print_tables(service, long_id):
+    out = descent(service.url, "list", "--limit", "0")
+    assert out.returncode == 0, out.stderr
+    header, *rows = out.stdout.splitlines()
+    assert header.split() == ["id", "status", "name", "objective", "optimizer", "final", "f", "stop", "reason"]
+    mine = [r for r in rows if r.startswith(long_id)]
+    assert len(mine) == 1 and "succeeded" in mine[0] and "sgd lr=0.0001" in mine[0]
+    assert mine[0].rstrip().endswith("steps")
+    done = descent(service.url, "list", "--status", "succeeded", "--limit", "1")
+    assert len(done.stdout.splitlines()) == 2 and "succeeded" in done.stdout.splitlines()[1]
+    objectives = descent(service.url, "objectives")
+    assert objectives.returncode == 0 and objectives.stdout.split()[:2] == ["name", "formula"]
+    assert any(line.startswith("rosenbrock ") for line in objectives.stdout.splitlines())
+
+
+@integration
+def test_list_filters_by_name_and_orders_newest_first(service, tmp_path):
+    name = f"cli-{os.getpid()}-{free_port()}"
+    ids = [descent(service.url, "submit", spec_file(tmp_path, {**LONG, "steps": 3, "name": name}), "-q").stdout.strip()
+           for _ in range(3)]
+    newest_first = descent(service.url, "list", "--name", name, "--order", "desc").stdout.splitlines()[1:]
+    assert [line.split()[0] for line in newest_first] == ids[::-1] and all(name in line for line in newest_first)
+    bad = descent(service.url, "list", "--stop-reason", "bored")
+    assert bad.returncode == 1 and "stop_reason" in one_clean_line(bad.stderr)
+
+
+@integration
+def test_plot_writes_a_png(service, long_id, tmp_path):
+    target = tmp_path / "contour.png"
+    out = descent(service.url, "plot", long_id, "-o", str(target))
+    assert out.returncode == 0, out.stderr
+    assert target.read_bytes()[:8] == PNG and str(target) in out.stdout
+    loss = descent(service.url, "plot", long_id, "--kind", "loss", "-o", str(tmp_path / "loss.png"))
+    assert loss.returncode == 0 and (tmp_path / "loss.png").read_bytes()[:8] == PNG
+
+
+@integration
+def test_sweep_quiet_and_wait(service, tmp_path):
+    sweep = {"base": {**LONG, "steps": 20}, "grid": {"optimizer.lr": [0.001, 0.01]}, "starts": [[1, 1], [2, 2]]}
+    out = descent(service.url, "sweep", spec_file(tmp_path, sweep), "--wait")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["counts"]["succeeded"] == 4
+    quiet = descent(service.url, "sweep", spec_file(tmp_path, sweep), "-q")
+    assert quiet.returncode == 0 and UUID.fullmatch(quiet.stdout.strip())
+    bad = descent(service.url, "sweep", spec_file(tmp_path, {**sweep, "grid": {"optimizer.lr": [-1]}}))
+    assert bad.returncode == 1 and json.loads(bad.stdout)["error"]["field"] == "grid.optimizer.lr"
+    assert "grid.optimizer.lr" in one_clean_line(bad.stderr) or "lr" in bad.stderr
+
+
+@integration
+def test_api_errors_are_one_line_on_stderr(service, tmp_path):
+    out = descent(service.url, "submit", spec_file(tmp_path, {**LONG, "steps": -1}))
+    assert out.returncode == 1 and json.loads(out.stdout)["error"]["field"] == "steps"
+    assert one_clean_line(out.stderr).startswith("descent submit: ") and "400" in out.stderr
+    for args in (["status", "no-such-job"], ["history", "no-such-job", "--csv"], ["wait", "no-such-job"]):
+        missing = descent(service.url, *args)
+        assert missing.returncode == 1 and "404" in one_clean_line(missing.stderr), args
+    unreadable = descent(service.url, "submit", str(tmp_path / "nothing.json"))
+    assert unreadable.returncode == 2 and "nothing.json" in one_clean_line(unreadable.stderr)
+
+
+@integration
+def test_an_api_that_is_down_is_one_line_and_a_non_zero_exit():
+    url = f"http://127.0.0.1:{free_port()}"
+    for args in (["status", "x"], ["history", "x", "--csv"], ["list"], ["objectives"], ["wait", "x"]):
+        out = descent(url, *args)
+        assert out.returncode != 0, args
+        line = one_clean_line(out.stderr)
+        assert url in line and line.startswith(f"descent {args[0]}: "), line
+
+
+@integration
+@pytest.mark.parametrize("fmt", ["--csv", "--ndjson", "--every=1"])
+def test_a_reader_that_stops_early_breaks_no_pipe(service, long_id, tmp_path, fmt):
+    err = tmp_path / "err.txt"
+    script = f'"{BIN / "descent"}" history {long_id} {fmt} 2>"{err}" | head -1'
+    out = subprocess.run(["sh", "-c", script], env=env_for(service.url), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and len(out.stdout.splitlines()) == 1
+    assert "Traceback" not in err.read_text() and "BrokenPipe" not in err.read_text() and err.read_text() == ""
+    status = subprocess.run(["sh", "-c", f'"{BIN / "descent"}" status {long_id} 2>"{err}" | head -1'],
+                            env=env_for(service.url), capture_output=True, text=True, timeout=120)
+    assert status.stdout == "{\n" and err.read_text() == ""
+
+
+# -- argument parsing (no server) ---------------------------------------------------------------
+def test_history_arguments():
+    args = build_parser().parse_args(["history", "J", "--csv", "--fields", "f,x", "--every", "5", "--limit", "7"])
+    assert (args.id, args.csv, args.ndjson, args.fields) == ("J", True, False, "f,x")
+    assert (args.every, args.limit, args.start) == (5, 7, 0)
+    assert build_parser().parse_args(["history", "J"]).limit is None  # no cut by default
+
+
+@pytest.mark.parametrize("argv", [["history", "J", "--csv", "--ndjson"], ["history", "J", "--every", "0"],
+                                  ["list", "--status", "done"], ["list", "--order", "sideways"],
+                                  ["plot", "J", "--kind", "pie"], ["submit"], ["list", "--limit", "-1"]])
+def test_bad_arguments_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == 2 and "Traceback" not in capsys.readouterr().err
+
+
+def test_submit_and_sweep_flags():
+    args = build_parser().parse_args(["submit", "s.json", "--wait", "-q", "--progress", "--timeout", "5"])
+    assert (args.spec, args.wait, args.quiet, args.progress, args.timeout) == ("s.json", True, True, True, 5.0)
+    sweep = build_parser().parse_args(["sweep", "-", "-q"])
+    assert (sweep.spec, sweep.quiet, sweep.wait) == ("-", True, False)
+    listing = build_parser().parse_args(["list", "--status", "failed", "--name", "n", "--tag", "k:v", "--order", "desc",
+                                         "--stop-reason", "diverged"])
+    assert (listing.status, listing.name, listing.tag, listing.order) == ("failed", "n", "k:v", "desc")
+    assert (listing.stop_reason, listing.limit) == ("diverged", 50)
+
+
+def test_the_docstring_names_every_client_command():
+    from service import cli
+
+    for command in ("submit", "status", "wait", "cancel", "history", "list", "objectives", "plot", "sweep"):
+        assert f"descent {command} " in cli.__doc__, command
