@@ -1,0 +1,268 @@
+// The API client of the dashboard: fetch() with the token the page asked for (if any), a
+// Server-Sent Events reader over fetch (EventSource cannot send Authorization), and small DOM
+// helpers. A token lives in sessionStorage only: never in a URL, never in a cookie.
+
+const TOKEN_KEY = "descent.token";
+const AUTH_KEY = "descent.auth";
+let asking = null; // the pending token prompt, shared by every request that met a 401
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    const err = (body && body.error) || {};
+    super(err.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = err.code || null;
+    this.field = err.field || null;
+  }
+}
+
+export function token() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+function withToken(extra) {
+  const headers = new Headers(extra || {});
+  const t = token();
+  if (t) headers.set("Authorization", "Bearer " + t);
+  return headers;
+}
+
+/** Show the token form; resolves once a token has been entered (and stored). */
+export function askToken(reason) {
+  if (asking) return asking;
+  const form = document.getElementById("token-form");
+  const input = document.getElementById("token-input");
+  const error = document.getElementById("token-error");
+  error.textContent = reason || "";
+  form.classList.remove("hidden");
+  input.focus();
+  asking = new Promise((resolve) => {
+    form.onsubmit = (event) => {
+      event.preventDefault();
+      const value = input.value.trim();
+      if (!value) return;
+      sessionStorage.setItem(TOKEN_KEY, value);
+      input.value = "";
+      form.classList.add("hidden");
+      form.onsubmit = null;
+      asking = null;
+      showAuthState();
+      resolve(value);
+    };
+  });
+  return asking;
+}
+
+export function forgetToken() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  showAuthState();
+}
+
+export function showAuthState() {
+  const state = document.getElementById("auth-state");
+  state.replaceChildren();
+  if (!token()) return;
+  const out = el("button", { type: "button", class: "link", id: "forget-token", text: "forget token" });
+  out.addEventListener("click", () => { forgetToken(); location.reload(); });
+  state.append("token in use · ", out);
+}
+
+/** Before the first request: ask for a token at once when the service says it needs one
+ * (its OpenAPI document, which is open, lists a security requirement), so no request is
+ * refused first. A 401 later (a revoked token) asks again. */
+export async function prepareAuth() {
+  showAuthState();
+  if (token()) return;
+  let needed = sessionStorage.getItem(AUTH_KEY); // read once per tab
+  if (needed === null) {
+    try {
+      const resp = await fetch("/openapi.json", { credentials: "omit", cache: "no-store" });
+      if (!resp.ok) return;
+      const doc = await resp.json();
+      needed = Array.isArray(doc.security) && doc.security.length ? "required" : "off";
+      sessionStorage.setItem(AUTH_KEY, needed);
+    } catch (err) {
+      return; // no document: the first request tells (a 401 asks for the token)
+    }
+  }
+  if (needed === "required") await askToken("");
+}
+
+/** fetch() with the token; a 401 asks for a (new) token and tries again. */
+export async function request(path, options = {}) {
+  for (;;) {
+    const sent = token();
+    const resp = await fetch(path, { ...options, headers: withToken(options.headers), credentials: "omit", cache: "no-store" });
+    if (resp.status !== 401) return resp;
+    let message = "this service needs an API token";
+    try { message = (await resp.json()).error.message; } catch (err) { /* keep the default */ }
+    if (sent && token() === sent) sessionStorage.removeItem(TOKEN_KEY);
+    await askToken(sent ? message : "");
+  }
+}
+
+async function failure(resp) {
+  let body = null;
+  try { body = await resp.json(); } catch (err) { /* not JSON */ }
+  return new ApiError(resp.status, body);
+}
+
+export async function getJSON(path, options = {}) {
+  const resp = await request(path, options);
+  if (!resp.ok) throw await failure(resp);
+  return resp.json();
+}
+
+export async function postJSON(path, body, headers = {}) {
+  const resp = await request(path, {
+    method: "POST", body: JSON.stringify(body),
+    headers: { "Content-Type": "application/json", ...headers },
+  });
+  if (!resp.ok) throw await failure(resp);
+  return resp.json();
+}
+
+/** An image (or any file) fetched with the token, as an object URL for <img src>. */
+export async function blobURL(path) {
+  const resp = await request(path);
+  if (!resp.ok) throw await failure(resp);
+  return URL.createObjectURL(await resp.blob());
+}
+
+/** Read a text/event-stream response, calling onEvent(name, data) per event (comments as
+ * onEvent("comment", text)). Resolves when the server closes the stream; rejects when the
+ * request fails or is aborted. */
+export async function readEvents(path, onEvent, signal) {
+  const resp = await request(path, { headers: { Accept: "text/event-stream" }, signal });
+  if (!resp.ok || !resp.body) throw await failure(resp);
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  const parser = new EventParser(onEvent);
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    parser.push(value);
+  }
+  parser.push("\n\n");
+}
+
+/** The SSE wire format (WHATWG HTML, "event stream interpretation"), fed text as it comes. */
+export class EventParser {
+  constructor(onEvent) {
+    this.onEvent = onEvent;
+    this.buffer = "";
+    this.event = "";
+    this.data = [];
+  }
+
+  push(text) {
+    this.buffer += text;
+    for (;;) {
+      const at = this.buffer.search(/\r\n|\r|\n/);
+      if (at < 0) return;
+      if (this.buffer[at] === "\r" && at === this.buffer.length - 1) return; // maybe \r\n, split
+      const skip = this.buffer.startsWith("\r\n", at) ? 2 : 1;
+      const line = this.buffer.slice(0, at);
+      this.buffer = this.buffer.slice(at + skip);
+      this.line(line);
+    }
+  }
+
+  line(line) {
+    if (line === "") {
+      if (this.data.length) this.onEvent(this.event || "message", this.data.join("\n"));
+      this.event = "";
+      this.data = [];
+      return;
+    }
+    if (line.startsWith(":")) {
+      this.onEvent("comment", line.slice(1).trim());
+      return;
+    }
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") this.event = value;
+    else if (field === "data") this.data.push(value);
+  }
+}
+
+// -- DOM and formatting helpers -------------------------------------------------------------
+
+/** An element: attrs holds attributes, plus class, text, and on<event> handlers. */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined && c !== false));
+  return node;
+}
+
+/** A JSON number as the API writes it ("NaN", "Infinity" as strings) as a JS number, or null. */
+export function num(value) {
+  if (value === null || value === undefined) return null;
+  if (typeof value === "number") return value;
+  if (value === "NaN") return NaN;
+  if (value === "Infinity") return Infinity;
+  if (value === "-Infinity") return -Infinity;
+  const n = Number(value);
+  return Number.isNaN(n) ? null : n;
+}
+
+export function fmt(value, digits = 6) {
+  if (value === null || value === undefined) return "—";
+  if (typeof value === "string") return value;
+  if (typeof value !== "number") return JSON.stringify(value);
+  if (!Number.isFinite(value)) return String(value);
+  if (Number.isInteger(value) && Math.abs(value) < 1e9) return String(value);
+  const abs = Math.abs(value);
+  if (abs !== 0 && (abs < 1e-3 || abs >= 1e6)) return value.toExponential(digits - 2);
+  return String(Number(value.toPrecision(digits)));
+}
+
+export function when(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? iso : d.toLocaleString();
+}
+
+export function banner(message) {
+  const node = document.getElementById("banner");
+  node.textContent = message || "";
+  node.classList.toggle("hidden", !message);
+}
+
+export function errorText(err) {
+  if (err instanceof ApiError) return `${err.message}${err.field ? ` (field: ${err.field})` : ""} [${err.status}]`;
+  return String((err && err.message) || err);
+}
+
+export function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A short text for a job's objective: the expression, or the catalog name with its params. */
+export function objectiveText(spec) {
+  const objective = spec && spec.objective;
+  if (!objective) return "—";
+  if (typeof objective === "string") return objective;
+  const params = objective.params && Object.keys(objective.params).length ? " " + JSON.stringify(objective.params) : "";
+  return `${objective.name}${params}`;
+}
+
+export function optimizerText(spec) {
+  const opt = spec && spec.optimizer;
+  if (!opt) return "—";
+  return opt.lr !== undefined ? `${opt.name} lr=${fmt(opt.lr)}` : opt.name;
+}
+
+export const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
+
+export function statusBadge(status, id) {
+  return el("span", { class: `status status-${status}`, id, text: status });
+}

@@ -1,0 +1,361 @@
+"""The web dashboard in a real browser (headless Chromium) against the real service: the lesson's
+contour case submitted from the form and watched to the end; running and queued jobs followed live
+(by the event stream, or by polling when the stream cannot be opened); a catalog objective's
+minima; the compare view; the job list's filters and refresh; a sweep's heat map; the page's SSE
+parser and contour levels; and the token prompt with auth required. Every page must run without a
+console error (a CSP violation, a failed script or request).
+
+``DESCENT_WRITE_DOCS_SCREENSHOT=1`` also writes docs/dashboard.png (the lesson's job page)."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from testkit.processes import Service, service_on
+from tests.browser.conftest import Browser, require_browser
+
+pytestmark = pytest.mark.integration
+
+# The lesson's fifth case (DESIGN.md): 10 * sum(x**2) from [8, 8], SGD lr 0.001, 500 steps, x recorded.
+LESSON5 = {"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 500, "optimizer": {"name": "sgd", "lr": 0.001}}
+# A job that runs for a few seconds: the stop it meets is max_seconds.
+SLOW = {"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 1_000_000, "optimizer": {"name": "sgd", "lr": 1e-7},
+        "stop": {"max_seconds": 4}, "record": {"every": 2000}, "name": "slow"}
+CSP = ("default-src 'self'; script-src 'self'; img-src 'self' blob:; object-src 'none'; frame-ancestors 'none'; "
+       "base-uri 'none'")
+PAGES = ["/", "/jobs/some-id", "/compare", "/compare?jobs=a,b", "/sweeps/some-id", "/submit", "/?unknown=1&status=x"]
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+
+
+def no_errors(browser: Browser, allow: Any = lambda entry: False) -> None:
+    severe = browser.severe(allow)
+    assert not severe, f"browser console errors: {severe}"
+
+
+def plotted(browser: Browser) -> dict[str, Any]:
+    return browser.js("return window.descent && window.descent.plotted") or {}
+
+
+def status_shown(browser: Browser) -> str:
+    return browser.driver.find_element("id", "job-status").text
+
+
+def xy_path(rows: list[dict[str, Any]]) -> list[list[float]]:
+    return [[r["x"][0], r["x"][1]] for r in rows]
+
+
+def history_rows(svc: Service, job_id: str, points: int = 2000) -> list[dict[str, Any]]:
+    resp = svc.http.get(f"{svc.url}/v1/jobs/{job_id}/history", params={"points": points, "fields": "step,x"}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["rows"]
+
+
+def test_pages_are_open_html_with_strict_headers(service: Service) -> None:
+    for page in PAGES:
+        resp = requests.get(service.url + page, timeout=10)
+        assert resp.status_code == 200, (page, resp.text[:300])
+        assert resp.headers["Content-Type"].startswith("text/html")
+        assert resp.headers["Cache-Control"] == "no-store"
+        assert resp.headers["Content-Security-Policy"] == CSP
+        html = resp.text
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "an inline script"
+        assert "style=" not in html and "<style" not in html, "an inline style"
+        assert "http://" not in html and "https://" not in html, "the page loads nothing from elsewhere"
+    for name in re.findall(r'(?:src|href)="(/static/[^"]+)"', requests.get(service.url + "/", timeout=10).text):
+        resp = requests.get(service.url + name, timeout=10)
+        assert resp.status_code == 200 and resp.content, name
+    assert requests.get(service.url + "/static/app.js", timeout=10).headers["Content-Type"].split(";")[0] in (
+        "text/javascript", "application/javascript")
+    assert requests.get(service.url + "/static/no-such-file.js", timeout=10).status_code == 404
+
+
+def test_the_lessons_contour_case_from_the_form(service: Service, browser: Browser) -> None:
+    browser.driver.get(service.url + "/submit")
+    browser.wait(lambda d: d.find_element("id", "example-5"), "the examples are shown")
+    browser.driver.find_element("id", "example-5").click()
+    browser.screenshot("submit")
+    preview = browser.driver.find_element("id", "spec-preview").text
+    assert '"x0": [\n    8,\n    8\n  ]' in preview or '"x0": [8, 8]' in preview.replace("\n", "").replace("  ", " ")
+    browser.driver.find_element("id", "submit-job").click()
+    job_url = browser.wait(lambda d: re.fullmatch(rf"{re.escape(service.url)}/jobs/([0-9a-f-]+)", d.current_url),
+                           "the form goes to the job page")
+    job_id = job_url.group(1)
+    job = service.job(job_id)
+    assert {k: job["spec"][k] for k in ("objective", "x0", "steps", "optimizer")} == LESSON5
+    browser.wait(lambda d: status_shown(browser) == "succeeded", "the page shows the job succeeded")
+    browser.wait(lambda d: plotted(browser).get("ready"), "the final picture is drawn")
+    rows = service.history(job_id)
+    assert len(rows) == 501
+    seen = plotted(browser)
+    assert seen["path"] == xy_path(rows)  # every recorded x, in order, as the API has it
+    assert seen["path"][0] == [8, 8] and seen["steps"] == list(range(501))
+    assert len(seen["contourLevels"]) >= 5 and seen["logLevels"] is True  # f spans decades: log-spaced levels
+    assert seen["contourLevels"] == sorted(seen["contourLevels"])
+    lo, hi, ylo, yhi = seen["surfaceRange"]
+    assert lo < 0 < 8 < hi and ylo < 0 < 8 < yhi  # the picture holds the whole path and the minimum
+    assert browser.driver.find_element("id", "contour").get_attribute("data-path-points") == "501"
+    assert browser.driver.find_element("id", "job-stop-reason").text == "steps"
+    no_errors(browser)
+    browser.screenshot("job-page-lesson5")
+    if os.environ.get("DESCENT_WRITE_DOCS_SCREENSHOT"):
+        write_docs_screenshot(browser)
+
+
+def write_docs_screenshot(browser: Browser) -> None:
+    """docs/dashboard.png: the job page down to its plots, small (a 256-colour PNG)."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    browser.driver.set_window_size(1100, 1100)
+    browser.js("window.dispatchEvent(new Event('resize'))")
+    browser.wait(lambda d: browser.js("return document.getElementById('contour').clientWidth < 600"), "the page relaid")
+    bottom = browser.js("return document.querySelector('.plots').getBoundingClientRect().top + 600")
+    image = Image.open(BytesIO(browser.driver.get_screenshot_as_png())).convert("RGB")
+    image = image.crop((0, 0, image.width, min(image.height, int(bottom))))
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(
+        DOCS_SCREENSHOT, optimize=True)
+    browser.driver.set_window_size(1280, 1000)
+
+
+def test_a_running_job_is_followed_live(service: Service, browser: Browser) -> None:
+    job_id = service.submit(SLOW)["id"]
+    service.wait_status(job_id, "running")
+    browser.driver.get(f"{service.url}/jobs/{job_id}")
+    browser.wait(lambda d: status_shown(browser) == "running", "the page shows the job running")
+    browser.js("window.sameDocument = 'yes'")
+    first = browser.wait(lambda d: d.find_element("id", "job-progress").text.startswith("step "), "progress is shown")
+    assert first
+    steps_seen = set()
+
+    def finished(d: Any) -> bool:
+        steps_seen.add(d.find_element("id", "job-progress").text)
+        return status_shown(browser) == "succeeded"
+
+    browser.wait(finished, "the page shows the job succeeded, live", timeout=60)
+    assert browser.js("return window.sameDocument") == "yes"  # no reload: the stream told the page
+    assert len(steps_seen) >= 2, steps_seen  # progress moved while we watched
+    assert browser.js("return window.descent.live") == "stream"
+    browser.wait(lambda d: plotted(browser).get("ready"), "the final picture is drawn")
+    job = service.job(job_id)
+    assert job["result"]["stop_reason"] in ("time_limit", "steps")  # steps only on a very fast machine
+    assert browser.driver.find_element("id", "job-stop-reason").text == job["result"]["stop_reason"]
+    assert browser.driver.find_element("id", "job-f").text != "—"
+    assert plotted(browser)["path"] == xy_path(history_rows(service, job_id))
+    no_errors(browser)
+
+
+def test_without_the_stream_the_page_polls(service: Service, browser: Browser) -> None:
+    """A page whose event stream cannot be opened (a proxy that buffers or refuses it) polls the job instead."""
+    script = browser.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+        const realFetch = window.fetch;
+        window.fetch = (url, options) => String(url).includes('/events')
+            ? Promise.reject(new TypeError('stream refused (test)')) : realFetch(url, options);"""})
+    try:
+        job_id = service.submit({**SLOW, "stop": {"max_seconds": 3}})["id"]
+        service.wait_status(job_id, "running")
+        browser.driver.get(f"{service.url}/jobs/{job_id}")
+        browser.wait(lambda d: status_shown(browser) == "running", "the page shows the job running")
+        browser.wait(lambda d: status_shown(browser) == "succeeded", "the page shows the job succeeded, polling")
+        assert browser.js("return window.descent.live") == "polling"
+        browser.wait(lambda d: plotted(browser).get("ready"), "the final picture is drawn")
+        assert plotted(browser)["path"] == xy_path(history_rows(service, job_id))
+        no_errors(browser)
+    finally:
+        browser.driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})
+
+
+def test_the_event_parser_and_contour_levels(service: Service, browser: Browser) -> None:
+    """The page's SSE parser, fed a stream cut at awkward places, and its contour levels."""
+    browser.driver.get(service.url + "/submit")
+    browser.wait(lambda d: d.find_element("id", "example-1"), "the page is up")
+    out = browser.driver.execute_async_script(r"""
+        const done = arguments[arguments.length - 1];
+        Promise.all([import('/static/api.js'), import('/static/contour.js')]).then(([api, contour]) => {
+          const seen = [];
+          const parser = new api.EventParser((name, data) => seen.push([name, data]));
+          for (const piece of ['event: status\r', '\ndata: {"a":', '1}\r\n\r\n: heart', 'beat\n\n',
+                               'event: progress\ndata: line1\ndata:line2\n', '\n', 'data: plain\n\n',
+                               'event: end\ndata: {}\n']) parser.push(piece);
+          parser.push('\n');
+          const bowl = contour.contourLevels([0, 1e-4, 1e-2, 1, 100, 1e4]);
+          const flat = contour.contourLevels([1, 2, 3, 4]);
+          const grid = [[0, 0, 0], [0, 1, 0], [0, 0, 0]];
+          const ring = contour.marchingSquares([0, 1, 2], [0, 1, 2], grid, 0.5);
+          done({seen, bowl, flat, ring});
+        }).catch((err) => done({error: String(err)}));""")
+    assert "error" not in out, out
+    assert out["seen"] == [["status", '{"a":1}'], ["comment", "heartbeat"], ["progress", "line1\nline2"],
+                           ["message", "plain"], ["end", "{}"]]
+    assert out["bowl"]["log"] is True and out["flat"]["log"] is False
+    levels = [level + out["bowl"]["offset"] for level in out["bowl"]["levels"]]  # f + offset > 0 (f's lowest is 0)
+    ratios = [b / a for a, b in zip(levels, levels[1:])]
+    assert max(ratios) / min(ratios) < 1.0001 and min(ratios) > 2  # evenly spaced in log, over decades
+    assert out["flat"]["levels"][0] > 1 and out["flat"]["levels"][-1] < 4
+    assert len(out["ring"]) == 4  # a diamond around the peak at the centre
+    ends = {(round(x, 6), round(y, 6)) for x1, y1, x2, y2 in out["ring"] for x, y in ((x1, y1), (x2, y2))}
+    assert ends == {(0.5, 1), (1, 0.5), (1.5, 1), (1, 1.5)}
+    no_errors(browser)
+
+
+def test_a_queued_job_is_followed_from_the_queue_to_the_end(service: Service, browser: Browser) -> None:
+    blocker = service.submit({**SLOW, "stop": {"max_seconds": 2}})["id"]  # the one worker is busy with it
+    service.wait_status(blocker, "running")
+    queued = service.submit({**LESSON5, "name": "queued behind"})["id"]
+    browser.driver.get(f"{service.url}/jobs/{queued}")
+    browser.wait(lambda d: status_shown(browser) == "queued", "the page shows the job queued")
+    assert service.job(queued)["status"] == "queued"
+    browser.js("window.sameDocument = 'yes'")
+    browser.wait(lambda d: status_shown(browser) == "succeeded", "the page shows the job succeeded, live", timeout=60)
+    assert browser.js("return window.sameDocument") == "yes"
+    browser.wait(lambda d: plotted(browser).get("ready"), "the final picture is drawn")
+    assert plotted(browser)["path"] == xy_path(service.history(queued))
+    no_errors(browser)
+
+
+def test_a_catalog_objective_marks_its_known_minima(service: Service, browser: Browser) -> None:
+    spec = {"objective": {"name": "himmelblau"}, "x0": [0.5, -0.5], "steps": 300, "optimizer": {"name": "adam", "lr": 0.05}}
+    job_id = service.submit(spec)["id"]
+    service.wait(job_id)
+    objectives = service.http.get(f"{service.url}/v1/objectives", timeout=10).json()["objectives"]
+    minima = next(o["minima"] for o in objectives if o["name"] == "himmelblau")
+    browser.driver.get(f"{service.url}/jobs/{job_id}")
+    browser.wait(lambda d: plotted(browser).get("ready"), "the picture is drawn")
+    seen = plotted(browser)
+    assert seen["minima"] == [m["x"] for m in minima] and len(seen["minima"]) == 4
+    lo, hi, ylo, yhi = seen["surfaceRange"]
+    assert all(lo < x < hi and ylo < y < yhi for x, y in seen["minima"])  # all four are in the picture
+    assert seen["path"] == xy_path(history_rows(service, job_id))
+    charts = ("chart-f", "chart-grad", "chart-lr")
+    assert [browser.driver.find_element("id", c).get_attribute("data-scale") for c in charts] == ["linear"] * 3
+    browser.driver.find_element("id", "log-scale").click()
+    browser.wait(lambda d: [d.find_element("id", c).get_attribute("data-scale") for c in charts] == ["log"] * 3,
+                 "the curves switch to a log scale")
+    browser.screenshot("himmelblau")
+    no_errors(browser)
+
+
+def test_compare_overlays_two_jobs(service: Service, browser: Browser) -> None:
+    a = service.submit({**LESSON5, "steps": 60, "name": "slow lr"})["id"]
+    b = service.submit({**LESSON5, "steps": 60, "optimizer": {"name": "sgd", "lr": 0.04}, "name": "fast lr"})["id"]
+    service.wait(a), service.wait(b)
+    browser.driver.get(f"{service.url}/compare?jobs={a},{b}&whatever=1")
+    browser.wait(lambda d: plotted(browser).get("ready"), "the compare view is drawn")
+    seen = plotted(browser)
+    assert seen["jobs"] == [a, b]
+    assert seen["paths"][a] == xy_path(service.history(a)) and seen["paths"][b] == xy_path(service.history(b))
+    assert seen["paths"][a] != seen["paths"][b] and len(seen["contourLevels"]) >= 5
+    rows = browser.driver.find_elements("css selector", "#compare-jobs tbody tr")
+    assert [r.get_attribute("data-job") for r in rows] == [a, b]
+    legend = browser.driver.find_elements("css selector", "#chart-f .u-legend .u-series .u-label")
+    assert [e.text for e in legend] == ["step", "slow lr", "fast lr"]
+    browser.screenshot("compare")
+    no_errors(browser)
+
+
+def test_the_job_list_filters_and_updates(service: Service, browser: Browser) -> None:
+    done = service.submit({**LESSON5, "steps": 5, "name": "listed"})["id"]
+    service.wait(done)
+    browser.driver.get(f"{service.url}/?status=succeeded&extra=ignored")
+    browser.wait(lambda d: d.find_elements("css selector", f'#jobs-body tr[data-job="{done}"]'), "the job is listed")
+    statuses = {r.get_attribute("data-status") for r in browser.driver.find_elements("css selector", "#jobs-body tr")}
+    assert statuses == {"succeeded"}
+    fresh = service.submit({**LESSON5, "steps": 5, "name": "fresh"})["id"]
+    service.wait(fresh)
+    browser.wait(lambda d: d.find_elements("css selector", "#jobs-body tr")[0].get_attribute("data-job") == fresh,
+                 "the new job appears first, without a reload")
+    name = browser.driver.find_element("id", "filter-name")
+    name.clear()
+    name.send_keys("listed")
+    browser.driver.find_element("css selector", "#filters button[type=submit]").click()
+    browser.wait(lambda d: [r.get_attribute("data-job") for r in d.find_elements("css selector", "#jobs-body tr")] == [done],
+                 "only the named job is listed")
+    assert "name=listed" in browser.driver.current_url
+    browser.screenshot("job-list")
+    browser.driver.find_element("css selector", f'#jobs-body tr[data-job="{done}"] a').click()
+    browser.wait(lambda d: d.current_url.endswith(f"/jobs/{done}"), "the row links to the job page")
+    browser.wait(lambda d: status_shown(browser) == "succeeded", "the job page shows the job")
+    no_errors(browser)
+
+
+def test_a_sweeps_heat_map_and_summary(service: Service, browser: Browser) -> None:
+    body = {"base": {**LESSON5, "steps": 20}, "grid": {"optimizer.lr": [0.001, 0.01], "steps": [5, 20]}}
+    resp = service.http.post(f"{service.url}/v1/sweeps", json=body, timeout=30)
+    assert resp.status_code == 202, resp.text
+    sweep_id = resp.json()["id"]
+    service.wait_for(lambda: service.http.get(f"{service.url}/v1/sweeps/{sweep_id}", timeout=10).json()["counts"]
+                     .get("succeeded") == 4, "the sweep's four jobs succeeded")
+    summary = service.http.get(f"{service.url}/v1/sweeps/{sweep_id}", timeout=10).json()["summary"]
+    browser.driver.get(f"{service.url}/sweeps/{sweep_id}")
+    browser.wait(lambda d: len(d.find_elements("css selector", "#sweep-summary tbody tr")) == 4, "the summary is shown")
+    cells = browser.driver.find_elements("css selector", "#heat-map td")
+    assert len(cells) == 4
+    shown = sorted(float(c.get_attribute("data-f")) for c in cells)
+    assert shown == sorted(float(item["f"]) for item in summary)
+    link = browser.driver.find_element("id", "compare-sweep").get_attribute("href")
+    assert set(link.split("jobs=")[1].split(",")) == {item["id"] for item in summary}
+    browser.screenshot("sweep")
+    no_errors(browser)
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A second service, with DESCENT_AUTH=required."""
+    require_browser()
+    for svc in service_on("embedded", tmp_path_factory.mktemp("guarded"), auth="required"):
+        svc.start(workers=1)
+        yield svc
+
+
+def test_with_auth_required_the_page_asks_for_a_token(guarded: Service) -> None:
+    token = guarded.token("alice")
+    guarded.http.headers["Authorization"] = f"Bearer {token}"
+    done = guarded.submit({**LESSON5, "name": "alice's"})["id"]
+    guarded.wait(done)
+    assert requests.get(f"{guarded.url}/v1/jobs", timeout=10).status_code == 401
+    browser = Browser()
+    try:
+        browser.driver.get(guarded.url + "/")
+        form = browser.wait(lambda d: d.find_element("id", "token-form"), "the token form")
+        browser.wait(lambda d: form.is_displayed(), "the page asks for a token")
+        assert not browser.driver.find_elements("css selector", "#jobs-body tr")
+        browser.driver.find_element("id", "token-input").send_keys(token)
+        browser.driver.find_element("id", "token-submit").click()
+        browser.wait(lambda d: d.find_elements("css selector", f'#jobs-body tr[data-job="{done}"]'), "the list, with the token")
+        assert not form.is_displayed()
+        assert browser.js("return sessionStorage.getItem('descent.token')") == token
+        assert browser.js("return document.cookie") == ""
+        no_errors(browser)  # the page asked before any request was refused
+
+        # The job page, in the same tab: the token is sent on every read, the stream's included.
+        running = guarded.submit({**SLOW, "stop": {"max_seconds": 3}})["id"]
+        guarded.wait_status(running, "running")
+        browser.driver.get(f"{guarded.url}/jobs/{running}")
+        browser.wait(lambda d: status_shown(browser) == "succeeded", "the running job's page follows it to the end")
+        assert browser.js("return window.descent.live") == "stream"
+        browser.wait(lambda d: plotted(browser).get("ready"), "the picture is drawn")
+        assert plotted(browser)["path"] == xy_path(history_rows(guarded, running))
+        assert token not in browser.driver.current_url
+        browser.driver.find_element("id", "show-png").click()  # an image read with the token, shown as a blob
+        browser.wait(lambda d: browser.js("const i = document.getElementById('plot-png'); "
+                                          "return i && i.complete && i.naturalWidth > 0 && i.src.startsWith('blob:')"),
+                     "the service's PNG is shown")
+        no_errors(browser)
+
+        # A token the service does not know: refused, and the page asks again.
+        browser.js("sessionStorage.setItem('descent.token', 'dsc_' + 'x'.repeat(40))")
+        browser.driver.get(f"{guarded.url}/jobs/{done}")
+        browser.wait(lambda d: d.find_element("id", "token-form").is_displayed(), "the page asks again")
+        assert "unknown or revoked" in browser.driver.find_element("id", "token-error").text
+        browser.driver.find_element("id", "token-input").send_keys(token)
+        browser.driver.find_element("id", "token-submit").click()
+        browser.wait(lambda d: status_shown(browser) == "succeeded", "the job page, with the good token")
+        browser.screenshot("auth-job-page")
+        no_errors(browser, allow=lambda entry: "401" in entry["message"])
+    finally:
+        browser.quit()
