@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 TORCH_INDEX ?=
 TORCH_INDEX_ARG := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
-.PHONY: run test test-fast install bench compose-check clean
+.PHONY: run test test-fast install bench compose-check gpu-check gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,15 @@ bench: $(STAMP)
 
 compose-check:
 	docker-compose config -q
+	docker-compose --profile gpu config -q
+
+# The GPU path on a machine with CUDA (without CUDA: the CPU half, saying so); gpu-wheels first
+# fetches, on a machine with network, the runtime packages a bare CUDA machine lacks into .whl/.
+gpu-check:
+	scripts/gpu_check.sh
+
+gpu-wheels: $(STAMP)
+	scripts/fetch_gpu_wheels.sh
 
 clean:
 	rm -rf $(VENV) .descent

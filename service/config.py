@@ -80,11 +80,25 @@ class Settings:
     api_url: str = env("DESCENT_URL", "where client commands find the API; default http://127.0.0.1:PORT", None)  # type: ignore[assignment]
     lease_seconds: float = env("DESCENT_LEASE_SECONDS", "a worker's hold on its job, renewed while it runs", 30.0)
     heartbeat_seconds: float = env("DESCENT_HEARTBEAT_SECONDS", "seconds between worker heartbeats", 5.0)
+    worker_lost_after: int = env("DESCENT_WORKER_LOST_AFTER", "missed heartbeats after which a worker is shown "
+                                 "lost", 3)
+    worker_retention: float = env("DESCENT_WORKER_RETENTION_SECONDS", "seconds a lost worker stays listed "
+                                  "before it is pruned", 86_400.0)
     max_attempts: int = env("DESCENT_MAX_ATTEMPTS", "lost workers a job survives before it fails", 3)
     requeue_after: float = env("DESCENT_REQUEUE_AFTER", "seconds queued before the reconciler re-sends a job", 30.0)
     task_time_limit: float = env("DESCENT_TASK_TIME_LIMIT", "seconds on one job before its worker exits; "
                                  "default DESCENT_MAX_SECONDS + 400", None)  # type: ignore[assignment]
     torch_threads: int = env("DESCENT_TORCH_THREADS", "torch intra-op threads per worker process", 1)
+    log_format: str = env("DESCENT_LOG_FORMAT", "text, or json: one JSON object per log line, with the job id on "
+                          "each line a job causes", "text")
+    gpu_wait_seconds: float = env("DESCENT_GPU_WAIT_SECONDS", "seconds a device: gpu job waits for a GPU "
+                                  "worker before it fails", 3600.0)
+    auto_gpu_min_elements: int = env("DESCENT_AUTO_GPU_MIN_ELEMENTS", "device: auto runs a job on a GPU (when one "
+                                     "heartbeats) if x has at least this many elements", 100_000)
+    auto_gpu_min_batch: int = env("DESCENT_AUTO_GPU_MIN_BATCH", "or if its batch (a sweep's starts) holds at "
+                                  "least this many jobs", 1_000)
+    gpu_without_cuda: str = env("DESCENT_GPU_WITHOUT_CUDA", "tests only: yes lets a worker serve the gpu queue "
+                                "without CUDA, running its jobs on the CPU", "no")
     batch_max: int = env("DESCENT_BATCH_MAX", "compatible queued jobs a worker claims and runs together as one "
                          "batch, 1 to 10,000 (1 turns batching off)", 4096)
     worker_queues: str | None = env("DESCENT_WORKER_QUEUES", "queues a worker consumes (set by descent worker); "

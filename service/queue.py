@@ -56,7 +56,10 @@ def configure_embedded_transport() -> None:
     sqla.Transport.polling_interval = EMBEDDED_POLL_SECONDS
 
 
-def prepare_embedded_broker(celery: Celery, queues: tuple[str, ...] = ("cpu", "gpu")) -> None:
+QUEUES = ("cpu", "gpu")  # the broker's queues: a job's queue is one of them
+
+
+def prepare_embedded_broker(celery: Celery, queues: tuple[str, ...] = QUEUES) -> None:
     """Create the SQL broker's tables and queue rows before anything consumes or publishes.
     kombu creates them on first use by check-then-insert, so two processes starting together
     on a fresh broker file can both insert, and the loser dies with a UNIQUE (or "table already
@@ -76,6 +79,27 @@ def prepare_embedded_broker(celery: Celery, queues: tuple[str, ...] = ("cpu", "g
             if attempt == 19:
                 raise
             time.sleep(0.05 * (attempt + 1))
+
+
+def purge_consumed(celery: Celery) -> int:
+    """On the embedded SQL broker, delete the messages already delivered: kombu keeps each one
+    (``visible = false``) forever, and the broker file would grow by every job ever sent. A
+    delivered message that is not acknowledged is put back as a new row, so none is lost.
+    Returns how many went (0 on any other broker)."""
+    if not (celery.conf.broker_url or "").startswith("sqla+"):
+        return 0
+    with celery.connection_for_write() as conn:
+        channel = conn.default_channel
+        session, message = channel.session, channel.message_cls
+        gone = session.query(message).filter(message.visible.is_(False)).delete(synchronize_session=False)
+        session.commit()
+    return int(gone or 0)
+
+
+def waiting_messages(celery: Celery, queue: str) -> int:
+    """Messages waiting in ``queue`` (not yet delivered to a worker)."""
+    with celery.connection_for_write() as conn:
+        return int(conn.default_channel.queue_declare(queue, passive=True).message_count)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Why a run ended: one word per reason for the engine, the workers and the API (no torch here)."""
+"""Why a run ended, or why a job waits: one word per reason for the engine, the workers and the
+API (no torch here)."""
 from __future__ import annotations
 
 from enum import StrEnum
@@ -14,3 +15,8 @@ class StopReason(StrEnum):
     DIVERGED = "diverged"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
+
+
+# Why a queued job of the gpu queue waits while no GPU worker heartbeats (and, after
+# DESCENT_GPU_WAIT_SECONDS, why it failed).
+WAITING_FOR_GPU = "waiting for a GPU worker"

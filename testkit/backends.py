@@ -50,6 +50,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "DESCENT_MAX_WAITERS": str(settings.max_waiters),
         "DESCENT_BATCH_MAX": str(settings.batch_max),
         "DESCENT_TORCH_THREADS": str(settings.torch_threads),
+        "DESCENT_LOG_FORMAT": settings.log_format,
+        "DESCENT_WORKER_LOST_AFTER": str(settings.worker_lost_after),
+        "DESCENT_GPU_WAIT_SECONDS": str(settings.gpu_wait_seconds),
+        "DESCENT_GPU_WITHOUT_CUDA": settings.gpu_without_cuda,
     })
     for name, value in (("DESCENT_AUTH", settings.auth), ("DESCENT_ALLOWED_HOSTS", settings.allowed_hosts),
                         ("DESCENT_ALLOWED_ORIGINS", settings.allowed_origins)):

@@ -55,6 +55,18 @@ def _refuse(message: str, code: int) -> None:
     os._exit(code)
 
 
+@signals.setup_logging.connect
+def _setup_logging(loglevel: object = None, **_: object) -> None:
+    """Descent's log lines (``service.logs``) instead of Celery's: text or JSON, with job ids."""
+    from service import logs
+
+    try:
+        logs.configure(load_settings().log_format, loglevel if isinstance(loglevel, (int, str)) and loglevel
+                       else logging.INFO)
+    except Exception as exc:  # noqa: BLE001 - a bad DESCENT_LOG_FORMAT stops the worker with one line
+        _refuse(str(exc), 78)
+
+
 @signals.worker_init.connect
 def _check_before_start(sender: object = None, **_: object) -> None:
     """Refuse to start on a database behind the head migration, or on the gpu queue without CUDA;
@@ -80,7 +92,7 @@ def _check_before_start(sender: object = None, **_: object) -> None:
 
     # One job per worker process: one intra-op thread each unless told otherwise.
     torch.set_num_threads(settings.torch_threads)
-    if "gpu" in queues:
+    if "gpu" in queues and settings.gpu_without_cuda != "yes":
         if not torch.cuda.is_available():
             _refuse("refusing to start on the 'gpu' queue: this machine has no CUDA device "
                     "(torch.cuda.is_available() is False). Run it with --queues cpu instead.", 78)

@@ -3,12 +3,16 @@ renewal for the running job, and the reconciler that re-sends jobs the broker lo
 from __future__ import annotations
 
 import logging
+import functools
+import importlib.metadata
 import os
+import platform
 import random
 import threading
 import time
 
-from service.queue import messages_for
+from service.queue import QUEUES, messages_for, purge_consumed, waiting_messages
+from service.reasons import WAITING_FOR_GPU
 from service.store import StoreError
 from service.store import fleet as fleet_store
 from service.store import jobs as job_store
@@ -22,9 +26,23 @@ def reconcile_once(requeue_after: float) -> list[str]:
     """Re-send queued jobs that waited too long (their message may be gone: broker restart,
     FLUSHALL) and requeue running jobs whose lease expired (their worker died). Each job is
     re-sent by one worker only: the database row is bumped conditionally first. Jobs of one batch
-    key go in shared messages, as a sweep's do (a dead worker's batch resumes as a batch)."""
+    key go in shared messages, as a sweep's do (a dead worker's batch resumes as a batch).
+
+    A queued job is re-sent only while its queue holds no waiting message (a job behind a backlog
+    is waiting its turn, not lost), so a queue never holds more messages than jobs wait for: a
+    gpu job with no GPU worker keeps its one message. While no GPU worker heartbeats, gpu jobs
+    queued longer than DESCENT_GPU_WAIT_SECONDS fail."""
     state = get_state()
-    stale = [job for job in job_store.stale_jobs(state.db, requeue_after)
+    settings = state.settings
+    if not fleet_store.live_gpu_worker(state.db, settings.worker_lost_after * settings.heartbeat_seconds):
+        failed = job_store.fail_unserved(state.db, "gpu", settings.gpu_wait_seconds,
+                                         f"{WAITING_FOR_GPU}: none came within {settings.gpu_wait_seconds:g} s "
+                                         "(DESCENT_GPU_WAIT_SECONDS)")
+        if failed:
+            log.warning("failed %d gpu job(s) that waited over %g s for a GPU worker", len(failed),
+                        settings.gpu_wait_seconds)
+    waiting = [queue for queue in QUEUES if _waiting(state, queue)]
+    stale = [job for job in job_store.stale_jobs(state.db, requeue_after, waiting_in=waiting)
              if job_store.requeue_if_stale(state.db, job[0], requeue_after)]
     sent = []
     if state.dispatcher is not None:
@@ -34,6 +52,17 @@ def reconcile_once(requeue_after: float) -> list[str]:
     if sent:
         log.info("reconciler re-sent %d job(s)", len(sent))
     return sent
+
+
+def _waiting(state: WorkerState, queue: str) -> bool:
+    """Does ``queue`` hold a message not yet delivered? (Yes when the broker cannot say.)"""
+    if state.dispatcher is None:
+        return True
+    try:
+        return waiting_messages(state.dispatcher.celery, queue) > 0
+    except Exception as exc:  # noqa: BLE001 - a broker that cannot answer cannot take a re-send either
+        log.warning("could not count the messages waiting in %s: %s", queue, exc)
+        return True
 
 
 def _loop(queues: list[str]) -> None:
@@ -46,18 +75,41 @@ def _loop(queues: list[str]) -> None:
         elapsed += settings.heartbeat_seconds
         _enforce_hard_limit(state)
         try:
-            fleet_store.heartbeat(state.db, state.worker_id, state.hostname, os.getpid(), state.queues,
-                                  state.device, state.current_job)
+            fleet_store.heartbeat(state.db, describe(state))
             held = list(state.current_jobs) or ([state.current_job] if state.current_job else [])
             if held:  # the jobs no longer held (lost leases) are simply not renewed
                 job_store.renew_jobs(state.db, held, state.worker_id, settings.lease_seconds)
             if elapsed >= next_reconcile:
                 reconcile_once(requeue_after)
+                fleet_store.prune_workers(state.db, settings.worker_retention)
+                if state.dispatcher is not None:
+                    purge_consumed(state.dispatcher.celery)
                 next_reconcile = elapsed + requeue_after / 3
         except StoreError as exc:
             log.warning("fleet heartbeat failed: %s", exc)
         except Exception:  # noqa: BLE001 - the background thread must outlive one bad beat
             log.exception("fleet heartbeat failed")
+
+
+def describe(state: WorkerState) -> fleet_store.Heartbeat:
+    """This worker's heartbeat: who it is, what it runs on, what it runs now."""
+    return fleet_store.Heartbeat(
+        worker_id=state.worker_id, hostname=state.hostname, pid=os.getpid(), queues=state.queues,
+        device=state.device, current_job=state.current_job, device_name=state.device_name,
+        cuda_memory=state.cuda_memory, versions=_versions())
+
+
+@functools.cache
+def _versions() -> dict[str, str]:
+    import celery
+    import torch
+
+    try:
+        descent = importlib.metadata.version("descent")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        descent = "unknown"
+    return {"descent": descent, "python": platform.python_version(), "torch": torch.__version__,
+            "celery": celery.__version__}
 
 
 def _enforce_hard_limit(state: WorkerState) -> None:
@@ -74,7 +126,7 @@ def _enforce_hard_limit(state: WorkerState) -> None:
 def start_background(queues: list[str]) -> None:
     state = init_state(queues)
     try:
-        fleet_store.heartbeat(state.db, state.worker_id, state.hostname, os.getpid(), queues, state.device, None)
+        fleet_store.heartbeat(state.db, describe(state))
     except StoreError as exc:
         log.warning("first heartbeat failed: %s", exc)
     threading.Thread(target=_loop, args=(queues,), name="descent-fleet", daemon=True).start()

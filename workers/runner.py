@@ -11,6 +11,7 @@ from typing import Any
 
 from service.engine import Chunk, EngineError, StopReason, run
 from service.jsonsafe import json_safe
+from service.logs import job_logging
 from service.queue import Message
 from service.spec import SpecError, check_spec
 from service.store import HistoryBatch, JobStatus, LeaseLost, StoreError, StoreUnavailable
@@ -36,9 +37,14 @@ def execute_message(state: WorkerState, job_ids: list[str]) -> dict[str, Outcome
     room (``DESCENT_BATCH_MAX``), the compatible queued jobs, the message's own first. The
     message's jobs the batch has no room for are sent on in a message of their own at once, so
     another worker can take them. Returns each named or claimed job's outcome."""
-    settings, db, me = state.settings, state.db, state.worker_id
     if not job_ids:
         return {}
+    with job_logging(job_ids):
+        return _execute_message(state, job_ids)
+
+
+def _execute_message(state: WorkerState, job_ids: list[str]) -> dict[str, Outcome]:
+    settings, db, me = state.settings, state.db, state.worker_id
     claimed = with_retries(lambda: claim_batch(db, job_ids, me, settings.lease_seconds, settings.max_attempts,
                                                settings.batch_max, settings.limits.max_elements, state.solo_keys),
                            f"claim {job_ids[0]}")
@@ -55,10 +61,12 @@ def execute_message(state: WorkerState, job_ids: list[str]) -> dict[str, Outcome
                 state.dispatcher.send_message(Message(waiting, claimed[0].queue))
         alone = claimed
         if len(claimed) > 1:
-            batch_outcomes, alone = run_batch_of(state, claimed)
+            with job_logging([job.id for job in claimed]):
+                batch_outcomes, alone = run_batch_of(state, claimed)
             outcomes.update(batch_outcomes)
         for job in alone:
-            outcomes[job.id] = run_alone(state, job)
+            with job_logging([job.id]):
+                outcomes[job.id] = run_alone(state, job)
     finally:
         state.current_job, state.current_jobs = None, []
     return outcomes
@@ -67,8 +75,11 @@ def execute_message(state: WorkerState, job_ids: list[str]) -> dict[str, Outcome
 def run_alone(state: WorkerState, job: Any) -> Outcome:
     """Run one claimed job by itself."""
     state.current_job, state.current_since = job.id, time.monotonic()
+    log.info("job %s started (attempt %d, from step %s)", job.id, job.attempts, job.checkpoint_step or 0)
     try:
-        return _run_claimed(state, job)
+        outcome = _run_claimed(state, job)
+        log.info("job %s %s in %.3f s", job.id, outcome, time.monotonic() - state.current_since)
+        return outcome
     except LeaseLost:
         log.warning("job %s was taken from this worker (lease lost); dropping it", job.id)
         return "lease_lost"
@@ -80,7 +91,7 @@ def _run_claimed(state: WorkerState, job: Any) -> Outcome:
         checked = check_spec(job.spec, settings.limits, trace=False)
     except SpecError as exc:
         return fail_job(state, job_id, f"the stored spec is no longer valid: {exc.message}")
-    device = job_device(job)
+    device = job_device(job, settings.gpu_without_cuda == "yes")
     if device is None:
         return fail_job(state, job_id, NO_GPU)
     cancel = [False]

@@ -6,6 +6,7 @@ connection or CUDA context is shared across a fork.
 from __future__ import annotations
 
 import os
+import platform
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ class WorkerState:
     current_since: float = 0.0
     shutting_down: threading.Event = field(default_factory=threading.Event)
     dispatcher: Dispatcher | None = None  # sends on the process's one Celery app
+    device_name: str | None = None  # the CUDA device's name on a GPU worker, the processor's otherwise
+    cuda_memory: int | None = None  # the CUDA device's bytes, on a GPU worker
 
 
 _lock = threading.Lock()
@@ -43,10 +46,22 @@ def init_state(queues: list[str]) -> WorkerState:
             device = "gpu" if "gpu" in queues else "cpu"
             from workers.app import get_app
 
+            name, memory = _device_facts(device)
             _state = WorkerState(settings=settings, db=Database(settings.database_url), worker_id=_identity(),
                                  hostname=socket.gethostname(), queues=queues, device=device,
-                                 dispatcher=Dispatcher(get_app()))
+                                 dispatcher=Dispatcher(get_app()), device_name=name, cuda_memory=memory)
         return _state
+
+
+def _device_facts(device: str) -> tuple[str, int | None]:
+    """The device's name and (CUDA) memory in bytes, for the workers view."""
+    if device == "gpu":
+        import torch
+
+        if torch.cuda.is_available():
+            index = torch.cuda.current_device()
+            return torch.cuda.get_device_name(index), int(torch.cuda.get_device_properties(index).total_memory)
+    return platform.processor() or platform.machine() or "cpu", None
 
 
 def get_state() -> WorkerState:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from service.api.schemas import ObjectiveCatalog, OptimizerCatalog, build
 from service.jsonsafe import json_safe
 from service.spec.catalog import CATALOG
 from service.spec.optimizers import describe
@@ -12,9 +13,9 @@ bp = Blueprint("catalog", __name__, url_prefix="/v1")
 
 @bp.get("/objectives")
 def objectives():  # type: ignore[no-untyped-def]
-    return {"objectives": [json_safe(o.describe()) for o in CATALOG.values()]}
+    return build(ObjectiveCatalog, {"objectives": [json_safe(o.describe()) for o in CATALOG.values()]})
 
 
 @bp.get("/optimizers")
 def optimizers():  # type: ignore[no-untyped-def]
-    return json_safe(describe())
+    return build(OptimizerCatalog, json_safe(describe()))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from service.api.schemas import Health, Readiness, build
 from service.api.services import services
 from service.errors import first_line
 
@@ -13,7 +14,7 @@ bp = Blueprint("health", __name__)
 def healthz():  # type: ignore[no-untyped-def]
     """The process answers; and how many of its DESCENT_MAX_WAITERS slots are in use."""
     slots = services().waiters
-    return {"status": "ok", "waiting": slots.in_use, "max_waiters": slots.limit}
+    return build(Health, {"status": "ok", "waiting": slots.in_use, "max_waiters": slots.limit})
 
 
 @bp.get("/readyz")
@@ -31,4 +32,4 @@ def readyz():  # type: ignore[no-untyped-def]
     except Exception as exc:  # noqa: BLE001
         checks["broker"] = f"down: {first_line(exc, 200)}"
     ready = all(v == "ok" for v in checks.values())
-    return {"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503
+    return build(Readiness, {"status": "ready" if ready else "not ready", "checks": checks}), 200 if ready else 503

@@ -6,7 +6,6 @@ whole spec has passed its checks, so a refused request never leaves a job behind
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from flask import Blueprint, request
@@ -23,7 +22,7 @@ from service.spec import check_spec
 from service.spec.batchkey import batch_key
 from service.store import JobStatus
 from service.store import jobs as job_store
-from service.store.fleet import live_gpu_worker
+from service.api.fleet import gpu_worker_alive
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
@@ -54,9 +53,6 @@ def read_json_body() -> Any:
         raise DescentError("the request body holds a number with too many digits", code=ErrorCode.INVALID_JSON) from None
 
 
-_gpu_seen: dict[str, float] = {"checked": -1e9, "alive": 0.0}
-
-
 def idempotency_key() -> str | None:
     """The request's Idempotency-Key header, checked (a 400 naming it otherwise)."""
     key = request.headers.get("Idempotency-Key")
@@ -67,17 +63,16 @@ def idempotency_key() -> str | None:
     return key
 
 
-def route_queue(device: str) -> str:
-    """``auto`` goes to the gpu queue while a GPU worker heartbeats (looked up at most once a
-    second per API process)."""
+def route_queue(device: str, elements: int, batch: int = 1) -> str:
+    """The queue of a job with x of ``elements`` that runs in batches of up to ``batch`` jobs.
+    ``auto`` goes to a GPU only where it pays and while a GPU worker heartbeats: a GPU is slower
+    than a CPU on tiny jobs (the lesson's 2x2), faster on big tensors and big batches, so at
+    least DESCENT_AUTO_GPU_MIN_ELEMENTS elements or DESCENT_AUTO_GPU_MIN_BATCH jobs."""
     if device in ("cpu", "gpu"):
         return device
-    svc = services()
-    now = time.monotonic()
-    if now - _gpu_seen["checked"] > 1.0:
-        _gpu_seen["alive"] = float(live_gpu_worker(svc.db, alive_within=3 * svc.settings.heartbeat_seconds))
-        _gpu_seen["checked"] = now
-    return "gpu" if _gpu_seen["alive"] else "cpu"
+    settings = services().settings
+    pays = elements >= settings.auto_gpu_min_elements or batch >= settings.auto_gpu_min_batch
+    return "gpu" if pays and gpu_worker_alive() else "cpu"
 
 
 @bp.post("")
@@ -88,7 +83,7 @@ def submit():  # type: ignore[no-untyped-def]
     key = idempotency_key()
     spec = checked.as_json()
     who = caller()
-    job, created = job_store.create_job(svc.db, spec, list(checked.shape), route_queue(checked.spec.device), key,
+    job, created = job_store.create_job(svc.db, spec, list(checked.shape), route_queue(checked.spec.device, checked.numel), key,
                                         owner=who.owner, reserved_values=checked.recorded_values,
                                         batch_key=batch_key(checked),
                                         quotas=None if who.admin else svc.settings.quotas)

@@ -1,8 +1,9 @@
 """``/openapi.json``: an OpenAPI 3.1 document that states every bound the API enforces.
 
-The request schema is generated from the same pydantic models that validate submissions, then the
-configured limits (``settings.limits``, read when the document is served) are written into it, so
-the document always matches the running service. Query parameters carry the same bounds as the
+The job spec's schema is generated from the same pydantic models that validate submissions, then
+the configured limits (``settings.limits``, read when the document is served) are written into it,
+so the document always matches the running service. Every JSON response is described by the
+pydantic model its handler builds it with (``service.api.schemas``), generated the same way. Query parameters carry the same bounds as the
 handlers' ``int_arg`` calls, and every operation lists each status it can answer with (405 is
 automatic for a method a path does not have). ``scripts/fuzz.sh`` holds the live API to this
 document with Schemathesis; ``tests/api/test_openapi.py`` checks routes and bounds against the app.
@@ -18,17 +19,20 @@ import re
 from typing import Any
 
 from flask import Blueprint, current_app
+from pydantic.json_schema import models_json_schema
 
 from service.api.history import FORMATS as HISTORY_FORMATS
 from service.api.params import ISO_TIME_PATTERN
+from service.api.schemas import RESPONSES
 from service.api.history import MAX_POINTS, MAX_ROWS, MAX_STEP
 from service.api.events import DEFAULT_STREAM_SECONDS, STREAM_SECONDS
 from service.api.jobs import ENDED_BY, IDEMPOTENCY_KEY_LENGTH, LIST_LIMIT, NAME_CHARS, ORDERS, WAIT_SECONDS
 from service.api.serialize import HISTORY_FIELDS
 from service.api.surface import openapi_paths as surface_paths
 from service.api.sweeps import SUMMARY_LIMIT
+from service.api.workers import openapi_paths as workers_paths
+from service.api.metrics import openapi_paths as metrics_paths
 from service.config import Limits
-from service.errors import ErrorCode
 from service.spec.catalog import CATALOG
 from service.spec.model import MAX_SEED, JobSpec, RecordSpec, StopSpec
 from service.spec.optimizers import OPTIMIZERS, SCHEDULERS
@@ -158,18 +162,22 @@ def _nested_x0() -> dict[str, Any]:
 
 
 def _named_objectives() -> dict[str, Any]:
-    variants = []
+    """NamedObjective, one of the catalog's objectives, and each of them a component of its own
+    (``NamedObjective_<name>``: a generated client names each one's class and its params' after it)."""
+    variants = {}
     for entry in CATALOG.values():
         params = {name: {"type": "number", "minimum": -CATALOG_PARAM_BOUND, "maximum": CATALOG_PARAM_BOUND,
                          "default": default} for name, default in entry.params.items()}
-        variants.append({
+        variants[f"NamedObjective_{entry.name}"] = {
             "type": "object", "additionalProperties": False, "required": ["name"],
-            "description": entry.description,
+            "title": entry.name, "description": entry.description,
             "properties": {"name": {"const": entry.name},
                            "params": {"type": "object", "properties": params, "additionalProperties": False}},
-        })
-    return {"oneOf": variants, "description": "A catalog objective by name (GET /v1/objectives), with "
-            "optional parameters; its formula is written in x, so 'variable' must be x"}
+        }
+    return {"NamedObjective": {"oneOf": [_ref(name) for name in variants],
+                               "description": "A catalog objective by name (GET /v1/objectives), with optional "
+                                              "parameters; its formula is written in x, so 'variable' must be x"},
+            **variants}
 
 
 def _choice(table: dict[str, str], kind: str) -> dict[str, Any]:
@@ -221,7 +229,7 @@ def spec_schemas(limits: Limits) -> dict[str, Any]:
                        "description": "An expression (max_expression_chars); see service/expr/parse.py"},
                       _ref("NamedObjective")],
         }
-        schemas["NamedObjective"] = _named_objectives()
+        schemas.update(_named_objectives())
     if "x0" in props:
         props["x0"] = {
             "description": "The start: a nested list of numbers, or a generated start. Required (and not "
@@ -286,79 +294,21 @@ SPEC_EXAMPLES = {
 
 # --- responses ------------------------------------------------------------------------------
 
-_FLOAT = {"anyOf": [{"type": "number"}, {"enum": ["NaN", "Infinity", "-Infinity"]}],
-          "description": "A number; non-finite values are the strings NaN, Infinity and -Infinity"}
-
-
 def response_schemas() -> dict[str, Any]:
-    nullable_time = {"type": ["string", "null"], "format": "date-time"}
-    return {
-        "Error": {
-            "type": "object", "required": ["error"],
-            "properties": {"error": {
-                "type": "object", "required": ["code", "message", "field"],
-                "properties": {
-                    "code": {"type": "string", "description": "One of " + ", ".join(ErrorCode)
-                             + ", or an HTTP error's name (method_not_allowed, not_found, ...)"},
-                    "message": {"type": "string"},
-                    "field": {"type": ["string", "null"], "description": "The field, parameter or header at fault"},
-                }}},
-        },
-        "Float": _FLOAT,
-        "Job": {
-            "type": "object",
-            "required": ["id", "status", "name", "tags", "spec", "queue", "created_at", "started_at",
-                         "finished_at", "worker", "attempts", "cancel_requested", "error", "result", "links"],
-            "properties": {
-                "id": {"type": "string", "format": "uuid"},
-                "owner": {"type": "string", "description": "Who submitted it (the token's owner; 'local' with auth off)"},
-                "status": {"type": "string", "enum": [s.value for s in JobStatus]},
-                "name": {"type": ["string", "null"]},
-                "tags": {"type": "object", "additionalProperties": {"type": "string"}},
-                "spec": {"type": "object", "description": "The spec as submitted, with its defaults filled in"},
-                "queue": {"type": "string", "enum": ["cpu", "gpu"]},
-                "created_at": {"type": "string", "format": "date-time"},
-                "started_at": nullable_time,
-                "finished_at": nullable_time,
-                "worker": {"type": ["string", "null"]},
-                "attempts": {"type": "integer", "minimum": 0},
-                "cancel_requested": {"type": "boolean"},
-                "error": {"type": ["string", "null"]},
-                "result": {"type": ["object", "null"]},
-                "progress": {"anyOf": [_ref("Progress"), {"type": "null"}],
-                             "description": "Where the job stands: null before its first history chunk"},
-                "links": {"type": "object", "required": ["self", "history", "events"],
-                          "properties": {"self": {"type": "string"}, "history": {"type": "string"},
-                                         "events": {"type": "string"}}},
-            },
-        },
-        "Progress": {
-            "type": "object", "required": ["step", "steps", "f", "grad_norm", "updated_at"],
-            "properties": {"step": {"type": "integer", "minimum": 0, "description": "The last step evaluated"},
-                           "steps": {"type": "integer", "minimum": 0, "description": "The steps the job may take"},
-                           "f": _ref("Float"), "grad_norm": _ref("Float"),
-                           "updated_at": {"type": ["string", "null"], "format": "date-time"}},
-        },
-        "JobPage": {
-            "type": "object", "required": ["jobs", "next_cursor"],
-            "properties": {"jobs": {"type": "array", "items": _ref("Job")},
-                           "next_cursor": {"type": ["string", "null"],
-                                           "description": "Pass as ?cursor= for the next page; null on the last"}},
-        },
-        "HistoryRow": {
-            "type": "object", "required": ["step"],
-            "properties": {"step": {"type": "integer", "minimum": 0}, "f": _ref("Float"),
-                           "grad_norm": _ref("Float"), "lr": _ref("Float"),
-                           "x": {"description": "x at this step, in x0's shape"},
-                           "grad": {"description": "the gradient at this step, in x0's shape"}},
-        },
-        "HistoryPage": {
-            "type": "object", "required": ["rows", "next_start"],
-            "properties": {"rows": {"type": "array", "items": _ref("HistoryRow")},
-                           "next_start": {"type": ["integer", "null"], "minimum": 0,
-                                          "description": "Pass as ?start= for the next page; null on the last"}},
-        },
-    }
+    """The response models (``service.api.schemas``, which the handlers build their bodies with) as
+    components: their JSON Schemas as pydantic generates them for serialization, each nested model
+    and named type (Float, JobStatus) a component of its own. Two edits: a response does not say
+    ``additionalProperties: false`` (a later version may add keys; a client should keep working), and
+    a property carries no title pydantic made up from its name ("Created At" for created_at)."""
+    _, top = models_json_schema([(model, "serialization") for model in RESPONSES], ref_template=_REF)
+    schemas: dict[str, Any] = top["$defs"]
+    for schema in schemas.values():
+        if schema.get("additionalProperties") is False:
+            del schema["additionalProperties"]
+        for name, prop in schema.get("properties", {}).items():
+            if prop.get("title") == name.replace("_", " ").title():
+                del prop["title"]
+    return schemas
 
 
 # --- sweeps -----------------------------------------------------------------------------------
@@ -385,7 +335,7 @@ def sweep_schemas(limits: Limits) -> dict[str, Any]:
                          "out, and starts, when given, replace its x0"},
                 "grid": {"type": "object", "maxProperties": MAX_GRID_KEYS,
                          "propertyNames": {"pattern": GRID_KEY},
-                         "additionalProperties": {"type": "array", "minItems": 1, "maxItems": jobs},
+                         "additionalProperties": {"type": "array", "items": {}, "minItems": 1, "maxItems": jobs},
                          "description": "Dotted spec keys to lists of values, e.g. {\"optimizer.lr\": [0.001, 0.01]}; "
                                         "a value the spec refuses is a 400 naming grid.<key>"},
                 "starts": {"oneOf": [
@@ -410,54 +360,6 @@ def sweep_schemas(limits: Limits) -> dict[str, Any]:
                          "propertyNames": {"maxLength": 64, "pattern": STORABLE_TEXT},
                          "additionalProperties": {"type": "string", "maxLength": 256, "pattern": STORABLE_TEXT}},
             },
-        },
-        "Sweep": {
-            "type": "object",
-            "required": ["id", "owner", "name", "tags", "created_at", "jobs", "counts", "tolerance", "grid",
-                         "starts", "base", "links"],
-            "properties": {
-                "id": {"type": "string", "format": "uuid"}, "owner": {"type": "string"},
-                "name": {"type": ["string", "null"]},
-                "tags": {"type": "object", "additionalProperties": {"type": "string"}},
-                "created_at": {"type": "string", "format": "date-time"},
-                "jobs": {"type": "integer", "minimum": 1},
-                "counts": {"type": "object", "required": [s.value for s in JobStatus],
-                           "properties": {s.value: {"type": "integer", "minimum": 0} for s in JobStatus}},
-                "tolerance": {"type": "number", "minimum": 0},
-                "grid": {"type": "object", "additionalProperties": {"type": "array"}},
-                "starts": {"type": "object", "description": "The random starts' settings, {list: n} or {base: true}"},
-                "base": {"type": "object"},
-                "links": {"type": "object", "required": ["self", "jobs", "cancel"],
-                          "properties": {"self": {"type": "string"}, "jobs": {"type": "string"},
-                                         "cancel": {"type": "string"}}},
-            },
-        },
-        "SweepSummaryItem": {
-            "type": "object",
-            "required": ["id", "index", "grid", "start", "status", "f", "stop_reason", "distance_to_minimum",
-                         "steps_to_tolerance"],
-            "properties": {
-                "id": {"type": "string", "format": "uuid"},
-                "index": {"type": "integer", "minimum": 0, "description": "The job's place in the sweep"},
-                "grid": {"type": "object", "description": "The value this job got for each grid key"},
-                "start": {"type": "integer", "minimum": 0, "description": "Which start it ran from"},
-                "status": {"type": "string", "enum": [s.value for s in JobStatus]},
-                "f": {"anyOf": [_ref("Float"), {"type": "null"}], "description": "Final f (null until it finishes)"},
-                "stop_reason": {"type": ["string", "null"]},
-                "distance_to_minimum": {"anyOf": [_ref("Float"), {"type": "null"}]},
-                "steps_to_tolerance": {"type": ["integer", "null"], "minimum": 0,
-                                       "description": "First recorded step with f within the sweep's tolerance of "
-                                                      "the best known minimum; null if none (or none known)"},
-            },
-        },
-        "SweepDetail": {
-            "allOf": [_ref("Sweep"), {
-                "type": "object", "required": ["sort", "summary", "next_cursor"],
-                "properties": {"sort": {"enum": list(SWEEP_SORTS)},
-                               "summary": {"type": "array", "items": _ref("SweepSummaryItem")},
-                               "next_cursor": {"type": ["string", "null"],
-                                               "description": "Pass as ?cursor= (with the same sort) for the next "
-                                                              "page; null on the last"}}}],
         },
     }
 
@@ -639,26 +541,22 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
                                     "application/x-ndjson": {"schema": {"type": "string"}}}},
                 **_errors(400, 401, 403, 404, 503)}}},
         **surface_paths(limits),
+        **workers_paths(),
+        **metrics_paths(),
         **sweep_paths(limits),
         "/v1/objectives": {"get": {
             "operationId": "listObjectives", "summary": "The objective catalog",
-            "responses": {"200": _json({"type": "object", "required": ["objectives"],
-                                        "properties": {"objectives": {"type": "array", "items": {"type": "object"}}}},
+            "responses": {"200": _json(_ref("ObjectiveCatalog"),
                                        "Objectives with formulas, parameters, default starts and minima"),
                           **_errors(400, 401, 403, 503)}}},
         "/v1/optimizers": {"get": {
             "operationId": "listOptimizers", "summary": "Allowed optimisers and schedulers",
-            "responses": {"200": _json({"type": "object", "required": ["optimizers", "schedulers"],
-                                        "properties": {"optimizers": {"type": "array", "items": {"type": "object"}},
-                                                       "schedulers": {"type": "array", "items": {"type": "object"}}}},
+            "responses": {"200": _json(_ref("OptimizerCatalog"),
                                        "Optimisers and schedulers with their arguments and defaults"),
                           **_errors(400, 401, 403, 503)}}},
         "/healthz": {"get": {
             "operationId": "healthz", "summary": "Liveness", "security": _PUBLIC,
-            "responses": {"200": _json({"type": "object", "required": ["status", "waiting", "max_waiters"],
-                                        "properties": {"status": {"const": "ok"},
-                                                       "waiting": {"type": "integer", "minimum": 0},
-                                                       "max_waiters": {"type": "integer", "minimum": 0}}},
+            "responses": {"200": _json(_ref("Health"),
                                        "The process answers; requests waiting or streaming, and their bound"),
                           **_errors(400, 403)}}},
         "/readyz": {"get": {
@@ -676,10 +574,6 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
         for operations in paths.values():
             for operation in operations.values():
                 operation["responses"].pop("401", None)
-    schemas["Readiness"] = {
-        "type": "object", "required": ["status", "checks"],
-        "properties": {"status": {"enum": ["ready", "not ready"]},
-                       "checks": {"type": "object", "additionalProperties": {"type": "string"}}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Descent", "version": "1",

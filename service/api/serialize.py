@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from service.api.fleet import gpu_worker_alive, lost_after_seconds
+from service.api.schemas import Job
+from service.api.services import services
 from service.jsonsafe import json_safe
-from service.store import JobRecord
+from service.reasons import WAITING_FOR_GPU
+from service.store import JobRecord, JobStatus
 
 HISTORY_FIELDS = ("step", "f", "grad_norm", "lr", "x", "grad")
 
@@ -18,15 +23,35 @@ def iso(value: Any) -> str | None:
 
 
 def job_json(job: JobRecord) -> dict[str, Any]:
-    return {
+    """The job as the API answers it, built through the ``Job`` model that ``/openapi.json`` describes."""
+    return job_model(job).dump()
+
+
+def job_model(job: JobRecord) -> Job:
+    """The job as a ``Job`` (a page of jobs holds these: a model inside a model is not validated again)."""
+    return Job.model_validate({
         "id": job.id, "owner": job.owner, "status": job.status, "name": job.name, "tags": job.tags, "spec": job.spec,
-        "queue": job.queue, "created_at": iso(job.created_at), "started_at": iso(job.started_at),
-        "finished_at": iso(job.finished_at), "worker": job.worker, "attempts": job.attempts,
+        "queue": job.queue, "created_at": job.created_at, "started_at": job.started_at,
+        "finished_at": job.finished_at, "worker": job.worker, "attempts": job.attempts,
         "cancel_requested": job.cancel_requested, "error": job.error, "result": json_safe(job.result),
-        "progress": progress_json(job),
+        "progress": progress_json(job), **_fleet_view(job),
         "links": {"self": f"/v1/jobs/{job.id}", "history": f"/v1/jobs/{job.id}/history",
                   "events": f"/v1/jobs/{job.id}/events"},
-    }
+    })
+
+
+def _fleet_view(job: JobRecord) -> dict[str, Any]:
+    """What the fleet means for the job: why a queued gpu job waits (no GPU worker heartbeats),
+    and, for a running job whose worker stopped heartbeating, since when it is lost and when the
+    job will be taken back (its lease lapses; a reconciler then queues it again)."""
+    view: dict[str, Any] = {"waiting": None, "worker_lost_at": None, "reclaim_at": None}
+    if job.status == JobStatus.QUEUED and job.queue == "gpu" and not gpu_worker_alive():
+        view["waiting"] = WAITING_FOR_GPU
+    elif job.status == JobStatus.RUNNING and job.worker_seen_at is not None:
+        lost_at = job.worker_seen_at + timedelta(seconds=lost_after_seconds(services().settings))
+        if lost_at <= datetime.now(timezone.utc):
+            view["worker_lost_at"], view["reclaim_at"] = lost_at, job.lease_expires_at
+    return view
 
 
 def progress_json(job: JobRecord) -> dict[str, Any] | None:

@@ -239,7 +239,7 @@ def _title(job: JobRecord) -> str:
 
 def openapi_paths(limits: Limits) -> dict[str, Any]:
     """This blueprint's operations, for the OpenAPI document."""
-    from service.api.openapi import _errors, _int_range, _json, _query
+    from service.api.openapi import _errors, _int_range, _json, _query, _ref
 
     job_id = {"name": "job_id", "in": "path", "required": True, "description": "A job's id",
               "schema": {"type": "string", "format": "uuid"}}
@@ -256,23 +256,12 @@ def openapi_paths(limits: Limits) -> dict[str, Any]:
                       f"with a margin of {MARGIN:.0%} each side)")
 
     grid = [job_id, n, grid_range("x_range", "first"), grid_range("y_range", "second"), coords]
-    number = {"anyOf": [{"type": "number"}, {"enum": ["NaN", "Infinity", "-Infinity"]}]}
-    surface_schema = {
-        "type": "object", "required": ["coords", "x", "y", "f"],
-        "properties": {
-            "coords": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 2, "maxItems": 2},
-            "x": {"type": "array", "items": {"type": "number"}},
-            "y": {"type": "array", "items": {"type": "number"}},
-            "f": {"type": "array", "items": {"type": "array", "items": number},
-                  "description": "f[r][c] is f at (x[c], y[r]): rows follow y"},
-        },
-    }
     errors = _errors(400, 401, 403, 404, 413, 503)
     return {
         "/v1/jobs/{job_id}/surface": {"get": {
             "operationId": "getSurface", "summary": "The job's objective on an n x n grid around its path",
             "parameters": grid,
-            "responses": {"200": _json(surface_schema, "f on the grid"), **errors}}},
+            "responses": {"200": _json(_ref("Surface"), "f on the grid"), **errors}}},
         "/v1/jobs/{job_id}/plot.png": {"get": {
             "operationId": "getPlot", "summary": "A picture of the job: the contour with its path, or f per step",
             "parameters": [*grid, _query("kind", {"type": "string", "enum": list(KINDS), "default": "contour"},

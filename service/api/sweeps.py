@@ -18,7 +18,8 @@ from service.api.auth import caller
 from service.api.errors import bad_parameter
 from service.api.jobs import idempotency_key, read_json_body, route_queue
 from service.api.params import int_arg, text_arg
-from service.api.serialize import iso, job_json
+from service.api.schemas import JobPage, Sweep, SweepDetail, build
+from service.api.serialize import job_model
 from service.api.services import services
 from service.jsonsafe import json_safe
 from service.queue import messages_for
@@ -35,9 +36,14 @@ JOBS_LIMIT = (1, 1000, 100)
 
 
 def sweep_json(sweep: SweepRecord, counts: dict[str, int]) -> dict[str, Any]:
+    """The sweep as the API answers it, built through the ``Sweep`` model."""
+    return build(Sweep, _sweep_fields(sweep, counts))
+
+
+def _sweep_fields(sweep: SweepRecord, counts: dict[str, int]) -> dict[str, Any]:
     return {
         "id": sweep.id, "owner": sweep.owner, "name": sweep.name, "tags": sweep.tags,
-        "created_at": iso(sweep.created_at), "jobs": sweep.jobs, "counts": counts,
+        "created_at": sweep.created_at, "jobs": sweep.jobs, "counts": counts,
         "tolerance": sweep.tolerance, "grid": {key: values for key, values in sweep.grid},
         "starts": sweep.starts, "base": sweep.base,
         "links": {"self": f"/v1/sweeps/{sweep.id}", "jobs": f"/v1/sweeps/{sweep.id}/jobs",
@@ -62,15 +68,16 @@ def submit():  # type: ignore[no-untyped-def]
     check_storable(plan)
     variants = expand(plan, limits)
     # Looked up before the store's transaction opens (SQLite: one writer, which that would be).
-    queues = {device: route_queue(device) for device in {v.checked.spec.device for v in variants}}
+    batch = svc.settings.batch_max  # a variant's starts run in batches of up to this many jobs
+    queues = [route_queue(v.checked.spec.device, v.checked.numel,
+                          min(len(v.starts), batch) if batch_key(v.checked) else 1) for v in variants]
 
     def jobs():  # type: ignore[no-untyped-def]
-        for variant in variants:
-            device = variant.checked.spec.device
+        for variant, queue in zip(variants, queues):
             shape, reserved = list(variant.checked.shape), variant.checked.recorded_values
             shared = batch_key(variant.checked)
             for _, spec in job_specs(variant):
-                yield spec, shape, queues[device], reserved, shared
+                yield spec, shape, queue, reserved, shared
 
     try:
         sweep, ids = sweep_store.create_sweep(
@@ -125,8 +132,8 @@ def get(sweep_id: str):  # type: ignore[no-untyped-def]
     for item in items:
         values, start = grid_values(sweep.grid, sweep.n_starts, item["index"])
         item["grid"], item["start"] = values, start
-    return {**sweep_json(sweep, sweep_store.counts(svc.db, sweep.id)), "sort": sort,
-            "summary": json_safe(items), "next_cursor": next_cursor}
+    return build(SweepDetail, {**_sweep_fields(sweep, sweep_store.counts(svc.db, sweep.id)), "sort": sort,
+                               "summary": json_safe(items), "next_cursor": next_cursor})
 
 
 @bp.get("/<sweep_id>/jobs")
@@ -137,7 +144,7 @@ def jobs_page(sweep_id: str):  # type: ignore[no-untyped-def]
         page, next_cursor = sweep_store.list_sweep_jobs(svc.db, sweep.id, limit, cursor)
     except (ValueError, UnicodeError):
         raise _cursor_error() from None
-    return {"jobs": [job_json(j) for j in page], "next_cursor": next_cursor}
+    return build(JobPage, {"jobs": [job_model(j) for j in page], "next_cursor": next_cursor})
 
 
 @bp.post("/<sweep_id>/cancel")

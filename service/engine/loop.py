@@ -18,9 +18,10 @@ a checkpoint at step t + 1 as between any two chunks.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -70,12 +71,20 @@ def run(
     chunk_values: int = 4_000_000,
     time_limit: float | None = None,
     checkpoint_seconds: float = 0.0,
+    defer_sync: bool | None = None,
 ) -> Result:
     """Run the checked spec to its end, or until a stop; return the result.
 
     ``time_limit`` applies when the spec sets no ``stop.max_seconds`` (a service-wide ceiling).
     A chunk carries a checkpoint when ``checkpoint_seconds`` have passed since the last one
-    (0: every chunk), and always when the run is interrupted."""
+    (0: every chunk), and always when the run is interrupted.
+
+    ``defer_sync`` (default: on CUDA) keeps f and the gradient norms on the device through a
+    chunk instead of reading them every step (each read waits for the GPU): the chunk's steps
+    run ahead, and at its end one read checks every step for divergence and the gradient
+    tolerance. If one of them stopped the run, the chunk is run again from its start with
+    per-step checks, so the history and the stop step are exactly those of a per-step run. LBFGS
+    (whose closure reads f) and ReduceLROnPlateau (which steps on f) always check per step."""
     spec = checked.spec
     dev = resolve_device(device)
     dtype = torch.float64 if spec.dtype == "float64" else torch.float32
@@ -101,6 +110,8 @@ def run(
     max_seconds = spec.stop.max_seconds if spec.stop.max_seconds is not None else time_limit
     use_closure = isinstance(opt, torch.optim.LBFGS)
     plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    deferred = (dev.type == "cuda" if defer_sync is None else defer_sync) and not use_closure and not plateau
+    replaying = False  # the chunk is run again with per-step checks
     group = opt.param_groups[0]
     per_row = max(1, x.numel() * (int(rec_x) + int(rec_g)))
     rows_cap = max(1, min(chunk_rows, chunk_values // per_row))
@@ -147,8 +158,11 @@ def run(
 
     while True:
         chunk_start = t
+        speculative, replaying = deferred and not replaying, False
+        snapshot = _snapshot(t, x, opt, sched) if speculative else None
+        evaluated: list[tuple[torch.Tensor, torch.Tensor]] = []  # (f, grad norm) of each step, on the device
         steps: list[int] = []
-        fs: list[float] = []
+        fs: list[float | torch.Tensor] = []
         lrs: list[float] = []
         gns: list[torch.Tensor] = []
         xs: list[torch.Tensor] = []
@@ -158,14 +172,14 @@ def run(
         def flush(end: int, ck: bytes | None, final: bool = False, evaluated: int | None = None) -> None:
             """Hand out the chunk; ``evaluated``: the last step whose f was computed (``end``
             unless the run stepped past it)."""
-            batch = HistoryBatch(steps=steps, f=fs, grad_norm=_stacked(gns), lr=lrs,
+            batch = HistoryBatch(steps=steps, f=fs if not speculative else _stacked(fs), grad_norm=_stacked(gns), lr=lrs,
                                  x=_stacked(xs) if rec_x and xs else None, grad=_stacked(gs) if rec_g and gs else None)
             at = end if evaluated is None else evaluated
             last_gn = gns[-1] if steps and steps[-1] == at else (gn if gn is not None else norm(x.grad))
-            progress = Progress(step=at, steps=n_steps, f=fv, grad_norm=float(last_gn))
+            progress = Progress(step=at, steps=n_steps, f=f_value, grad_norm=float(last_gn))
             on_chunk(Chunk(start=chunk_start, end=end, batch=batch, checkpoint=ck, final=final, progress=progress))
 
-        def record(fv: float, gn: torch.Tensor | None) -> None:
+        def record(fv: float | torch.Tensor, gn: torch.Tensor | None) -> None:
             steps.append(t)
             fs.append(fv)
             lrs.append(float(group["lr"]))
@@ -181,16 +195,30 @@ def run(
             f.backward()
             if not graph:
                 graph = backward_graph(f)
-            fv = f.item()
-            gn = norm(x.grad) if grad_tol is not None else None
             stop = None
-            if t >= n_steps:
-                stop = StopReason.STEPS
-            elif not math.isfinite(fv):
-                stop = StopReason.DIVERGED
-            elif gn is not None and gn.item() <= grad_tol:
-                stop = StopReason.GRAD_NORM
+            if speculative:
+                fv, gn = f.detach(), norm(x.grad)  # read at the chunk's end, with the others
+                if t < n_steps:
+                    evaluated.append((fv, gn))
+                else:
+                    stop = StopReason.STEPS
+            else:
+                fv = f.item()
+                gn = norm(x.grad) if grad_tol is not None else None
+                if t >= n_steps:
+                    stop = StopReason.STEPS
+                elif not math.isfinite(fv):
+                    stop = StopReason.DIVERGED
+                elif gn is not None and gn.item() <= grad_tol:
+                    stop = StopReason.GRAD_NORM
             boundary = interrupt_pending[0] or len(steps) + 1 >= rows_cap or time.perf_counter() >= deadline
+            f_value = fv if not speculative else None  # read at the chunk's end
+            if speculative and (boundary or stop is not None):
+                if _stopped_early(evaluated, grad_tol):  # run the chunk again, checking each step
+                    t = _restore(snapshot, x, opt, sched)
+                    replaying = True
+                    break
+                f_value = float(fv)
             if boundary and stop is None:
                 if not bool(torch.isfinite(x).all()):
                     stop = StopReason.DIVERGED
@@ -200,13 +228,13 @@ def run(
                     stop = asked()
                     if stop == StopReason.INTERRUPTED:
                         flush(t, checkpoint(t, force=True))
-                        return make_result(checked, x.detach(), x.grad, fv, t, stop, graph, dev, seconds())
+                        return make_result(checked, x.detach(), x.grad, f_value, t, stop, graph, dev, seconds())
             recorded = stop is not None or t % every == 0
             if recorded:
                 record(fv, gn)
             if stop is not None:
                 flush(t, None, final=True)
-                return make_result(checked, x.detach(), x.grad, fv, t, stop, graph, dev, seconds())
+                return make_result(checked, x.detach(), x.grad, f_value, t, stop, graph, dev, seconds())
             if use_closure:
                 # x_t and its gradient, to go back to if the run ends inside this step
                 x_t, grad_t = x.detach().clone(), x.grad.detach().clone()
@@ -219,7 +247,7 @@ def run(
                     if not recorded:
                         record(fv, gn)
                     flush(t, None, final=True)
-                    return make_result(checked, x.detach(), x.grad, fv, t, aborted.reason, graph, dev, seconds())
+                    return make_result(checked, x.detach(), x.grad, f_value, t, aborted.reason, graph, dev, seconds())
                 del x_t, grad_t
             else:
                 opt.step()
@@ -232,6 +260,34 @@ def run(
             if boundary:
                 flush(t, checkpoint(t), evaluated=t - 1)
                 break
+
+
+def _snapshot(t: int, x: torch.Tensor, opt: torch.optim.Optimizer, sched: Any) -> tuple[Any, ...]:
+    """Where a chunk starts: its step, x, and copies of the optimiser's and the scheduler's state."""
+    return (t, x.detach().clone(), copy.deepcopy(opt.state_dict()),
+            copy.deepcopy(sched.state_dict()) if sched is not None else None)
+
+
+def _restore(snapshot: tuple[Any, ...], x: torch.Tensor, opt: torch.optim.Optimizer, sched: Any) -> int:
+    """Go back to a ``_snapshot``; returns its step."""
+    t, x_then, opt_then, sched_then = snapshot
+    with torch.no_grad():
+        x.copy_(x_then)
+    opt.load_state_dict(copy.deepcopy(opt_then))
+    if sched is not None:
+        sched.load_state_dict(copy.deepcopy(sched_then))
+    return t
+
+
+def _stopped_early(evaluated: list[tuple[torch.Tensor, torch.Tensor]], grad_tol: float | None) -> bool:
+    """Did a step of the chunk diverge or reach the gradient tolerance? (One read of the device.)"""
+    if not evaluated:
+        return False
+    f = torch.stack([v for v, _ in evaluated])
+    hit = ~torch.isfinite(f)
+    if grad_tol is not None:
+        hit |= torch.stack([g for _, g in evaluated]) <= grad_tol
+    return bool(hit.any())
 
 
 def _stacked(tensors: list[torch.Tensor]) -> np.ndarray:

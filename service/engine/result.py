@@ -1,6 +1,8 @@
 """What a run hands out: history chunks as it goes, and a result at the end."""
 from __future__ import annotations
 
+import functools
+import platform
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,12 +42,13 @@ class Result:
     seconds: float
     grad: Any = None
     distance_to_minimum: float | None = None
+    device_name: str | None = None  # the CUDA device's name, or the processor's
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "x": self.x, "f": self.f, "grad_norm": self.grad_norm, "steps": self.steps,
             "stop_reason": self.stop_reason, "graph": self.graph, "device": self.device,
-            "seconds": self.seconds,
+            "device_name": self.device_name, "seconds": self.seconds,
         }
         if self.grad is not None:
             out["grad"] = self.grad
@@ -70,7 +73,16 @@ def make_result(checked: CheckedSpec, x: torch.Tensor, grad: torch.Tensor | None
         seconds=round(seconds, 6),
         grad=grad.detach().cpu().tolist() if with_grad and grad is not None else None,
         distance_to_minimum=_distance(checked, x),
+        device_name=device_name(dev),
     )
+
+
+@functools.cache
+def device_name(dev: torch.device) -> str:
+    """The name of the device a run used: the CUDA device's, or the processor's."""
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def _distance(checked: CheckedSpec, x: torch.Tensor) -> float | None:

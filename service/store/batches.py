@@ -10,17 +10,22 @@ Every claimed job is then held exactly as ``jobs.claim_job`` holds one.
 """
 from __future__ import annotations
 
+import logging
 import math
 from datetime import timedelta
 from typing import Collection, Sequence
 
 from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
-from service.store.db import Database, clock, one_of
+from service.store import counters
+from service.store.db import Database, StoreError, clock, one_of
 from service.store.jobs import claim_job, job_record
 from service.store.models import HistoryRow, Job
 from service.store.records import JobRecord
 from service.store.status import JobStatus
+
+log = logging.getLogger(__name__)
 
 
 def claim_batch(db: Database, job_ids: Sequence[str], worker: str, lease_seconds: float, max_attempts: int,
@@ -38,13 +43,27 @@ def claim_batch(db: Database, job_ids: Sequence[str], worker: str, lease_seconds
     if lead is None:
         return []
     room = min(limit, max(1, max_elements // max(1, math.prod(lead.shape)))) - 1
-    if lead.batch_key is None or lead.batch_key in solo_keys or room <= 0:
-        return [lead]
-    listed = [job_id for job_id in job_ids if job_id != lead.id]
-    claimed = _claim_compatible(db, lead, worker, lease_seconds, max_attempts, listed[:room], room) if listed else []
-    if len(claimed) < room:
-        claimed += _claim_compatible(db, lead, worker, lease_seconds, max_attempts, None, room - len(claimed))
+    claimed: list[JobRecord] = []
+    if lead.batch_key is not None and lead.batch_key not in solo_keys and room > 0:
+        listed = [job_id for job_id in job_ids if job_id != lead.id]
+        claimed = _claim_compatible(db, lead, worker, lease_seconds, max_attempts, listed[:room], room) if listed else []
+        if len(claimed) < room:
+            claimed += _claim_compatible(db, lead, worker, lease_seconds, max_attempts, None, room - len(claimed))
+    _count_batch(db, worker, 1 + len(claimed))
     return [lead, *claimed]
+
+
+def _count_batch(db: Database, worker: str, size: int) -> None:
+    """Observe a claim's size in ``descent_batch_jobs``. Its own short transaction, after the claims
+    have committed (a batch is claimed in up to three), and best effort: the jobs are claimed
+    either way, and a caller that retried a failed ``claim_batch`` would find them taken."""
+    observed = counters.increments()
+    counters.observe(observed, counters.BATCH_JOBS, [size])
+    try:
+        with db.session() as s:
+            counters.add(s, worker, observed)
+    except (StoreError, SQLAlchemyError):
+        log.warning("could not count a batch of %d job(s) in descent_batch_jobs", size, exc_info=True)
 
 
 def _claimable_among(db: Database, job_ids: Sequence[str]) -> list[str]:

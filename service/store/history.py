@@ -17,6 +17,7 @@ import numpy as np
 from sqlalchemy import bindparam, func, select, update
 
 from service.batch import HistoryBatch, Progress
+from service.store import counters
 from service.store.db import Database, LeaseLost
 from service.store.jobs import renew_jobs
 from service.store import pgcopy
@@ -57,10 +58,11 @@ def save_chunks(db: Database, worker: str, chunks: Sequence[ChunkWrite], lease_s
     def transaction(s: Any, replace: bool) -> dict[str, bool]:
         progress = {c.job_id: c.progress for c in chunks if c.progress is not None}
         held = renew_jobs(db, [c.job_id for c in chunks], worker, lease_seconds, session=s, progress=progress)
-        mine = [c for c in chunks if c.job_id in held]
-        write_many(s, [(c.job_id, c.batch) for c in mine], replace)
+        mine = [(c.job_id, c.batch) for c in chunks if c.job_id in held]
+        counters.add(s, worker, {(counters.HISTORY_ROWS, ""): counters.new_rows(s, mine, replace)})
+        write_many(s, mine, replace)
         moved = [{"b_id": c.job_id, "b_checkpoint": c.checkpoint, "b_step": c.checkpoint_step}
-                 for c in mine if c.checkpoint is not None]
+                 for c in chunks if c.job_id in held and c.checkpoint is not None]
         if moved:
             jobs = Job.__table__
             s.execute(update(jobs).where(jobs.c.id == bindparam("b_id"))

@@ -12,7 +12,7 @@ import json
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from sqlalchemy import (JSON, Integer, String, Text, and_, bindparam, case, cast, column, func, insert, or_, select,
@@ -22,9 +22,10 @@ from sqlalchemy.exc import IntegrityError
 from service.batch import HistoryBatch, Progress
 from service.config import Quotas
 from service.jsonsafe import json_safe
+from service.store import counters
 from service.store.db import Conflict, Database, LeaseLost, as_utc, clock, one_of, owned_row
-from service.store.models import HistoryRow, Job, JobTag
-from service.store.quotas import check_quotas, settle_reservation, values_per_row
+from service.store.models import HistoryRow, Job, JobTag, Worker
+from service.store.quotas import check_quotas, settle_reservation, settle_reservations, values_per_row
 from service.store.records import JobRecord
 from service.store.rows import write_many, write_once
 from service.store.status import FINISHED, JobStatus
@@ -43,7 +44,7 @@ def job_record(job: Any, with_checkpoint: bool = False) -> JobRecord:
         finished_at=as_utc(job.finished_at), worker=job.worker, attempts=job.attempts,
         cancel_requested=job.cancel_requested, result=job.result, error=job.error,
         checkpoint=job.checkpoint if with_checkpoint else None, checkpoint_step=job.checkpoint_step,
-        batch_key=job.batch_key, progress=job.progress,
+        batch_key=job.batch_key, progress=job.progress, lease_expires_at=as_utc(job.lease_expires_at),
     )
 
 
@@ -133,7 +134,18 @@ _JOB_ID = re.compile(r"[0-9a-f-]{1,36}")
 def get_job(db: Database, job_id: str, with_checkpoint: bool = False, owner: str | None = None) -> JobRecord:
     """The job; with ``owner``, only if it is that owner's (another's is NotFound, as if absent)."""
     with db.session() as s:
-        return job_record(owned_row(s, Job, job_id, owner, _JOB_ID, "job"), with_checkpoint)
+        [job] = _with_workers_seen(s, [job_record(owned_row(s, Job, job_id, owner, _JOB_ID, "job"), with_checkpoint)])
+        return job
+
+
+def _with_workers_seen(s: Any, records: list[JobRecord]) -> list[JobRecord]:
+    """The records, each running job's with its worker's last heartbeat (one query for all), so
+    the API can say when a job's worker was lost."""
+    running = {r.worker for r in records if r.status == JobStatus.RUNNING and r.worker}
+    if not running:
+        return records
+    seen = dict(s.execute(select(Worker.id, Worker.last_heartbeat).where(Worker.id.in_(running))).all())
+    return [replace(r, worker_seen_at=as_utc(seen[r.worker])) if r.worker in seen else r for r in records]
 
 
 def finished_among(db: Database, job_ids: list[str]) -> list[str]:
@@ -204,7 +216,7 @@ def list_jobs(db: Database, status: str | None = None, tag: tuple[str, str] | No
         else:
             query = query.where(or_(Job.created_at > stamp, and_(Job.created_at == stamp, Job.id > job_id)))
     with db.session() as s:
-        records = [job_record(j) for j in s.scalars(query)]
+        records = _with_workers_seen(s, [job_record(j) for j in s.scalars(query)])
     page = records[:limit]
     return page, (_encode_cursor(page[-1]) if len(records) > limit else None)
 
@@ -256,6 +268,7 @@ def _settle_unclaimable(s: Any, job_id: str, claimable: Any, max_attempts: int, 
         return
     s.flush()
     settle_reservation(s, job_id)
+    counters.add(s, counters.RECONCILER_SOURCE, {(counters.JOBS_FINISHED, counters.label_text(status=job.status)): 1})
 
 
 def renew(db: Database, job_id: str, worker: str, lease_seconds: float, session: Any = None) -> bool:
@@ -351,7 +364,9 @@ def finish_jobs(db: Database, worker: str, endings: Sequence[Ending]) -> set[str
         if not mine:
             return set(held)
         # the last rows first: each job keeps, of its reservation, only what its history holds
-        write_many(s, [(e.job_id, batch) for e in mine for batch in e.final], replace)
+        final = [(e.job_id, batch) for e in mine for batch in e.final]
+        rows = counters.new_rows(s, final, replace)
+        write_many(s, final, replace)
         stored = (select(func.count()).select_from(HistoryRow).where(HistoryRow.job_id == jobs.c.id)
                   .correlate(jobs).scalar_subquery())
         if db.dialect == "postgresql":
@@ -364,9 +379,29 @@ def finish_jobs(db: Database, worker: str, endings: Sequence[Ending]) -> set[str
                         lease_expires_at=None, checkpoint=None, reserved_values=stored * bindparam("b_width")),
                 [{"b_id": e.job_id, "b_status": e.status.value, "b_result": e.result, "b_error": e.error,
                   "b_width": held[e.job_id]} for e in mine])
+        s.execute(update(Worker).where(Worker.id == worker).values(jobs_done=Worker.jobs_done + len(mine)))
+        counters.add(s, worker, _ending_counts(s, db.dialect, mine, rows))
         return set(held)
 
     return write_once(db, transaction)
+
+
+def _ending_counts(s: Any, dialect: str, endings: Sequence[Ending], rows: int) -> counters.Increments:
+    """What ``endings`` (just ended, in ``s``'s transaction) add to the counters: jobs by final
+    status, steps, ``rows`` history rows, and each job's run and queue-wait times; one read of
+    the ended rows, aggregated here."""
+    jobs, counts = Job.__table__, counters.increments()
+    ended = s.execute(select(jobs.c.status, jobs.c.created_at, jobs.c.started_at, jobs.c.finished_at)
+                      .where(one_of(jobs.c.id, [e.job_id for e in endings], dialect))).all()
+    for status, created_at, started_at, finished_at in ended:
+        counts[(counters.JOBS_FINISHED, counters.label_text(status=status))] += 1
+        started_at, finished_at = as_utc(started_at), as_utc(finished_at)
+        if started_at is not None and finished_at is not None:
+            counters.observe(counts, counters.JOB_SECONDS, [(finished_at - started_at).total_seconds()])
+            counters.observe(counts, counters.QUEUE_WAIT_SECONDS, [(started_at - as_utc(created_at)).total_seconds()])
+    counts[(counters.STEPS, "")] += sum(int((e.result or {}).get("steps") or 0) for e in endings)
+    counts[(counters.HISTORY_ROWS, "")] += rows
+    return counts
 
 
 def _end_on_postgresql(s: Any, endings: Sequence[Ending], widths: dict[str, int], stored: Any) -> None:
@@ -419,6 +454,8 @@ def request_cancel(db: Database, job_id: str, owner: str | None = None) -> JobRe
             job.status, job.finished_at = JobStatus.CANCELLED, now
             s.flush()
             settle_reservation(s, job_id)
+            counters.add(s, counters.API_SOURCE,
+                         {(counters.JOBS_FINISHED, counters.label_text(status=JobStatus.CANCELLED)): 1})
     return get_job(db, job_id)
 
 
@@ -430,16 +467,38 @@ def _overdue(now: Any, requeue_after: float) -> Any:
     return and_(Job.status == JobStatus.QUEUED, Job.enqueued_at < now - timedelta(seconds=requeue_after))
 
 
-def stale_jobs(db: Database, requeue_after: float, limit: int = 500) -> list[tuple[str, str, str | None]]:
+def stale_jobs(db: Database, requeue_after: float, limit: int = 500,
+               waiting_in: Sequence[str] = ()) -> list[tuple[str, str, str | None]]:
     """(id, queue, batch key) of jobs that should be running but may have no message in the
-    broker: queued for more than ``requeue_after`` seconds, or running with an expired lease."""
+    broker: running with an expired lease, or queued for more than ``requeue_after`` seconds on
+    a queue not in ``waiting_in`` (the queues whose messages still wait in the broker: a job
+    there is waiting its turn, and a second message would only pile up)."""
+    now = clock(db.dialect)
+    overdue = _overdue(now, requeue_after)
+    if waiting_in:
+        overdue = and_(overdue, Job.queue.not_in(list(waiting_in)))
+    query = select(Job.id, Job.queue, Job.batch_key).where(or_(overdue, _lease_lapsed(now)))
+    with db.session() as s:
+        rows = s.execute(query.order_by(Job.created_at).limit(limit)).all()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+
+def fail_unserved(db: Database, queue: str, waited: float, error: str, limit: int = 500) -> list[str]:
+    """Fail the jobs queued on ``queue`` for over ``waited`` seconds (no worker came to serve it),
+    with ``error``; returns their ids. Their reservations go back to their owners."""
     now = clock(db.dialect)
     with db.session() as s:
-        rows = s.execute(
-            select(Job.id, Job.queue, Job.batch_key).where(or_(_overdue(now, requeue_after), _lease_lapsed(now)))
-            .order_by(Job.created_at).limit(limit)
-        ).all()
-        return [(r[0], r[1], r[2]) for r in rows]
+        ids = list(s.scalars(select(Job.id).where(Job.queue == queue, Job.status == JobStatus.QUEUED,
+                                                  Job.created_at < now - timedelta(seconds=waited))
+                             .order_by(Job.created_at).limit(limit).with_for_update(skip_locked=True)))
+        if ids:
+            failed = s.execute(update(Job).where(Job.id.in_(ids), Job.status == JobStatus.QUEUED)
+                               .values(status=JobStatus.FAILED, error=error, finished_at=now, lease_expires_at=None)
+                               .execution_options(synchronize_session=False)).rowcount
+            settle_reservations(s, ids)
+            counters.add(s, counters.RECONCILER_SOURCE,
+                         {(counters.JOBS_FINISHED, counters.label_text(status=JobStatus.FAILED)): failed or 0})
+    return ids
 
 
 def requeue_if_stale(db: Database, job_id: str, requeue_after: float) -> bool:
@@ -451,7 +510,9 @@ def requeue_if_stale(db: Database, job_id: str, requeue_after: float) -> bool:
             update(Job).where(Job.id == job_id, _lease_lapsed(now))
             .values(status=JobStatus.QUEUED, worker=None, lease_expires_at=None, enqueued_at=now)
             .execution_options(synchronize_session=False))
-        if res.rowcount == 1:
+        if res.rowcount == 1:  # reclaimed from a lost worker: it no longer runs this job
+            s.execute(update(Worker).where(Worker.current_job == job_id).values(current_job=None))
+            counters.add(s, counters.RECONCILER_SOURCE, {(counters.RECLAIMS, ""): 1})
             return True
         res = s.execute(
             update(Job).where(Job.id == job_id, _overdue(now, requeue_after))

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -139,3 +140,20 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_heartbeat: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     current_job: Mapped[str | None] = mapped_column(String(36))
+    device_name: Mapped[str | None] = mapped_column(String(200))  # "cpu", or the CUDA device's name
+    cuda_memory: Mapped[int | None] = mapped_column(BigInteger)  # bytes of the CUDA device, if any
+    versions: Mapped[dict[str, str] | None] = mapped_column(JSON)  # descent, python, torch, celery
+    jobs_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Counter(Base):
+    """One process's share of a monotonic counter (``service.store.counters``): one row per metric
+    name, label set and writer, so writers never wait on one another's row; ``/metrics`` sums the
+    sources. A histogram is counters too: a row per bucket, and one for the sum."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    labels: Mapped[str] = mapped_column(String(200), primary_key=True, default="", server_default="")
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[float] = mapped_column(Float(precision=53), default=0.0, server_default="0")

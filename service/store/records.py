@@ -30,6 +30,8 @@ class JobRecord:
     checkpoint_step: int | None = None
     batch_key: str | None = None
     progress: dict[str, Any] | None = None
+    lease_expires_at: datetime | None = None  # a running job is reclaimed once this has passed
+    worker_seen_at: datetime | None = None  # a running job's worker's last heartbeat, when read
 
     @property
     def finished(self) -> bool:
@@ -66,6 +68,9 @@ class TokenRecord:
 
 @dataclass(frozen=True)
 class WorkerRecord:
+    """A worker as the fleet view shows it: ``alive``, or lost since ``lost_since`` (its last
+    heartbeat plus the missed heartbeats that make it lost)."""
+
     id: str
     hostname: str
     pid: int
@@ -75,3 +80,8 @@ class WorkerRecord:
     last_heartbeat: datetime
     current_job: str | None
     alive: bool
+    lost_since: datetime | None = None
+    device_name: str | None = None
+    cuda_memory: int | None = None
+    versions: dict[str, str] | None = None
+    jobs_done: int = 0

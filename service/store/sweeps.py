@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 from sqlalchemy import and_, bindparam, case, exists, func, insert, select, update
 
 from service.config import Quotas
+from service.store import counters
 from service.store.db import Conflict, Database, as_utc, clock, owned_row, utcnow
 from service.store.jobs import insert_jobs, job_record, scoped_key
 from service.store.models import HistoryRow, Job, Sweep
@@ -190,6 +191,8 @@ def cancel_sweep(db: Database, sweep_id: str) -> int:
         s.execute(update(jobs).where(jobs.c.sweep_id == sweep_id, jobs.c.status == JobStatus.RUNNING)
                   .values(cancel_requested=True))
         if cancelled:
+            counters.add(s, counters.API_SOURCE,
+                         {(counters.JOBS_FINISHED, counters.label_text(status=JobStatus.CANCELLED.value)): len(cancelled)})
             # finished_at == now: the jobs this very statement cancelled (one timestamp per
             # transaction). Those that never stored a row give their whole reservation back; the
             # few that did (released by a stopping worker) keep what they stored.

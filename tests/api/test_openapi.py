@@ -85,6 +85,15 @@ def test_document_is_valid_openapi_3_1(doc):
     assert len(ids) == len(set(ids))
 
 
+@pytest.mark.parametrize("auth", ["off", "required"])
+def test_openapi_spec_validator_finds_no_error(auth):
+    from openapi_spec_validator import OpenAPIV31SpecValidator
+
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in OpenAPIV31SpecValidator(document(auth=auth)).iter_errors()]
+    assert errors == []
+
+
 def test_every_schema_is_valid_json_schema_2020_12_and_every_ref_resolves(doc):
     components = doc["components"]["schemas"]
     for name, schema in components.items():

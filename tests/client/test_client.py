@@ -12,6 +12,7 @@ import pytest
 
 from service import client as client_module
 from service.client import Client, DescentClientError, DescentUnreachable, JobHandle
+from service.client import jobs as jobs_module
 from tests.helpers.lesson import LESSON_LOGLOG
 from testkit.processes import Service, free_port, service_on
 
@@ -63,7 +64,7 @@ def test_history_is_every_row_however_many_pages(long_job, monkeypatch):
     rows = long_job.history(as_frame=False)
     assert [r["step"] for r in rows] == list(range(2501)) and set(rows[0]) == {"step", "f", "grad_norm", "lr", "x"}
     assert rows[0]["x"] == [8.0, 8.0] and rows[-1]["x"] == long_job.result["x"]
-    monkeypatch.setattr(client_module, "JSON_PAGE_ROWS", 700)  # pages that end mid-way, as a long job's do
+    monkeypatch.setattr(jobs_module, "JSON_PAGE_ROWS", 700)  # pages that end mid-way, as a long job's do
     assert long_job.history(as_frame=False) == rows
     assert long_job.history(fields=["f"], as_frame=False) == [{"step": r["step"], "f": r["f"]} for r in rows]
     every = long_job.history(every=100, start=150, as_frame=False)
@@ -81,7 +82,7 @@ def test_history_as_a_frame_when_pandas_is_there(long_job):
 def test_export_glues_pages_into_the_apis_one_download(long_job, service, monkeypatch):
     whole = service.http.get(f"{service.url}/v1/jobs/{long_job.id}/history", params={"format": "csv"}).content
     assert b"".join(long_job.export("csv")) == whole and whole.count(b"\n") == 2502
-    monkeypatch.setattr(client_module, "TEXT_PAGE_ROWS", 999)
+    monkeypatch.setattr(jobs_module, "TEXT_PAGE_ROWS", 999)
     assert b"".join(long_job.export("csv")) == whole
     ndjson = b"".join(long_job.export("ndjson", every=7))
     assert ndjson.count(b"\n") == len(range(0, 2501, 7)) and ndjson.startswith(b'{"step": 0,')

@@ -184,7 +184,7 @@ def test_leases_follow_the_database_clock_not_the_workers(pg_db, monkeypatch):
 
 
 def test_a_worker_is_alive_while_its_heartbeat_is_recent(db):
-    fleet.heartbeat(db, "h:1", "h", 1, ["cpu"], "cpu", None)
+    fleet.heartbeat(db, fleet.Heartbeat("h:1", "h", 1, ["cpu"], "cpu"))
     [fresh] = fleet.list_workers(db, alive_within=30)
     assert fresh.id == "h:1" and fresh.alive and fresh.queues == ["cpu"]
     assert [w.alive for w in fleet.list_workers(db, alive_within=-60)] == [False]

@@ -1,0 +1,160 @@
+"""The ``descent`` command: run the service's parts, and talk to a running API.
+
+    descent up                 database upgrade, one worker and the API, together (embedded default)
+    descent api                the HTTP API            descent worker --queues cpu   a Celery worker
+                                                       descent worker --queues gpu --gpu 1   pinned to GPU 1
+    descent db upgrade         migrate the database    descent db current            show its revision
+    descent tokens create --owner NAME [--admin]       descent tokens list           descent tokens revoke ID
+
+Client commands (built on ``service.client``):
+
+    descent submit SPEC.json [--wait] [-q]     submit a job (- reads stdin); print it, or its id alone
+    descent status ID                          the job, as JSON
+    descent wait ID [--timeout S] [--progress] wait until it finishes; exit 0 succeeded, 1 failed or cancelled
+    descent cancel ID                          cancel a queued or running job
+    descent history ID [--csv|--ndjson] [--fields f,x] [--every K] [--start N] [--limit N]
+                                               the whole history (a JSON array, a row per line, by default)
+    descent list [--status S] [--name N] [--tag k:v] [--stop-reason R] [--order asc|desc] [--limit N]
+                                               a table of jobs (id, status, name, objective, optimizer, f, stop reason)
+    descent objectives                         a table of the named objectives
+    descent workers                            a table of the fleet: alive or lost, current job (admins)
+    descent plot ID [--kind contour|loss] [-o FILE.png]                               save its picture
+    descent sweep SWEEP.json [--wait] [-q]     submit a sweep ({base, grid, starts}) and print it
+
+Client commands find the API at DESCENT_URL and send the token in DESCENT_TOKEN. On an error they
+print one line on stderr and exit 1 (JSON answers also print the API's error object on stdout).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from service.cli import commands, server
+from service.config import ConfigError, load_settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="descent", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("up", help="upgrade the database, start workers and the API")
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(fn=server.cmd_up)
+    p = sub.add_parser("api", help="run the HTTP API")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--threads", type=int, help="threads for ordinary requests (default DESCENT_API_THREADS)")
+    p.set_defaults(fn=server.cmd_api)
+    p = sub.add_parser("worker", help="run a Celery worker")
+    p.add_argument("--queues", default="cpu", help="comma-separated: cpu, gpu")
+    p.add_argument("--loglevel", default="INFO")
+    p.add_argument("--gpu", type=_natural, metavar="INDEX",
+                   help="pin this worker to one GPU (sets CUDA_VISIBLE_DEVICES=INDEX)")
+    p.set_defaults(fn=server.cmd_worker)
+    p = sub.add_parser("db", help="database migrations")
+    p.add_argument("action", choices=["upgrade", "current"])
+    p.set_defaults(fn=server.cmd_db)
+    p = sub.add_parser("tokens", help="create, list or revoke API tokens (on the database directly)")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("id", nargs="?", help="the token to revoke")
+    p.add_argument("--owner", help="the owner the new token acts for")
+    p.add_argument("--admin", action="store_true", help="the new token sees and may do everything")
+    p.set_defaults(fn=server.cmd_tokens)
+
+    def waits(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--timeout", type=float, help="give up waiting after this many seconds (exit 124); default none")
+        p.add_argument("--progress", action="store_true", help=f"draw the {what} progress bar on stderr even when "
+                       "it is not a terminal")
+
+    for name, what in (("submit", "a job spec"), ("sweep", "a sweep: {base, grid, starts, ...}")):
+        p = sub.add_parser(name, help=f"submit {what} (a JSON file, or - for stdin) and print it")
+        p.add_argument("spec")
+        p.add_argument("--wait", action="store_true", help="wait until it has finished; exit 0 only if it "
+                       "succeeded (for a sweep: every job)")
+        p.add_argument("-q", "--quiet", action="store_true", help="print the id alone")
+        p.add_argument("--idempotency-key", help="resubmitting with the same key answers with the same "
+                       "job or sweep (default: a new random key)")
+        waits(p, "job's" if name == "submit" else "sweep's")
+        p.set_defaults(fn=commands.cmd_submit if name == "submit" else commands.cmd_sweep)
+    p = sub.add_parser("status", help="show a job (JSON)")
+    p.add_argument("id")
+    p.set_defaults(fn=commands.cmd_status)
+    p = sub.add_parser("wait", help="wait for a job to finish and show it; exit 0 if it succeeded, 1 if not")
+    p.add_argument("id")
+    waits(p, "job's")
+    p.set_defaults(fn=commands.cmd_wait)
+    p = sub.add_parser("cancel", help="cancel a queued or running job and show it")
+    p.add_argument("id")
+    p.set_defaults(fn=commands.cmd_cancel)
+    p = sub.add_parser("history", help="print a job's whole history: a JSON array with a row per line "
+                       "(default), --csv or --ndjson")
+    p.add_argument("id")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true")
+    fmt.add_argument("--ndjson", action="store_true")
+    p.add_argument("--fields", help="comma-separated, among f,grad_norm,lr,x,grad (step always comes)")
+    p.add_argument("--every", type=_positive, default=1, help="only the steps that are multiples of K")
+    p.add_argument("--start", type=_natural, default=0, help="from this step on")
+    p.add_argument("--limit", type=_positive, help="at most this many rows (default: all)")
+    p.set_defaults(fn=commands.cmd_history)
+    p = sub.add_parser("list", help="a table of jobs: id, status, name, objective, optimizer, final f, stop reason")
+    p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    p.add_argument("--name", help="jobs of exactly this name")
+    p.add_argument("--tag", help="key:value")
+    p.add_argument("--stop-reason", help="why the run ended: steps, grad_norm, time_limit, diverged, cancelled, ...")
+    p.add_argument("--order", choices=["asc", "desc"], help="by creation time (the API's default: asc)")
+    p.add_argument("--limit", type=_natural, default=50, help="at most this many jobs (0: all; default 50)")
+    p.set_defaults(fn=commands.cmd_list)
+    p = sub.add_parser("objectives", help="a table of the named objectives")
+    p.set_defaults(fn=commands.cmd_objectives)
+    p = sub.add_parser("workers", help="a table of the fleet's workers: alive or lost, current job (admins)")
+    p.set_defaults(fn=commands.cmd_workers)
+    p = sub.add_parser("plot", help="save a job's picture as PNG")
+    p.add_argument("id")
+    p.add_argument("--kind", choices=["contour", "loss"], default="contour")
+    p.add_argument("-o", "--output", help="the PNG file (- for stdout; default ID-KIND.png)")
+    p.set_defaults(fn=commands.cmd_plot)
+    return parser
+
+
+def _natural(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _natural(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        load_settings()  # a bad DESCENT_* value stops every command here, in one line
+    except ConfigError as exc:
+        print(f"descent: {exc}", file=sys.stderr)
+        return 2
+    if args.command not in commands.NAMES:
+        return int(args.fn(args) or 0)
+    try:
+        code = commands.run(args)
+        sys.stdout.flush()  # here, so a reader that has gone away is caught below, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader of stdout has gone (descent history ID --csv | head): stop quietly. Python's
+        # docs: point stdout at devnull so the flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+

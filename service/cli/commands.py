@@ -1,0 +1,222 @@
+"""The ``descent`` client commands, built on ``service.client``: submit, sweep, status, wait,
+cancel, history, list, objectives, workers and plot.
+
+stdout carries the answer (a job or sweep as JSON, a table, history text); on an error the API's
+error object goes to stdout too where the answer would be JSON, and one line to stderr says what
+went wrong; the exit status is then 1."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from service.cli.output import print_id_or_json, print_json, print_table
+
+NAMES = {"submit", "sweep", "status", "wait", "cancel", "history", "list", "objectives", "workers", "plot"}
+# Client commands whose answer is JSON: on an API error they print its error object on stdout too.
+_JSON_ANSWERS = {"submit", "sweep", "status", "wait", "cancel"}
+
+
+def _client():  # type: ignore[no-untyped-def]
+    from service.client import Client
+
+    return Client()
+
+
+class _UsageError(Exception):
+    """A client command's own refusal (a file it cannot read): one line, exit status 2."""
+
+
+def _read_spec(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _UsageError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "progress", False)) or sys.stderr.isatty()
+
+
+def _job_exit(job: dict[str, Any], command: str) -> int:
+    """0 for a succeeded job, 1 (with a line on stderr) for a failed or cancelled one, 124 for
+    one still unfinished when the wait's --timeout passed."""
+    status = job["status"]
+    if status == "succeeded":
+        return 0
+    if status in ("failed", "cancelled"):
+        why = f": {job['error']}" if job.get("error") else ""
+        print(f"descent {command}: job {job['id']} {status}{why}", file=sys.stderr)
+        return 1
+    print(f"descent {command}: job {job['id']} still {status} after the --timeout", file=sys.stderr)
+    return 124
+
+
+def _waited(handle: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """``handle.wait()``; a failure names what was submitted, so the user can wait for it again."""
+    from service.client import DescentClientError
+
+    try:
+        return handle.wait(timeout=args.timeout, progress=_show_progress(args))  # type: ignore[no-any-return]
+    except DescentClientError as exc:
+        exc.message = f"{handle.id} was submitted, but waiting for it failed: {exc.message}"
+        raise
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    job = _client().submit(_read_spec(args.spec), idempotency_key=args.idempotency_key)
+    if args.wait:
+        final = _waited(job, args)
+        print_id_or_json(job.id, final, args.quiet)
+        return _job_exit(final, "submit")
+    print_id_or_json(job.id, job.json, args.quiet)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    sweep = _client().submit_sweep(_read_spec(args.spec), idempotency_key=args.idempotency_key)
+    if args.wait:
+        final = _waited(sweep, args)
+        print_id_or_json(sweep.id, final, args.quiet)
+        counts = final["counts"]
+        if counts.get("queued", 0) + counts.get("running", 0):
+            print(f"descent sweep: sweep {sweep.id} still has unfinished jobs after the --timeout", file=sys.stderr)
+            return 124
+        failed = counts.get("failed", 0) + counts.get("cancelled", 0)
+        if failed:
+            print(f"descent sweep: {failed} of {final['jobs']} jobs of sweep {sweep.id} failed or were cancelled",
+                  file=sys.stderr)
+        return 1 if failed else 0
+    print_id_or_json(sweep.id, sweep.json, args.quiet)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    print_json(_client().job(args.id).json)
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    from service.client import JobHandle
+
+    job = JobHandle(_client(), args.id).wait(timeout=args.timeout, progress=_show_progress(args))
+    print_json(job)
+    return _job_exit(job, "wait")
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from service.client import JobHandle
+
+    print_json(JobHandle(_client(), args.id).cancel())
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """Every row (from --start, every --every-th step, at most --limit), however many pages:
+    CSV and NDJSON as the API writes them, JSON as one array with a row per line."""
+    from service.client import JobHandle
+
+    job = JobHandle(_client(), args.id)
+    out = sys.stdout.buffer
+    if args.csv or args.ndjson:
+        for piece in job.export("csv" if args.csv else "ndjson", args.fields, args.every, args.start, args.limit):
+            out.write(piece)
+    else:
+        lead = b"[\n"
+        for page in job.history_pages(args.fields, args.every, args.start, args.limit):
+            for row in page:
+                out.write(lead + json.dumps(row).encode())
+                lead = b",\n"
+        out.write(b"[]\n" if lead == b"[\n" else b"\n]\n")
+    out.flush()
+    return 0
+
+
+def _objective_name(spec: dict[str, Any]) -> Any:
+    objective = spec.get("objective")
+    return objective.get("name") if isinstance(objective, dict) else objective
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    filters = {"status": args.status, "name": args.name, "tag": args.tag, "order": args.order,
+               "stop_reason": args.stop_reason}
+    jobs = _client().jobs(limit=args.limit or None, **{k: v for k, v in filters.items() if v})
+    rows = []
+    for handle in jobs:
+        job = handle.json
+        spec, result = job.get("spec") or {}, job.get("result") or {}
+        optimizer = spec.get("optimizer") or {}
+        optimizer_text = f"{optimizer.get('name', 'sgd')} lr={optimizer['lr']:g}" if isinstance(
+            optimizer.get("lr"), (int, float)) else optimizer.get("name", "sgd")
+        rows.append([job["id"], job["status"], job.get("name"), _objective_name(spec), optimizer_text,
+                     result.get("f"), result.get("stop_reason")])
+    print_table([("id", 36), ("status", 9), ("name", 16), ("objective", 28), ("optimizer", 18), ("final f", 12),
+                 ("stop reason", 11)], rows)
+    return 0
+
+
+def cmd_objectives(args: argparse.Namespace) -> int:
+    rows = []
+    for o in _client().objectives():
+        known = [m["f"] for m in o.get("minima") or [] if isinstance(m.get("f"), (int, float))]
+        rows.append([o["name"], o.get("formula"), json.dumps(o.get("default_start")), min(known, default=None)])
+    print_table([("name", 16), ("formula", 60), ("default start", 16), ("best known f", 12)], rows)
+    return 0
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    rows = []
+    for w in _client().workers():
+        state = w["state"] if w["state"] == "alive" else f"lost since {w['lost_since']}"
+        device = w["device_name"] or w["device"]
+        if w.get("cuda_memory"):
+            device = f"{device} ({w['cuda_memory'] / 2**30:.0f} GiB)"
+        rows.append([w["id"], ",".join(w["queues"]), device, w["last_heartbeat"], w["current_job"], w["jobs_done"],
+                     state])
+    print_table([("id", 28), ("queues", 8), ("device", 24), ("last heartbeat", 27), ("current job", 36),
+                 ("done", 6), ("state", 10)], rows)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from service.client import JobHandle
+
+    job = JobHandle(_client(), args.id)
+    if args.output == "-":
+        sys.stdout.buffer.write(job.plot(args.kind))  # type: ignore[arg-type]
+        sys.stdout.buffer.flush()
+        return 0
+    path = Path(args.output or f"{args.id}-{args.kind}.png")
+    png = job.plot(args.kind)
+    try:
+        path.write_bytes(png)  # type: ignore[arg-type]
+    except OSError as exc:
+        raise _UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    print(f"wrote {path} ({len(png):,} bytes)")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """A client command, with every failure as one line on stderr and a non-zero status."""
+    from service.client import DescentClientError
+
+    try:
+        return int(args.fn(args) or 0)
+    except DescentClientError as exc:
+        if exc.body is not None and args.command in _JSON_ANSWERS:
+            print_json(exc.body)
+        detail = f" (HTTP {exc.status} {exc.code})" if exc.status and exc.code else ""
+        print(f"descent {args.command}: {exc.message}{detail}", file=sys.stderr)
+        return 1
+    except _UsageError as exc:
+        print(f"descent {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        raise
+    except Exception as exc:  # a bug here or in the API's answer: still one line, not a traceback
+        print(f"descent {args.command}: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

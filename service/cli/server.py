@@ -1,0 +1,155 @@
+"""The ``descent`` commands that run the service's parts: up, api, worker, db and tokens."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from service import logs
+from service.config import ConfigError, load_settings
+
+
+def _db():  # type: ignore[no-untyped-def]
+    from service.store import Database
+
+    return Database(load_settings().database_url)
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from service.store import migrate
+
+    db = _db()
+    if args.action == "upgrade":
+        try:
+            migrate.upgrade(db)
+        except migrate.SchemaOutOfDate as exc:
+            print(f"descent db: {exc}", file=sys.stderr)
+            return 2
+        print(f"database at revision {migrate.current_revision(db)} ({_safe_url(db.url)})")
+    else:
+        print(migrate.current_revision(db) or "(empty)")
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    """Tokens are made on the database directly (as ``db upgrade`` is): whoever runs this holds
+    the database's credentials, so no API token is needed to make the first one."""
+    from service.store import NotFound, tokens
+
+    db = _db()
+    if args.action == "create":
+        if not args.owner:
+            print("descent tokens create: --owner NAME is required", file=sys.stderr)
+            return 2
+        try:
+            record, secret = tokens.create_token(db, args.owner, admin=args.admin)
+        except ValueError as exc:
+            print(f"descent tokens create: {exc}", file=sys.stderr)
+            return 2
+        kind = "admin token" if record.admin else "token"
+        print(f"created {kind} {record.id} for owner '{record.owner}'; it is shown once, keep it secret:")
+        print(secret)
+    elif args.action == "list":
+        print(f"{'id':<14}{'owner':<24}{'admin':<7}{'created':<22}revoked")
+        for t in tokens.list_tokens(db):
+            revoked = t.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if t.revoked_at else "-"
+            print(f"{t.id:<14}{t.owner:<24}{'yes' if t.admin else 'no':<7}{t.created_at:%Y-%m-%d %H:%M:%S}  {revoked}")
+    else:
+        if not args.id:
+            print("descent tokens revoke: the token's ID is required (see descent tokens list)", file=sys.stderr)
+            return 2
+        try:
+            record = tokens.revoke_token(db, args.id)
+        except NotFound as exc:
+            print(f"descent tokens revoke: {exc.message}", file=sys.stderr)
+            return 1
+        print(f"revoked token {record.id} of owner '{record.owner}'")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from waitress import serve
+
+    from service.api import create_app
+    from service.store.migrate import SchemaOutOfDate
+
+    settings = load_settings()
+    settings = replace(settings, host=args.host or settings.host, port=args.port or settings.port)
+    try:
+        logs.configure(settings.log_format)
+        app = create_app(settings)
+    except (SchemaOutOfDate, ConfigError) as exc:
+        print(f"descent api: {exc}", file=sys.stderr)
+        return 2
+    host, port = settings.host, settings.port
+    auth = ("auth off: every request acts as the local admin (owner 'local')" if app.config["DESCENT_AUTH"] == "off"
+            else "auth required: send Authorization: Bearer <token>")
+    print(f"descent api listening on http://{host}:{port} (database {_safe_url(settings.database_url)}; {auth})",
+          flush=True)
+    # waitress refuses a body over the limit from its Content-Length, before buffering any of it
+    # (it refuses a length >= its setting; Flask accepts exactly the limit).
+    # Threads for ordinary requests plus one for each request allowed to wait or stream (see
+    # service/api/waiting.py); parked threads cost no CPU and little memory. Connections beyond
+    # the threads wait in waitress's queue rather than being refused.
+    threads = (args.threads or settings.api_threads) + settings.max_waiters
+    serve(app, host=host, port=port, threads=threads, connection_limit=threads + 256, asyncore_use_poll=True,
+          ident="descent", _quiet=True, max_request_body_size=settings.limits.max_body_bytes + 1)
+    return 0
+
+
+def worker_command(queues: str, loglevel: str = "INFO") -> list[str]:
+    name = f"{queues.replace(',', '-')}-{os.getpid()}-{int(time.time() * 1000) % 100000}@%h"
+    return [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues, "-n", name,
+            "--pool", "solo", "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    os.environ["DESCENT_WORKER_QUEUES"] = args.queues
+    if args.gpu is not None:  # before the worker starts: CUDA is first touched in that process
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
+    cmd = worker_command(args.queues, args.loglevel)
+    os.execvp(cmd[0], cmd)
+    return 0  # not reached
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    cmd_db(argparse.Namespace(action="upgrade"))
+    env = {**os.environ, "DESCENT_WORKER_QUEUES": "cpu"}
+    workers = [subprocess.Popen(worker_command("cpu", "WARNING"), env=env, start_new_session=True)
+               for _ in range(args.workers)]
+    mode = "embedded (SQLite, SQL broker)" if settings.embedded_broker else "with broker " + _safe_url(settings.broker_url)
+    print(f"descent up: {args.workers} cpu worker(s), {mode}; data in {settings.data_dir}", flush=True)
+
+    def stop(*_: Any) -> None:
+        for w in workers:
+            if w.poll() is None:
+                w.terminate()
+        deadline = time.time() + 10
+        for w in workers:
+            try:
+                w.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                w.kill()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return cmd_api(argparse.Namespace(host=None, port=None, threads=None))
+    finally:
+        stop()
+

@@ -1,0 +1,103 @@
+"""A Python client of the Descent API: submit jobs and sweeps, wait for them, read their histories.
+
+    from service.client import Client
+
+    client = Client()                       # DESCENT_URL and DESCENT_TOKEN, as the descent command
+    job = client.submit({"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 500,
+                         "optimizer": {"name": "sgd", "lr": 0.001}})
+    final = job.wait(progress=True)         # a one-line progress bar on stderr; the finished job
+    rows = job.history(fields=["x", "f"])   # every row (a pandas DataFrame when pandas is installed)
+    job.plot(path="contour.png")
+
+Every failure is a ``DescentClientError``: the API's own message for an error answer (``.status``
+is the HTTP status, ``.code`` and ``.field`` the API's error code and field), or, for an API that
+cannot be reached, a ``DescentUnreachable`` whose one-line message names the URL.
+
+Requests are retried only where that is safe (``service.client.http``): GETs, and POSTs that
+carry an ``Idempotency-Key`` (``submit`` and ``submit_sweep`` always send one, generated here, so a
+submit retried after a lost connection makes one job, not two).
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from service.client.errors import DescentClientError, DescentUnreachable
+from service.client.http import Transport
+from service.client.jobs import FINISHED, JobHandle
+from service.client.progress import ProgressBar, job_progress
+from service.client.sweeps import SweepHandle
+
+__all__ = ["FINISHED", "Client", "DescentClientError", "DescentUnreachable", "JobHandle", "ProgressBar",
+           "SweepHandle", "job_progress"]
+
+# Jobs asked for per page of GET /v1/jobs.
+JOBS_PAGE = 1000
+
+
+class Client(Transport):
+    """A connection to one Descent API (``url``, ``token``, ``timeout`` and ``retries`` as
+    ``Transport`` takes them), and what can be asked of it: jobs, sweeps, the catalog."""
+
+    # -- jobs -------------------------------------------------------------------------------
+    def submit(self, spec: dict[str, Any] | str | bytes, idempotency_key: str | None = None) -> JobHandle:
+        """Submit a job spec (a dict, or JSON text sent as it is); the new job's handle.
+
+        An Idempotency-Key (a random one unless given) goes with it, so the retries after a lost
+        connection, or a resubmit with the same key, answer with the same job."""
+        key = idempotency_key or uuid.uuid4().hex
+        job = self.request_json("POST", "/v1/jobs", body=spec, headers={"Idempotency-Key": key})
+        return JobHandle(self, job["id"], job)
+
+    def job(self, job_id: str) -> JobHandle:
+        """The handle of an existing job, read once (a DescentClientError with status 404 if there
+        is none, or it is another owner's)."""
+        handle = JobHandle(self, job_id)
+        handle.refresh()
+        return handle
+
+    def jobs(self, limit: int | None = None, **filters: Any) -> Iterator[JobHandle]:
+        """Every job matching ``filters`` (at most ``limit``), page after page of GET /v1/jobs.
+
+        Filters are the API's: ``status``, ``name``, ``tag`` ("key:value"), ``order`` ("asc" or
+        "desc"), ``stop_reason``, ``created_after``, ``created_before`` (ISO-8601). Each handle
+        carries the job as listed (``.json``)."""
+        cursor, given = None, 0
+        while limit is None or given < limit:
+            page_size = JOBS_PAGE if limit is None else min(JOBS_PAGE, limit - given)
+            page = self.get_json("/v1/jobs", limit=page_size, cursor=cursor, **filters)
+            for job in page["jobs"][:page_size]:
+                given += 1
+                yield JobHandle(self, job["id"], job)
+            cursor = page.get("next_cursor")
+            if not cursor or not page["jobs"]:
+                return
+
+    # -- sweeps -----------------------------------------------------------------------------
+    def submit_sweep(self, spec: dict[str, Any] | str | bytes, idempotency_key: str | None = None) -> SweepHandle:
+        """Submit a sweep ({base, grid, starts, ...}); its handle. Sent with an Idempotency-Key."""
+        key = idempotency_key or uuid.uuid4().hex
+        sweep = self.request_json("POST", "/v1/sweeps", body=spec, headers={"Idempotency-Key": key},
+                                  timeout=max(self.timeout, 600.0))
+        return SweepHandle(self, sweep["id"], sweep)
+
+    def sweep(self, sweep_id: str) -> SweepHandle:
+        """The handle of an existing sweep, read once."""
+        handle = SweepHandle(self, sweep_id)
+        handle.refresh()
+        return handle
+
+    # -- the catalog ------------------------------------------------------------------------
+    def objectives(self) -> list[dict[str, Any]]:
+        """The named objectives: name, formula, params, default_start, minima, ..."""
+        return list(self.get_json("/v1/objectives")["objectives"])
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The fleet (admins only): each worker's id, host, queues, device, state (alive or
+        lost), current job and jobs done."""
+        return list(self.get_json("/v1/workers")["workers"])
+
+    def optimizers(self) -> list[dict[str, Any]]:
+        """The allowed optimisers: name, torch class, arguments with their defaults."""
+        return list(self.get_json("/v1/optimizers")["optimizers"])

@@ -1,0 +1,74 @@
+"""``SweepHandle``: one sweep of the API, to wait for, summarise, list the jobs of, or cancel."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from service.client.handle import Handle
+from service.client.http import Transport
+from service.client.jobs import JobHandle
+from service.client.progress import bar_if
+
+
+def pages(client: Transport, path: str, key: str, **params: Any) -> Iterator[dict[str, Any]]:
+    """Every page of a cursor-paged list at ``path`` (its items under ``key``), until the last."""
+    cursor = None
+    while True:
+        page = client.get_json(path, **params, cursor=cursor)
+        yield page
+        cursor = page.get("next_cursor")
+        if not cursor or not page[key]:
+            return
+
+
+class SweepHandle(Handle):
+    """One sweep of the API. ``json`` is the sweep as last read: counts by status and a first
+    page of its summary."""
+
+    PATH, SHOWN = "/v1/sweeps", "jobs"
+
+    def __init__(self, client: Transport, sweep_id: str, sweep: dict[str, Any] | None = None) -> None:
+        super().__init__(client, sweep_id, sweep)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Its jobs by status, read now."""
+        return dict(self.refresh()["counts"])
+
+    def wait(self, timeout: float | None = None, progress: bool = False, poll: float = 1.0) -> dict[str, Any]:
+        """Wait until no job of the sweep is queued or running (read every ``poll`` seconds);
+        returns the sweep. With ``progress``, a bar of finished jobs on stderr. After ``timeout``
+        seconds it returns the sweep as it then is."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with bar_if(progress) as bar:
+            while True:
+                sweep = self.refresh()
+                counts = sweep["counts"]
+                active = counts.get("queued", 0) + counts.get("running", 0)
+                if bar:
+                    total = sum(counts.values())
+                    bar.draw(total - active, total, " ".join(f"{k} {v}" for k, v in counts.items() if v))
+                if not active or (deadline is not None and time.monotonic() >= deadline):
+                    return sweep
+                time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
+
+    def summary(self, sort: str = "created") -> list[dict[str, Any]]:
+        """Every summary item (job id, grid values, start, status, f, stop_reason,
+        distance_to_minimum, steps_to_tolerance), all pages; ``sort`` created or f."""
+        items: list[dict[str, Any]] = []
+        for page in pages(self.client, f"/v1/sweeps/{self.id}", "summary", sort=sort, limit=1000):
+            self._json = page
+            items.extend(page["summary"])
+        return items
+
+    def jobs(self) -> Iterator[JobHandle]:
+        """Every job of the sweep, page after page."""
+        for page in pages(self.client, f"/v1/sweeps/{self.id}/jobs", "jobs", limit=1000):
+            for job in page["jobs"]:
+                yield JobHandle(self.client, job["id"], job)
+
+    def cancel(self) -> dict[str, Any]:
+        """Cancel every queued or running job of the sweep; returns the sweep."""
+        self._json = self.client.request_json("POST", f"/v1/sweeps/{self.id}/cancel")
+        return self._json

@@ -1,0 +1,70 @@
+"""Deferred reads (the CUDA path, run here on the CPU): f and the gradient norms stay on the
+device through a chunk, and a stop inside the chunk re-runs it with per-step checks, so the
+history, the stop step and the result are exactly those of a per-step run."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from service.engine import StopReason, loop, run
+from service.spec import check_spec
+from tests.helpers.engine import run_spec
+
+BOWL = {"objective": "10 * (x ** 2).sum()", "x0": [8.0, 8.0], "steps": 300, "optimizer": {"name": "sgd", "lr": 0.001}}
+CASES = {
+    "steps": BOWL,
+    "adam, step lr, every 7th row, x and grad": {
+        **BOWL, "optimizer": {"name": "adam", "lr": 0.05}, "scheduler": {"name": "step_lr", "step_size": 40},
+        "record": {"every": 7, "x": True, "grad": True}},
+    "diverges mid-chunk": {**BOWL, "optimizer": {"name": "sgd", "lr": 0.2}, "steps": 2000},
+    "gradient tolerance mid-chunk": {**BOWL, "stop": {"grad_norm": 1e-3}, "steps": 5000},
+    "float64, momentum": {**BOWL, "dtype": "float64", "optimizer": {"name": "sgd", "lr": 0.001, "momentum": 0.9}},
+}
+
+
+def both(spec: dict[str, Any], **kwargs: Any) -> tuple[Any, Any]:
+    # chunks end by their row count alone (no time deadline), so both runs have the same chunks
+    per_step = run_spec(spec, defer_sync=False, chunk_rows=64, chunk_seconds=3600, **kwargs)
+    deferred = run_spec(spec, defer_sync=True, chunk_rows=64, chunk_seconds=3600, **kwargs)
+    return per_step, deferred
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_deferred_reads_give_the_per_step_history_and_result(name: str) -> None:
+    (r1, rows1, chunks1), (r2, rows2, chunks2) = both(CASES[name])
+    assert rows2 == rows1
+    assert (r2.steps, r2.stop_reason, r2.f, r2.x, r2.grad_norm) == (r1.steps, r1.stop_reason, r1.f, r1.x, r1.grad_norm)
+    assert [(c.start, c.end, c.final) for c in chunks2] == [(c.start, c.end, c.final) for c in chunks1]
+    assert [c.progress for c in chunks2] == [c.progress for c in chunks1]
+
+
+def test_a_stop_inside_a_chunk_runs_that_chunk_again(monkeypatch) -> None:
+    restored = []
+    real = loop._restore
+    monkeypatch.setattr(loop, "_restore", lambda *a: restored.append(a[0][0]) or real(*a))
+    result, _, _ = run_spec(CASES["diverges mid-chunk"], defer_sync=True, chunk_rows=64, chunk_seconds=3600)
+    assert result.stop_reason == StopReason.DIVERGED and len(restored) == 1
+    assert restored[0] <= result.steps < restored[0] + 64
+
+
+def test_no_chunk_runs_again_when_nothing_stops_inside_it(monkeypatch) -> None:
+    monkeypatch.setattr(loop, "_restore", lambda *a: pytest.fail("a chunk was run again"))
+    result, _, _ = run_spec(BOWL, defer_sync=True, chunk_rows=64)
+    assert result.stop_reason == StopReason.STEPS and result.steps == 300
+
+
+def test_deferred_reads_resume_from_a_checkpoint_exactly() -> None:
+    checked = check_spec(CASES["adam, step lr, every 7th row, x and grad"])
+    chunks: list[Any] = []
+    boundaries = [0]
+
+    def stop() -> StopReason | None:
+        boundaries[0] += 1
+        return StopReason.INTERRUPTED if boundaries[0] == 2 else None
+
+    run(checked, on_chunk=chunks.append, should_stop=stop, chunk_rows=10, chunk_seconds=3600, defer_sync=True)
+    resumed = run(checked, on_chunk=chunks.append, resume=chunks[-1].checkpoint, chunk_rows=10, chunk_seconds=3600,
+                  defer_sync=True)
+    whole, rows, _ = run_spec(CASES["adam, step lr, every 7th row, x and grad"], defer_sync=False, chunk_rows=10)
+    assert [r for c in chunks for r in c.batch.rows()] == rows and resumed.x == whole.x

@@ -1,0 +1,83 @@
+"""The fleet with real processes: the workers view, a killed worker shown lost and its job
+reclaimed, a gpu job on a (test) GPU worker, and JSON log lines naming the jobs. (A real GPU
+worker without CUDA refuses to start: tests/integration/test_worker_start.py.)"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from service.store.migrate import upgrade
+from testkit.processes import Service, service_on
+from tests.helpers.lesson import LESSON_LOGLOG
+
+pytestmark = pytest.mark.integration
+
+# Runs for many seconds unless cancelled: a job to kill its worker under.
+ENDLESS = {"objective": "((x - 3) ** 2).sum()", "x0": [0.0, 0.0], "steps": 1_000_000,
+           "optimizer": {"name": "sgd", "lr": 1e-9}, "record": {"every": 1000}}
+
+
+@pytest.fixture
+def fleet(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The embedded service, JSON logs, fast heartbeats and leases, a CPU worker and a test GPU
+    worker (DESCENT_GPU_WITHOUT_CUDA: it serves the gpu queue on the CPU)."""
+    for svc in service_on("embedded", tmp_path, heartbeat_seconds=0.5, lease_seconds=3.0, requeue_after=2.0,
+                          log_format="json", gpu_without_cuda="yes"):
+        upgrade(svc.db())
+        svc.start_api()
+        svc.start_worker("cpu")
+        svc.start_worker("gpu")
+        svc.wait_for_workers(2)
+        yield svc
+
+
+def workers(svc: Service) -> dict[str, dict]:
+    resp = svc.http.get(svc.url + "/v1/workers", timeout=30)
+    assert resp.status_code == 200, resp.text
+    return {w["pid"]: w for w in resp.json()["workers"]}
+
+
+def json_lines(path: Path) -> list[dict]:
+    lines = []
+    for text in path.read_text().splitlines():
+        if text.startswith("{"):
+            lines.append(json.loads(text))
+    return lines
+
+
+def test_the_workers_view_a_lost_worker_and_its_reclaimed_job(fleet: Service) -> None:
+    cpu, gpu = fleet.workers
+    shown = workers(fleet)
+    assert shown[cpu.pid]["queues"] == ["cpu"] and shown[gpu.pid]["queues"] == ["gpu"]
+    assert all(w["state"] == "alive" and w["lost_since"] is None for w in shown.values())
+    assert shown[cpu.pid]["versions"]["torch"] and shown[cpu.pid]["device_name"]
+
+    done = fleet.wait(fleet.submit({**LESSON_LOGLOG, "device": "gpu"})["id"])
+    assert done["status"] == "succeeded" and done["worker"] == shown[gpu.pid]["id"]
+    assert done["result"]["device"] == "cpu" and done["result"]["device_name"]
+    fleet.wait_for(lambda: workers(fleet)[gpu.pid]["jobs_done"] == 1, "the GPU worker counts its job")
+
+    job_id = fleet.submit(ENDLESS)["id"]
+    fleet.wait_status(job_id, "running")
+    fleet.wait_for(lambda: workers(fleet)[cpu.pid]["current_job"] == job_id, "the worker shows its job")
+    assert fleet.job(job_id)["worker_lost_at"] is None
+    fleet.kill_worker(cpu)
+    fleet.wait_for(lambda: fleet.job(job_id)["worker_lost_at"] is not None, "the job says its worker was lost", 30)
+    running = fleet.job(job_id)
+    assert running["status"] == "running" and running["reclaim_at"]
+    fleet.wait_for(lambda: workers(fleet)[cpu.pid]["state"] == "lost", "the killed worker is shown lost", 30)
+    lost = workers(fleet)[cpu.pid]
+    assert lost["lost_since"] > lost["last_heartbeat"]
+    # its lease lapses and the reconciler (in the other worker) puts the job back in the queue
+    fleet.wait_for(lambda: fleet.job(job_id)["status"] == "queued", "the job is reclaimed", 60)
+    assert workers(fleet)[cpu.pid]["current_job"] is None
+    fleet.http.post(f"{fleet.url}/v1/jobs/{job_id}/cancel", timeout=30)
+
+    worker_lines = [line for line in json_lines(fleet.log_dir / "worker1.log") if line.get("job_id")]
+    assert any(line["job_id"] == done["id"] for line in worker_lines)
+    api_lines = [line for line in json_lines(fleet.log_dir / "api.log") if line.get("logger") == "descent.access"]
+    assert any(line.get("job_id") == done["id"] and line["status"] == 200 for line in api_lines)
+

@@ -1,0 +1,76 @@
+"""The workers' rows: what each says of itself, lost workers, reclaimed jobs, pruning."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from service.store import fleet
+from service.store import jobs as job_store
+from service.store.models import Job, Worker
+from service.store.status import JobStatus
+from tests.store.test_store import new_job
+
+
+def beat(db, worker_id: str = "h:1", job: str | None = None) -> None:
+    fleet.heartbeat(db, fleet.Heartbeat(worker_id, "h", 1, ["cpu"], "cpu", current_job=job, device_name="x86_64",
+                                        versions={"descent": "0.1.0"}))
+
+
+def age(db, worker_id: str, seconds: float) -> None:
+    """Move the worker's last heartbeat ``seconds`` into the past."""
+    with db.session() as s:
+        row = s.get(Worker, worker_id)
+        row.last_heartbeat = row.last_heartbeat - timedelta(seconds=seconds)
+
+
+def test_a_heartbeat_registers_the_worker_and_the_next_one_updates_it(db):
+    beat(db)
+    beat(db, job=None)
+    [worker] = fleet.list_workers(db, alive_within=15)
+    assert (worker.alive, worker.lost_since, worker.device_name, worker.versions, worker.jobs_done) == \
+        (True, None, "x86_64", {"descent": "0.1.0"}, 0)
+
+
+def test_a_worker_that_missed_its_heartbeats_is_lost_since_then(db):
+    beat(db)
+    age(db, "h:1", 100)
+    [worker] = fleet.list_workers(db, alive_within=15)
+    assert not worker.alive and worker.lost_since == worker.last_heartbeat + timedelta(seconds=15)
+
+
+def test_a_lost_workers_job_is_reclaimed_and_its_current_job_cleared(db):
+    job_id = new_job(db)
+    job_store.claim_job(db, job_id, "h:1", 30, 3)
+    beat(db, job=job_id)
+    assert fleet.list_workers(db, alive_within=15)[0].current_job == job_id
+    with db.session() as s:  # the worker died: its lease lapsed
+        s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=Job.created_at))
+    assert job_store.requeue_if_stale(db, job_id, requeue_after=30)
+    assert job_store.get_job(db, job_id).status == JobStatus.QUEUED
+    with db.session() as s:
+        assert s.get(Worker, "h:1").current_job is None
+
+
+def test_a_current_job_is_shown_only_while_it_runs_on_that_worker(db):
+    job_id = new_job(db)
+    job_store.claim_job(db, job_id, "h:2", 30, 3)  # another worker holds it
+    beat(db, job=job_id)
+    assert fleet.list_workers(db, alive_within=15)[0].current_job is None
+
+
+def test_finished_jobs_count_for_the_worker_that_ran_them(db):
+    beat(db)
+    for _ in range(2):
+        job_id = new_job(db)
+        job_store.claim_job(db, job_id, "h:1", 30, 3)
+        job_store.finish_job(db, job_id, "h:1", JobStatus.SUCCEEDED, {"steps": 0}, None)
+    assert fleet.list_workers(db, alive_within=15)[0].jobs_done == 2
+
+
+def test_lost_workers_are_pruned_after_the_retention(db):
+    beat(db, "old:1")
+    beat(db, "new:1")
+    age(db, "old:1", 90_000)
+    assert fleet.prune_workers(db, lost_for=86_400) == 1
+    assert [w.id for w in fleet.list_workers(db, alive_within=15)] == ["new:1"]
