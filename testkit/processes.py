@@ -195,6 +195,13 @@ def service_on(kind: str, data_dir: Path, **overrides: Any) -> Iterator[Service]
             pg.close()
 
 
+def running(kind: str, data_dir: Path, workers: int = 1, **overrides: Any) -> Iterator[Service]:
+    """``service_on``, started: the API and ``workers`` CPU workers, up and heartbeating."""
+    for service in service_on(kind, data_dir, **overrides):
+        service.start(workers=workers)
+        yield service
+
+
 def drain(response: Any, piece: int = 1 << 20) -> int:
     """Read a streamed HTTP response to its end in ``piece``-byte reads, keeping nothing;
     returns its length (benchmarks measure exports without holding them)."""

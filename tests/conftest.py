@@ -87,6 +87,21 @@ def app(tmp_path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def guarded(tmp_path):  # type: ignore[no-untyped-def]
+    """The API with DESCENT_AUTH=required on SQLite: (test client, database); make tokens with
+    ``service.store.tokens.create_token(database, owner, admin)``."""
+    from service.api import create_app
+    from service.store import Database
+    from service.store.migrate import upgrade
+
+    settings = embedded_settings(tmp_path, auth="required")
+    database = Database(settings.database_url)
+    upgrade(database)
+    yield create_app(settings, {"TESTING": True}, db=database).test_client(), database
+    database.engine.dispose()
+
+
+@pytest.fixture
 def client(app):  # type: ignore[no-untyped-def]
     return app.test_client()
 

@@ -30,31 +30,19 @@ def _shell() -> Response:
     return response
 
 
-@bp.get("/")
-def jobs_page():  # type: ignore[no-untyped-def]
-    """The job list, with filters, refreshed every couple of seconds."""
+# The pages: one shell each (its scripts read the URL and draw the page).
+PAGES = {
+    "/": ("jobs_page", "the job list, with filters, refreshed every couple of seconds"),
+    "/jobs/<job_id>": ("job_page", "one job: its curves, its path on the contour of f, live while it runs"),
+    "/compare": ("compare_page", "several jobs (?jobs=id1,id2) on one contour and one loss plot"),
+    "/sweeps/<sweep_id>": ("sweep_page", "a sweep's summary table and heat map of final f over two grid keys"),
+    "/submit": ("submit_page", "the submit form, with the lesson's cases as examples"),
+}
+
+
+def _page(**_: str) -> Response:
     return _shell()
 
 
-@bp.get("/jobs/<job_id>")
-def job_page(job_id: str):  # type: ignore[no-untyped-def]
-    """One job: its curves, its path on the contour of f, live while it runs."""
-    return _shell()
-
-
-@bp.get("/compare")
-def compare_page():  # type: ignore[no-untyped-def]
-    """Several jobs (``?jobs=id1,id2``) on one contour and one loss plot."""
-    return _shell()
-
-
-@bp.get("/sweeps/<sweep_id>")
-def sweep_page(sweep_id: str):  # type: ignore[no-untyped-def]
-    """A sweep's summary table and heat map of final f over two grid keys."""
-    return _shell()
-
-
-@bp.get("/submit")
-def submit_page():  # type: ignore[no-untyped-def]
-    """The submit form, with the lesson's cases as examples."""
-    return _shell()
+for _rule, (_name, _) in PAGES.items():
+    bp.add_url_rule(_rule, endpoint=_name, view_func=_page, methods=["GET"])

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any, Iterator
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, stream_with_context
 
 from service.api.auth import caller
 from service.api.params import seconds_arg
@@ -46,7 +46,8 @@ def events(job_id: str) -> Response:
     seconds = seconds_arg("timeout", *STREAM_SECONDS) or DEFAULT_STREAM_SECONDS
     job = job_store.get_job(svc.db, job_id, owner=caller().owner_filter)  # a 404 before the stream starts
     svc.waiters.take_for_stream()
-    response = Response(_stream(svc, job, seconds), mimetype="text/event-stream",
+    # The request's context stays for the stream: a job's JSON reads settings and the fleet.
+    response = Response(stream_with_context(_stream(svc, job, seconds)), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
     response.call_on_close(svc.waiters.give_back)
     return response

@@ -7,6 +7,7 @@ import time
 from typing import Any, Iterator
 
 from tests.api.test_jobs import submit
+from service.store import fleet
 from service.store.status import JobStatus
 
 # About a second of steps on this machine: long enough to be seen running, in several chunks.
@@ -57,6 +58,8 @@ def test_a_running_job_shows_its_progress_and_a_finished_one_where_it_ended(clie
 
 
 def test_the_stream_tells_status_progress_and_end_then_closes(app, client, run_job):
+    # the worker heartbeats: a running job's JSON then asks the fleet whether it was lost, in the stream
+    fleet.heartbeat(app.extensions["descent"].db, fleet.Heartbeat("test:1", "test", 1, ["cpu"], "cpu"))
     job_id = submit(client, SLOW).get_json()["id"]
     resp = client.get(f"/v1/jobs/{job_id}/events", buffered=False)
     assert resp.status_code == 200 and resp.mimetype == "text/event-stream"

@@ -157,27 +157,21 @@ def test_every_route_is_documented_and_every_documented_operation_is_a_route(app
     assert documented - routes == set(), "documented operations with no route"
 
 
-def test_security_bearer_with_health_and_the_document_open(tmp_path):
-    settings = embedded_settings(tmp_path, auth="required")
-    database = Database(settings.database_url)
-    upgrade(database)
-    try:
-        client = create_app(settings, {"TESTING": True}, db=database).test_client()
-        doc = client.get("/openapi.json").get_json()
-        assert doc["components"]["securitySchemes"]["bearer"] == {**doc["components"]["securitySchemes"]["bearer"],
-                                                                  "type": "http", "scheme": "bearer"}
-        assert doc["security"] == [{"bearer": []}]
-        for path, method, operation in operations(doc):
-            open_ = operation.get("security") == []
-            assert open_ == (path in ("/healthz", "/readyz", "/openapi.json")), path
-            resp = client.open(path.replace("{job_id}", "00000000-0000-4000-8000-000000000000"), method=method.upper())
-            if open_:
-                assert resp.status_code != 401, path
-            else:
-                assert resp.status_code == 401 and "401" in operation["responses"], path
-                assert "WWW-Authenticate" in resp.headers
-    finally:
-        database.engine.dispose()
+def test_security_bearer_with_health_and_the_document_open(guarded):
+    client, _ = guarded
+    doc = client.get("/openapi.json").get_json()
+    assert doc["components"]["securitySchemes"]["bearer"] == {**doc["components"]["securitySchemes"]["bearer"],
+                                                              "type": "http", "scheme": "bearer"}
+    assert doc["security"] == [{"bearer": []}]
+    for path, method, operation in operations(doc):
+        open_ = operation.get("security") == []
+        assert open_ == (path in ("/healthz", "/readyz", "/openapi.json")), path
+        resp = client.open(path.replace("{job_id}", "00000000-0000-4000-8000-000000000000"), method=method.upper())
+        if open_:
+            assert resp.status_code != 401, path
+        else:
+            assert resp.status_code == 401 and "401" in operation["responses"], path
+            assert "WWW-Authenticate" in resp.headers
 
 
 def test_with_auth_off_no_operation_needs_a_token(doc):

@@ -10,13 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from service.api import create_app
 from service.api.surface import MAX_GRID_VALUES, N_RANGE
 from service.expr import compile_expression, parse
-from service.store import Database, tokens
-from service.store.migrate import upgrade
+from service.store import tokens
 from service.store.status import JobStatus
-from testkit.backends import embedded_settings
 from tests.helpers.lesson import LESSON_LOGLOG
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -175,25 +172,19 @@ def test_unknown_job_and_unknown_parameter(client):
     assert refused(client.get(f"/v1/jobs/{job_id}/surface?m=3"), "m")
 
 
-def test_another_owners_job_is_a_404_like_an_unknown_one(tmp_path):
-    settings = embedded_settings(tmp_path, auth="required")
-    database = Database(settings.database_url)
-    upgrade(database)
-    try:
-        client = create_app(settings, {"TESTING": True}, db=database).test_client()
-        alice = {"Authorization": f"Bearer {tokens.create_token(database, 'alice', False)[1]}"}
-        bob = {"Authorization": f"Bearer {tokens.create_token(database, 'bob', False)[1]}"}
-        resp = client.post("/v1/jobs", data=json.dumps(LESSON_LOGLOG), content_type="application/json", headers=alice)
-        job_id = resp.get_json()["id"]
-        assert client.get(f"/v1/jobs/{job_id}/surface?n=3", headers=alice).status_code == 200
-        for path in ("surface?n=3", "plot.png", "plot.png?kind=loss"):
-            theirs = client.get(f"/v1/jobs/{job_id}/{path}", headers=bob)
-            unknown = client.get(f"/v1/jobs/00000000-0000-4000-8000-000000000000/{path}", headers=bob)
-            assert theirs.status_code == unknown.status_code == 404
-            assert theirs.get_json()["error"]["code"] == unknown.get_json()["error"]["code"]
-        assert client.get(f"/v1/jobs/{job_id}/surface").status_code == 401
-    finally:
-        database.engine.dispose()
+def test_another_owners_job_is_a_404_like_an_unknown_one(guarded):
+    client, database = guarded
+    alice = {"Authorization": f"Bearer {tokens.create_token(database, 'alice', False)[1]}"}
+    bob = {"Authorization": f"Bearer {tokens.create_token(database, 'bob', False)[1]}"}
+    resp = client.post("/v1/jobs", data=json.dumps(LESSON_LOGLOG), content_type="application/json", headers=alice)
+    job_id = resp.get_json()["id"]
+    assert client.get(f"/v1/jobs/{job_id}/surface?n=3", headers=alice).status_code == 200
+    for path in ("surface?n=3", "plot.png", "plot.png?kind=loss"):
+        theirs = client.get(f"/v1/jobs/{job_id}/{path}", headers=bob)
+        unknown = client.get(f"/v1/jobs/00000000-0000-4000-8000-000000000000/{path}", headers=bob)
+        assert theirs.status_code == unknown.status_code == 404
+        assert theirs.get_json()["error"]["code"] == unknown.get_json()["error"]["code"]
+    assert client.get(f"/v1/jobs/{job_id}/surface").status_code == 401
 
 
 # --- /plot.png --------------------------------------------------------------------------------

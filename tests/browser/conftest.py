@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from testkit.processes import Service, service_on
+from testkit.processes import Service, running
 
 CHROMIUM = os.environ.get("DESCENT_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("DESCENT_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -106,6 +106,4 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The embedded service (API + one CPU worker), shared by a module's tests."""
-    for svc in service_on("embedded", tmp_path_factory.mktemp("dashboard")):
-        svc.start(workers=1)
-        yield svc
+    yield from running("embedded", tmp_path_factory.mktemp("dashboard"))

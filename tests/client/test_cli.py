@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 from service.cli import build_parser
-from testkit.processes import BIN, Service, free_port, service_on
+from testkit.processes import BIN, Service, free_port, running
 
 integration = pytest.mark.integration
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -25,9 +25,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    for svc in service_on("embedded", tmp_path_factory.mktemp("cli")):
-        svc.start(workers=1)
-        yield svc
+    yield from running("embedded", tmp_path_factory.mktemp("cli"))
 
 
 def env_for(url: str) -> dict[str, str]:

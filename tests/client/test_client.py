@@ -14,7 +14,7 @@ from service import client as client_module
 from service.client import Client, DescentClientError, DescentUnreachable, JobHandle
 from service.client import jobs as jobs_module
 from tests.helpers.lesson import LESSON_LOGLOG
-from testkit.processes import Service, free_port, service_on
+from testkit.processes import Service, free_port, running
 
 pytestmark = pytest.mark.integration
 
@@ -24,9 +24,7 @@ ENDLESS = {**LONG, "steps": 1_000_000, "optimizer": {"name": "sgd", "lr": 1e-9}}
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    for svc in service_on("embedded", tmp_path_factory.mktemp("client")):
-        svc.start(workers=1)
-        yield svc
+    yield from running("embedded", tmp_path_factory.mktemp("client"))
 
 
 @pytest.fixture(scope="module")

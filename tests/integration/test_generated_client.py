@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from testkit.processes import BIN, Service, service_on
+from testkit.processes import BIN, Service, running
 from tests.helpers.lesson import LESSON_LOGLOG
 
 pytestmark = pytest.mark.integration
@@ -26,9 +26,7 @@ CONFIG = f"package_name_override: {PACKAGE}\npost_hooks: []\n"
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    for svc in service_on("embedded", tmp_path_factory.mktemp("generated-client")):
-        svc.start(workers=1)
-        yield svc
+    yield from running("embedded", tmp_path_factory.mktemp("generated-client"))
 
 
 @pytest.fixture
