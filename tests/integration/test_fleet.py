@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from service.queue import make_celery, waiting_messages
+from service.reasons import WAITING_FOR_GPU
 from service.store.migrate import upgrade
 from testkit.processes import Service, service_on
 from tests.helpers.lesson import LESSON_LOGLOG
@@ -81,3 +83,19 @@ def test_the_workers_view_a_lost_worker_and_its_reclaimed_job(fleet: Service) ->
     api_lines = [line for line in json_lines(fleet.log_dir / "api.log") if line.get("logger") == "descent.access"]
     assert any(line.get("job_id") == done["id"] and line["status"] == 200 for line in api_lines)
 
+
+
+def test_a_gpu_job_with_no_gpu_worker_says_why_keeps_one_message_and_fails_after_its_wait(tmp_path: Path) -> None:
+    for svc in service_on("embedded", tmp_path, heartbeat_seconds=0.5, requeue_after=1.0, gpu_wait_seconds=4.0):
+        svc.start(workers=1)  # a CPU worker only: its reconciler looks after the gpu queue too
+        job = svc.submit({**LESSON_LOGLOG, "device": "gpu"})
+        assert job["queue"] == "gpu" and job["waiting"] == WAITING_FOR_GPU
+        celery = make_celery(svc.settings)
+        most = 0
+        deadline = time.time() + 60
+        while svc.job(job["id"])["status"] == "queued" and time.time() < deadline:
+            most = max(most, waiting_messages(celery, "gpu"))
+            time.sleep(0.2)
+        ended = svc.job(job["id"])
+        assert ended["status"] == "failed" and ended["error"].startswith(WAITING_FOR_GPU), ended
+        assert most == 1  # re-sent never: its one message waited all along
