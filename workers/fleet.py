@@ -28,13 +28,16 @@ def reconcile_once(requeue_after: float) -> list[str]:
     re-sent by one worker only: the database row is bumped conditionally first. Jobs of one batch
     key go in shared messages, as a sweep's do (a dead worker's batch resumes as a batch).
 
-    A queued job is re-sent only while its queue holds no waiting message (a job behind a backlog
-    is waiting its turn, not lost), so a queue never holds more messages than jobs wait for: a
-    gpu job with no GPU worker keeps its one message. While no GPU worker heartbeats, gpu jobs
-    queued longer than DESCENT_GPU_WAIT_SECONDS fail."""
+    Duplicate messages are kept few: a queued job whose queue still holds waiting messages is
+    most likely waiting its turn, so it is re-sent only after ``BACKLOG_PATIENCE`` times as long
+    (its message may be lost behind a backlog); a gpu job is not re-sent while no GPU worker
+    heartbeats (it keeps its one message), and once none has heartbeat for
+    DESCENT_GPU_WAIT_SECONDS, gpu jobs queued longer than that fail, saying why."""
     state = get_state()
     settings = state.settings
-    if not fleet_store.live_gpu_worker(state.db, settings.worker_lost_after * settings.heartbeat_seconds):
+    unserved = [] if fleet_store.live_gpu_worker(state.db, settings.worker_lost_after * settings.heartbeat_seconds) \
+        else ["gpu"]
+    if unserved and not fleet_store.live_gpu_worker(state.db, settings.gpu_wait_seconds):
         failed = job_store.fail_unserved(state.db, "gpu", settings.gpu_wait_seconds,
                                          f"{WAITING_FOR_GPU}: none came within {settings.gpu_wait_seconds:g} s "
                                          "(DESCENT_GPU_WAIT_SECONDS)")
@@ -42,7 +45,7 @@ def reconcile_once(requeue_after: float) -> list[str]:
             log.warning("failed %d gpu job(s) that waited over %g s for a GPU worker", len(failed),
                         settings.gpu_wait_seconds)
     waiting = [queue for queue in QUEUES if _waiting(state, queue)]
-    stale = [job for job in job_store.stale_jobs(state.db, requeue_after, waiting_in=waiting)
+    stale = [job for job in job_store.stale_jobs(state.db, requeue_after, waiting_in=waiting, unserved=unserved)
              if job_store.requeue_if_stale(state.db, job[0], requeue_after)]
     sent = []
     if state.dispatcher is not None:

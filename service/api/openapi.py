@@ -75,7 +75,8 @@ _ERROR_WHEN = {
     "413": "The body (max_body_bytes), or the start or history the job would make, is over a configured limit",
     "415": "A request with a body must send Content-Type: application/json",
     "429": "A per-owner quota is used up; retry after Retry-After seconds",
-    "503": "The database is unavailable, or (history) this process already streams DESCENT_MAX_WAITERS responses; see Retry-After",
+    "503": "The database is unavailable, or (history, events, surface, plot) this process already serves "
+           "DESCENT_MAX_WAITERS waiting, streaming or grid requests; see Retry-After",
 }
 
 

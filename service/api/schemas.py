@@ -108,6 +108,8 @@ class Result(Model):
     stop_reason: str = Field(description="steps | grad_norm | time_limit | diverged | cancelled")
     graph: list[str] = Field(description="The backward graph's nodes, last op first")
     device: str = Field(description="Where it ran (cpu, cuda:0, ...)")
+    device_name: str | None = Field(default=None, exclude_if=_absent,
+                                    description="The device's name: the CUDA device's, or the processor's")
     seconds: float = Field(ge=0, description="Seconds the run took")
     # Present only when known: a missing one is left out of the answer, not written as null.
     grad: Any = Field(default=None, exclude_if=_absent,

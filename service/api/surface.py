@@ -27,7 +27,8 @@ from service.api.errors import bad_parameter
 from service.api.params import int_arg
 from service.api.services import services
 from service.config import Limits
-from service.engine.surface import GridTooSlow, Surface, job_surface, padded_range, start_point
+from service.expr.grid import GridTooSlow, Surface, padded_range
+from service.spec.surface import job_surface, start_point
 from service.errors import DescentError, ErrorCode
 from service.jsonsafe import json_safe
 from service.spec import CheckedSpec, check_spec
@@ -66,7 +67,8 @@ class _View:
 
 @bp.get("/<job_id>/surface")
 def surface(job_id: str):  # type: ignore[no-untyped-def]
-    view = _view(job_id)
+    with services().waiters.held():  # seconds of evaluation: a waiting thread's, not an ordinary one's
+        view = _view(job_id)
     s = view.surface
     return json_safe({"coords": list(s.coords), "x": s.xs.tolist(), "y": s.ys.tolist(), "f": s.f.tolist()})
 
@@ -76,20 +78,21 @@ def plot_png(job_id: str):  # type: ignore[no-untyped-def]
     kind = request.args.get("kind") or "contour"
     if kind not in KINDS:
         raise bad_parameter("kind", f"'kind' must be one of {', '.join(KINDS)}")
-    if kind == "loss":
-        job = job_store.get_job(services().db, job_id, owner=caller().owner_filter)
-        for name in ("n", "coords", "x_range", "y_range"):  # a contour's; checked all the same
-            if request.args.get(name):
-                _check_only(name)
-        steps, f = _losses(job)
-        body = plot.loss_png(steps, f, _title(job))
-    else:
-        view = _view(job_id)
-        s = view.surface
-        names = (f"x[{s.coords[0]}]", f"x[{s.coords[1]}]")
-        variable = view.job.spec.get("variable", "x")
-        labels = (names[0].replace("x", variable, 1), names[1].replace("x", variable, 1))
-        body = plot.contour_png(s.xs, s.ys, s.f, view.path, view.minima, labels, _title(view.job))
+    with services().waiters.held():  # a grid and a drawing: a waiting thread's work, not an ordinary one's
+        if kind == "loss":
+            job = job_store.get_job(services().db, job_id, owner=caller().owner_filter)
+            for name in ("n", "coords", "x_range", "y_range"):  # a contour's; checked all the same
+                if request.args.get(name):
+                    _check_only(name)
+            steps, f = _losses(job)
+            body = plot.loss_png(steps, f, _title(job))
+        else:
+            view = _view(job_id)
+            s = view.surface
+            names = (f"x[{s.coords[0]}]", f"x[{s.coords[1]}]")
+            variable = view.job.spec.get("variable", "x")
+            labels = (names[0].replace("x", variable, 1), names[1].replace("x", variable, 1))
+            body = plot.contour_png(s.xs, s.ys, s.f, view.path, view.minima, labels, _title(view.job))
     return Response(body, mimetype="image/png", headers={"Cache-Control": "no-store"})
 
 

@@ -1,4 +1,5 @@
-"""How many requests one API process lets wait (``?wait``) or stream (history) at once.
+"""How many requests one API process lets wait (``?wait``), stream (history, events) or compute a
+grid (surface, plot) at once.
 
 Each such request holds a request thread for as long as it waits or streams, so the API runs
 ``DESCENT_MAX_WAITERS`` threads for them on top of ``DESCENT_API_THREADS`` for everything else,
@@ -9,6 +10,8 @@ the threads of ordinary requests, health checks among them.
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 from service.errors import DescentError, ErrorCode
 
@@ -40,6 +43,16 @@ class WaiterSlots:
         """Return a slot ``take`` gave."""
         with self._lock:
             self._in_use = max(0, self._in_use - 1)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """A slot for the time of a long answer (a surface's grid, a plot), or the 503 of
+        ``take_for_stream``: such answers take the waiting threads, never the ordinary ones."""
+        self.take_for_stream()
+        try:
+            yield
+        finally:
+            self.give_back()
 
     def take_for_stream(self) -> None:
         """A slot for a stream, or the 503 that tells the client to come back."""

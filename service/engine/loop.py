@@ -112,7 +112,6 @@ def run(
     plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
     deferred = (dev.type == "cuda" if defer_sync is None else defer_sync) and not use_closure and not plateau
     replaying = False  # the chunk is run again with per-step checks
-    group = opt.param_groups[0]
     per_row = max(1, x.numel() * (int(rec_x) + int(rec_g)))
     rows_cap = max(1, min(chunk_rows, chunk_values // per_row))
     norm = torch.linalg.vector_norm
@@ -182,7 +181,7 @@ def run(
         def record(fv: float | torch.Tensor, gn: torch.Tensor | None) -> None:
             steps.append(t)
             fs.append(fv)
-            lrs.append(float(group["lr"]))
+            lrs.append(float(opt.param_groups[0]["lr"]))  # read each time: a replay's load_state_dict replaces the group
             gns.append(gn if gn is not None else norm(x.grad))
             if rec_x:
                 xs.append(x_view.clone())

@@ -467,16 +467,23 @@ def _overdue(now: Any, requeue_after: float) -> Any:
     return and_(Job.status == JobStatus.QUEUED, Job.enqueued_at < now - timedelta(seconds=requeue_after))
 
 
-def stale_jobs(db: Database, requeue_after: float, limit: int = 500,
-               waiting_in: Sequence[str] = ()) -> list[tuple[str, str, str | None]]:
+# A job queued behind a backlog (its queue still holds messages) is re-sent only after this many
+# times DESCENT_REQUEUE_AFTER: it is most likely waiting its turn, but its message may be lost.
+BACKLOG_PATIENCE = 10
+
+
+def stale_jobs(db: Database, requeue_after: float, limit: int = 500, waiting_in: Sequence[str] = (),
+               unserved: Sequence[str] = ()) -> list[tuple[str, str, str | None]]:
     """(id, queue, batch key) of jobs that should be running but may have no message in the
-    broker: running with an expired lease, or queued for more than ``requeue_after`` seconds on
-    a queue not in ``waiting_in`` (the queues whose messages still wait in the broker: a job
-    there is waiting its turn, and a second message would only pile up)."""
+    broker: running with an expired lease, or queued for more than ``requeue_after`` seconds;
+    on a queue in ``waiting_in`` (its messages still wait in the broker: a job there is most
+    likely waiting its turn) only after ``BACKLOG_PATIENCE`` times that; and none queued on a
+    queue in ``unserved`` (no worker serves it now: a second message would only wait too)."""
     now = clock(db.dialect)
-    overdue = _overdue(now, requeue_after)
-    if waiting_in:
-        overdue = and_(overdue, Job.queue.not_in(list(waiting_in)))
+    patient = set(waiting_in) - set(unserved)
+    overdue = and_(_overdue(now, requeue_after), Job.queue.not_in(list(patient | set(unserved)) or [""]))
+    if patient:
+        overdue = or_(overdue, and_(_overdue(now, requeue_after * BACKLOG_PATIENCE), Job.queue.in_(list(patient))))
     query = select(Job.id, Job.queue, Job.batch_key).where(or_(overdue, _lease_lapsed(now)))
     with db.session() as s:
         rows = s.execute(query.order_by(Job.created_at).limit(limit)).all()
@@ -487,17 +494,19 @@ def fail_unserved(db: Database, queue: str, waited: float, error: str, limit: in
     """Fail the jobs queued on ``queue`` for over ``waited`` seconds (no worker came to serve it),
     with ``error``; returns their ids. Their reservations go back to their owners."""
     now = clock(db.dialect)
+    oldest = (select(Job.id).where(Job.queue == queue, Job.status == JobStatus.QUEUED,
+                                   Job.created_at < now - timedelta(seconds=waited))
+              .order_by(Job.created_at).limit(limit).scalar_subquery())
     with db.session() as s:
-        ids = list(s.scalars(select(Job.id).where(Job.queue == queue, Job.status == JobStatus.QUEUED,
-                                                  Job.created_at < now - timedelta(seconds=waited))
-                             .order_by(Job.created_at).limit(limit).with_for_update(skip_locked=True)))
+        # One conditional UPDATE: only the jobs it moved from queued to failed are settled and
+        # returned (a job claimed meanwhile by a worker is left alone).
+        ids = list(s.scalars(update(Job).where(Job.id.in_(oldest), Job.status == JobStatus.QUEUED)
+                             .values(status=JobStatus.FAILED, error=error, finished_at=now, lease_expires_at=None)
+                             .returning(Job.id).execution_options(synchronize_session=False)))
         if ids:
-            failed = s.execute(update(Job).where(Job.id.in_(ids), Job.status == JobStatus.QUEUED)
-                               .values(status=JobStatus.FAILED, error=error, finished_at=now, lease_expires_at=None)
-                               .execution_options(synchronize_session=False)).rowcount
             settle_reservations(s, ids)
             counters.add(s, counters.RECONCILER_SOURCE,
-                         {(counters.JOBS_FINISHED, counters.label_text(status=JobStatus.FAILED)): failed or 0})
+                         {(counters.JOBS_FINISHED, counters.label_text(status=JobStatus.FAILED)): len(ids)})
     return ids
 
 

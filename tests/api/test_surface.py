@@ -239,3 +239,19 @@ def test_documented_parameters_are_the_handlers(client, path):
         assert params["kind"]["schema"]["enum"] == ["contour", "loss"]
     responses = doc["paths"][path]["get"]["responses"]
     assert {"200", "400", "404", "413"} <= set(responses)
+
+
+def test_grids_and_plots_take_a_waiting_slot_and_are_503_when_none_is_free(app, client):
+    slots = app.extensions["descent"].waiters
+    job_id = submit(client, LESSON_LOGLOG)
+    taken = 0
+    while slots.take():
+        taken += 1
+    try:
+        for path in ("surface?n=3", "plot.png", "plot.png?kind=loss"):
+            resp = client.get(f"/v1/jobs/{job_id}/{path}")
+            assert resp.status_code == 503 and resp.headers["Retry-After"], path
+    finally:
+        for _ in range(taken):
+            slots.give_back()
+    assert client.get(f"/v1/jobs/{job_id}/surface?n=3").status_code == 200 and slots.in_use == 0

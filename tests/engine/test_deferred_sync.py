@@ -18,7 +18,11 @@ CASES = {
         **BOWL, "optimizer": {"name": "adam", "lr": 0.05}, "scheduler": {"name": "step_lr", "step_size": 40},
         "record": {"every": 7, "x": True, "grad": True}},
     "diverges mid-chunk": {**BOWL, "optimizer": {"name": "sgd", "lr": 0.2}, "steps": 2000},
+    "diverges mid-chunk, a scheduler moving lr": {**BOWL, "optimizer": {"name": "sgd", "lr": 0.12}, "steps": 2000,
+                                                  "scheduler": {"name": "exponential_lr", "gamma": 1.01}},
     "gradient tolerance mid-chunk": {**BOWL, "stop": {"grad_norm": 1e-3}, "steps": 5000},
+    "gradient tolerance mid-chunk, a scheduler moving lr": {
+        **BOWL, "stop": {"grad_norm": 1e-2}, "steps": 5000, "scheduler": {"name": "exponential_lr", "gamma": 0.999}},
     "float64, momentum": {**BOWL, "dtype": "float64", "optimizer": {"name": "sgd", "lr": 0.001, "momentum": 0.9}},
 }
 

@@ -74,3 +74,18 @@ def test_lost_workers_are_pruned_after_the_retention(db):
     age(db, "old:1", 90_000)
     assert fleet.prune_workers(db, lost_for=86_400) == 1
     assert [w.id for w in fleet.list_workers(db, alive_within=15)] == ["new:1"]
+
+
+def test_unserved_jobs_fail_once_with_their_reason_and_a_claimed_one_is_left_alone(db):
+    waiting, claimed, fresh = new_job(db), new_job(db), new_job(db)
+    with db.session() as s:
+        for job_id in (waiting, claimed):
+            row = s.get(Job, job_id)
+            row.queue, row.created_at = "gpu", row.created_at - timedelta(hours=2)
+        s.get(Job, fresh).queue = "gpu"
+    job_store.claim_job(db, claimed, "h:1", 30, 3)
+    assert job_store.fail_unserved(db, "gpu", 3600, "waiting for a GPU worker: none came") == [waiting]
+    assert job_store.get_job(db, waiting).status == JobStatus.FAILED
+    assert job_store.get_job(db, waiting).error.startswith("waiting for a GPU worker")
+    assert [job_store.get_job(db, i).status for i in (claimed, fresh)] == [JobStatus.RUNNING, JobStatus.QUEUED]
+    assert job_store.fail_unserved(db, "gpu", 3600, "again") == []

@@ -12,6 +12,7 @@ from service.api import fleet as fleet_api
 from service.queue import purge_consumed, waiting_messages
 from service.reasons import WAITING_FOR_GPU
 from service.store import fleet
+from service.store.jobs import BACKLOG_PATIENCE
 from service.store import jobs as job_store
 from service.store.models import Job
 from service.store.status import JobStatus
@@ -98,3 +99,18 @@ def test_consumed_messages_are_deleted_from_the_embedded_broker(app, client):
         channel = conn.default_channel
         assert channel.session.query(channel.message_cls).count() == 1
     assert waiting_messages(celery, "cpu") == 1
+
+
+def test_a_message_lost_behind_a_backlog_is_sent_again_after_the_backlog_patience(app, client, reconciler):
+    celery = app.extensions["descent"].dispatcher.celery
+    waiting_turn = submit(client, LESSON_LOGLOG).get_json()["id"]
+    lost = submit(client, LESSON_LOGLOG).get_json()["id"]
+    with celery.connection_for_write() as conn:
+        conn.default_channel.queue_purge("cpu")
+    app.extensions["descent"].dispatcher.send(waiting_turn, "cpu")  # only the other's message is gone
+    for job_id in (waiting_turn, lost):
+        age(app, job_id, 120)
+    assert reconciler() == []  # the queue holds a message: most likely a backlog, not a loss
+    for job_id in (waiting_turn, lost):
+        age(app, job_id, 30 * BACKLOG_PATIENCE)
+    assert lost in reconciler()

@@ -2,7 +2,7 @@
 
 Every grid point is a copy of a base point (the job's final x, or x0) with two flat elements,
 ``coords``, set to the grid's values. The points are evaluated in chunks as one stack, the
-compiled objective mapped over it with ``torch.func.vmap`` (as ``engine.batched`` maps it over
+compiled objective mapped over it with ``torch.func.vmap`` (as the batched engine maps it over
 lanes); the first chunk is checked against plain calls, and where vmap cannot run the objective
 or disagrees beyond rounding, every point is evaluated alone. A chunk holds about
 ``chunk_bytes`` of the objective's intermediates, and the evaluation stops with ``GridTooSlow``
@@ -19,9 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from service.expr import ExpressionError, Objective, check_on_shape, compile_expression
-from service.spec import CheckedSpec
-from service.spec.start import start_tensor
+from service.expr.compile import Objective
 
 # How far the mapped objective may stray from plain calls (relative, per dtype) before the plain
 # calls are used instead: rounding in a reduction, nothing more.
@@ -60,25 +58,6 @@ def padded_range(values: Iterable[float], margin: float = 0.15) -> tuple[float, 
         return lo - margin * (hi - lo), hi + margin * (hi - lo)
     half = max(MIN_WIDTH, abs(lo) * 0.5) / 2
     return lo - half, lo + half
-
-
-def start_point(checked: CheckedSpec) -> np.ndarray:
-    """The job's x0, flat, as float64."""
-    return start_tensor(checked).reshape(-1).to(torch.float64).numpy()
-
-
-def job_surface(checked: CheckedSpec, at: np.ndarray | None, coords: tuple[int, int], xs: Sequence[float],
-                ys: Sequence[float], max_seconds: float | None = None) -> Surface:
-    """The job's own objective on the grid, in its dtype on the CPU, the elements other than
-    ``coords`` held at ``at`` (flat; x0 when None)."""
-    dtype = torch.float64 if checked.spec.dtype == "float64" else torch.float32
-    flat = torch.as_tensor(at if at is not None else start_point(checked), dtype=torch.float64)
-    try:
-        peak: int | None = check_on_shape(checked.expression, checked.shape, dtype)
-    except ExpressionError:
-        peak = None
-    return evaluate_grid(compile_expression(checked.expression), flat.to(dtype).reshape(checked.shape), coords,
-                         xs, ys, peak_bytes=peak, max_seconds=max_seconds)
 
 
 def evaluate_grid(objective: Objective, base: torch.Tensor, coords: tuple[int, int], xs: Sequence[float],

@@ -1,4 +1,4 @@
-"""The objective on a grid (``service.engine.surface``): each value is the objective at its point."""
+"""The objective on a grid (``service.expr.grid``): each value is the objective at its point."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.engine.surface import GridTooSlow, evaluate_grid, padded_range
+from service.expr.grid import GridTooSlow, evaluate_grid, padded_range
 from service.expr import compile_expression
 from service.spec import check_spec
 from service.spec.start import start_tensor

@@ -1,0 +1,33 @@
+"""A job's own objective on a grid (``/v1/jobs/<id>/surface``, ``plot.png``): its compiled
+expression in its dtype, on the CPU, the elements of x other than the grid's two held fixed.
+Pure evaluation of the spec (``service.expr.grid``): no engine, no I/O."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from service.expr import ExpressionError, check_on_shape, compile_expression
+from service.expr.grid import Surface, evaluate_grid
+from service.spec.start import start_tensor
+from service.spec.validate import CheckedSpec
+
+
+def start_point(checked: CheckedSpec) -> np.ndarray:
+    """The job's x0, flat, as float64."""
+    return start_tensor(checked).reshape(-1).to(torch.float64).numpy()
+
+
+def job_surface(checked: CheckedSpec, at: np.ndarray | None, coords: tuple[int, int], xs: Sequence[float],
+                ys: Sequence[float], max_seconds: float | None = None) -> Surface:
+    """The job's own objective on the grid, in its dtype on the CPU, the elements other than
+    ``coords`` held at ``at`` (flat; x0 when None)."""
+    dtype = torch.float64 if checked.spec.dtype == "float64" else torch.float32
+    flat = torch.as_tensor(at if at is not None else start_point(checked), dtype=torch.float64)
+    try:
+        peak: int | None = check_on_shape(checked.expression, checked.shape, dtype)
+    except ExpressionError:
+        peak = None
+    return evaluate_grid(compile_expression(checked.expression), flat.to(dtype).reshape(checked.shape), coords,
+                         xs, ys, peak_bytes=peak, max_seconds=max_seconds)
