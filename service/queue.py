@@ -97,9 +97,15 @@ def purge_consumed(celery: Celery) -> int:
 
 
 def waiting_messages(celery: Celery, queue: str) -> int:
-    """Messages waiting in ``queue`` (not yet delivered to a worker)."""
+    """Messages waiting in ``queue`` (not yet delivered to a worker); 0 for a queue the broker
+    does not have (a Redis flushed or restarted empty keeps no queue)."""
+    from kombu.exceptions import ChannelError
+
     with celery.connection_for_write() as conn:
-        return int(conn.default_channel.queue_declare(queue, passive=True).message_count)
+        try:
+            return int(conn.default_channel.queue_declare(queue, passive=True).message_count)
+        except ChannelError:
+            return 0
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -73,8 +73,11 @@ def test_lesson_case5_trajectory_for_the_contour_plot(service):
 
 def test_200_concurrent_submissions_each_run_exactly_once(service):
     spec = {"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 20, "optimizer": {"name": "sgd", "lr": 0.01}}
+    # Each its own lr, so each its own batch key: no worker claims the others' jobs with its own.
     with ThreadPoolExecutor(16) as pool:
-        ids = list(pool.map(lambda i: service.submit({**spec, "tags": {"i": str(i)}})["id"], range(200)))
+        ids = list(pool.map(lambda i: service.submit({**spec, "tags": {"i": str(i)},
+                                                      "optimizer": {"name": "sgd", "lr": 0.01 + i * 1e-6}})["id"],
+                            range(200)))
     assert len(set(ids)) == 200
     jobs = [service.wait(i, timeout=300, poll=0.2) for i in ids]
     assert all(j["status"] == JobStatus.SUCCEEDED for j in jobs)
