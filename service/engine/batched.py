@@ -16,7 +16,6 @@ is raised and the caller runs the lanes alone.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from service.batch import HistoryBatch, Progress
+from service.engine import replay
 from service.engine.checkpoint import Checkpoint
 from service.engine.device import resolve_device
 from service.engine.graph import backward_graph
@@ -133,9 +133,13 @@ def run_batch(
     chunk_values: int = 4_000_000,
     time_limit: float | None = None,
     checkpoint_seconds: float = 0.0,
+    defer_sync: bool | None = None,
 ) -> list[Result]:
     """Run the lanes (one batch key) to their ends; the results in the lanes' order. Arguments
-    mean what they mean to ``loop.run``; ``chunk_values`` bounds the values of all lanes together."""
+    mean what they mean to ``loop.run``; ``chunk_values`` bounds the values of all lanes together.
+    With ``defer_sync`` (default: on CUDA) a chunk runs ahead without reading whether a lane
+    diverged or reached the gradient tolerance, and runs again with per-step checks if one did
+    (``engine.replay``)."""
     lead = lanes[0].checked
     spec = lead.spec
     dev = resolve_device(device)
@@ -169,6 +173,8 @@ def run_batch(
     started = time.perf_counter()
     last_checkpoint = started
     checked_once = False
+    deferred = dev.type == "cuda" if defer_sync is None else defer_sync
+    replaying = False  # the chunk is run again with per-step checks
 
     def seconds(lane: int) -> float:
         return elapsed[lane] + time.perf_counter() - started
@@ -181,6 +187,9 @@ def run_batch(
 
     while active:
         chunk_start = t
+        speculative, replaying = deferred and not replaying, False
+        taken = replay.snapshot(t, x, opt, sched) if speculative else None
+        evaluated: list[tuple[torch.Tensor, torch.Tensor]] = []  # (f, grad norm) over the lanes, each step
         rows = _Rows()
         rows_cap = max(1, min(chunk_rows, chunk_values // (per_row * len(active))))
         deadline = time.perf_counter() + chunk_seconds
@@ -202,6 +211,8 @@ def run_batch(
             stops: dict[int, StopReason] = {}  # row of the stack -> why that lane ends here
             if t >= n_steps:
                 stops = dict.fromkeys(range(len(active)), StopReason.STEPS)
+            elif speculative:
+                evaluated.append((fs, norms))  # read at the chunk's end, with the others
             else:
                 diverged = ~torch.isfinite(fs)
                 early = diverged if grad_tol is None else diverged | (norms <= grad_tol)
@@ -209,6 +220,10 @@ def run_batch(
                     for row in early.nonzero().flatten().tolist():
                         stops[row] = StopReason.DIVERGED if bool(diverged[row]) else StopReason.GRAD_NORM
             boundary = len(rows.steps) + 1 >= rows_cap or time.perf_counter() >= deadline
+            if speculative and (boundary or stops) and replay.stopped_early(evaluated, grad_tol):
+                t = replay.restore(taken, x, opt, sched)  # run the chunk again, checking each step
+                replaying = True
+                break
             if boundary:
                 finite_x = torch.isfinite(x.detach().reshape(len(active), -1)).all(dim=1).tolist()
                 for row, lane in enumerate(active):

@@ -18,15 +18,15 @@ a checkpoint at step t + 1 as between any two chunks.
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
 from service.batch import HistoryBatch, Progress
+from service.engine import replay
 from service.engine.checkpoint import Checkpoint
 from service.engine.device import resolve_device
 from service.engine.graph import backward_graph
@@ -158,7 +158,7 @@ def run(
     while True:
         chunk_start = t
         speculative, replaying = deferred and not replaying, False
-        snapshot = _snapshot(t, x, opt, sched) if speculative else None
+        snapshot = replay.snapshot(t, x, opt, sched) if speculative else None
         evaluated: list[tuple[torch.Tensor, torch.Tensor]] = []  # (f, grad norm) of each step, on the device
         steps: list[int] = []
         fs: list[float | torch.Tensor] = []
@@ -213,8 +213,8 @@ def run(
             boundary = interrupt_pending[0] or len(steps) + 1 >= rows_cap or time.perf_counter() >= deadline
             f_value = fv if not speculative else None  # read at the chunk's end
             if speculative and (boundary or stop is not None):
-                if _stopped_early(evaluated, grad_tol):  # run the chunk again, checking each step
-                    t = _restore(snapshot, x, opt, sched)
+                if replay.stopped_early(evaluated, grad_tol):  # run the chunk again, checking each step
+                    t = replay.restore(snapshot, x, opt, sched)
                     replaying = True
                     break
                 f_value = float(fv)
@@ -259,34 +259,6 @@ def run(
             if boundary:
                 flush(t, checkpoint(t), evaluated=t - 1)
                 break
-
-
-def _snapshot(t: int, x: torch.Tensor, opt: torch.optim.Optimizer, sched: Any) -> tuple[Any, ...]:
-    """Where a chunk starts: its step, x, and copies of the optimiser's and the scheduler's state."""
-    return (t, x.detach().clone(), copy.deepcopy(opt.state_dict()),
-            copy.deepcopy(sched.state_dict()) if sched is not None else None)
-
-
-def _restore(snapshot: tuple[Any, ...], x: torch.Tensor, opt: torch.optim.Optimizer, sched: Any) -> int:
-    """Go back to a ``_snapshot``; returns its step."""
-    t, x_then, opt_then, sched_then = snapshot
-    with torch.no_grad():
-        x.copy_(x_then)
-    opt.load_state_dict(copy.deepcopy(opt_then))
-    if sched is not None:
-        sched.load_state_dict(copy.deepcopy(sched_then))
-    return t
-
-
-def _stopped_early(evaluated: list[tuple[torch.Tensor, torch.Tensor]], grad_tol: float | None) -> bool:
-    """Did a step of the chunk diverge or reach the gradient tolerance? (One read of the device.)"""
-    if not evaluated:
-        return False
-    f = torch.stack([v for v, _ in evaluated])
-    hit = ~torch.isfinite(f)
-    if grad_tol is not None:
-        hit |= torch.stack([g for _, g in evaluated]) <= grad_tol
-    return bool(hit.any())
 
 
 def _stacked(tensors: list[torch.Tensor]) -> np.ndarray:

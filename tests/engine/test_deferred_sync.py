@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.engine import StopReason, loop, run
+from service.engine import StopReason, replay, run
 from service.spec import check_spec
 from tests.helpers.engine import run_spec
 
@@ -45,15 +45,15 @@ def test_deferred_reads_give_the_per_step_history_and_result(name: str) -> None:
 
 def test_a_stop_inside_a_chunk_runs_that_chunk_again(monkeypatch) -> None:
     restored = []
-    real = loop._restore
-    monkeypatch.setattr(loop, "_restore", lambda *a: restored.append(a[0][0]) or real(*a))
+    real = replay.restore
+    monkeypatch.setattr(replay, "restore", lambda *a: restored.append(a[0][0]) or real(*a))
     result, _, _ = run_spec(CASES["diverges mid-chunk"], defer_sync=True, chunk_rows=64, chunk_seconds=3600)
     assert result.stop_reason == StopReason.DIVERGED and len(restored) == 1
     assert restored[0] <= result.steps < restored[0] + 64
 
 
 def test_no_chunk_runs_again_when_nothing_stops_inside_it(monkeypatch) -> None:
-    monkeypatch.setattr(loop, "_restore", lambda *a: pytest.fail("a chunk was run again"))
+    monkeypatch.setattr(replay, "restore", lambda *a: pytest.fail("a chunk was run again"))
     result, _, _ = run_spec(BOWL, defer_sync=True, chunk_rows=64)
     assert result.stop_reason == StopReason.STEPS and result.steps == 300
 
@@ -72,3 +72,23 @@ def test_deferred_reads_resume_from_a_checkpoint_exactly() -> None:
                   defer_sync=True)
     whole, rows, _ = run_spec(CASES["adam, step lr, every 7th row, x and grad"], defer_sync=False, chunk_rows=10)
     assert [r for c in chunks for r in c.batch.rows()] == rows and resumed.x == whole.x
+
+
+def test_a_batch_with_deferred_reads_stops_each_lane_where_per_step_checks_do(monkeypatch) -> None:
+    """Lanes that diverge, reach the gradient tolerance, are cancelled and run to the end, with a
+    scheduler: the same rows, ends and results with deferred reads as with per-step reads."""
+    from tests.engine.test_batched import batched
+
+    base = {"objective": "(x ** 2).sum() + 0.5 * x[0] ** 4", "steps": 300, "optimizer": {"name": "sgd", "lr": 0.1},
+            "scheduler": {"name": "exponential_lr", "gamma": 0.999}, "stop": {"grad_norm": 1e-3},
+            "record": {"every": 3}}
+    specs = [{**base, "x0": x0} for x0 in ([1.0, 1.0], [40.0, 1.0], [0.01, 0.0], [0.5, 0.5])]
+    runs = []
+    for defer in (False, True):
+        stops = {3: lambda boundaries: StopReason.CANCELLED if boundaries >= 1 else None}
+        runs.append(batched(specs, stops=stops, chunk_rows=4, chunk_seconds=3600, defer_sync=defer))
+    (plain, plain_sink), (deferred, deferred_sink) = runs
+    assert [r.stop_reason for r in deferred] == [r.stop_reason for r in plain]
+    assert {r.stop_reason for r in plain} == {StopReason.DIVERGED, StopReason.GRAD_NORM, StopReason.CANCELLED}
+    assert [(r.steps, r.f, r.x) for r in deferred] == [(r.steps, r.f, r.x) for r in plain]
+    assert deferred_sink.rows == plain_sink.rows
