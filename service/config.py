@@ -119,6 +119,16 @@ class Settings:
     def embedded_broker(self) -> bool:
         return self.broker_url.startswith("sqla+")
 
+    @property
+    def worker_lost_seconds(self) -> float:
+        """How long a worker may go without a heartbeat before it counts as lost."""
+        return self.worker_lost_after * self.heartbeat_seconds
+
+    @property
+    def gpu_on_cpu(self) -> bool:
+        """Tests only: a worker serves the gpu queue without CUDA, on the CPU (DESCENT_GPU_WITHOUT_CUDA)."""
+        return self.gpu_without_cuda == "yes"
+
 
 # The most jobs one batch (and one task message) holds: its ids travel in SQL IN lists and messages.
 MAX_BATCH = 10_000

@@ -92,7 +92,7 @@ def _check_before_start(sender: object = None, **_: object) -> None:
 
     # One job per worker process: one intra-op thread each unless told otherwise.
     torch.set_num_threads(settings.torch_threads)
-    if "gpu" in queues and settings.gpu_without_cuda != "yes":
+    if "gpu" in queues and not settings.gpu_on_cpu:
         if not torch.cuda.is_available():
             _refuse("refusing to start on the 'gpu' queue: this machine has no CUDA device "
                     "(torch.cuda.is_available() is False). Run it with --queues cpu instead.", 78)

@@ -39,7 +39,7 @@ def run_batch_of(state: WorkerState, jobs: list[JobRecord]) -> tuple[dict[str, O
         lead = check_spec(jobs[0].spec, state.settings.limits, trace=False)
     except SpecError:
         return {}, jobs  # each alone: it fails with its own message
-    device = job_device(jobs[0], state.settings.gpu_without_cuda == "yes")
+    device = job_device(jobs[0], state.settings.gpu_on_cpu)
     if device is None:
         return {job.id: fail_job(state, job.id, NO_GPU) for job in jobs}, []
     lanes, members, alone = [], [], []

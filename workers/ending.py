@@ -56,11 +56,11 @@ def failure_message(exc: Exception) -> str:
     return f"the objective could not be evaluated: {first_line(exc)}"
 
 
-def job_device(job: Any, gpu_without_cuda: bool = False) -> str | None:
+def job_device(job: Any, gpu_on_cpu: bool = False) -> str | None:
     """The torch device for a job of ``job``'s queue on this worker; None if it has none (a
     test worker told to serve the gpu queue without CUDA runs it on the CPU)."""
     if job.queue == "gpu":
-        return "cuda" if torch.cuda.is_available() else ("cpu" if gpu_without_cuda else None)
+        return "cuda" if torch.cuda.is_available() else ("cpu" if gpu_on_cpu else None)
     return "cpu"
 
 

@@ -35,7 +35,7 @@ def reconcile_once(requeue_after: float) -> list[str]:
     DESCENT_GPU_WAIT_SECONDS, gpu jobs queued longer than that fail, saying why."""
     state = get_state()
     settings = state.settings
-    unserved = [] if fleet_store.live_gpu_worker(state.db, settings.worker_lost_after * settings.heartbeat_seconds) \
+    unserved = [] if fleet_store.live_gpu_worker(state.db, settings.worker_lost_seconds) \
         else ["gpu"]
     if unserved and not fleet_store.live_gpu_worker(state.db, settings.gpu_wait_seconds):
         failed = job_store.fail_unserved(state.db, "gpu", settings.gpu_wait_seconds,

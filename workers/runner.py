@@ -91,7 +91,7 @@ def _run_claimed(state: WorkerState, job: Any) -> Outcome:
         checked = check_spec(job.spec, settings.limits, trace=False)
     except SpecError as exc:
         return fail_job(state, job_id, f"the stored spec is no longer valid: {exc.message}")
-    device = job_device(job, settings.gpu_without_cuda == "yes")
+    device = job_device(job, settings.gpu_on_cpu)
     if device is None:
         return fail_job(state, job_id, NO_GPU)
     cancel = [False]

@@ -1,19 +1,14 @@
-"""What the API tells of the fleet when it answers about jobs: whether a GPU worker is alive (for
-``device: auto`` routing and a gpu job's ``waiting`` reason) and when a worker counts as lost."""
+"""What the API tells of the fleet when it answers about jobs: whether a GPU worker is alive, for
+``device: auto`` routing and a gpu job's ``waiting`` reason. (When a worker counts as lost is
+``Settings.worker_lost_seconds``.)"""
 from __future__ import annotations
 
 import time
 
 from service.api.services import services
-from service.config import Settings
 from service.store.fleet import live_gpu_worker
 
 _gpu_seen: dict[str, float] = {"checked": -1e9, "alive": 0.0}
-
-
-def lost_after_seconds(settings: Settings) -> float:
-    """How long a worker may go without a heartbeat before it is shown lost."""
-    return settings.worker_lost_after * settings.heartbeat_seconds
 
 
 def gpu_worker_alive() -> bool:
@@ -21,6 +16,6 @@ def gpu_worker_alive() -> bool:
     svc = services()
     now = time.monotonic()
     if now - _gpu_seen["checked"] > 1.0:
-        _gpu_seen["alive"] = float(live_gpu_worker(svc.db, alive_within=lost_after_seconds(svc.settings)))
+        _gpu_seen["alive"] = float(live_gpu_worker(svc.db, alive_within=svc.settings.worker_lost_seconds))
         _gpu_seen["checked"] = now
     return bool(_gpu_seen["alive"])

@@ -136,8 +136,8 @@ def list_():  # type: ignore[no-untyped-def]
                                 created_before=time_arg("created_before"))
     limit = int_arg("limit", 50, *LIST_LIMIT)
     try:
-        page, cursor = job_store.list_jobs(services().db, limit=limit or 50, cursor=text_arg("cursor"),
-                                           owner=caller().owner_filter, where=where, newest_first=order == "desc")
+        page, cursor = job_store.list_jobs(services().db, where, limit=limit or 50, cursor=text_arg("cursor"),
+                                           owner=caller().owner_filter, newest_first=order == "desc")
     except (ValueError, UnicodeDecodeError):
         raise bad_parameter("cursor", "'cursor' is not a cursor this service returned") from None
     return {"jobs": [job_json(j) for j in page], "next_cursor": cursor}

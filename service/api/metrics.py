@@ -23,7 +23,6 @@ from prometheus_client.registry import Collector
 
 from service.api.auth import caller
 from service.api.services import services
-from service.api.workers import lost_after_seconds
 from service.config import Settings
 from service.errors import DescentError, ErrorCode
 from service.queue import QUEUES
@@ -63,7 +62,7 @@ class SqlCollector(Collector):
         for queue in sorted(set(QUEUES) | set(queued)):
             depth.add_metric([queue], queued.get(queue, 0))
         yield depth
-        alive = Tally(queue for w in list_workers(self.db, lost_after_seconds(self.settings)) if w.alive
+        alive = Tally(queue for w in list_workers(self.db, self.settings.worker_lost_seconds) if w.alive
                       for queue in w.queues)
         workers = GaugeMetricFamily("descent_workers_alive", "Workers heartbeating, by a queue they serve",
                                     labels=["queue"])

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from service.api.fleet import gpu_worker_alive, lost_after_seconds
+from service.api.fleet import gpu_worker_alive
 from service.api.schemas import Job
 from service.api.services import services
 from service.jsonsafe import json_safe
@@ -48,7 +48,7 @@ def _fleet_view(job: JobRecord) -> dict[str, Any]:
     if job.status == JobStatus.QUEUED and job.queue == "gpu" and not gpu_worker_alive():
         view["waiting"] = WAITING_FOR_GPU
     elif job.status == JobStatus.RUNNING and job.worker_seen_at is not None:
-        lost_at = job.worker_seen_at + timedelta(seconds=lost_after_seconds(services().settings))
+        lost_at = job.worker_seen_at + timedelta(seconds=services().settings.worker_lost_seconds)
         if lost_at <= datetime.now(timezone.utc):
             view["worker_lost_at"], view["reclaim_at"] = lost_at, job.lease_expires_at
     return view

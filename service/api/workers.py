@@ -11,7 +11,6 @@ from typing import Any
 from flask import Blueprint
 
 from service.api.auth import caller
-from service.api.fleet import lost_after_seconds
 from service.api.schemas import WorkerList, build
 from service.api.serialize import iso
 from service.api.services import services
@@ -37,7 +36,7 @@ def list_() -> dict[str, Any]:
     if not caller().admin:
         raise DescentError("the workers view is for admins (a token made with --admin)", code=ErrorCode.FORBIDDEN)
     svc = services()
-    return build(WorkerList, {"workers": [worker_json(w) for w in list_workers(svc.db, lost_after_seconds(svc.settings))]})
+    return build(WorkerList, {"workers": [worker_json(w) for w in list_workers(svc.db, svc.settings.worker_lost_seconds)]})
 
 
 def openapi_paths() -> dict[str, Any]:

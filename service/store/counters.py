@@ -90,6 +90,12 @@ def add(s: Any, source: str, increments: Mapping[tuple[str, str], float]) -> Non
         set_={"value": Counter.__table__.c.value + statement.excluded.value}))
 
 
+def ended(s: Any, source: str, status: str, jobs: int = 1) -> None:
+    """Count ``jobs`` that ended in ``status`` outside ``finish_jobs`` (a cancel, a give-up, a
+    wait past its limit), in the caller's transaction."""
+    add(s, source, {(JOBS_FINISHED, label_text(status=str(status))): jobs})
+
+
 def totals(db: Database) -> dict[tuple[str, str], float]:
     """Every counter's value summed over its sources: {(name, labels): value}."""
     counters = Counter.__table__

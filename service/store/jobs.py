@@ -184,12 +184,10 @@ class JobFilter:
     created_before: datetime | None = None
 
 
-def list_jobs(db: Database, status: str | None = None, tag: tuple[str, str] | None = None,
-              limit: int = 50, cursor: str | None = None, owner: str | None = None,
-              where: JobFilter | None = None, newest_first: bool = False) -> tuple[list[JobRecord], str | None]:
+def list_jobs(db: Database, where: JobFilter = JobFilter(), limit: int = 50, cursor: str | None = None,
+              owner: str | None = None, newest_first: bool = False) -> tuple[list[JobRecord], str | None]:
     """Jobs in creation order (or newest first), ``limit`` at a time (only ``owner``'s when
-    given), matching ``status``, ``tag`` and ``where``; returns (page, next cursor or None)."""
-    where = where or JobFilter(status=status, tag=tag)
+    given), matching ``where``; returns (page, next cursor or None)."""
     if newest_first:
         query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     else:
@@ -268,7 +266,7 @@ def _settle_unclaimable(s: Any, job_id: str, claimable: Any, max_attempts: int, 
         return
     s.flush()
     settle_reservation(s, job_id)
-    counters.add(s, counters.RECONCILER_SOURCE, {(counters.JOBS_FINISHED, counters.label_text(status=job.status)): 1})
+    counters.ended(s, counters.RECONCILER_SOURCE, job.status)
 
 
 def renew(db: Database, job_id: str, worker: str, lease_seconds: float, session: Any = None) -> bool:
@@ -292,7 +290,7 @@ def renew_jobs(db: Database, job_ids: Sequence[str], worker: str, lease_seconds:
     now, jobs = clock(db.dialect), Job.__table__
     lease = now + timedelta(seconds=lease_seconds)
     held_by_worker = (jobs.c.worker == worker, jobs.c.status == JobStatus.RUNNING)
-    stands = {job_id: progress_json(p) for job_id, p in (progress or {}).items()}
+    stands = {job_id: stored_progress(p) for job_id, p in (progress or {}).items()}
     if stands and db.dialect == "postgresql":
         stand = func.json_to_recordset(cast(bindparam("stands", type_=Text()), JSON)).table_valued(
             column("id", String()), column("progress", JSON())).render_derived(name="stand", with_types=True)
@@ -315,8 +313,8 @@ def renew_jobs(db: Database, job_ids: Sequence[str], worker: str, lease_seconds:
     return held
 
 
-def progress_json(progress: Progress) -> dict[str, Any]:
-    """A job's ``progress`` as stored and answered: non-finite numbers as strings, and the time."""
+def stored_progress(progress: Progress) -> dict[str, Any]:
+    """A job's ``progress`` as stored (and answered while it runs): non-finite numbers as strings, and the time."""
     return {"step": progress.step, "steps": progress.steps, "f": json_safe(progress.f),
             "grad_norm": json_safe(progress.grad_norm),
             "updated_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
@@ -454,8 +452,7 @@ def request_cancel(db: Database, job_id: str, owner: str | None = None) -> JobRe
             job.status, job.finished_at = JobStatus.CANCELLED, now
             s.flush()
             settle_reservation(s, job_id)
-            counters.add(s, counters.API_SOURCE,
-                         {(counters.JOBS_FINISHED, counters.label_text(status=JobStatus.CANCELLED)): 1})
+            counters.ended(s, counters.API_SOURCE, JobStatus.CANCELLED)
     return get_job(db, job_id)
 
 
@@ -505,8 +502,7 @@ def fail_unserved(db: Database, queue: str, waited: float, error: str, limit: in
                              .returning(Job.id).execution_options(synchronize_session=False)))
         if ids:
             settle_reservations(s, ids)
-            counters.add(s, counters.RECONCILER_SOURCE,
-                         {(counters.JOBS_FINISHED, counters.label_text(status=JobStatus.FAILED)): len(ids)})
+            counters.ended(s, counters.RECONCILER_SOURCE, JobStatus.FAILED, len(ids))
     return ids
 
 

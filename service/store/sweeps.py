@@ -191,8 +191,7 @@ def cancel_sweep(db: Database, sweep_id: str) -> int:
         s.execute(update(jobs).where(jobs.c.sweep_id == sweep_id, jobs.c.status == JobStatus.RUNNING)
                   .values(cancel_requested=True))
         if cancelled:
-            counters.add(s, counters.API_SOURCE,
-                         {(counters.JOBS_FINISHED, counters.label_text(status=JobStatus.CANCELLED.value)): len(cancelled)})
+            counters.ended(s, counters.API_SOURCE, JobStatus.CANCELLED, len(cancelled))
             # finished_at == now: the jobs this very statement cancelled (one timestamp per
             # transaction). Those that never stored a row give their whole reservation back; the
             # few that did (released by a stopping worker) keep what they stored.

@@ -51,7 +51,7 @@ def test_old_jobs_belong_to_local_and_keep_tags_and_history(empty_db):
     job = job_store.get_job(db, OLD_ID)
     assert job.owner == job_store.LOCAL_OWNER and job.tags == {"k": "v"}
     assert counts(db) == (1, 2)
-    assert job_store.list_jobs(db, tag=("k", "v"))[0][0].id == OLD_ID
+    assert job_store.list_jobs(db, job_store.JobFilter(tag=("k", "v")))[0][0].id == OLD_ID
     with pytest.raises(NotFound):
         job_store.get_job(db, OLD_ID, owner="alice")
     downgrade(db, "0002")
