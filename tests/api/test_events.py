@@ -57,7 +57,10 @@ def test_a_running_job_shows_its_progress_and_a_finished_one_where_it_ended(clie
     assert done["progress"]["f"] == done["result"]["f"]
 
 
-def test_the_stream_tells_status_progress_and_end_then_closes(app, client, run_job):
+def test_the_stream_tells_status_progress_and_end_then_closes(app, client, run_job, monkeypatch):
+    from service.api import events
+    # the stream reads the job every 50 ms, not every second: a fast machine runs SLOW in under a second
+    monkeypatch.setattr(events, "PROGRESS_SECONDS", 0.05)
     # the worker heartbeats: a running job's JSON then asks the fleet whether it was lost, in the stream
     fleet.heartbeat(app.extensions["descent"].db, fleet.Heartbeat("test:1", "test", 1, ["cpu"], "cpu"))
     job_id = submit(client, SLOW).get_json()["id"]
