@@ -57,7 +57,8 @@ def map_case(context, case):  # type: ignore[no-untyped-def]
     method, path = operation.method.upper(), operation.path
     if method == "GET" and path == "/v1/jobs/{job_id}/events":
         query = case.query if isinstance(case.query, dict) else {}
-        timeout = _number(query.get("timeout")) if "timeout" in query else STREAM_CAP + 1
+        # An empty timeout is no timeout (the handler reads `timeout=` as absent): capped too.
+        timeout = _number(query.get("timeout")) if query.get("timeout") not in (None, "") else STREAM_CAP + 1
         if timeout is not None and STREAM_CAP < timeout <= STREAM_BOUNDS[1]:
             case.query = {**query, "timeout": str(STREAM_CAP)}
         return case

@@ -112,6 +112,13 @@ class Settings:
                                     "default the loopback names on a loopback bind, required otherwise", None)
     allowed_origins: str = env("DESCENT_ALLOWED_ORIGINS", "comma-separated browser origins allowed besides "
                                "the API's own (CORS is off without them)", "")
+    history_retention: float | None = env("DESCENT_HISTORY_RETENTION_SECONDS", "seconds a finished job keeps its "
+                                          "history (then the workers delete it; the job stays); default forever",
+                                          None)
+    job_retention: float | None = env("DESCENT_JOB_RETENTION_SECONDS", "seconds a finished job is kept (then the "
+                                      "workers delete it, as DELETE /v1/jobs/ID does); default forever", None)
+    retention_interval: float = env("DESCENT_RETENTION_INTERVAL_SECONDS", "seconds between a worker's retention "
+                                    "clean-ups (one at a time across the fleet)", 300.0)
     limits: Limits = field(default_factory=Limits)
     quotas: Quotas = field(default_factory=Quotas)
 
@@ -123,6 +130,11 @@ class Settings:
     def worker_lost_seconds(self) -> float:
         """How long a worker may go without a heartbeat before it counts as lost."""
         return self.worker_lost_after * self.heartbeat_seconds
+
+    @property
+    def retention_on(self) -> bool:
+        """Whether the workers clean up finished jobs or their histories (either retention set)."""
+        return self.history_retention is not None or self.job_retention is not None
 
     @property
     def gpu_on_cpu(self) -> bool:
@@ -187,6 +199,12 @@ def load_settings() -> Settings:
             raise ConfigError(f"{name} must be at least 1, got {count}")
     if settings.batch_max > MAX_BATCH:
         raise ConfigError(f"DESCENT_BATCH_MAX must be at most {MAX_BATCH:,}, got {settings.batch_max}")
+    for name, seconds in (("DESCENT_HISTORY_RETENTION_SECONDS", settings.history_retention),
+                          ("DESCENT_JOB_RETENTION_SECONDS", settings.job_retention),
+                          ("DESCENT_RETENTION_INTERVAL_SECONDS", settings.retention_interval)):
+        if seconds is not None and seconds <= 0:
+            raise ConfigError(f"{name} must be more than 0 seconds, got {seconds:g}"
+                              + ("" if name.endswith("INTERVAL_SECONDS") else " (leave it unset to keep forever)"))
     data_dir = settings.data_dir.resolve()
     return replace(
         settings,

@@ -59,6 +59,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
                         ("DESCENT_ALLOWED_ORIGINS", settings.allowed_origins)):
         if value:
             env[name] = value
+    for name, retention in (("DESCENT_HISTORY_RETENTION_SECONDS", settings.history_retention),
+                            ("DESCENT_JOB_RETENTION_SECONDS", settings.job_retention)):
+        if retention is not None:
+            env[name] = str(retention)
+    env["DESCENT_RETENTION_INTERVAL_SECONDS"] = str(settings.retention_interval)
     for group in (settings.limits, settings.quotas):
         for f in fields(group):
             if "env" in f.metadata:

@@ -1,5 +1,6 @@
 """A worker's background duties: heartbeats into the database (fleet view, routing), lease
-renewal for the running job, and the reconciler that re-sends jobs the broker lost."""
+renewal for the running job, the reconciler that re-sends jobs the broker lost, and (on a thread
+of its own, ``workers.retention``) the retention clean-up."""
 from __future__ import annotations
 
 import logging
@@ -16,6 +17,7 @@ from service.reasons import WAITING_FOR_GPU
 from service.store import StoreError
 from service.store import fleet as fleet_store
 from service.store import jobs as job_store
+from workers import retention
 from workers.state import WorkerState, get_state, init_state
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,7 @@ def start_background(queues: list[str]) -> None:
     except StoreError as exc:
         log.warning("first heartbeat failed: %s", exc)
     threading.Thread(target=_loop, args=(queues,), name="descent-fleet", daemon=True).start()
+    retention.start(state.db, state.settings, _stop)  # a thread of its own, when a retention is set
 
 
 def leave() -> None:

@@ -31,8 +31,8 @@ class StrictJSON(DefaultJSONProvider):
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None,
                db: Database | None = None) -> Flask:
     """Build the app. Refuses (SchemaOutOfDate) a database behind the head migration."""
-    from service.api import (access, auth, catalog, dashboard, errors, events, health, history, jobs, metrics,
-                             openapi, params, security, surface, sweeps, workers)
+    from service.api import (access, auth, catalog, dashboard, deletion, errors, events, health, history, jobs,
+                             metrics, openapi, params, security, surface, sweeps, workers)
     from service.api.services import Services
     from service.api.waiting import WaiterSlots
 
@@ -54,7 +54,8 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     security.register(app, settings)
     app.config["DESCENT_AUTH"] = auth.register(app, settings, db)
     params.register(app, openapi.document(settings.limits, app.config["DESCENT_AUTH"]))
-    for module in (jobs, events, history, surface, catalog, health, openapi, sweeps, workers, metrics, dashboard):
+    for module in (jobs, events, history, surface, catalog, health, openapi, sweeps, deletion, workers, metrics,
+                   dashboard):
         app.register_blueprint(module.bp)
     warm_up()
     return app

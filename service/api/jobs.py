@@ -20,7 +20,8 @@ from service.errors import DescentError, ErrorCode
 from service.reasons import StopReason
 from service.spec import check_spec
 from service.spec.batchkey import batch_key
-from service.store import JobStatus
+from service.store import JobRecord, JobStatus
+from service.store import data as data_store
 from service.store import jobs as job_store
 from service.api.fleet import gpu_worker_alive
 
@@ -102,15 +103,31 @@ def get(job_id: str):  # type: ignore[no-untyped-def]
     with ``Retry-After``."""
     svc = services()
     seconds = seconds_arg("wait", *WAIT_SECONDS)
+    with_data = include_arg() == "data"
     job = job_store.get_job(svc.db, job_id, owner=caller().owner_filter)
+
+    def answer(job: JobRecord) -> dict[str, Any]:
+        return job_json(data_store.job_with_values(svc.db, job) if with_data else job)
+
     if not seconds or job.finished:
-        return job_json(job)
+        return answer(job)
     if not svc.waiters.take():  # this process already serves its share of waiters: answer now
-        return job_json(job), 200, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        return answer(job), 200, {"Retry-After": str(RETRY_AFTER_SECONDS)}
     try:
-        return job_json(svc.finished.wait(job_id, seconds))
+        return answer(svc.finished.wait(job_id, seconds))
     finally:
         svc.waiters.give_back()
+
+
+INCLUDES = ("data",)
+
+
+def include_arg() -> str | None:
+    """``?include=data``: the spec's data tensors with their values, not references to them."""
+    include = request.args.get("include") or None
+    if include is not None and include not in INCLUDES:
+        raise bad_parameter("include", f"'include' must be one of: {', '.join(INCLUDES)}")
+    return include
 
 
 @bp.get("")

@@ -1,8 +1,10 @@
 """``/openapi.json``: an OpenAPI 3.1 document that states every bound the API enforces.
 
-The job spec's schema is generated from the same pydantic models that validate submissions, then
-the configured limits (``settings.limits``, read when the document is served) are written into it,
-so the document always matches the running service. Every JSON response is described by the
+The job spec's schema is generated from the same pydantic models that validate submissions, and
+the sweep request's from the model ``plan_sweep`` validates with (``service.spec.sweep_request``;
+its base is the job spec's schema, nothing required), then the configured limits
+(``settings.limits``, read when the document is served) are written into them, so the document
+always matches the running service. Every JSON response is described by the
 pydantic model its handler builds it with (``service.api.schemas``), generated the same way. Query parameters carry the same bounds as the
 handlers' ``int_arg`` calls, and every operation lists each status it can answer with (405 is
 automatic for a method a path does not have). ``scripts/fuzz.sh`` holds the live API to this
@@ -15,6 +17,7 @@ class (``GET /v1/optimizers``); a list ``cursor`` must be one this service retur
 """
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -26,7 +29,8 @@ from service.api.params import ISO_TIME_PATTERN
 from service.api.schemas import RESPONSES
 from service.api.history import MAX_POINTS, MAX_ROWS, MAX_STEP
 from service.api.events import DEFAULT_STREAM_SECONDS, STREAM_SECONDS
-from service.api.jobs import ENDED_BY, IDEMPOTENCY_KEY_LENGTH, LIST_LIMIT, NAME_CHARS, ORDERS, WAIT_SECONDS
+from service.api.deletion import openapi_paths as deletion_paths
+from service.api.jobs import ENDED_BY, IDEMPOTENCY_KEY_LENGTH, INCLUDES, LIST_LIMIT, NAME_CHARS, ORDERS, WAIT_SECONDS
 from service.api.serialize import HISTORY_FIELDS
 from service.api.surface import openapi_paths as surface_paths
 from service.api.sweeps import SUMMARY_LIMIT
@@ -34,9 +38,9 @@ from service.api.workers import openapi_paths as workers_paths
 from service.api.metrics import openapi_paths as metrics_paths
 from service.config import Limits
 from service.spec.catalog import CATALOG
-from service.spec.model import MAX_SEED, JobSpec, RecordSpec, StopSpec
+from service.spec.model import JobSpec
 from service.spec.optimizers import OPTIMIZERS, SCHEDULERS
-from service.spec.sweep import DEFAULT_TOLERANCE, MAX_GRID_KEYS
+from service.spec.sweep_request import SweepRequest
 from service.spec.values import MAX_MAGNITUDE, MAX_NESTING
 from service.store.jobs import SCOPED_KEY_PREFIX
 from service.store.sweeps import SORTS
@@ -316,53 +320,65 @@ def response_schemas() -> dict[str, Any]:
 
 SWEEP_SUMMARY_LIMIT = SUMMARY_LIMIT[:2]  # low, high (JOBS_LIMIT is the same)
 SWEEP_SORTS = SORTS
-_SEG = "[A-Za-z_][A-Za-z0-9_]{0,63}"
-GRID_KEY = ("^(?:objective|objective\\.name|objective\\.params\\." + _SEG + "|variable|optimizer|optimizer\\." + _SEG
-            + "|scheduler|scheduler\\." + _SEG + "|steps|stop|stop\\.(?:" + "|".join(StopSpec.model_fields)
-            + ")|record|record\\.(?:" + "|".join(RecordSpec.model_fields) + ")|device|dtype|seed)$")
 
 
-def sweep_schemas(limits: Limits) -> dict[str, Any]:
-    bounded = {"type": "number", "minimum": -MAX_MAGNITUDE, "maximum": MAX_MAGNITUDE}
+def _one_line(schema: dict[str, Any]) -> None:
+    """A docstring as a description: its lines joined."""
+    if isinstance(schema.get("description"), str):
+        schema["description"] = " ".join(schema["description"].split())
+
+
+def sweep_schemas(limits: Limits, spec: dict[str, Any]) -> dict[str, Any]:
+    """SweepRequest, generated from the model ``plan_sweep`` validates requests with
+    (``service.spec.sweep_request``), with the configured limits written in; its ``base`` is
+    SweepBase: the job spec's schema (``spec``: the components ``spec_schemas`` made) as it is, property
+    for property, with no key required, since the grid may set any of them and starts replace x0."""
+    raw = _standard(SweepRequest.model_json_schema(ref_template=_REF))
+    schemas: dict[str, Any] = raw.pop("$defs", {})
     jobs = limits.max_sweep_jobs
-    return {
-        "SweepRequest": {
-            "type": "object", "required": ["base"], "additionalProperties": False,
-            "description": f"A base job spec, a grid of values over its dotted keys (combined as a product) and "
-                           f"starts: at most {jobs} jobs in all (DESCENT_MAX_SWEEP_JOBS, else 413), each stored "
-                           "as a complete job spec with its own explicit x0",
-            "properties": {
-                "base": {"type": "object", "description": "A job spec (JobSpec); keys the grid sets may be left "
-                         "out, and starts, when given, replace its x0"},
-                "grid": {"type": "object", "maxProperties": MAX_GRID_KEYS,
-                         "propertyNames": {"pattern": GRID_KEY},
-                         "additionalProperties": {"type": "array", "items": {}, "minItems": 1, "maxItems": jobs},
-                         "description": "Dotted spec keys to lists of values, e.g. {\"optimizer.lr\": [0.001, 0.01]}; "
-                                        "a value the spec refuses is a 400 naming grid.<key>"},
-                "starts": {"oneOf": [
-                    {"type": "null", "description": "As if left out: every job starts from the base's x0"},
-                    {"type": "array", "minItems": 1, "maxItems": jobs, "items": _nested_x0(),
-                     "description": "Explicit starts, all of one shape"},
-                    {"type": "object", "required": ["count"], "additionalProperties": False,
-                     "description": "Random starts of x0's shape (the base's, or its catalog objective's default "
-                                    "start), drawn by numpy default_rng(seed)",
-                     "properties": {"count": {"type": "integer", "minimum": 1, "maximum": jobs},
-                                    "init": {"enum": ["uniform", "normal"], "default": "uniform"},
-                                    "low": {**bounded, "default": -1.0}, "high": {**bounded, "default": 1.0},
-                                    "mean": {**bounded, "default": 0.0},
-                                    "std": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_MAGNITUDE, "default": 1.0},
-                                    "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED, "default": 0}}},
-                ]},
-                "tolerance": {"type": "number", "minimum": 0, "maximum": MAX_MAGNITUDE, "default": DEFAULT_TOLERANCE,
-                              "description": "steps_to_tolerance: the first recorded step with f within this of "
-                                             "the best known minimum"},
-                "name": {"type": ["string", "null"], "maxLength": 200, "pattern": STORABLE_TEXT},
-                "tags": {"type": "object", "maxProperties": limits.max_tags,
-                         "propertyNames": {"maxLength": 64, "pattern": STORABLE_TEXT},
-                         "additionalProperties": {"type": "string", "maxLength": 256, "pattern": STORABLE_TEXT}},
-            },
-        },
-    }
+    props = raw["properties"]
+    raw["description"] = (f"{' '.join(raw.get('description', '').split())} At most {jobs} jobs in all "
+                          "(DESCENT_MAX_SWEEP_JOBS, else 413).")
+    props["base"] = {"$ref": _REF.format(model="SweepBase"), "description": props["base"].get("description", "")}
+    props["grid"]["additionalProperties"]["maxItems"] = jobs
+    for branch in props["starts"]["oneOf"]:
+        if branch.get("type") == "array":  # explicit starts: each an x0
+            branch.update(maxItems=jobs, items=_ref("NestedNumbers"))
+    random = schemas["RandomStarts"]
+    _one_line(random)
+    random["properties"]["count"]["maximum"] = jobs
+    # The same rules as a job's own name and tags (the sweep's jobs carry the base's).
+    job = spec["JobSpec"]["properties"]
+    props["tags"] = copy.deepcopy(job["tags"])
+    for branch in props["name"].get("anyOf", []):
+        if branch.get("type") == "string":
+            branch["pattern"] = STORABLE_TEXT
+    schemas["SweepRequest"] = raw
+    schemas["SweepBase"] = sweep_base(spec["JobSpec"])
+    return schemas
+
+
+def sweep_base(job_spec: dict[str, Any]) -> dict[str, Any]:
+    """A sweep's base: JobSpec's properties as they are, with nothing required that a grid key
+    may give: no key of the spec, and no name of the optimizer, scheduler or catalog objective
+    (``optimizer.name``, ``scheduler.name`` and ``objective.name`` are grid keys)."""
+    base = {key: copy.deepcopy(value) for key, value in job_spec.items()
+            if key not in ("required", "allOf", "title", "description")}
+    props = base["properties"]
+    for choice in ("optimizer", "scheduler"):
+        for branch in [props.get(choice, {}), *props.get(choice, {}).get("anyOf", [])]:
+            branch.pop("required", None)
+    if "anyOf" in props.get("objective", {}):
+        props["objective"]["anyOf"].append({
+            "type": "object", "not": {"required": ["name"]}, "additionalProperties": False,
+            "properties": {"params": {"type": "object"}},
+            "description": "A catalog objective's parameters alone: its name given by a grid key (objective.name)"})
+    return {"title": "SweepBase", **base,
+            "description": "A sweep's base: a job spec (JobSpec's properties, each as a job has it) with nothing "
+                           "required that a grid key may give (any key of the spec, and the optimizer's, "
+                           "scheduler's and catalog objective's name), and x0 replaced by starts when they are "
+                           "given. The base with each combination of the grid's values must be a job spec, and "
+                           "what the base says must be valid even where the grid replaces it."}
 
 
 def idempotency_header(made: str, sent: str) -> dict[str, Any]:
@@ -433,7 +449,8 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
     """The OpenAPI document for a service configured with ``limits`` (the defaults if None) and
     ``auth`` (``required``: a bearer token on every operation but the open ones; ``off``: none)."""
     limits = limits or Limits()
-    schemas = {**spec_schemas(limits), **response_schemas(), **sweep_schemas(limits)}
+    spec = spec_schemas(limits)
+    schemas = {**spec, **response_schemas(), **sweep_schemas(limits, spec)}
     job = _json(_ref("Job"), "The job")
     job_id = {"name": "job_id", "in": "path", "required": True, "description": "A job's id",
               "schema": {"type": "string", "format": "uuid"}}
@@ -489,7 +506,10 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
             "parameters": [job_id, _query("wait", {"type": "number", "minimum": WAIT_SECONDS[0],
                                                    "maximum": WAIT_SECONDS[1]},
                                           "Seconds to wait for the job to finish before answering; past "
-                                          "DESCENT_MAX_WAITERS waiting requests it answers at once, with Retry-After")],
+                                          "DESCENT_MAX_WAITERS waiting requests it answers at once, with Retry-After"),
+                           _query("include", {"type": "string", "enum": list(INCLUDES)},
+                                  "data: the spec's data tensors with their values (by default each is "
+                                  "{sha256, shape}, a reference to the stored tensor)")],
             "responses": {"200": job, **_errors(400, 401, 403, 404, 503)}}},
         "/v1/jobs/{job_id}/events": {"get": {
             "operationId": "jobEvents", "summary": "The job's changes as Server-Sent Events, until it ends",
@@ -571,6 +591,8 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
             "responses": {"200": _json({"type": "object", "required": ["openapi", "paths"]}, "OpenAPI 3.1"),
                           **_errors(400, 403)}}},
     }
+    for path, operations in deletion_paths().items():  # DELETE beside the GETs of the same paths
+        paths[path].update(operations)
     if auth == "off":  # no request is refused for want of a token
         for operations in paths.values():
             for operation in operations.values():

@@ -172,6 +172,13 @@ class JobPage(Model):
     jobs: list[Job]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last")
 
+    def dump(self) -> dict[str, Any]:
+        """The JSON body, each job dumped as ``Job.dump`` does (its spec as stored, not copied value
+        by value): a page of 1,000 jobs built through this model costs what a dict of their bodies does.
+        The jobs are ``Job`` instances already (``serialize.job_model``), which validation takes as
+        they are."""
+        return {"jobs": [job.dump() for job in self.jobs], "next_cursor": self.next_cursor}
+
 
 # --- history (streamed as text by service.api.history; these describe it) ------------------------
 
@@ -226,6 +233,7 @@ class Objective(Model):
     default_start: Any = Field(description="x0 when a spec leaves it out: a nested list of numbers")
     elements: Elements
     minima: list[Minimum]
+    data: list[str] = Field(description="The data tensors a spec must give in 'data' (objectives of data), else []")
 
 
 class ObjectiveCatalog(Model):
@@ -339,9 +347,24 @@ class WorkerList(Model):
     workers: list[Worker]
 
 
+class RemovedCounts(Model):
+    jobs: Count = Field(description="Jobs deleted")
+    history_rows: Count = Field(description="History rows deleted")
+    data_tensors: Count = Field(description="Data tensors deleted (those no other job reads)")
+    sweeps: Count = Field(description="Sweeps deleted")
+
+
+class Deleted(Model):
+    """What a DELETE removed."""
+
+    id: Uuid = Field(description="The job's or sweep's id")
+    deleted: Literal["job", "sweep"]
+    removed: RemovedCounts
+
+
 # Every body the API answers with, as the document's components (with the models they nest:
 # Progress, Result, HistoryRow, SweepSummaryItem, ...).
 RESPONSES: tuple[type[Model], ...] = (
     Error, Job, JobPage, HistoryPage, Surface, ObjectiveCatalog, OptimizerCatalog, Sweep, SweepDetail, Health,
-    Readiness, WorkerList,
+    Readiness, WorkerList, Deleted,
 )

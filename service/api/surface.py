@@ -28,11 +28,12 @@ from service.api.params import int_arg
 from service.api.services import services
 from service.config import Limits
 from service.expr.grid import GridTooSlow, Surface, padded_range
+from service.spec.minima import known_minima
 from service.spec.surface import job_surface, start_point
 from service.errors import DescentError, ErrorCode
 from service.jsonsafe import json_safe
 from service.spec import CheckedSpec, check_spec
-from service.store import JobRecord
+from service.store import JobRecord, data
 from service.store import jobs as job_store
 from service.store.history import choose_steps, iter_history
 
@@ -155,7 +156,8 @@ def _view(job_id: str) -> _View:
     coords = _coords(numel)
     n = _grid_n(numel)
     x_range, y_range = _range("x_range"), _range("y_range")
-    checked = check_spec(job.spec, svc.settings.limits, trace=False)
+    spec_job = data.job_with_values(svc.db, job)  # the objective reads the job's data
+    checked = check_spec(spec_job.spec, svc.settings.limits, trace=False)
     x0 = start_point(checked)
     final = _final_x(job, numel)
     path = _path(job, numel, coords, x0, final)
@@ -202,9 +204,7 @@ def _path(job: JobRecord, numel: int, coords: tuple[int, int], x0: np.ndarray,
 
 
 def _minima(checked: CheckedSpec, numel: int, coords: tuple[int, int]) -> list[tuple[float, float]]:
-    if checked.catalog is None:
-        return []
-    found = checked.catalog.minima(numel, {**checked.catalog.params, **checked.catalog_params})
+    found = known_minima(checked, numel)
     return [(float(loc[coords[0]]), float(loc[coords[1]])) for loc, _ in found if len(loc) == numel]
 
 

@@ -5,6 +5,8 @@
                                                        descent worker --queues gpu --gpu 1   pinned to GPU 1
     descent db upgrade         migrate the database    descent db current            show its revision
     descent tokens create --owner NAME [--admin]       descent tokens list           descent tokens revoke ID
+    descent gc [--dry-run] [--history-seconds S] [--job-seconds S]
+                               the retention clean-up, now (on the database directly, as the workers run it)
 
 Client commands (built on ``service.client``):
 
@@ -12,6 +14,7 @@ Client commands (built on ``service.client``):
     descent status ID                          the job, as JSON
     descent wait ID [--timeout S] [--progress] wait until it finishes; exit 0 succeeded, 1 failed or cancelled
     descent cancel ID                          cancel a queued or running job
+    descent delete ID [--sweep]                delete a job (or a sweep and its jobs): history, checkpoint, data
     descent history ID [--csv|--ndjson] [--fields f,x] [--every K] [--start N] [--limit N]
                                                the whole history (a JSON array, a row per line, by default)
     descent list [--status S] [--name N] [--tag k:v] [--stop-reason R] [--order asc|desc] [--limit N]
@@ -61,6 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owner", help="the owner the new token acts for")
     p.add_argument("--admin", action="store_true", help="the new token sees and may do everything")
     p.set_defaults(fn=server.cmd_tokens)
+    p = sub.add_parser("gc", help="run the retention clean-up now, on the database directly (as the workers "
+                       "do): delete expired finished jobs, drop expired histories")
+    p.add_argument("--dry-run", action="store_true", help="print what would go, and change nothing")
+    p.add_argument("--history-seconds", type=_seconds, metavar="S",
+                   help="drop the histories of jobs finished more than S seconds ago "
+                        "(default DESCENT_HISTORY_RETENTION_SECONDS)")
+    p.add_argument("--job-seconds", type=_seconds, metavar="S",
+                   help="delete the jobs finished more than S seconds ago (default DESCENT_JOB_RETENTION_SECONDS)")
+    p.set_defaults(fn=server.cmd_gc)
 
     def waits(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument("--timeout", type=float, help="give up waiting after this many seconds (exit 124); default none")
@@ -87,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cancel", help="cancel a queued or running job and show it")
     p.add_argument("id")
     p.set_defaults(fn=commands.cmd_cancel)
+    p = sub.add_parser("delete", help="delete a job: its history, tags, checkpoint and data (a queued or "
+                       "running job is cancelled first)")
+    p.add_argument("id")
+    p.add_argument("--sweep", action="store_true", help="ID is a sweep's: delete it and every job of it")
+    p.set_defaults(fn=commands.cmd_delete)
     p = sub.add_parser("history", help="print a job's whole history: a JSON array with a row per line "
                        "(default), --csv or --ndjson")
     p.add_argument("id")
@@ -125,6 +142,16 @@ def _natural(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
     return value
 
 

@@ -1,5 +1,5 @@
 """The ``descent`` client commands, built on ``service.client``: submit, sweep, status, wait,
-cancel, history, list, objectives, workers and plot.
+cancel, delete, history, list, objectives, workers and plot.
 
 stdout carries the answer (a job or sweep as JSON, a table, history text); on an error the API's
 error object goes to stdout too where the answer would be JSON, and one line to stderr says what
@@ -14,7 +14,7 @@ from typing import Any
 
 from service.cli.output import print_id_or_json, print_json, print_table
 
-NAMES = {"submit", "sweep", "status", "wait", "cancel", "history", "list", "objectives", "workers", "plot"}
+NAMES = {"submit", "sweep", "status", "wait", "cancel", "delete", "history", "list", "objectives", "workers", "plot"}
 # Client commands whose answer is JSON: on an API error they print its error object on stdout too.
 _JSON_ANSWERS = {"submit", "sweep", "status", "wait", "cancel"}
 
@@ -113,6 +113,23 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
     print_json(JobHandle(_client(), args.id).cancel())
     return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    """Delete a job (or, with --sweep, a sweep and its jobs); one line says what went."""
+    from service.client import JobHandle, SweepHandle
+
+    handle = SweepHandle(_client(), args.id) if args.sweep else JobHandle(_client(), args.id)
+    answer = handle.delete()
+    removed = answer.get("removed") or {}
+    what = f"sweep {args.id} and its {_count(removed.get('jobs', 0), 'job')}" if args.sweep else f"job {args.id}"
+    print(f"deleted {what}: {_count(removed.get('history_rows', 0), 'history row')}, "
+          f"{_count(removed.get('data_tensors', 0), 'data tensor')} no other job reads")
+    return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def cmd_history(args: argparse.Namespace) -> int:

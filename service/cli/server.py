@@ -1,4 +1,4 @@
-"""The ``descent`` commands that run the service's parts: up, api, worker, db and tokens."""
+"""The ``descent`` commands that run the service's parts: up, api, worker, db, tokens and gc."""
 from __future__ import annotations
 
 import argparse
@@ -76,6 +76,61 @@ def cmd_tokens(args: argparse.Namespace) -> int:
             return 1
         print(f"revoked token {record.id} of owner '{record.owner}'")
     return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """The retention clean-up the workers run (``service.store.deletion.collect``), now, with the
+    configured retentions or the ones given; ``--dry-run`` lists what would go and changes nothing.
+    Like ``db`` and ``tokens``, it works on the database directly."""
+    from service.store import StoreError
+    from service.store.deletion import collect, exclusive
+    from service.store.migrate import check_schema
+
+    settings = load_settings()
+    history = args.history_seconds if args.history_seconds is not None else settings.history_retention
+    jobs = args.job_seconds if args.job_seconds is not None else settings.job_retention
+    if history is None and jobs is None:
+        print("nothing to do: no retention is set (DESCENT_HISTORY_RETENTION_SECONDS, DESCENT_JOB_RETENTION_SECONDS) "
+              "and neither --history-seconds nor --job-seconds was given")
+        return 0
+    db = _db()
+    try:
+        check_schema(db)
+        if args.dry_run:
+            done = collect(db, history, jobs, dry_run=True)
+        else:
+            with exclusive(db) as mine:
+                if not mine:
+                    print("descent gc: another clean-up is running (a worker's, or another descent gc); "
+                          "try again when it has finished", file=sys.stderr)
+                    return 1
+                done = collect(db, history, jobs)
+    except StoreError as exc:
+        print(f"descent gc: {exc.message}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - still one line, not a traceback
+        print(f"descent gc: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+              file=sys.stderr)
+        return 1
+    finally:
+        db.engine.dispose()
+    if args.dry_run:
+        for job in done.deleted:
+            print(f"would delete job {job.id} (owner {job.owner}, {job.status} {_when(job.finished_at)}, "
+                  f"{job.rows:,} history rows)")
+        for job in done.pruned:
+            print(f"would drop the history of job {job.id} (owner {job.owner}, {job.status} "
+                  f"{_when(job.finished_at)}, {job.rows:,} rows)")
+    removed = done.removed
+    verb = ("would delete", "would drop", "would go") if args.dry_run else ("deleted", "dropped", "went")
+    print(f"{verb[0]} {removed.jobs:,} finished job(s) and {removed.sweeps:,} empty sweep(s), {verb[1]} the "
+          f"histories of {len(done.pruned):,} more; {removed.history_rows:,} history rows {verb[2]}"
+          + ("" if args.dry_run else f", and {removed.data_tensors:,} data tensor(s) no job reads"))
+    return 0
+
+
+def _when(stamp: Any) -> str:
+    return stamp.strftime("%Y-%m-%dT%H:%M:%SZ") if stamp is not None else "at an unknown time"
 
 
 def cmd_api(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@
     final = job.wait(progress=True)         # a one-line progress bar on stderr; the finished job
     rows = job.history(fields=["x", "f"])   # every row (a pandas DataFrame when pandas is installed)
     job.plot(path="contour.png")
+    job.delete()                            # the job, its history and data; client.sweep(ID).delete() too
 
 Every failure is a ``DescentClientError``: the API's own message for an error answer (``.status``
 is the HTTP status, ``.code`` and ``.field`` the API's error code and field), or, for an API that
@@ -15,7 +16,7 @@ cannot be reached, a ``DescentUnreachable`` whose one-line message names the URL
 
 Requests are retried only where that is safe (``service.client.http``): GETs, and POSTs that
 carry an ``Idempotency-Key`` (``submit`` and ``submit_sweep`` always send one, generated here, so a
-submit retried after a lost connection makes one job, not two).
+submit retried after a lost connection makes one job, not two). A cancel or a delete is sent once.
 """
 from __future__ import annotations
 

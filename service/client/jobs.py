@@ -20,6 +20,8 @@ MAX_WAIT = 30.0
 # Rows asked for per page of history: JSON pages, and the CSV/NDJSON pieces of an export.
 JSON_PAGE_ROWS = 10_000
 TEXT_PAGE_ROWS = 100_000
+# Seconds a delete may take to answer, at least (a million-row history takes seconds; a sweep more).
+DELETE_TIMEOUT = 600.0
 _NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 
 
@@ -92,6 +94,14 @@ class JobHandle(Handle):
         second); returns the job. A finished job answers 409 (a DescentClientError)."""
         self._json = self.client.request_json("POST", f"/v1/jobs/{self.id}/cancel")
         return self._json
+
+    def delete(self) -> dict[str, Any]:
+        """Delete the job: its history, tags, checkpoint and data (a queued or running job is
+        cancelled first). Returns what went: ``{"id", "deleted": "job", "removed": {"jobs",
+        "history_rows", "data_tensors", "sweeps"}}``. Sent once, never retried: a second delete of
+        the job is a 404 (a DescentClientError), as for a job that never was."""
+        return self.client.request_json("DELETE", f"/v1/jobs/{self.id}",  # type: ignore[no-any-return]
+                                        timeout=max(self.client.timeout, DELETE_TIMEOUT))
 
     def history_pages(self, fields: list[str] | str | None = None, every: int = 1, start: int = 0,
                       limit: int | None = None) -> Iterator[list[dict[str, Any]]]:

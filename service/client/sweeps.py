@@ -7,7 +7,7 @@ from typing import Any
 
 from service.client.handle import Handle
 from service.client.http import Transport
-from service.client.jobs import JobHandle
+from service.client.jobs import DELETE_TIMEOUT, JobHandle
 from service.client.progress import bar_if
 
 
@@ -72,3 +72,9 @@ class SweepHandle(Handle):
         """Cancel every queued or running job of the sweep; returns the sweep."""
         self._json = self.client.request_json("POST", f"/v1/sweeps/{self.id}/cancel")
         return self._json
+
+    def delete(self) -> dict[str, Any]:
+        """Delete the sweep and every job of it, as ``JobHandle.delete`` deletes one; returns what
+        went. Sent once, never retried (a second delete is a 404)."""
+        return self.client.request_json("DELETE", f"/v1/sweeps/{self.id}",  # type: ignore[no-any-return]
+                                        timeout=max(self.client.timeout, DELETE_TIMEOUT))

@@ -29,7 +29,7 @@ from service.engine.checkpoint import Checkpoint
 from service.engine.device import resolve_device
 from service.engine.graph import backward_graph
 from service.engine.result import Chunk, Result, StopReason, make_result
-from service.engine.start import initial_point
+from service.engine.start import initial_point, job_data
 from service.expr import compile_expression
 from service.spec import CheckedSpec
 
@@ -144,7 +144,7 @@ def run_batch(
     spec = lead.spec
     dev = resolve_device(device)
     dtype = torch.float64 if spec.dtype == "float64" else torch.float32
-    objective = compile_expression(lead.expression)
+    objective = compile_expression(lead.expression, job_data(lead, dtype, dev))
     mapped = torch.func.vmap(objective)
 
     resumed = [Checkpoint.from_bytes(lane.resume) for lane in lanes if lane.resume is not None]

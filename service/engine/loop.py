@@ -31,7 +31,7 @@ from service.engine.checkpoint import Checkpoint
 from service.engine.device import resolve_device
 from service.engine.graph import backward_graph
 from service.engine.result import Chunk, Result, StopReason, make_result
-from service.engine.start import initial_point
+from service.engine.start import initial_point, job_data
 from service.expr import compile_expression
 from service.spec import CheckedSpec
 
@@ -88,7 +88,7 @@ def run(
     spec = checked.spec
     dev = resolve_device(device)
     dtype = torch.float64 if spec.dtype == "float64" else torch.float32
-    objective = compile_expression(checked.expression)
+    objective = compile_expression(checked.expression, job_data(checked, dtype, dev))
 
     if resume is not None:
         ck = Checkpoint.from_bytes(resume)

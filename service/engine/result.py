@@ -11,6 +11,7 @@ import torch
 from service.batch import HistoryBatch, Progress
 from service.reasons import StopReason
 from service.spec import CheckedSpec
+from service.spec.minima import known_minima
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def _distance(checked: CheckedSpec, x: torch.Tensor) -> float | None:
     if checked.catalog is None:
         return None
     flat = x.detach().to("cpu", torch.float64).reshape(-1)
-    minima = checked.catalog.minima(flat.numel(), {**checked.catalog.params, **checked.catalog_params})
+    minima = known_minima(checked, flat.numel())
     if not minima:
         return None
     return min(float(torch.linalg.vector_norm(flat - torch.tensor(loc, dtype=torch.float64)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 import operator
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -31,9 +31,14 @@ _COMPARE: dict[type, Callable[[Any, Any], Any]] = {
 }
 
 
-def compile_expression(expr: Expression) -> Objective:
-    """Return ``f(x)`` for the checked expression; ``f`` builds an ordinary autograd graph."""
-    node = _compile(expr.tree)
+def compile_expression(expr: Expression, data: Mapping[str, torch.Tensor] | None = None) -> Objective:
+    """Return ``f(x)`` for the checked expression; ``f`` builds an ordinary autograd graph.
+    ``data`` holds the tensors the expression reads by name besides its variable (``expr.data``)."""
+    data = dict(data or {})
+    missing = [name for name in expr.data if name not in data]
+    if missing:
+        raise ValueError(f"the objective reads data tensor '{missing[0]}', which was not given")
+    node = _compile(expr.tree, expr.variable, data)
 
     def objective(x: torch.Tensor) -> torch.Tensor:
         return to_tensor(node(x), x)
@@ -41,37 +46,40 @@ def compile_expression(expr: Expression) -> Objective:
     return objective
 
 
-def _compile(node: ast.expr) -> _Node:
+def _compile(node: ast.expr, variable: str, data: Mapping[str, torch.Tensor]) -> _Node:
     if isinstance(node, ast.Constant):
         value = node.value
         return lambda x: value
     if isinstance(node, ast.Name):
-        return lambda x: x
+        if node.id == variable:
+            return lambda x: x
+        tensor = data[node.id]
+        return lambda x: tensor
     if isinstance(node, ast.BinOp):
         op = _BINOPS[type(node.op)]
-        left, right = _compile(node.left), _compile(node.right)
+        left, right = _compile(node.left, variable, data), _compile(node.right, variable, data)
         if isinstance(node.op, ast.MatMult):
             return lambda x: op(to_tensor(left(x), x), to_tensor(right(x), x))
         return lambda x: op(left(x), right(x))
     if isinstance(node, ast.UnaryOp):
-        operand = _compile(node.operand)
+        operand = _compile(node.operand, variable, data)
         if isinstance(node.op, ast.USub):
             return lambda x: -operand(x)
         return operand
     if isinstance(node, ast.Compare):
         cmp = _COMPARE[type(node.ops[0])]
-        left, right = _compile(node.left), _compile(node.comparators[0])
+        left, right = _compile(node.left, variable, data), _compile(node.comparators[0], variable, data)
         return lambda x: cmp(to_tensor(left(x), x), right(x))
     if isinstance(node, ast.Subscript):
-        value = _compile(node.value)
+        value = _compile(node.value, variable, data)
         index = _index(node.slice)
         return lambda x: to_tensor(value(x), x)[index]
     if isinstance(node, ast.Call):
         assert isinstance(node.func, ast.Name)
         fn = FUNCTIONS[node.func.id].impl
-        args = [_compile(a) for a in node.args]
+        args = [_compile(a, variable, data) for a in node.args]
         kwargs = {
-            kw.arg: (_compile(kw.value) if not isinstance(kw.value, ast.Constant) else _const(kw.value.value))
+            kw.arg: (_compile(kw.value, variable, data) if not isinstance(kw.value, ast.Constant) else _const(kw.value.value))
             for kw in node.keywords
         }
         if len(args) == 1 and not kwargs:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import math
 from dataclasses import dataclass
+from typing import Collection
 
 from service.config import Limits
 from service.expr.functions import DIM, EXPONENT, FUNCTIONS, ORDER, Function
@@ -48,14 +49,28 @@ class Expression:
     text: str
     variable: str
     tree: ast.expr
+    data: tuple[str, ...] = ()  # the data tensors it reads, by name, in the order they first appear
+
+
+def taken_name(name: str) -> str | None:
+    """What a name already means in the language (a function, a constant, a namespace), or None
+    if a data tensor may take it."""
+    if name in FUNCTIONS:
+        return "a function"
+    if name in CONSTANTS:
+        return "a constant"
+    if name in NAMESPACES:
+        return "a namespace"
+    return None
 
 
 def _col(node: ast.AST) -> int:
     return getattr(node, "col_offset", 0) + 1
 
 
-def parse(text: str, variable: str = "x", limits: Limits | None = None) -> Expression:
-    """Check ``text`` against the allow-list and the limits; raise ExpressionError if refused."""
+def parse(text: str, variable: str = "x", limits: Limits | None = None, data: Collection[str] = ()) -> Expression:
+    """Check ``text`` against the allow-list and the limits; raise ExpressionError if refused.
+    ``data`` names the data tensors it may read besides the variable."""
     limits = limits or Limits()
     if not isinstance(text, str):
         raise ExpressionError("the objective must be a string")
@@ -80,11 +95,12 @@ def parse(text: str, variable: str = "x", limits: Limits | None = None) -> Expre
     except (RecursionError, MemoryError, ValueError):
         raise ExpressionError("the expression could not be parsed (too complex)") from None
     _check_size(tree, text, limits)
-    checker = _Checker(text.strip(), variable, limits)
+    checker = _Checker(text.strip(), variable, limits, frozenset(data))
     body = checker.visit(tree.body)
     if variable not in checker.seen_names:
         raise ExpressionError(f"the objective does not use the variable '{variable}'")
-    return Expression(text=text, variable=variable, tree=body)
+    return Expression(text=text, variable=variable, tree=body,
+                      data=tuple(name for name in checker.seen_order if name != variable))
 
 
 def _check_size(tree: ast.AST, text: str, limits: Limits) -> None:
@@ -108,11 +124,13 @@ def _check_size(tree: ast.AST, text: str, limits: Limits) -> None:
 class _Checker:
     """Walks the tree, refusing anything outside the language and folding constants."""
 
-    def __init__(self, text: str, variable: str, limits: Limits) -> None:
+    def __init__(self, text: str, variable: str, limits: Limits, data: frozenset[str] = frozenset()) -> None:
         self.text = text
         self.variable = variable
         self.limits = limits
+        self.data = data
         self.seen_names: set[str] = set()
+        self.seen_order: list[str] = []
 
     def fail(self, message: str, node: ast.AST) -> ExpressionError:
         return ExpressionError(message, self.text, _col(node))
@@ -135,15 +153,18 @@ class _Checker:
         return node
 
     def visit_Name(self, node: ast.Name) -> ast.expr:
-        if node.id == self.variable:
-            self.seen_names.add(node.id)
+        if node.id == self.variable or node.id in self.data:
+            if node.id not in self.seen_names:
+                self.seen_names.add(node.id)
+                self.seen_order.append(node.id)
             return node
         if node.id in CONSTANTS:
             return ast.copy_location(ast.Constant(CONSTANTS[node.id]), node)
         if node.id in FUNCTIONS:
             raise self.fail(f"function '{node.id}' must be called, as {node.id}(...)", node)
+        data = f"; data: {', '.join(sorted(self.data))}" if self.data else ""
         raise self.fail(
-            f"unknown name '{node.id}' (the variable is '{self.variable}'; "
+            f"unknown name '{node.id}' (the variable is '{self.variable}'{data}; "
             f"constants: {', '.join(CONSTANTS)})", node,
         )
 

@@ -14,7 +14,7 @@ exception torch raised, except ``MemoryError``, which is never turned into a ver
 """
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -42,13 +42,15 @@ class _Allocations(TorchDispatchMode):
         return out
 
 
-def check_on_shape(expr: Expression, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> int:
-    """Trace the objective and its gradient on a meta tensor of ``shape`` and ``dtype``: it must
-    run, give one real number and have a gradient. Returns the estimated peak bytes of one
-    evaluation with its gradient (intermediates of both passes, plus x); raises ExpressionError
-    otherwise."""
+def check_on_shape(expr: Expression, shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
+                   data: Mapping[str, tuple[int, ...]] | None = None) -> int:
+    """Trace the objective and its gradient on a meta tensor of ``shape`` and ``dtype`` (and
+    its data tensors on meta tensors of the ``data`` shapes): it must run, give one real number
+    and have a gradient. Returns the estimated peak bytes of one evaluation with its gradient
+    (intermediates of both passes, plus x and the data); raises ExpressionError otherwise."""
     x = torch.empty(shape, dtype=dtype, device="meta", requires_grad=True)
-    objective = compile_expression(expr)
+    tensors = {name: torch.empty(s, dtype=dtype, device="meta") for name, s in (data or {}).items()}
+    objective = compile_expression(expr, tensors)
     with _Allocations() as allocations:
         out = _attempt(lambda: objective(x), expr, shape)
         _check_result(out, expr.variable)
@@ -57,7 +59,8 @@ def check_on_shape(expr: Expression, shape: tuple[int, ...], dtype: torch.dtype 
         raise ExpressionError(
             f"the objective has no gradient with respect to '{expr.variable}' (it only counts or compares)"
         )
-    return allocations.bytes + x.numel() * x.element_size()
+    held = sum(t.numel() * t.element_size() for t in (x, *tensors.values()))
+    return allocations.bytes + held
 
 
 def _attempt(step: Callable[[], T], expr: Expression, shape: tuple[int, ...]) -> T:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
+
+import torch
 
 Minimum = tuple[list[float], float]  # (flat location, value)
+Shapes = Mapping[str, tuple[int, ...]]
+Data = Mapping[str, torch.Tensor]  # float64 CPU tensors by name
 
 
 @dataclass(frozen=True)
@@ -26,11 +30,27 @@ class CatalogObjective:
     min_elements: int = 2
     max_elements: int | None = 2
     minima: Callable[[int, dict[str, float]], list[Minimum]] = lambda n, p: []
+    # Objectives of data: the tensors a spec must give in ``data``, x0 when the spec gives none
+    # (from the data's shapes), and the minima for given data (float64, on the CPU).
+    data: tuple[str, ...] = ()
+    data_start: Callable[[Shapes], list[float]] | None = None
+    data_minima: Callable[[Data, dict[str, float]], list[Minimum]] | None = None
 
     def expression(self, params: dict[str, float]) -> str:
         """The formula with ``params`` (over the defaults) written in as numbers."""
         values = {**self.params, **params}
         return self.formula.format(**{k: repr(float(v)) for k, v in values.items()})
+
+    def start(self, data: Shapes) -> list[float] | list[list[float]]:
+        """x0 when a spec gives none: the default start, or one made from the data's shapes."""
+        return self.data_start(data) if self.data_start is not None else self.default_start
+
+    def known_minima(self, n: int, params: dict[str, float], data: Data | None = None) -> list[Minimum]:
+        """The minima for ``n`` elements and ``params`` (over the defaults), and the data if it reads any."""
+        values = {**self.params, **params}
+        if self.data_minima is not None:
+            return self.data_minima(data, values) if data else []
+        return self.minima(n, values)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -40,7 +60,8 @@ class CatalogObjective:
             "params": dict(self.params),
             "default_start": self.default_start,
             "elements": {"min": self.min_elements, "max": self.max_elements},
-            "minima": [{"x": x, "f": f} for x, f in self.minima(_default_n(self), self.params)],
+            "minima": [{"x": x, "f": f} for x, f in self.known_minima(_default_n(self), {})],
+            "data": list(self.data),
         }
 
 
@@ -51,6 +72,39 @@ def _default_n(obj: CatalogObjective) -> int:
 
 def _at(point: Callable[[int], list[float]], value: Callable[[int], float]) -> Callable[[int, dict[str, float]], list[Minimum]]:
     return lambda n, p: [(point(n), value(n))]
+
+
+def _least_squares_minimum(data: Data, p: dict[str, float]) -> list[Minimum]:
+    """The least-squares solution of A x = b (the least-norm one when A has dependent columns)."""
+    a, b = data["A"], data["b"]
+    x = torch.linalg.lstsq(a, b.reshape(-1, 1), driver="gelsd").solution.reshape(-1)
+    return [(x.tolist(), float(((a @ x - b.reshape(-1)) ** 2).mean()))]
+
+
+def _logistic_minimum(data: Data, p: dict[str, float]) -> list[Minimum]:
+    """The one minimum of L2-regularised logistic loss (strictly convex for l2 > 0), by Newton's
+    method in float64 until the gradient is below 1e-13."""
+    a, y, l2 = data["A"], data["y"].reshape(-1), p["l2"]
+    if l2 <= 0:
+        return []  # separable data has no finite minimum without the penalty
+    m, n = a.shape
+    w = torch.zeros(n, dtype=torch.float64)
+    for _ in range(100):
+        prob = torch.sigmoid(a @ w)
+        grad = a.T @ (prob - y) / m + l2 * w
+        if float(grad.abs().max()) < 1e-13:
+            break
+        hess = a.T @ (a * (prob * (1 - prob)).reshape(-1, 1)) / m + l2 * torch.eye(n, dtype=torch.float64)
+        w = w - torch.linalg.solve(hess, grad)
+    z = a @ w
+    f = torch.nn.functional.softplus(z) - y * z
+    return [(w.tolist(), float(f.mean() + l2 / 2 * (w ** 2).sum()))]
+
+
+def _zeros_for_columns(shapes: Shapes) -> list[float]:
+    """x0 of zeros, one per column of A."""
+    a = shapes.get("A", (1, 1))
+    return [0.0] * (a[1] if len(a) == 2 else 1)
 
 
 _ST_X = -2.903534027771178
@@ -136,6 +190,20 @@ _OBJECTIVES = [
         "2 * x[0] ** 2 - 1.05 * x[0] ** 4 + x[0] ** 6 / 6 + x[0] * x[1] + x[1] ** 2",
         "Three-hump camel: three local minima; global minimum 0 at the origin.",
         [2.0, 2.0], {}, 2, 2, _at(lambda n: [0.0, 0.0], lambda n: 0.0),
+    ),
+    CatalogObjective(
+        "least_squares", "mean((A @ x - b) ** 2)",
+        "Fit x to data: the mean squared residual of A x = b, for A (points x features) and b (points) "
+        "given in 'data'; minimum from the least-squares solution.",
+        [0.0, 0.0], {}, 1, None, data=("A", "b"), data_start=_zeros_for_columns,
+        data_minima=_least_squares_minimum,
+    ),
+    CatalogObjective(
+        "logistic_regression", "mean(softplus(A @ x) - y * (A @ x)) + {l2} / 2 * sum(x ** 2)",
+        "Classify with a line: L2-regularised logistic loss of weights x, for features A (points x "
+        "features) and labels y (0 or 1) given in 'data'; minimum by Newton's method.",
+        [0.0, 0.0], {"l2": 0.01}, 1, None, data=("A", "y"), data_start=_zeros_for_columns,
+        data_minima=_logistic_minimum,
     ),
     CatalogObjective(
         "loglog", "prod(log(log(x + 7)))",

@@ -92,13 +92,24 @@ class PerJob(_Strict):
     tags: dict[Text, Text] = Field(default_factory=dict)
 
 
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,31}$"
+DataName = Annotated[StrictStr, Field(pattern=NAME_PATTERN)]
+MAX_DATA_TENSORS = 16
+
+
 class JobSpec(PerJob):
     """A descent job: minimise ``objective`` over ``variable`` from ``x0``."""
 
     objective: Union[Text, NamedObjective] = Field(
         description="An expression such as '10 * (x ** 2).sum()', or a catalog objective by name."
     )
-    variable: Text = Field(default="x", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
+    variable: Text = Field(default="x", pattern=NAME_PATTERN)
+    data: dict[DataName, Union[list[Any], InitSpec]] = Field(
+        default_factory=dict, max_length=MAX_DATA_TENSORS,
+        description="Named tensors the objective reads besides its variable, e.g. {'A': [[1, 2], [3, 4]], "
+                    "'b': [1, 0]} for '((A @ x - b) ** 2).mean()': nested lists of numbers, or generated as x0 "
+                    "is ({'shape', 'init', 'seed', ...}; the seed defaults to 0, not the job's). In the job's "
+                    "dtype and on its device; shared by the jobs of a sweep.")
     optimizer: dict[str, Any] = Field(
         default_factory=lambda: {"name": "sgd", "lr": 0.001},
         description="{'name': one of GET /v1/optimizers, ...keyword arguments of that torch.optim class}",

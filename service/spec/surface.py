@@ -10,7 +10,7 @@ import torch
 
 from service.expr import ExpressionError, check_on_shape, compile_expression
 from service.expr.grid import Surface, evaluate_grid
-from service.spec.start import start_tensor
+from service.spec.start import data_tensors, start_tensor
 from service.spec.validate import CheckedSpec
 
 
@@ -26,8 +26,9 @@ def job_surface(checked: CheckedSpec, at: np.ndarray | None, coords: tuple[int, 
     dtype = torch.float64 if checked.spec.dtype == "float64" else torch.float32
     flat = torch.as_tensor(at if at is not None else start_point(checked), dtype=torch.float64)
     try:
-        peak: int | None = check_on_shape(checked.expression, checked.shape, dtype)
+        peak: int | None = check_on_shape(checked.expression, checked.shape, dtype, checked.data_shapes)
     except ExpressionError:
         peak = None
-    return evaluate_grid(compile_expression(checked.expression), flat.to(dtype).reshape(checked.shape), coords,
+    data = {name: t.to(dtype) for name, t in data_tensors(checked).items()}
+    return evaluate_grid(compile_expression(checked.expression, data), flat.to(dtype).reshape(checked.shape), coords,
                          xs, ys, peak_bytes=peak, max_seconds=max_seconds)

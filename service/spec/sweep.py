@@ -1,8 +1,9 @@
 """Sweeps: one base job spec, a grid of values over its dotted keys and a set of starts, expanded
 into many complete job specs.
 
-``plan_sweep`` checks a request's structure and counts its jobs (the product of the grid's lists
-times the starts) against ``limits.max_sweep_jobs`` before anything is expanded. ``expand`` then
+``plan_sweep`` checks a request's structure through its model (``service.spec.sweep_request``,
+which ``/openapi.json`` publishes) and counts its jobs (the product of the grid's lists times the
+starts) against ``limits.max_sweep_jobs`` before anything is expanded. ``expand`` then
 runs ``check_spec`` once per distinct combination of grid values, with one representative x0
 (every start of a sweep has the same shape, and its values are finite numbers within the spec's
 bound, so they cannot change the verdict), and hands back, per combination, the checked spec as
@@ -14,7 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -24,47 +24,23 @@ from service.config import Limits
 from service.errors import ErrorCode
 from service.spec.catalog import CATALOG
 from service.spec.error import SpecError
-from service.spec.model import MAX_SEED, InitSpec, JobSpec, RecordSpec, StopSpec
+from service.spec.model import InitSpec, JobSpec
 from service.spec.start import start_tensor
+from service.spec.sweep_request import (  # noqa: F401 - the request's names, as this module has always offered them
+    ALLOWED_GRID_KEYS,
+    DEFAULT_TOLERANCE,
+    MAX_GRID_KEYS,
+    REQUEST_FIELDS,
+    START_FIELDS,
+    RandomStarts,
+    parse_request,
+)
 from service.spec.validate import CheckedSpec, _nested_shape, check_spec
-from service.spec.values import MAX_MAGNITUDE, first_unstorable, in_range, text_problem
+from service.spec.values import MAX_MAGNITUDE, first_unstorable
 
-DEFAULT_TOLERANCE = 1e-6
-MAX_GRID_KEYS = 32
 # Numbers of x0 a sweep may store over all its jobs (100,000 jobs of 20 parameters): every job's
 # spec holds its own explicit start.
 MAX_START_VALUES = 2_000_000
-REQUEST_FIELDS = ("base", "grid", "starts", "tolerance", "name", "tags")
-START_FIELDS = ("count", "init", "low", "high", "mean", "std", "seed")
-
-# Keys a grid may vary: whole values, or one argument of the optimiser, scheduler or catalog
-# objective, or one field of stop and record. x0 is the starts' business, name and tags the base's.
-_WHOLE = ("objective", "variable", "optimizer", "scheduler", "steps", "stop", "record", "device", "dtype", "seed")
-_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-
-
-def _allowed(key: str) -> bool:
-    parts = key.split(".")
-    if not all(_SEGMENT.fullmatch(p) for p in parts):
-        return False
-    if len(parts) == 1:
-        return parts[0] in _WHOLE
-    head, rest = parts[0], parts[1:]
-    if head in ("optimizer", "scheduler"):
-        return len(rest) == 1
-    if head == "stop":
-        return len(rest) == 1 and rest[0] in StopSpec.model_fields
-    if head == "record":
-        return len(rest) == 1 and rest[0] in RecordSpec.model_fields
-    if head == "objective":
-        return rest == ["name"] or (len(rest) == 2 and rest[0] == "params")
-    return False
-
-
-ALLOWED_GRID_KEYS = ("objective", "objective.name", "objective.params.P", "variable", "optimizer",
-                     "optimizer.ARG", "scheduler", "scheduler.ARG", "steps",
-                     *(f"stop.{f}" for f in StopSpec.model_fields), "stop",
-                     *(f"record.{f}" for f in RecordSpec.model_fields), "record", "device", "dtype", "seed")
 
 
 @dataclass(frozen=True)
@@ -111,30 +87,18 @@ def _bad(field: str, message: str) -> SpecError:
 
 
 def plan_sweep(data: Any, limits: Limits) -> SweepPlan:
-    """The request's structure, checked, and its job count against ``limits.max_sweep_jobs``
-    (a 413 naming DESCENT_MAX_SWEEP_JOBS); SpecError naming the field otherwise."""
-    if not isinstance(data, dict):
-        raise _bad(None, "a sweep must be a JSON object: {\"base\": {job spec}, \"grid\": {...}, \"starts\": ...}")  # type: ignore[arg-type]
-    for key in data:
-        if key not in REQUEST_FIELDS:
-            raise _bad(str(key)[:80], f"unknown field '{str(key)[:80]}'; a sweep has {', '.join(REQUEST_FIELDS)}")
-    base = data.get("base")
-    if not isinstance(base, dict):
-        raise _bad("base", "'base' is required: the job spec every job of the sweep starts from")
-    grid = _grid(data.get("grid", {}))
+    """The request validated by its model (``SweepRequest``: SpecError naming the field at fault),
+    and its job count against ``limits.max_sweep_jobs`` (a 413 naming DESCENT_MAX_SWEEP_JOBS)."""
+    request = parse_request(data, limits.max_tags)
+    grid = list(request.grid.items())
     start_list, starts = None, None
-    raw_starts = data.get("starts")
-    if isinstance(raw_starts, list):
-        if not raw_starts:
-            raise _bad("starts", "'starts' as a list needs at least one x0")
-        start_list, n_starts = raw_starts, len(raw_starts)
-    elif isinstance(raw_starts, dict):
-        starts = _random_starts(raw_starts)
+    if isinstance(request.starts, RandomStarts):
+        starts = request.starts.model_dump()
         n_starts = starts["count"]
-    elif raw_starts is None:
-        n_starts = 1
+    elif request.starts is not None:
+        start_list, n_starts = request.starts, len(request.starts)
     else:
-        raise _bad("starts", "'starts' must be a list of x0 values or {\"count\", \"init\", \"low\", \"high\", \"seed\"}")
+        n_starts = 1
     jobs = math.prod(len(values) for _, values in grid) * n_starts
     if jobs > limits.max_sweep_jobs:
         # The count itself only while it is short: a starts.count may have thousands of digits.
@@ -142,64 +106,8 @@ def plan_sweep(data: Any, limits: Limits) -> SweepPlan:
         raise SpecError("grid", f"this sweep would make {count} jobs (the grid's product times its starts), over "
                         f"the limit of {limits.max_sweep_jobs:,} (DESCENT_MAX_SWEEP_JOBS)",
                         code=ErrorCode.LIMIT_EXCEEDED, status=413)
-    tolerance = data.get("tolerance", DEFAULT_TOLERANCE)
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not in_range(tolerance) or tolerance < 0:
-        raise _bad("tolerance", f"'tolerance' must be a number from 0 to {MAX_MAGNITUDE:g}")
-    name = data.get("name")
-    if name is not None and (not isinstance(name, str) or len(name) > 200 or text_problem(name)):
-        raise _bad("name", "'name' must be text of at most 200 characters, with no NUL")
-    tags = data.get("tags", {})
-    if not isinstance(tags, dict) or len(tags) > limits.max_tags or any(
-            not isinstance(v, str) or len(k) > 64 or len(v) > 256 or text_problem(k) or text_problem(v)
-            for k, v in tags.items()):
-        raise SpecError("tags", f"'tags' must be an object of at most {limits.max_tags} text values, keys up to 64 "
-                        "and values up to 256 characters", code=ErrorCode.LIMIT_EXCEEDED)
-    return SweepPlan(base=base, grid=grid, starts=starts, start_list=start_list, n_starts=n_starts,
-                     tolerance=float(tolerance), name=name, tags=dict(tags), jobs=jobs)
-
-
-def _grid(raw: Any) -> list[tuple[str, list[Any]]]:
-    if not isinstance(raw, dict):
-        raise _bad("grid", "'grid' must be an object of lists: {\"optimizer.lr\": [0.001, 0.01], ...}")
-    if len(raw) > MAX_GRID_KEYS:
-        raise _bad("grid", f"'grid' has {len(raw)} keys, over {MAX_GRID_KEYS}")
-    out = []
-    for key, values in raw.items():
-        if text_problem(key):
-            raise _bad("grid", f"a key of 'grid' {text_problem(key)}")
-        if not _allowed(key):
-            raise _bad(f"grid.{key[:80]}", f"'{key[:80]}' is not a key a grid may vary; use one of "
-                       + ", ".join(ALLOWED_GRID_KEYS) + " (starts replace x0)")
-        if not isinstance(values, list) or not values:
-            raise _bad(f"grid.{key}", f"grid '{key}' must be a non-empty list of values")
-        out.append((key, values))
-    return out
-
-
-def _random_starts(raw: dict[str, Any]) -> dict[str, Any]:
-    for key in raw:
-        if key not in START_FIELDS:
-            raise _bad(f"starts.{str(key)[:40]}", f"unknown field '{str(key)[:40]}' of starts; it has {', '.join(START_FIELDS)}")
-    out: dict[str, Any] = {"count": raw.get("count"), "init": raw.get("init", "uniform"), "low": raw.get("low", -1.0),
-                           "high": raw.get("high", 1.0), "mean": raw.get("mean", 0.0), "std": raw.get("std", 1.0),
-                           "seed": raw.get("seed", 0)}
-    count = out["count"]
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise _bad("starts.count", "'starts.count' must be an integer of at least 1")
-    if out["init"] not in ("uniform", "normal"):
-        raise _bad("starts.init", "'starts.init' must be 'uniform' or 'normal'")
-    for key in ("low", "high", "mean", "std"):
-        value = out[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not in_range(value):
-            raise _bad(f"starts.{key}", f"'starts.{key}' must be a finite number within ±{MAX_MAGNITUDE:g}")
-    if out["init"] == "uniform" and not out["low"] < out["high"]:
-        raise _bad("starts.high", "'starts.high' must be greater than 'starts.low'")
-    if not out["std"] > 0:  # whatever the init, as the OpenAPI document states
-        raise _bad("starts.std", "'starts.std' must be positive")
-    seed = out["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise _bad("starts.seed", f"'starts.seed' must be an integer from 0 to {MAX_SEED}")
-    return out
+    return SweepPlan(base=request.base, grid=grid, starts=starts, start_list=start_list, n_starts=n_starts,
+                     tolerance=float(request.tolerance), name=request.name, tags=dict(request.tags), jobs=jobs)
 
 
 def check_storable(plan: SweepPlan) -> None:
@@ -344,7 +252,49 @@ def expand(plan: SweepPlan, limits: Limits) -> list[Variant]:
         values_in_all += checked.numel * plan.n_starts
         _count_values(values_in_all)
         variants.append(Variant(values, checked, spec, starts))
+    _check_replaced(plan, base, limits)
     return variants
+
+
+def _says(base: dict[str, Any], key: str) -> bool:
+    """Whether the base gives a value at dotted ``key`` (or something other than an object on the way)."""
+    node: Any = base
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            return True
+        if part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _check_replaced(plan: SweepPlan, base: dict[str, Any], limits: Limits) -> None:
+    """What a grid key or the starts replace in the base is checked all the same: a base is a job
+    spec in everything it says (the document describes it with the job spec's own schema, every key
+    optional), so ``"steps": -1`` is refused even where the grid sets steps. Done once, and only when
+    the base says something the grid or explicit starts replace: the base (``base``: as ``expand``
+    prepared it) with the grid's first values where it says nothing, and x0 on its own."""
+    replaced = [key for key, _ in plan.grid if _says(plan.base, key)]
+    if replaced:
+        data = _copy(base)
+        for key, values in plan.grid:
+            if not _says(data, key):
+                _with_value(data, key, values[0])
+        try:
+            check_spec(data, limits)
+        except SpecError as exc:
+            field = f"base.{exc.field}" if exc.field else "base"
+            raise SpecError(field, f"base: {exc.message} (the base must be a valid job spec in all it says, "
+                            f"even where the grid replaces it: {', '.join(replaced)})",
+                            code=exc.code, status=exc.status) from None
+    x0 = plan.base.get("x0")
+    if plan.start_list is not None and x0 is not None:
+        try:  # any shape will do for this objective: x0 alone is checked
+            check_spec({"objective": "x.sum()", "x0": x0, "steps": 0}, limits)
+        except SpecError as exc:
+            field = f"base.{exc.field}" if exc.field else "base.x0"
+            raise SpecError(field, f"base.x0, which the starts replace, must still be an x0: {exc.message}",
+                            code=exc.code, status=exc.status) from None
 
 
 def _count_values(total: int) -> None:

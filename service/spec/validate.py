@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from service.config import Limits
 from service.errors import ErrorCode
 from service.expr import Expression, ExpressionError, check_on_shape, parse
+from service.expr.parse import taken_name
 from service.spec.catalog import CATALOG, CatalogObjective
 from service.spec.error import SpecError
 from service.spec.model import InitSpec, JobSpec, NamedObjective, PerJob
@@ -47,10 +48,16 @@ class CheckedSpec:
     scheduler: Choice | None
     catalog: CatalogObjective | None
     catalog_params: dict[str, float]
+    data_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # of the data the objective reads
 
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
+
+    @property
+    def data(self) -> dict[str, list[Any] | InitSpec]:
+        """The data tensors the objective reads, by name: nested lists, or generated ones."""
+        return {name: self.spec.data[name] for name in self.data_shapes}
 
     @property
     def recorded_values(self) -> int:
@@ -58,8 +65,9 @@ class CheckedSpec:
         return recorded_values(self.spec, self.numel)
 
     def as_json(self) -> dict[str, Any]:
-        """The spec with its defaults filled in, as stored and returned by the API."""
-        return self.spec.model_dump(mode="json")
+        """The spec with its defaults filled in, as stored and returned by the API (without
+        ``data`` when it has none, as specs were stored before data existed)."""
+        return self.spec.model_dump(mode="json", exclude=None if self.spec.data else {"data"})
 
 
 def _limit(field: str, message: str, status: int = 400) -> SpecError:
@@ -77,19 +85,25 @@ def check_spec(data: Any, limits: Limits | None = None, trace: bool = True) -> C
         raise SpecError(*unstorable)
     spec = _validated(data)
     catalog, params, text = _objective(spec)
-    x0, shape = _start(spec, catalog, limits)
+    given = _data_shapes(spec, limits)
+    x0, shape = _start(spec, catalog, limits, given)
     numel = math.prod(shape)
+    _check_elements(numel, given, limits)
     try:
-        expression = parse(text, spec.variable, limits)
+        expression = parse(text, spec.variable, limits, data=given)
     except ExpressionError as exc:
         raise SpecError("objective", str(exc), code=ErrorCode.INVALID_EXPRESSION) from None
-    peak = _objective_peak(text, spec.variable, shape, spec.dtype, limits) if trace else 0
+    unread = sorted(set(given) - set(expression.data))
+    if unread:
+        raise SpecError(f"data.{unread[0]}", f"data tensor '{unread[0]}' is not read by the objective")
+    data_shapes = {name: given[name] for name in expression.data}
+    peak = _objective_peak(text, spec.variable, shape, spec.dtype, limits, data_shapes) if trace else 0
     _check_budgets(spec, numel, limits)
     optimizer, scheduler = _optimizer_and_scheduler(_choices_key(spec))
     if scheduler is not None:
         check_schedule_length(scheduler, spec.steps)
     _check_optimizer_memory(peak, optimizer, numel * _ITEMSIZE[spec.dtype], limits)
-    return CheckedSpec(spec, expression, shape, x0, optimizer, scheduler, catalog, params)
+    return CheckedSpec(spec, expression, shape, x0, optimizer, scheduler, catalog, params, data_shapes)
 
 
 def lane_checker(lead: CheckedSpec, limits: Limits | None = None) -> Callable[[Any], CheckedSpec]:
@@ -111,7 +125,7 @@ def lane_checker(lead: CheckedSpec, limits: Limits | None = None) -> Callable[[A
             except ValidationError as exc:
                 raise _from_pydantic(exc) from None
             spec = lead.spec.model_copy(update={name: getattr(own, name) for name in per_job})
-        x0, shape = _start(spec, lead.catalog, limits)
+        x0, shape = _start(spec, lead.catalog, limits, lead.data_shapes)
         if shape != lead.shape:
             raise SpecError("x0", f"x0 has shape {list(shape)}, not the batch's {list(lead.shape)}")
         return replace(lead, spec=spec, x0=x0)
@@ -151,15 +165,17 @@ def _check_budgets(spec: JobSpec, numel: int, limits: Limits) -> None:
         raise _limit("tags", f"at most {limits.max_tags} tags, keys up to 64 and values up to 256 characters")
 
 
-def _objective_peak(text: str, variable: str, shape: tuple[int, ...], dtype: str, limits: Limits) -> int:
-    """The objective's estimated peak bytes on x0's shape; SpecError if it cannot run there or
-    would need more than ``max_objective_bytes``."""
-    traced = _trace(text, variable, shape, dtype, limits)
+def _objective_peak(text: str, variable: str, shape: tuple[int, ...], dtype: str, limits: Limits,
+                    data: dict[str, tuple[int, ...]]) -> int:
+    """The objective's estimated peak bytes on x0's shape (and its data's); SpecError if it cannot
+    run there or would need more than ``max_objective_bytes``."""
+    traced = _trace(text, variable, shape, dtype, limits, tuple(sorted(data.items())))
     if isinstance(traced, str):
         raise SpecError("objective", traced, code=ErrorCode.INVALID_EXPRESSION)
     if traced > limits.max_objective_bytes:
+        held = "x and the data" if data else "x"
         raise _limit("objective", f"the objective needs about {_size(traced)} at peak on x0's shape "
-                     f"{list(shape)} ({dtype}: its intermediate tensors, gradient and x), over the limit of "
+                     f"{list(shape)} ({dtype}: its intermediate tensors, gradient and {held}), over the limit of "
                      f"{_size(limits.max_objective_bytes)} (max_objective_bytes)", status=413)
     return traced
 
@@ -196,11 +212,13 @@ def _choices_key(spec: JobSpec) -> str:
 # Admission is repeated for identical pieces (one spec submitted many times, the worker re-checking a stored
 # spec), so the two checks that run torch are remembered; both depend only on their key.
 @lru_cache(maxsize=1024)
-def _trace(text: str, variable: str, shape: tuple[int, ...], dtype: str, limits: Limits) -> int | str:
+def _trace(text: str, variable: str, shape: tuple[int, ...], dtype: str, limits: Limits,
+           data: tuple[tuple[str, tuple[int, ...]], ...] = ()) -> int | str:
     """The objective's estimated peak bytes if it gives one real number, with a gradient, on
-    x0's shape and dtype; else why not."""
+    x0's shape and dtype (and the data's shapes); else why not."""
+    shapes = dict(data)
     try:
-        return check_on_shape(parse(text, variable, limits), shape, getattr(torch, dtype))
+        return check_on_shape(parse(text, variable, limits, data=shapes), shape, getattr(torch, dtype), shapes)
     except ExpressionError as exc:
         return str(exc)
 
@@ -267,26 +285,22 @@ def _objective(spec: JobSpec) -> tuple[CatalogObjective | None, dict[str, float]
             raise SpecError(f"objective.params.{key}", f"parameter '{key}' must be a finite number within 1e6")
     if spec.variable != "x":
         raise SpecError("variable", "catalog objectives are written in 'x'; leave 'variable' out")
+    missing = [name for name in entry.data if name not in spec.data]
+    if missing:
+        raise SpecError(f"data.{missing[0]}", f"'{named.name}' reads the data tensors {', '.join(entry.data)}; "
+                        f"give '{missing[0]}' in 'data'")
     return entry, dict(named.params), entry.expression(named.params)
 
 
-def _start(spec: JobSpec, catalog: CatalogObjective | None, limits: Limits) -> tuple[list[Any] | InitSpec, tuple[int, ...]]:
+def _start(spec: JobSpec, catalog: CatalogObjective | None, limits: Limits,
+           data: dict[str, tuple[int, ...]]) -> tuple[list[Any] | InitSpec, tuple[int, ...]]:
     x0 = spec.x0
     if x0 is None:
         if catalog is None:
             raise SpecError("x0", "'x0' is required for an expression objective")
-        x0 = catalog.default_start
+        x0 = catalog.start(data)
     if isinstance(x0, InitSpec):
-        if any(d < 1 for d in x0.shape):
-            raise SpecError("x0.shape", "every dimension of x0.shape must be at least 1")
-        if math.prod(x0.shape) > limits.max_elements:
-            raise _limit("x0.shape", f"x0 would have {math.prod(x0.shape):,} elements, over the limit of "
-                         f"{limits.max_elements:,} (max_elements)", status=413)
-        if x0.init == "uniform" and not x0.low < x0.high:
-            raise SpecError("x0.high", "x0.high must be greater than x0.low")
-        if x0.init == "normal" and not x0.std > 0:
-            raise SpecError("x0.std", "x0.std must be positive")
-        shape = tuple(x0.shape)
+        shape = _generated_shape(x0, "x0", limits)
     else:
         shape = _nested_shape(x0, limits)
     if catalog is not None:
@@ -297,27 +311,65 @@ def _start(spec: JobSpec, catalog: CatalogObjective | None, limits: Limits) -> t
     return x0, shape
 
 
-def _nested_shape(x0: list[Any], limits: Limits) -> tuple[int, ...]:
-    """Shape of a rectangular nested list of finite numbers; SpecError otherwise."""
+def _generated_shape(init: InitSpec, field: str, limits: Limits) -> tuple[int, ...]:
+    """The shape of a generated tensor (x0 or data), after checking its distribution."""
+    if any(d < 1 for d in init.shape):
+        raise SpecError(f"{field}.shape", f"every dimension of {field}.shape must be at least 1")
+    if math.prod(init.shape) > limits.max_elements:
+        raise _limit(f"{field}.shape", f"{field} would have {math.prod(init.shape):,} elements, over the limit of "
+                     f"{limits.max_elements:,} (max_elements)", status=413)
+    if init.init == "uniform" and not init.low < init.high:
+        raise SpecError(f"{field}.high", f"{field}.high must be greater than {field}.low")
+    if init.init == "normal" and not init.std > 0:
+        raise SpecError(f"{field}.std", f"{field}.std must be positive")
+    return tuple(init.shape)
+
+
+def _data_shapes(spec: JobSpec, limits: Limits) -> dict[str, tuple[int, ...]]:
+    """The shape of each data tensor, after checking its name and its values."""
+    shapes = {}
+    for name, entry in spec.data.items():
+        field = f"data.{name}"
+        taken = "the objective's variable" if name == spec.variable else taken_name(name)
+        if taken:
+            if name != spec.variable:
+                taken += " of the objective language"
+            raise SpecError(field, f"the data name '{name}' is {taken}; choose another")
+        shapes[name] = (_generated_shape(entry, field, limits) if isinstance(entry, InitSpec)
+                        else _nested_shape(entry, limits, field))
+    return shapes
+
+
+def _check_elements(numel: int, data: dict[str, tuple[int, ...]], limits: Limits) -> None:
+    """x and the data together count against ``max_elements``."""
+    total = numel + sum(math.prod(shape) for shape in data.values())
+    if data and total > limits.max_elements:
+        raise _limit("data", f"x0 and the data tensors hold {total:,} elements together, over the limit of "
+                     f"{limits.max_elements:,} (max_elements)", status=413)
+
+
+def _nested_shape(x0: list[Any], limits: Limits, field: str = "x0") -> tuple[int, ...]:
+    """Shape of a rectangular nested list of finite numbers (``field``: what it is, for errors);
+    SpecError otherwise."""
     shape: list[int] = []
     level: list[Any] = [x0]
     while level and isinstance(level[0], list):
         width = len(level[0])
         if width == 0:
-            raise SpecError("x0", "x0 has an empty list; every dimension needs at least one number")
+            raise SpecError(field, f"{field} has an empty list; every dimension needs at least one number")
         for item in level:
             if not isinstance(item, list) or len(item) != width:
-                raise SpecError("x0", f"x0 is not rectangular: every list at depth {len(shape) + 1} must have {width} items")
+                raise SpecError(field, f"{field} is not rectangular: every list at depth {len(shape) + 1} must have {width} items")
         shape.append(width)
         if len(shape) > 8:
-            raise SpecError("x0", "x0 has more than 8 dimensions")
+            raise SpecError(field, f"{field} has more than 8 dimensions")
         total = math.prod(shape)
         if total > limits.max_elements:
-            raise _limit("x0", f"x0 has over {limits.max_elements:,} elements (max_elements)", status=413)
+            raise _limit(field, f"{field} has over {limits.max_elements:,} elements (max_elements)", status=413)
         level = [v for item in level for v in item]
     for value in level:
         if isinstance(value, list) or isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SpecError("x0", f"x0 must hold only numbers in a rectangular nested list, found {value!r:.40}")
+            raise SpecError(field, f"{field} must hold only numbers in a rectangular nested list, found {value!r:.40}")
         if not in_range(value):
-            raise SpecError("x0", f"x0 must hold finite numbers within ±{MAX_MAGNITUDE:g}, found {value!r:.40}")
+            raise SpecError(field, f"{field} must hold finite numbers within ±{MAX_MAGNITUDE:g}, found {value!r:.40}")
     return tuple(shape)

@@ -18,7 +18,7 @@ from typing import Collection, Sequence
 from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.store import counters
+from service.store import counters, data
 from service.store.db import Database, StoreError, clock, one_of
 from service.store.jobs import claim_job, job_record
 from service.store.models import HistoryRow, Job
@@ -33,8 +33,8 @@ def claim_batch(db: Database, job_ids: Sequence[str], worker: str, lease_seconds
     """Claim the first claimable job of ``job_ids`` (as ``claim_job``), then, up to ``limit`` jobs
     in all and ``max_elements`` elements of x together (a batch is never bigger than the biggest
     job), queued jobs compatible with it: the rest of ``job_ids`` first, then the oldest others;
-    none for a key of ``solo_keys``. Returns the claimed jobs (with their checkpoints), the first
-    one first; [] if none."""
+    none for a key of ``solo_keys``. Returns the claimed jobs (with their checkpoints and their
+    data's values), the first one first; [] if none."""
     lead = None
     for job_id in _claimable_among(db, job_ids):
         lead = claim_job(db, job_id, worker, lease_seconds, max_attempts)
@@ -50,7 +50,7 @@ def claim_batch(db: Database, job_ids: Sequence[str], worker: str, lease_seconds
         if len(claimed) < room:
             claimed += _claim_compatible(db, lead, worker, lease_seconds, max_attempts, None, room - len(claimed))
     _count_batch(db, worker, 1 + len(claimed))
-    return [lead, *claimed]
+    return data.with_values(db, [lead, *claimed])
 
 
 def _count_batch(db: Database, worker: str, size: int) -> None:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from service.batch import HistoryBatch, Progress
 from service.config import Quotas
 from service.jsonsafe import json_safe
-from service.store import counters
+from service.store import counters, data
 from service.store.db import Conflict, Database, LeaseLost, as_utc, clock, one_of, owned_row
 from service.store.models import HistoryRow, Job, JobTag, Worker
 from service.store.quotas import check_quotas, settle_reservation, settle_reservations, values_per_row
@@ -55,6 +55,8 @@ def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str,
     (per owner) returns the first job (created False), or raises Conflict if its spec differs.
     With ``quotas`` (None: exempt, as admins are), raises QuotaExceeded rather than go over one."""
     key = scoped_key(owner, idempotency_key)
+    tensors = data.Tensors()
+    spec, reads = data.split(spec, tensors)
     if key is not None:
         existing = _by_idempotency_key(db, key, spec)
         if existing is not None:
@@ -72,6 +74,7 @@ def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str,
             ).returning(jobs.c.created_at)).scalar_one()
             if tags:
                 s.execute(insert(JobTag.__table__), [{"job_id": job_id, "key": k, "value": v} for k, v in tags.items()])
+            data.save(s, tensors, [(job_id, reads)], db.dialect)
     except IntegrityError:
         if key is None:
             raise
@@ -90,9 +93,12 @@ def insert_jobs(s: Any, owner: str, jobs: Iterable[tuple[dict[str, Any], list[in
     INSERT of many rows, sent in pages), all with one ``created_at`` (one submission, for the
     quota); each job is (spec, shape, queue, reserved_values, batch_key); with ``sweep_id`` each gets
     its place in the sweep, in order. Returns [(id, queue, batch_key)] in the same order."""
-    rows, tag_rows, out = [], [], []
+    rows, tag_rows, out, tensors, reads = [], [], [], data.Tensors(), []
     for index, (spec, shape, queue, reserved_values, batch_key) in enumerate(jobs):
         job_id = str(uuid.uuid4())
+        spec, names = data.split(spec, tensors)
+        if names:
+            reads.append((job_id, names))
         rows.append({"id": job_id, "owner": owner, "status": JobStatus.QUEUED.value, "spec": spec, "shape": shape,
                      "queue": queue, "name": spec.get("name"), "idempotency_key": None, "created_at": created_at,
                      "enqueued_at": created_at, "attempts": 0, "cancel_requested": False,
@@ -104,6 +110,7 @@ def insert_jobs(s: Any, owner: str, jobs: Iterable[tuple[dict[str, Any], list[in
         s.execute(insert(Job.__table__), rows)
     if tag_rows:
         s.execute(insert(JobTag.__table__), tag_rows)
+    data.save(s, tensors, reads, s.get_bind().dialect.name)
     return out
 
 

@@ -54,6 +54,11 @@ def upgrade(db: Database, revision: str = "head") -> None:
     with db.engine.connect() as conn:  # migrations/env.py begins (and commits) the transaction
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+    if db.dialect == "sqlite":
+        # The migration turned foreign keys off on its connection (migrations/env.py), and the
+        # pragma that turns them on again is lost inside a transaction: new connections, each
+        # set up by service.store.db with foreign keys on, so deletes cascade.
+        db.engine.dispose()
 
 
 def head_revision(db: Database) -> str | None:

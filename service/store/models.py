@@ -129,6 +129,28 @@ class HistoryRow(Base):
     grad: Mapped[list[float] | None] = mapped_column(FloatArray())
 
 
+class DataTensor(Base):
+    """One distinct data tensor (``service.store.data``): float64 values, little-endian, C order,
+    keyed by the SHA-256 of its shape and values, so jobs that read the same tensor share a row."""
+
+    __tablename__ = "data_tensors"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    shape: Mapped[list[int]] = mapped_column(JSON)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class JobData(Base):
+    """Which data tensor a job reads under which name."""
+
+    __tablename__ = "job_data"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    digest: Mapped[str] = mapped_column(ForeignKey("data_tensors.digest"), index=True)
+
+
 class Worker(Base):
     __tablename__ = "workers"
 

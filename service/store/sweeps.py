@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 from sqlalchemy import and_, bindparam, case, exists, func, insert, select, update
 
 from service.config import Quotas
-from service.store import counters
+from service.store import counters, data
 from service.store.db import Conflict, Database, as_utc, clock, owned_row, utcnow
 from service.store.jobs import insert_jobs, job_record, scoped_key
 from service.store.models import HistoryRow, Job, Sweep
@@ -43,6 +43,7 @@ def create_sweep(db: Database, *, owner: str, name: str | None, tags: dict[str, 
     With ``idempotency_key`` (kept with ``request_digest``; see ``sweep_for_key``) a concurrent
     submission of the same key raises IntegrityError: nothing of this one is stored."""
     sweep_id = str(uuid.uuid4())
+    base, _ = data.split(base, data.Tensors())  # its jobs store the values; the base keeps references
     with db.session() as s:
         if quotas is not None:
             check_quotas(s, owner, quotas, jobs=count, values=values)

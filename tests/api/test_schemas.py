@@ -2,19 +2,27 @@
 every documented JSON answer is a pydantic model of ``service.api.schemas`` (the one its handler
 builds the body with). Real requests through the ``client`` fixture, real runs through ``run_job``;
 the bodies are validated with ``jsonschema`` (formats checked: uuid, date-time) against the
-document's own components."""
+document's own components. The bodies a handler builds as a dict (a page of jobs, a surface) are also
+read back by their model in pydantic's strict mode, no key it does not name, and dumped to the very
+same JSON."""
 from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
+from sqlalchemy import update
 
-from service.api.schemas import RESPONSES, Counts, SweepDetail
+from service.api.schemas import RESPONSES, Counts, JobPage, Surface, SweepDetail
 from service.api.serialize import job_json
+from service.batch import Progress
+from service.store import fleet
+from service.store import jobs as job_store
 from service.store import sweeps as sweep_store
+from service.store.models import Worker
 from service.store.status import JobStatus
 from tests.helpers.lesson import LESSON_LOGLOG, LESSON_PARABOLA
 
@@ -176,3 +184,65 @@ def test_refused_submissions_conform(doc, client):
         resp = post(client, "/v1/jobs", body)
         assert resp.status_code == 400
         conforms(doc, "/v1/jobs", "post", resp)
+
+
+def strictly(model, resp):  # type: ignore[no-untyped-def]
+    """The body read by ``model`` in strict mode (no key it does not name, no type coerced but JSON's
+    own: a time as text), and dumped again to the very same JSON: the body is the model's."""
+    assert resp.status_code == 200, resp.get_data(as_text=True)[:300]
+    text = resp.get_data(as_text=True)
+    validated = model.model_validate_json(text, strict=True)
+    assert validated.dump() == json.loads(text)
+    return validated
+
+
+def test_a_page_of_jobs_in_every_state_is_a_job_page_strictly(app, client, run_job):
+    """The list is built from Job bodies (``service.api.jobs``); the page as a whole is held here to
+    JobPage: jobs succeeded (one diverged, non-finite numbers and all), failed, cancelled, running with
+    progress (one asked to cancel, one whose worker is lost), queued for a GPU with no GPU worker."""
+    db = app.extensions["descent"].db
+    done = post(client, "/v1/jobs", {**LESSON_LOGLOG, "name": "done", "tags": {"k": "v"}}).get_json()["id"]
+    assert run_job(done) == JobStatus.SUCCEEDED
+    diverged = post(client, "/v1/jobs", DIVERGING).get_json()["id"]
+    assert run_job(diverged) == JobStatus.SUCCEEDED
+    failed, cancelled, running, stopping, lost = (post(client, "/v1/jobs", {**ROSENBROCK, "seed": n}).get_json()["id"]
+                                                  for n in range(5))
+    for job_id, worker in ((failed, "w:1"), (running, "w:1"), (stopping, "w:1"), (lost, "gone:1")):
+        assert job_store.claim_job(db, job_id, worker, 30, 3) is not None
+    job_store.finish_job(db, failed, "w:1", "failed", None, "the objective gave NaN at step 3")
+    assert client.post(f"/v1/jobs/{cancelled}/cancel").status_code == 202
+    job_store.renew_jobs(db, [running, stopping], "w:1", 30, progress={
+        running: Progress(step=7, steps=20, f=1.5, grad_norm=float("inf")),
+        stopping: Progress(step=3, steps=20, f=float("nan"), grad_norm=0.25)})
+    assert client.post(f"/v1/jobs/{stopping}/cancel").status_code == 202
+    fleet.heartbeat(db, fleet.Heartbeat("gone:1", "gone", 1, ["cpu"], "cpu", current_job=lost))
+    long_ago = datetime.now(UTC) - timedelta(seconds=app.extensions["descent"].settings.worker_lost_seconds + 60)
+    with db.session() as s:  # its worker heartbeat long ago: the job shows since when that worker counts as lost
+        s.execute(update(Worker).where(Worker.id == "gone:1").values(last_heartbeat=long_ago))
+    gpu = post(client, "/v1/jobs", {**ROSENBROCK, "device": "gpu"}).get_json()["id"]
+
+    page = strictly(JobPage, client.get("/v1/jobs?limit=100&order=desc"))
+    jobs = {job.id: job for job in page.jobs}
+    assert set(jobs) == {done, diverged, failed, cancelled, running, stopping, lost, gpu}
+    assert {job.status for job in page.jobs} == set(JobStatus)
+    assert jobs[failed].error and jobs[failed].result is None
+    assert jobs[running].progress is not None and jobs[running].progress.grad_norm == "Infinity"
+    assert jobs[stopping].cancel_requested and jobs[stopping].progress.f == "NaN"
+    assert jobs[lost].worker_lost_at is not None and jobs[lost].reclaim_at is not None
+    assert jobs[gpu].waiting and jobs[diverged].result.stop_reason == "diverged"
+    # and a page that goes on: a cursor, filters
+    first = strictly(JobPage, client.get("/v1/jobs?limit=3&order=desc"))
+    assert first.next_cursor and len(first.jobs) == 3
+    rest = strictly(JobPage, client.get(f"/v1/jobs?limit=100&order=desc&cursor={first.next_cursor}"))
+    assert len(rest.jobs) == 5 and rest.next_cursor is None
+    assert [j.id for j in strictly(JobPage, client.get("/v1/jobs?status=failed")).jobs] == [failed]
+
+
+def test_a_surface_is_a_surface_strictly(client, run_job):
+    job_id = post(client, "/v1/jobs", ROSENBROCK).get_json()["id"]
+    assert run_job(job_id) == JobStatus.SUCCEEDED
+    surface = strictly(Surface, client.get(f"/v1/jobs/{job_id}/surface?n=7&x_range=-2,2&y_range=-1,3"))
+    assert surface.coords == [0, 1] and len(surface.x) == len(surface.y) == 7 and len(surface.f) == 7
+    # f overflows float32 far out: the non-finite values are the documented strings
+    wide = strictly(Surface, client.get(f"/v1/jobs/{job_id}/surface?n=5&x_range=-1e12,1e12&y_range=-1e12,1e12"))
+    assert any(isinstance(v, str) for row in wide.f for v in row), wide.f

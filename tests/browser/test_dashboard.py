@@ -1,8 +1,9 @@
 """The web dashboard in a real browser (headless Chromium) against the real service: the lesson's
 contour case submitted from the form and watched to the end; running and queued jobs followed live
 (by the event stream, or by polling when the stream cannot be opened); a catalog objective's
-minima; the compare view; the job list's filters and refresh; a sweep's heat map; the page's SSE
-parser and contour levels; and the token prompt with auth required. Every page must run without a
+minima; the compare view, of picked jobs or of a whole sweep (its best jobs, capped and saying so,
+up to a 10,000-job sweep); the job list's filters, refresh and paging; a sweep's heat map; the page's
+SSE parser and contour levels; and the token prompt with auth required. Every page must run without a
 console error (a CSP violation, a failed script or request).
 
 ``DESCENT_WRITE_DOCS_SCREENSHOT=1`` also writes docs/dashboard.png (the lesson's job page)."""
@@ -297,9 +298,134 @@ def test_a_sweeps_heat_map_and_summary(service: Service, browser: Browser) -> No
     assert len(cells) == 4
     shown = sorted(float(c.get_attribute("data-f")) for c in cells)
     assert shown == sorted(float(item["f"]) for item in summary)
-    link = browser.driver.find_element("id", "compare-sweep").get_attribute("href")
-    assert set(link.split("jobs=")[1].split(",")) == {item["id"] for item in summary}
+    link = browser.driver.find_element("id", "compare-sweep")
+    assert link.get_attribute("href") == f"{service.url}/compare?sweep={sweep_id}" and "its 4 jobs" in link.text
     browser.screenshot("sweep")
+    no_errors(browser)
+
+
+def submit_sweep(service: Service, body: dict[str, Any]) -> str:
+    resp = service.http.post(f"{service.url}/v1/sweeps", json=body, timeout=120)
+    assert resp.status_code == 202, resp.text
+    return resp.json()["id"]
+
+
+def best_first(service: Service, sweep_id: str) -> list[str]:
+    """The sweep's job ids by final f, as the API sorts them."""
+    summary = service.http.get(f"{service.url}/v1/sweeps/{sweep_id}?sort=f&limit=1000", timeout=30).json()["summary"]
+    return [item["id"] for item in summary]
+
+
+def test_compare_shows_a_whole_sweep_best_first(service: Service, browser: Browser) -> None:
+    body = {"base": {**LESSON5, "steps": 20}, "grid": {"optimizer.lr": [0.001, 0.005, 0.01, 0.02]},
+            "starts": [[8, 8], [-4, 6], [2, -7]], "name": "twelve"}
+    sweep_id = submit_sweep(service, body)
+    service.wait_for(lambda: service.http.get(f"{service.url}/v1/sweeps/{sweep_id}", timeout=10).json()["counts"]
+                     .get("succeeded") == 12, "the sweep's twelve jobs succeeded")
+    ranked = best_first(service, sweep_id)
+
+    browser.driver.get(f"{service.url}/sweeps/{sweep_id}")
+    browser.wait(lambda d: d.find_elements("id", "compare-sweep"), "the sweep page links to its comparison")
+    browser.driver.find_element("id", "compare-sweep").click()
+    browser.wait(lambda d: plotted(browser).get("ready"), "the whole sweep is drawn")
+    assert browser.driver.current_url == f"{service.url}/compare?sweep={sweep_id}"
+    seen = plotted(browser)
+    assert seen["jobs"] == ranked and seen["sweep"] == {"id": sweep_id, "total": 12, "drawn": 12, "capped": False}
+    for job_id in (ranked[0], ranked[-1]):
+        assert seen["paths"][job_id] == xy_path(service.history(job_id))
+    assert len(seen["contourLevels"]) >= 5
+    note = browser.driver.find_element("id", "compare-note")
+    assert note.get_attribute("data-capped") == "false" and "all 12 jobs" in note.text
+    rows = browser.driver.find_elements("css selector", "#compare-jobs tbody tr")
+    assert [r.get_attribute("data-job") for r in rows] == ranked
+    browser.screenshot("compare-sweep")
+    no_errors(browser)
+
+    # Capped: the best five are drawn, and the page says so.
+    browser.driver.get(f"{service.url}/compare?sweep={sweep_id}&best=5")
+    browser.wait(lambda d: plotted(browser).get("ready"), "the sweep's best five are drawn")
+    seen = plotted(browser)
+    assert seen["jobs"] == ranked[:5] and seen["sweep"]["capped"] is True and len(seen["paths"]) == 5
+    note = browser.driver.find_element("id", "compare-note")
+    assert note.get_attribute("data-capped") == "true" and "the 5 best of the sweep's 12 jobs" in note.text
+    no_errors(browser)
+
+
+def test_a_ten_thousand_job_sweep_compares_without_freezing_the_page(service: Service, browser: Browser) -> None:
+    """The page reads one page of the summary and the histories of the jobs it draws, whatever the
+    sweep's size (the jobs are cancelled at once: the one worker must not spend the module's time)."""
+    body = {"base": {**LESSON5, "steps": 2, "record": {"every": 1, "x": True}},
+            "starts": {"count": 10_000, "low": -9, "high": 9, "seed": 3}, "name": "ten thousand"}
+    sweep_id = submit_sweep(service, body)
+    assert service.http.post(f"{service.url}/v1/sweeps/{sweep_id}/cancel", timeout=120).status_code == 202
+    service.wait_for(lambda: service.http.get(f"{service.url}/v1/sweeps/{sweep_id}?limit=1", timeout=30).json()
+                     ["counts"]["running"] == 0, "nothing of the sweep runs")
+    ranked = best_first(service, sweep_id)[:50]
+    browser.driver.get(f"{service.url}/compare?sweep={sweep_id}")
+    browser.wait(lambda d: plotted(browser).get("ready"), "the sweep's best 50 are drawn", timeout=30)
+    seen = plotted(browser)
+    assert seen["jobs"] == ranked and seen["sweep"] == {"id": sweep_id, "total": 10_000, "drawn": 50, "capped": True}
+    note = browser.driver.find_element("id", "compare-note")
+    assert "the 50 best of the sweep's 10,000 jobs" in note.text
+    assert browser.js("return 1 + 1") == 2  # the page answers
+    browser.screenshot("compare-sweep-10000")
+    no_errors(browser)
+
+
+def page_ids(browser: Browser) -> list[str]:
+    return [r.get_attribute("data-job") for r in browser.driver.find_elements("css selector", "#jobs-body tr")]
+
+
+def test_the_job_list_pages_older_and_newer(service: Service, browser: Browser) -> None:
+    paged = {**LESSON5, "steps": 1, "tags": {"list": "paged"}}  # the tag keeps the module's other jobs out
+    ids = [service.submit({**paged, "name": f"paged {n}"})["id"] for n in range(8)][::-1]  # newest first
+    browser.driver.get(f"{service.url}/?tag=list:paged&limit=3")
+    browser.wait(lambda d: page_ids(browser) == ids[:3], "the newest page")
+    where = browser.driver.find_element("id", "page-where")
+    assert where.text == "jobs 1–3, newest first"
+    assert browser.driver.find_element("id", "page-newer").get_attribute("disabled") is not None
+    seen = list(page_ids(browser))
+    while browser.driver.find_element("id", "page-older").get_attribute("disabled") is None:
+        before = page_ids(browser)
+        browser.driver.find_element("id", "page-older").click()
+        browser.wait(lambda d: page_ids(browser) != before and page_ids(browser), "the next older page")
+        seen += page_ids(browser)
+    assert seen == ids and where.text == "jobs 7–8, newest first"  # every job once, newest first
+    browser.driver.find_element("id", "page-newer").click()
+    browser.wait(lambda d: page_ids(browser) == ids[3:6] and where.text == "jobs 4–6, newest first", "one page newer")
+
+    # A job submitted meanwhile lands on the newest page; the page shown stays anchored at its cursor.
+    fresh = service.submit({**paged, "name": "paged late"})["id"]
+    stamp = browser.driver.find_element("id", "jobs-info").text
+    browser.wait(lambda d: d.find_element("id", "jobs-info").text != stamp, "a refresh of the page shown")
+    assert page_ids(browser) == ids[3:6]
+    browser.driver.refresh()  # a reload stays on the page: the tab's history entry keeps the cursors
+    browser.wait(lambda d: page_ids(browser) == ids[3:6], "the same page after a reload")
+    browser.driver.find_element("id", "page-newest").click()
+    browser.wait(lambda d: page_ids(browser) == [fresh, *ids[:2]], "the newest page, with the new job")
+
+    # The selection holds across pages: compare one job picked on each of two pages.
+    browser.driver.find_element("css selector", f'#jobs-body tr[data-job="{fresh}"] input.pick').click()
+    browser.driver.find_element("id", "page-older").click()
+    browser.wait(lambda d: page_ids(browser) == ids[2:5], "the second page again")
+    browser.driver.find_element("css selector", f'#jobs-body tr[data-job="{ids[3]}"] input.pick').click()
+    assert browser.driver.find_element("id", "compare-selected").text == "Compare selected (2)"
+    browser.driver.find_element("id", "compare-selected").click()
+    browser.wait(lambda d: "/compare?jobs=" in d.current_url, "the compare view")
+    assert browser.driver.current_url.split("jobs=")[1].split(",") == [fresh, ids[3]]
+    browser.wait(lambda d: plotted(browser).get("ready"), "the picked jobs are compared")
+
+    # Per page: the select changes the page size and starts from the newest page again.
+    browser.driver.get(f"{service.url}/?tag=list:paged&limit=3")
+    browser.wait(lambda d: page_ids(browser) == [fresh, *ids[:2]], "the newest page")
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.driver.find_element("id", "filter-limit")).select_by_value("25")
+    browser.wait(lambda d: page_ids(browser) == [fresh, *ids], "all nine jobs on one page")
+    assert "limit=25" in browser.driver.current_url
+    assert browser.driver.find_element("id", "page-where").text == "jobs 1–9, newest first"
+    assert browser.driver.find_element("id", "page-older").get_attribute("disabled") is not None
+    browser.screenshot("job-list-paged")
     no_errors(browser)
 
 

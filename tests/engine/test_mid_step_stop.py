@@ -27,8 +27,8 @@ def evaluations(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
     calls: list[int] = []
     real = loop.compile_expression
 
-    def counting(expression: Any):  # type: ignore[no-untyped-def]
-        objective = real(expression)
+    def counting(expression: Any, data: Any = None):  # type: ignore[no-untyped-def]
+        objective = real(expression, data)
 
         def evaluate(x: torch.Tensor) -> torch.Tensor:
             calls.append(1)
@@ -95,8 +95,8 @@ def ticking_clock(monkeypatch: Any, seconds_per_evaluation: float) -> FakeClock:
     monkeypatch.setattr(loop, "time", clock)
     real = loop.compile_expression
 
-    def ticking(expression: Any):  # type: ignore[no-untyped-def]
-        objective = real(expression)
+    def ticking(expression: Any, data: Any = None):  # type: ignore[no-untyped-def]
+        objective = real(expression, data)
 
         def evaluate(x: torch.Tensor) -> torch.Tensor:
             clock.now += seconds_per_evaluation

@@ -15,6 +15,7 @@ from service.spec import check_spec
 from service.store import jobs as job_store
 from service.store.models import HistoryRow
 from testkit.processes import Service
+from tests.helpers.line_fit import line_fit
 from service.store.status import JobStatus
 
 pytestmark = pytest.mark.integration
@@ -72,14 +73,14 @@ def holder(service: Service, job: Any) -> Any:
     return next(p for p in service.workers if p.pid == pid)
 
 
-def kill9_mid_job_and_check(service: Service) -> None:
-    job_id = service.submit(LONG)["id"]
+def kill9_mid_job_and_check(service: Service, spec: dict[str, Any] = LONG) -> None:
+    job_id = service.submit(spec)["id"]
     running = wait_checkpoint(service, job_id)
     service.kill_worker(holder(service, running), signal.SIGKILL)
     job = service.wait(job_id, timeout=120)
     assert job["status"] == JobStatus.SUCCEEDED and job["attempts"] == 2, job
     assert job["result"]["worker"] != running.worker
-    assert_history_exact(service, job, LONG)
+    assert_history_exact(service, job, spec)
 
 
 def test_kill9_mid_job_resumes_from_the_checkpoint(make_service):
@@ -90,6 +91,13 @@ def test_kill9_mid_job_on_the_embedded_default(make_embedded_service):
     """The SQL broker never re-delivers a message its consumer took: the reconciler of the
     surviving worker requeues the job once its lease lapses."""
     kill9_mid_job_and_check(make_embedded_service(workers=2))
+
+
+def test_kill9_mid_job_of_data_resumes_on_the_same_data(make_service):
+    """A job fitting a line to 100 points: the resumed run reads the stored data again and ends
+    as an uninterrupted run on that data would."""
+    kill9_mid_job_and_check(make_service(workers=2), line_fit({"name": "sgd", "lr": 0.0005}, 60_000,
+                                                              record={"every": 50}))
 
 
 def test_kill9_mid_batch_resumes_every_job_from_its_own_checkpoint(make_service):

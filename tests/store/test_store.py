@@ -189,3 +189,19 @@ def test_a_worker_is_alive_while_its_heartbeat_is_recent(db):
     assert fresh.id == "h:1" and fresh.alive and fresh.queues == ["cpu"]
     assert [w.alive for w in fleet.list_workers(db, alive_within=-60)] == [False]
     assert not fleet.live_gpu_worker(db, alive_within=30)
+
+
+def test_foreign_keys_are_on_after_an_in_process_migration_on_sqlite(tmp_path):
+    """The migration turns them off on its own connection; every session after it must have them
+    on, or deleting a job would leave its tags and data links behind."""
+    from sqlalchemy import text
+
+    from service.store import Database
+    from service.store.migrate import upgrade
+
+    db = Database(f"sqlite:///{tmp_path / 'fk.db'}")
+    upgrade(db)
+    for _ in range(3):
+        with db.session() as s:
+            assert s.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    db.engine.dispose()

@@ -5,8 +5,9 @@ import { fmt } from "./api.js";
 import { PATH_COLORS } from "./contour.js";
 
 export class LineChart {
-  constructor(container, { title, yLabel, height = 220 }) {
+  constructor(container, { title, yLabel, height = 220, legend = true }) {
     this.container = container;
+    this.legend = legend; // uPlot's legend under the plot: one entry per series
     this.title = title;
     this.yLabel = yLabel;
     this.height = height;
@@ -61,6 +62,7 @@ export class LineChart {
       ],
       axes: [{ label: "step" }, { label: this.yLabel + (log ? " (log)" : ""), size: 70, values: (u, splits) => splits.map((v) => (v === null ? "" : fmt(v, 3))) }],
       cursor: { drag: { x: true, y: false } },
+      legend: { show: this.legend },
     };
     this.container.dataset.scale = log ? "log" : "linear";
     this.plot = new uPlot(options, data, this.container); // eslint-disable-line no-undef

@@ -1,11 +1,15 @@
-// The job list: filters (kept in the page's URL), newest first, refreshed every couple of seconds.
+// The job list: filters (kept in the page's URL), newest first, a page at a time (older / newer,
+// with the API's cursor), the page shown refreshed every couple of seconds.
 
-import { banner, el, errorText, fmt, getJSON, num, objectiveText, optimizerText, statusBadge, when } from "./api.js";
+import { ApiError, banner, el, errorText, fmt, getJSON, num, objectiveText, optimizerText, statusBadge, when } from "./api.js";
 
 const POLL_MS = 2000;
 const STATUSES = ["", "queued", "running", "succeeded", "failed", "cancelled"];
 const STOP_REASONS = ["", "steps", "grad_norm", "time_limit", "diverged", "cancelled"];
 const FILTERS = ["status", "name", "stop_reason", "tag"];
+const PAGE_SIZES = [25, 50, 100, 200];
+const DEFAULT_PAGE = 100;
+const MAX_PAGE = 1000; // the API's bound on limit
 
 export async function listPage(main) {
   const params = new URLSearchParams(location.search);
@@ -14,17 +18,21 @@ export async function listPage(main) {
     node.value = params.get(name) || "";
     return node;
   };
-  const select = (name, options) => {
+  const select = (name, options, value) => {
     const node = el("select", { name, id: `filter-${name}` },
       ...options.map((o) => el("option", { value: o, text: o || "any" })));
-    node.value = params.get(name) || "";
+    node.value = value;
     return node;
   };
+  const asked = Number(params.get("limit"));
+  const limit = Number.isInteger(asked) && asked >= 1 && asked <= MAX_PAGE ? asked : DEFAULT_PAGE;
+  const sizes = [...new Set([...PAGE_SIZES, limit])].sort((a, b) => a - b).map(String);
   const form = el("form", { class: "filters", id: "filters" },
-    el("label", {}, "status ", select("status", STATUSES)),
+    el("label", {}, "status ", select("status", STATUSES, params.get("status") || "")),
     el("label", {}, "name ", input("name", { size: 16 })),
-    el("label", {}, "stop reason ", select("stop_reason", STOP_REASONS)),
+    el("label", {}, "stop reason ", select("stop_reason", STOP_REASONS, params.get("stop_reason") || "")),
     el("label", {}, "tag ", input("tag", { size: 16, placeholder: "key:value" })),
+    el("label", {}, "per page ", select("limit", sizes, String(limit))),
     el("button", { type: "submit", text: "Filter" }),
   );
   const compare = el("button", { type: "button", id: "compare-selected", text: "Compare selected", disabled: true });
@@ -33,7 +41,20 @@ export async function listPage(main) {
     el("thead", {}, el("tr", {}, ...["", "status", "name", "objective", "optimizer", "final f", "stop reason", "created"]
       .map((h) => el("th", { text: h })))), body);
   const info = el("p", { class: "muted", id: "jobs-info" });
-  main.replaceChildren(el("h1", { text: "Jobs" }), form, el("p", {}, compare, " ", el("a", { href: "/submit", text: "submit a job" })), table, info);
+  const newest = el("button", { type: "button", id: "page-newest", text: "« newest" });
+  const newer = el("button", { type: "button", id: "page-newer", text: "‹ newer" });
+  const older = el("button", { type: "button", id: "page-older", text: "older ›" });
+  const where = el("span", { class: "muted", id: "page-where" });
+  const pager = el("p", { class: "pager", id: "pager" }, newest, " ", newer, " ", where, " ", older);
+  main.replaceChildren(el("h1", { text: "Jobs" }), form, el("p", {}, compare, " ", el("a", { href: "/submit", text: "submit a job" })),
+    table, pager, info);
+
+  // The page shown: the cursors that lead to it from the newest page ([] for the newest). Kept in
+  // the tab's history entry, so a reload stays on the page; a cursor anchors a page at a job, so
+  // jobs submitted meanwhile do not shift the older pages.
+  const kept = history.state && history.state.listQuery === location.search && history.state.cursors;
+  const paging = { cursors: Array.isArray(kept) ? kept : [], next: null };
+  const remember = () => history.replaceState({ ...(history.state || {}), listQuery: location.search, cursors: paging.cursors }, "");
 
   const selected = new Set();
   compare.addEventListener("click", () => { location.assign(`/compare?jobs=${[...selected].join(",")}`); });
@@ -43,27 +64,54 @@ export async function listPage(main) {
       const value = form.elements[name].value.trim();
       if (value) q.set(name, value);
     }
+    if (form.elements.limit.value !== String(DEFAULT_PAGE)) q.set("limit", form.elements.limit.value);
     return q;
   };
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const q = current();
     history.replaceState(null, "", q.toString() ? `/?${q}` : "/");
+    paging.cursors = [];
+    remember();
     load();
   });
+  const go = (cursors) => {
+    paging.cursors = cursors;
+    remember();
+    load();
+  };
+  form.elements.limit.addEventListener("change", () => form.requestSubmit());
+  newest.addEventListener("click", () => go([]));
+  newer.addEventListener("click", () => go(paging.cursors.slice(0, -1)));
+  older.addEventListener("click", () => { if (paging.next) go([...paging.cursors, paging.next]); });
 
   let timer = null;
+  let loading = 0; // the latest load wins: a slow answer for a page left behind is dropped
   async function load() {
     clearTimeout(timer);
+    const mine = ++loading;
     const q = current();
     q.set("order", "desc");
-    q.set("limit", "100");
+    q.set("limit", form.elements.limit.value);
+    const cursor = paging.cursors[paging.cursors.length - 1];
+    if (cursor) q.set("cursor", cursor);
     try {
       const page = await getJSON(`/v1/jobs?${q}`);
+      if (mine !== loading) return;
+      paging.next = page.next_cursor;
       body.replaceChildren(...page.jobs.map((job) => row(job, selected, compare)));
-      info.textContent = `${page.jobs.length} job${page.jobs.length === 1 ? "" : "s"}${page.next_cursor ? " (newest 100 shown)" : ""} · refreshed ${new Date().toLocaleTimeString()}`;
+      const first = paging.cursors.length * Number(form.elements.limit.value);
+      where.textContent = page.jobs.length ? `jobs ${first + 1}–${first + page.jobs.length}, newest first` : "no jobs here";
+      newest.disabled = newer.disabled = paging.cursors.length === 0;
+      older.disabled = !paging.next;
+      info.textContent = `${page.jobs.length} job${page.jobs.length === 1 ? "" : "s"} on this page · refreshed ${new Date().toLocaleTimeString()}`;
       banner("");
     } catch (err) {
+      if (mine !== loading) return;
+      if (err instanceof ApiError && err.field === "cursor" && paging.cursors.length) {
+        go([]); // a cursor this service no longer reads (an old tab): start again from the newest
+        return;
+      }
       banner(errorText(err));
     }
     timer = setTimeout(load, POLL_MS);
@@ -77,6 +125,7 @@ function row(job, selected, compare) {
   box.addEventListener("change", () => {
     if (box.checked) selected.add(job.id); else selected.delete(job.id);
     compare.disabled = selected.size < 1;
+    compare.textContent = selected.size ? `Compare selected (${selected.size})` : "Compare selected";
   });
   const link = el("a", { href: `/jobs/${encodeURIComponent(job.id)}`, text: job.name || job.id.slice(0, 8) });
   return el("tr", { "data-job": job.id, "data-status": job.status },

@@ -1,11 +1,12 @@
 // A sweep: its counts, its summary table, a heat map of final f over two grid keys, and a link
-// to compare its jobs. Refreshed while any of its jobs is queued or running.
+// to compare the whole sweep (the compare view draws its best jobs by final f, as many as it
+// can show). Refreshed while any of its jobs is queued or running.
 
 import { banner, el, errorText, fmt, getJSON, num, statusBadge } from "./api.js";
 import { contourLevels } from "./contour.js";
+import { MAX_SWEEP_PATHS } from "./page-compare.js";
 
 const POLL_MS = 3000;
-const COMPARE_JOBS = 8;
 
 export async function sweepPage(main, sweepId) {
   const state = { keyA: null, keyB: null };
@@ -29,13 +30,13 @@ export async function sweepPage(main, sweepId) {
 
 function render(sweep, state, head, heat, table) {
   const items = sweep.summary || [];
-  const best = [...items].filter((i) => Number.isFinite(num(i.f))).sort((a, b) => num(a.f) - num(b.f)).slice(0, COMPARE_JOBS);
   const counts = Object.entries(sweep.counts || {}).filter(([, n]) => n).map(([s, n]) => `${n} ${s}`).join(" · ");
   head.replaceChildren(
     el("h1", { text: sweep.name || `Sweep ${sweep.id.slice(0, 8)}` }),
     el("p", { id: "sweep-counts", text: `${sweep.jobs} jobs: ${counts || "none yet"}` }),
-    el("p", {}, best.length ? el("a", { id: "compare-sweep", href: `/compare?jobs=${best.map((i) => i.id).join(",")}`,
-      text: `compare the ${best.length} best jobs` }) : null),
+    el("p", {}, el("a", { id: "compare-sweep", href: `/compare?sweep=${encodeURIComponent(sweep.id)}`,
+      text: sweep.jobs <= MAX_SWEEP_PATHS ? `compare its ${sweep.jobs} jobs`
+        : `compare the sweep (its ${MAX_SWEEP_PATHS} best of ${sweep.jobs.toLocaleString()} jobs drawn)` })),
   );
 
   const keys = Object.keys(sweep.grid || {}).filter((k) => (sweep.grid[k] || []).length > 1);

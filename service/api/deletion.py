@@ -1,0 +1,61 @@
+"""``DELETE /v1/jobs/<id>`` and ``DELETE /v1/sweeps/<id>``: a job (or every job of a sweep) with
+its history, tags, checkpoint and data, for its owner or an admin (``service.store.deletion``).
+
+A queued or running job is cancelled first; a worker still running it stops at its next chunk
+without writing another row. Another owner's job or sweep is a 404 exactly as an unknown id is,
+and so is a second DELETE (which changes nothing). The answer is 200 with what was removed.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+
+from service.api.auth import caller
+from service.api.schemas import Deleted, build
+from service.api.services import services
+from service.store import deletion
+
+bp = Blueprint("deletion", __name__)
+
+
+def deleted_json(kind: str, ident: str, removed: deletion.Removed) -> dict[str, Any]:
+    return build(Deleted, {"id": ident, "deleted": kind, "removed": removed.as_json()})
+
+
+@bp.delete("/v1/jobs/<job_id>")
+def delete_job(job_id: str):  # type: ignore[no-untyped-def]
+    removed = deletion.delete_job(services().db, job_id, owner=caller().owner_filter)
+    return deleted_json("job", job_id, removed)
+
+
+@bp.delete("/v1/sweeps/<sweep_id>")
+def delete_sweep(sweep_id: str):  # type: ignore[no-untyped-def]
+    removed = deletion.delete_sweep(services().db, sweep_id, owner=caller().owner_filter)
+    return deleted_json("sweep", sweep_id, removed)
+
+
+def openapi_paths() -> dict[str, Any]:
+    """This blueprint's operations, for the OpenAPI document: merge them into the path items of
+    ``/v1/jobs/{job_id}`` and ``/v1/sweeps/{sweep_id}`` (which hold their GETs)."""
+    from service.api.openapi import _errors, _json, _ref
+
+    answer = _json(_ref("Deleted"), "What went")
+
+    def path_param(name: str, what: str) -> dict[str, Any]:
+        return {"name": name, "in": "path", "required": True, "description": f"A {what}'s id",
+                "schema": {"type": "string", "format": "uuid"}}
+
+    return {
+        "/v1/jobs/{job_id}": {"delete": {
+            "operationId": "deleteJob",
+            "summary": "Delete a job: its history, tags, checkpoint and data (a queued or running job is "
+                       "cancelled first; its worker writes no further row)",
+            "parameters": [path_param("job_id", "job")],
+            "responses": {"200": answer, **_errors(400, 401, 403, 404, 503)}}},
+        "/v1/sweeps/{sweep_id}": {"delete": {
+            "operationId": "deleteSweep",
+            "summary": "Delete a sweep and every job of it, as DELETE /v1/jobs/{job_id} deletes one",
+            "parameters": [path_param("sweep_id", "sweep")],
+            "responses": {"200": answer, **_errors(400, 401, 403, 404, 503)}}},
+    }
