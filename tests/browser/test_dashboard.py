@@ -6,7 +6,8 @@ up to a 10,000-job sweep); the job list's filters, refresh and paging; a sweep's
 SSE parser and contour levels; and the token prompt with auth required. Every page must run without a
 console error (a CSP violation, a failed script or request).
 
-``DESCENT_WRITE_DOCS_SCREENSHOT=1`` also writes docs/dashboard.png (the lesson's job page)."""
+``DESCENT_WRITE_DOCS_SCREENSHOT=1`` also writes the README's pictures: docs/dashboard.png (the
+lesson's job page) and docs/line_fit.png (the line fits of SGD and LBFGS compared)."""
 from __future__ import annotations
 
 import os
@@ -19,6 +20,7 @@ import requests
 
 from testkit.processes import Service, service_on
 from tests.browser.conftest import Browser, require_browser
+from tests.helpers.line_fit import line_fit
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +32,7 @@ SLOW = {"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 1_000_000, "o
 CSP = ("default-src 'self'; script-src 'self'; img-src 'self' blob:; object-src 'none'; frame-ancestors 'none'; "
        "base-uri 'none'")
 PAGES = ["/", "/jobs/some-id", "/compare", "/compare?jobs=a,b", "/sweeps/some-id", "/submit", "/?unknown=1&status=x"]
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def no_errors(browser: Browser, allow: Any = lambda entry: False) -> None:
@@ -104,11 +106,11 @@ def test_the_lessons_contour_case_from_the_form(service: Service, browser: Brows
     no_errors(browser)
     browser.screenshot("job-page-lesson5")
     if os.environ.get("DESCENT_WRITE_DOCS_SCREENSHOT"):
-        write_docs_screenshot(browser)
+        write_docs_screenshot(browser, DOCS / "dashboard.png")
 
 
-def write_docs_screenshot(browser: Browser) -> None:
-    """docs/dashboard.png: the job page down to its plots, small (a 256-colour PNG)."""
+def write_docs_screenshot(browser: Browser, path: Path) -> None:
+    """A README picture: the page down to its plots, small (a 256-colour PNG)."""
     from io import BytesIO
 
     from PIL import Image
@@ -120,7 +122,7 @@ def write_docs_screenshot(browser: Browser) -> None:
     image = Image.open(BytesIO(browser.driver.get_screenshot_as_png())).convert("RGB")
     image = image.crop((0, 0, image.width, min(image.height, int(bottom))))
     image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(
-        DOCS_SCREENSHOT, optimize=True)
+        path, optimize=True)
     browser.driver.set_window_size(1280, 1000)
 
 
@@ -257,6 +259,28 @@ def test_compare_overlays_two_jobs(service: Service, browser: Browser) -> None:
     assert [e.text for e in legend] == ["step", "slow lr", "fast lr"]
     browser.screenshot("compare")
     no_errors(browser)
+
+
+def test_compare_draws_the_line_fits_of_sgd_and_lbfgs(service: Service, browser: Browser) -> None:
+    """The README's extended lesson: both fits' loss curves on one plot, their paths over (slope, intercept)."""
+    sgd = service.submit(line_fit({"name": "sgd", "lr": 0.01}, 300, name="line sgd"))["id"]
+    lbfgs = service.submit(line_fit({"name": "lbfgs", "lr": 1}, 20, name="line lbfgs"))["id"]
+    service.wait(sgd), service.wait(lbfgs)
+    browser.driver.get(f"{service.url}/compare?jobs={sgd},{lbfgs}")
+    browser.wait(lambda d: plotted(browser).get("ready"), "the compare view is drawn")
+    seen = plotted(browser)
+    assert seen["jobs"] == [sgd, lbfgs]
+    assert seen["paths"][sgd] == xy_path(service.history(sgd)) and len(seen["paths"][sgd]) == 301
+    assert seen["paths"][lbfgs] == xy_path(service.history(lbfgs)) and len(seen["paths"][lbfgs]) == 21
+    assert len(seen["contourLevels"]) >= 5  # the surface of the data objective, over slope and intercept
+    legend = browser.driver.find_elements("css selector", "#chart-f .u-legend .u-series .u-label")
+    assert [e.text for e in legend] == ["step", "line sgd", "line lbfgs"]
+    assert "No surface" not in browser.driver.find_element("id", "contour-note").text
+    browser.driver.find_element("id", "log-scale").click()  # SGD's slow tail is visible on a log axis
+    no_errors(browser)
+    browser.screenshot("compare-line-fit")
+    if os.environ.get("DESCENT_WRITE_DOCS_SCREENSHOT"):
+        write_docs_screenshot(browser, DOCS / "line_fit.png")
 
 
 def test_the_job_list_filters_and_updates(service: Service, browser: Browser) -> None:
