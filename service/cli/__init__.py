@@ -20,7 +20,7 @@ Client commands (built on ``service.client``):
     descent list [--status S] [--name N] [--tag k:v] [--stop-reason R] [--order asc|desc] [--limit N]
                                                a table of jobs (id, status, name, objective, optimizer, f, stop reason)
     descent objectives                         a table of the named objectives
-    descent workers                            a table of the fleet: alive or lost, current job (admins)
+    descent workers [--json]                   a table of the fleet: alive, lost or stopped, current job (admins)
     descent plot ID [--kind contour|loss] [-o FILE.png]                               save its picture
     descent sweep SWEEP.json [--wait] [-q]     submit a sweep ({base, grid, starts}) and print it
 
@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=commands.cmd_list)
     p = sub.add_parser("objectives", help="a table of the named objectives")
     p.set_defaults(fn=commands.cmd_objectives)
-    p = sub.add_parser("workers", help="a table of the fleet's workers: alive or lost, current job (admins)")
+    p = sub.add_parser("workers", help="a table of the fleet's workers: alive, lost or stopped, current job (admins)")
+    p.add_argument("--json", action="store_true", help="the API's answer, as JSON")
     p.set_defaults(fn=commands.cmd_workers)
     p = sub.add_parser("plot", help="save a job's picture as PNG")
     p.add_argument("id")

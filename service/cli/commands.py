@@ -186,17 +186,31 @@ def cmd_objectives(args: argparse.Namespace) -> int:
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
+    workers = _client().workers()
+    if args.json:
+        print_json({"workers": workers})
+        return 0
     rows = []
-    for w in _client().workers():
-        state = w["state"] if w["state"] == "alive" else f"lost since {w['lost_since']}"
+    for w in workers:
+        since = w.get("lost_since") or w.get("stopped_at")
+        state = f"{w['state']} since {_second(since)}" if w["state"] != "alive" and since else w["state"]
         device = w["device_name"] or w["device"]
         if w.get("cuda_memory"):
             device = f"{device} ({w['cuda_memory'] / 2**30:.0f} GiB)"
-        rows.append([w["id"], ",".join(w["queues"]), device, w["last_heartbeat"], w["current_job"], w["jobs_done"],
-                     state])
-    print_table([("id", 28), ("queues", 8), ("device", 24), ("last heartbeat", 27), ("current job", 36),
-                 ("done", 6), ("state", 10)], rows)
+        versions = w.get("versions") or {}
+        rows.append([w["id"], w["host"], w["pid"], ",".join(w["queues"]), device,
+                     " ".join(f"{k} {versions[k]}" for k in ("descent", "torch") if k in versions),
+                     _second(w["started_at"]), _second(w["last_heartbeat"]), w["current_job"], w["jobs_done"], state])
+    # The id is never cut: it is the string a job's `worker` field holds, to be matched.
+    id_width = max([2] + [len(str(w["id"])) for w in workers])
+    print_table([("id", id_width), ("host", 16), ("pid", 7), ("queues", 7), ("device", 24), ("versions", 32),
+                 ("started", 20), ("last heartbeat", 20), ("current job", 36), ("done", 6), ("state", 10)], rows)
     return 0
+
+
+def _second(when: str | None) -> str | None:
+    """An ISO time from the API (UTC) to the second, for a table."""
+    return f"{when[:19]}Z" if when else None
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

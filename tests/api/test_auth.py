@@ -107,6 +107,17 @@ def test_owners_see_only_their_own_jobs_and_another_owners_job_is_a_404(service)
     assert alice.post(f"/v1/jobs/{job['id']}/cancel").get_json()["status"] == JobStatus.CANCELLED
 
 
+def test_the_fleet_and_metrics_are_for_admins(service):
+    app, user = service()
+    alice, root = user("alice"), user("root", admin=True)
+    for path in ("/v1/workers", "/metrics"):
+        refused = alice.get(path)
+        assert refused.status_code == 403, (path, refused.data[:200])
+        assert refused.get_json()["error"]["code"] == "forbidden" and "admin" in refused.get_json()["error"]["message"]
+        assert root.get(path).status_code == 200, path
+    assert root.get("/v1/workers").get_json() == {"workers": []}
+
+
 def test_an_unknown_id_and_another_owners_id_answer_alike(service):
     app, user = service()
     alice, bob = user("alice"), user("bob")

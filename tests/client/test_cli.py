@@ -147,6 +147,23 @@ def test_list_and_objectives_print_tables(service, long_id):
 
 
 @integration
+def test_workers_prints_every_field_and_the_whole_id(service, long_id):
+    job = json.loads(descent(service.url, "status", long_id).stdout)
+    table = descent(service.url, "workers")
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == ["id", "host", "pid", "queues", "device", "versions", "started", "last", "heartbeat",
+                              "current", "job", "done", "state"]
+    listed = json.loads(descent(service.url, "workers", "--json").stdout)["workers"]
+    ran = [w for w in listed if w["id"] == job["worker"]]
+    assert len(ran) == 1 and ran[0]["state"] == "alive" and ran[0]["jobs_done"] >= 1
+    line = next(r for r in rows if r.split()[0] == job["worker"])  # the id as a job names it, never cut
+    assert line.split()[1:3] == [ran[0]["host"], str(ran[0]["pid"])]
+    assert f"descent {ran[0]['versions']['descent']}" in line and f"torch {ran[0]['versions']['torch']}" in line
+    assert f"{ran[0]['started_at'][:19]}Z" in line and line.rstrip().endswith("alive")
+
+
+@integration
 def test_list_filters_by_name_and_orders_newest_first(service, tmp_path):
     name = f"cli-{os.getpid()}-{free_port()}"
     ids = [descent(service.url, "submit", spec_file(tmp_path, {**LONG, "steps": 3, "name": name}), "-q").stdout.strip()

@@ -5,6 +5,7 @@ worker behind a profile with a CUDA torch chosen by a build argument, an optiona
 a volume (no Docker engine needed to check; `docker-compose config -q` where docker-compose is)."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -116,6 +117,25 @@ def test_redis_keeps_its_data_on_a_volume():
     assert "--appendonly" in redis["command"]
 
 
+def test_redis_needs_a_password_and_everything_sends_it():
+    spec = compose()
+    redis = spec["services"]["redis"]
+    password = "${DESCENT_REDIS_PASSWORD:-descent-local}"
+    assert redis["command"][redis["command"].index("--requirepass") + 1] == password
+    assert password in redis["healthcheck"]["test"]  # the healthcheck's ping authenticates too
+    assert spec["x-descent-env"]["DESCENT_BROKER_URL"] == f"redis://:{password}@redis:6379/0"
+
+
+def test_the_fleet_override_publishes_the_database_and_broker_on_a_private_address_only():
+    fleet = yaml.safe_load((ROOT / "docker-compose.fleet.yml").read_text())["services"]
+    assert sorted(fleet) == ["postgres", "redis"]
+    for name, port in (("postgres", 5432), ("redis", 6379)):
+        (published,) = fleet[name]["ports"]
+        assert re.fullmatch(rf"\$\{{DESCENT_PRIVATE_ADDRESS:\?[^}}]+\}}:{port}:{port}", published), published
+        assert set(fleet[name]) == {"ports"}  # passwords stay as docker-compose.yml sets them
+    assert "docker-compose.fleet.yml" in (ROOT / "README.md").read_text()
+
+
 @pytest.mark.parametrize("name", ["migrate", "api", "worker-cpu", "worker-gpu"])
 def test_every_descent_service_runs_a_command_one_can_type_by_hand(name):
     command = compose()["services"][name]["command"]
@@ -132,3 +152,21 @@ def test_docker_compose_accepts_the_file(profiles):
     out = subprocess.run([exe, *args, "config", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=60,
                          check=False)
     assert out.returncode == 0, out.stderr
+
+
+def test_docker_compose_accepts_the_fleet_override_and_asks_for_the_address():
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("docker-compose is not installed")
+    files = ["-f", "docker-compose.yml", "-f", "docker-compose.fleet.yml"]
+    env = {k: v for k, v in os.environ.items() if k != "DESCENT_PRIVATE_ADDRESS"}
+    missing = subprocess.run([exe, *files, "config", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                             check=False, env=env)
+    assert missing.returncode != 0 and "DESCENT_PRIVATE_ADDRESS" in missing.stderr
+    out = subprocess.run([exe, *files, "config"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+                         env={**env, "DESCENT_PRIVATE_ADDRESS": "10.0.0.5"})
+    assert out.returncode == 0, out.stderr
+    merged = yaml.safe_load(out.stdout)["services"]
+    assert "redis-server" in merged["redis"]["command"] and "--requirepass" in merged["redis"]["command"]
+    ports = {name: merged[name]["ports"] for name in ("postgres", "redis")}
+    assert ports == {"postgres": ["10.0.0.5:5432:5432/tcp"], "redis": ["10.0.0.5:6379:6379/tcp"]}

@@ -38,6 +38,29 @@ def test_gpu_worker_refuses_to_start_without_cuda(tmp_path):
     assert "no CUDA device" in out.stderr and "--queues cpu" in out.stderr
 
 
+def test_gpu_pins_the_worker_process_to_one_device(tmp_path):
+    """``descent worker --gpu 2`` becomes the Celery worker (the same process) seeing only GPU 2:
+    CUDA is first touched in that process, never in a parent that forks it."""
+    import time
+    from pathlib import Path
+
+    upgrade(Database(embedded_settings(tmp_path).database_url))
+    proc = subprocess.Popen([str(BIN / "descent"), "worker", "--queues", "cpu", "--gpu", "2"],
+                            env=settings_env(embedded_settings(tmp_path)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        proc_dir = Path(f"/proc/{proc.pid}")
+        deadline = time.time() + 60
+        while b"celery" not in (proc_dir / "cmdline").read_bytes() and time.time() < deadline:
+            time.sleep(0.1)
+        assert b"celery" in (proc_dir / "cmdline").read_bytes(), "the command did not become the worker"
+        environ = (proc_dir / "environ").read_bytes().split(b"\0")
+        assert b"CUDA_VISIBLE_DEVICES=2" in environ and b"DESCENT_WORKER_QUEUES=cpu" in environ
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
 def queue_rows(tmp_path) -> list[str]:  # type: ignore[no-untyped-def]
     with sqlite3.connect(tmp_path / "broker.db") as conn:
         return sorted(name for (name,) in conn.execute("SELECT name FROM kombu_queue"))
