@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Callable
 
 from flask import Blueprint
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +26,7 @@ from service.queue import messages_for
 from service.spec.batchkey import batch_key
 from service.spec.sweep import best_minimum, check_storable, expand, grid_values, job_specs, plan_sweep
 from service.store import JobStatus
+from service.store import data as data_store
 from service.store import sweeps as sweep_store
 from service.store.records import SweepRecord
 
@@ -126,7 +127,7 @@ def get(sweep_id: str):  # type: ignore[no-untyped-def]
     limit, cursor, sweep = _page_of(sweep_id, SUMMARY_LIMIT)
     svc = services()
     try:
-        items, next_cursor = sweep_store.summary(svc.db, sweep, limit, cursor, sort, best_minimum)
+        items, next_cursor = sweep_store.summary(svc.db, sweep, limit, cursor, sort, _minimum_finder(svc.db))
     except (ValueError, UnicodeError):
         raise _cursor_error() from None
     for item in items:
@@ -134,6 +135,22 @@ def get(sweep_id: str):  # type: ignore[no-untyped-def]
         item["grid"], item["start"] = values, start
     return build(SweepDetail, {**_sweep_fields(sweep, sweep_store.counts(svc.db, sweep.id)), "sort": sort,
                                "summary": json_safe(items), "next_cursor": next_cursor})
+
+
+def _minimum_finder(db: Any) -> Callable[[dict[str, Any], int], float | None]:
+    """``best_minimum`` for a page of a sweep's jobs: the stored data's values read once per
+    distinct data, and each distinct objective solved once (a sweep's jobs mostly share both)."""
+    found: dict[str, float | None] = {}
+
+    def best(spec: dict[str, Any], numel: int) -> float | None:
+        key = json.dumps([spec, numel], sort_keys=True)
+        if key not in found:
+            data = spec.get("data")
+            values = data_store.data_with_values(db, data) if data else None
+            found[key] = None if data and values is None else best_minimum({**spec, "data": values}, numel)
+        return found[key]
+
+    return best
 
 
 @bp.get("/<sweep_id>/jobs")

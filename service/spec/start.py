@@ -28,6 +28,12 @@ def data_tensors(checked: CheckedSpec) -> dict[str, torch.Tensor]:
     return {name: _tensor(entry, DATA_SEED) for name, entry in checked.data.items()}
 
 
+def data_tensor(entry: list[Any] | dict[str, Any]) -> torch.Tensor:
+    """One data entry of a stored spec (a nested list, or a generated tensor's fields) as the
+    float64 CPU tensor a job reads."""
+    return _tensor(InitSpec.model_validate(entry) if isinstance(entry, dict) else entry, DATA_SEED)
+
+
 def _tensor(value: list[Any] | InitSpec, default_seed: int) -> torch.Tensor:
     if not isinstance(value, InitSpec):
         return torch.tensor(value, dtype=torch.float64)

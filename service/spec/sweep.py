@@ -25,7 +25,7 @@ from service.errors import ErrorCode
 from service.spec.catalog import CATALOG
 from service.spec.error import SpecError
 from service.spec.model import InitSpec, JobSpec
-from service.spec.start import start_tensor
+from service.spec.start import data_tensor, start_tensor
 from service.spec.sweep_request import (  # noqa: F401 - the request's names, as this module has always offered them
     ALLOWED_GRID_KEYS,
     DEFAULT_TOLERANCE,
@@ -324,12 +324,21 @@ def grid_values(grid: list[Any], n_starts: int, index: int) -> tuple[dict[str, A
 
 def best_minimum(spec: dict[str, Any], numel: int) -> float | None:
     """The lowest known minimum of a job's objective (a catalog objective with known minima), or
-    None (an expression, or a catalog objective whose minima are not known for its parameters)."""
+    None (an expression, or a catalog objective whose minima are not known for its parameters).
+    An objective of data needs the spec's ``data`` with its values (not stored references)."""
     objective = spec.get("objective")
     if not isinstance(objective, dict):
         return None
     entry = CATALOG.get(objective.get("name"))
     if entry is None:
         return None
-    minima = entry.minima(numel, {**entry.params, **(objective.get("params") or {})})
+    params = {**entry.params, **(objective.get("params") or {})}
+    if entry.data:
+        data = spec.get("data") or {}
+        if not all(isinstance(data.get(name), list) or (isinstance(data.get(name), dict) and "sha256" not in data[name])
+                   for name in entry.data):
+            return None
+        minima = entry.known_minima(numel, params, {name: data_tensor(value) for name, value in data.items()})
+    else:
+        minima = entry.known_minima(numel, params)
     return min((f for _, f in minima), default=None)

@@ -101,11 +101,7 @@ def with_values(db: Database, records: Sequence[JobRecord]) -> list[JobRecord]:
     wanted = {entry["sha256"] for job in records for entry in (job.spec.get("data") or {}).values() if is_reference(entry)}
     if not wanted:
         return list(records)
-    table = DataTensor.__table__
-    with db.session() as s:
-        found = {row.digest: np.frombuffer(row.content, dtype="<f8").reshape(row.shape).tolist()
-                 for row in s.execute(select(table.c.digest, table.c.shape, table.c.content)
-                                      .where(table.c.digest.in_(sorted(wanted))))}
+    found = stored_values(db, wanted)
     out = []
     for job in records:
         data = job.spec.get("data")
@@ -116,6 +112,23 @@ def with_values(db: Database, records: Sequence[JobRecord]) -> list[JobRecord]:
             job = replace(job, spec={**job.spec, "data": data})
         out.append(job)
     return out
+
+
+def stored_values(db: Database, digests: Iterable[str]) -> dict[str, list[Any]]:
+    """The stored tensors among ``digests`` as nested lists, by digest (a deleted one is absent)."""
+    table = DataTensor.__table__
+    with db.session() as s:
+        return {row.digest: np.frombuffer(row.content, dtype="<f8").reshape(row.shape).tolist()
+                for row in s.execute(select(table.c.digest, table.c.shape, table.c.content)
+                                     .where(table.c.digest.in_(sorted(set(digests)))))}
+
+
+def data_with_values(db: Database, data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A stored spec's ``data`` with each reference replaced by its values; None if one is gone."""
+    found = stored_values(db, [entry["sha256"] for entry in data.values() if is_reference(entry)])
+    if any(is_reference(entry) and entry["sha256"] not in found for entry in data.values()):
+        return None
+    return {name: found[entry["sha256"]] if is_reference(entry) else entry for name, entry in data.items()}
 
 
 def job_with_values(db: Database, job: JobRecord) -> JobRecord:

@@ -132,13 +132,14 @@ def summary(db: Database, sweep: SweepRecord, limit: int, cursor: str | None, so
             best_minimum: Callable[[dict[str, Any], int], float | None]) -> tuple[list[dict[str, Any]], str | None]:
     """One page of the sweep's jobs, each {id, index, status, f, stop_reason, distance_to_minimum,
     steps_to_tolerance}, in ``sort`` order (created: the sweep's order; f: ascending final f);
-    ``best_minimum(objective, numel)`` gives the known minimum (None when there is none).
+    ``best_minimum(spec, numel)`` gives the known minimum (None when there is none) of a spec
+    holding the job's ``objective`` and stored ``data`` (references to its tensors, if any).
     Raises ValueError for a cursor this service did not make for that sort."""
     position = decode_cursor(cursor, sort)
     # Numbers as floats (SQLite's JSON text of an extracted number keeps only 15 digits); the
     # strings "NaN", "Infinity", "-Infinity" as the floats they stand for.
     query = select(Job.id, Job.sweep_index, Job.status, _number(db, "f"), Job.result["stop_reason"].as_string(),
-                   _number(db, "distance_to_minimum"), Job.spec["objective"], Job.shape
+                   _number(db, "distance_to_minimum"), Job.spec["objective"], Job.shape, Job.spec["data"]
                    ).where(Job.sweep_id == sweep.id)
     if sort == "created":
         query = query.where(Job.sweep_index > position).order_by(Job.sweep_index).limit(limit + 1)
@@ -146,13 +147,14 @@ def summary(db: Database, sweep: SweepRecord, limit: int, cursor: str | None, so
         query = query.order_by(*_f_order()).offset(max(position, 0)).limit(limit + 1)
     with db.session() as s:
         rows = s.execute(query).all()
-        page = rows[:limit]
-        minima: dict[float, list[str]] = {}
-        for row in page:
-            fmin = best_minimum({"objective": row[6]}, math.prod(row[7]))
-            if fmin is not None:
-                minima.setdefault(fmin, []).append(row[0])
-        reached: dict[str, int] = {}
+    page = rows[:limit]
+    minima: dict[float, list[str]] = {}
+    for row in page:  # outside the transaction: an objective of data reads its tensors first
+        fmin = best_minimum({"objective": row[6], "data": row[8]}, math.prod(row[7]))
+        if fmin is not None:
+            minima.setdefault(fmin, []).append(row[0])
+    reached: dict[str, int] = {}
+    with db.session() as s:
         for fmin, ids in minima.items():  # within tolerance: |f - fmin| <= tolerance (not -inf, say)
             near = HistoryRow.f.between(fmin - sweep.tolerance, fmin + sweep.tolerance)
             reached.update(s.execute(select(HistoryRow.job_id, func.min(HistoryRow.step))

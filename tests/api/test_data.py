@@ -73,3 +73,24 @@ def test_the_surface_of_a_job_of_data_is_its_loss_over_slope_and_intercept(clien
             assert abs(surface["f"][r][c] - want) <= 1e-9 * want
     done = client.get(f"/v1/jobs/{job['id']}").get_json()
     assert done["result"]["distance_to_minimum"] < 1e-6
+
+
+def test_a_least_squares_sweeps_summary_knows_when_each_job_reached_the_minimum(client):
+    body = {"base": {"objective": {"name": "least_squares"}, "data": {"A": A, "b": B}, "steps": 20, "dtype": "float64",
+                     "optimizer": {"name": "lbfgs", "lr": 1}},
+            "starts": {"count": 3, "init": "uniform", "low": -3, "high": 3, "seed": 1}, "tolerance": 1e-6}
+    sweep = client.post("/v1/sweeps", body).get_json()
+    jobs = client.get(f"/v1/sweeps/{sweep['id']}/jobs").get_json()["jobs"]
+    for job in jobs:
+        assert run(client.app, job["id"]) == "succeeded"
+    summary = client.get(f"/v1/sweeps/{sweep['id']}").get_json()["summary"]
+    a, b = torch.tensor(A, dtype=torch.float64), torch.tensor(B, dtype=torch.float64)
+    fmin = float(((a @ torch.linalg.lstsq(a, b.unsqueeze(1)).solution.squeeze(1) - b) ** 2).mean())
+    reached = []
+    for item in summary:
+        assert item["distance_to_minimum"] < 1e-4
+        history = client.get(f"/v1/jobs/{item['id']}/history").get_json()["rows"]
+        first = next((row["step"] for row in history if abs(row["f"] - fmin) <= 1e-6), None)
+        assert item["steps_to_tolerance"] == first  # the minimum read from the sweep's stored A and b
+        reached.append(first)
+    assert len(summary) == 3 and all(step is not None for step in reached), reached
