@@ -12,6 +12,7 @@ import random
 import threading
 import time
 
+from service.logs import job_logging
 from service.queue import QUEUES, messages_for, purge_consumed, waiting_messages
 from service.reasons import WAITING_FOR_GPU
 from service.store import StoreError
@@ -22,6 +23,9 @@ from workers.state import WorkerState, get_state, init_state
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
+# Job ids named on one log line at most: a reconciler pass that re-sends or fails more writes
+# more lines, so every id is on some line (``job_ids`` in JSON) and no line grows without bound.
+LOG_IDS_PER_LINE = 50
 
 
 def reconcile_once(requeue_after: float) -> list[str]:
@@ -30,44 +34,55 @@ def reconcile_once(requeue_after: float) -> list[str]:
     re-sent by one worker only: the database row is bumped conditionally first. Jobs of one batch
     key go in shared messages, as a sweep's do (a dead worker's batch resumes as a batch).
 
-    Duplicate messages are kept few: a queued job whose queue still holds waiting messages is
-    most likely waiting its turn, so it is re-sent only after ``BACKLOG_PATIENCE`` times as long
-    (its message may be lost behind a backlog); a gpu job is not re-sent while no GPU worker
+    Duplicate messages are kept few: a queue is sent at most as many jobs as it has queued beyond
+    the messages it holds (those unsent longest first), so it never holds more messages than
+    jobs wait for; behind a backlog (its queue still holds messages) a job is re-sent only
+    after ``BACKLOG_PATIENCE`` times as long; a gpu job is not re-sent while no GPU worker
     heartbeats (it keeps its one message), and once none has heartbeat for
-    DESCENT_GPU_WAIT_SECONDS, gpu jobs queued longer than that fail, saying why."""
+    DESCENT_GPU_WAIT_SECONDS (a stopped one's last heartbeat counts: a restart is no absence),
+    gpu jobs queued longer than that fail, saying why. Each line it logs names its jobs."""
     state = get_state()
     settings = state.settings
     unserved = [] if fleet_store.live_gpu_worker(state.db, settings.worker_lost_seconds) \
         else ["gpu"]
-    if unserved and not fleet_store.live_gpu_worker(state.db, settings.gpu_wait_seconds):
+    if unserved and not fleet_store.gpu_worker_seen(state.db, settings.gpu_wait_seconds):
         failed = job_store.fail_unserved(state.db, "gpu", settings.gpu_wait_seconds,
                                          f"{WAITING_FOR_GPU}: none came within {settings.gpu_wait_seconds:g} s "
                                          "(DESCENT_GPU_WAIT_SECONDS)")
-        if failed:
-            log.warning("failed %d gpu job(s) that waited over %g s for a GPU worker", len(failed),
-                        settings.gpu_wait_seconds)
-    waiting = [queue for queue in QUEUES if _waiting(state, queue)]
-    stale = [job for job in job_store.stale_jobs(state.db, requeue_after, waiting_in=waiting, unserved=unserved)
+        for ids in _chunks(failed):
+            with job_logging(ids):
+                log.warning("failed %d gpu job(s) that waited over %g s for a GPU worker", len(ids),
+                            settings.gpu_wait_seconds)
+    # Counted before the jobs are: a message taken meanwhile then errs towards fewer re-sends.
+    waiting = {queue: _waiting(state, queue) for queue in QUEUES}
+    stale = [job for job in job_store.stale_jobs(state.db, requeue_after, waiting=waiting, unserved=unserved)
              if job_store.requeue_if_stale(state.db, job[0], requeue_after)]
-    sent = []
+    sent: list[str] = []
     if state.dispatcher is not None:
         for message in messages_for(stale, state.settings.batch_max):
             if state.dispatcher.send_message(message):
                 sent.extend(message.job_ids)
-    if sent:
-        log.info("reconciler re-sent %d job(s)", len(sent))
+    for ids in _chunks(sent):
+        with job_logging(ids):
+            log.info("reconciler re-sent %d job(s)", len(ids))
     return sent
 
 
-def _waiting(state: WorkerState, queue: str) -> bool:
-    """Does ``queue`` hold a message not yet delivered? (Yes when the broker cannot say.)"""
+def _chunks(job_ids: list[str]) -> list[list[str]]:
+    """``job_ids`` in runs of ``LOG_IDS_PER_LINE``, one log line each."""
+    return [job_ids[i:i + LOG_IDS_PER_LINE] for i in range(0, len(job_ids), LOG_IDS_PER_LINE)]
+
+
+def _waiting(state: WorkerState, queue: str) -> int | None:
+    """Messages waiting in ``queue`` (not yet delivered); None when there is no broker to ask
+    or it cannot say."""
     if state.dispatcher is None:
-        return True
+        return None
     try:
-        return waiting_messages(state.dispatcher.celery, queue) > 0
+        return waiting_messages(state.dispatcher.celery, queue)
     except Exception as exc:  # noqa: BLE001 - a broker that cannot answer cannot take a re-send either
         log.warning("could not count the messages waiting in %s: %s", queue, exc)
-        return True
+        return None
 
 
 def _loop(queues: list[str]) -> None:
@@ -86,7 +101,7 @@ def _loop(queues: list[str]) -> None:
                 job_store.renew_jobs(state.db, held, state.worker_id, settings.lease_seconds)
             if elapsed >= next_reconcile:
                 reconcile_once(requeue_after)
-                fleet_store.prune_workers(state.db, settings.worker_retention)
+                fleet_store.prune_workers(state.db, settings.worker_retention, settings.worker_lost_seconds)
                 if state.dispatcher is not None:
                     purge_consumed(state.dispatcher.celery)
                 next_reconcile = elapsed + requeue_after / 3
@@ -139,8 +154,10 @@ def start_background(queues: list[str]) -> None:
 
 
 def leave() -> None:
+    """On a clean shutdown: stop the background threads and mark this worker stopped (its row
+    stays until pruned, so its last heartbeat still counts: see ``fleet_store.stop_worker``)."""
     _stop.set()
     try:
-        fleet_store.remove_worker(get_state().db, get_state().worker_id)
+        fleet_store.stop_worker(get_state().db, get_state().worker_id)
     except StoreError:
         pass

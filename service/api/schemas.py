@@ -325,7 +325,7 @@ class Readiness(Model):
 # --- workers ------------------------------------------------------------------------------------
 
 class Worker(Model):
-    """A worker process of the fleet, alive or lost."""
+    """A worker process of the fleet, alive, lost or stopped."""
 
     id: str = Field(description="host:pid, the same string as a job's worker")
     host: str
@@ -337,8 +337,9 @@ class Worker(Model):
     versions: dict[str, str]
     started_at: TimeText
     last_heartbeat: TimeText
-    state: Literal["alive", "lost"]
+    state: Literal["alive", "lost", "stopped"]
     lost_since: TimeText | None
+    stopped_at: TimeText | None = Field(description="A worker that shut down cleanly: when")
     current_job: str | None = Field(description="The job it runs now (the first of a batch)")
     jobs_done: Count
 

@@ -1,8 +1,9 @@
 """``/v1/workers``: the fleet, for admins.
 
 Each worker as its heartbeat row says (``service.store.fleet``): alive, or lost after
-DESCENT_WORKER_LOST_AFTER missed heartbeats (with ``lost_since``), the job it runs now and the
-jobs it has finished. Lost workers stay listed for DESCENT_WORKER_RETENTION_SECONDS.
+DESCENT_WORKER_LOST_AFTER missed heartbeats (with ``lost_since``), or stopped after a clean
+shutdown (with ``stopped_at``), the job it runs now and the jobs it has finished. Lost and
+stopped workers stay listed for DESCENT_WORKER_RETENTION_SECONDS.
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ def worker_json(worker: WorkerRecord) -> dict[str, Any]:
         "id": worker.id, "host": worker.hostname, "pid": worker.pid, "queues": worker.queues,
         "device": worker.device, "device_name": worker.device_name, "cuda_memory": worker.cuda_memory,
         "versions": worker.versions or {}, "started_at": iso(worker.started_at),
-        "last_heartbeat": iso(worker.last_heartbeat), "state": "alive" if worker.alive else "lost",
-        "lost_since": iso(worker.lost_since), "current_job": worker.current_job, "jobs_done": worker.jobs_done,
+        "last_heartbeat": iso(worker.last_heartbeat), "state": worker.state,
+        "lost_since": iso(worker.lost_since), "stopped_at": iso(worker.stopped_at),
+        "current_job": worker.current_job, "jobs_done": worker.jobs_done,
     }
 
 
@@ -44,5 +46,5 @@ def openapi_paths() -> dict[str, Any]:
     from service.api.openapi import _errors, _json, _ref
 
     return {"/v1/workers": {"get": {
-        "operationId": "listWorkers", "summary": "The fleet: every worker, alive or lost (admins only)",
+        "operationId": "listWorkers", "summary": "The fleet: every worker, alive, lost or stopped (admins only)",
         "responses": {"200": _json(_ref("WorkerList"), "The workers"), **_errors(400, 401, 403, 503)}}}}

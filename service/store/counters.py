@@ -37,9 +37,10 @@ SECONDS_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600, math.inf)
 BATCH_BUCKETS = (1, 2, 4, 16, 64, 256, 1024, 4096, 10000, math.inf)
 HISTOGRAMS = {JOB_SECONDS: SECONDS_BUCKETS, QUEUE_WAIT_SECONDS: SECONDS_BUCKETS, BATCH_JOBS: BATCH_BUCKETS}
 
-# Writers that are not workers (each keeps its own rows).
+# Writers that are not workers (each keeps its own rows), and where pruned workers' rows go.
 API_SOURCE = "api"
 RECONCILER_SOURCE = "reconciler"
+RETIRED_SOURCE = "retired"
 
 Increments = MutableMapping[tuple[str, str], float]
 
@@ -94,6 +95,25 @@ def ended(s: Any, source: str, status: str, jobs: int = 1) -> None:
     """Count ``jobs`` that ended in ``status`` outside ``finish_jobs`` (a cancel, a give-up, a
     wait past its limit), in the caller's transaction."""
     add(s, source, {(JOBS_FINISHED, label_text(status=str(status))): jobs})
+
+
+def retire(s: Any, sources: Sequence[str]) -> int:
+    """Fold the rows of ``sources`` (workers whose rows are pruned) into ``RETIRED_SOURCE``'s, in
+    the caller's transaction ``s``: each worker that ever ran adds a row per counter it touched,
+    and a fleet that restarts its workers would grow the table forever. Totals are unchanged.
+    The rows are deleted first (``RETURNING`` what they held), so an increment a late writer
+    commits meanwhile either is in what is folded or makes a row of its own: none is lost.
+    Returns how many rows were folded."""
+    if not sources:
+        return 0
+    counters = Counter.__table__
+    folded = s.execute(counters.delete().where(one_of(counters.c.source, sources, s.bind.dialect.name))
+                       .returning(counters.c.name, counters.c.labels, counters.c.value)).all()
+    sums = increments()
+    for name, labels, value in folded:
+        sums[(name, labels)] += float(value or 0)
+    add(s, RETIRED_SOURCE, sums)
+    return len(folded)
 
 
 def totals(db: Database) -> dict[tuple[str, str], float]:

@@ -476,21 +476,42 @@ def _overdue(now: Any, requeue_after: float) -> Any:
 BACKLOG_PATIENCE = 10
 
 
-def stale_jobs(db: Database, requeue_after: float, limit: int = 500, waiting_in: Sequence[str] = (),
+def stale_jobs(db: Database, requeue_after: float, limit: int = 500,
+               waiting: Mapping[str, int | None] | None = None,
                unserved: Sequence[str] = ()) -> list[tuple[str, str, str | None]]:
     """(id, queue, batch key) of jobs that should be running but may have no message in the
-    broker: running with an expired lease, or queued for more than ``requeue_after`` seconds;
-    on a queue in ``waiting_in`` (its messages still wait in the broker: a job there is most
-    likely waiting its turn) only after ``BACKLOG_PATIENCE`` times that; and none queued on a
-    queue in ``unserved`` (no worker serves it now: a second message would only wait too)."""
+    broker: running with an expired lease (reclaimed, each is a queued job again with the one
+    message it is then sent), and queued for more than ``requeue_after`` seconds, the longest
+    unsent first; none queued on a queue in ``unserved`` (no worker serves it now: a second
+    message would only wait too).
+
+    ``waiting`` is how many messages wait in each queue, as the broker counts them (None for a
+    queue it could not count). Given, a queue gets at most (its queued jobs - its waiting
+    messages) queued jobs, so it never holds more messages than jobs wait for; none when its
+    count is unknown (a broker that cannot answer cannot take a re-send either), nor on a queue
+    ``waiting`` does not name; and on a queue that still holds messages (most likely a backlog:
+    a job there waits its turn) only jobs overdue ``BACKLOG_PATIENCE`` times over. Without
+    ``waiting`` (no broker to ask), every overdue queued job."""
     now = clock(db.dialect)
-    patient = set(waiting_in) - set(unserved)
-    overdue = and_(_overdue(now, requeue_after), Job.queue.not_in(list(patient | set(unserved)) or [""]))
-    if patient:
-        overdue = or_(overdue, and_(_overdue(now, requeue_after * BACKLOG_PATIENCE), Job.queue.in_(list(patient))))
-    query = select(Job.id, Job.queue, Job.batch_key).where(or_(overdue, _lease_lapsed(now)))
+    jobs = select(Job.id, Job.queue, Job.batch_key)
+    oldest_unsent = (Job.enqueued_at, Job.created_at)
     with db.session() as s:
-        rows = s.execute(query.order_by(Job.created_at).limit(limit)).all()
+        rows = list(s.execute(jobs.where(_lease_lapsed(now)).order_by(Job.created_at).limit(limit)).all())
+        if waiting is None:
+            overdue = and_(_overdue(now, requeue_after), Job.queue.not_in(list(unserved) or [""]))
+            if len(rows) < limit:
+                rows += s.execute(jobs.where(overdue).order_by(*oldest_unsent).limit(limit - len(rows))).all()
+        else:
+            queued = dict(s.execute(select(Job.queue, func.count()).where(Job.status == JobStatus.QUEUED)
+                                    .group_by(Job.queue)).all())
+            for queue, messages in sorted(waiting.items()):
+                if messages is None or queue in unserved:
+                    continue
+                room = min(int(queued.get(queue, 0)) - messages, limit - len(rows))
+                if room > 0:
+                    after = requeue_after * (BACKLOG_PATIENCE if messages > 0 else 1)
+                    rows += s.execute(jobs.where(_overdue(now, after), Job.queue == queue)
+                                      .order_by(*oldest_unsent).limit(room)).all()
         return [(r[0], r[1], r[2]) for r in rows]
 
 

@@ -152,6 +152,10 @@ class JobData(Base):
 
 
 class Worker(Base):
+    """A worker's heartbeat row (``service.store.fleet``). ``stopped_at`` is set when it leaves
+    cleanly: the row stays (its last heartbeat still tells when a GPU worker was last seen) until
+    it is pruned, and the next heartbeat of the same id clears it."""
+
     __tablename__ = "workers"
 
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
@@ -166,6 +170,7 @@ class Worker(Base):
     cuda_memory: Mapped[int | None] = mapped_column(BigInteger)  # bytes of the CUDA device, if any
     versions: Mapped[dict[str, str] | None] = mapped_column(JSON)  # descent, python, torch, celery
     jobs_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # left cleanly, if it did
 
 
 class Counter(Base):

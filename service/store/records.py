@@ -68,8 +68,9 @@ class TokenRecord:
 
 @dataclass(frozen=True)
 class WorkerRecord:
-    """A worker as the fleet view shows it: ``alive``, or lost since ``lost_since`` (its last
-    heartbeat plus the missed heartbeats that make it lost)."""
+    """A worker as the fleet view shows it: ``alive``, lost since ``lost_since`` (its last
+    heartbeat plus the missed heartbeats that make it lost), or stopped since ``stopped_at`` (it
+    left cleanly)."""
 
     id: str
     hostname: str
@@ -85,3 +86,9 @@ class WorkerRecord:
     cuda_memory: int | None = None
     versions: dict[str, str] | None = None
     jobs_done: int = 0
+    stopped_at: datetime | None = None
+
+    @property
+    def state(self) -> str:
+        """alive, lost or stopped: what the workers view shows."""
+        return "alive" if self.alive else "stopped" if self.stopped_at is not None else "lost"

@@ -1,10 +1,13 @@
 """The fleet with real processes: the workers view, a killed worker shown lost and its job
-reclaimed, a gpu job on a (test) GPU worker, and JSON log lines naming the jobs. (A real GPU
-worker without CUDA refuses to start: tests/integration/test_worker_start.py.)"""
+reclaimed, a gpu job on a (test) GPU worker, a GPU worker's clean restart, and JSON log lines
+naming the jobs. (A real GPU worker without CUDA refuses to start:
+tests/integration/test_worker_start.py.)"""
 from __future__ import annotations
 
 import json
+import signal
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ import pytest
 from service.queue import make_celery, waiting_messages
 from service.reasons import WAITING_FOR_GPU
 from service.store.migrate import upgrade
+from service.store.models import Job
 from testkit.processes import Service, service_on
 from tests.helpers.lesson import LESSON_LOGLOG
 
@@ -99,3 +103,26 @@ def test_a_gpu_job_with_no_gpu_worker_says_why_keeps_one_message_and_fails_after
         ended = svc.job(job["id"])
         assert ended["status"] == "failed" and ended["error"].startswith(WAITING_FOR_GPU), ended
         assert most == 1  # re-sent never: its one message waited all along
+
+
+def test_a_gpu_workers_clean_restart_is_shown_stopped_and_fails_no_waiting_gpu_job(tmp_path: Path) -> None:
+    for svc in service_on("embedded", tmp_path, heartbeat_seconds=0.5, requeue_after=1.0, gpu_wait_seconds=20.0,
+                          gpu_without_cuda="yes"):
+        upgrade(svc.db())
+        svc.start_api()
+        svc.start_worker("cpu")
+        gpu = svc.start_worker("gpu")
+        svc.wait_for_workers(2)
+        svc.kill_worker(gpu, signal.SIGTERM)  # a clean shutdown: the row stays, marked stopped
+        stopped = workers(svc)[gpu.pid]
+        assert stopped["state"] == "stopped" and stopped["stopped_at"] and stopped["lost_since"] is None
+        job = svc.submit({**LESSON_LOGLOG, "device": "gpu"})
+        assert job["waiting"] == WAITING_FOR_GPU  # no live GPU worker in the restart's gap
+        db = svc.db()
+        with db.session() as s:  # queued longer than DESCENT_GPU_WAIT_SECONDS
+            s.get(Job, job["id"]).created_at -= timedelta(hours=1)
+        db.engine.dispose()
+        time.sleep(3)  # the CPU worker's reconciler looks every heartbeat: a GPU worker was seen just now
+        assert svc.job(job["id"])["status"] == "queued"
+        svc.start_worker("gpu")  # the restarted worker, under a new id (host:pid)
+        assert svc.wait(job["id"])["status"] == "succeeded"

@@ -63,3 +63,33 @@ def test_metrics_change_as_jobs_run_and_every_api_process_answers_alike(two_apis
     assert after[("descent_job_seconds_count", ())] == 2
     assert after[("descent_queue_wait_seconds_count", ())] == 2
     assert after[("descent_batch_jobs_count", ())] == 2
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path) -> Iterator[Service]:
+    """The embedded service with two worker processes, each writing its own counter rows."""
+    for svc in service_on("embedded", tmp_path):
+        upgrade(svc.db())
+        svc.start_api()
+        svc.start_worker()
+        svc.start_worker()
+        svc.wait_for_workers(2)
+        yield svc
+
+
+def test_counts_from_two_worker_processes_add_up(two_workers: Service) -> None:
+    svc = two_workers
+    assert scrape(svc)[("descent_workers_alive", (("queue", "cpu"),))] == 2
+    # Distinct learning rates: distinct batch keys, so each job runs alone, about a second each,
+    # and the second worker takes a job while the first is busy.
+    specs = [{**LESSON_PARABOLA, "steps": 20_000, "record": {"every": 100},
+              "optimizer": {"name": "sgd", "lr": 1e-6 * (n + 1)}} for n in range(4)]
+    ids = [svc.submit(spec)["id"] for spec in specs]
+    jobs = [svc.wait(job_id) for job_id in ids]
+    assert all(job["status"] == "succeeded" for job in jobs)
+    assert len({job["worker"] for job in jobs}) == 2, [job["worker"] for job in jobs]
+    after = scrape(svc)
+    assert after[("descent_jobs_finished_total", (("status", "succeeded"),))] == 4
+    assert after[("descent_steps_total", ())] == sum(job["result"]["steps"] for job in jobs) == 80_000
+    assert after[("descent_history_rows_total", ())] == sum(len(svc.history(job["id"])) for job in jobs)
+    assert after[("descent_job_seconds_count", ())] == 4

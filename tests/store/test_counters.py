@@ -3,15 +3,16 @@ counted by the transactions that do the work (once, however they are retried).""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 
 from service.batch import HistoryBatch
-from service.store import counters
+from service.store import counters, fleet
 from service.store import jobs as job_store
 from service.store.batches import claim_batch
 from service.store.history import ChunkWrite, save_chunk, save_chunks
-from service.store.models import Counter
+from service.store.models import Counter, Worker
 from service.store.status import JobStatus
 
 SPEC = {"objective": "x.sum()", "x0": [1, 2], "steps": 10}
@@ -136,3 +137,30 @@ def test_job_counts_by_status_and_queue(db):
     a, _, _ = new_job(db), new_job(db), new_job(db, queue="gpu")
     job_store.claim_job(db, a, "w1", 30, 3)
     assert counters.job_counts(db) == ({"queued": 2, "running": 1}, {"cpu": 1, "gpu": 1})
+
+
+def test_a_pruned_workers_counters_fold_into_the_retired_ones_with_the_totals_unchanged(db):
+    for worker_id in ("old:1", "gone:2", "live:3"):
+        fleet.heartbeat(db, fleet.Heartbeat(worker_id, "h", 1, ["cpu"], "cpu"))
+    fleet.stop_worker(db, "gone:2")
+    with db.session() as s:
+        counters.add(s, "old:1", {(FINISHED, "status=succeeded"): 3, (counters.STEPS, ""): 1500,
+                                  ("descent_job_seconds_bucket", "le=0.1"): 3})
+        counters.add(s, "gone:2", {(FINISHED, "status=succeeded"): 2, (FINISHED, "status=failed"): 1})
+        counters.add(s, "live:3", {(FINISHED, "status=succeeded"): 5})
+        counters.add(s, counters.RETIRED_SOURCE, {(FINISHED, "status=succeeded"): 10})  # an earlier pruning
+        counters.add(s, counters.API_SOURCE, {(FINISHED, "status=cancelled"): 1})
+        for worker_id in ("old:1", "gone:2"):
+            row = s.get(Worker, worker_id)
+            row.last_heartbeat -= timedelta(days=2)
+            if row.stopped_at is not None:
+                row.stopped_at -= timedelta(days=2)
+    before = counters.totals(db)
+    assert fleet.prune_workers(db, lost_for=86_400, alive_within=15) == 2
+    assert counters.totals(db) == before
+    with db.session() as s:
+        sources = {(c.source, c.name, c.labels): c.value for c in s.query(Counter)}
+    assert {source for source, _, _ in sources} == {"live:3", counters.RETIRED_SOURCE, counters.API_SOURCE}
+    assert sources[(counters.RETIRED_SOURCE, FINISHED, "status=succeeded")] == 15
+    assert sources[(counters.RETIRED_SOURCE, counters.STEPS, "")] == 1500
+    assert fleet.prune_workers(db, lost_for=86_400, alive_within=15) == 0 and counters.totals(db) == before

@@ -89,3 +89,49 @@ def test_unserved_jobs_fail_once_with_their_reason_and_a_claimed_one_is_left_alo
     assert job_store.get_job(db, waiting).error.startswith("waiting for a GPU worker")
     assert [job_store.get_job(db, i).status for i in (claimed, fresh)] == [JobStatus.RUNNING, JobStatus.QUEUED]
     assert job_store.fail_unserved(db, "gpu", 3600, "again") == []
+
+
+def gpu_beat(db, worker_id: str = "g:1") -> None:
+    fleet.heartbeat(db, fleet.Heartbeat(worker_id, "g", 1, ["gpu"], "gpu", device_name="Fake GPU"))
+
+
+def test_a_worker_that_leaves_cleanly_is_shown_stopped_not_lost(db):
+    beat(db)
+    fleet.stop_worker(db, "h:1")
+    [worker] = fleet.list_workers(db, alive_within=15)
+    assert (worker.alive, worker.lost_since, worker.state) == (False, None, "stopped")
+    assert worker.last_heartbeat <= worker.stopped_at
+
+
+def test_a_stopped_gpu_worker_routes_nothing_but_its_last_heartbeat_still_counts(db):
+    gpu_beat(db)
+    fleet.stop_worker(db, "g:1")
+    assert not fleet.live_gpu_worker(db, alive_within=15)  # device: auto goes to cpu
+    assert fleet.gpu_worker_seen(db, within=3600)  # a restart's gap: gpu jobs are still served
+    age(db, "g:1", 7200)
+    assert not fleet.gpu_worker_seen(db, within=3600)
+
+
+def test_the_same_worker_id_heartbeating_again_is_alive_again(db):
+    gpu_beat(db)
+    fleet.stop_worker(db, "g:1")
+    gpu_beat(db)
+    [worker] = fleet.list_workers(db, alive_within=15)
+    assert (worker.alive, worker.state, worker.stopped_at) == (True, "alive", None)
+    assert fleet.live_gpu_worker(db, alive_within=15)
+
+
+def test_stopped_and_lost_workers_are_pruned_counting_from_when_they_stopped_or_were_lost(db):
+    for worker_id in ("stopped-long:1", "stopped-now:1", "lost-long:1", "lost-lately:1", "alive:1"):
+        beat(db, worker_id)
+    for worker_id in ("stopped-long:1", "stopped-now:1"):
+        fleet.stop_worker(db, worker_id)
+    with db.session() as s:
+        row = s.get(Worker, "stopped-long:1")
+        row.stopped_at = row.stopped_at - timedelta(seconds=200)
+    age(db, "stopped-long:1", 200)
+    age(db, "stopped-now:1", 200)  # heartbeat long ago, but stopped only now
+    age(db, "lost-long:1", 120)  # lost (15 s after its heartbeat) 105 s ago
+    age(db, "lost-lately:1", 110)  # lost 95 s ago
+    assert fleet.prune_workers(db, lost_for=100, alive_within=15) == 2
+    assert [w.id for w in fleet.list_workers(db, alive_within=15)] == ["alive:1", "lost-lately:1", "stopped-now:1"]

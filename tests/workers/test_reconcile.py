@@ -1,13 +1,17 @@
 """The reconciler's routing duties on the embedded broker: a gpu job with no GPU worker keeps one
-message and fails after its wait; a queue never holds more messages than jobs wait for; consumed
-messages are deleted."""
+message and fails after its wait, and a GPU worker's restart fails none; a queue never holds more
+messages than jobs wait for; consumed messages are deleted; its log lines name their jobs."""
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
+import logging
 from datetime import timedelta
 
 import pytest
 
+from service import logs
 from service.api import fleet as fleet_api
 from service.queue import purge_consumed, waiting_messages
 from service.reasons import WAITING_FOR_GPU
@@ -103,8 +107,8 @@ def test_consumed_messages_are_deleted_from_the_embedded_broker(app, client):
 
 def test_a_message_lost_behind_a_backlog_is_sent_again_after_the_backlog_patience(app, client, reconciler):
     celery = app.extensions["descent"].dispatcher.celery
-    waiting_turn = submit(client, LESSON_LOGLOG).get_json()["id"]
     lost = submit(client, LESSON_LOGLOG).get_json()["id"]
+    waiting_turn = submit(client, LESSON_LOGLOG).get_json()["id"]
     with celery.connection_for_write() as conn:
         conn.default_channel.queue_purge("cpu")
     app.extensions["descent"].dispatcher.send(waiting_turn, "cpu")  # only the other's message is gone
@@ -113,4 +117,72 @@ def test_a_message_lost_behind_a_backlog_is_sent_again_after_the_backlog_patienc
     assert reconciler() == []  # the queue holds a message: most likely a backlog, not a loss
     for job_id in (waiting_turn, lost):
         age(app, job_id, 30 * BACKLOG_PATIENCE)
-    assert lost in reconciler()
+    # one job lacks a message: one is re-sent, the one unsent longest
+    assert reconciler() == [lost] and waiting_messages(celery, "cpu") == 2
+
+
+def one_job_a_message(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Re-sent jobs each in a message of its own (not in shared batch messages), for counting."""
+    state = worker_state._state
+    monkeypatch.setattr(state, "settings", dataclasses.replace(state.settings, batch_max=1))
+
+
+def test_a_backlog_never_holds_more_messages_than_jobs_wait(app, client, reconciler, monkeypatch):
+    one_job_a_message(monkeypatch)
+    celery = app.extensions["descent"].dispatcher.celery
+    ids = [submit(client, LESSON_LOGLOG).get_json()["id"] for _ in range(4)]
+    for job_id in ids:
+        age(app, job_id, 30 * BACKLOG_PATIENCE + 1)
+    assert reconciler() == [] and waiting_messages(celery, "cpu") == 4  # each has its message: none re-sent
+    with celery.connection_for_write() as conn:
+        conn.default_channel.queue_purge("cpu")  # two messages are lost
+    for job_id in ids[2:]:
+        app.extensions["descent"].dispatcher.send(job_id, "cpu")
+    assert sorted(reconciler()) == sorted(ids[:2]) and waiting_messages(celery, "cpu") == 4
+    for job_id in ids:
+        age(app, job_id, 30 * BACKLOG_PATIENCE + 1)
+    assert reconciler() == [] and waiting_messages(celery, "cpu") == 4
+
+
+def test_a_gpu_workers_restart_fails_no_gpu_job(app, client, reconciler):
+    db = app.extensions["descent"].db
+    job_id = submit(client, {**LESSON_LOGLOG, "device": "gpu"}).get_json()["id"]
+    gpu_worker(app)
+    fleet.stop_worker(db, "gpu-host:1")  # a clean shutdown; the next GPU worker is starting
+    age(app, job_id, 7200)
+    reconciler()
+    job = client.get(f"/v1/jobs/{job_id}").get_json()
+    assert job["status"] == JobStatus.QUEUED and job["waiting"] == WAITING_FOR_GPU  # none is live now
+    assert not fleet.live_gpu_worker(db, alive_within=3600)  # device: auto goes to cpu meanwhile
+
+
+@pytest.fixture
+def json_log():  # type: ignore[no-untyped-def]
+    """The root logger writing JSON lines (DESCENT_LOG_FORMAT=json) into a buffer; returns a
+    function reading them."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    logs.configure("json")
+    buffer = io.StringIO()
+    root.handlers[0].setStream(buffer)  # type: ignore[attr-defined]
+    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
+    root.handlers[:], root.level = saved[0], saved[1]
+
+
+def test_the_reconcilers_lines_name_their_jobs(app, client, reconciler, json_log, monkeypatch):
+    monkeypatch.setattr(worker_fleet, "LOG_IDS_PER_LINE", 2)
+    celery = app.extensions["descent"].dispatcher.celery
+    lost = [submit(client, LESSON_LOGLOG).get_json()["id"] for _ in range(3)]
+    unserved = submit(client, {**LESSON_LOGLOG, "device": "gpu"}).get_json()["id"]
+    with celery.connection_for_write() as conn:
+        conn.default_channel.queue_purge("cpu")
+    for job_id in (*lost, unserved):
+        age(app, job_id, 7200)
+    assert sorted(reconciler()) == sorted(lost)
+    lines = [line for line in json_log() if line["logger"] == "workers.fleet"]
+    failed = [line for line in lines if line["message"].startswith("failed")]
+    assert [(line["job_id"], line["level"]) for line in failed] == [(unserved, "warning")]
+    re_sent = [line for line in lines if line["message"].startswith("reconciler re-sent")]
+    # at most two ids a line, every id on one: a grep for a job's id finds its line
+    assert [len(line.get("job_ids") or [line["job_id"]]) for line in re_sent] == [2, 1]
+    assert sorted(job_id for line in re_sent for job_id in line.get("job_ids") or [line["job_id"]]) == sorted(lost)
