@@ -328,6 +328,35 @@ def test_a_sweeps_heat_map_and_summary(service: Service, browser: Browser) -> No
     no_errors(browser)
 
 
+def test_delete_asks_first_then_removes_a_running_job_and_a_sweep(service: Service, browser: Browser) -> None:
+    job_id = service.submit({**SLOW, "name": "to delete"})["id"]
+    service.wait_status(job_id, "running")
+    browser.driver.get(f"{service.url}/jobs/{job_id}")
+    browser.wait(lambda d: d.find_element("id", "delete-job"), "the delete button is shown")
+    browser.driver.find_element("id", "delete-job").click()
+    alert = browser.driver.switch_to.alert
+    assert "to delete" in alert.text and "cancelled first" in alert.text
+    alert.dismiss()  # no: nothing happens
+    assert service.http.get(f"{service.url}/v1/jobs/{job_id}", timeout=10).status_code == 200
+    browser.driver.find_element("id", "delete-job").click()
+    browser.driver.switch_to.alert.accept()
+    browser.wait(lambda d: d.current_url == f"{service.url}/", "the page goes to the job list")
+    assert service.http.get(f"{service.url}/v1/jobs/{job_id}", timeout=10).status_code == 404
+
+    sweep_id = submit_sweep(service, {"base": {**LESSON5, "steps": 5}, "grid": {"optimizer.lr": [0.001, 0.01]}})
+    jobs = service.http.get(f"{service.url}/v1/sweeps/{sweep_id}/jobs", timeout=10).json()["jobs"]
+    browser.driver.get(f"{service.url}/sweeps/{sweep_id}")
+    browser.wait(lambda d: d.find_element("id", "delete-sweep"), "the sweep's delete button is shown")
+    browser.driver.find_element("id", "delete-sweep").click()
+    alert = browser.driver.switch_to.alert
+    assert "its 2 jobs" in alert.text
+    alert.accept()
+    browser.wait(lambda d: d.current_url == f"{service.url}/", "the page goes to the job list")
+    assert service.http.get(f"{service.url}/v1/sweeps/{sweep_id}", timeout=10).status_code == 404
+    assert all(service.http.get(f"{service.url}/v1/jobs/{j['id']}", timeout=10).status_code == 404 for j in jobs)
+    no_errors(browser)
+
+
 def submit_sweep(service: Service, body: dict[str, Any]) -> str:
     resp = service.http.post(f"{service.url}/v1/sweeps", json=body, timeout=120)
     assert resp.status_code == 202, resp.text

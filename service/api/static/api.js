@@ -122,6 +122,15 @@ export async function postJSON(path, body, headers = {}) {
   return resp.json();
 }
 
+/** DELETE a job or a sweep (``path``) once the user has said yes to ``question``: the answer's
+ * JSON ({id, deleted, removed}), or null when the user said no. */
+export async function deleteAfterAsking(path, question) {
+  if (!window.confirm(question)) return null;
+  const resp = await request(path, { method: "DELETE" });
+  if (!resp.ok) throw await failure(resp);
+  return resp.json();
+}
+
 /** An image (or any file) fetched with the token, as an object URL for <img src>. */
 export async function blobURL(path) {
   const resp = await request(path);

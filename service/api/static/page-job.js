@@ -2,8 +2,8 @@
 // runs (the events stream, read with fetch; polling the job if the stream fails).
 
 import {
-  FINISHED, banner, blobURL, el, errorText, fmt, getJSON, num, objectiveText, optimizerText, postJSON, readEvents,
-  request, sleep, statusBadge, when,
+  FINISHED, banner, blobURL, deleteAfterAsking, el, errorText, fmt, getJSON, num, objectiveText, optimizerText, postJSON,
+  readEvents, request, sleep, statusBadge, when,
 } from "./api.js";
 import { LineChart } from "./charts.js";
 import { ContourPlot } from "./contour.js";
@@ -89,11 +89,22 @@ function renderHead(state) {
     onclick: () => download(`/v1/jobs/${encodeURIComponent(job.id)}/history?format=csv`, `${job.id}.csv`),
   });
   const png = el("button", { type: "button", class: "link", id: "show-png", text: "server plot (PNG)", onclick: () => showPng(state) });
+  const remove = el("button", {
+    type: "button", class: "danger", id: "delete-job", text: "Delete…",
+    onclick: async () => {
+      const running = FINISHED.has(job.status) ? "" : " It is cancelled first.";
+      try {
+        const gone = await deleteAfterAsking(`/v1/jobs/${encodeURIComponent(job.id)}`,
+          `Delete job ${job.name || job.id}, its history and its data?${running} This cannot be undone.`);
+        if (gone) location.assign("/");
+      } catch (err) { banner(errorText(err)); }
+    },
+  });
   state.head.replaceChildren(
     el("h1", {}, job.name || `Job ${job.id.slice(0, 8)}`, " ", statusBadge(job.status, "job-status")),
     el("dl", { class: "facts" }, ...rows.map(([k, v, id]) => el("div", {}, el("dt", { text: k }), el("dd", { id, text: String(v) })))),
     el("p", { class: "actions" }, cancel, " ", csv, " · ", png, " · ",
-      el("a", { href: `/compare?jobs=${encodeURIComponent(job.id)}`, text: "compare…" })),
+      el("a", { href: `/compare?jobs=${encodeURIComponent(job.id)}`, text: "compare…" }), " ", remove),
     el("div", { id: "png-holder" }),
   );
 }

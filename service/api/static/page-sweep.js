@@ -2,7 +2,7 @@
 // to compare the whole sweep (the compare view draws its best jobs by final f, as many as it
 // can show). Refreshed while any of its jobs is queued or running.
 
-import { banner, el, errorText, fmt, getJSON, num, statusBadge } from "./api.js";
+import { banner, deleteAfterAsking, el, errorText, fmt, getJSON, num, statusBadge } from "./api.js";
 import { contourLevels } from "./contour.js";
 import { MAX_SWEEP_PATHS } from "./page-compare.js";
 
@@ -31,12 +31,23 @@ export async function sweepPage(main, sweepId) {
 function render(sweep, state, head, heat, table) {
   const items = sweep.summary || [];
   const counts = Object.entries(sweep.counts || {}).filter(([, n]) => n).map(([s, n]) => `${n} ${s}`).join(" · ");
+  const remove = el("button", {
+    type: "button", class: "danger", id: "delete-sweep", text: "Delete…",
+    onclick: async () => {
+      try {
+        const gone = await deleteAfterAsking(`/v1/sweeps/${encodeURIComponent(sweep.id)}`,
+          `Delete sweep ${sweep.name || sweep.id} and its ${sweep.jobs.toLocaleString()} jobs, with their histories and `
+          + "data? Unfinished jobs are cancelled first. This cannot be undone.");
+        if (gone) location.assign("/");
+      } catch (err) { banner(errorText(err)); }
+    },
+  });
   head.replaceChildren(
     el("h1", { text: sweep.name || `Sweep ${sweep.id.slice(0, 8)}` }),
     el("p", { id: "sweep-counts", text: `${sweep.jobs} jobs: ${counts || "none yet"}` }),
-    el("p", {}, el("a", { id: "compare-sweep", href: `/compare?sweep=${encodeURIComponent(sweep.id)}`,
+    el("p", { class: "actions" }, el("a", { id: "compare-sweep", href: `/compare?sweep=${encodeURIComponent(sweep.id)}`,
       text: sweep.jobs <= MAX_SWEEP_PATHS ? `compare its ${sweep.jobs} jobs`
-        : `compare the sweep (its ${MAX_SWEEP_PATHS} best of ${sweep.jobs.toLocaleString()} jobs drawn)` })),
+        : `compare the sweep (its ${MAX_SWEEP_PATHS} best of ${sweep.jobs.toLocaleString()} jobs drawn)` }), " ", remove),
   );
 
   const keys = Object.keys(sweep.grid || {}).filter((k) => (sweep.grid[k] || []).length > 1);
