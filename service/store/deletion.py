@@ -45,7 +45,7 @@ from typing import Any, Iterator, Sequence
 from sqlalchemy import and_, delete, exists, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from service.store import counters, data
+from service.store import counters, data, quotas
 from service.store.db import Database, NotFound, as_utc, clock, one_of, owned_row, utcnow
 from service.store.models import HistoryRow, Job, JobData, JobTag, Sweep
 from service.store.status import FINISHED, JobStatus
@@ -155,6 +155,7 @@ def remove_jobs(db: Database, job_ids: Sequence[str], batch_rows: int | None = N
             # whose foreign keys are off (the pragma is per connection) leaves none behind
             for linked in (JobTag.__table__, JobData.__table__):
                 s.execute(delete(linked).where(one_of(linked.c.job_id, group, db.dialect)))
+            quotas.remember_deleted(s, group, db.dialect)  # still a submission this minute
             removed.jobs += s.execute(delete(jobs).where(one_of(jobs.c.id, group, db.dialect))).rowcount or 0
             removed.data_tensors += _forget_unread(s)
     return removed

@@ -173,6 +173,18 @@ class Worker(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # left cleanly, if it did
 
 
+class DeletedSubmission(Base):
+    """A deleted job's owner and creation time, kept while it is inside the submissions-per-minute
+    window (``service.store.quotas``): deleting a job must not make room for another submission."""
+
+    __tablename__ = "deleted_submissions"
+    __table_args__ = (Index("ix_deleted_submissions_owner_created", "owner", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 class Counter(Base):
     """One process's share of a monotonic counter (``service.store.counters``): one row per metric
     name, label set and writer, so writers never wait on one another's row; ``/metrics`` sums the

@@ -1,7 +1,8 @@
 """Per-owner quotas, checked in the transaction that stores new jobs.
 
 Three ceilings (``service.config.Quotas``): submissions in the last minute, jobs queued or
-running, and history values held by all of an owner's jobs. Each job reserves, when it is
+running, and history values held by all of an owner's jobs. A job deleted within the minute
+still counts as a submission (``remember_deleted``), so deleting cannot make room for more. Each job reserves, when it is
 submitted, what its spec may record (so no running job can overrun the disk quota) and keeps, once
 it has finished, only what it stored.
 On PostgreSQL the check takes a per-owner advisory lock for the rest of its transaction, so two
@@ -15,12 +16,12 @@ from datetime import timedelta
 from collections import defaultdict
 from typing import Any, Sequence
 
-from sqlalchemy import distinct, func, select, text, update
+from sqlalchemy import delete, func, insert, select, text, union, update
 
 from service.config import Quotas
 from service.errors import ErrorCode
-from service.store.db import StoreError, as_utc, clock, utcnow
-from service.store.models import HistoryRow, Job
+from service.store.db import StoreError, as_utc, clock, one_of, utcnow
+from service.store.models import DeletedSubmission, HistoryRow, Job
 from service.store.status import JobStatus
 
 WINDOW = timedelta(minutes=1)
@@ -43,8 +44,11 @@ def check_quotas(s: Any, owner: str, quotas: Quotas, jobs: int = 1, values: int 
     if dialect == "postgresql":
         s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:owner))"), {"owner": "descent-quota:" + owner})
     now = s.scalar(select(clock(dialect))) if dialect == "postgresql" else utcnow()
-    recent, oldest = s.execute(select(func.count(distinct(Job.created_at)), func.min(Job.created_at))
-                               .where(Job.owner == owner, Job.created_at > now - WINDOW)).one()
+    since = now - WINDOW
+    made = union(select(Job.created_at).where(Job.owner == owner, Job.created_at > since),
+                 select(DeletedSubmission.created_at).where(DeletedSubmission.owner == owner,
+                                                            DeletedSubmission.created_at > since)).subquery()
+    recent, oldest = s.execute(select(func.count(), func.min(made.c.created_at))).one()
     if recent + 1 > quotas.submissions_per_minute:
         wait = (WINDOW - (as_utc(now) - as_utc(oldest))).total_seconds() if oldest else WINDOW.total_seconds()
         raise QuotaExceeded(f"owner '{owner}' made {recent:,} submissions in the last minute; the quota is "
@@ -62,6 +66,17 @@ def check_quotas(s: Any, owner: str, quotas: Quotas, jobs: int = 1, values: int 
                             f"submission may record {values:,}; the quota is {quotas.recorded_values:,} "
                             "(DESCENT_QUOTA_RECORDED_VALUES); record less (raise record.every) or ask an admin for more",
                             3600, "quota.recorded_values")
+
+
+def remember_deleted(s: Any, job_ids: Sequence[str], dialect: str) -> None:
+    """In the transaction that deletes ``job_ids``: keep the submissions among them made within
+    the window (one row per owner and creation time: a sweep's jobs are one submission), and
+    forget those that have left it."""
+    since = (s.scalar(select(clock(dialect))) if dialect == "postgresql" else utcnow()) - WINDOW
+    s.execute(delete(DeletedSubmission).where(DeletedSubmission.created_at <= since))
+    made = (select(Job.owner, Job.created_at).where(one_of(Job.id, list(job_ids), dialect), Job.created_at > since)
+            .distinct())
+    s.execute(insert(DeletedSubmission).from_select(["owner", "created_at"], made))
 
 
 def values_per_row(spec: dict[str, Any], shape: list[int]) -> int:

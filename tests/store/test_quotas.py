@@ -84,3 +84,28 @@ def test_a_cancelled_queued_job_gives_its_reservation_back(db):
     job, _ = job_store.create_job(db, SPEC, [2], "cpu", owner="alice", reserved_values=12 * PER_ROW)
     job_store.request_cancel(db, job.id)
     assert reserved(db, job.id) == 0
+
+
+def test_deleting_a_job_does_not_make_room_under_the_per_minute_quota(db):
+    from datetime import timedelta
+
+    from service.store import deletion
+    from service.store.models import DeletedSubmission
+    from service.store.quotas import WINDOW
+
+    quotas = Quotas(submissions_per_minute=2)
+    first, _ = job_store.create_job(db, SPEC, [2], "cpu", owner="alice", quotas=quotas)
+    second, _ = job_store.create_job(db, SPEC, [2], "cpu", owner="alice", quotas=quotas)
+    deletion.delete_job(db, first.id, owner="alice")
+    deletion.delete_job(db, second.id, owner="alice")
+    with pytest.raises(QuotaExceeded, match="2 submissions in the last minute"):
+        job_store.create_job(db, SPEC, [2], "cpu", owner="alice", quotas=quotas)
+    job_store.create_job(db, SPEC, [2], "cpu", owner="bob", quotas=quotas)  # another owner's count is his own
+    with db.session() as s:  # once the window has passed, the deleted submissions no longer count
+        for row in s.scalars(select(DeletedSubmission)):
+            row.created_at = row.created_at - WINDOW - timedelta(seconds=1)
+    job_store.create_job(db, SPEC, [2], "cpu", owner="alice", quotas=quotas)
+    third, _ = job_store.create_job(db, SPEC, [2], "cpu", owner="alice", quotas=quotas)
+    deletion.delete_job(db, third.id)  # writing a row drops those that have left the window
+    with db.session() as s:
+        assert [row.owner for row in s.scalars(select(DeletedSubmission))] == ["alice"]
