@@ -153,6 +153,9 @@ class Job(Model):
                                                 "queued again")
     result: Result | None
     progress: Progress | None = Field(description="Where the job stands: null before its first history chunk")
+    history_dropped_at: Time | None = Field(description="When the history retention "
+                                                        "(DESCENT_HISTORY_RETENTION_SECONDS) dropped this finished "
+                                                        "job's history; null while it is kept")
     links: JobLinks
 
     def dump(self) -> dict[str, Any]:

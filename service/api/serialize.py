@@ -34,7 +34,7 @@ def job_model(job: JobRecord) -> Job:
         "queue": job.queue, "created_at": job.created_at, "started_at": job.started_at,
         "finished_at": job.finished_at, "worker": job.worker, "attempts": job.attempts,
         "cancel_requested": job.cancel_requested, "error": job.error, "result": json_safe(job.result),
-        "progress": progress_json(job), **_fleet_view(job),
+        "progress": progress_json(job), "history_dropped_at": job.history_dropped_at, **_fleet_view(job),
         "links": {"self": f"/v1/jobs/{job.id}", "history": f"/v1/jobs/{job.id}/history",
                   "events": f"/v1/jobs/{job.id}/events"},
     })

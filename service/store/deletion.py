@@ -27,9 +27,9 @@ reuses freed pages at once.
 Retention (``collect``): finished jobs older than the job retention are deleted as above, and so
 are the sweeps left with no job; finished jobs older than the history retention lose their
 history (the job row stays, its ``reserved_values`` becomes 0: a job keeps, of its reservation,
-what its history holds). ``reserved_values > 0`` is how a finished job with a history is found
-without probing the history table (jobs made before revision 0003 reserve nothing and are left
-alone). ``exclusive`` makes one clean-up run at a time across the fleet.
+what its history holds, and ``history_dropped_at`` says when it went). A finished job with a
+history is one that reserves values or (made before revision 0003 reserved any) holds a row.
+``exclusive`` makes one clean-up run at a time across the fleet.
 """
 from __future__ import annotations
 
@@ -299,7 +299,8 @@ def collect(db: Database, history_seconds: float | None, job_seconds: float | No
             out.removed.history_rows += purge_history(db, ids, batch_rows)
             jobs = Job.__table__
             with db.session() as s:  # a finished job keeps, of its reservation, what it holds: nothing now
-                s.execute(update(jobs).where(one_of(jobs.c.id, ids, db.dialect)).values(reserved_values=0))
+                s.execute(update(jobs).where(one_of(jobs.c.id, ids, db.dialect))
+                          .values(reserved_values=0, history_dropped_at=clock(db.dialect)))
     return out
 
 
@@ -322,8 +323,9 @@ def _pages(db: Database, cutoff: datetime, page: int, with_history: bool,
         query = (select(jobs.c.id, jobs.c.owner, jobs.c.status, jobs.c.finished_at, jobs.c.sweep_id)
                  .where(jobs.c.status.in_([s.value for s in FINISHED]), jobs.c.finished_at < cutoff)
                  .order_by(jobs.c.finished_at, jobs.c.id).limit(page))
-        if with_history:
-            query = query.where(jobs.c.reserved_values > 0)
+        if with_history:  # reserving values, or (made before revision 0003 reserved any) holding rows
+            query = query.where(jobs.c.history_dropped_at.is_(None),
+                                (jobs.c.reserved_values > 0) | exists().where(history.c.job_id == jobs.c.id))
         if after is not None:
             query = query.where((jobs.c.finished_at > after[0]) | and_(jobs.c.finished_at == after[0],
                                                                        jobs.c.id > after[1]))

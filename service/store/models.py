@@ -59,6 +59,8 @@ class Job(Base):
     batch_key: Mapped[str | None] = mapped_column(String(80))
     # Where a running job stands ({step, steps, f, grad_norm, updated_at}), written with each chunk.
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # When the history retention dropped this finished job's history (service.store.deletion).
+    history_dropped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_jobs_created_id", "created_at", "id"),
                       Index("ix_jobs_owner_status", "owner", "status"),

@@ -32,6 +32,7 @@ class JobRecord:
     progress: dict[str, Any] | None = None
     lease_expires_at: datetime | None = None  # a running job is reclaimed once this has passed
     worker_seen_at: datetime | None = None  # a running job's worker's last heartbeat, when read
+    history_dropped_at: datetime | None = None  # the history retention dropped its history then
 
     @property
     def finished(self) -> bool:

@@ -142,6 +142,27 @@ def test_a_finished_job_goes_with_its_history(service, tmp_path):
     assert alice.get(f"/v1/jobs/{job_id}/history").status_code == 404
 
 
+def test_a_job_whose_history_the_retention_dropped_says_so(service):
+    from workers import runner
+    from workers.state import WorkerState
+
+    from service.store import deletion
+
+    app, user = service()
+    alice = user("alice")
+    job_id = alice.submit()
+    svc = app.extensions["descent"]
+    state = WorkerState(settings=svc.settings, db=svc.db, worker_id="test:1", hostname="test", queues=["cpu"],
+                        device="cpu")
+    assert runner.execute(state, job_id) == JobStatus.SUCCEEDED
+    assert alice.get(f"/v1/jobs/{job_id}").get_json()["history_dropped_at"] is None
+    done = deletion.collect(svc.db, history_seconds=1e-9, job_seconds=None)
+    assert [j.id for j in done.pruned] == [job_id]
+    job = alice.get(f"/v1/jobs/{job_id}").get_json()
+    assert job["status"] == "succeeded" and job["history_dropped_at"] >= job["finished_at"]
+    assert alice.get(f"/v1/jobs/{job_id}/history").get_json()["rows"] == []
+
+
 FIT = {"objective": "((A @ w - b) ** 2).mean()", "variable": "w", "x0": [0.0, 0.0], "steps": 20,
        "data": {"A": [[1, 2], [3, 4], [5, 6]], "b": [1, 2, 3]}}
 

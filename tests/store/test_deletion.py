@@ -262,9 +262,28 @@ def test_retention_deletes_old_finished_jobs_and_drops_old_histories(db):
     assert everything_of(db, oldish)[:2] == (1, 0)  # the job stays, its history went
     with db.session() as s:
         assert s.get(Job, oldish).reserved_values == 0  # and with it what it held of the quota
+    dropped = job_store.get_job(db, oldish).history_dropped_at
+    assert dropped is not None and abs((dropped - utcnow()).total_seconds()) < 60  # the job says so
+    assert job_store.get_job(db, new).history_dropped_at is None
     assert everything_of(db, new)[:2] == (1, 10) and everything_of(db, queued.id)[0] == 1
     again = deletion.collect(db, history_seconds=86_400, job_seconds=7 * 86_400)
     assert again.removed == deletion.Removed() and not again.pruned  # nothing twice
+
+
+def test_retention_drops_the_history_of_a_job_that_reserved_nothing(db):
+    """Jobs made before quotas (revision 0003) reserve nothing: found by their rows instead."""
+    early = finished_job(db, 12)
+    empty = job_store.create_job(db, SPEC, [2], "cpu")[0].id
+    assert job_store.request_cancel(db, empty).status == JobStatus.CANCELLED  # never ran: no history
+    with db.session() as s:
+        s.get(Job, early).reserved_values = 0
+        s.get(Job, empty).reserved_values = 0
+    age(db, early, 2 * 86_400)
+    age(db, empty, 2 * 86_400)
+    done = deletion.collect(db, history_seconds=86_400, job_seconds=None)
+    assert [j.id for j in done.pruned] == [early] and done.removed.history_rows == 12
+    assert job_store.get_job(db, early).history_dropped_at is not None
+    assert job_store.get_job(db, empty).history_dropped_at is None  # it had none to drop
 
 
 def test_retention_deletes_the_sweeps_it_empties_and_keeps_shared_data_while_read(db):

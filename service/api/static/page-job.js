@@ -83,6 +83,7 @@ function renderHead(state) {
     ["worker", job.worker || result.worker || "—"],
   ];
   if (job.error) rows.push(["error", job.error, "job-error"]);
+  if (job.history_dropped_at) rows.push(["history", `dropped by the retention clean-up on ${when(job.history_dropped_at)}`, "job-history-dropped"]);
   if (job.tags && Object.keys(job.tags).length) rows.push(["tags", Object.entries(job.tags).map(([k, v]) => `${k}:${v}`).join(" ")]);
   const csv = el("button", {
     type: "button", class: "link", text: "history CSV",
