@@ -196,10 +196,10 @@ class Speed:
                 f"{rate:>11,.1f}{extra}")
 
 
-def run_sweep(svc: CheckService, device: str, steps: int, report: Report) -> Speed | None:
+def run_sweep(svc: CheckService, device: str, steps: int, starts: int, report: Report) -> Speed | None:
     body = {"base": {"objective": {"name": "rosenbrock"}, "optimizer": {"name": "adam", "lr": 0.01},
                      "steps": steps, "record": {"every": steps, "x": False}, "device": device},
-            "starts": {"count": SWEEP_STARTS, "init": "uniform", "low": -2, "high": 2, "seed": 0},
+            "starts": {"count": starts, "init": "uniform", "low": -2, "high": 2, "seed": 0},
             "name": f"gpu-check sweep {device}"}
     t0 = time.perf_counter()
     resp = svc.http.post(svc.url + "/v1/sweeps", json=body, timeout=300)
@@ -216,21 +216,21 @@ def run_sweep(svc: CheckService, device: str, steps: int, report: Report) -> Spe
         time.sleep(0.25)
     wall = time.perf_counter() - t0
     counts = sweep["counts"]
-    label = f"sweep {device:3}  {SWEEP_STARTS:,} Rosenbrock starts, Adam, {steps} steps"
-    if not report.check(counts.get("succeeded") == SWEEP_STARTS, f"{label}: {counts.get('succeeded', 0):,} jobs "
-                        f"of {SWEEP_STARTS:,} succeeded ({', '.join(f'{k} {v}' for k, v in counts.items() if v)})"):
+    label = f"sweep {device:3}  {starts:,} Rosenbrock starts, Adam, {steps} steps"
+    if not report.check(counts.get("succeeded") == starts, f"{label}: {counts.get('succeeded', 0):,} jobs "
+                        f"of {starts:,} succeeded ({', '.join(f'{k} {v}' for k, v in counts.items() if v)})"):
         return None
     page = svc.http.get(f"{svc.url}/v1/sweeps/{sweep['id']}/jobs", params={"limit": 1}, timeout=60).json()
     result = page["jobs"][0]["result"]
     report.check(device != "gpu" or bool(svc.extra_env) or result["device"].startswith("cuda"),
                  f"{label}: ran on {result['device']}")
     # A batch's lanes share one clock: any job's seconds is the batch's time up to its end.
-    return Speed(device, f"sweep: {SWEEP_STARTS:,} Rosenbrock starts, Adam", steps, result["seconds"], wall,
-                 lanes=SWEEP_STARTS)
+    return Speed(device, f"sweep: {starts:,} Rosenbrock starts, Adam", steps, result["seconds"], wall,
+                 lanes=starts)
 
 
-def run_parabola(svc: CheckService, device: str, steps: int) -> tuple[Speed | None, dict[str, Any]]:
-    spec = {"objective": "10 * (x ** 2).sum()", "x0": {"shape": [PARABOLA_ELEMENTS], "init": "normal", "seed": 0},
+def run_parabola(svc: CheckService, device: str, steps: int, elements: int) -> tuple[Speed | None, dict[str, Any]]:
+    spec = {"objective": "10 * (x ** 2).sum()", "x0": {"shape": [elements], "init": "normal", "seed": 0},
             "optimizer": {"name": "sgd", "lr": 0.001}, "steps": steps, "record": {"every": steps, "x": False},
             "device": device, "name": f"gpu-check parabola {device}"}
     t0 = time.perf_counter()
@@ -238,19 +238,18 @@ def run_parabola(svc: CheckService, device: str, steps: int) -> tuple[Speed | No
     wall = time.perf_counter() - t0
     if job["status"] != "succeeded":
         return None, job
-    return Speed(device, f"parabola: {PARABOLA_ELEMENTS:,} elements, SGD", steps, job["result"]["seconds"], wall), job
+    return Speed(device, f"parabola: {elements:,} elements, SGD", steps, job["result"]["seconds"], wall), job
 
 
-def run_throughput(svc: CheckService, devices: list[str], sweep_steps: int, parabola_steps: int,
-                   report: Report) -> list[Speed]:
+def run_throughput(svc: CheckService, devices: list[str], args: argparse.Namespace, report: Report) -> list[Speed]:
     print(f"\n-- throughput (one run at a time; torch threads per worker: {svc.settings.torch_threads})", flush=True)
     speeds: list[Speed] = []
     parabolas: dict[str, dict[str, Any]] = {}
     for device in devices:
-        if (speed := run_sweep(svc, device, sweep_steps, report)) is not None:
+        if (speed := run_sweep(svc, device, args.sweep_steps, args.sweep_starts, report)) is not None:
             speeds.append(speed)
-        speed, job = run_parabola(svc, device, parabola_steps)
-        label = f"parabola {device:3}  {PARABOLA_ELEMENTS:,} elements, {parabola_steps} steps"
+        speed, job = run_parabola(svc, device, args.parabola_steps, args.parabola_elements)
+        label = f"parabola {device:3}  {args.parabola_elements:,} elements, {args.parabola_steps} steps"
         if report.check(speed is not None, f"{label}: job {job['status']} on {(job.get('result') or {}).get('device')}"
                         + (f": {job.get('error')}" if speed is None else "")):
             speeds.append(speed)  # type: ignore[arg-type]
@@ -270,24 +269,37 @@ def print_speeds(speeds: list[Speed]) -> None:
     by = {(s.run, s.device): s for s in speeds}
     for run in dict.fromkeys(s.run for s in speeds):
         cpu, gpu = by.get((run, "cpu")), by.get((run, "gpu"))
-        if cpu is not None and gpu is not None and gpu.seconds > 0:
-            print(f"gpu/cpu speed-up, {run}: {cpu.seconds / gpu.seconds:.1f}x")
+        if cpu is not None and gpu is not None and gpu.seconds > 0 and cpu.seconds > 0:
+            # The same steps on each device: the speed-up is the ratio of the steps per second.
+            print(f"gpu/cpu speed-up, {run}: {cpu.seconds / gpu.seconds:.1f}x "
+                  f"(cpu {cpu.steps / cpu.seconds:,.1f} steps/s, gpu {gpu.steps / gpu.seconds:,.1f} steps/s)")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: 1 or more")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sweep-steps", type=int,
+    parser.add_argument("--sweep-steps", type=_positive,
                         help="Adam steps of each sweep start (default 500 with CUDA, 50 without)")
-    parser.add_argument("--parabola-steps", type=int,
+    parser.add_argument("--parabola-steps", type=_positive,
                         help="SGD steps of the big parabola (default 1000 with CUDA, 100 without)")
+    parser.add_argument("--sweep-starts", type=_positive, default=SWEEP_STARTS,
+                        help=f"starts of the sweep (default {SWEEP_STARTS:,}; fewer for a test of this script)")
+    parser.add_argument("--parabola-elements", type=_positive, default=PARABOLA_ELEMENTS,
+                        help=f"elements of the big parabola (default {PARABOLA_ELEMENTS:,}; fewer for a test)")
     parser.add_argument("--fake-gpu", action="store_true",
                         help="test this script without CUDA: the gpu worker runs on the CPU")
     args = parser.parse_args(argv)
     cuda = torch.cuda.is_available()
     gpu = cuda or args.fake_gpu
     devices = ["cpu", "gpu"] if gpu else ["cpu"]
-    sweep_steps = args.sweep_steps or (500 if cuda else 50)
-    parabola_steps = args.parabola_steps or (1000 if cuda else 100)
+    args.sweep_steps = args.sweep_steps or (500 if cuda else 50)
+    args.parabola_steps = args.parabola_steps or (1000 if cuda else 100)
     threads = max(1, min(os.cpu_count() or 1, 16))
 
     print("== Descent GPU check ==")
@@ -307,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         (shim / "descent").chmod(0o755)
         processes.BIN = shim
     with tempfile.TemporaryDirectory(prefix="descent-gpu-check-") as tmp:
-        settings = replace(embedded_settings(Path(tmp)), batch_max=SWEEP_STARTS, torch_threads=threads)
+        settings = replace(embedded_settings(Path(tmp)), batch_max=args.sweep_starts, torch_threads=threads)
         svc = CheckService(settings=settings, log_dir=Path(tmp),
                            extra_env={"DESCENT_GPU_WITHOUT_CUDA": "yes"} if args.fake_gpu and not cuda else {})
         try:
@@ -318,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"service up: API and {len(devices)} worker(s) ({', '.join(devices)}) "
                   f"in {time.perf_counter() - started:.1f} s", flush=True)
             run_lesson(svc, devices, report)
-            speeds = run_throughput(svc, devices, sweep_steps, parabola_steps, report)
+            speeds = run_throughput(svc, devices, args, report)
             print_speeds(speeds)
         except Exception as exc:  # noqa: BLE001 - reported as a FAIL with the service's logs
             report.check(False, f"the check broke off: {type(exc).__name__}: {exc}")
