@@ -2,8 +2,12 @@
 databases, a Redis database of one's own, and the environment that hands settings to a child."""
 from __future__ import annotations
 
+import atexit
+import hashlib
 import os
 import random
+import shutil
+import tempfile
 import uuid
 from dataclasses import fields, replace
 from pathlib import Path
@@ -71,8 +75,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards; PostgresUnreachable without a server."""
+def pg_database(template: str | None = None) -> Iterator[str]:
+    """A fresh PostgreSQL database (a copy of ``template`` when given), dropped afterwards;
+    PostgresUnreachable without a server."""
     import sqlalchemy as sa
 
     from service.config import normalise_database_url
@@ -87,7 +92,7 @@ def pg_database() -> Iterator[str]:
         raise PostgresUnreachable(f"PostgreSQL is not reachable at {PG_ADMIN_URL} (DESCENT_TEST_PG_URL): "
                                   f"{str(exc.orig).strip()[:200]}") from None
     with conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
     base = normalise_database_url(PG_ADMIN_URL).rsplit("/", 1)[0]
     try:
         yield f"{base}/{name}"
@@ -100,14 +105,89 @@ def pg_database() -> Iterator[str]:
         admin.dispose()
 
 
-def migrated(url: str | None = None) -> Iterator[Any]:
-    """A migrated Database at ``url``, or on a fresh PostgreSQL database when None; disposed after."""
+# Migrated templates, one per backend and test process: a test's migrated database is a copy
+# (a file copy on SQLite, CREATE DATABASE ... TEMPLATE on PostgreSQL), not a run of every
+# migration. Keyed by the migrations' text, so a changed migration makes a new template.
+_TEMPLATES: dict[str, str] = {}
+_TEMPLATE_DIR = Path(tempfile.mkdtemp(prefix="descent-templates-"))
+atexit.register(shutil.rmtree, _TEMPLATE_DIR, True)
+
+
+def _migrations_digest() -> str:
+    root = Path(__file__).resolve().parents[1] / "migrations"
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _sqlite_template() -> Path:
+    """This process's migrated SQLite file."""
     from service.store import Database
     from service.store.migrate import upgrade
 
-    pg = pg_database() if url is None else None
-    database = Database(next(pg) if pg is not None else url)
-    upgrade(database)
+    key = f"sqlite-{_migrations_digest()}"
+    if key not in _TEMPLATES:
+        path = _TEMPLATE_DIR / f"{key}.db"
+        database = Database(f"sqlite:///{path}")
+        upgrade(database)
+        database.engine.dispose()  # the last connection closed: the WAL is folded into the file
+        _TEMPLATES[key] = str(path)
+    return Path(_TEMPLATES[key])
+
+
+def _pg_template() -> str:
+    """This process's migrated PostgreSQL database, dropped when the process ends."""
+    from service.store import Database
+    from service.store.migrate import upgrade
+
+    key = f"postgresql-{_migrations_digest()}"
+    if key not in _TEMPLATES:
+        made = pg_database()
+        url = next(made)
+        database = Database(url)
+        upgrade(database)
+        database.engine.dispose()  # CREATE DATABASE ... TEMPLATE needs it unused
+        atexit.register(made.close)
+        _TEMPLATES[key] = url.rsplit("/", 1)[1]
+    return _TEMPLATES[key]
+
+
+def migrate_from_template(url: str) -> bool:
+    """Make the SQLite database at ``url`` (a file that does not exist yet) a migrated one by
+    copying this process's template; False when ``url`` is not such a file (migrate it instead)."""
+    if not url.startswith("sqlite:///"):
+        return False
+    path = Path(url[len("sqlite:///"):])
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    template = _sqlite_template()
+    shutil.copyfile(template, path)
+    for suffix in ("-wal", "-shm"):
+        if Path(f"{template}{suffix}").exists():
+            shutil.copyfile(f"{template}{suffix}", f"{path}{suffix}")
+    return True
+
+
+def migrated_database(url: str) -> Any:
+    """A Database at ``url``, migrated: a new SQLite file is a copy of the template."""
+    from service.store import Database
+    from service.store.migrate import upgrade
+
+    copied = migrate_from_template(url)
+    database = Database(url)
+    if not copied:
+        upgrade(database)
+    return database
+
+
+def migrated(url: str | None = None) -> Iterator[Any]:
+    """A migrated Database at ``url``, or on a fresh PostgreSQL database when None; disposed after."""
+    from service.store import Database
+
+    pg = pg_database(_pg_template()) if url is None else None
+    database = Database(next(pg)) if pg is not None else migrated_database(url)  # type: ignore[arg-type]
     try:
         yield database
     finally:

@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from testkit.backends import PostgresUnreachable, embedded_settings, migrated, pg_database
+from testkit.backends import PostgresUnreachable, embedded_settings, migrated, migrated_database, pg_database
 from tests.helpers.lesson import LESSON_LOGLOG, LESSON_PARABOLA
 
 
@@ -75,12 +75,9 @@ def pg_db():  # type: ignore[no-untyped-def]
 def app(tmp_path):  # type: ignore[no-untyped-def]
     """The API on an embedded backend (SQLite file, SQL broker file): real parts, no servers."""
     from service.api import create_app
-    from service.store import Database
-    from service.store.migrate import upgrade
 
     settings = embedded_settings(tmp_path)
-    database = Database(settings.database_url)
-    upgrade(database)
+    database = migrated_database(settings.database_url)
     application = create_app(settings, {"TESTING": True}, db=database)
     yield application
     database.engine.dispose()
@@ -91,12 +88,9 @@ def guarded(tmp_path):  # type: ignore[no-untyped-def]
     """The API with DESCENT_AUTH=required on SQLite: (test client, database); make tokens with
     ``service.store.tokens.create_token(database, owner, admin)``."""
     from service.api import create_app
-    from service.store import Database
-    from service.store.migrate import upgrade
 
     settings = embedded_settings(tmp_path, auth="required")
-    database = Database(settings.database_url)
-    upgrade(database)
+    database = migrated_database(settings.database_url)
     yield create_app(settings, {"TESTING": True}, db=database).test_client(), database
     database.engine.dispose()
 

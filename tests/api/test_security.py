@@ -13,7 +13,7 @@ from service.api.security import CONTENT_SECURITY_POLICY, is_loopback
 from service.config import ConfigError
 from service.errors import ErrorCode
 from service.store.models import Job
-from testkit.backends import embedded_settings
+from testkit.backends import embedded_settings, migrated_database
 from tests.helpers.lesson import LESSON_LOGLOG
 
 SPEC = json.dumps(LESSON_LOGLOG)
@@ -24,16 +24,13 @@ DASHBOARD = "https://dash.example.com"
 def make_app(tmp_path):  # type: ignore[no-untyped-def]
     """An embedded app with some settings replaced (``host``, ``allowed_hosts``, ``allowed_origins``)."""
     from service.api import create_app
-    from service.store import Database
-    from service.store.migrate import upgrade
 
     databases = []
 
     def make(**overrides):  # type: ignore[no-untyped-def]
         settings = embedded_settings(tmp_path, **overrides)
-        database = Database(settings.database_url)
+        database = migrated_database(settings.database_url)
         databases.append(database)
-        upgrade(database)
         return create_app(settings, {"TESTING": True}, db=database)
 
     yield make

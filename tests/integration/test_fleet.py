@@ -89,6 +89,16 @@ def test_the_workers_view_a_lost_worker_and_its_reclaimed_job(fleet: Service) ->
 
 
 
+def test_auto_sends_a_big_x_to_the_gpu_worker_and_the_lesson_to_the_cpu(fleet: Service) -> None:
+    cpu, gpu = fleet.workers
+    ids = {pid: w["id"] for pid, w in workers(fleet).items()}
+    small = fleet.wait(fleet.submit({**LESSON_LOGLOG, "device": "auto"})["id"])
+    big = fleet.wait(fleet.submit({"objective": "(x ** 2).sum()", "x0": {"shape": [100_000], "init": "normal"},
+                                   "steps": 3, "device": "auto", "record": {"every": 1000}})["id"])
+    assert (small["status"], small["queue"], small["worker"]) == ("succeeded", "cpu", ids[cpu.pid])
+    assert (big["status"], big["queue"], big["worker"]) == ("succeeded", "gpu", ids[gpu.pid])
+
+
 def test_a_gpu_job_with_no_gpu_worker_says_why_keeps_one_message_and_fails_after_its_wait(tmp_path: Path) -> None:
     for svc in service_on("embedded", tmp_path, heartbeat_seconds=0.5, requeue_after=1.0, gpu_wait_seconds=4.0):
         svc.start(workers=1)  # a CPU worker only: its reconciler looks after the gpu queue too
