@@ -28,9 +28,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Everything but the suites that start servers, worker processes or builds (marker `integration`).
+# Everything but the suites that start servers, worker processes or builds (marker `integration`)
+# and the in-process tests that take seconds each (marker `slow`); `make test` runs them all.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not integration" -n 2
+	$(BIN)/python -m pytest -q -m "not integration and not slow" -n 2
 
 # One table of ratios measured in this run (needs PostgreSQL + Redis, and psql); the per-benchmark
 # scripts (benchmarks/engine.py, e2e.py, sweep.py, burst.py, history_export.py, waiters.py) run alone too.

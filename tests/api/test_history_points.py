@@ -41,6 +41,7 @@ def steps_of(resp, fmt: str) -> list[int]:  # type: ignore[no-untyped-def]
     return [json.loads(line)["step"] for line in text.splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_points_spread_evenly_with_the_first_and_the_last(api, fmt):
     client, db = api
@@ -57,6 +58,7 @@ def test_points_spread_evenly_with_the_first_and_the_last(api, fmt):
     assert steps_of(client.get(f"/v1/jobs/{job_id}/history?format={fmt}&points=1"), fmt) == [1000]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_points_on_sparse_steps_with_start_and_fields(api, fmt):
     client, db = api
@@ -77,6 +79,7 @@ def test_points_on_sparse_steps_with_start_and_fields(api, fmt):
         assert rows == [{"step": s, "x": [s * 0.5, -s / 3.0]} for s in (0, 2500, 4995)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_points_of_an_empty_or_one_row_history(api, fmt):
     client, db = api
@@ -85,6 +88,7 @@ def test_points_of_an_empty_or_one_row_history(api, fmt):
     assert steps_of(client.get(f"/v1/jobs/{job_id}/history?format={fmt}&points=10&start=5"), fmt) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_bad_points_are_a_400_naming_points(api, fmt):
     client, db = api
@@ -106,6 +110,7 @@ def test_points_choose_from_the_index(api):
     assert got == [0, 500, 998, 1000]  # targets 0, 250, 500, 750, 1000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_points_are_chosen_among_multiples_of_every_and_at_most_limit(api, fmt):
     client, db = api

@@ -64,6 +64,7 @@ OUT_OF_RANGE = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_out_of_range_parameters_are_a_400_naming_them(api, fmt):
     client, db = api
@@ -76,6 +77,7 @@ def test_out_of_range_parameters_are_a_400_naming_them(api, fmt):
         assert len(error["message"]) < 300
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_limit_is_at_most_100000_rows_in_every_format(api, fmt):
     client, db = api
@@ -84,6 +86,7 @@ def test_a_limit_is_at_most_100000_rows_in_every_format(api, fmt):
     assert client.get(f"/v1/jobs/{job_id}/history?format={fmt}&limit=100000").status_code == 200
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_the_largest_start_and_every_are_answered(api, fmt):
     client, db = api
@@ -167,6 +170,7 @@ def wide_job(client: Any, db: Any, numel: int, n: int, seed: int) -> tuple[str, 
                                                      grad_norm=np.ones(n), lr=np.full(n, 0.1), x=x)), x
 
 
+@pytest.mark.slow
 def test_a_wide_history_leaves_in_bounded_pieces(api, monkeypatch):
     client, db = api
     numel, n = 150_000, 6
@@ -230,6 +234,7 @@ def odd_history(client: Any, db: Any, shape: list[int], record: dict[str, Any], 
     return stored_job(client, db, spec, batch)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape,record", EXPORT_SHAPES)
 def test_block_and_database_formatting_write_the_bytes_of_the_row_path(api, monkeypatch, shape, record):
     client, db = api
@@ -261,6 +266,7 @@ def test_block_and_database_formatting_write_the_bytes_of_the_row_path(api, monk
         assert rows["csv", ""].splitlines()[0].count("x_") == numel
 
 
+@pytest.mark.slow
 def test_a_history_of_middling_width_leaves_in_bounded_blocks(api, monkeypatch):
     """Rows up to BLOCK_MAX_WIDTH values are formatted a block at a time: a block holds about
     BLOCK_VALUES values, so its text stays bounded whatever the width (and equals the row path's)."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_the_api_imports_neither_the_engine_nor_the_workers():
     code = ("import pkgutil, importlib, sys, service.api\n"
             "for m in pkgutil.iter_modules(service.api.__path__): importlib.import_module('service.api.' + m.name)\n"

@@ -24,6 +24,7 @@ def job_id(client) -> str:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("path", ["/v1/jobs/a%00b", "/v1/jobs/a%00b/history", "/v1/jobs/%F0%9F%92%A5",
                                   "/v1/jobs/" + "a" * 300, "/v1/jobs/..%2F..%2Fetc"])
+@pytest.mark.slow
 def test_an_id_that_names_no_job_is_a_404(client, path):
     assert client.get(path).status_code == 404
     assert client.post(path.removesuffix("/history") + "/cancel").status_code == 404
@@ -37,6 +38,7 @@ def test_an_id_that_names_no_job_is_a_404(client, path):
     ("limit=1_0", "limit"), ("limit=%D9%A3", "limit"), ("limit=%2B5", "limit"), ("limit=%205", "limit"),
     ("limit=" + "9" * 5000, "limit"),
 ])
+@pytest.mark.slow
 def test_a_bad_list_parameter_is_a_400_naming_it(client, query, field):
     job_id(client)
     resp = client.get("/v1/jobs?" + query)
@@ -44,6 +46,7 @@ def test_a_bad_list_parameter_is_a_400_naming_it(client, query, field):
     assert resp.get_json()["error"]["field"] == field
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["%201", "%2B1", "1e2", "nan", "inf", "-0.5", "31", "%D9%A3", "1_0"])
 def test_wait_is_a_plain_number_of_seconds(client, value):
     resp = client.get(f"/v1/jobs/{job_id(client)}?wait={value}")
@@ -62,6 +65,7 @@ def test_plain_numbers_still_work(client):
 
 @pytest.mark.parametrize("path", ["/v1/jobs?limt=5", "/v1/jobs/{id}?wiat=1", "/v1/jobs/{id}/history?formt=csv",
                                   "/v1/objectives?x=1", "/healthz?verbose=1"])
+@pytest.mark.slow
 def test_an_unknown_query_parameter_is_a_400_naming_it(client, path):
     resp = client.get(path.replace("{id}", job_id(client)))
     assert resp.status_code == 400, resp.get_data(as_text=True)

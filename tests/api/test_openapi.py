@@ -253,6 +253,7 @@ NUMERIC_PARAMS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path, name, bounds", NUMERIC_PARAMS, ids=[f"{p}?{n}" for p, n, _ in NUMERIC_PARAMS])
 def test_numeric_query_parameter_bounds_are_the_handlers(doc, client, finished_job, path, name, bounds):
     schema = param(doc, path, "get", name)["schema"]

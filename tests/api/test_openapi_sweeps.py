@@ -134,6 +134,7 @@ BAD = [  # (request, the field the API names)
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("body, field", BAD, ids=[field for _, field in BAD])
 def test_what_the_schema_refuses_the_api_refuses_naming_the_field(client, body, field):
     doc = client.get("/openapi.json").get_json()

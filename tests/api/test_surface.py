@@ -125,6 +125,7 @@ def test_a_queued_job_uses_x0_and_a_degenerate_box_gets_a_width(client):
     assert body["f"][1][1] == pytest.approx(2.0 ** 2 + 2.0 ** 2 + 5.0 ** 2)  # the centre is x0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["x_range", "y_range"])
 @pytest.mark.parametrize("value", ["2,1", "1,1", "a,b", "1", "1,2,3", "nan,1", "1,inf", "1e999,2e999", " 1,2", "0x1,2"])
 def test_bad_ranges_are_refused_naming_the_parameter(client, name, value):
@@ -191,6 +192,7 @@ def test_another_owners_job_is_a_404_like_an_unknown_one(guarded):
 
 @pytest.mark.parametrize("query", ["", "?kind=contour", "?kind=loss", "?kind=contour&n=10&coords=2,0",
                                    "?kind=loss&n=10", "?kind="])
+@pytest.mark.slow
 def test_plots_are_png_images(client, run_job, query):
     job_id = finished(client, run_job, LESSON_LOGLOG)
     resp = client.get(f"/v1/jobs/{job_id}/plot.png{query}")

@@ -154,6 +154,7 @@ def test_another_owners_sweep_is_a_404_and_an_admin_sees_it(db, tmp_path):
 
 @pytest.mark.parametrize("path", ["/v1/sweeps/a%00b", "/v1/sweeps/" + "f" * 300, "/v1/sweeps/%F0%9F%92%A5/jobs",
                                   "/v1/sweeps/00000000-0000-0000-0000-000000000000"])
+@pytest.mark.slow
 def test_an_id_that_names_no_sweep_is_a_404(client, path):
     assert client.get(path).status_code == 404
     assert client.post(path.removesuffix("/jobs") + "/cancel").status_code == 404
@@ -203,6 +204,7 @@ def test_counts_and_summary_after_running_some_jobs(client):
     ("limit=" + "9" * 5000, "limit"), ("cursor=%00", "cursor"), ("cursor=bm9wZQ==", "cursor"), ("cursor=%F0%9F", "cursor"),
     ("cursor=" + "Y3JlYXRlZDo" + "x" * 20, "cursor"),
 ])
+@pytest.mark.slow
 def test_a_bad_query_parameter_is_a_400_naming_it(client, query, field):
     sweep = client.sweep().get_json()
     for path in (f"/v1/sweeps/{sweep['id']}", f"/v1/sweeps/{sweep['id']}/jobs"):

@@ -111,6 +111,7 @@ def test_every_elementwise_optimizer_is_covered() -> None:
     assert {name for name, _ in OPTIMIZER_CASES} == ELEMENTWISE_OPTIMIZERS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduler", SCHEDULERS, ids=lambda s: s["name"] if s else "none")
 @pytest.mark.parametrize("name,kwargs", OPTIMIZER_CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(OPTIMIZER_CASES)])
 def test_each_lane_equals_its_solo_run(name: str, kwargs: dict, scheduler: dict | None) -> None:

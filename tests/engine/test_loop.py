@@ -82,6 +82,7 @@ RESUMABLE = [
 @pytest.mark.parametrize("scheduler", [None, {"name": "step_lr", "step_size": 7, "gamma": 0.5},
                                        {"name": "reduce_lr_on_plateau", "patience": 2}],
                          ids=["nosched", "steplr", "plateau"])
+@pytest.mark.slow
 def test_interrupt_and_resume_is_bit_identical(optimizer, scheduler):
     spec = {"objective": {"name": "rosenbrock"}, "steps": 90, "optimizer": optimizer, "scheduler": scheduler,
             "record": {"grad": True}}

@@ -211,6 +211,7 @@ RACER = {"objective": "10 * (x ** 2).sum()", "x0": [8.0, 8.0], "steps": 1_000_00
          "stop": {"max_seconds": 120}}
 
 
+@pytest.mark.slow
 def test_a_delete_racing_a_worker_writing_chunks_leaves_no_row_and_stops_the_worker(db, tmp_path):
     from service.spec import check_spec
     from workers import runner
@@ -335,6 +336,7 @@ def test_on_postgresql_a_delete_waits_for_a_chunk_in_flight_then_removes_its_row
     assert count(db, HistoryRow) == 0 and count(db, Job) == 0
 
 
+@pytest.mark.slow
 def test_deleting_one_job_of_a_running_batch_drops_that_lane_and_the_others_go_on(db, tmp_path):
     """A sweep's jobs run as one batch: the deleted job's lane stops at the next chunk boundary
     with no row written, its siblings keep running (and end when cancelled)."""

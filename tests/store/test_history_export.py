@@ -30,6 +30,7 @@ def odd_doubles() -> list[float]:
     return values
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("json_strings", [False, True])
 def test_postgresql_writes_pythons_repr_of_every_double(pg_db, json_strings):
     values = odd_doubles()
@@ -100,6 +101,7 @@ def test_text_blocks_are_bounded_and_in_step_order(pg_db, monkeypatch, ahead):
         assert got == expected[:kwargs.get("limit")], kwargs
 
 
+@pytest.mark.slow
 def test_reads_give_back_every_double_exactly(db):
     """The reads decode a page's values a column at a time (SQLite: its JSON text in one parse):
     every double comes back bit for bit (a NaN as a NaN), infinities and -0.0 included, in pages

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from service.store import HistoryBatch
 from service.store import jobs as job_store
@@ -20,6 +21,7 @@ def test_page_rows_follow_the_byte_budget():
     assert page_rows(2, with_x=True, with_grad=True, batch_size=300) == 300
 
 
+@pytest.mark.slow
 def test_a_wide_history_is_read_in_pages_within_the_byte_budget(db):
     numel, n, budget = 40_000, 9, 1_000_000  # 320 kB of x a row: 3 rows a page
     job_id = job_store.create_job(db, {"objective": "x.sum()", "x0": {"shape": [numel]}, "steps": n},

@@ -52,6 +52,7 @@ def test_an_idempotent_replay_is_not_a_new_submission(db):
         job_store.create_job(db, SPEC, [2], "cpu", "other", owner="alice", quotas=quotas)
 
 
+@pytest.mark.slow
 def test_the_defaults_admit_a_10000_job_sweep_as_one_submission(db):
     """Jobs stored in one transaction share their created_at: one submission of 10,000 jobs."""
     per_job = (SPEC["steps"] + 2) * PER_ROW

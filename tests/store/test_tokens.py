@@ -46,6 +46,7 @@ def test_a_job_whose_cancel_was_requested_never_ends_succeeded(db):
     assert job_store.get_job(db, job.id).status == JobStatus.CANCELLED
 
 
+@pytest.mark.slow
 def test_descent_tokens_create_list_revoke(tmp_path):
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("DESCENT_")}, "DESCENT_DATA_DIR": str(tmp_path)}
 

@@ -141,6 +141,7 @@ def in_background(service: Service, job_ids: list[str]) -> tuple[threading.Threa
     return thread, outcomes
 
 
+@pytest.mark.slow
 def test_a_mixed_batch_diverges_stops_and_is_cancelled_per_job(service):
     starts = {"diverged": [1e12, 0.0], "grad_norm": [1.0, 0.0], "cancelled": [0.5, 1.0]}
     ids = {name: service.submit({**ENDLESS, "x0": x0}) for name, x0 in starts.items()}
@@ -164,6 +165,7 @@ def test_a_mixed_batch_diverges_stops_and_is_cancelled_per_job(service):
     assert_same(service.rows(ids["cancelled"]), solo_rows, 1e-6)
 
 
+@pytest.mark.slow
 def test_a_lane_whose_lease_is_lost_is_dropped_and_the_rest_go_on(service, db):
     ids = [service.submit({**ENDLESS, "x0": [0.5, float(i + 1)]}) for i in range(3)]
     thread, outcomes = in_background(service, ids[:1])
@@ -185,6 +187,7 @@ def test_a_lane_whose_lease_is_lost_is_dropped_and_the_rest_go_on(service, db):
     assert len(service.rows(ids[1])) == rows_when_taken  # nothing of it was written after it was taken
 
 
+@pytest.mark.slow
 def test_a_batch_handed_back_at_shutdown_resumes_as_a_batch_and_equals_solo_runs(service):
     # every row recorded: the first chunk boundary, where the hand-back happens, comes within
     # 1,000 steps (a chunk's most rows), long before the last step

@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from service.store import jobs as job_store
@@ -49,6 +50,7 @@ def wait_running(client: Any, job_id: str, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_cancel_during_a_long_lbfgs_step_ends_the_job_cancelled_at_once(app, client, run_job):
     db = app.extensions["descent"].db
     job_id = submit(client, LONG_STEP)
