@@ -34,10 +34,11 @@ def reconcile_once(requeue_after: float) -> list[str]:
     re-sent by one worker only: the database row is bumped conditionally first. Jobs of one batch
     key go in shared messages, as a sweep's do (a dead worker's batch resumes as a batch).
 
-    Duplicate messages are kept few: a queue is sent at most as many jobs as it has queued beyond
-    the messages it holds (those unsent longest first), so it never holds more messages than
-    jobs wait for; behind a backlog (its queue still holds messages) a job is re-sent only
-    after ``BACKLOG_PATIENCE`` times as long; a gpu job is not re-sent while no GPU worker
+    Duplicate messages are kept few: a queue is re-sent only the jobs of the messages it lacks
+    (its queued jobs counted in messages, as they are sent: one per job, or per batch of one batch
+    key; those unsent longest first), so it never holds more messages than its jobs need;
+    behind a backlog (its queue still holds messages) a job is re-sent only after
+    ``BACKLOG_PATIENCE`` times as long; a gpu job is not re-sent while no GPU worker
     heartbeats (it keeps its one message), and once none has heartbeat for
     DESCENT_GPU_WAIT_SECONDS (a stopped one's last heartbeat counts: a restart is no absence),
     gpu jobs queued longer than that fail, saying why. Each line it logs names its jobs."""
@@ -55,7 +56,8 @@ def reconcile_once(requeue_after: float) -> list[str]:
                             settings.gpu_wait_seconds)
     # Counted before the jobs are: a message taken meanwhile then errs towards fewer re-sends.
     waiting = {queue: _waiting(state, queue) for queue in QUEUES}
-    stale = [job for job in job_store.stale_jobs(state.db, requeue_after, waiting=waiting, unserved=unserved)
+    stale = [job for job in job_store.stale_jobs(state.db, requeue_after, waiting, unserved=unserved,
+                                                 batch_max=settings.batch_max)
              if job_store.requeue_if_stale(state.db, job[0], requeue_after)]
     sent: list[str] = []
     if state.dispatcher is not None:

@@ -477,9 +477,8 @@ def _overdue(now: Any, requeue_after: float) -> Any:
 BACKLOG_PATIENCE = 10
 
 
-def stale_jobs(db: Database, requeue_after: float, limit: int = 500,
-               waiting: Mapping[str, int | None] | None = None,
-               unserved: Sequence[str] = ()) -> list[tuple[str, str, str | None]]:
+def stale_jobs(db: Database, requeue_after: float, waiting: Mapping[str, int | None], limit: int = 500,
+               unserved: Sequence[str] = (), batch_max: int = 1) -> list[tuple[str, str, str | None]]:
     """(id, queue, batch key) of jobs that should be running but may have no message in the
     broker: running with an expired lease (reclaimed, each is a queued job again with the one
     message it is then sent), and queued for more than ``requeue_after`` seconds, the longest
@@ -487,33 +486,50 @@ def stale_jobs(db: Database, requeue_after: float, limit: int = 500,
     message would only wait too).
 
     ``waiting`` is how many messages wait in each queue, as the broker counts them (None for a
-    queue it could not count). Given, a queue gets at most (its queued jobs - its waiting
-    messages) queued jobs, so it never holds more messages than jobs wait for; none when its
-    count is unknown (a broker that cannot answer cannot take a re-send either), nor on a queue
-    ``waiting`` does not name; and on a queue that still holds messages (most likely a backlog:
-    a job there waits its turn) only jobs overdue ``BACKLOG_PATIENCE`` times over. Without
-    ``waiting`` (no broker to ask), every overdue queued job."""
+    queue it could not count: a broker that cannot answer cannot take a re-send either). A
+    queue's queued jobs need as many messages as they would be sent in (a message per job, or
+    per ``batch_max`` jobs of one batch key, as ``service.queue.messages_for`` groups them); a
+    queue gets re-sent only the jobs of the messages it lacks (at most ``batch_max`` jobs a
+    message), so it never holds more messages than its jobs need. On a queue that still holds
+    messages (most likely a backlog: a job there waits its turn) only jobs overdue
+    ``BACKLOG_PATIENCE`` times over are re-sent."""
     now = clock(db.dialect)
     jobs = select(Job.id, Job.queue, Job.batch_key)
     oldest_unsent = (Job.enqueued_at, Job.created_at)
+    per = max(1, batch_max)
     with db.session() as s:
         rows = list(s.execute(jobs.where(_lease_lapsed(now)).order_by(Job.created_at).limit(limit)).all())
-        if waiting is None:
-            overdue = and_(_overdue(now, requeue_after), Job.queue.not_in(list(unserved) or [""]))
-            if len(rows) < limit:
-                rows += s.execute(jobs.where(overdue).order_by(*oldest_unsent).limit(limit - len(rows))).all()
-        else:
-            queued = dict(s.execute(select(Job.queue, func.count()).where(Job.status == JobStatus.QUEUED)
-                                    .group_by(Job.queue)).all())
-            for queue, messages in sorted(waiting.items()):
-                if messages is None or queue in unserved:
-                    continue
-                room = min(int(queued.get(queue, 0)) - messages, limit - len(rows))
-                if room > 0:
-                    after = requeue_after * (BACKLOG_PATIENCE if messages > 0 else 1)
-                    rows += s.execute(jobs.where(_overdue(now, after), Job.queue == queue)
-                                      .order_by(*oldest_unsent).limit(room)).all()
+        needed: dict[str, int] = {}
+        for queue, key, count in s.execute(select(Job.queue, Job.batch_key, func.count())
+                                           .where(Job.status == JobStatus.QUEUED).group_by(Job.queue, Job.batch_key)):
+            needed[queue] = needed.get(queue, 0) + (count if key is None else -(-count // per))
+        for queue, messages in sorted(waiting.items()):
+            if messages is None or queue in unserved:
+                continue
+            lacking = needed.get(queue, 0) - messages
+            if lacking > 0 and len(rows) < limit:
+                after = requeue_after * (BACKLOG_PATIENCE if messages > 0 else 1)
+                overdue = s.execute(jobs.where(_overdue(now, after), Job.queue == queue)
+                                    .order_by(*oldest_unsent).limit(min(lacking * per, limit - len(rows)))).all()
+                rows += _in_messages(overdue, lacking, per)
         return [(r[0], r[1], r[2]) for r in rows]
+
+
+def _in_messages(jobs: Sequence[Any], messages: int, per: int) -> list[Any]:
+    """The first of ``jobs`` (id, queue, batch key) that fill ``messages`` messages, grouped as
+    they would be sent: a message per job without a key, per ``per`` jobs of one key."""
+    taken, in_key = [], {}
+    for job in jobs:
+        key = job[2]
+        opens = key is None or in_key.get(key, 0) % per == 0
+        if opens:
+            if messages == 0:
+                continue
+            messages -= 1
+        if key is not None:
+            in_key[key] = in_key.get(key, 0) + 1
+        taken.append(job)
+    return taken
 
 
 def fail_unserved(db: Database, queue: str, waited: float, error: str, limit: int = 500) -> list[str]:

@@ -1,9 +1,11 @@
-"""Which jobs the reconciler re-sends, on SQLite and PostgreSQL: never more of a queue's queued
-jobs than it has beyond the messages its broker holds, the longest unsent first."""
+"""Which jobs the reconciler re-sends, on SQLite and PostgreSQL: only the jobs of the messages a
+queue lacks (its queued jobs counted in messages, one per job or per batch of one batch key), the
+longest unsent first."""
 from __future__ import annotations
 
 from datetime import timedelta
 
+from service.queue import messages_for
 from service.store import jobs as job_store
 from service.store.jobs import BACKLOG_PATIENCE
 from service.store.models import Job
@@ -21,8 +23,8 @@ def queued(db, n: int, queue: str = "cpu") -> list[str]:
     return ids
 
 
-def stale(db, **waiting: int | None) -> list[str]:
-    return [job_id for job_id, _, _ in job_store.stale_jobs(db, requeue_after=30, waiting=waiting)]
+def stale(db, batch_max: int = 1, **waiting: int | None) -> list[str]:
+    return [job_id for job_id, _, _ in job_store.stale_jobs(db, 30, waiting, batch_max=batch_max)]
 
 
 def test_a_queue_gets_only_as_many_jobs_as_it_lacks_messages_the_longest_unsent_first(db):
@@ -53,6 +55,16 @@ def test_behind_a_backlog_a_job_is_re_sent_only_after_the_backlog_patience(db):
     assert stale(db, cpu=1) == [job_id]
 
 
-def test_without_broker_counts_every_overdue_job_is_stale(db):
-    jobs = queued(db, 3)
-    assert [job_id for job_id, _, _ in job_store.stale_jobs(db, requeue_after=30)] == jobs
+def test_jobs_of_one_batch_key_count_as_the_messages_they_are_sent_in(db):
+    """A 10-job sweep of one key goes out in 3 messages of at most 4: 3 waiting messages are all
+    it needs, however many of its jobs are overdue; with 1, the jobs of 2 messages are re-sent."""
+    jobs = queued(db, 10)
+    with db.session() as s:
+        for job_id in jobs:
+            s.get(Job, job_id).batch_key = "k"
+    assert stale(db, batch_max=4, cpu=3, gpu=0) == []
+    assert stale(db, batch_max=4, cpu=1, gpu=0) == jobs[:8]
+    assert stale(db, batch_max=4, cpu=0, gpu=0) == jobs  # a flushed broker: every job again
+    alone = queued(db, 2)  # jobs without a key need a message each: 5 in all, 2 lacking
+    again = job_store.stale_jobs(db, 30, {"cpu": 3, "gpu": 0}, batch_max=4)
+    assert len(messages_for(again, 4)) == 2 and {job[0] for job in again} <= set(jobs + alone)

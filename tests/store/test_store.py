@@ -175,11 +175,11 @@ def test_leases_follow_the_database_clock_not_the_workers(pg_db, monkeypatch):
     real = store_db.utcnow
     monkeypatch.setattr(store_db, "utcnow", lambda: real() - timedelta(hours=1))
     job_id = new_job(pg_db)
-    assert job_store.stale_jobs(pg_db, requeue_after=30) == []
+    assert job_store.stale_jobs(pg_db, 30, {"cpu": 0, "gpu": 0}) == []
     assert job_store.claim_job(pg_db, job_id, "slow-clock", 30, 3) is not None
     monkeypatch.setattr(store_db, "utcnow", real)
     assert job_store.claim_job(pg_db, job_id, "w2", 30, 3) is None
-    assert job_store.stale_jobs(pg_db, requeue_after=30) == []
+    assert job_store.stale_jobs(pg_db, 30, {"cpu": 0, "gpu": 0}) == []
     assert job_store.get_job(pg_db, job_id).worker == "slow-clock"
 
 
