@@ -328,29 +328,37 @@ def test_a_sweeps_heat_map_and_summary(service: Service, browser: Browser) -> No
     no_errors(browser)
 
 
+def click(browser: Browser, element_id: str) -> None:
+    """Click an element of a page that redraws it while it refreshes (found and clicked at once)."""
+    browser.wait(lambda d: d.find_element("id", element_id).click() or True, f"{element_id} is clicked")
+
+
+def alert(browser: Browser) -> Any:
+    """The page's confirm() dialog, once it is open."""
+    return browser.wait(lambda d: d.switch_to.alert, "the page asks first")
+
+
 def test_delete_asks_first_then_removes_a_running_job_and_a_sweep(service: Service, browser: Browser) -> None:
-    job_id = service.submit({**SLOW, "name": "to delete"})["id"]
+    job_id = service.submit({**SLOW, "stop": {"max_seconds": 60}, "name": "to delete"})["id"]
     service.wait_status(job_id, "running")
     browser.driver.get(f"{service.url}/jobs/{job_id}")
-    browser.wait(lambda d: d.find_element("id", "delete-job"), "the delete button is shown")
-    browser.driver.find_element("id", "delete-job").click()
-    alert = browser.driver.switch_to.alert
-    assert "to delete" in alert.text and "cancelled first" in alert.text
-    alert.dismiss()  # no: nothing happens
+    click(browser, "delete-job")
+    asked = alert(browser)
+    assert "to delete" in asked.text and "cancelled first" in asked.text
+    asked.dismiss()  # no: nothing happens
     assert service.http.get(f"{service.url}/v1/jobs/{job_id}", timeout=10).status_code == 200
-    browser.driver.find_element("id", "delete-job").click()
-    browser.driver.switch_to.alert.accept()
+    click(browser, "delete-job")
+    alert(browser).accept()
     browser.wait(lambda d: d.current_url == f"{service.url}/", "the page goes to the job list")
     assert service.http.get(f"{service.url}/v1/jobs/{job_id}", timeout=10).status_code == 404
 
     sweep_id = submit_sweep(service, {"base": {**LESSON5, "steps": 5}, "grid": {"optimizer.lr": [0.001, 0.01]}})
     jobs = service.http.get(f"{service.url}/v1/sweeps/{sweep_id}/jobs", timeout=10).json()["jobs"]
     browser.driver.get(f"{service.url}/sweeps/{sweep_id}")
-    browser.wait(lambda d: d.find_element("id", "delete-sweep"), "the sweep's delete button is shown")
-    browser.driver.find_element("id", "delete-sweep").click()
-    alert = browser.driver.switch_to.alert
-    assert "its 2 jobs" in alert.text
-    alert.accept()
+    click(browser, "delete-sweep")
+    asked = alert(browser)
+    assert "its 2 jobs" in asked.text
+    asked.accept()
     browser.wait(lambda d: d.current_url == f"{service.url}/", "the page goes to the job list")
     assert service.http.get(f"{service.url}/v1/sweeps/{sweep_id}", timeout=10).status_code == 404
     assert all(service.http.get(f"{service.url}/v1/jobs/{j['id']}", timeout=10).status_code == 404 for j in jobs)
