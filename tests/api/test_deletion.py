@@ -125,17 +125,21 @@ def test_a_sweep_delete_removes_its_jobs_and_the_sweep(service):
     assert alice.delete(f"/v1/sweeps/{sweep_id}").status_code == 404
 
 
-def test_a_finished_job_goes_with_its_history(service, tmp_path):
+def ran(app: Any, job_id: str) -> JobStatus:
+    """Run a stored job to its end with the worker's own code, in this process."""
     from workers import runner
     from workers.state import WorkerState
 
+    svc = app.extensions["descent"]
+    return runner.execute(WorkerState(settings=svc.settings, db=svc.db, worker_id="test:1", hostname="test",
+                                      queues=["cpu"], device="cpu"), job_id)
+
+
+def test_a_finished_job_goes_with_its_history(service, tmp_path):
     app, user = service()
     alice = user("alice")
     job_id = alice.submit()
-    svc = app.extensions["descent"]
-    state = WorkerState(settings=svc.settings, db=svc.db, worker_id="test:1", hostname="test", queues=["cpu"],
-                        device="cpu")
-    assert runner.execute(state, job_id) == JobStatus.SUCCEEDED
+    assert ran(app, job_id) == JobStatus.SUCCEEDED
     rows = len(alice.get(f"/v1/jobs/{job_id}/history?limit=10000").get_json()["rows"])
     assert rows == 501
     assert alice.delete(f"/v1/jobs/{job_id}").get_json()["removed"]["history_rows"] == rows
@@ -143,18 +147,13 @@ def test_a_finished_job_goes_with_its_history(service, tmp_path):
 
 
 def test_a_job_whose_history_the_retention_dropped_says_so(service):
-    from workers import runner
-    from workers.state import WorkerState
-
     from service.store import deletion
 
     app, user = service()
     alice = user("alice")
     job_id = alice.submit()
     svc = app.extensions["descent"]
-    state = WorkerState(settings=svc.settings, db=svc.db, worker_id="test:1", hostname="test", queues=["cpu"],
-                        device="cpu")
-    assert runner.execute(state, job_id) == JobStatus.SUCCEEDED
+    assert ran(app, job_id) == JobStatus.SUCCEEDED
     assert alice.get(f"/v1/jobs/{job_id}").get_json()["history_dropped_at"] is None
     done = deletion.collect(svc.db, history_seconds=1e-9, job_seconds=None)
     assert [j.id for j in done.pruned] == [job_id]
