@@ -110,3 +110,22 @@ def run_job(app):  # type: ignore[no-untyped-def]
     state = WorkerState(settings=svc.settings, db=svc.db, worker_id="test:1", hostname="test",
                         queues=["cpu"], device="cpu")
     return lambda job_id: runner.execute(state, job_id)
+
+
+@pytest.fixture
+def json_lines():  # type: ignore[no-untyped-def]
+    """The root logger writing JSON lines (DESCENT_LOG_FORMAT=json) into a buffer; returns a
+    function reading them."""
+    import io
+    import json
+    import logging
+
+    from service import logs
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    logs.configure("json")
+    buffer = io.StringIO()
+    root.handlers[0].setStream(buffer)  # type: ignore[attr-defined]
+    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
+    root.handlers[:], root.level = saved[0], saved[1]

@@ -3,7 +3,6 @@ job id on every line a job causes."""
 from __future__ import annotations
 
 import io
-import json
 import logging
 
 import pytest
@@ -12,18 +11,6 @@ from service import logs
 from service.config import ConfigError
 from tests.api.test_jobs import submit
 from tests.helpers.lesson import LESSON_LOGLOG
-
-
-@pytest.fixture
-def json_lines():  # type: ignore[no-untyped-def]
-    """The root logger writing JSON lines into a buffer; returns a function reading them."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    logs.configure("json")
-    buffer = io.StringIO()
-    root.handlers[0].setStream(buffer)  # type: ignore[attr-defined]
-    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
-    root.handlers[:], root.level = saved[0], saved[1]
 
 
 def test_each_request_is_one_json_line_with_status_duration_and_job(client, json_lines):

@@ -4,20 +4,15 @@ messages than jobs wait for; consumed messages are deleted; its log lines name t
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
-import logging
 from datetime import timedelta
 
 import pytest
 
-from service import logs
 from service.api import fleet as fleet_api
 from service.queue import purge_consumed, waiting_messages
 from service.reasons import WAITING_FOR_GPU
 from service.store import fleet
 from service.store.jobs import BACKLOG_PATIENCE
-from service.store import jobs as job_store
 from service.store.models import Job
 from service.store.status import JobStatus
 from tests.api.test_jobs import submit
@@ -157,20 +152,7 @@ def test_a_gpu_workers_restart_fails_no_gpu_job(app, client, reconciler):
     assert not fleet.live_gpu_worker(db, alive_within=3600)  # device: auto goes to cpu meanwhile
 
 
-@pytest.fixture
-def json_log():  # type: ignore[no-untyped-def]
-    """The root logger writing JSON lines (DESCENT_LOG_FORMAT=json) into a buffer; returns a
-    function reading them."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    logs.configure("json")
-    buffer = io.StringIO()
-    root.handlers[0].setStream(buffer)  # type: ignore[attr-defined]
-    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
-    root.handlers[:], root.level = saved[0], saved[1]
-
-
-def test_the_reconcilers_lines_name_their_jobs(app, client, reconciler, json_log, monkeypatch):
+def test_the_reconcilers_lines_name_their_jobs(app, client, reconciler, json_lines, monkeypatch):
     monkeypatch.setattr(worker_fleet, "LOG_IDS_PER_LINE", 2)
     celery = app.extensions["descent"].dispatcher.celery
     lost = [submit(client, LESSON_LOGLOG).get_json()["id"] for _ in range(3)]
@@ -180,7 +162,7 @@ def test_the_reconcilers_lines_name_their_jobs(app, client, reconciler, json_log
     for job_id in (*lost, unserved):
         age(app, job_id, 7200)
     assert sorted(reconciler()) == sorted(lost)
-    lines = [line for line in json_log() if line["logger"] == "workers.fleet"]
+    lines = [line for line in json_lines() if line["logger"] == "workers.fleet"]
     failed = [line for line in lines if line["message"].startswith("failed")]
     assert [(line["job_id"], line["level"]) for line in failed] == [(unserved, "warning")]
     re_sent = [line for line in lines if line["message"].startswith("reconciler re-sent")]
