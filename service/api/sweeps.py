@@ -141,13 +141,19 @@ def _minimum_finder(db: Any) -> Callable[[dict[str, Any], int], float | None]:
     """``best_minimum`` for a page of a sweep's jobs: the stored data's values read once per
     distinct data, and each distinct objective solved once (a sweep's jobs mostly share both)."""
     found: dict[str, float | None] = {}
+    values: dict[str, dict[str, Any] | None] = {}
 
     def best(spec: dict[str, Any], numel: int) -> float | None:
         key = json.dumps([spec, numel], sort_keys=True)
         if key not in found:
             data = spec.get("data")
-            values = data_store.data_with_values(db, data) if data else None
-            found[key] = None if data and values is None else best_minimum({**spec, "data": values}, numel)
+            if not data:
+                found[key] = best_minimum(spec, numel)
+            else:
+                refs = json.dumps(data, sort_keys=True)
+                if refs not in values:
+                    values[refs] = data_store.data_with_values(db, data)
+                found[key] = None if values[refs] is None else best_minimum({**spec, "data": values[refs]}, numel)
         return found[key]
 
     return best

@@ -106,10 +106,10 @@ def with_values(db: Database, records: Sequence[JobRecord]) -> list[JobRecord]:
     for job in records:
         data = job.spec.get("data")
         if data and any(is_reference(entry) for entry in data.values()):
-            if any(is_reference(entry) and entry["sha256"] not in found for entry in data.values()):
+            filled = _filled(data, found)
+            if filled is None:
                 continue
-            data = {name: found[entry["sha256"]] if is_reference(entry) else entry for name, entry in data.items()}
-            job = replace(job, spec={**job.spec, "data": data})
+            job = replace(job, spec={**job.spec, "data": filled})
         out.append(job)
     return out
 
@@ -125,7 +125,11 @@ def stored_values(db: Database, digests: Iterable[str]) -> dict[str, list[Any]]:
 
 def data_with_values(db: Database, data: Mapping[str, Any]) -> dict[str, Any] | None:
     """A stored spec's ``data`` with each reference replaced by its values; None if one is gone."""
-    found = stored_values(db, [entry["sha256"] for entry in data.values() if is_reference(entry)])
+    return _filled(data, stored_values(db, [entry["sha256"] for entry in data.values() if is_reference(entry)]))
+
+
+def _filled(data: Mapping[str, Any], found: Mapping[str, list[Any]]) -> dict[str, Any] | None:
+    """``data`` with each reference replaced by its values in ``found``; None if one is missing."""
     if any(is_reference(entry) and entry["sha256"] not in found for entry in data.values()):
         return None
     return {name: found[entry["sha256"]] if is_reference(entry) else entry for name, entry in data.items()}
