@@ -3,6 +3,7 @@ databases, a Redis database of one's own, and the environment that hands setting
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import os
 import random
@@ -113,6 +114,7 @@ _TEMPLATE_DIR = Path(tempfile.mkdtemp(prefix="descent-templates-"))
 atexit.register(shutil.rmtree, _TEMPLATE_DIR, True)
 
 
+@functools.cache
 def _migrations_digest() -> str:
     root = Path(__file__).resolve().parents[1] / "migrations"
     digest = hashlib.sha256()

@@ -2,9 +2,9 @@
 
 Three ceilings (``service.config.Quotas``): submissions in the last minute, jobs queued or
 running, and history values held by all of an owner's jobs. A job deleted within the minute
-still counts as a submission (``remember_deleted``), so deleting cannot make room for more. Each job reserves, when it is
-submitted, what its spec may record (so no running job can overrun the disk quota) and keeps, once
-it has finished, only what it stored.
+still counts as a submission (``remember_deleted``), so deleting cannot make room for more.
+Each job reserves, when it is submitted, what its spec may record (so no running job can overrun
+the disk quota) and keeps, once it has finished, only what it stored.
 On PostgreSQL the check takes a per-owner advisory lock for the rest of its transaction, so two
 concurrent submissions by one owner cannot both squeeze under a ceiling; SQLite transactions
 already take the database's write lock up front.
@@ -43,7 +43,7 @@ def check_quotas(s: Any, owner: str, quotas: Quotas, jobs: int = 1, values: int 
     dialect = s.get_bind().dialect.name
     if dialect == "postgresql":
         s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:owner))"), {"owner": "descent-quota:" + owner})
-    now = s.scalar(select(clock(dialect))) if dialect == "postgresql" else utcnow()
+    now = _now(s, dialect)
     since = now - WINDOW
     made = union(select(Job.created_at).where(Job.owner == owner, Job.created_at > since),
                  select(DeletedSubmission.created_at).where(DeletedSubmission.owner == owner,
@@ -72,11 +72,16 @@ def remember_deleted(s: Any, job_ids: Sequence[str], dialect: str) -> None:
     """In the transaction that deletes ``job_ids``: keep the submissions among them made within
     the window (one row per owner and creation time: a sweep's jobs are one submission), and
     forget those that have left it."""
-    since = (s.scalar(select(clock(dialect))) if dialect == "postgresql" else utcnow()) - WINDOW
+    since = _now(s, dialect) - WINDOW
     s.execute(delete(DeletedSubmission).where(DeletedSubmission.created_at <= since))
     made = (select(Job.owner, Job.created_at).where(one_of(Job.id, list(job_ids), dialect), Job.created_at > since)
             .distinct())
     s.execute(insert(DeletedSubmission).from_select(["owner", "created_at"], made))
+
+
+def _now(s: Any, dialect: str) -> Any:
+    """The database's clock on PostgreSQL (the one its timestamps are written by), this process's on SQLite."""
+    return s.scalar(select(clock(dialect))) if dialect == "postgresql" else utcnow()
 
 
 def values_per_row(spec: dict[str, Any], shape: list[int]) -> int:
