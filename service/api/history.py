@@ -178,6 +178,10 @@ def _blocks(pages: Iterator[HistoryBatch], fmt: str, fields: list[str], shape: l
             yield text
         del text
         if limit is not None and written >= limit:
+            if next_start is None and fmt == "json":  # the page ended on a block's edge: is there more?
+                more = next(pages, None)
+                if more is not None and len(more):
+                    next_start = int(more.steps[0])
             break
     if fmt == "json":
         yield '], "next_start": ' + json.dumps(next_start) + "}"
