@@ -37,13 +37,38 @@ NAME_CHARS = 200  # a job's name is at most this long
 ENDED_BY = tuple(r.value for r in StopReason if r != StopReason.INTERRUPTED)
 
 
+class DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members, refusing a key given twice (json would keep the last silently)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
 def read_json_body() -> Any:
     """The request body as JSON, or a 400 that says what is wrong with it."""
     raw = request.get_data(cache=False)
     if not raw.strip():
         raise DescentError("the request body is empty; send the job spec as JSON", code=ErrorCode.INVALID_JSON)
+    if b"\x00" in raw[:4] or raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # JSON text in UTF-8 never holds a NUL
+        raise DescentError("the request body is not UTF-8 text (it looks like UTF-16 or UTF-32); send JSON in UTF-8",
+                           code=ErrorCode.INVALID_JSON)
     try:
-        return json.loads(raw)
+        # Decoded here: json.loads of bytes would also take UTF-16 and UTF-32 (RFC 8259: UTF-8 only).
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except DuplicateKey as exc:
+        raise DescentError(f"the request body names the key {exc.key[:80]!r} twice in one object",
+                           code=ErrorCode.INVALID_JSON, field=exc.key[:80]) from None
     except UnicodeDecodeError:
         raise DescentError("the request body is not UTF-8 text", code=ErrorCode.INVALID_JSON) from None
     except json.JSONDecodeError as exc:

@@ -7,7 +7,8 @@ Checks, in order, before any handler (each refusal is the usual JSON error):
    loopback names on a loopback bind) -- 400 ``invalid_header``, field ``Host``. This stops DNS
    rebinding: a page on ``evil.example`` that re-points its name at 127.0.0.1 still sends
    ``Host: evil.example``. ``create_app`` refuses (``ConfigError``) a non-loopback bind without
-   ``DESCENT_ALLOWED_HOSTS``.
+   ``DESCENT_ALLOWED_HOSTS``. An absolute-form request target (``GET http://host/...``) names
+   the host that counts (RFC 7230 §5.4): it is checked the same way.
 2. ``Origin``, when sent, must be the API's own origin (the scheme and ``Host`` the client
    addressed) or one of ``DESCENT_ALLOWED_ORIGINS`` -- 403 ``forbidden``, field ``Origin``.
    ``Origin: null`` (sandboxed frames, ``file:`` pages) is refused. Requests without
@@ -217,6 +218,21 @@ def _buffer_chunked_body(limit: int) -> None:
     environ["CONTENT_LENGTH"] = str(size)
 
 
+def _absolute_form_host(target: str) -> str | None:
+    """The host of an absolute-form request target (``GET http://host/path HTTP/1.1``, RFC 7230
+    §5.3.2), which takes precedence over the Host header (§5.4); None for the usual origin-form.
+    A malformed one is a host no allow-list holds."""
+    if target.startswith("/") or "://" not in target:
+        return None
+    try:
+        parts = urlsplit(target)
+    except ValueError:
+        return target.split("/", 3)[2] if target.count("/") >= 2 else target
+    if parts.scheme.lower() not in _DEFAULT_PORTS:
+        return target
+    return parts.netloc.rsplit("@", 1)[-1]
+
+
 def register(app: Flask, settings: Settings) -> None:
     """Install the request checks and response headers on ``app``. Raises ConfigError for a
     non-loopback bind without ``DESCENT_ALLOWED_HOSTS`` or a malformed allow-list."""
@@ -234,6 +250,11 @@ def register(app: Flask, settings: Settings) -> None:
         if not hosts.allows(host):
             sent = request.headers.get("Host", "")
             raise DescentError(f"the Host header {sent[:100]!r} is not one this service answers; "
+                               "add it to DESCENT_ALLOWED_HOSTS", code=ErrorCode.INVALID_HEADER, field="Host")
+        target_host = _absolute_form_host(request.environ.get("REQUEST_URI", ""))
+        if target_host is not None and not hosts.allows(target_host):
+            raise DescentError(f"the request target's host {target_host[:100]!r} is not one this service answers "
+                               "(an absolute-form target's host takes precedence over Host); "
                                "add it to DESCENT_ALLOWED_HOSTS", code=ErrorCode.INVALID_HEADER, field="Host")
 
         origin = request.headers.get("Origin")

@@ -136,9 +136,8 @@ def _when(stamp: Any) -> str:
 def cmd_api(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from waitress import serve
-
     from service.api import create_app
+    from service.cli.serving import serve
     from service.store.migrate import SchemaOutOfDate
 
     settings = load_settings()
@@ -154,14 +153,10 @@ def cmd_api(args: argparse.Namespace) -> int:
             else "auth required: send Authorization: Bearer <token>")
     print(f"descent api listening on http://{host}:{port} (database {_safe_url(settings.database_url)}; {auth})",
           flush=True)
-    # waitress refuses a body over the limit from its Content-Length, before buffering any of it
-    # (it refuses a length >= its setting; Flask accepts exactly the limit).
     # Threads for ordinary requests plus one for each request allowed to wait or stream (see
-    # service/api/waiting.py); parked threads cost no CPU and little memory. Connections beyond
-    # the threads wait in waitress's queue rather than being refused.
+    # service/api/waiting.py); parked threads cost no CPU and little memory.
     threads = (args.threads or settings.api_threads) + settings.max_waiters
-    serve(app, host=host, port=port, threads=threads, connection_limit=threads + 256, asyncore_use_poll=True,
-          ident="descent", _quiet=True, max_request_body_size=settings.limits.max_body_bytes + 1)
+    serve(app, host=host, port=port, threads=threads, max_body_bytes=settings.limits.max_body_bytes)
     return 0
 
 
