@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     from service.api import (access, auth, catalog, dashboard, deletion, errors, events, health, history, jobs,
                              metrics, openapi, params, security, surface, sweeps, workers)
     from service.api.services import Services
-    from service.api.waiting import WaiterSlots
+    from service.api.waiting import GridBudget, WaiterSlots
 
     settings = settings or load_settings()
     app = Flask(__name__)
@@ -48,7 +48,8 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     if settings.embedded_broker:
         prepare_embedded_broker(dispatcher.celery)
     app.extensions["descent"] = Services(settings=settings, db=db, dispatcher=dispatcher, finished=FinishedJobs(db),
-                                         waiters=WaiterSlots(settings.max_waiters))
+                                         waiters=WaiterSlots(settings.max_waiters),
+                                         grids=GridBudget(settings.limits.max_objective_bytes))
     access.register(app)
     errors.register(app)
     security.register(app, settings)

@@ -1,12 +1,13 @@
 """What the API's handlers share: settings, the database, the task dispatcher, the watcher of
-finishing jobs (for ``?wait``) and the count of waiting or streaming requests."""
+finishing jobs (for ``?wait``), the count of waiting or streaming requests and the memory budget
+of grid evaluations."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from flask import current_app
 
-from service.api.waiting import WaiterSlots
+from service.api.waiting import GridBudget, WaiterSlots
 from service.config import Settings
 from service.queue import Dispatcher
 from service.store import Database
@@ -20,6 +21,7 @@ class Services:
     dispatcher: Dispatcher
     finished: FinishedJobs
     waiters: WaiterSlots
+    grids: GridBudget
 
 
 def services() -> Services:

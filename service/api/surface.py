@@ -6,7 +6,10 @@ The surface is the job's own objective (its stored spec, checked again and compi
 default to the box around the path (x0, the recorded history's x at most ``PATH_POINTS`` rows of
 it, the final x) and the catalog objective's known minima, widened by ``MARGIN`` on each side.
 What one request may cost is bounded: n at most ``N_RANGE[1]``, n * n * (elements of x) at most
-``MAX_GRID_VALUES`` (413 naming n), and ``GRID_SECONDS`` of evaluation (413 naming n).
+``MAX_GRID_VALUES`` (413 naming n), and ``GRID_SECONDS`` of evaluation (413 naming n). The
+grids evaluated at once in one process share a memory budget (``DESCENT_MAX_OBJECTIVE_BYTES``):
+a request reserves its grid's estimated bytes first, and one that finds no room within a few
+seconds is a 503 with ``Retry-After`` (``waiting.GridBudget``).
 
 ``plot.png?kind=contour`` draws that surface with the path on it, start, end and minima marked
 (the lesson's picture); ``kind=loss`` draws f per recorded step (at most ``LOSS_POINTS`` of them).
@@ -29,7 +32,7 @@ from service.api.services import services
 from service.config import Limits
 from service.expr.grid import GridTooSlow, Surface, padded_range
 from service.spec.minima import known_minima
-from service.spec.surface import job_surface, start_point
+from service.spec.surface import evaluation_peak, grid_bytes, job_surface, start_point
 from service.errors import DescentError, ErrorCode
 from service.jsonsafe import json_safe
 from service.spec import CheckedSpec, check_spec
@@ -166,9 +169,11 @@ def _view(job_id: str) -> _View:
         box = np.concatenate([path, np.array(minima, dtype=np.float64).reshape(-1, 2)])
         x_range = x_range or padded_range(box[:, 0], MARGIN)
         y_range = y_range or padded_range(box[:, 1], MARGIN)
+    peak = evaluation_peak(checked)
     try:
-        grid = job_surface(checked, final, coords, np.linspace(*x_range, n), np.linspace(*y_range, n),
-                           max_seconds=GRID_SECONDS)
+        with svc.grids.held(grid_bytes(checked, peak)):  # estimated before any evaluation
+            grid = job_surface(checked, final, coords, np.linspace(*x_range, n), np.linspace(*y_range, n),
+                               max_seconds=GRID_SECONDS, peak=peak)
     except GridTooSlow:
         raise DescentError(f"this objective's grid took over {GRID_SECONDS:g} seconds (the limit); ask for a "
                            "smaller n", code=ErrorCode.LIMIT_EXCEEDED, field="n", status=413) from None

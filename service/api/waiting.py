@@ -60,3 +60,36 @@ class WaiterSlots:
             raise DescentError(f"this API process is already serving {self.limit} waiting or streaming requests "
                                "(DESCENT_MAX_WAITERS); try again shortly", code=ErrorCode.SERVICE_BUSY,
                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+class GridBudget:
+    """Bytes that the grids being evaluated in this process (``/surface``, ``plot.png``) may hold
+    at once: each request reserves its estimate before any evaluation, waits briefly for room,
+    and is otherwise a 503 with ``Retry-After``, so concurrent grids of a heavy objective take
+    turns instead of multiplying the API's memory. One estimate over the whole budget runs alone."""
+
+    def __init__(self, total: int, wait_seconds: float = 5.0) -> None:
+        self.total = total
+        self.wait_seconds = wait_seconds
+        self._used = 0
+        self._room = threading.Condition()
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    @contextmanager
+    def held(self, cost: int) -> Iterator[None]:
+        cost = max(1, min(cost, self.total))
+        with self._room:
+            if not self._room.wait_for(lambda: self._used + cost <= self.total, timeout=self.wait_seconds):
+                raise DescentError(f"this API process is evaluating other grids that hold its memory for grids "
+                                   f"({self.total:,} bytes, from DESCENT_MAX_OBJECTIVE_BYTES); try again shortly",
+                                   code=ErrorCode.SERVICE_BUSY, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+            self._used += cost
+        try:
+            yield
+        finally:
+            with self._room:
+                self._used -= cost
+                self._room.notify_all()
