@@ -78,8 +78,9 @@ def test_a_job_run_to_its_end_is_counted_by_its_writes(db):
     assert totals[(FINISHED, "status=succeeded")] == 1
     assert totals[(counters.STEPS, "")] == 6
     assert totals[(counters.HISTORY_ROWS, "")] == 7
-    assert totals[("descent_job_seconds_bucket", "le=0.1")] == 1
-    assert totals[("descent_queue_wait_seconds_bucket", "le=0.1")] == 1
+    # One observation each, in whichever bucket this machine's speed puts it.
+    for histogram in ("descent_job_seconds_bucket", "descent_queue_wait_seconds_bucket"):
+        assert sum(v for (name, _), v in totals.items() if name == histogram) == 1
     assert totals[("descent_batch_jobs_bucket", "le=1.0")] == 1
 
 
