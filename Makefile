@@ -25,8 +25,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/descent up
 
+# Two processes (a module's tests stay together: its servers and stacks are built once).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Everything but the suites that start servers, worker processes or builds (marker `integration`)
 # and the in-process tests that take seconds each (marker `slow`); `make test` runs them all.

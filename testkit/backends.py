@@ -5,8 +5,8 @@ from __future__ import annotations
 import atexit
 import functools
 import hashlib
+import itertools
 import os
-import random
 import shutil
 import tempfile
 import uuid
@@ -270,11 +270,18 @@ def migrated(url: str | None = None) -> Iterator[Any]:
             made.close()
 
 
+_REDIS_USES = itertools.count()
+
+
 def redis_url_for_test(base: str = REDIS_URL) -> str:
-    """A Redis database index of its own (1-15), flushed, so runs never see each other's tasks."""
+    """A Redis database index (1-14) flushed for the caller. The indexes are split between the
+    pytest-xdist workers (gw0 takes 1-7, gw1 8-14) and taken in turn within one, so two test
+    processes of one run never share one."""
     import redis
 
-    index = random.randint(1, 15)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    slot = int(worker[2:]) % 2 if worker[2:].isdigit() else 0
+    index = 1 + slot * 7 + next(_REDIS_USES) % 7
     url = f"{base.rstrip('/')}/{index}"
     redis.Redis.from_url(url).flushdb()
     return url
