@@ -10,7 +10,8 @@
 
 Client commands (built on ``service.client``):
 
-    descent submit SPEC.json [--wait] [-q]     submit a job (- reads stdin); print it, or its id alone
+    descent submit SPEC.json [--wait] [-q] [--idempotency-key KEY]
+                                               submit a job (- reads stdin); print it, or its id alone
     descent status ID                          the job, as JSON
     descent wait ID [--timeout S] [--progress] wait until it finishes; exit 0 succeeded, 1 failed or cancelled
     descent cancel ID                          cancel a queued or running job
@@ -22,10 +23,14 @@ Client commands (built on ``service.client``):
     descent objectives                         a table of the named objectives
     descent workers [--json]                   a table of the fleet: alive, lost or stopped, current job (admins)
     descent plot ID [--kind contour|loss] [-o FILE.png]                               save its picture
-    descent sweep SWEEP.json [--wait] [-q]     submit a sweep ({base, grid, starts}) and print it
+    descent sweep SWEEP.json [--wait] [-q] [--idempotency-key KEY]
+                                               submit a sweep ({base, grid, starts}) and print it
 
-Client commands find the API at DESCENT_URL and send the token in DESCENT_TOKEN. On an error they
-print one line on stderr and exit 1 (JSON answers also print the API's error object on stdout).
+Client commands find the API at DESCENT_URL and send the token in DESCENT_TOKEN. While the API
+cannot be reached (a restart) they try reads and submits again for DESCENT_RETRY_SECONDS (30) in
+all. On an error they print one line on stderr and exit 1 (JSON answers also print the API's error
+object on stdout); for a submit that got no answer the line names its Idempotency-Key: submit again
+with --idempotency-key KEY to get the job it may have made, never a second one.
 """
 from __future__ import annotations
 
@@ -85,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--wait", action="store_true", help="wait until it has finished; exit 0 only if it "
                        "succeeded (for a sweep: every job)")
         p.add_argument("-q", "--quiet", action="store_true", help="print the id alone")
-        p.add_argument("--idempotency-key", help="resubmitting with the same key answers with the same "
-                       "job or sweep (default: a new random key)")
+        p.add_argument("--idempotency-key", metavar="KEY", help="resubmitting with the same key answers with "
+                       "the same job or sweep (default: a new random key, named in the error when the "
+                       "API gives no answer)")
         waits(p, "job's" if name == "submit" else "sweep's")
         p.set_defaults(fn=commands.cmd_submit if name == "submit" else commands.cmd_sweep)
     p = sub.add_parser("status", help="show a job (JSON)")

@@ -231,6 +231,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _said(exc: Any, detail: str) -> str:
+    """A client error's one line: for a submit that may have made its job unseen, the key to send
+    it again with (``--idempotency-key``), so that a second try makes no second job."""
+    from service.client.errors import key_note, with_note
+
+    if not getattr(exc, "unsure", False):
+        return f"{exc.message}{detail}"
+    key = exc.idempotency_key
+    return with_note(f"{exc.detail}{detail}", key_note(key, f"--idempotency-key {key}"))
+
+
 def run(args: argparse.Namespace) -> int:
     """A client command, with every failure as one line on stderr and a non-zero status."""
     from service.client import DescentClientError
@@ -241,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
         if exc.body is not None and args.command in _JSON_ANSWERS:
             print_json(exc.body)
         detail = f" (HTTP {exc.status} {exc.code})" if exc.status and exc.code else ""
-        print(f"descent {args.command}: {exc.message}{detail}", file=sys.stderr)
+        print(f"descent {args.command}: {_said(exc, detail)}", file=sys.stderr)
         return 1
     except _UsageError as exc:
         print(f"descent {args.command}: {exc}", file=sys.stderr)

@@ -15,8 +15,13 @@ is the HTTP status, ``.code`` and ``.field`` the API's error code and field), or
 cannot be reached, a ``DescentUnreachable`` whose one-line message names the URL.
 
 Requests are retried only where that is safe (``service.client.http``): GETs, and POSTs that
-carry an ``Idempotency-Key`` (``submit`` and ``submit_sweep`` always send one, generated here, so a
-submit retried after a lost connection makes one job, not two). A cancel or a delete is sent once.
+carry an ``Idempotency-Key`` (``submit`` and ``submit_sweep`` always send one: the one given as
+``idempotency_key``, else one generated here, so a submit retried after a lost connection makes one
+job, not two). They are retried for 30 s in all by default (``retry_seconds``, or
+DESCENT_RETRY_SECONDS), with growing, jittered pauses and as ``Retry-After`` asks, so they ride out
+an API restart. A cancel or a delete is sent once. A submit that still gets no answer raises a
+``DescentUnreachable`` whose ``idempotency_key`` (named in its message too) is the key it was sent
+with: submit again with that key, and the job the lost try may have made is the one answered.
 """
 from __future__ import annotations
 
@@ -38,15 +43,17 @@ JOBS_PAGE = 1000
 
 
 class Client(Transport):
-    """A connection to one Descent API (``url``, ``token``, ``timeout`` and ``retries`` as
-    ``Transport`` takes them), and what can be asked of it: jobs, sweeps, the catalog."""
+    """A connection to one Descent API (``url``, ``token``, ``timeout``, ``retry_seconds`` and
+    ``retries`` as ``Transport`` takes them), and what can be asked of it: jobs, sweeps, the catalog."""
 
     # -- jobs -------------------------------------------------------------------------------
     def submit(self, spec: dict[str, Any] | str | bytes, idempotency_key: str | None = None) -> JobHandle:
         """Submit a job spec (a dict, or JSON text sent as it is); the new job's handle.
 
         An Idempotency-Key (a random one unless given) goes with it, so the retries after a lost
-        connection, or a resubmit with the same key, answer with the same job."""
+        connection, or a resubmit with the same key, answer with the same job. When the API gives
+        no answer even after the retries, the ``DescentUnreachable`` carries that key
+        (``.idempotency_key``): submit again with it to get one job, never two."""
         key = idempotency_key or uuid.uuid4().hex
         job = self.request_json("POST", "/v1/jobs", body=spec, headers={"Idempotency-Key": key})
         return JobHandle(self, job["id"], job)
@@ -77,7 +84,8 @@ class Client(Transport):
 
     # -- sweeps -----------------------------------------------------------------------------
     def submit_sweep(self, spec: dict[str, Any] | str | bytes, idempotency_key: str | None = None) -> SweepHandle:
-        """Submit a sweep ({base, grid, starts, ...}); its handle. Sent with an Idempotency-Key."""
+        """Submit a sweep ({base, grid, starts, ...}); its handle. Sent with an Idempotency-Key (a
+        random one unless given), carried by the error as ``submit``'s is."""
         key = idempotency_key or uuid.uuid4().hex
         sweep = self.request_json("POST", "/v1/sweeps", body=spec, headers={"Idempotency-Key": key},
                                   timeout=max(self.timeout, 600.0))

@@ -28,13 +28,14 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     yield from running("embedded", tmp_path_factory.mktemp("cli"))
 
 
-def env_for(url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "DESCENT_TOKEN"}
-    return {**env, "DESCENT_URL": url}
+def env_for(url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DESCENT_TOKEN", "DESCENT_RETRY_SECONDS")}
+    return {**env, "DESCENT_URL": url, **extra}
 
 
-def descent(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    return subprocess.run([str(BIN / "descent"), *args], env=env_for(url), input=stdin, capture_output=True,
+def descent(url: str, *args: str, stdin: str | None = None,
+            **extra: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    return subprocess.run([str(BIN / "descent"), *args], env=env_for(url, **extra), input=stdin, capture_output=True,
                           text=True, timeout=180)
 
 
@@ -213,10 +214,39 @@ def test_api_errors_are_one_line_on_stderr(service, tmp_path):
 def test_an_api_that_is_down_is_one_line_and_a_non_zero_exit():
     url = f"http://127.0.0.1:{free_port()}"
     for args in (["status", "x"], ["history", "x", "--csv"], ["list"], ["objectives"], ["wait", "x"]):
-        out = descent(url, *args)
+        out = descent(url, *args, DESCENT_RETRY_SECONDS="0.3")
         assert out.returncode != 0, args
         line = one_clean_line(out.stderr)
         assert url in line and line.startswith(f"descent {args[0]}: "), line
+        assert "tried" in line and "Idempotency-Key" not in line  # retried; a read has no key
+
+
+@integration
+def test_a_submit_with_an_idempotency_key_makes_one_job(service, tmp_path):
+    key = f"cli-{os.getpid()}-{free_port()}"
+    spec = spec_file(tmp_path, {**LONG, "steps": 3})
+    first = descent(service.url, "submit", spec, "--idempotency-key", key, "-q")
+    again = descent(service.url, "submit", spec, "--idempotency-key", key, "-q")
+    assert first.returncode == 0 and again.returncode == 0, (first.stderr, again.stderr)
+    assert UUID.fullmatch(first.stdout.strip()) and again.stdout == first.stdout
+    other = descent(service.url, "submit", spec, "-q")  # no key: a new random one, a new job
+    assert other.returncode == 0 and other.stdout != first.stdout
+    sweep = spec_file(tmp_path, {"base": {**LONG, "steps": 3}, "grid": {"optimizer.lr": [0.001]}}, "sweep.json")
+    sweeps = [descent(service.url, "sweep", sweep, "--idempotency-key", key, "-q").stdout for _ in range(2)]
+    assert UUID.fullmatch(sweeps[0].strip()) and sweeps[1] == sweeps[0]
+
+
+@integration
+def test_a_submit_that_gets_no_answer_names_the_key_to_submit_again_with(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    spec = spec_file(tmp_path, {**LONG, "steps": 3})
+    given = descent(url, "submit", spec, "--idempotency-key", "my-key-7", DESCENT_RETRY_SECONDS="0.3")
+    line = one_clean_line(given.stderr)
+    assert given.returncode == 1 and given.stdout == "" and line.startswith("descent submit: ") and url in line
+    assert "--idempotency-key my-key-7" in line and "idempotency_key=" not in line
+    generated = descent(url, "sweep", spec, DESCENT_RETRY_SECONDS="0.3")
+    found = re.search(r"--idempotency-key ([0-9a-f]{32})\b", one_clean_line(generated.stderr))
+    assert generated.returncode == 1 and found, generated.stderr
 
 
 @integration
@@ -253,7 +283,9 @@ def test_submit_and_sweep_flags():
     args = build_parser().parse_args(["submit", "s.json", "--wait", "-q", "--progress", "--timeout", "5"])
     assert (args.spec, args.wait, args.quiet, args.progress, args.timeout) == ("s.json", True, True, True, 5.0)
     sweep = build_parser().parse_args(["sweep", "-", "-q"])
-    assert (sweep.spec, sweep.quiet, sweep.wait) == ("-", True, False)
+    assert (sweep.spec, sweep.quiet, sweep.wait, sweep.idempotency_key) == ("-", True, False, None)
+    keyed = build_parser().parse_args(["submit", "s.json", "--idempotency-key", "k-1"])
+    assert keyed.idempotency_key == "k-1"
     listing = build_parser().parse_args(["list", "--status", "failed", "--name", "n", "--tag", "k:v", "--order", "desc",
                                          "--stop-reason", "diverged"])
     assert (listing.status, listing.name, listing.tag, listing.order) == ("failed", "n", "k:v", "desc")

@@ -1,20 +1,18 @@
 """The Python client (service.client) against a running service: an API process and a worker."""
 from __future__ import annotations
 
-import re
-import socket
-import threading
 import time
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from service import client as client_module
 from service.client import Client, DescentClientError, DescentUnreachable, JobHandle
 from service.client import jobs as jobs_module
-from tests.helpers.lesson import LESSON_LOGLOG
 from testkit.processes import Service, free_port, running
+from tests.client.proxy import DroppingProxy
+from tests.helpers.lesson import LESSON_LOGLOG
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +102,8 @@ def test_a_resubmit_with_the_same_key_is_the_same_job(client):
     again = client.submit({**LONG, "steps": 5}, idempotency_key=key)
     assert first.id == again.id
     assert client.submit({**LONG, "steps": 5}).id != client.submit({**LONG, "steps": 5}).id  # a new key each
+    sweep = {"base": {**LONG, "steps": 5}, "grid": {"optimizer.lr": [0.001]}}
+    assert client.submit_sweep(sweep, idempotency_key=key).id == client.submit_sweep(sweep, idempotency_key=key).id
 
 
 def test_api_errors_carry_the_apis_message_status_and_code(client):
@@ -122,9 +122,12 @@ def test_an_api_that_is_not_there_is_one_line_naming_it():
     url = f"http://127.0.0.1:{free_port()}"
     began = time.monotonic()
     with pytest.raises(DescentUnreachable) as err:
-        Client(url, token="", retries=2).job("x")
+        Client(url, token="", retry_seconds=1.5).job("x")
     assert url in str(err.value) and "\n" not in str(err.value) and err.value.status is None
-    assert 1.0 <= time.monotonic() - began < 10  # retried with backoff (0.5 s, 1 s), then gave up
+    assert err.value.idempotency_key is None and "Idempotency-Key" not in str(err.value)  # a GET has none
+    assert 1.5 <= time.monotonic() - began < 10  # retried with backoff for the time given, then gave up
+    with pytest.raises(DescentUnreachable):
+        Client(url, token="", retries=2).job("x")  # or at most so many times again
 
 
 def test_jobs_iterates_every_page(client, monkeypatch):
@@ -162,61 +165,6 @@ def test_plot_returns_a_png_or_writes_it(long_job, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     path = long_job.plot(kind="loss", path=tmp_path / "loss.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-class DroppingProxy:
-    """A TCP proxy to the API that passes its first request on but hangs up before the answer
-    comes back (a connection lost at the worst moment), and forwards every later one."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port, self.seen = upstream_port, 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            first, self.seen = self.seen == 0, self.seen + 1
-            threading.Thread(target=self._handle, args=(conn, first), daemon=True).start()
-
-    def _handle(self, conn: socket.socket, drop: bool) -> None:
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-        if drop:
-            request = b""
-            while b"\r\n\r\n" not in request:
-                request += conn.recv(65536)
-            head, body = request.split(b"\r\n\r\n", 1)
-            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
-            while len(body) < length:
-                body += conn.recv(65536)
-            upstream.sendall(head + b"\r\n\r\n" + body)
-            upstream.recv(65536)  # the API has answered (the job exists): hang up on the client instead
-            upstream.close()
-            conn.close()
-            return
-        for src, dst in ((conn, upstream), (upstream, conn)):
-            threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def test_a_submit_whose_answer_is_lost_is_retried_into_the_same_job(service, client):
