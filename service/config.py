@@ -119,6 +119,25 @@ class Settings:
                                       "workers delete it, as DELETE /v1/jobs/ID does); default forever", None)
     retention_interval: float = env("DESCENT_RETENTION_INTERVAL_SECONDS", "seconds between a worker's retention "
                                     "clean-ups (one at a time across the fleet)", 300.0)
+    db_statement_timeout: float | None = env("DESCENT_DB_STATEMENT_TIMEOUT", "seconds one SQL statement of "
+                                             "Descent's may run on PostgreSQL (0: no limit); default 10 leases, "
+                                             "at least 300", None)
+    db_lock_timeout: float | None = env("DESCENT_DB_LOCK_TIMEOUT", "seconds a statement waits for a lock (a row "
+                                        "another session holds) before it gives up: the API answers 503 "
+                                        "database_unavailable; default a quarter lease, 1 to 3", None)
+    db_idle_in_transaction_timeout: float | None = env(
+        "DESCENT_DB_IDLE_IN_TRANSACTION_TIMEOUT", "seconds PostgreSQL lets a session sit idle inside a "
+        "transaction (a frozen or cut-off process) before it ends the session and frees its locks; default one "
+        "lease, at least 2", None)
+    db_tcp_timeout: float | None = env("DESCENT_DB_TCP_TIMEOUT", "seconds a silent peer keeps a PostgreSQL "
+                                       "connection on either end (TCP keepalives and tcp_user_timeout, client and "
+                                       "server side); default one lease, at least 2", None)
+    db_pool_timeout: float = env("DESCENT_DB_POOL_TIMEOUT", "seconds a request waits for a free pooled database "
+                                 "connection before it is answered 503 database_unavailable", 3.0)
+    db_connect_timeout: float = env("DESCENT_DB_CONNECT_TIMEOUT", "seconds to open a PostgreSQL connection "
+                                    "(whole seconds, at least 2)", 5.0)
+    broker_timeout: float = env("DESCENT_BROKER_TIMEOUT", "seconds a broker (Redis) socket waits to connect or "
+                                "for a reply before the call fails", 5.0)
     limits: Limits = field(default_factory=Limits)
     quotas: Quotas = field(default_factory=Quotas)
 
@@ -137,9 +156,70 @@ class Settings:
         return self.history_retention is not None or self.job_retention is not None
 
     @property
+    def database_timeouts(self) -> "DatabaseTimeouts":
+        """What bounds each of this process's database connections in time (unset ones derived
+        from the lease, so the server ends a dead or frozen process's session within about one)."""
+        return DatabaseTimeouts.for_lease(
+            self.lease_seconds, statement=self.db_statement_timeout, lock=self.db_lock_timeout,
+            idle_in_transaction=self.db_idle_in_transaction_timeout, tcp=self.db_tcp_timeout,
+            pool=self.db_pool_timeout, connect=self.db_connect_timeout)
+
+    @property
     def gpu_on_cpu(self) -> bool:
         """Tests only: a worker serves the gpu queue without CUDA, on the CPU (DESCENT_GPU_WITHOUT_CUDA)."""
         return self.gpu_without_cuda == "yes"
+
+
+@dataclass(frozen=True)
+class DatabaseTimeouts:
+    """The time bounds of a PostgreSQL connection, in seconds (``Settings.database_timeouts``).
+    The defaults are those of the default 30 s lease."""
+
+    statement: float = 300.0  # statement_timeout (0: none)
+    lock: float = 3.0  # lock_timeout
+    idle_in_transaction: float = 30.0  # idle_in_transaction_session_timeout
+    tcp: float = 30.0  # a silent peer is dropped within about this (keepalives, tcp_user_timeout)
+    pool: float = 3.0  # waiting for a pooled connection
+    connect: float = 5.0  # connect_timeout
+
+    @classmethod
+    def for_lease(cls, lease: float, statement: float | None = None, lock: float | None = None,
+                  idle_in_transaction: float | None = None, tcp: float | None = None, pool: float = 3.0,
+                  connect: float = 5.0) -> "DatabaseTimeouts":
+        """Bounds for a fleet whose leases last ``lease`` seconds: what is not given is derived."""
+        return cls(
+            statement=statement if statement is not None else max(300.0, 10 * lease),
+            lock=lock if lock is not None else min(3.0, max(1.0, lease / 4)),
+            idle_in_transaction=idle_in_transaction if idle_in_transaction is not None else max(2.0, lease),
+            tcp=tcp if tcp is not None else max(2.0, lease),
+            pool=pool, connect=connect)
+
+    def keepalives(self) -> tuple[int, int, int]:
+        """(idle, interval, count) in whole seconds: a peer that stops answering is given up after
+        about ``idle + interval * count``, five sixths of ``tcp``."""
+        return max(1, round(self.tcp / 3)), max(1, round(self.tcp / 6)), 3
+
+
+_DATABASE_VARIABLES = ("lease_seconds", "db_statement_timeout", "db_lock_timeout", "db_idle_in_transaction_timeout",
+                       "db_tcp_timeout", "db_pool_timeout", "db_connect_timeout")
+
+
+def database_timeouts_from_env() -> DatabaseTimeouts:
+    """``Settings.database_timeouts`` from the environment's lease and DESCENT_DB_* variables
+    only (what a ``Database`` made without explicit timeouts uses). Raises ConfigError."""
+    values = _from_env(Settings, only=_DATABASE_VARIABLES)
+    _check_database_timeouts(Settings(**values))
+    return Settings(**values).database_timeouts
+
+
+def _check_database_timeouts(settings: Settings) -> None:
+    if settings.db_connect_timeout < 2:
+        raise ConfigError(f"DESCENT_DB_CONNECT_TIMEOUT must be at least 2 seconds, got {settings.db_connect_timeout:g}")
+    for name, seconds in (("DESCENT_DB_POOL_TIMEOUT", settings.db_pool_timeout),
+                          ("DESCENT_BROKER_TIMEOUT", settings.broker_timeout),
+                          ("DESCENT_DB_TCP_TIMEOUT", settings.db_tcp_timeout)):
+        if seconds is not None and seconds <= 0:
+            raise ConfigError(f"{name} must be more than 0 seconds, got {seconds:g}")
 
 
 # The most jobs one batch (and one task message) holds: its ids travel in SQL IN lists and messages.
@@ -173,10 +253,13 @@ def _parse(name: str, kind: str, raw: str) -> Any:
     return value
 
 
-def _from_env(cls: type) -> dict[str, Any]:
-    """The fields of ``cls`` whose variables are set (and not empty), parsed."""
+def _from_env(cls: type, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The fields of ``cls`` (those named in ``only``, if given) whose variables are set (and not
+    empty), parsed."""
     values = {}
     for f in fields(cls):
+        if only is not None and f.name not in only:
+            continue
         name = f.metadata.get("env")
         raw = os.environ.get(name) if name else None
         if raw not in (None, ""):
@@ -197,6 +280,7 @@ def load_settings() -> Settings:
                         ("DESCENT_BATCH_MAX", settings.batch_max)):
         if count < 1:
             raise ConfigError(f"{name} must be at least 1, got {count}")
+    _check_database_timeouts(settings)
     if settings.batch_max > MAX_BATCH:
         raise ConfigError(f"DESCENT_BATCH_MAX must be at most {MAX_BATCH:,}, got {settings.batch_max}")
     for name, seconds in (("DESCENT_HISTORY_RETENTION_SECONDS", settings.history_retention),

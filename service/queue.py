@@ -21,6 +21,11 @@ from service.config import Settings
 RUN_JOB_TASK = "descent.run_job"
 RUN_JOBS_TASK = "descent.run_jobs"
 EMBEDDED_POLL_SECONDS = 0.02
+# How long a submit waits for the broker to take its job's message: past it the request answers
+# anyway (the job is stored, queued) and the reconciler sends the message later.
+SEND_WAIT_SECONDS = 1.0
+# Sends in flight at once that a caller waits on (the producer pool's size, broker_pool_limit).
+SENDS_IN_FLIGHT = 4
 log = logging.getLogger(__name__)
 
 
@@ -114,10 +119,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         transport_options: dict[str, Any] = {"connect_args": {"timeout": 60}}
     else:
         # Above the longest job, so Redis never re-delivers a task that is still running.
-        transport_options = {"visibility_timeout": int(settings.task_time_limit + 600)}
+        # Every socket is bounded: a Redis that drops packets (rather than refusing connections)
+        # fails a connect or a command within DESCENT_BROKER_TIMEOUT instead of hanging until the
+        # kernel gives up; keepalives and kombu's health checks find a half-open consumer
+        # connection (its BRPOP) within about brpop_timeout + 2 x health_check_interval.
+        timeout = settings.broker_timeout
+        transport_options = {"visibility_timeout": int(settings.task_time_limit + 600),
+                             "socket_timeout": timeout, "socket_connect_timeout": timeout,
+                             "socket_keepalive": True, "health_check_interval": max(1, int(round(2 * timeout)))}
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport_options,
+        "broker_connection_timeout": settings.broker_timeout,
         "broker_connection_retry_on_startup": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
@@ -143,13 +156,45 @@ def make_celery(settings: Settings) -> Celery:
 class Dispatcher:
     """Sends job tasks by name on the process's Celery app; never imports the workers package."""
 
-    def __init__(self, celery: Celery) -> None:
+    def __init__(self, celery: Celery, send_wait: float = SEND_WAIT_SECONDS) -> None:
         self.celery = celery
+        self.send_wait = send_wait
+        self._in_flight = threading.BoundedSemaphore(SENDS_IN_FLIGHT)
 
-    def send(self, job_id: str, queue: str) -> bool:
-        """Enqueue the job; False (logged) if the broker is unreachable: the job stays queued in
-        the database and the reconciler sends it later."""
-        return self.send_message(Message([job_id], queue))
+    def send(self, job_id: str, queue: str, wait: float | None = None) -> bool:
+        """Enqueue the job, waiting at most ``wait`` seconds (default ``send_wait``, about a
+        second) for the broker; False (logged) if it is unreachable or has not answered by then:
+        the job stays queued in the database and the reconciler sends it later. A send still
+        under way goes on in the background (a second message for one job is harmless: a worker
+        claims a job once)."""
+        return self.send_within(Message([job_id], queue), self.send_wait if wait is None else wait)
+
+    def send_within(self, message: Message, seconds: float) -> bool:
+        """``send_message`` on a thread of its own, waited on for at most ``seconds``: a broker
+        that drops packets never holds the caller (a request) longer. At most SENDS_IN_FLIGHT
+        such sends are under way at once; past them the message is left to the reconciler."""
+        deadline = time.monotonic() + seconds
+        if not self._in_flight.acquire(timeout=seconds):
+            log.warning("could not enqueue %d job(s) (%s...) on %s: the broker has not answered earlier sends; "
+                        "the reconciler sends them", len(message.job_ids), message.job_ids[0], message.queue)
+            return False
+        done = threading.Event()
+        outcome = [False]
+
+        def go() -> None:
+            try:
+                outcome[0] = self.send_message(message)
+            finally:
+                self._in_flight.release()
+                done.set()
+
+        threading.Thread(target=go, name="descent-send", daemon=True).start()
+        if done.wait(max(0.0, deadline - time.monotonic())):
+            return outcome[0]
+        log.warning("could not enqueue %d job(s) (%s...) on %s: the broker did not answer within %g s; they stay "
+                    "queued and the reconciler sends them", len(message.job_ids), message.job_ids[0], message.queue,
+                    seconds)
+        return False
 
     def send_message(self, message: Message) -> bool:
         """Enqueue one message (one job, or jobs of one batch key that a worker claims together);
@@ -180,7 +225,13 @@ class Dispatcher:
         thread.start()
         return thread
 
-    def ping(self) -> None:
-        """Raise if the broker cannot be reached."""
+    def ping(self, timeout: float = 2.0) -> None:
+        """Raise if the broker cannot be reached or does not answer a round trip (a Redis PING:
+        an open socket to a Redis that drops packets is not an answer). Callers that must answer
+        in time (``/readyz``) run it on a thread of their own: a connect may take up to
+        DESCENT_BROKER_TIMEOUT."""
         with self.celery.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+            client = getattr(conn.default_channel, "client", None)
+            if client is not None and callable(getattr(client, "ping", None)):
+                client.ping()

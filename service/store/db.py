@@ -2,6 +2,7 @@
 into the store's own errors."""
 from __future__ import annotations
 
+import os
 import re
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -11,8 +12,10 @@ from typing import Any, Iterator, Sequence
 from sqlalchemy import Engine, String, any_, bindparam, create_engine, event, func, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.config import DatabaseTimeouts, database_timeouts_from_env
 from service.errors import DescentError, ErrorCode, first_line
 
 
@@ -61,7 +64,46 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value
 
 
-def make_engine(url: str) -> Engine:
+def postgres_options(timeouts: DatabaseTimeouts) -> str:
+    """The server-side session settings of every PostgreSQL connection Descent opens (libpq's
+    ``options``): each statement, each lock wait and each idle moment inside a transaction is
+    bounded, and the server's own TCP keepalives and ``tcp_user_timeout`` end the session of a
+    client that vanished (a dead host, a cut link) within about ``timeouts.tcp`` seconds, not the
+    server default of about two hours. So a frozen or lost worker's locks go within about a lease.
+    JIT off: PostgreSQL compiles a statement once its cost estimate passes a threshold, and the
+    bulk statements of a batch (a thousand jobs ended in one UPDATE) passed it and spent more
+    time compiling (about 200 ms each) than running."""
+    idle, interval, count = timeouts.keepalives()
+    settings = {
+        "jit": "off",
+        "statement_timeout": _ms(timeouts.statement),
+        "lock_timeout": _ms(timeouts.lock),
+        "idle_in_transaction_session_timeout": _ms(timeouts.idle_in_transaction),
+        "tcp_keepalives_idle": idle,
+        "tcp_keepalives_interval": interval,
+        "tcp_keepalives_count": count,
+        "tcp_user_timeout": _ms(timeouts.tcp),
+    }
+    return " ".join(f"-c {name}={value}" for name, value in settings.items())
+
+
+def postgres_connect_args(timeouts: DatabaseTimeouts) -> dict[str, Any]:
+    """libpq parameters of every PostgreSQL connection: the connect timeout, this end's TCP
+    keepalives and ``tcp_user_timeout`` (a server that stops answering fails the call within about
+    ``timeouts.tcp`` seconds, rather than when the kernel gives up), and ``postgres_options``."""
+    idle, interval, count = timeouts.keepalives()
+    return {"connect_timeout": max(2, round(timeouts.connect)), "keepalives": 1, "keepalives_idle": idle,
+            "keepalives_interval": interval, "keepalives_count": count, "tcp_user_timeout": _ms(timeouts.tcp),
+            "options": postgres_options(timeouts)}
+
+
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+def make_engine(url: str, timeouts: DatabaseTimeouts | None = None) -> Engine:
+    """The engine for ``url``. On PostgreSQL every connection is bounded in time by ``timeouts``
+    (default: from the environment's lease and DESCENT_DB_* variables)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -87,11 +129,63 @@ def make_engine(url: str) -> Engine:
         return engine
     # No pre-ping (a round trip per checkout): after a server restart the first use of a stale
     # connection fails as StoreUnavailable, SQLAlchemy then drops the whole pool, and callers retry.
-    # JIT off: PostgreSQL compiles a statement once its cost estimate passes a threshold, and the
-    # bulk statements of a batch (a thousand jobs ended in one UPDATE) passed it and spent more
-    # time compiling (about 200 ms each) than running.
-    return create_engine(url, pool_size=5, max_overflow=5, pool_recycle=3600,
-                         connect_args={"connect_timeout": 5, "options": "-c jit=off"})
+    # A short pool timeout: requests stuck behind a lock must not hold every caller for 30 s;
+    # waiting past it is a StoreUnavailable (503) too.
+    timeouts = timeouts or database_timeouts_from_env()
+    return create_engine(url, pool_size=5, max_overflow=5, pool_recycle=3600, pool_timeout=timeouts.pool,
+                         connect_args=postgres_connect_args(timeouts))
+
+
+# SQLSTATEs (and their classes) of faults of the database server or its connection, not of the
+# request: each is a StoreUnavailable (HTTP 503 database_unavailable with Retry-After), never a 500,
+# and never the fault of the job a worker runs. The words say what an operator should look at.
+_UNAVAILABLE_STATES = {
+    "25006": "the database is read-only (a failover in progress, or default_transaction_read_only)",
+    "25P03": "the server ended a session left idle inside its transaction (DESCENT_DB_IDLE_IN_TRANSACTION_TIMEOUT)",
+    "25P04": "the server ended a transaction that ran too long (transaction_timeout)",
+    "55P03": "a row it needs is locked by another session past DESCENT_DB_LOCK_TIMEOUT",
+    "55006": "an object it needs is in use by another session",
+    "57014": "a statement was cancelled, past DESCENT_DB_STATEMENT_TIMEOUT or by an operator",
+    "57P01": "the database server is shutting down",
+    "57P02": "the database server is restarting after a crash",
+    "57P03": "the database server is not accepting connections yet",
+    "57P04": "the database was dropped",
+    "57P05": "the server ended an idle session",
+    "53100": "the database server's disk is full",
+    "53200": "the database server is out of memory",
+    "53300": "the database server has too many connections",
+    "40001": "a concurrent transaction conflicted with this one",
+    "40P01": "a concurrent transaction deadlocked with this one",
+}
+_UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
+
+
+def unavailable_reason(exc: BaseException) -> str | None:
+    """Why ``exc``, raised by the driver or the pool, is a fault of the database and not of the
+    request; None when it is not one (a constraint broken, a bad statement: a bug, a 500)."""
+    if isinstance(exc, PoolTimeout):
+        return f"no database connection came free within the pool timeout ({first_line(exc, 120)})"
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    state = getattr(orig, "sqlstate", None) or ""
+    detail = first_line(orig, 200) if orig is not None else first_line(exc, 200)
+    if state in _UNAVAILABLE_STATES:
+        return f"{_UNAVAILABLE_STATES[state]}: {detail}"
+    if state[:2] in _UNAVAILABLE_CLASSES:
+        return detail
+    if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        return detail
+    if not isinstance(exc, DBAPIError) and _driver_connection_error(orig):
+        return detail
+    return None
+
+
+def _driver_connection_error(exc: BaseException | None) -> bool:
+    """A raw driver error (raised past SQLAlchemy, as a COPY's are) that is the connection's."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(exc, psycopg.OperationalError)
 
 
 def one_of(column: Any, values: Sequence[str], dialect: str) -> Any:
@@ -116,9 +210,13 @@ def owned_row(s: Session, model: type, row_id: str, owner: str | None, id_patter
 class Database:
     """An engine and its session factory; ``session()`` is the only transaction boundary."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeouts: DatabaseTimeouts | None = None) -> None:
+        """``timeouts`` bound every PostgreSQL connection (``Settings.database_timeouts``); without
+        them, the environment's (its lease and DESCENT_DB_* variables) are used."""
         self.url = url
-        self.engine = make_engine(url)
+        self.timeouts = timeouts or (database_timeouts_from_env() if not url.startswith("sqlite")
+                                     else DatabaseTimeouts())
+        self.engine = make_engine(url, self.timeouts)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -131,16 +229,16 @@ class Database:
         try:
             yield session
             session.commit()
-        except (OperationalError, DBAPIError) as exc:
+        except BaseException as exc:
+            reason = unavailable_reason(exc) if isinstance(exc, Exception) else None
             try:
                 session.rollback()
             except DBAPIError:
-                pass  # the connection is gone; the pool has already dropped it
-            if isinstance(exc, OperationalError) or exc.connection_invalidated:
-                raise StoreUnavailable(f"the database is unavailable: {first_line(exc.orig)}") from exc
-            raise
-        except BaseException:
-            session.rollback()
+                if reason is None and not isinstance(exc, DBAPIError):
+                    raise
+                # the connection is gone (the pool has already dropped it), or a closed session
+            if reason is not None:
+                raise StoreUnavailable(f"the database is unavailable: {reason}") from exc
             raise
         finally:
             session.close()
@@ -156,3 +254,45 @@ class Database:
             except StoreUnavailable:
                 if attempt == 1:
                     raise
+
+    def check_writable(self) -> None:
+        """Raise StoreUnavailable unless the database takes a write now (``/readyz``): a write
+        that changes nothing and leaves no row. On PostgreSQL an UPDATE of no row, refused on a
+        read-only database (a standby, a failover, ``default_transaction_read_only``) with the
+        lock and statement waits cut short; on SQLite a write of the schema's version row, plus a
+        small file written and synced next to the database (a full disk or read-only folder fails
+        it). A second try, on a fresh connection, once a stale pooled one has been dropped."""
+        for attempt in range(2):
+            try:
+                with self.session() as s:
+                    if self.dialect == "postgresql":
+                        s.execute(text("SET LOCAL lock_timeout = '1s'"))
+                        s.execute(text("SET LOCAL statement_timeout = '1500ms'"))
+                        s.execute(text("UPDATE alembic_version SET version_num = version_num WHERE false"))
+                    else:
+                        s.execute(text("UPDATE alembic_version SET version_num = version_num"))
+                if self.dialect == "sqlite":
+                    self._write_probe_file()
+                return
+            except StoreUnavailable:
+                if attempt == 1:
+                    raise
+
+    def _write_probe_file(self) -> None:
+        """Write and sync a few kilobytes next to the SQLite file, then remove them."""
+        path = self.url.split("///", 1)[-1]
+        if not path or path == ":memory:":
+            return
+        probe = Path(path).parent / f".descent-probe-{os.getpid()}"
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 16384)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise StoreUnavailable(f"the database's disk takes no write: {exc.strerror or exc}") from exc
+        finally:
+            try:
+                probe.unlink()
+            except OSError:
+                pass
