@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.config.update(MAX_CONTENT_LENGTH=settings.limits.max_body_bytes, JSON_SORT_KEYS=False)
     if test_config:
         app.config.update(test_config)
-    db = db or Database(settings.database_url)
+    db = db or Database(settings.database_url, settings.database_timeouts)
     check_schema(db)
     dispatcher = Dispatcher(make_celery(settings))
     if settings.embedded_broker:

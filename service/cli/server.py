@@ -16,7 +16,8 @@ from service.config import ConfigError, load_settings
 def _db():  # type: ignore[no-untyped-def]
     from service.store import Database
 
-    return Database(load_settings().database_url)
+    settings = load_settings()
+    return Database(settings.database_url, settings.database_timeouts)
 
 
 def cmd_db(args: argparse.Namespace) -> int:

@@ -52,6 +52,12 @@ def upgrade(db: Database, revision: str = "head") -> None:
     _refuse_newer(current_revision(db), _scripts(db))
     cfg = alembic_config(db.url)
     with db.engine.connect() as conn:  # migrations/env.py begins (and commits) the transaction
+        if db.dialect == "postgresql":
+            # A migration may rewrite a big table and wait for the fleet's row locks: the bounds
+            # of ordinary sessions (service.store.db) do not apply to it.
+            conn.exec_driver_sql("SET statement_timeout = 0")
+            conn.exec_driver_sql("SET lock_timeout = 0")
+            conn.commit()
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
     if db.dialect == "sqlite":
