@@ -41,6 +41,7 @@ from service.spec.catalog import CATALOG
 from service.spec.model import JobSpec
 from service.spec.optimizers import OPTIMIZERS, SCHEDULERS
 from service.spec.sweep_request import SweepRequest
+from service.spec.sweep import MAX_GRID_COMBINATIONS
 from service.spec.values import MAX_MAGNITUDE, MAX_NESTING
 from service.store.jobs import SCOPED_KEY_PREFIX
 from service.store.sweeps import SORTS
@@ -338,7 +339,9 @@ def sweep_schemas(limits: Limits, spec: dict[str, Any]) -> dict[str, Any]:
     jobs = limits.max_sweep_jobs
     props = raw["properties"]
     raw["description"] = (f"{' '.join(raw.get('description', '').split())} At most {jobs} jobs in all "
-                          "(DESCENT_MAX_SWEEP_JOBS, else 413).")
+                          f"(DESCENT_MAX_SWEEP_JOBS) and {MAX_GRID_COMBINATIONS} combinations of grid values, "
+                          "else 413; the owner's quotas are checked from these sizes before anything is built "
+                          "(429).")
     props["base"] = {"$ref": _REF.format(model="SweepBase"), "description": props["base"].get("description", "")}
     props["grid"]["additionalProperties"]["maxItems"] = jobs
     for branch in props["starts"]["oneOf"]:

@@ -354,7 +354,7 @@ class WorkerList(Model):
 class RemovedCounts(Model):
     jobs: Count = Field(description="Jobs deleted")
     history_rows: Count = Field(description="History rows deleted")
-    data_tensors: Count = Field(description="Data tensors deleted (those no other job reads)")
+    data_tensors: Count = Field(description="Data tensors deleted: the owner's own copies that no other job of the owner reads")
     sweeps: Count = Field(description="Sweeps deleted")
 
 

@@ -1,9 +1,12 @@
 """``/v1/sweeps``: many jobs from one request (a base spec, a grid over its dotted keys, starts),
 their counts and summary, their jobs, and cancelling them all.
 
-Submission checks the request's structure and job count (413 past DESCENT_MAX_SWEEP_JOBS) before
-expanding anything, checks each distinct combination of grid values once, then stores the sweep
-and every job in one transaction (quotas included: one submission of N jobs) and sends the tasks.
+Submission checks the request's structure, job count (413 past DESCENT_MAX_SWEEP_JOBS) and grid
+combinations (413 past ``MAX_GRID_COMBINATIONS``), then the first combination and, from the sizes
+alone, the numbers of x0 (413) and the owner's quotas (429) before expanding anything: a sweep that
+cannot fit is refused in milliseconds, building nothing. Then it checks each distinct combination
+of grid values once, stores the sweep and every job in one transaction (quotas checked again
+there: one submission of N jobs) and sends the tasks.
 """
 from __future__ import annotations
 
@@ -24,9 +27,10 @@ from service.api.services import services
 from service.jsonsafe import json_safe
 from service.queue import messages_for
 from service.spec.batchkey import batch_key
-from service.spec.sweep import best_minimum, check_storable, expand, grid_values, job_specs, plan_sweep
+from service.spec.sweep import admit, best_minimum, check_storable, expand, grid_values, job_specs, plan_sweep
 from service.store import JobStatus
 from service.store import data as data_store
+from service.store import quotas
 from service.store import sweeps as sweep_store
 from service.store.records import SweepRecord
 
@@ -65,8 +69,11 @@ def submit():  # type: ignore[no-untyped-def]
         made = sweep_store.sweep_for_key(svc.db, who.owner, key, digest)  # type: ignore[arg-type]
         if made is not None:
             return _replayed(made)
-    plan = plan_sweep(body, limits)  # 413 here, before anything is expanded
+    plan = plan_sweep(body, limits)  # 413 here (jobs, grid combinations), before anything is expanded
     check_storable(plan)
+    admission = admit(plan, limits)  # one spec check; 413 past the x0 numbers
+    if not who.admin:  # 429 here, from the sizes alone: a sweep that cannot fit is never built
+        quotas.check_ahead(svc.db, who.owner, svc.settings.quotas, jobs=admission.jobs, values=admission.values)
     variants = expand(plan, limits)
     # Looked up before the store's transaction opens (SQLite: one writer, which that would be).
     batch = svc.settings.batch_max  # a variant's starts run in batches of up to this many jobs
@@ -127,7 +134,8 @@ def get(sweep_id: str):  # type: ignore[no-untyped-def]
     limit, cursor, sweep = _page_of(sweep_id, SUMMARY_LIMIT)
     svc = services()
     try:
-        items, next_cursor = sweep_store.summary(svc.db, sweep, limit, cursor, sort, _minimum_finder(svc.db))
+        items, next_cursor = sweep_store.summary(svc.db, sweep, limit, cursor, sort,
+                                                  _minimum_finder(svc.db, sweep.owner))
     except (ValueError, UnicodeError):
         raise _cursor_error() from None
     for item in items:
@@ -137,8 +145,8 @@ def get(sweep_id: str):  # type: ignore[no-untyped-def]
                                "summary": json_safe(items), "next_cursor": next_cursor})
 
 
-def _minimum_finder(db: Any) -> Callable[[dict[str, Any], int], float | None]:
-    """``best_minimum`` for a page of a sweep's jobs: the stored data's values read once per
+def _minimum_finder(db: Any, owner: str) -> Callable[[dict[str, Any], int], float | None]:
+    """``best_minimum`` for a page of a sweep's jobs (``owner``'s): the stored data's values read once per
     distinct data, and each distinct objective solved once (a sweep's jobs mostly share both)."""
     found: dict[str, float | None] = {}
     values: dict[str, dict[str, Any] | None] = {}
@@ -152,7 +160,7 @@ def _minimum_finder(db: Any) -> Callable[[dict[str, Any], int], float | None]:
             else:
                 refs = json.dumps(data, sort_keys=True)
                 if refs not in values:
-                    values[refs] = data_store.data_with_values(db, data)
+                    values[refs] = data_store.data_with_values(db, data, owner=owner)
                 found[key] = None if values[refs] is None else best_minimum({**spec, "data": values[refs]}, numel)
         return found[key]
 

@@ -41,6 +41,14 @@ from service.spec.values import MAX_MAGNITUDE, first_unstorable
 # Numbers of x0 a sweep may store over all its jobs (100,000 jobs of 20 parameters): every job's
 # spec holds its own explicit start.
 MAX_START_VALUES = 2_000_000
+# Combinations of grid values one sweep may have (the product of its lists' lengths): each is
+# checked as a job spec (about 0.2 ms for a small objective, more for a long expression), so this
+# bounds the checking one request may cause; starts make the jobs beyond it.
+MAX_GRID_COMBINATIONS = 10_000
+# Grid keys that may change what a job records (``validate.recorded_values``): its rows (steps
+# over record.every) and the width of a row (x's elements, whether x and grad are recorded).
+_ROWS_KEYS = frozenset({"steps", "record", "record.every"})
+_WIDTH_KEYS = frozenset({"record", "record.x", "record.grad"})
 
 
 @dataclass(frozen=True)
@@ -99,12 +107,18 @@ def plan_sweep(data: Any, limits: Limits) -> SweepPlan:
         start_list, n_starts = request.starts, len(request.starts)
     else:
         n_starts = 1
-    jobs = math.prod(len(values) for _, values in grid) * n_starts
+    combinations = math.prod(len(values) for _, values in grid)
+    jobs = combinations * n_starts
     if jobs > limits.max_sweep_jobs:
         # The count itself only while it is short: a starts.count may have thousands of digits.
         count = f"{jobs:,}" if jobs < 10**15 else "over 10^15"
         raise SpecError("grid", f"this sweep would make {count} jobs (the grid's product times its starts), over "
                         f"the limit of {limits.max_sweep_jobs:,} (DESCENT_MAX_SWEEP_JOBS)",
+                        code=ErrorCode.LIMIT_EXCEEDED, status=413)
+    if combinations > MAX_GRID_COMBINATIONS:
+        raise SpecError("grid", f"this sweep's grid has {combinations:,} combinations of values (the product of "
+                        f"its lists' lengths), over the limit of {MAX_GRID_COMBINATIONS:,}: each is checked as a "
+                        "job spec; vary fewer values (starts make more jobs of each combination)",
                         code=ErrorCode.LIMIT_EXCEEDED, status=413)
     return SweepPlan(base=request.base, grid=grid, starts=starts, start_list=start_list, n_starts=n_starts,
                      tolerance=float(request.tolerance), name=request.name, tags=dict(request.tags), jobs=jobs)
@@ -215,15 +229,57 @@ def _start_list_shape(plan: SweepPlan, limits: Limits) -> tuple[int, ...]:
     return shape
 
 
-def expand(plan: SweepPlan, limits: Limits) -> list[Variant]:
-    """Check every distinct combination of grid values once; SpecError (naming the grid key, the
-    base or the starts) for the first that fails. At most MAX_START_VALUES numbers of x0 in all."""
+def _prepared(plan: SweepPlan, limits: Limits) -> dict[str, Any]:
+    """The base every combination is written into: the default optimiser where the grid sets its
+    arguments, and the first explicit start as its x0 (every start checked for its shape)."""
     base = _copy(plan.base)
     if "optimizer" not in base and any(k.startswith("optimizer.") for k, _ in plan.grid):
         base["optimizer"] = JobSpec.model_fields["optimizer"].get_default(call_default_factory=True)
     if plan.start_list is not None:
         _start_list_shape(plan, limits)
         base["x0"] = plan.start_list[0]
+    return base
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a sweep will cost, known before it is expanded: its jobs, the history values they will
+    reserve (exact, or a lower bound where the grid varies what a job records) and the numbers of
+    x0 they will hold (exact, or a lower bound where the grid may change x0's shape)."""
+
+    jobs: int
+    values: int
+    values_exact: bool
+    start_values: int
+
+
+def admit(plan: SweepPlan, limits: Limits) -> Admission:
+    """The sweep's cost from its sizes and its first combination alone (one spec check, as
+    ``expand`` makes first: the same refusal where that combination is bad), and a 413 past
+    MAX_START_VALUES numbers of x0, before anything is expanded. The caller checks the quotas
+    against it (``service.store.quotas.check_ahead``) before calling ``expand``."""
+    base = _prepared(plan, limits)
+    first = {key: values[0] for key, values in plan.grid}
+    data = _copy(base)
+    for key, value in first.items():
+        _with_value(data, key, value)
+    checked = _check(data, plan, first, limits)
+    keys = {key for key, _ in plan.grid}
+    shaped = any(key == "objective" or key.startswith("objective.") for key in keys)
+    rows = checked.spec.steps // checked.spec.record.every + 2
+    width = 3 + checked.numel * (int(checked.spec.record.x) + int(checked.spec.record.grad))
+    exact = not (keys & (_ROWS_KEYS | _WIDTH_KEYS)) and not shaped
+    per_job = rows * width if exact else ((2 if keys & _ROWS_KEYS else rows) *
+                                          (3 if keys & _WIDTH_KEYS or shaped else width))
+    start_values = plan.jobs * (1 if shaped else checked.numel)
+    _count_values(start_values)
+    return Admission(jobs=plan.jobs, values=plan.jobs * per_job, values_exact=exact, start_values=start_values)
+
+
+def expand(plan: SweepPlan, limits: Limits) -> list[Variant]:
+    """Check every distinct combination of grid values once; SpecError (naming the grid key, the
+    base or the starts) for the first that fails. At most MAX_START_VALUES numbers of x0 in all."""
+    base = _prepared(plan, limits)
     variants: list[Variant] = []
     seen: dict[str, tuple[CheckedSpec, dict[str, Any], list[Any]]] = {}
     drawn: dict[tuple[int, ...], list[Any]] = {}

@@ -3,10 +3,13 @@
 A spec's ``data`` maps names to nested lists of numbers (or to generated tensors, ``{"shape",
 "init", ...}``, which are small and stay in the spec). ``split`` swaps each nested list for a
 reference, ``{"sha256": ..., "shape": [...]}``, the SHA-256 of its shape and float64 values;
-``save`` stores each distinct tensor once (``data_tensors``) and which job reads it under which
-name (``job_data``). So the 10,000 jobs of a sweep over one ``A`` share one row, and the jobs
-table stays small. ``with_values`` puts the values back, for the worker that runs a job and for
-``?include=data``; ``forget_unread`` deletes the tensors no job reads any more.
+``save`` stores each distinct tensor once per owner (``data_tensors``, keyed by owner and digest)
+and which job reads it under which name (``job_data``). So the 10,000 jobs of a sweep over one
+``A`` share one row, and the jobs table stays small. Tensors are never shared between owners:
+two owners who send the same values each have a copy, so nothing one owner is told (a delete's
+``removed.data_tensors``, whether a tensor was stored) depends on what another stores.
+``with_values`` puts the values back (the job's owner's copy), for the worker that runs a job and
+for ``?include=data``; ``forget_unread`` deletes the tensors no job reads any more.
 """
 from __future__ import annotations
 
@@ -18,11 +21,13 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from sqlalchemy import delete, exists, insert, select
 
-from service.store.db import Database, NotFound, clock
-from service.store.models import DataTensor, JobData
+from service.store.db import Database, NotFound, clock, one_of
+from service.store.models import DataTensor, Job, JobData
 from service.store.records import JobRecord
 
 REFERENCE_KEYS = frozenset({"sha256", "shape"})
+# Ids or digests one statement names, at most (SQLite's bound parameters are limited).
+_PAGE = 5_000
 
 
 def is_reference(entry: Any) -> bool:
@@ -68,45 +73,70 @@ def split(spec: dict[str, Any], tensors: Tensors) -> tuple[dict[str, Any], dict[
     return {**spec, "data": stored}, reads
 
 
-def save(s: Any, tensors: Tensors, reads: Iterable[tuple[str, Mapping[str, str]]], dialect: str) -> None:
-    """In the caller's transaction: store the tensors not stored yet, and each (job id,
-    {name: digest}) of ``reads``."""
-    rows = [{"job_id": job_id, "name": name, "digest": digest} for job_id, names in reads for name, digest in names.items()]
-    if not rows:
+def save(s: Any, tensors: Tensors, reads: Iterable[tuple[str, Mapping[str, str]]], dialect: str,
+         owner: str | None = None) -> None:
+    """In the caller's transaction: store the tensors not stored yet for the owner of the jobs,
+    and each (job id, {name: digest}) of ``reads``. The jobs are stored already (in this
+    transaction); ``owner`` is theirs (looked up when not given). Each owner has its own copy of a
+    tensor: whether a digest is stored is only ever asked of the owner's own rows."""
+    reads = [(job_id, names) for job_id, names in reads if names]
+    if not reads:
         return
+    owners = _owners(s, [job_id for job_id, _ in reads], dialect) if owner is None else {}
+    by_owner: dict[str, set[str]] = {}
+    rows = []
+    for job_id, names in reads:
+        whose = owner if owner is not None else owners[job_id]
+        by_owner.setdefault(whose, set()).update(names.values())
+        rows.extend({"job_id": job_id, "name": name, "owner": whose, "digest": digest} for name, digest in names.items())
     table = DataTensor.__table__
-    # FOR KEY SHARE (PostgreSQL): a concurrent forget_unread cannot delete a tensor between this
-    # read and the job_data rows that will read it.
-    have = set(s.scalars(select(table.c.digest).where(table.c.digest.in_(list(tensors.values)))
-                         .with_for_update(read=True, key_share=True)))
-    new = [{"digest": digest, "shape": shape, "content": raw, "created_at": clock(dialect)}
-           for digest, (shape, raw) in tensors.values.items() if digest not in have]
-    for row in new:  # one at a time: each may be megabytes
-        s.execute(_insert_once(table, dialect).values(**row))
+    for whose, digests in sorted(by_owner.items()):
+        # FOR KEY SHARE (PostgreSQL): a concurrent forget_unread cannot delete a tensor between this
+        # read and the job_data rows that will read it.
+        have = set(s.scalars(select(table.c.digest).where(table.c.owner == whose, table.c.digest.in_(sorted(digests)))
+                             .with_for_update(read=True, key_share=True)))
+        for digest in sorted(digests - have):  # one at a time: each may be megabytes
+            shape, raw = tensors.values[digest]
+            s.execute(_insert_once(table, dialect).values(owner=whose, digest=digest, shape=shape, content=raw,
+                                                          created_at=clock(dialect)))
     s.execute(insert(JobData.__table__), rows)
 
 
+def _owners(s: Any, job_ids: list[str], dialect: str) -> dict[str, str]:
+    """{job id: owner} of ``job_ids`` (jobs stored in this transaction), read in pages."""
+    jobs, out = Job.__table__, {}
+    for first in range(0, len(job_ids), _PAGE):
+        page = job_ids[first:first + _PAGE]
+        out.update(s.execute(select(jobs.c.id, jobs.c.owner).where(one_of(jobs.c.id, page, dialect))).all())  # type: ignore[arg-type]
+    return out
+
+
 def _insert_once(table: Any, dialect: str) -> Any:
-    """An INSERT that leaves a row another transaction stored first (same digest, same values)."""
+    """An INSERT that leaves a row another transaction stored first (same owner and digest, same values)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
-        return pg_insert(table).on_conflict_do_nothing(index_elements=["digest"])
+        return pg_insert(table).on_conflict_do_nothing(index_elements=["owner", "digest"])
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-    return sqlite_insert(table).on_conflict_do_nothing(index_elements=["digest"])
+    return sqlite_insert(table).on_conflict_do_nothing(index_elements=["owner", "digest"])
 
 
 def with_values(db: Database, records: Sequence[JobRecord]) -> list[JobRecord]:
-    """The records with every data reference in their specs replaced by its nested list. A job
-    whose tensors are gone was deleted since it was read: it is left out."""
-    wanted = {entry["sha256"] for job in records for entry in (job.spec.get("data") or {}).values() if is_reference(entry)}
+    """The records with every data reference in their specs replaced by its nested list (each
+    job's own owner's copy). A job whose tensors are gone was deleted since it was read: it is
+    left out."""
+    wanted: dict[str, set[str]] = {}
+    for job in records:
+        for entry in (job.spec.get("data") or {}).values():
+            if is_reference(entry):
+                wanted.setdefault(job.owner, set()).add(entry["sha256"])
     if not wanted:
         return list(records)
-    found = stored_values(db, wanted)
+    found = {owner: stored_values(db, owner, digests) for owner, digests in wanted.items()}
     out = []
     for job in records:
         data = job.spec.get("data")
         if data and any(is_reference(entry) for entry in data.values()):
-            filled = _filled(data, found)
+            filled = _filled(data, found.get(job.owner, {}))
             if filled is None:
                 continue
             job = replace(job, spec={**job.spec, "data": filled})
@@ -114,18 +144,20 @@ def with_values(db: Database, records: Sequence[JobRecord]) -> list[JobRecord]:
     return out
 
 
-def stored_values(db: Database, digests: Iterable[str]) -> dict[str, list[Any]]:
-    """The stored tensors among ``digests`` as nested lists, by digest (a deleted one is absent)."""
+def stored_values(db: Database, owner: str, digests: Iterable[str]) -> dict[str, list[Any]]:
+    """``owner``'s stored tensors among ``digests`` as nested lists, by digest (a deleted one, or
+    one only another owner stores, is absent)."""
     table = DataTensor.__table__
     with db.session() as s:
         return {row.digest: np.frombuffer(row.content, dtype="<f8").reshape(row.shape).tolist()
                 for row in s.execute(select(table.c.digest, table.c.shape, table.c.content)
-                                     .where(table.c.digest.in_(sorted(set(digests)))))}
+                                     .where(table.c.owner == owner, table.c.digest.in_(sorted(set(digests)))))}
 
 
-def data_with_values(db: Database, data: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A stored spec's ``data`` with each reference replaced by its values; None if one is gone."""
-    return _filled(data, stored_values(db, [entry["sha256"] for entry in data.values() if is_reference(entry)]))
+def data_with_values(db: Database, data: Mapping[str, Any], *, owner: str) -> dict[str, Any] | None:
+    """A stored spec's ``data`` (one of ``owner``'s) with each reference replaced by its values;
+    None if one is gone."""
+    return _filled(data, stored_values(db, owner, [entry["sha256"] for entry in data.values() if is_reference(entry)]))
 
 
 def _filled(data: Mapping[str, Any], found: Mapping[str, list[Any]]) -> dict[str, Any] | None:
@@ -143,8 +175,19 @@ def job_with_values(db: Database, job: JobRecord) -> JobRecord:
     return found[0]
 
 
-def forget_unread(s: Any) -> int:
-    """In the caller's transaction: delete the tensors no job reads; returns how many went."""
+def owners_reading(s: Any, job_ids: Sequence[str], dialect: str) -> list[str]:
+    """In the caller's transaction: the owners of the tensors ``job_ids`` read (their own)."""
+    reads = JobData.__table__
+    return sorted(s.scalars(select(reads.c.owner).where(one_of(reads.c.job_id, list(job_ids), dialect)).distinct()))
+
+
+def forget_unread(s: Any, owners: Iterable[str] | None = None) -> int:
+    """In the caller's transaction: delete the tensors no job reads; returns how many went. With
+    ``owners`` only theirs (a delete passes its jobs' owner, so what it reports depends on that
+    owner's own rows alone); without, everyone's (the retention clean-up, an operator's count)."""
     tensors, reads = DataTensor.__table__, JobData.__table__
-    unread = ~exists().where(reads.c.digest == tensors.c.digest)
-    return s.execute(delete(tensors).where(unread)).rowcount or 0
+    unread = ~exists().where(reads.c.owner == tensors.c.owner, reads.c.digest == tensors.c.digest)
+    if owners is None:
+        return s.execute(delete(tensors).where(unread)).rowcount or 0
+    return sum(s.execute(delete(tensors).where(tensors.c.owner == owner, unread)).rowcount or 0
+               for owner in sorted(set(owners)))

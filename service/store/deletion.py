@@ -14,8 +14,9 @@ A delete runs in three steps, each its own short transaction or transactions:
    sides, read from the (job_id, step) index), so no transaction holds the database for long and
    no scan crosses the rows already deleted.
 3. **Remove** the job rows with their tags and data links, any history row left (none is
-   expected), the data tensors no job reads any more (``data.forget_unread``) and, for a sweep,
-   the sweep row, in one transaction per group of jobs.
+   expected), the owner's data tensors no job reads any more (``data.forget_unread``: tensors
+   are each owner's own copies, so ``removed.data_tensors`` depends on nothing another owner
+   stores) and, for a sweep, the sweep row, in one transaction per group of jobs.
 
 A delete interrupted after step 1 (the process killed) leaves the job cancelled, with part of its
 history and no quota held; deleting it again (or the job retention) finishes the work.
@@ -25,7 +26,8 @@ passed, the index pages it freed once a later one has (``benchmarks/delete_space
 reuses freed pages at once.
 
 Retention (``collect``): finished jobs older than the job retention are deleted as above, and so
-are the sweeps left with no job; finished jobs older than the history retention lose their
+are the sweeps left with no job, and any data tensor no job reads (whoever's: its totals are an
+operator's, never a tenant's answer); finished jobs older than the history retention lose their
 history (the job row stays, its ``reserved_values`` becomes 0: a job keeps, of its reservation,
 what its history holds, and ``history_dropped_at`` says when it went). A finished job with a
 history is one that reserves values or (made before revision 0003 reserved any) holds a row.
@@ -151,23 +153,27 @@ def remove_jobs(db: Database, job_ids: Sequence[str], batch_rows: int | None = N
             # none is expected (the history is frozen): a last guard, so no row outlives its job
             removed.history_rows += s.execute(delete(history).where(one_of(history.c.job_id, group, db.dialect))
                                               ).rowcount or 0
+            # whose tensors these jobs read (each owner's own copies): only theirs may become
+            # unread, so the count depends on nothing another owner stores
+            read = data.owners_reading(s, group, db.dialect)
             # tags and data links go by cascade too; deleted here as well, so a SQLite connection
             # whose foreign keys are off (the pragma is per connection) leaves none behind
             for linked in (JobTag.__table__, JobData.__table__):
                 s.execute(delete(linked).where(one_of(linked.c.job_id, group, db.dialect)))
             quotas.remember_deleted(s, group, db.dialect)  # still a submission this minute
             removed.jobs += s.execute(delete(jobs).where(one_of(jobs.c.id, group, db.dialect))).rowcount or 0
-            removed.data_tensors += _forget_unread(s)
+            removed.data_tensors += _forget_unread(s, read) if read else 0
     return removed
 
 
-def _forget_unread(s: Any) -> int:
-    """``data.forget_unread`` in a savepoint: on PostgreSQL a job stored meanwhile may have just
-    linked a tensor it finds unread (its foreign key then refuses the delete); that tensor stays,
-    read, and the rest of this transaction goes on."""
+def _forget_unread(s: Any, owners: Sequence[str] | None) -> int:
+    """``data.forget_unread`` (of ``owners``' tensors; None: of everyone's) in a
+    savepoint: on PostgreSQL a job of the same owner stored meanwhile may have just linked a tensor
+    it finds unread (its foreign key then refuses the delete); that tensor stays, read, and the
+    rest of this transaction goes on."""
     try:
         with s.begin_nested():
-            return data.forget_unread(s)
+            return data.forget_unread(s, owners)
     except IntegrityError:
         return 0
 
@@ -287,6 +293,9 @@ def collect(db: Database, history_seconds: float | None, job_seconds: float | No
             else:
                 out.removed.add(remove_jobs(db, ids, batch_rows))
         out.removed.sweeps += _empty_sweeps(db, cutoff, dry_run)
+        if not dry_run:  # any tensor no job reads, whoever's (none is expected: each delete removes its own)
+            with db.session() as s:
+                out.removed.data_tensors += _forget_unread(s, None)
     if history_seconds is not None:
         cutoff = now - timedelta(seconds=history_seconds)
         deleted = {e.id for e in out.deleted}

@@ -12,9 +12,11 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
+    PrimaryKeyConstraint,
     String,
     Text,
 )
@@ -132,25 +134,37 @@ class HistoryRow(Base):
 
 
 class DataTensor(Base):
-    """One distinct data tensor (``service.store.data``): float64 values, little-endian, C order,
-    keyed by the SHA-256 of its shape and values, so jobs that read the same tensor share a row."""
+    """One distinct data tensor of one owner (``service.store.data``): float64 values,
+    little-endian, C order, keyed by its owner and the SHA-256 of its shape and values, so an
+    owner's jobs that read the same tensor share a row, and no owner's row is ever another's
+    (nothing an owner is told depends on what another stores; revision 0015)."""
 
     __tablename__ = "data_tensors"
 
+    owner: Mapped[str] = mapped_column(String(200), primary_key=True)
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     shape: Mapped[list[int]] = mapped_column(JSON)
     content: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
+    __table_args__ = (PrimaryKeyConstraint("owner", "digest", name="pk_data_tensors"),)
+
 
 class JobData(Base):
-    """Which data tensor a job reads under which name."""
+    """Which data tensor a job reads under which name: its owner's (``owner`` is the job's)."""
 
     __tablename__ = "job_data"
 
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="CASCADE", name="fk_job_data_job"),
+                                        primary_key=True)
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
-    digest: Mapped[str] = mapped_column(ForeignKey("data_tensors.digest"), index=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    digest: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (PrimaryKeyConstraint("job_id", "name", name="pk_job_data"),
+                      ForeignKeyConstraint(["owner", "digest"], ["data_tensors.owner", "data_tensors.digest"],
+                                           name="fk_job_data_tensor"),
+                      Index("ix_job_data_owner_digest", "owner", "digest"))
 
 
 class Worker(Base):

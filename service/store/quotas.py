@@ -1,7 +1,8 @@
 """Per-owner quotas, checked in the transaction that stores new jobs.
 
 Three ceilings (``service.config.Quotas``): submissions in the last minute, jobs queued or
-running, and history values held by all of an owner's jobs. A job deleted within the minute
+running, and history values held by all of an owner's jobs. A sweep is checked twice: ahead, from
+its sizes, before it is expanded (``check_ahead``), and in the transaction that stores it. A job deleted within the minute
 still counts as a submission (``remember_deleted``), so deleting cannot make room for more.
 Each job reserves, when it is submitted, what its spec may record (so no running job can overrun
 the disk quota) and keeps, once it has finished, only what it stored.
@@ -66,6 +67,15 @@ def check_quotas(s: Any, owner: str, quotas: Quotas, jobs: int = 1, values: int 
                             f"submission may record {values:,}; the quota is {quotas.recorded_values:,} "
                             "(DESCENT_QUOTA_RECORDED_VALUES); record less (raise record.every) or ask an admin for more",
                             3600, "quota.recorded_values")
+
+
+def check_ahead(db: Any, owner: str, quotas: Quotas, jobs: int, values: int) -> None:
+    """``check_quotas`` in a short transaction of its own, storing nothing: a submission whose
+    size is known before it is built (a sweep's job count from its grid and starts, its values
+    from its first combination: ``service.spec.sweep.admit``) is refused before any of that work.
+    The check in the storing transaction still decides (the owner may submit meanwhile)."""
+    with db.session() as s:
+        check_quotas(s, owner, quotas, jobs=jobs, values=values)
 
 
 def remember_deleted(s: Any, job_ids: Sequence[str], dialect: str) -> None:

@@ -186,3 +186,36 @@ def test_deleting_one_job_of_a_sweep_keeps_the_data_its_siblings_run_on(service)
     resp = alice.delete(f"/v1/sweeps/{sweep_id}")
     assert resp.get_json()["removed"] == {"jobs": 1, "history_rows": 21, "data_tensors": 0, "sweeps": 1}
     assert alice.delete(f"/v1/jobs/{other}").get_json()["removed"]["data_tensors"] == 2  # the last reader
+
+
+PROBE = {**FIT, "data": {"A": [[31337.25, 27182.5], [1.0, 2.0], [3.0, 4.0]], "b": [1.0, 0.0, 1.0]}}
+
+
+def test_a_delete_reports_the_same_whether_or_not_another_owner_stores_the_same_data(service):
+    """Problem: a shared tensor made ``removed.data_tensors`` an oracle of another owner's data.
+    Each owner has its own copy: bob's answers are the same with or without alice's job, and
+    alice's job still reads its data after bob deletes his."""
+    from workers import runner
+    from workers.state import WorkerState
+
+    app, user = service()
+    alice, bob = user("alice"), user("bob")
+
+    def bobs_delete() -> dict[str, int]:
+        job = bob.submit(PROBE)
+        resp = bob.delete(f"/v1/jobs/{job}")
+        assert resp.status_code == 200, resp.get_json()
+        return resp.get_json()["removed"]
+
+    alone = bobs_delete()
+    assert alone == {"jobs": 1, "history_rows": 0, "data_tensors": 2, "sweeps": 0}
+    kept = alice.submit(PROBE)  # the very same tensors
+    assert bobs_delete() == alone
+    assert alice.get(f"/v1/jobs/{kept}?include=data").get_json()["spec"]["data"] == PROBE["data"]
+    svc = app.extensions["descent"]
+    state = WorkerState(settings=svc.settings, db=svc.db, worker_id="test:1", hostname="test", queues=["cpu"],
+                        device="cpu")
+    assert runner.execute(state, kept) == JobStatus.SUCCEEDED  # it still reads its A and b
+    bob_sweep = bob.post("/v1/sweeps", {"base": PROBE, "grid": {"optimizer.lr": [0.001, 0.01]}}).get_json()
+    assert bob.delete(f"/v1/sweeps/{bob_sweep['id']}").get_json()["removed"]["data_tensors"] == 2
+    assert alice.delete(f"/v1/jobs/{kept}").get_json()["removed"]["data_tensors"] == 2  # alice's own copies

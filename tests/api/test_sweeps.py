@@ -310,3 +310,93 @@ def test_an_idempotency_key_makes_one_sweep_however_often_it_is_sent(client, db)
     assert other.status_code == 409 and first.get_json()["id"] in other.get_json()["error"]["message"]
     assert client.post("/v1/sweeps", SWEEP, Idempotency_Key="").get_json()["error"]["field"] == "Idempotency-Key"
     assert client.post("/v1/sweeps", SWEEP, Idempotency_Key="sweep-2").get_json()["id"] != first.get_json()["id"]
+
+
+@pytest.fixture
+def never_expanded(monkeypatch):  # type: ignore[no-untyped-def]
+    """The probe: the sweep's expansion (a pure function) fails the test if it is ever called."""
+    import service.api.sweeps as sweeps_api
+    import service.spec.sweep as sweep_spec
+
+    def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the sweep was expanded before it was refused")
+    monkeypatch.setattr(sweeps_api, "expand", boom)
+    monkeypatch.setattr(sweep_spec, "expand", boom)
+
+
+def _owner_with(db, tmp_path, quotas: Quotas, active: int):  # type: ignore[no-untyped-def]
+    """alice's client on a service with ``quotas``, with ``active`` queued jobs of hers already."""
+    app = create_app(embedded_settings(tmp_path, auth="required", database_url=db.url, quotas=quotas),
+                     {"TESTING": True}, db=db)
+    for _ in range(active):
+        job_store.create_job(db, check_spec(PARABOLA).as_json(), [2], "cpu", owner="alice", reserved_values=10)
+    return Client(app, tokens.create_token(db, "alice", False)[1])
+
+
+def _peak_of(call):  # type: ignore[no-untyped-def]
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_sweep_over_the_active_jobs_quota_is_refused_before_it_is_expanded(db, tmp_path, never_expanded):
+    """The job count is known from the grid's sizes and the starts: a nearly full quota refuses a
+    10,000-job sweep with its 429 at once, building nothing."""
+    alice = _owner_with(db, tmp_path, Quotas(active_jobs=10_005), active=10)
+    body = {"base": PARABOLA, "grid": {"optimizer.lr": [0.0001 * (i + 1) for i in range(5_000)]},
+            "starts": {"count": 2}}
+    resp, peak = _peak_of(lambda: alice.sweep(body))
+    assert resp.status_code == 429, resp.get_json()
+    error = resp.get_json()["error"]
+    assert error["code"] == "quota_exceeded" and error["field"] == "quota.active_jobs"
+    assert "DESCENT_QUOTA_ACTIVE_JOBS" in error["message"] and "10,000" in error["message"]
+    assert resp.headers["Retry-After"]
+    assert peak < 16 * 2**20, f"{peak / 2**20:.1f} MiB"  # the body and its parse; no job built
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == 10
+
+
+def test_a_sweep_over_the_recorded_values_quota_is_refused_before_it_is_expanded(db, tmp_path, never_expanded):
+    per_job = check_spec(PARABOLA).recorded_values  # 42 rows of 5 values
+    alice = _owner_with(db, tmp_path, Quotas(recorded_values=100 + 1_000 * per_job - 1), active=10)
+    body = {"base": PARABOLA, "grid": {"optimizer.lr": [0.01, 0.02]}, "starts": {"count": 500}}
+    resp = alice.sweep(body)
+    assert resp.status_code == 429, resp.get_json()
+    error = resp.get_json()["error"]
+    assert error["field"] == "quota.recorded_values" and "DESCENT_QUOTA_RECORDED_VALUES" in error["message"]
+    assert f"{1_000 * per_job:,}" in error["message"]  # exact: the grid varies nothing a job records
+    # a grid over steps: a lower bound (2 rows of 3 values a job) still refuses what cannot fit
+    body = {"base": PARABOLA, "grid": {"steps": [40, 4_000]}, "starts": {"count": 50_000}}
+    alice = _owner_with(db, tmp_path / "2", Quotas(active_jobs=200_000, recorded_values=500_000), active=0)
+    resp = alice.sweep(body)
+    assert resp.status_code == 429 and resp.get_json()["error"]["field"] == "quota.recorded_values"
+
+
+def test_a_grid_of_100000_values_is_refused_at_admission_naming_the_limit(db, tmp_path, never_expanded):
+    alice = _owner_with(db, tmp_path, Quotas(active_jobs=20_000), active=5)
+    body = {"base": PARABOLA, "grid": {"optimizer.lr": [1e-6 * (i + 1) for i in range(100_000)]}}
+    resp, peak = _peak_of(lambda: alice.sweep(body))
+    assert resp.status_code == 413, resp.get_json()
+    error = resp.get_json()["error"]
+    assert error["field"] == "grid" and error["code"] == "limit_exceeded" and "10,000" in error["message"]
+    assert peak < 32 * 2**20, f"{peak / 2**20:.1f} MiB"  # the 100,000-value body and its parse
+    # a grid product of 10^8 is the job limit's 413, from its sizes
+    big = {"base": PARABOLA, "grid": {"optimizer.lr": [0.1] * 100, "steps": list(range(1, 101)),
+                                      "seed": list(range(100)), "stop.grad_norm": [0.0] * 100}}
+    resp = alice.sweep(big)
+    assert resp.status_code == 413 and "DESCENT_MAX_SWEEP_JOBS" in resp.get_json()["error"]["message"]
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == 5
+
+
+def test_a_sweep_that_just_fits_the_quotas_is_stored(db, tmp_path):
+    per_job = check_spec(PARABOLA).recorded_values
+    alice = _owner_with(db, tmp_path, Quotas(active_jobs=12 + 3, recorded_values=30 + 12 * per_job), active=3)
+    resp = alice.sweep()
+    assert resp.status_code == 202, resp.get_json()
+    assert alice.sweep({**SWEEP, "starts": {"count": 1}}).status_code == 429
