@@ -26,14 +26,21 @@ def _pg_bin(name: str) -> str:
 
 
 class PrivatePostgres:
-    """A throwaway cluster on its own port (fsync off), run as the postgres user when root."""
+    """A throwaway cluster on its own port, run as the postgres user when root. Durable (fsync,
+    synchronous commits, full page writes: the server defaults, set explicitly), so a fault test
+    that crashes it sees exactly what a production server keeps: a commit it acknowledged survives.
+    ``addresses``: more addresses it listens on and trusts (a partition test's hosts' gateways)."""
 
-    def __init__(self) -> None:
+    def __init__(self, addresses: tuple[str, ...] = ()) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="descent-pg-"))
         self.port = free_port()
+        self.addresses = addresses
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         self._run(_pg_bin("initdb"), "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        if addresses:
+            with open(self.dir / "data" / "pg_hba.conf", "a") as hba:
+                hba.writelines(f"host all all {address}/24 trust\n" for address in addresses)
 
     @property
     def url(self) -> str:
@@ -43,9 +50,13 @@ class PrivatePostgres:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         subprocess.run([*prefix, *cmd], check=True, capture_output=True, cwd=self.dir)
 
+    def url_at(self, address: str, database: str = "postgres") -> str:
+        return f"postgresql://postgres@{address}:{self.port}/{database}"
+
     def start(self) -> None:
-        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c full_page_writes=off -c synchronous_commit=off -c max_connections=200")
+        listen = ",".join(["127.0.0.1", *self.addresses])
+        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses={listen} "
+                "-c fsync=on -c full_page_writes=on -c synchronous_commit=on -c max_connections=200")
         self._run(_pg_bin("pg_ctl"), "-D", str(self.dir / "data"), "-o", opts, "-l", str(self.dir / "log"), "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
@@ -60,19 +71,27 @@ class PrivatePostgres:
 
 
 class PrivateRedis:
-    """A redis-server on its own port, keeping nothing on disk: a restart loses every message."""
+    """A redis-server on its own port, keeping nothing on disk: a restart loses every message.
+    ``addresses``: more addresses it listens on."""
 
-    def __init__(self) -> None:
+    def __init__(self, addresses: tuple[str, ...] = ()) -> None:
         self.port = free_port()
+        self.addresses = addresses
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def url_at(self, address: str) -> str:
+        return f"redis://{address}:{self.port}/0"
+
     def start(self) -> None:
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Protected mode refuses every address but loopback without a password; these are the test's own.
+        reachable = ["--protected-mode", "no"] if self.addresses else []
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", *self.addresses,
+                                      *reachable, "--save", "", "--appendonly", "no"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url)
         for _ in range(100):
             try:

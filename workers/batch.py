@@ -18,12 +18,12 @@ from service.jsonsafe import json_safe
 from service.queue import Message
 from service.spec import SpecError, check_spec
 from service.spec.validate import lane_checker
-from service.store import JobStatus, StoreError, StoreUnavailable
+from service.store import JobStatus, StoreError
 from service.store import jobs as job_store
 from service.store.history import ChunkWrite, save_chunks
 from service.store.records import JobRecord
 from workers.ending import (CANCEL_POLL_SECONDS, NO_GPU, OBJECTIVE_ERRORS, Outcome, checkpoint_interval, fail_job,
-                            failure_message, job_device, with_retries)
+                            failure_message, hand_back, infrastructure_fault, job_device, with_retries, wrote)
 from workers.state import WorkerState
 
 log = logging.getLogger("workers.runner")
@@ -54,18 +54,30 @@ def run_batch_of(state: WorkerState, jobs: list[JobRecord]) -> tuple[dict[str, O
         return {}, jobs
     sink = _Sink(state, members)
     log.info("running %d jobs as one batch (first %s)", len(members), members[0].id)
-    try:
-        run_batch(lanes, sink, device=device, chunk_seconds=BATCH_CHUNK_SECONDS, time_limit=state.settings.limits.max_seconds,
-                  checkpoint_seconds=checkpoint_interval(lead.numel, len(lanes)))
-    except NotBatchable as exc:
-        released = _alone_from_now_on(state, jobs, str(exc))
-        return dict.fromkeys(released, "released"), jobs[:1]
-    except StoreError:
-        raise  # an outage past the retries: the leases lapse and the jobs are claimed again
-    except (EngineError, *OBJECTIVE_ERRORS) as exc:
-        sink.fail_unfinished(failure_message(exc))
+    # Every renewal and finish of a lane is fenced on its stored history reaching what was written.
+    with job_store.believing(sink.written) as behind:
+        try:
+            run_batch(lanes, sink, device=device, chunk_seconds=BATCH_CHUNK_SECONDS,
+                      time_limit=state.settings.limits.max_seconds,
+                      checkpoint_seconds=checkpoint_interval(lead.numel, len(lanes)))
+        except NotBatchable as exc:
+            released = _alone_from_now_on(state, jobs, str(exc))
+            return dict.fromkeys(released, "released"), jobs[:1]
+        except StoreError:
+            raise  # an outage past the retries: the runner hands the jobs back
+        except (EngineError, *OBJECTIVE_ERRORS) as exc:
+            if infrastructure_fault(exc):
+                raise
+            sink.fail_unfinished(failure_message(exc))
     outcomes = {members[lane].id: outcome for lane, outcome in sink.outcomes_by_lane.items()}
-    outcomes.update({members[lane].id: "lease_lost" for lane in sink.lost if lane not in sink.outcomes_by_lane})
+    dropped = [members[lane] for lane in sink.lost if members[lane].id not in outcomes or
+               outcomes[members[lane].id] == "lease_lost"]
+    outcomes.update({job.id: "lease_lost" for job in dropped})
+    rolled_back = [job for job in dropped if job.id in behind]
+    if rolled_back:  # still held: they resume from what is stored, attempts not counted
+        log.warning("%d batched job(s): the stored history is behind what this worker wrote (the database lost "
+                    "a commit); handing them back to resume from what is stored", len(rolled_back))
+        outcomes.update(dict.fromkeys(hand_back(state, rolled_back), "released"))
     return outcomes, alone
 
 
@@ -97,6 +109,8 @@ class _Sink:
         self.lost: set[int] = set()
         self.outcomes_by_lane: dict[int, Outcome] = {}
         self.last_saved = time.monotonic()
+        # What each job's stored history reaches, as far as this worker wrote it (``jobs.believing``).
+        self.written = {job.id: job_store.Written(None, job.checkpoint_step) for job in jobs}
 
     def _save(self, items: list[tuple[int, Chunk]]) -> None:
         """Save the lanes' chunks in one transaction; learn each one's cancel flag, or its loss."""
@@ -107,6 +121,10 @@ class _Sink:
             return
         held = with_retries(lambda: save_chunks(self.state.db, self.state.worker_id, writes, settings.lease_seconds),
                             f"save history of {len(writes)} batched job(s)")
+        for lane, chunk in items:
+            job_id = jobs[lane].id
+            if job_id in held:
+                self.written[job_id] = wrote(self.written[job_id], chunk.batch, chunk.checkpoint is not None, chunk.end)
         self._learn(held, [lane for lane, _ in items])
         self.last_saved = time.monotonic()
 
@@ -130,7 +148,9 @@ class _Sink:
                 held = job_store.renew_jobs(self.state.db, [self.jobs[i].id for i in running],
                                             self.state.worker_id, self.state.settings.lease_seconds)
                 self._learn(held, running)
-            except StoreUnavailable as exc:  # the next poll tries again; the fleet thread renews too
+            except Exception as exc:  # noqa: BLE001 - an outage: the next poll tries again, the fleet thread renews too
+                if not infrastructure_fault(exc):
+                    raise
                 log.warning("batch of %s: could not poll for cancels (%s)", self.jobs[0].id, exc)
         if lane in self.lost or self.cancel[lane]:
             return StopReason.CANCELLED  # a lost lane stops too; nothing more of it is written

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Literal, TypeVar
+from typing import Any, Callable, Literal, Sequence, TypeVar
 
 import torch
 
+from service.batch import HistoryBatch
 from service.engine import EngineError
 from service.errors import first_line
 from service.store import JobStatus, StoreUnavailable
@@ -27,14 +28,46 @@ Outcome = JobStatus | Literal["skipped", "released", "lease_lost"]
 CANCEL_POLL_SECONDS = 1.0
 
 
-def with_retries(fn: Callable[[], T], what: str, give_up_after: float = 300.0) -> T:
-    """Call ``fn``, retrying with backoff while the database is unavailable."""
+# Seconds a worker retries the store through an outage before it gives up on what it was doing
+# (then a job it holds is handed back without its attempt counted: ``runner``).
+STORE_PATIENCE = 300.0
+
+
+def infrastructure_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` is the infrastructure's fault, never the job's: the database unavailable,
+    read-only (a failover in progress) or ending a statement on a timeout, or the broker
+    unreachable. A job that meets one keeps its attempt."""
+    if isinstance(exc, StoreUnavailable):
+        return True
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    driver = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(driver, psycopg.Error):
+        return isinstance(driver, (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction,
+                                   psycopg.errors.QueryCanceled))
+    if isinstance(exc, DBAPIError):
+        return False
+    try:
+        from kombu.exceptions import OperationalError as BrokerError
+        from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
+    except ImportError:  # pragma: no cover - both ship with celery[redis]
+        return False
+    return isinstance(exc, (BrokerError, RedisConnectionError, RedisTimeout))
+
+
+def with_retries(fn: Callable[[], T], what: str, give_up_after: float | None = None) -> T:
+    """Call ``fn``, retrying with backoff while the database is unavailable (or read-only), for up
+    to ``give_up_after`` seconds (``STORE_PATIENCE``); then the last error is raised."""
     delay, began = 0.2, time.monotonic()
+    patience = STORE_PATIENCE if give_up_after is None else give_up_after
     while True:
         try:
             return fn()
-        except StoreUnavailable as exc:
-            if time.monotonic() - began > give_up_after:
+        except Exception as exc:  # noqa: BLE001 - only the infrastructure's faults are retried
+            if not infrastructure_fault(exc) or time.monotonic() - began > patience:
                 raise
             log.warning("%s: database unavailable (%s); retrying in %.1fs", what, exc, delay)
             time.sleep(delay)
@@ -65,6 +98,29 @@ def job_device(job: Any, gpu_on_cpu: bool = False) -> str | None:
 
 
 NO_GPU = "this job needs a GPU, but the worker that took it has no CUDA device"
+
+
+def wrote(before: job_store.Written, batch: HistoryBatch, checkpointed: bool, end: int) -> job_store.Written:
+    """What a worker believes it has stored of a job once a chunk of ``batch`` (with a checkpoint
+    at ``end`` when ``checkpointed``) committed, after ``before``."""
+    return job_store.Written(int(batch.steps[-1]) if len(batch) else before.last_step,
+                             end if checkpointed else before.checkpoint_step)
+
+
+def hand_back(state: WorkerState, jobs: Sequence[Any]) -> set[str]:
+    """Release ``jobs`` (records of jobs this worker holds) to the queue without counting their
+    attempts, and send them on (a message per job, or per batch of one batch key); returns the ids
+    released (a job no longer held is not). Raises what the store raises past ``with_retries``."""
+    by_id = {job.id: job for job in jobs}
+    released = with_retries(lambda: job_store.release_jobs(state.db, list(by_id), state.worker_id),
+                            f"hand back {len(by_id)} job(s)")
+    if released and state.dispatcher is not None:
+        from service.queue import messages_for
+
+        for message in messages_for([(i, by_id[i].queue, by_id[i].batch_key) for i in by_id if i in released],
+                                    state.settings.batch_max):
+            state.dispatcher.send_message(message)  # a broker that fails it leaves them to the reconciler
+    return released
 
 
 def fail_job(state: WorkerState, job_id: str, message: str) -> Outcome:

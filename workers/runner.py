@@ -14,13 +14,14 @@ from service.jsonsafe import json_safe
 from service.logs import job_logging
 from service.queue import Message
 from service.spec import SpecError, check_spec
-from service.store import HistoryBatch, JobStatus, LeaseLost, StoreError, StoreUnavailable
+from service.store import HistoryBatch, JobStatus, LeaseLost, StoreError
 from service.store import jobs as job_store
 from service.store.batches import claim_batch, queued_among
 from service.store.history import save_chunk
+from service.store.records import JobRecord
 from workers.batch import run_batch_of
 from workers.ending import (CANCEL_POLL_SECONDS, NO_GPU, OBJECTIVE_ERRORS, Outcome, checkpoint_interval, fail_job,
-                            failure_message, job_device, with_retries)
+                            failure_message, hand_back, infrastructure_fault, job_device, wrote, with_retries)
 from workers.state import WorkerState
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,39 @@ def _execute_message(state: WorkerState, job_ids: list[str]) -> dict[str, Outcom
         for job in alone:
             with job_logging([job.id]):
                 outcomes[job.id] = run_alone(state, job)
+    except Exception as exc:
+        if not infrastructure_fault(exc):
+            raise
+        # The database (or broker) failed us past the retries: not the jobs' fault. Hand back the
+        # jobs still held, their attempts given back; if even that cannot be written, the
+        # heartbeat thread keeps their leases and hands them back once the database answers, and
+        # the task keeps its message (``workers.tasks``).
+        unfinished = [job for job in claimed if outcomes.get(job.id) in (None, "skipped")]
+        released = _hand_back_on_fault(state, unfinished, exc)
+        outcomes.update(dict.fromkeys(released, "released"))
+        if len(released) < len(unfinished):
+            raise
     finally:
         state.current_job, state.current_jobs = None, []
     return outcomes
+
+
+def _hand_back_on_fault(state: WorkerState, jobs: list[JobRecord], exc: Exception) -> set[str]:
+    """Release ``jobs`` (held by this worker, their run stopped by an infrastructure fault) without
+    counting their attempts, and send them on; returns the ids released. Those it could not
+    release are left to the heartbeat thread (``state.handback``)."""
+    log.warning("%d job(s) stopped by an infrastructure fault (%s); handing them back, attempts not counted",
+                len(jobs), exc)
+    if not jobs:
+        return set()
+    try:
+        released = hand_back(state, jobs)
+    except Exception as again:  # noqa: BLE001 - still down: the heartbeat thread tries on
+        if not infrastructure_fault(again):
+            raise
+        state.handback.update(job.id for job in jobs)
+        return set()
+    return released
 
 
 def run_alone(state: WorkerState, job: Any) -> Outcome:
@@ -81,11 +112,28 @@ def run_alone(state: WorkerState, job: Any) -> Outcome:
         log.info("job %s %s in %.3f s", job.id, outcome, time.monotonic() - state.current_since)
         return outcome
     except LeaseLost:
+        if job.id in state.behind:
+            log.warning("job %s: the stored history is behind what this worker wrote (the database lost a "
+                        "commit); handing it back to resume from what is stored", job.id)
+            return "released" if job.id in hand_back(state, [job]) else "lease_lost"
         log.warning("job %s was taken from this worker (lease lost); dropping it", job.id)
         return "lease_lost"
+    finally:
+        state.behind.discard(job.id)
 
 
 def _run_claimed(state: WorkerState, job: Any) -> Outcome:
+    """Run the claimed job; every renewal (a chunk's save, a poll) and its finish are fenced on the
+    stored history reaching what this run wrote (``jobs.believing``)."""
+    written = {job.id: job_store.Written(None, job.checkpoint_step)}
+    with job_store.believing(written) as behind:
+        try:
+            return _run_believing(state, job, written)
+        finally:
+            state.behind.update(behind)
+
+
+def _run_believing(state: WorkerState, job: Any, written: dict[str, job_store.Written]) -> Outcome:
     settings, db, me, job_id = state.settings, state.db, state.worker_id, job.id
     try:
         checked = check_spec(job.spec, settings.limits, trace=False)
@@ -107,6 +155,7 @@ def _run_claimed(state: WorkerState, job: Any) -> Outcome:
             lambda: save_chunk(db, job_id, me, batch, chunk.checkpoint, chunk.end, settings.lease_seconds,
                                chunk.progress),
             f"save history of {job_id}")
+        written[job_id] = wrote(written[job_id], batch, chunk.checkpoint is not None, chunk.end)
         cancel[0] = cancel[0] or requested
         last_renewed[0] = time.monotonic()
 
@@ -118,7 +167,9 @@ def _run_claimed(state: WorkerState, job: Any) -> Outcome:
             last_renewed[0] = time.monotonic()
             try:
                 cancel[0] = job_store.renew(db, job_id, me, settings.lease_seconds)
-            except StoreUnavailable as exc:  # the next poll tries again; the fleet thread renews too
+            except Exception as exc:  # noqa: BLE001 - an outage: the next poll tries again, the fleet thread renews too
+                if not infrastructure_fault(exc):
+                    raise
                 log.warning("job %s: could not poll for a cancel (%s)", job_id, exc)
         if cancel[0]:
             return StopReason.CANCELLED  # before a hand-back: a cancelled job is not resumed
@@ -132,6 +183,8 @@ def _run_claimed(state: WorkerState, job: Any) -> Outcome:
     except StoreError:
         raise  # the store's own failures (LeaseLost, an outage past the retries) are not the job's
     except (EngineError, *OBJECTIVE_ERRORS) as exc:
+        if infrastructure_fault(exc):
+            raise
         return fail_job(state, job_id, failure_message(exc))
 
     if result.stop_reason == StopReason.INTERRUPTED:

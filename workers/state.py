@@ -32,6 +32,14 @@ class WorkerState:
     dispatcher: Dispatcher | None = None  # sends on the process's one Celery app
     device_name: str | None = None  # the CUDA device's name on a GPU worker, the processor's otherwise
     cuda_memory: int | None = None  # the CUDA device's bytes, on a GPU worker
+    # Jobs this worker still holds but gave up on in an outage: the heartbeat thread keeps their
+    # leases and hands them back (attempts not counted) once the database answers.
+    handback: set[str] = field(default_factory=set)
+    # Jobs whose stored history was found behind what this worker wrote (``jobs.believing``).
+    behind: set[str] = field(default_factory=set)
+    # When (time.monotonic()) the heartbeat last failed to reach the database, if ever: for a lease
+    # after that, others' leases may have lapsed for the same outage, and this worker reclaims none.
+    store_fault_at: float | None = None
 
 
 _lock = threading.Lock()

@@ -9,19 +9,25 @@ heartbeat while the next one starts, and it heartbeating again under the same id
 A lost or stopped worker's row is pruned after the retention period, counted from when it was
 lost or stopped, and its counters are folded into the retired ones. A lost worker's job is
 reclaimed through its lease (``jobs.requeue_if_stale``), which clears the worker's ``current_job``.
+Pruning never waits on a locked row (a worker frozen inside a write keeps its rows locked): it
+skips locked worker rows and waits at most ``PRUNE_LOCK_WAIT_MS`` for any other lock.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, or_, select, text, update
 
 from service.store import counters
 from service.store.db import Database, as_utc, clock
 from service.store.models import Job, Worker
 from service.store.records import WorkerRecord
 from service.store.status import JobStatus
+
+
+# How long pruning waits for a row lock (PostgreSQL) before it leaves the rest for its next pass.
+PRUNE_LOCK_WAIT_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -86,8 +92,13 @@ def prune_workers(db: Database, lost_for: float, alive_within: float = 0.0) -> i
     gone = or_(Worker.stopped_at < now - timedelta(seconds=lost_for),
                and_(Worker.stopped_at.is_(None),
                     Worker.last_heartbeat < now - timedelta(seconds=lost_for + alive_within)))
+    doomed = select(Worker.id).where(gone).with_for_update(skip_locked=True).correlate(None)
     with db.session() as s:
-        pruned = list(s.scalars(delete(Worker).where(gone).returning(Worker.id)
+        if db.dialect == "postgresql":
+            # A worker frozen inside a write still holds its rows (its counters among them): wait
+            # for none of them longer than this; the next pass prunes it (StoreUnavailable meanwhile).
+            s.execute(text(f"SET LOCAL lock_timeout = '{PRUNE_LOCK_WAIT_MS}ms'"))
+        pruned = list(s.scalars(delete(Worker).where(Worker.id.in_(doomed)).returning(Worker.id)
                                 .execution_options(synchronize_session=False)))
         counters.retire(s, pruned)
     return len(pruned)

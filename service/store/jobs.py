@@ -2,7 +2,15 @@
 
 Statuses are ``JobStatus``. A worker *claims* a job with one
 conditional UPDATE (queued, or running with an expired lease), so two workers can never both
-hold it; every later write by that worker is fenced on ``worker = me AND status = running``.
+hold it; every later write by that worker is fenced on ``worker = me AND status = running``
+(and, inside ``believing``, on the job's stored history reaching what the worker wrote).
+
+Nothing a worker does to another worker's job waits on that worker's row locks: a worker frozen
+(SIGSTOP) or cut off inside one of its transactions keeps its rows locked until the server ends
+its session, so claims, reclaims and the reconciler's other writes pick rows with ``FOR UPDATE
+SKIP LOCKED`` on PostgreSQL (a locked job is left for the next pass, and taken as soon as the lock
+goes; SQLite has one writer and no row locks), and count what they did in the counters of the
+worker doing it (a row of its own: ``counters``).
 """
 from __future__ import annotations
 
@@ -11,9 +19,11 @@ import hashlib
 import json
 import re
 import uuid
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from sqlalchemy import (JSON, Integer, String, Text, and_, bindparam, case, cast, column, func, insert, or_, select,
                         update)
@@ -240,15 +250,15 @@ def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_
     jobs = Job.__table__  # Core statements on the hot path: no ORM identity map to maintain
     with db.session() as s:
         row = s.execute(
-            update(jobs).where(jobs.c.id == job_id, claimable, jobs.c.cancel_requested.is_(False),
-                               jobs.c.attempts < max_attempts)
+            update(jobs).where(jobs.c.id == _unlocked(job_id, claimable), claimable,
+                               jobs.c.cancel_requested.is_(False), jobs.c.attempts < max_attempts)
             .values(status=JobStatus.RUNNING, worker=worker, attempts=jobs.c.attempts + 1,
                     lease_expires_at=now + timedelta(seconds=lease_seconds),
                     started_at=func.coalesce(jobs.c.started_at, now))
             .returning(*jobs.c)
         ).first()
         if row is None:
-            _settle_unclaimable(s, job_id, claimable, max_attempts, now)
+            _settle_unclaimable(s, job_id, claimable, max_attempts, now, worker)
             return None
         if row.checkpoint_step is not None or row.attempts > 1:
             # An earlier holder may have written rows past its last checkpoint: the resumed run
@@ -259,9 +269,18 @@ def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_
         return job_record(row, with_checkpoint=True)
 
 
-def _settle_unclaimable(s: Any, job_id: str, claimable: Any, max_attempts: int, now: Any) -> None:
-    """A claimable job that cannot be claimed is either cancelled or out of attempts: end it."""
-    job = s.scalar(select(Job).where(Job.id == job_id, claimable).with_for_update())
+def _unlocked(job_id: str, *where: Any) -> Any:
+    """``job_id`` if its row matches ``where`` and no other transaction holds it locked (NULL
+    otherwise): a subquery that locks the row, skipping it if locked (PostgreSQL; SQLite has one
+    writer and renders no FOR UPDATE), so the statement using it never waits on a frozen holder."""
+    return (select(Job.id).where(Job.id == job_id, *where).with_for_update(skip_locked=True)
+            .correlate(None).scalar_subquery())
+
+
+def _settle_unclaimable(s: Any, job_id: str, claimable: Any, max_attempts: int, now: Any, worker: str) -> None:
+    """A claimable job that cannot be claimed is either cancelled or out of attempts: end it
+    (counted as ``worker``'s). A job whose row is locked is left alone."""
+    job = s.scalar(select(Job).where(Job.id == job_id, claimable).with_for_update(skip_locked=True))
     if job is None:
         return
     if job.cancel_requested:
@@ -274,12 +293,75 @@ def _settle_unclaimable(s: Any, job_id: str, claimable: Any, max_attempts: int, 
         return
     s.flush()
     settle_reservation(s, job_id)
-    counters.ended(s, counters.RECONCILER_SOURCE, job.status)
+    counters.ended(s, worker, job.status)
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a worker believes it has stored of a job it holds: the step of the last history row it
+    wrote (None: none yet since its claim) and the checkpoint step it last moved to (at first, the
+    one it resumed from)."""
+
+    last_step: int | None = None
+    checkpoint_step: int | None = None
+
+
+_believed: ContextVar[tuple[Mapping[str, Written], set[str]] | None] = ContextVar("descent_believed", default=None)
+
+
+@contextmanager
+def believing(written: Mapping[str, Written]) -> Iterator[set[str]]:
+    """Within this block (this thread or task), every lease renewal of a job of ``written`` (a
+    chunk's save renews too: ``history.save_chunks``) is also fenced on its stored history: the
+    row of its ``last_step`` must be stored and its checkpoint step be at least ``checkpoint_step``.
+    A job behind what the worker wrote (a commit the server lost: a crash of a database that did
+    not flush it) is not renewed, none of its rows are written, and its id is added to the set
+    yielded, so the worker stops it and it resumes from what is stored. ``written`` is read at each
+    renewal: the caller updates it as its writes commit."""
+    mismatched: set[str] = set()
+    token = _believed.set((written, mismatched))
+    try:
+        yield mismatched
+    finally:
+        _believed.reset(token)
+
+
+def _behind(s: Any, dialect: str, job_ids: Sequence[str]) -> set[str]:
+    """Which of ``job_ids`` store less than the worker believes (``believing``), in ``s``'s
+    transaction; the mismatched ids are also added to the caller's set."""
+    believed = _believed.get()
+    if believed is None:
+        return set()
+    written, mismatched = believed
+    expected = {job_id: written[job_id] for job_id in job_ids if job_id in written}
+    if not expected:
+        return set()
+    jobs, history = Job.__table__, HistoryRow.__table__
+    stored = dict(s.execute(select(jobs.c.id, jobs.c.checkpoint_step)
+                            .where(one_of(jobs.c.id, list(expected), dialect))).all())
+    with_rows = [job_id for job_id, w in expected.items() if w.last_step is not None]
+    present: set[tuple[str, int]] = set()
+    if with_rows:
+        steps = sorted({expected[job_id].last_step for job_id in with_rows})  # a batch's lanes: mostly one step
+        present = {(r[0], int(r[1])) for r in s.execute(select(history.c.job_id, history.c.step).where(
+            one_of(history.c.job_id, with_rows, dialect), history.c.step.in_(steps)))}
+    behind = set()
+    for job_id, w in expected.items():
+        if job_id not in stored:
+            continue  # gone: the fence on the holder says so
+        checkpoint = stored[job_id]
+        if w.checkpoint_step is not None and (checkpoint is None or checkpoint < w.checkpoint_step):
+            behind.add(job_id)
+        if w.last_step is not None and (job_id, w.last_step) not in present:
+            behind.add(job_id)
+    mismatched.update(behind)
+    return behind
 
 
 def renew(db: Database, job_id: str, worker: str, lease_seconds: float, session: Any = None) -> bool:
     """Extend the lease (in ``session``'s transaction when given, so a history chunk commits
-    with it); returns whether a cancel was requested. Raises LeaseLost."""
+    with it); returns whether a cancel was requested. Raises LeaseLost (also for a job whose
+    stored history is behind what the worker wrote, inside ``believing``)."""
     cancel = renew_jobs(db, [job_id], worker, lease_seconds, session).get(job_id)
     if cancel is None:
         raise LeaseLost(f"job {job_id} is no longer held by {worker}")
@@ -291,10 +373,17 @@ def renew_jobs(db: Database, job_ids: Sequence[str], worker: str, lease_seconds:
     """Extend the leases of the jobs ``worker`` still holds among ``job_ids`` (and set the
     ``progress`` given for some of them), in one statement on PostgreSQL (in ``session``'s
     transaction when given); returns {job id: cancel requested} for those, so a job missing from
-    the answer is no longer held (its lease was lost)."""
+    the answer is no longer held (its lease was lost), or, inside ``believing``, its stored
+    history is behind what the worker wrote (then it is in ``believing``'s set)."""
     if session is None:
         with db.session() as s:
             return renew_jobs(db, job_ids, worker, lease_seconds, s, progress)
+    behind = _behind(session, db.dialect, job_ids)
+    if behind:
+        job_ids = [job_id for job_id in job_ids if job_id not in behind]
+        progress = {job_id: p for job_id, p in (progress or {}).items() if job_id not in behind}
+        if not job_ids:
+            return {}
     now, jobs = clock(db.dialect), Job.__table__
     lease = now + timedelta(seconds=lease_seconds)
     held_by_worker = (jobs.c.worker == worker, jobs.c.status == JobStatus.RUNNING)
@@ -366,6 +455,8 @@ def finish_jobs(db: Database, worker: str, endings: Sequence[Ending]) -> set[str
             select(jobs.c.id, jobs.c.spec, jobs.c.shape)
             .where(one_of(jobs.c.id, ids, db.dialect), jobs.c.worker == worker, jobs.c.status == JobStatus.RUNNING)
             .with_for_update())}
+        for job_id in _behind(s, db.dialect, list(held)):  # inside ``believing``: a lost commit ends nothing
+            del held[job_id]
         mine = [e for e in endings if e.job_id in held]
         if not mine:
             return set(held)
@@ -532,13 +623,16 @@ def _in_messages(jobs: Sequence[Any], messages: int, per: int) -> list[Any]:
     return taken
 
 
-def fail_unserved(db: Database, queue: str, waited: float, error: str, limit: int = 500) -> list[str]:
+def fail_unserved(db: Database, queue: str, waited: float, error: str, limit: int = 500,
+                  source: str = counters.RECONCILER_SOURCE) -> list[str]:
     """Fail the jobs queued on ``queue`` for over ``waited`` seconds (no worker came to serve it),
-    with ``error``; returns their ids. Their reservations go back to their owners."""
+    with ``error``; returns their ids. Their reservations go back to their owners. Counted as
+    ``source``'s (the worker whose reconciler did it); a job whose row is locked is left for later."""
     now = clock(db.dialect)
     oldest = (select(Job.id).where(Job.queue == queue, Job.status == JobStatus.QUEUED,
                                    Job.created_at < now - timedelta(seconds=waited))
-              .order_by(Job.created_at).limit(limit).scalar_subquery())
+              .order_by(Job.created_at).limit(limit).with_for_update(skip_locked=True).correlate(None)
+              .scalar_subquery())
     with db.session() as s:
         # One conditional UPDATE: only the jobs it moved from queued to failed are settled and
         # returned (a job claimed meanwhile by a worker is left alone).
@@ -547,24 +641,33 @@ def fail_unserved(db: Database, queue: str, waited: float, error: str, limit: in
                              .returning(Job.id).execution_options(synchronize_session=False)))
         if ids:
             settle_reservations(s, ids)
-            counters.ended(s, counters.RECONCILER_SOURCE, JobStatus.FAILED, len(ids))
+            counters.ended(s, source, JobStatus.FAILED, len(ids))
     return ids
 
 
-def requeue_if_stale(db: Database, job_id: str, requeue_after: float) -> bool:
+def requeue_if_stale(db: Database, job_id: str, requeue_after: float, source: str = counters.RECONCILER_SOURCE,
+                     reclaim: bool = True) -> bool:
     """Mark a stale job as freshly enqueued (a running one with an expired lease goes back to
-    queued); True for the one caller that did it, who then re-sends its task."""
+    queued, unless ``reclaim`` is off); True for the one caller that did it, who then re-sends its
+    task. Never waits on a row lock: a job whose row another transaction holds (its worker frozen
+    or cut off inside a write) is left as it is, and reclaimed by a later pass once the lock is
+    gone, if its lease is still lapsed then (had that transaction committed a renewal, it is not).
+    A reclaim is counted as ``source``'s (the reclaiming worker's own counter row)."""
     now = clock(db.dialect)
     with db.session() as s:
+        if reclaim:
+            res = s.execute(
+                update(Job).where(Job.id == _unlocked(job_id, _lease_lapsed(now)), _lease_lapsed(now))
+                .values(status=JobStatus.QUEUED, worker=None, lease_expires_at=None, enqueued_at=now)
+                .execution_options(synchronize_session=False))
+            if res.rowcount == 1:  # reclaimed from a lost worker: it no longer runs this job
+                showing = (select(Worker.id).where(Worker.current_job == job_id)
+                           .with_for_update(skip_locked=True).correlate(None))
+                s.execute(update(Worker).where(Worker.id.in_(showing))
+                          .values(current_job=None).execution_options(synchronize_session=False))
+                counters.add(s, source, {(counters.RECLAIMS, ""): 1})
+                return True
         res = s.execute(
-            update(Job).where(Job.id == job_id, _lease_lapsed(now))
-            .values(status=JobStatus.QUEUED, worker=None, lease_expires_at=None, enqueued_at=now)
-            .execution_options(synchronize_session=False))
-        if res.rowcount == 1:  # reclaimed from a lost worker: it no longer runs this job
-            s.execute(update(Worker).where(Worker.current_job == job_id).values(current_job=None))
-            counters.add(s, counters.RECONCILER_SOURCE, {(counters.RECLAIMS, ""): 1})
-            return True
-        res = s.execute(
-            update(Job).where(Job.id == job_id, _overdue(now, requeue_after))
+            update(Job).where(Job.id == _unlocked(job_id, _overdue(now, requeue_after)), _overdue(now, requeue_after))
             .values(enqueued_at=now).execution_options(synchronize_session=False))
         return res.rowcount == 1
