@@ -32,12 +32,14 @@ def _shell() -> Response:
 
 # The pages: one shell each (its scripts read the URL and draw the page).
 PAGES = {
-    "/": ("jobs_page", "the job list, newest first, with filters, a page at a time (older / newer, by the "
-                       "API's cursor; ?limit= jobs a page), the page shown refreshed every couple of seconds"),
-    "/jobs/<job_id>": ("job_page", "one job: its curves, its path on the contour of f, live while it runs"),
-    "/compare": ("compare_page", "several jobs (?jobs=id1,id2) on one contour and one loss plot, or a whole "
+    "/": ("jobs_page", ("the job list, newest first, with filters, a page at a time (older / newer, by the "
+                       "API's cursor; ?limit= jobs a page), the page shown refreshed every couple of seconds")),
+    "/jobs/<job_id>": ("job_page", ("one job: its answer (final x, x0, the spec, the duration; for a steps-0 job the "
+                                   "gradient and backward graph instead of curves), its curves, its path on the "
+                                   "contour of f, live while it runs")),
+    "/compare": ("compare_page", ("several jobs (?jobs=id1,id2) on one contour and one loss plot, or a whole "
                                  "sweep (?sweep=ID): its best jobs by final f, at most 50 (?best=N), saying so "
-                                 "when it has more"),
+                                 "when it has more")),
     "/sweeps/<sweep_id>": ("sweep_page", "a sweep's summary table and heat map of final f over two grid keys"),
     "/submit": ("submit_page", "the submit form, with the lesson's cases as examples"),
 }

@@ -123,9 +123,10 @@ export async function postJSON(path, body, headers = {}) {
 }
 
 /** DELETE a job or a sweep (``path``) once the user has said yes to ``question``: the answer's
- * JSON ({id, deleted, removed}), or null when the user said no. */
-export async function deleteAfterAsking(path, question) {
+ * JSON ({id, deleted, removed}), or null when the user said no; `beforeDelete` runs once they said yes. */
+export async function deleteAfterAsking(path, question, beforeDelete = null) {
   if (!window.confirm(question)) return null;
+  if (beforeDelete) await beforeDelete(); // e.g. stop the page's reads of what is about to go
   const resp = await request(path, { method: "DELETE" });
   if (!resp.ok) throw await failure(resp);
   return resp.json();
@@ -234,6 +235,49 @@ export function fmt(value, digits = 6) {
   return String(Number(value.toPrecision(digits)));
 }
 
+/** A value read off a chart: `digits` significant digits, never rounded to 0 (1.23e-12, 0.0456, 12.3). */
+export function sig(value, digits = 3) {
+  if (value === null || value === undefined) return "—";
+  if (!Number.isFinite(value)) return String(value);
+  if (value === 0) return "0";
+  const abs = Math.abs(value);
+  if (abs < 1e-3 || abs >= 1e6) return value.toExponential(digits - 1).replace(/\.?0+e/, "e");
+  return String(Number(value.toPrecision(digits)));
+}
+
+/** One number of a tensor: fixed `decimals` places, or exponential when that would hide it. */
+export function tensorNumber(value, decimals = 4) {
+  const v = num(value);
+  if (v === null) return "null";
+  if (!Number.isFinite(v)) return String(v);
+  const abs = Math.abs(v);
+  // Fixed places would hide a small value's digits (0.00026 as 0.0003): those are exponential.
+  if (abs !== 0 && (abs < 10 ** (1 - decimals) || abs >= 1e7)) return v.toExponential(decimals - 1);
+  return v.toFixed(decimals);
+}
+
+/** The shape of a nested list ([] for a number). */
+export function shapeOf(value) {
+  const shape = [];
+  let at = value;
+  while (Array.isArray(at)) { shape.push(at.length); at = at[0]; }
+  return shape;
+}
+
+/** A tensor (nested lists) as text, each number to `decimals` places: whole when it has at most
+ * `limit` numbers, else "shape [a, b] · first values: v0, v1, … (n values)". */
+export function tensorText(value, { decimals = 4, limit = 64, first = 8 } = {}) {
+  if (!Array.isArray(value)) return tensorNumber(value, decimals);
+  const flat = value.flat(Infinity);
+  if (flat.length > limit) {
+    const head = flat.slice(0, first).map((v) => tensorNumber(v, decimals)).join(", ");
+    return `shape [${shapeOf(value).join(", ")}] · first values: ${head}, … (${flat.length.toLocaleString()} values)`;
+  }
+  const write = (v) => (Array.isArray(v) ? `[${v.map(write).join(", ")}]` : tensorNumber(v, decimals));
+  const rows = shapeOf(value).length > 1 ? value.map(write) : null;
+  return rows && rows.join(", ").length > 80 ? `[${rows.join(",\n ")}]` : write(value);
+}
+
 export function when(iso) {
   if (!iso) return "—";
   const d = new Date(iso);
@@ -244,11 +288,31 @@ export function banner(message) {
   const node = document.getElementById("banner");
   node.textContent = message || "";
   node.classList.toggle("hidden", !message);
+  if (!message) delete node.dataset.offline;
+}
+
+/** True for a request that got no answer at all (the API is down, or the network): fetch()'s TypeError. */
+export function unreachable(err) {
+  return !(err instanceof ApiError) && err instanceof TypeError;
+}
+
+export function unreachableText(since) {
+  const last = since ? `; last updated ${since.toLocaleTimeString()}` : "";
+  return `Cannot reach the API at ${location.origin} — retrying${last}`;
 }
 
 export function errorText(err) {
   if (err instanceof ApiError) return `${err.message}${err.field ? ` (field: ${err.field})` : ""} [${err.status}]`;
+  if (unreachable(err)) return unreachableText(null);
   return String((err && err.message) || err);
+}
+
+/** The banner for a failed refresh: "cannot reach the API … retrying" (marked data-offline) when
+ * no answer came, else the error. */
+export function failureBanner(err, lastUpdated) {
+  const node = document.getElementById("banner");
+  banner(unreachable(err) ? unreachableText(lastUpdated) : errorText(err));
+  node.dataset.offline = unreachable(err) ? "true" : "false";
 }
 
 export function sleep(ms) {
@@ -272,6 +336,18 @@ export function optimizerText(spec) {
 
 export const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 
-export function statusBadge(status, id) {
-  return el("span", { class: `status status-${status}`, id, text: status });
+/** What a person should read as a job's outcome: its status, except that a job that "succeeded"
+ * by stopping on divergence (result.stop_reason "diverged") is "diverged". */
+export function outcome(status, stopReason) {
+  return status === "succeeded" && stopReason === "diverged" ? "diverged" : status;
+}
+
+export function jobOutcome(job) {
+  return outcome(job.status, (job.result || {}).stop_reason);
+}
+
+export function statusBadge(status, id, stopReason = null) {
+  const shown = outcome(status, stopReason);
+  return el("span", { class: `status status-${shown}`, id, text: shown, "data-status": status,
+    title: shown === status ? null : `status ${status}, stopped because f diverged` });
 }

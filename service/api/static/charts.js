@@ -1,8 +1,33 @@
 // Line charts over steps (loss, gradient norm, learning rate) with uPlot (static/vendor), with
 // a log scale that drops the values it cannot show (zero, negative, NaN, infinite).
 
-import { fmt } from "./api.js";
+import { sig } from "./api.js";
 import { PATH_COLORS } from "./contour.js";
+
+/** Log y by default: every finite value positive, spanning more than `decades` decades. */
+export function wantsLog(values, decades = 3) {
+  const finite = values.filter((v) => v !== null && Number.isFinite(v));
+  if (finite.length < 2 || finite.some((v) => v <= 0)) return false;
+  return Math.max(...finite) / Math.min(...finite) > 10 ** decades;
+}
+
+/** Tick labels that differ from each other: as many significant digits as it takes (up to 8);
+ * a label still equal to the one before is left blank. */
+export function tickLabels(splits) {
+  const values = splits.map((v) => (v === null || v === undefined ? null : v));
+  let labels = [];
+  for (let digits = 2; digits <= 8; digits++) {
+    labels = values.map((v) => (v === null ? "" : sig(v, digits)));
+    const shown = labels.filter(Boolean);
+    if (new Set(shown).size === shown.length) return labels;
+  }
+  return labels.map((text, n) => (n && text === labels[n - 1] ? "" : text));
+}
+
+function themeColour(name, fallback) {
+  const value = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  return value || fallback;
+}
 
 export class LineChart {
   constructor(container, { title, yLabel, height = 220, legend = true }) {
@@ -25,9 +50,10 @@ export class LineChart {
   /** xs: the steps; series: [{label, values}] with values aligned to xs. */
   setData(xs, series) {
     const shape = series.map((s) => s.label).join("\u0000");
-    const rebuild = !this.plot || shape !== this.shape;
     this.xs = xs;
     this.series = series;
+    // Rebuilt when the series change, or when the log scale comes into force (the first values).
+    const rebuild = !this.plot || shape !== this.shape || this.drawnLog !== this.logInForce();
     this.shape = shape;
     if (rebuild) this.render();
     else this.plot.setData(this.data());
@@ -39,34 +65,77 @@ export class LineChart {
     this.render();
   }
 
+  /** The plotted values: on a log scale, log10 of each (uPlot's own log axis breaks below about
+   * 1e-24, and f reaches 1e-30), drawn on a linear axis whose labels read 10^v. */
   data() {
-    const keep = (v) => (v === null || !Number.isFinite(v) || (this.log && v <= 0) ? null : v);
+    const keep = (v) => (v === null || !Number.isFinite(v) || (this.log && v <= 0) ? null : this.log ? Math.log10(v) : v);
     return [this.xs, ...this.series.map((s) => s.values.map(keep))];
+  }
+
+  /** Log y, asked for and with a value it can show. */
+  logInForce() {
+    return this.log && this.data().slice(1).some((values) => values.some((v) => v !== null));
   }
 
   render() {
     if (this.plot) this.plot.destroy();
     const data = this.data();
-    const anyValue = data.slice(1).some((values) => values.some((v) => v !== null));
-    const log = this.log && anyValue;
+    const log = this.logInForce();
+    this.drawnLog = log;
+    const ink = themeColour("--fg", "#1d2330");
+    const grid = { stroke: themeColour("--grid", "rgba(0,0,0,0.07)"), width: 1 };
+    const shown = (v) => (log ? 10 ** v : v); // a plotted value as the value it stands for
     const options = {
       title: this.title,
       ...this.size(),
-      scales: { x: { time: false }, y: log ? { distr: 3 } : {} },
+      scales: { x: { time: false }, y: log ? { range: decadeRange } : {} },
       series: [
         { label: "step" },
         ...this.series.map((s, n) => ({
           label: s.label, stroke: s.color || PATH_COLORS[n % PATH_COLORS.length], width: 1.5, spanGaps: true,
-          points: { show: false },
+          points: { show: false }, value: (u, v) => (v === null || v === undefined ? "—" : sig(shown(v), 4)),
         })),
       ],
-      axes: [{ label: "step" }, { label: this.yLabel + (log ? " (log)" : ""), size: 70, values: (u, splits) => splits.map((v) => (v === null ? "" : fmt(v, 3))) }],
+      axes: [
+        { label: "step", stroke: ink, grid, ticks: grid, values: (u, splits) => tickLabels(splits) },
+        { label: this.yLabel + (log ? " (log)" : ""), size: 78, stroke: ink, grid, ticks: grid,
+          ...(log ? { splits: decadeSplits } : {}), values: (u, splits) => tickLabels(splits.map((v) => (v === null ? null : shown(v)))) },
+      ],
       cursor: { drag: { x: true, y: false } },
       legend: { show: this.legend },
     };
     this.container.dataset.scale = log ? "log" : "linear";
     this.plot = new uPlot(options, data, this.container); // eslint-disable-line no-undef
   }
+}
+
+/** The y range of a log chart (log10 values): whole decades around the data, at least one. */
+function decadeRange(u, min, max) {
+  if (min === null || max === null || !Number.isFinite(min) || !Number.isFinite(max)) return [0, 1];
+  let lo = Math.floor(min), hi = Math.ceil(max);
+  if (hi - lo < 1) { lo = Math.floor(min - 0.5); hi = lo + 1; }
+  if (hi === lo) hi = lo + 1;
+  return [lo, hi];
+}
+
+/** Ticks of a log chart: whole decades, every k-th so that at most 8 show; within one decade,
+ * 1, 2 and 5 times it. */
+function decadeSplits(u, axis, min, max) {
+  const lo = Math.ceil(min - 1e-9), hi = Math.floor(max + 1e-9);
+  if (hi - lo < 1) {
+    const out = [];
+    for (let d = Math.floor(min); d <= Math.ceil(max); d++) {
+      for (const m of [1, 2, 5]) {
+        const v = d + Math.log10(m);
+        if (v >= min - 1e-9 && v <= max + 1e-9) out.push(v);
+      }
+    }
+    return out;
+  }
+  const every = Math.max(1, Math.ceil((hi - lo + 1) / 8));
+  const out = [];
+  for (let d = hi; d >= lo; d -= every) out.unshift(d);
+  return out;
 }
 
 /** Steps and per-series values aligned on the union of every series' steps (gaps as null). */

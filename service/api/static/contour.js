@@ -227,10 +227,11 @@ export class ContourPlot {
   }
 
   drawAxes(ctx, m, plotW, plotH, x0, x1, y0, y1, sx, sy) {
-    ctx.strokeStyle = "#444";
+    const ink = getComputedStyle(this.canvas).color || "#222"; // the page's text colour (dark mode too)
+    ctx.strokeStyle = ink;
     ctx.lineWidth = 1;
     ctx.strokeRect(m.left, m.top, plotW, plotH);
-    ctx.fillStyle = "#222";
+    ctx.fillStyle = ink;
     ctx.font = "11px system-ui, sans-serif";
     ctx.textAlign = "center";
     ctx.textBaseline = "top";

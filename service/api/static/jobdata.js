@@ -103,3 +103,17 @@ export async function loadSurface(jobId, range, [i, j], numel = 2) {
   const body = await getJSON(`/v1/jobs/${encodeURIComponent(jobId)}/surface?${query}`);
   return { x: body.x.map(num), y: body.y.map(num), f: body.f.map((row) => row.map((v) => (v === null ? NaN : num(v)))), range: r };
 }
+
+/** The part of a path that has not run away: its points up to the first that is non-finite or
+ * lies more than `factor` times farther out than the start (a diverged path reaches 1e13). */
+export function tamePath(points, factor = 100) {
+  if (!points.length) return points;
+  const size = ([a, b]) => Math.max(Math.abs(a), Math.abs(b));
+  const bound = factor * Math.max(1, size(points[0]));
+  const out = [];
+  for (const p of points) {
+    if (!(Number.isFinite(p[0]) && Number.isFinite(p[1])) || size(p) > bound) break;
+    out.push(p);
+  }
+  return out.length ? out : [points[0]];
+}

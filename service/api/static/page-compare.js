@@ -4,10 +4,10 @@
 // saying so when the sweep has more. However big the sweep, the page reads one page of its
 // summary and the histories of the jobs it draws (a few at a time, fewer points each when many).
 
-import { banner, el, errorText, fmt, getJSON, num, objectiveText, optimizerText, statusBadge } from "./api.js";
-import { alignSteps, LineChart } from "./charts.js";
+import { banner, el, errorText, fmt, getJSON, jobOutcome, num, objectiveText, optimizerText, outcome, statusBadge } from "./api.js";
+import { alignSteps, LineChart, wantsLog } from "./charts.js";
 import { ContourPlot, PATH_COLORS } from "./contour.js";
-import { elementCount, loadHistory, loadSurface, minimaOf, pathOf, recordsX, regionFor, series } from "./jobdata.js";
+import { elementCount, loadHistory, loadSurface, minimaOf, pathOf, recordsX, regionFor, series, tamePath } from "./jobdata.js";
 
 const MAX_JOBS = 20;
 export const MAX_SWEEP_PATHS = 50;
@@ -58,7 +58,11 @@ async function sweepJobs(main, sweepId, best) {
     return null;
   }
   const items = sweep.summary || [];
-  const finished = items.filter((i) => Number.isFinite(num(i.f))).length;
+  // Diverged: stopped on divergence, or succeeded with an infinite or NaN f; apart from the
+  // jobs with no final f yet (queued, running, cancelled, failed).
+  const diverged = items.filter((i) => outcome(i.status, i.stop_reason) === "diverged"
+    || (i.status === "succeeded" && num(i.f) !== null && !Number.isFinite(num(i.f))));
+  const noF = items.filter((i) => !diverged.includes(i) && !Number.isFinite(num(i.f)));
   const name = sweep.name || sweep.id.slice(0, 8);
   const capped = sweep.jobs > items.length;
   const text = capped
@@ -68,7 +72,10 @@ async function sweepJobs(main, sweepId, best) {
   main.append(el("p", {},
     "Sweep ", el("a", { href: `/sweeps/${encodeURIComponent(sweep.id)}`, text: name }), ": ",
     el("span", { id: "compare-note", "data-capped": capped ? "true" : "false", text }),
-    finished < items.length ? el("span", { class: "muted", text: ` ${items.length - finished} of them have no final f `
+    diverged.length ? el("span", { class: "diverged-note", id: "compare-diverged",
+      text: ` ${diverged.length} of them diverged (${diverged.slice(0, 5).map((i) => `#${i.index}`).join(", ")}`
+        + `${diverged.length > 5 ? ", …" : ""}): drawn, but the picture keeps to the other paths.` }) : null,
+    noF.length ? el("span", { class: "muted", text: ` ${noF.length} of them have no final f `
       + "(not finished, cancelled or failed)." }) : null));
   const points = Math.max(50, Math.min(POINTS, Math.floor(ALL_POINTS / Math.max(items.length, 1))));
   const jobs = (await readAll(items.map((i) => i.id), points)).filter(Boolean);
@@ -106,7 +113,7 @@ async function draw(main, jobs, sweep) {
     el("tbody", {}, ...jobs.map((job, n) => el("tr", { "data-job": job.id },
       el("td", {}, el("span", { class: `swatch swatch-${n % PATH_COLORS.length}` })),
       el("td", {}, el("a", { href: `/jobs/${encodeURIComponent(job.id)}`, text: label(job) })),
-      el("td", {}, statusBadge(job.status)),
+      el("td", {}, statusBadge(job.status, null, (job.result || {}).stop_reason)),
       el("td", { class: "mono", text: objectiveText(job.spec) }),
       el("td", { text: optimizerText(job.spec) }),
       el("td", { class: "num", text: fmt(num((job.result || {}).f)) }),
@@ -123,6 +130,10 @@ async function draw(main, jobs, sweep) {
     el("section", { class: "panel" }, el("h2", { text: "Loss" }), el("label", { class: "switch" }, logBox, " log scale"), chart.container)),
   legend);
   logBox.addEventListener("change", () => chart.setLog(logBox.checked));
+  // Log y by default when every f is positive and they span decades (unless the URL says ?log=0|1).
+  const asked = new URLSearchParams(location.search).get("log");
+  logBox.checked = asked === null ? wantsLog(jobs.flatMap((job) => series(job.rows, "f"))) : asked === "1";
+  chart.setLog(logBox.checked);
 
   const aligned = alignSteps(jobs.map((job, n) => ({
     label: sweep ? `${n + 1}. ${label(job)}` : label(job), steps: job.rows.map((r) => r.step),
@@ -133,15 +144,22 @@ async function draw(main, jobs, sweep) {
   const drawable = jobs.filter((job) => recordsX(job) && elementCount(job, job.rows) >= 2);
   const plot = new ContourPlot(canvas);
   const paths = jobs.map((job, n) => ({ job, color: colour(n), points: drawable.includes(job) ? pathOf(job.rows, [0, 1]) : [] }));
+  // The view box: the paths that did not diverge (a diverged one reaches 1e13 and would flatten
+  // the rest to a dot); only when every path diverged, where they started.
+  const runaway = (p) => jobOutcome(p.job) === "diverged" || p.points.some(([a, b]) => !Number.isFinite(a) || !Number.isFinite(b));
+  const tame = paths.filter((p) => p.points.length && !runaway(p)).map((p) => p.points);
+  const framing = tame.length ? tame : paths.filter((p) => p.points.length).map((p) => tamePath(p.points));
+  const divergedNames = jobs.filter((job) => jobOutcome(job) === "diverged").map(label);
   if (drawable.length) {
-    const first = drawable[0];
+    const first = drawable.find((job) => !runaway(paths[jobs.indexOf(job)])) || drawable[0];
     const minima = await minimaOf(first, [0, 1], elementCount(first, first.rows));
-    const region = regionFor(paths.map((p) => p.points).filter((p) => p.length), minima, plot.aspect());
+    const region = regionFor(framing, minima, plot.aspect());
     try {
       plot.setSurface(await loadSurface(first.id, region, [0, 1], elementCount(first, first.rows)));
       const others = new Set(drawable.map((j) => JSON.stringify(j.spec.objective)));
       note.textContent = `f of ${label(first)} over x[0] and x[1]`
-        + (others.size > 1 ? "; the jobs' objectives differ, so the others' paths are on its surface." : ".");
+        + (others.size > 1 ? "; the jobs' objectives differ, so the others' paths are on its surface." : ".")
+        + (divergedNames.length ? ` Diverged (their paths leave the picture): ${divergedNames.join(", ")}.` : "");
     } catch (err) {
       note.textContent = `No surface of f: ${errorText(err)}. The paths are drawn alone.`;
     }
@@ -156,5 +174,6 @@ async function draw(main, jobs, sweep) {
   window.descent.plotted = {
     jobs: jobs.map((j) => j.id), paths: Object.fromEntries(paths.map((p) => [p.job.id, p.points])),
     contourLevels: plot.surface ? plot.levels.levels : [], sweep, ready: true,
+    surfaceRange: plot.surface ? plot.surface.range : null, diverged: divergedNames,
   };
 }

@@ -2,12 +2,14 @@
 // runs (the events stream, read with fetch; polling the job if the stream fails).
 
 import {
-  FINISHED, banner, blobURL, deleteAfterAsking, el, errorText, fmt, getJSON, num, objectiveText, optimizerText, postJSON,
-  readEvents, request, sleep, statusBadge, when,
+  FINISHED, banner, blobURL, deleteAfterAsking, el, errorText, failureBanner, fmt, getJSON, jobOutcome, num, objectiveText,
+  optimizerText, postJSON, readEvents, request, shapeOf, sleep, statusBadge, tensorText, unreachable, unreachableText, when,
 } from "./api.js";
-import { LineChart } from "./charts.js";
+import { LineChart, wantsLog } from "./charts.js";
 import { ContourPlot } from "./contour.js";
-import { contains, elementCount, loadHistory, loadSurface, minimaOf, pathOf, recordsX, regionFor, series } from "./jobdata.js";
+import {
+  contains, elementCount, loadHistory, loadSurface, minimaOf, pathOf, recordsX, regionFor, series, tamePath,
+} from "./jobdata.js";
 
 const REFRESH_MS = 1000;
 const POLL_MS = 2000;
@@ -15,14 +17,21 @@ const POLL_MS = 2000;
 export async function jobPage(main, jobId) {
   const state = { id: jobId, job: null, rows: [], coords: [0, 1], surface: null, minima: [], finalDone: false };
   window.descent.plotted = { job: jobId, path: [], contourLevels: [], steps: [], ready: false };
-  state.job = await getJSON(`/v1/jobs/${encodeURIComponent(jobId)}`);
+  state.job = await firstRead(main, jobId);
   document.title = `Descent · ${state.job.name || jobId}`;
 
   const head = el("section", { class: "job-head" });
+  const answer = el("section", { class: "panel answer", id: "answer" });
   const contourPanel = el("section", { class: "panel" });
   const chartsPanel = el("section", { class: "panel" });
-  main.replaceChildren(head, el("div", { class: "plots" }, contourPanel, chartsPanel));
+  // A steps-0 job (the lesson's cases 1 and 2) has one point: its answer is the gradient and the
+  // backward graph, shown in place of empty curves.
+  const gradientOnly = state.job.spec && state.job.spec.steps === 0;
+  const plots = el("div", { class: gradientOnly ? "plots hidden" : "plots", id: "plots" }, contourPanel, chartsPanel);
+  main.replaceChildren(head, answer, plots);
   state.head = head;
+  state.answer = answer;
+  state.gradientOnly = gradientOnly;
 
   // Curves
   const logBox = el("input", { type: "checkbox", id: "log-scale" });
@@ -33,8 +42,12 @@ export async function jobPage(main, jobId) {
   };
   chartsPanel.append(el("h2", { text: "Curves" }), el("label", { class: "switch" }, logBox, " log scale"),
     ...Object.values(charts).map((c) => c.container));
-  logBox.addEventListener("change", () => Object.values(charts).forEach((c) => c.setLog(logBox.checked)));
+  logBox.addEventListener("change", () => {
+    state.logChosen = true; // the user's choice holds; until then the data decides (log when f spans decades)
+    Object.values(charts).forEach((c) => c.setLog(logBox.checked));
+  });
   state.charts = charts;
+  state.logBox = logBox;
 
   // Contour
   const canvas = el("canvas", { id: "contour", class: "contour" });
@@ -55,6 +68,126 @@ export async function jobPage(main, jobId) {
   else await finish(state);
 }
 
+/** The job, read until the API answers: while it cannot be reached the page says so and retries;
+ * any other error (a 404) is thrown for the page to show. */
+async function firstRead(main, jobId) {
+  for (;;) {
+    try {
+      const job = await getJSON(`/v1/jobs/${encodeURIComponent(jobId)}`);
+      banner("");
+      return job;
+    } catch (err) {
+      if (!unreachable(err)) throw err;
+      failureBanner(err, null);
+      main.replaceChildren(el("p", { class: "error", id: "page-error", text: `${unreachableText(null)}.` }));
+      await sleep(POLL_MS);
+    }
+  }
+}
+
+/** How long the job ran (started to finished, or to now while it runs), in words. */
+export function duration(seconds) {
+  if (!Number.isFinite(seconds) || seconds < 0) return "—";
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 2 : 1)} s`;
+  const m = Math.floor(seconds / 60), s = Math.round(seconds % 60);
+  if (m < 60) return `${m} min ${s} s`;
+  return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+function durationText(job) {
+  if (!job.started_at) return "—";
+  const start = new Date(job.started_at).getTime();
+  const end = job.finished_at ? new Date(job.finished_at).getTime() : Date.now();
+  const text = duration((end - start) / 1000);
+  return job.finished_at ? text : `${text} so far`;
+}
+
+function rateText(job) {
+  const result = job.result || {};
+  const seconds = num(result.seconds);
+  if (!result.steps || !(seconds > 0)) return "—";
+  return `${Math.round(result.steps / seconds).toLocaleString()} steps/s (${duration(seconds)} computing)`;
+}
+
+/** JSON with two-space indents, but a list of numbers (a tensor) kept on one line. */
+export function compactJSON(value, indent = "") {
+  const flatNumbers = (v) => Array.isArray(v) && v.every((e) => typeof e === "number" || e === null || flatNumbers(e));
+  if (flatNumbers(value)) return JSON.stringify(value).replaceAll(",", ", ");
+  const inner = indent + "  ";
+  if (Array.isArray(value)) {
+    if (!value.length) return "[]";
+    return `[\n${value.map((v) => inner + compactJSON(v, inner)).join(",\n")}\n${indent}]`;
+  }
+  if (value && typeof value === "object") {
+    const entries = Object.entries(value);
+    if (!entries.length) return "{}";
+    return `{\n${entries.map(([k, v]) => `${inner}${JSON.stringify(k)}: ${compactJSON(v, inner)}`).join(",\n")}\n${indent}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** A tensor (final x, x0, the gradient): rounded to 4 places (big ones summarised: shape and
+ * first values), with its shape and a button that copies it whole as JSON. */
+function tensorView(id, label, value) {
+  if (value === undefined || value === null) return null;
+  const isTensor = Array.isArray(value);
+  const text = isTensor || typeof value === "number" || typeof value === "string" ? tensorText(value) : JSON.stringify(value);
+  const shape = isTensor ? shapeOf(value) : [];
+  const copy = el("button", { type: "button", class: "link copy", id: `${id}-copy`, text: "copy as JSON" });
+  copy.addEventListener("click", () => copyText(JSON.stringify(value), copy));
+  return el("div", { class: "tensor" },
+    el("h3", {}, label, shape.length ? el("span", { class: "muted", text: ` · shape [${shape.join(", ")}]` }) : null, " ", copy),
+    el("pre", { class: "tensor-values", id, text }));
+}
+
+async function copyText(text, button) {
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = "copied";
+  } catch (err) {
+    button.textContent = "copy failed (select the text)";
+  }
+  setTimeout(() => { button.textContent = "copy as JSON"; }, 1500);
+}
+
+/** The answer: final x, x0, the gradient and backward graph (for a steps-0 job, the answer
+ * itself), and the spec, collapsed. */
+function renderAnswer(state) {
+  const job = state.job;
+  const result = job.result || {};
+  const spec = job.spec || {};
+  const parts = [];
+  if (state.gradientOnly) {
+    parts.push(el("h2", { text: "The gradient at x0" }),
+      el("p", { class: "muted", text: "steps: 0 — the job computed f and its gradient once and took no step." }));
+    parts.push(tensorView("job-grad", "gradient ∂f/∂x", result.grad));
+    parts.push(tensorView("job-x0", "x0", spec.x0));
+    if (result.f !== undefined) parts.push(el("p", {}, "f(x0) = ", el("span", { class: "mono", id: "job-f0", text: fmt(num(result.f)) })));
+  } else {
+    parts.push(el("h2", { text: "The answer" }));
+    parts.push(tensorView("job-x", "final x", result.x));
+    parts.push(tensorView("job-x0", "x0", spec.x0));
+    if (result.grad !== undefined) parts.push(tensorView("job-grad", "gradient at the final x", result.grad));
+  }
+  if (Array.isArray(result.graph) && result.graph.length) {
+    parts.push(el("div", { class: "tensor" }, el("h3", { text: "backward graph (output first)" }),
+      el("p", { class: "mono graph", id: "job-graph", text: result.graph.join(" → ") })));
+  }
+  if (!result.x && !state.gradientOnly) {
+    parts.push(el("p", { class: "muted", id: "job-no-result",
+      text: FINISHED.has(job.status) ? "This job has no result." : "The final x shows here when the job ends." }));
+  }
+  const specText = compactJSON(spec);
+  const copy = el("button", { type: "button", class: "link copy", id: "job-spec-copy", text: "copy as JSON" });
+  copy.addEventListener("click", () => copyText(specText, copy));
+  const details = el("details", { class: "spec", id: "job-spec" },
+    el("summary", {}, "spec (JSON) ", copy), el("pre", { class: "spec", id: "job-spec-text", text: specText }));
+  if (state.answer.querySelector("#job-spec")?.open) details.open = true;
+  parts.push(details);
+  state.answer.replaceChildren(...parts.filter(Boolean));
+}
+
 function renderHead(state) {
   const job = state.job;
   const result = job.result || {};
@@ -68,6 +201,8 @@ function renderHead(state) {
   });
   const rows = [
     ["id", job.id],
+    ["duration", durationText(job), "job-duration"],
+    ["speed", rateText(job), "job-rate"],
     ["objective", objectiveText(job.spec)],
     ["optimizer", optimizerText(job.spec)],
     ["steps asked", fmt(job.spec && job.spec.steps)],
@@ -82,7 +217,6 @@ function renderHead(state) {
     ["finished", when(job.finished_at)],
     ["worker", job.worker || result.worker || "—"],
   ];
-  if (job.error) rows.push(["error", job.error, "job-error"]);
   if (job.history_dropped_at) rows.push(["history", `dropped by the retention clean-up on ${when(job.history_dropped_at)}`, "job-history-dropped"]);
   if (job.tags && Object.keys(job.tags).length) rows.push(["tags", Object.entries(job.tags).map(([k, v]) => `${k}:${v}`).join(" ")]);
   const csv = el("button", {
@@ -96,18 +230,44 @@ function renderHead(state) {
       const running = FINISHED.has(job.status) ? "" : " It is cancelled first.";
       try {
         const gone = await deleteAfterAsking(`/v1/jobs/${encodeURIComponent(job.id)}`,
-          `Delete job ${job.name || job.id}, its history and its data?${running} This cannot be undone.`);
+          `Delete job ${job.name || job.id}, its history and its data?${running} This cannot be undone.`,
+          () => stopFollowing(state));
         if (gone) location.assign("/");
       } catch (err) { banner(errorText(err)); }
     },
   });
+  const notices = [];
+  if (job.waiting) notices.push(el("p", { class: "notice", id: "job-waiting" }, el("strong", { text: "Waiting: " }), job.waiting));
+  if (job.worker_lost_at) {
+    notices.push(el("p", { class: "notice", id: "job-worker-lost",
+      text: `Its worker stopped answering at ${when(job.worker_lost_at)}; the job is queued again after ${when(job.reclaim_at)}.` }));
+  }
+  if (jobOutcome(job) === "diverged") {
+    notices.push(el("p", { class: "notice notice-bad", id: "job-diverged",
+      text: `Diverged: f became ${fmt(num(result.f))} after ${fmt(result.steps)} steps; the run stopped there. Try a smaller learning rate.` }));
+  }
+  if (job.error) {
+    notices.push(el("div", { class: "notice notice-bad", id: "job-error-box" }, el("strong", { text: "Error" }),
+      el("pre", { class: "error-text", id: "job-error", text: job.error })));
+  }
   state.head.replaceChildren(
-    el("h1", {}, job.name || `Job ${job.id.slice(0, 8)}`, " ", statusBadge(job.status, "job-status")),
+    el("h1", {}, job.name || `Job ${job.id.slice(0, 8)}`, " ", statusBadge(job.status, "job-status", result.stop_reason)),
+    ...notices,
     el("dl", { class: "facts" }, ...rows.map(([k, v, id]) => el("div", {}, el("dt", { text: k }), el("dd", { id, text: String(v) })))),
     el("p", { class: "actions" }, cancel, " ", csv, " · ", png, " · ",
       el("a", { href: `/compare?jobs=${encodeURIComponent(job.id)}`, text: "compare…" }), " ", remove),
     el("div", { id: "png-holder" }),
   );
+  if (state.answer) renderAnswer(state);
+}
+
+/** Stop reading the job (before it is deleted: no read may meet its 404). */
+async function stopFollowing(state) {
+  state.finalDone = true;
+  state.leaving = true;
+  if (state.abort) state.abort.abort();
+  clearTimeout(state.pending);
+  while (state.refreshing) await sleep(50);
 }
 
 async function download(path, name) {
@@ -166,19 +326,30 @@ async function finish(state) {
 
 /** Read the history again and redraw; the surface is read again when the path has left it. */
 async function refresh(state) {
+  if (state.leaving) return;
   state.refreshing = true;
   state.lastRefresh = Date.now();
   try {
     const rows = await loadHistory(state.job);
+    state.lastOk = new Date();
     state.rows = rows;
     const steps = rows.map((r) => r.step);
+    if (!state.logChosen) {
+      const log = wantsLog(series(rows, "f"));
+      state.logBox.checked = log;
+      Object.values(state.charts).forEach((c) => c.setLog(log));
+    }
     state.charts.f.setData(steps, [{ label: "f", values: series(rows, "f") }]);
     state.charts.grad_norm.setData(steps, [{ label: "grad norm", values: series(rows, "grad_norm") }]);
     state.charts.lr.setData(steps, [{ label: "lr", values: series(rows, "lr") }]);
     window.descent.plotted.steps = steps;
-    await drawContour(state);
+    if (!state.gradientOnly) await drawContour(state);
+    if (state.offline) banner("");
+    state.offline = false;
   } catch (err) {
-    banner(errorText(err));
+    if (state.leaving) return;
+    state.offline = true;
+    failureBanner(err, state.lastOk || null);
   } finally {
     state.refreshing = false;
   }
@@ -199,8 +370,10 @@ async function drawContour(state) {
   const path = pathOf(state.rows, state.coords);
   if (!path.length) return;
   state.minima = await minimaOf(state.job, state.coords, numel);
-  const region = regionFor([path], state.minima, state.plot.aspect());
-  const stale = !state.surface || !contains(state.surface.range, boundingBoxOf(path))
+  const diverged = jobOutcome(state.job) === "diverged";
+  // A diverged path runs off to huge values: the picture keeps to where it started.
+  const region = regionFor([diverged ? tamePath(path) : path], state.minima, state.plot.aspect());
+  const stale = !state.surface || (!diverged && !contains(state.surface.range, boundingBoxOf(path)))
     || (FINISHED.has(state.job.status) && state.surfaceFor !== "final");
   if (stale && !state.surfaceFailed) {
     try {
@@ -293,8 +466,12 @@ async function poll(state) {
         setJob(state, job);
         if (!FINISHED.has(job.status)) scheduleRefresh(state);
       }
+      if (state.offline) { banner(""); state.offline = false; }
     } catch (err) {
-      // the service is briefly unreachable: try again
+      // the service is briefly unreachable: say so, and try again
+      if (state.leaving) return;
+      state.offline = true;
+      failureBanner(err, state.lastOk || null);
     }
   }
 }

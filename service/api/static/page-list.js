@@ -1,7 +1,9 @@
 // The job list: filters (kept in the page's URL), newest first, a page at a time (older / newer,
 // with the API's cursor), the page shown refreshed every couple of seconds.
 
-import { ApiError, banner, el, errorText, fmt, getJSON, num, objectiveText, optimizerText, statusBadge, when } from "./api.js";
+import {
+  ApiError, banner, el, failureBanner, fmt, getJSON, jobOutcome, num, objectiveText, optimizerText, statusBadge, unreachable, when,
+} from "./api.js";
 
 const POLL_MS = 2000;
 const STATUSES = ["", "queued", "running", "succeeded", "failed", "cancelled"];
@@ -86,6 +88,7 @@ export async function listPage(main) {
   older.addEventListener("click", () => { if (paging.next) go([...paging.cursors, paging.next]); });
 
   let timer = null;
+  let lastOk = null; // when the rows shown were read
   let loading = 0; // the latest load wins: a slow answer for a page left behind is dropped
   async function load() {
     clearTimeout(timer);
@@ -104,7 +107,10 @@ export async function listPage(main) {
       where.textContent = page.jobs.length ? `jobs ${first + 1}–${first + page.jobs.length}, newest first` : "no jobs here";
       newest.disabled = newer.disabled = paging.cursors.length === 0;
       older.disabled = !paging.next;
-      info.textContent = `${page.jobs.length} job${page.jobs.length === 1 ? "" : "s"} on this page · refreshed ${new Date().toLocaleTimeString()}`;
+      lastOk = new Date();
+      info.textContent = `${page.jobs.length} job${page.jobs.length === 1 ? "" : "s"} on this page · refreshed ${lastOk.toLocaleTimeString()}`;
+      table.classList.remove("stale");
+      delete table.dataset.stale;
       banner("");
     } catch (err) {
       if (mine !== loading) return;
@@ -112,7 +118,13 @@ export async function listPage(main) {
         go([]); // a cursor this service no longer reads (an old tab): start again from the newest
         return;
       }
-      banner(errorText(err));
+      failureBanner(err, lastOk);
+      // The rows shown are as of the last answer: greyed, and said so, never passed off as current.
+      table.classList.add("stale");
+      table.dataset.stale = "true";
+      info.textContent = lastOk
+        ? `${unreachable(err) ? "The API cannot be reached" : "The last refresh failed"}: the rows above are as of ${lastOk.toLocaleTimeString()}, not current.`
+        : "No jobs could be read yet.";
     }
     timer = setTimeout(load, POLL_MS);
   }
@@ -128,9 +140,9 @@ function row(job, selected, compare) {
     compare.textContent = selected.size ? `Compare selected (${selected.size})` : "Compare selected";
   });
   const link = el("a", { href: `/jobs/${encodeURIComponent(job.id)}`, text: job.name || job.id.slice(0, 8) });
-  return el("tr", { "data-job": job.id, "data-status": job.status },
+  return el("tr", { "data-job": job.id, "data-status": job.status, "data-outcome": jobOutcome(job) },
     el("td", {}, box),
-    el("td", {}, statusBadge(job.status)),
+    el("td", {}, statusBadge(job.status, null, result.stop_reason)),
     el("td", {}, link),
     el("td", { class: "mono", text: objectiveText(job.spec) }),
     el("td", { text: optimizerText(job.spec) }),
