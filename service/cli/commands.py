@@ -124,7 +124,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     removed = answer.get("removed") or {}
     what = f"sweep {args.id} and its {_count(removed.get('jobs', 0), 'job')}" if args.sweep else f"job {args.id}"
     print(f"deleted {what}: {_count(removed.get('history_rows', 0), 'history row')}, "
-          f"{_count(removed.get('data_tensors', 0), 'data tensor')} no other job reads")
+          f"{_count(removed.get('data_tensors', 0), 'data tensor')} no other job of yours reads")
     return 0
 
 
@@ -133,9 +133,12 @@ def _count(n: int, noun: str) -> str:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    """Every row (from --start, every --every-th step, at most --limit), however many pages:
-    CSV and NDJSON as the API writes them, JSON as one array with a row per line."""
+    """Every row (from --start, every --every-th step, at most --limit), as one streamed download
+    (taken up again after a break): CSV and NDJSON as the API writes them, passed straight
+    through; JSON (the default) as one array with a row per line, made from the CSV a block of
+    rows at a time, the rows the API's JSON pages hold."""
     from service.client import JobHandle
+    from service.client.columns import gc_paused, rows
 
     job = JobHandle(_client(), args.id)
     out = sys.stdout.buffer
@@ -143,12 +146,16 @@ def cmd_history(args: argparse.Namespace) -> int:
         for piece in job.export("csv" if args.csv else "ndjson", args.fields, args.every, args.start, args.limit):
             out.write(piece)
     else:
-        lead = b"[\n"
-        for page in job.history_pages(args.fields, args.every, args.start, args.limit):
-            for row in page:
-                out.write(lead + json.dumps(row).encode())
-                lead = b",\n"
-        out.write(b"[]\n" if lead == b"[\n" else b"\n]\n")
+        lead = "[\n"
+        with gc_paused():
+            for layout, block, dims in job.history_blocks(args.fields, args.every, args.start, args.limit):
+                if not len(block):
+                    continue
+                # one json.dumps of the block's rows (the C encoder), a row per line: no row holds "}, {"
+                text = json.dumps(rows(layout, block, dims, json_strings=True))
+                out.write((lead + text[1:-1].replace("}, {", "},\n{")).encode())
+                lead = ",\n"
+        out.write(b"[]\n" if lead == "[\n" else b"\n]\n")
     out.flush()
     return 0
 

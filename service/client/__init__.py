@@ -7,8 +7,14 @@
                          "optimizer": {"name": "sgd", "lr": 0.001}})
     final = job.wait(progress=True)         # a one-line progress bar on stderr; the finished job
     rows = job.history(fields=["x", "f"])   # every row (a pandas DataFrame when pandas is installed)
+    cols = job.history_arrays()             # {"step", "f", "grad_norm", "lr", "x": (rows, *shape)} numpy
     job.plot(path="contour.png")
     job.delete()                            # the job, its history and data; client.sweep(ID).delete() too
+
+A history is read as one streamed ``?format=csv`` download, parsed into numpy columns a large
+block at a time while it comes in (``service.client.stream``, ``service.client.columns``); one
+that breaks off is taken up again from the step after its last whole row, or is an error, never a
+short history.
 
 Every failure is a ``DescentClientError``: the API's own message for an error answer (``.status``
 is the HTTP status, ``.code`` and ``.field`` the API's error code and field), or, for an API that

@@ -1,25 +1,25 @@
 """``JobHandle``: one job of the API, to wait for, cancel, and read the history and picture of."""
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import requests
+import numpy as np
 
-from service.client.errors import DescentClientError, DescentUnreachable, reason
+from service.client import columns
 from service.client.handle import Handle
 from service.client.http import Transport, retry_after
-from service.client.lines import Lines
 from service.client.progress import bar_if, job_progress
+from service.client.stream import HistoryStream
 
 FINISHED = ("succeeded", "failed", "cancelled")
 # Seconds one ``?wait=`` long-poll may ask for (the API's bound).
 MAX_WAIT = 30.0
-# Rows asked for per page of history: JSON pages, and the CSV/NDJSON pieces of an export.
+# Rows asked for per page of ``history_pages`` (``history`` and ``export`` stream one download).
 JSON_PAGE_ROWS = 10_000
-TEXT_PAGE_ROWS = 100_000
 # Seconds a delete may take to answer, at least (a million-row history takes seconds; a sweep more).
 DELETE_TIMEOUT = 600.0
 _NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
@@ -121,55 +121,90 @@ class JobHandle(Handle):
     def history(self, fields: list[str] | str | None = None, every: int = 1, start: int = 0,
                 limit: int | None = None, as_frame: bool | None = None) -> Any:
         """Every history row (from ``start``, the steps that are multiples of ``every``, at most
-        ``limit``), however many pages that takes. ``fields`` picks among f, grad_norm, lr, x and
-        grad (step always comes). NaN and infinities are floats again.
+        ``limit``). ``fields`` picks among f, grad_norm, lr, x and grad (step always comes). NaN
+        and infinities are floats.
+
+        Read as one streamed CSV download (``history_arrays``), not JSON pages: each row is what
+        the JSON pages hold, bit for bit (x and grad nested to x's shape).
 
         A pandas DataFrame when pandas can be imported and ``as_frame`` is not False (True
-        insists on one); otherwise a list of dicts."""
-        rows = [_finite(row) for page in self.history_pages(fields, every, start, limit) for row in page]
-        if as_frame is False:
-            return rows
-        try:
-            import pandas
-        except ImportError:
-            if as_frame:
-                raise
-            return rows
-        return pandas.DataFrame(rows)
+        insists on one): a column per field, x and grad a list per row; otherwise a list of
+        dicts, one per row (x and grad left out of a row that has none stored)."""
+        pandas = None
+        if as_frame is not False:
+            try:
+                import pandas
+            except ImportError:
+                if as_frame:
+                    raise
+        if pandas is None:
+            out: list[dict[str, Any]] = []
+            with columns.gc_paused():  # nothing made here is garbage; see gc_paused
+                for layout, block, dims in self.history_blocks(fields, every, start, limit):
+                    out.extend(columns.rows(layout, block, dims))
+            return out
+        layout, parts, dims = self._parts(fields, every, start, limit)
+        found = columns.arrays(layout, parts, dims)
+        frame = {name: (values.tolist() if values.ndim > 1 else values) for name, values in found.items()}
+        for name in columns.VECTORS:  # a row without x stored: NaN, as a frame of the JSON rows had it
+            if name in frame and any(p.empty is not None for p in parts):
+                kept = [r for p in parts for r in columns.rows(layout, p, dims)]
+                frame[name] = [r.get(name, math.nan) for r in kept]
+        return pandas.DataFrame(frame, columns=list(found))
+
+    def history_arrays(self, fields: list[str] | str | None = None, every: int = 1, start: int = 0,
+                       limit: int | None = None) -> dict[str, np.ndarray]:
+        """The history as numpy arrays, a key per field (``history``'s rows, as columns): step
+        (int64), f, grad_norm and lr (float64, one value a row), x and grad (float64, shaped
+        ``(rows, *x's shape)`` as the JSON nests it; NaN for a row that has none stored).
+
+        One streamed ``?format=csv`` download, parsed a large block at a time while it comes in;
+        a download that breaks off is taken up again from the step after its last whole row
+        (``service.client.stream``), or raises a ``DescentUnreachable``: never a short history."""
+        layout, parts, dims = self._parts(fields, every, start, limit)
+        if layout is None:
+            return {}
+        return columns.arrays(layout, parts, dims)
+
+    def _parts(self, fields: list[str] | str | None, every: int, start: int,
+               limit: int | None) -> tuple[Any, list[columns.Block], list[int]]:
+        layout, parts, dims = None, [], []
+        for layout, block, dims in self.history_blocks(fields, every, start, limit):
+            parts.append(block)
+        return layout, parts, dims
+
+    def history_blocks(self, fields: list[str] | str | None = None, every: int = 1, start: int = 0,
+                       limit: int | None = None) -> Iterator[tuple[columns.Layout, columns.Block, list[int]]]:
+        """``history_arrays``'s download as it comes in: ``(layout, block, dims)`` for each large
+        block of rows parsed (``service.client.columns``), dims being how x nests in a JSON row."""
+        lines = HistoryStream(self.client, self.id, "csv", _field_names(fields), every, start, limit)
+        dims: list[int] | None = None
+        for layout, block in columns.blocks(lines):
+            if dims is None:
+                dims = self._dims(layout, int(block.values[0, 0]) if len(block) else None)
+            yield layout, block, dims
+
+    def _dims(self, layout: columns.Layout, first_step: int | None) -> list[int]:
+        """How x (and grad) nest in the JSON rows: read from the first row's JSON (one small request)."""
+        numel = layout.numel()
+        vectors = [name for name in columns.VECTORS if name in layout.cols]
+        if not vectors or numel == 0 or first_step is None:
+            return [numel]
+        page = self.client.get_json(f"/v1/jobs/{self.id}/history", start=first_step, limit=1,
+                                    fields=",".join(vectors))
+        row = (page.get("rows") or [{}])[0]
+        for name in vectors:
+            if row.get(name) is not None:
+                return columns.dims_of(row[name], numel)
+        return [numel]
 
     def export(self, fmt: str = "csv", fields: list[str] | str | None = None, every: int = 1, start: int = 0,
                limit: int | None = None) -> Iterator[bytes]:
-        """The history as the API's CSV (one header line) or NDJSON text, in bytes as they come,
-        page after page of at most 100,000 rows until the last row (or ``limit`` rows)."""
-        if fmt not in ("csv", "ndjson"):
-            raise ValueError("fmt must be 'csv' or 'ndjson'")
-        names = _field_names(fields)
-        given, first_page = 0, True
-        while limit is None or given < limit:
-            size = TEXT_PAGE_ROWS if limit is None else min(TEXT_PAGE_ROWS, limit - given)
-            params = {"format": fmt, "start": start, "limit": size, **({"every": every} if every != 1 else {}),
-                      **({"fields": names} if names else {})}
-            resp = self.client.request("GET", f"/v1/jobs/{self.id}/history", params=params, stream=True,
-                                       timeout=max(self.client.timeout, 300.0))
-            lines = Lines(skip_header=fmt == "csv" and not first_page)
-            try:
-                for piece in resp.iter_content(chunk_size=1 << 16):
-                    out = lines.feed(piece)
-                    if out:
-                        yield out
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                raise DescentUnreachable(f"the history download from {self.client.url} broke off "
-                                         f"({reason(exc)})") from None
-            finally:
-                resp.close()
-            if lines.partial:
-                raise DescentClientError(f"the history download from {self.client.url} ended inside a row")
-            rows = lines.count - (1 if fmt == "csv" else 0)
-            given += rows
-            first_page = False
-            if rows < size or lines.last_step is None:
-                return
-            start = lines.last_step + 1
+        """The history as the API's CSV (one header line) or NDJSON text, in bytes as they come:
+        one streamed download of every row (or pages of at most 100,000 rows up to ``limit``),
+        taken up again after a break from the step after its last whole row, so the bytes are
+        the API's one download's, never short (a ``DescentUnreachable`` when it cannot be)."""
+        yield from HistoryStream(self.client, self.id, fmt, _field_names(fields), every, start, limit)
 
     def plot(self, kind: str = "contour", path: str | Path | None = None) -> bytes | Path:
         """The job's picture as PNG (``kind`` contour: f's contours with the path on them; loss: f

@@ -10,6 +10,7 @@ import pytest
 from service import client as client_module
 from service.client import Client, DescentClientError, DescentUnreachable, JobHandle
 from service.client import jobs as jobs_module
+from service.client import stream as stream_module
 from testkit.processes import Service, free_port, running
 from tests.client.proxy import DroppingProxy
 from tests.helpers.lesson import LESSON_LOGLOG
@@ -78,8 +79,9 @@ def test_history_as_a_frame_when_pandas_is_there(long_job):
 def test_export_glues_pages_into_the_apis_one_download(long_job, service, monkeypatch):
     whole = service.http.get(f"{service.url}/v1/jobs/{long_job.id}/history", params={"format": "csv"}).content
     assert b"".join(long_job.export("csv")) == whole and whole.count(b"\n") == 2502
-    monkeypatch.setattr(jobs_module, "TEXT_PAGE_ROWS", 999)
-    assert b"".join(long_job.export("csv")) == whole
+    monkeypatch.setattr(stream_module, "MAX_ROWS", 999)
+    assert b"".join(long_job.export("csv")) == whole  # one download without a limit
+    assert b"".join(long_job.export("csv", limit=2600)) == whole  # pages of 999 rows up to a limit
     ndjson = b"".join(long_job.export("ndjson", every=7))
     assert ndjson.count(b"\n") == len(range(0, 2501, 7)) and ndjson.startswith(b'{"step": 0,')
     assert b"".join(long_job.export("csv", limit=1500)).count(b"\n") == 1501
