@@ -188,6 +188,16 @@ def _driver_connection_error(exc: BaseException | None) -> bool:
     return isinstance(exc, psycopg.OperationalError)
 
 
+def by_index(s: Session, dialect: str) -> None:
+    """For the rest of ``s``'s transaction, PostgreSQL reads tables by their indexes wherever one
+    serves. The hot paths that count a job's history rows (ending a batch, settling a
+    reservation) must not depend on the statistics of the moment: after an ANALYZE that saw one
+    big job, the planner chose a sequential scan of ``history`` per ending job (minutes, not
+    milliseconds, for a batch). A no-op on SQLite."""
+    if dialect == "postgresql":
+        s.execute(text("SET LOCAL enable_seqscan = off"))
+
+
 def one_of(column: Any, values: Sequence[str], dialect: str) -> Any:
     """``column IN values``: on PostgreSQL ``= ANY(array)``, one parameter however many values (an
     IN list of a batch's thousand ids costs its statement's conversion tens of milliseconds)."""

@@ -33,7 +33,7 @@ from service.batch import HistoryBatch, Progress
 from service.config import Quotas
 from service.jsonsafe import json_safe
 from service.store import counters, data
-from service.store.db import Conflict, Database, LeaseLost, as_utc, clock, one_of, owned_row
+from service.store.db import Conflict, Database, LeaseLost, as_utc, by_index, clock, one_of, owned_row
 from service.store.models import HistoryRow, Job, JobTag, Worker
 from service.store.quotas import check_quotas, settle_reservation, settle_reservations, values_per_row
 from service.store.records import JobRecord
@@ -460,6 +460,7 @@ def finish_jobs(db: Database, worker: str, endings: Sequence[Ending]) -> set[str
         mine = [e for e in endings if e.job_id in held]
         if not mine:
             return set(held)
+        by_index(s, db.dialect)  # the count of each job's rows below: an index lookup whatever the statistics
         # the last rows first: each job keeps, of its reservation, only what its history holds
         final = [(e.job_id, batch) for e in mine for batch in e.final]
         rows = counters.new_rows(s, final, replace)

@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, insert, select, text, union, update
 
 from service.config import Quotas
 from service.errors import ErrorCode
-from service.store.db import StoreError, as_utc, clock, one_of, utcnow
+from service.store.db import StoreError, as_utc, by_index, clock, one_of, utcnow
 from service.store.models import DeletedSubmission, HistoryRow, Job
 from service.store.status import JobStatus
 
@@ -113,6 +113,7 @@ def settle_reservations(s: Any, job_ids: Sequence[str]) -> None:
         by_width[values_per_row(spec, shape)].append(job_id)
     rows = (select(func.count()).select_from(HistoryRow).where(HistoryRow.job_id == Job.id)
             .correlate(Job).scalar_subquery())
+    by_index(s, s.get_bind().dialect.name)
     for width, ids in by_width.items():
         s.execute(update(Job).where(Job.id.in_(ids)).values(reserved_values=rows * width)
                   .execution_options(synchronize_session=False))

@@ -56,6 +56,7 @@ def test_the_heartbeat_goes_on_while_the_reconciler_waits_on_a_black_holed_broke
     job_id = new_job(db)
     job_store.claim_job(db, job_id, state.worker_id, 2.0, 3)
     state.current_job, state.current_jobs = job_id, [job_id]
+    state.current_since = time.monotonic()  # just started: far from the hard time limit
     stop = threading.Event()
     threads = worker_fleet.start_threads(state, stop)
     try:
