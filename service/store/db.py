@@ -57,6 +57,14 @@ def clock(dialect: str) -> Any:
     return func.now() if dialect == "postgresql" else utcnow()
 
 
+def commit_clock(dialect: str) -> Any:
+    """'Now' for a time that says when a transaction's effect became visible (a job's
+    ``finished_at``): on PostgreSQL the moment the statement runs (``clock_timestamp()``), not
+    the transaction's start (``now()``, which can be seconds earlier, before the job's last rows
+    were written); this process's clock on SQLite, read when the statement is built."""
+    return func.clock_timestamp() if dialect == "postgresql" else utcnow()
+
+
 def as_utc(value: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; every timestamp the store stores is UTC."""
     if value is not None and value.tzinfo is None:

@@ -33,7 +33,7 @@ from service.batch import HistoryBatch, Progress
 from service.config import Quotas
 from service.jsonsafe import json_safe
 from service.store import counters, data
-from service.store.db import Conflict, Database, LeaseLost, as_utc, by_index, clock, one_of, owned_row
+from service.store.db import Conflict, Database, LeaseLost, as_utc, by_index, clock, commit_clock, one_of, owned_row
 from service.store.models import HistoryRow, Job, JobTag, Worker
 from service.store.quotas import check_quotas, settle_reservation, settle_reservations, values_per_row
 from service.store.records import JobRecord
@@ -473,7 +473,7 @@ def finish_jobs(db: Database, worker: str, endings: Sequence[Ending]) -> set[str
             s.execute(
                 update(jobs).where(jobs.c.id == bindparam("b_id"))
                 .values(status=final_status, result=bindparam("b_result", type_=jobs.c.result.type),
-                        error=bindparam("b_error", type_=String()), finished_at=clock(db.dialect),
+                        error=bindparam("b_error", type_=String()), finished_at=commit_clock(db.dialect),
                         lease_expires_at=None, checkpoint=None, reserved_values=stored * bindparam("b_width")),
                 [{"b_id": e.job_id, "b_status": e.status.value, "b_result": e.result, "b_error": e.error,
                   "b_width": held[e.job_id]} for e in mine])
@@ -514,7 +514,7 @@ def _end_on_postgresql(s: Any, endings: Sequence[Ending], widths: dict[str, int]
                    JobStatus.CANCELLED.value), else_=ending.c.status)
     s.execute(
         update(jobs).where(jobs.c.id == ending.c.id)
-        .values(status=status, result=ending.c.result, error=ending.c.error, finished_at=clock("postgresql"),
+        .values(status=status, result=ending.c.result, error=ending.c.error, finished_at=commit_clock("postgresql"),
                 lease_expires_at=None, checkpoint=None, reserved_values=stored * ending.c.width),
         {"endings": json.dumps([{"id": e.job_id, "status": e.status.value, "result": e.result, "error": e.error,
                                  "width": widths[e.job_id]} for e in endings], allow_nan=False)})
