@@ -10,8 +10,9 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-# One /30 per host, in a range of this machine's own making (the namespaces exist only here).
-_SUBNET = "10.231"
+# One /30 per host, in a range of this machine's own making (the namespaces exist only here),
+# and of this process's: two runs at once on one machine take different ones.
+_SUBNET = f"10.{200 + os.getpid() % 50}"
 
 
 def unavailable() -> str | None:

@@ -33,10 +33,32 @@ CANCEL_POLL_SECONDS = 1.0
 STORE_PATIENCE = 300.0
 
 
+# Database states that a job's own statements can cause again and again (one past the statement
+# timeout, the server out of memory on it, a program limit such as a row too big): such a fault is
+# charged to the job like a crash, so its attempts run out rather than it being handed back forever.
+_JOB_CAUSED_STATES = ("57014", "53200")
+
+
+def _sqlstate(exc: BaseException | None) -> str:
+    """The SQLSTATE behind ``exc`` (through StoreUnavailable's cause and SQLAlchemy's ``orig``)."""
+    for _ in range(4):
+        if exc is None:
+            return ""
+        state = getattr(exc, "sqlstate", None)
+        if state:
+            return str(state)
+        exc = getattr(exc, "orig", None) or exc.__cause__
+    return ""
+
+
 def infrastructure_fault(exc: BaseException) -> bool:
     """Whether ``exc`` is the infrastructure's fault, never the job's: the database unavailable,
-    read-only (a failover in progress) or ending a statement on a timeout, or the broker
-    unreachable. A job that meets one keeps its attempt."""
+    read-only (a failover in progress) or a row locked past the lock timeout, or the broker
+    unreachable. A job that meets one keeps its attempt; one its own statements may cause
+    (``_JOB_CAUSED_STATES``, class 54) counts as its crash."""
+    state = _sqlstate(exc)
+    if state in _JOB_CAUSED_STATES or state[:2] == "54":
+        return False
     if isinstance(exc, StoreUnavailable):
         return True
     import psycopg
@@ -46,8 +68,7 @@ def infrastructure_fault(exc: BaseException) -> bool:
         return True
     driver = exc.orig if isinstance(exc, DBAPIError) else exc
     if isinstance(driver, psycopg.Error):
-        return isinstance(driver, (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction,
-                                   psycopg.errors.QueryCanceled))
+        return isinstance(driver, (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction))
     if isinstance(exc, DBAPIError):
         return False
     try:

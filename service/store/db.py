@@ -180,10 +180,12 @@ def unavailable_reason(exc: BaseException) -> str | None:
         return f"{_UNAVAILABLE_STATES[state]}: {detail}"
     if state[:2] in _UNAVAILABLE_CLASSES:
         return detail
-    if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return detail
-    if not isinstance(exc, DBAPIError) and _driver_connection_error(orig):
-        return detail
+    if state:  # any other state is the statement's own (a row too big, a limit): a bug, a 500
+        return None
+    if isinstance(exc, OperationalError) or (not isinstance(exc, DBAPIError) and _driver_connection_error(orig)):
+        return detail  # no state: the connection itself failed (refused, reset, timed out)
     return None
 
 
@@ -196,14 +198,19 @@ def _driver_connection_error(exc: BaseException | None) -> bool:
     return isinstance(exc, psycopg.OperationalError)
 
 
-def by_index(s: Session, dialect: str) -> None:
-    """For the rest of ``s``'s transaction, PostgreSQL reads tables by their indexes wherever one
-    serves. The hot paths that count a job's history rows (ending a batch, settling a
-    reservation) must not depend on the statistics of the moment: after an ANALYZE that saw one
-    big job, the planner chose a sequential scan of ``history`` per ending job (minutes, not
-    milliseconds, for a batch). A no-op on SQLite."""
-    if dialect == "postgresql":
-        s.execute(text("SET LOCAL enable_seqscan = off"))
+@contextmanager
+def by_index(s: Session, dialect: str) -> Iterator[None]:
+    """Inside the block, PostgreSQL reads tables by their indexes wherever one serves. The hot
+    paths that count a job's history rows (ending a batch, settling a reservation) must not
+    depend on the statistics of the moment: after an ANALYZE that saw one big job, the planner
+    chose a sequential scan of ``history`` per ending job (minutes, not milliseconds, for a
+    batch). A no-op on SQLite."""
+    if dialect != "postgresql":
+        yield
+        return
+    s.execute(text("SET LOCAL enable_seqscan = off"))
+    yield  # an error aborts the transaction, and the setting with it
+    s.execute(text("SET LOCAL enable_seqscan = on"))
 
 
 def one_of(column: Any, values: Sequence[str], dialect: str) -> Any:

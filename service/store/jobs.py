@@ -369,15 +369,18 @@ def renew(db: Database, job_id: str, worker: str, lease_seconds: float, session:
 
 
 def renew_jobs(db: Database, job_ids: Sequence[str], worker: str, lease_seconds: float,
-               session: Any = None, progress: Mapping[str, Progress] | None = None) -> dict[str, bool]:
+               session: Any = None, progress: Mapping[str, Progress] | None = None,
+               skip_locked: bool = False) -> dict[str, bool]:
     """Extend the leases of the jobs ``worker`` still holds among ``job_ids`` (and set the
     ``progress`` given for some of them), in one statement on PostgreSQL (in ``session``'s
     transaction when given); returns {job id: cancel requested} for those, so a job missing from
     the answer is no longer held (its lease was lost), or, inside ``believing``, its stored
-    history is behind what the worker wrote (then it is in ``believing``'s set)."""
+    history is behind what the worker wrote (then it is in ``believing``'s set). ``skip_locked``
+    (the heartbeat's renewal) leaves alone the rows another transaction holds, the worker's own
+    chunk or finish among them, rather than wait on them: a missing job then says nothing."""
     if session is None:
         with db.session() as s:
-            return renew_jobs(db, job_ids, worker, lease_seconds, s, progress)
+            return renew_jobs(db, job_ids, worker, lease_seconds, s, progress, skip_locked)
     behind = _behind(session, db.dialect, job_ids)
     if behind:
         job_ids = [job_id for job_id in job_ids if job_id not in behind]
@@ -397,8 +400,12 @@ def renew_jobs(db: Database, job_ids: Sequence[str], worker: str, lease_seconds:
             .returning(jobs.c.id, jobs.c.cancel_requested),
             {"stands": json.dumps([{"id": i, "progress": stands.get(i)} for i in job_ids], allow_nan=False)}).all()
         return {row[0]: bool(row[1]) for row in rows}
+    chosen = one_of(jobs.c.id, job_ids, db.dialect)
+    if skip_locked:
+        chosen = jobs.c.id.in_(select(Job.id).where(one_of(Job.id, job_ids, db.dialect), *held_by_worker)
+                               .with_for_update(skip_locked=True))
     rows = session.execute(
-        update(jobs).where(one_of(jobs.c.id, job_ids, db.dialect), *held_by_worker)
+        update(jobs).where(chosen, *held_by_worker)
         .values(lease_expires_at=lease)
         .returning(jobs.c.id, jobs.c.cancel_requested)
     ).all()
@@ -460,23 +467,23 @@ def finish_jobs(db: Database, worker: str, endings: Sequence[Ending]) -> set[str
         mine = [e for e in endings if e.job_id in held]
         if not mine:
             return set(held)
-        by_index(s, db.dialect)  # the count of each job's rows below: an index lookup whatever the statistics
-        # the last rows first: each job keeps, of its reservation, only what its history holds
-        final = [(e.job_id, batch) for e in mine for batch in e.final]
-        rows = counters.new_rows(s, final, replace)
-        write_many(s, final, replace)
-        stored = (select(func.count()).select_from(HistoryRow).where(HistoryRow.job_id == jobs.c.id)
-                  .correlate(jobs).scalar_subquery())
-        if db.dialect == "postgresql":
-            _end_on_postgresql(s, mine, held, stored)
-        else:
-            s.execute(
-                update(jobs).where(jobs.c.id == bindparam("b_id"))
-                .values(status=final_status, result=bindparam("b_result", type_=jobs.c.result.type),
-                        error=bindparam("b_error", type_=String()), finished_at=commit_clock(db.dialect),
-                        lease_expires_at=None, checkpoint=None, reserved_values=stored * bindparam("b_width")),
-                [{"b_id": e.job_id, "b_status": e.status.value, "b_result": e.result, "b_error": e.error,
-                  "b_width": held[e.job_id]} for e in mine])
+        with by_index(s, db.dialect):  # each job's rows counted by the index, whatever the statistics
+            # the last rows first: each job keeps, of its reservation, only what its history holds
+            final = [(e.job_id, batch) for e in mine for batch in e.final]
+            rows = counters.new_rows(s, final, replace)
+            write_many(s, final, replace)
+            stored = (select(func.count()).select_from(HistoryRow).where(HistoryRow.job_id == jobs.c.id)
+                      .correlate(jobs).scalar_subquery())
+            if db.dialect == "postgresql":
+                _end_on_postgresql(s, mine, held, stored)
+            else:
+                s.execute(
+                    update(jobs).where(jobs.c.id == bindparam("b_id"))
+                    .values(status=final_status, result=bindparam("b_result", type_=jobs.c.result.type),
+                            error=bindparam("b_error", type_=String()), finished_at=commit_clock(db.dialect),
+                            lease_expires_at=None, checkpoint=None, reserved_values=stored * bindparam("b_width")),
+                    [{"b_id": e.job_id, "b_status": e.status.value, "b_result": e.result, "b_error": e.error,
+                      "b_width": held[e.job_id]} for e in mine])
         s.execute(update(Worker).where(Worker.id == worker).values(jobs_done=Worker.jobs_done + len(mine)))
         counters.add(s, worker, _ending_counts(s, db.dialect, mine, rows))
         return set(held)

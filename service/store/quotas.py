@@ -113,7 +113,7 @@ def settle_reservations(s: Any, job_ids: Sequence[str]) -> None:
         by_width[values_per_row(spec, shape)].append(job_id)
     rows = (select(func.count()).select_from(HistoryRow).where(HistoryRow.job_id == Job.id)
             .correlate(Job).scalar_subquery())
-    by_index(s, s.get_bind().dialect.name)
-    for width, ids in by_width.items():
-        s.execute(update(Job).where(Job.id.in_(ids)).values(reserved_values=rows * width)
-                  .execution_options(synchronize_session=False))
+    with by_index(s, s.get_bind().dialect.name):
+        for width, ids in by_width.items():
+            s.execute(update(Job).where(Job.id.in_(ids)).values(reserved_values=rows * width)
+                      .execution_options(synchronize_session=False))

@@ -42,16 +42,23 @@ def hosts() -> Iterator[dict[str, Any]]:
     reason = unavailable()
     if reason is not None:
         pytest.skip(reason)
-    made = {name: Host(i + 1).create() for i, name in enumerate(("cut", "dead", "frozen"))}
+    made: dict[str, Host] = {}
+    servers: list[Any] = []
     try:
-        pg = PrivatePostgres(tuple(h.gateway for h in made.values()))
+        for i, name in enumerate(("cut", "dead", "frozen")):
+            made[name] = Host(i + 1)
+            made[name].create()
+        gateways = tuple(h.gateway for h in made.values())
+        pg = PrivatePostgres(gateways)
+        servers.append(pg)
         pg.start()
-        redis_server = PrivateRedis(tuple(h.gateway for h in made.values()))
+        redis_server = PrivateRedis(gateways)
+        servers.append(redis_server)
         redis_server.start()
         yield {"hosts": made, "pg": pg, "redis": redis_server}
-        redis_server.close()
-        pg.close()
     finally:
+        for server in reversed(servers):
+            server.close()
         for host in made.values():
             host.delete()
 

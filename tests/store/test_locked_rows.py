@@ -139,3 +139,18 @@ def test_a_claim_skips_a_queued_job_another_transaction_holds(pg_db, frozen):
     assert promptly(lambda: job_store.claim_job(pg_db, job_id, OTHER, 30, 3)) is None
     s.rollback()
     assert job_store.claim_job(pg_db, job_id, OTHER, 30, 3) is not None
+
+
+def test_the_heartbeats_renewal_skips_the_rows_its_own_chunk_holds(pg_db, frozen):
+    """The run thread's chunk transaction holds the job's row; the heartbeat's renewal of the
+    same worker's jobs renews the others at once and never waits (a wait past the lock timeout
+    read as the database failing, and stopped the worker reclaiming for a lease)."""
+    busy, free = new_job(pg_db), new_job(pg_db)
+    for job_id in (busy, free):
+        assert job_store.claim_job(pg_db, job_id, FROZEN, 30, 3) is not None
+    chunk = frozen()
+    job_store.renew_jobs(pg_db, [busy], FROZEN, 30, session=chunk)  # locks busy's row, not committed
+    renewed = promptly(lambda: job_store.renew_jobs(pg_db, [busy, free], FROZEN, 30, skip_locked=True))
+    assert renewed == {free: False}
+    chunk.commit()
+    assert job_store.renew_jobs(pg_db, [busy, free], FROZEN, 30, skip_locked=True) == {busy: False, free: False}

@@ -276,3 +276,26 @@ def test_a_lost_chunk_of_one_lane_hands_back_that_job_alone(service, monkeypatch
     assert runner.execute(state, victim) == JobStatus.SUCCEEDED
     for job_id, s in zip(ids, specs):
         assert_is_solo_run(service, job_id, s)
+
+
+def test_a_fault_the_jobs_own_statement_can_cause_again_is_charged_to_it():
+    """A statement past the statement timeout, the server out of memory on it or a row too big
+    would come back on every retry: the job's attempts must run out, not be handed back forever.
+    A read-only database or a lost connection is never the job's."""
+    import psycopg
+    from sqlalchemy.exc import InternalError, OperationalError
+
+    from service.store.db import unavailable_reason
+    from workers.ending import infrastructure_fault
+
+    for driver in (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
+                   psycopg.errors.OutOfMemory("out of memory"), psycopg.errors.ProgramLimitExceeded("row is too big")):
+        wrapped = OperationalError("UPDATE jobs", {}, driver)
+        unavailable = StoreUnavailable("the database is unavailable")
+        unavailable.__cause__ = wrapped
+        assert not infrastructure_fault(wrapped) and not infrastructure_fault(unavailable), driver
+    assert unavailable_reason(OperationalError("INSERT", {}, psycopg.errors.ProgramLimitExceeded("row is too big"))) is None
+    read_only = InternalError("INSERT", {}, psycopg.errors.ReadOnlySqlTransaction("read-only transaction"))
+    assert infrastructure_fault(read_only) and unavailable_reason(read_only)
+    lost = OperationalError("SELECT 1", {}, psycopg.OperationalError("server closed the connection unexpectedly"))
+    assert infrastructure_fault(lost) and unavailable_reason(lost)
