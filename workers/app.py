@@ -1,7 +1,9 @@
 """The Celery app: ``celery -A workers.app worker -Q cpu`` (or ``descent worker``) runs it.
 
 The app is built once per process, from settings, when Celery first asks for ``workers.app.app``
-(a module ``__getattr__``), never at import time.
+(a module ``__getattr__``), never at import time. The worker's start-up (``worker_init``) builds
+the process's one ``WorkerState``, with a dispatcher on this app (``workers.state.start``); the
+fleet threads, started once the worker is ready, and the tasks use it.
 
 Workers use the solo pool: each worker process runs one job at a time in its own main thread,
 so CUDA is never initialised in a forked parent and SIGTERM reaches the running job. Scale by
@@ -16,7 +18,7 @@ import sys
 from celery import Celery, signals
 
 from service.config import load_settings
-from service.queue import make_celery, prepare_embedded_broker
+from service.queue import Dispatcher, make_celery, prepare_embedded_broker
 
 log = logging.getLogger("workers")
 _app: Celery | None = None
@@ -68,11 +70,13 @@ def _setup_logging(loglevel: object = None, **_: object) -> None:
 
 
 @signals.worker_init.connect
-def _check_before_start(sender: object = None, **_: object) -> None:
+def _worker_init(sender: object = None, **_: object) -> None:
     """Refuse to start on a database behind the head migration, or on the gpu queue without CUDA;
-    create the embedded broker's queues before consuming from them."""
+    create the embedded broker's queues before consuming from them; then build this process's one
+    ``WorkerState`` (its dispatcher sends on this app)."""
     from service.store import Database
     from service.store.migrate import SchemaOutOfDate, check_schema
+    from workers import state
 
     queues = _queues_of(sender)
     os.environ["DESCENT_WORKER_QUEUES"] = ",".join(queues)
@@ -96,24 +100,34 @@ def _check_before_start(sender: object = None, **_: object) -> None:
         if not torch.cuda.is_available():
             _refuse("refusing to start on the 'gpu' queue: this machine has no CUDA device "
                     "(torch.cuda.is_available() is False). Run it with --queues cpu instead.", 78)
+    state.start(settings, queues, Dispatcher(get_app()))
 
 
 @signals.worker_ready.connect
-def _start_fleet(sender: object = None, **_: object) -> None:
+def _start_fleet(**_: object) -> None:
     from workers.fleet import start_background
+    from workers.state import get_state
 
-    start_background(_queues_of(sender))
+    start_background(get_state())
 
 
 @signals.worker_shutting_down.connect
 def _hand_back(**_: object) -> None:
     from workers.state import get_state
 
-    get_state().shutting_down.set()
+    try:
+        get_state().shutting_down.set()
+    except RuntimeError:  # stopped before its start-up built a state: nothing runs to hand back
+        pass
 
 
 @signals.worker_shutdown.connect
 def _leave_fleet(**_: object) -> None:
     from workers.fleet import leave
+    from workers.state import get_state
 
-    leave()
+    try:
+        state = get_state()
+    except RuntimeError:  # stopped before its start-up built a state: it never joined the fleet
+        return
+    leave(state)

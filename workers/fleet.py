@@ -17,11 +17,11 @@ import time
 from service.logs import job_logging
 from service.queue import QUEUES, messages_for, purge_consumed, waiting_messages
 from service.reasons import WAITING_FOR_GPU
-from service.store import Database, StoreError
+from service.store import Database, StoreError, StoreUnavailable
 from service.store import fleet as fleet_store
 from service.store import jobs as job_store
 from workers import retention
-from workers.state import WorkerState, get_state, init_state
+from workers.state import WorkerState, get_state
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -106,7 +106,8 @@ def _beating(state: WorkerState, stop: threading.Event, db: Database) -> None:
             try:
                 beat_once(state, db)
             except Exception as exc:  # noqa: BLE001 - the thread must outlive one bad beat
-                state.store_fault_at = time.monotonic()
+                if isinstance(exc, StoreUnavailable):  # the database failed it, as it may have failed the others'
+                    state.store_fault_at = time.monotonic()
                 if isinstance(exc, StoreError):
                     log.warning("fleet heartbeat failed: %s", exc)
                 else:
@@ -125,7 +126,8 @@ def beat_once(state: WorkerState, db: Database | None = None) -> None:
     handback = set(state.handback)
     held = set(state.current_jobs or ([state.current_job] if state.current_job else [])) | handback
     if held:
-        job_store.renew_jobs(db, sorted(held), state.worker_id, settings.lease_seconds)
+        # Rows held by this worker's own chunk or finish are being renewed by it: never wait on them.
+        job_store.renew_jobs(db, sorted(held), state.worker_id, settings.lease_seconds, skip_locked=True)
     if handback:
         released = job_store.release_jobs(db, sorted(handback), state.worker_id)
         state.handback.difference_update(handback)  # released, or no longer this worker's
@@ -204,8 +206,9 @@ def _enforce_hard_limit(state: WorkerState) -> None:
         os._exit(70)
 
 
-def start_background(queues: list[str]) -> None:
-    state = init_state(queues)
+def start_background(state: WorkerState) -> None:
+    """On a worker's start: the first heartbeat, then the heartbeat, reconciler and retention threads,
+    all on ``state`` (the one the worker's start-up built)."""
     try:
         fleet_store.heartbeat(state.db, describe(state))
     except StoreError as exc:
@@ -214,11 +217,11 @@ def start_background(queues: list[str]) -> None:
     retention.start(state.db, state.settings, _stop)  # a thread of its own, when a retention is set
 
 
-def leave() -> None:
+def leave(state: WorkerState) -> None:
     """On a clean shutdown: stop the background threads and mark this worker stopped (its row
     stays until pruned, so its last heartbeat still counts: see ``fleet_store.stop_worker``)."""
     _stop.set()
     try:
-        fleet_store.stop_worker(get_state().db, get_state().worker_id)
+        fleet_store.stop_worker(state.db, state.worker_id)
     except StoreError:
         pass

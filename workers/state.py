@@ -1,7 +1,9 @@
-"""Per-process worker state: settings, the database, this worker's identity and devices.
+"""Per-process worker state: settings, the database, this worker's identity, devices and dispatcher.
 
-Created lazily in the process that runs tasks (never in a forked parent), so no pooled
-connection or CUDA context is shared across a fork.
+Built once by the worker's start-up (``workers.app``'s ``worker_init`` handler, ``start``) in the
+process that runs tasks, and read back by the tasks and the fleet threads (``get_state``). A
+forked child gets a state of its own (``get_state``), so no pooled connection or CUDA context is
+shared across a fork. Imports nothing from ``workers``.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
-from service.config import Settings, load_settings
+from service.config import Settings
 from service.queue import Dispatcher
 from service.store import Database
 
@@ -46,19 +48,35 @@ _lock = threading.Lock()
 _state: WorkerState | None = None
 
 
-def init_state(queues: list[str]) -> WorkerState:
+def start(settings: Settings, queues: list[str], dispatcher: Dispatcher | None) -> WorkerState:
+    """This process's state, built now and kept for ``get_state``: a worker on ``queues`` (a GPU
+    worker when they hold ``gpu``) that sends on ``dispatcher``."""
     global _state
     with _lock:
-        if _state is None or _state.worker_id != _identity():
-            settings = load_settings()
-            device = "gpu" if "gpu" in queues else "cpu"
-            from workers.app import get_app
-
-            name, memory = _device_facts(device)
-            _state = WorkerState(settings=settings, db=Database(settings.database_url), worker_id=_identity(),
-                                 hostname=socket.gethostname(), queues=queues, device=device,
-                                 dispatcher=Dispatcher(get_app()), device_name=name, cuda_memory=memory)
+        _state = _build(settings, queues, dispatcher)
         return _state
+
+
+def get_state() -> WorkerState:
+    """This process's state (``start``); in a forked child, one of its own: the parent's settings and
+    queues, with its own identity, database and dispatcher (on the same Celery app)."""
+    global _state
+    with _lock:
+        if _state is None:
+            raise RuntimeError("no worker state in this process: the worker's start-up (workers.app) builds it")
+        if _state.worker_id != _identity():
+            parent = _state.dispatcher
+            _state = _build(_state.settings, _state.queues,
+                            None if parent is None else Dispatcher(parent.celery, parent.send_wait))
+        return _state
+
+
+def _build(settings: Settings, queues: list[str], dispatcher: Dispatcher | None) -> WorkerState:
+    device = "gpu" if "gpu" in queues else "cpu"
+    name, memory = _device_facts(device)
+    return WorkerState(settings=settings, db=Database(settings.database_url), worker_id=_identity(),
+                       hostname=socket.gethostname(), queues=queues, device=device, dispatcher=dispatcher,
+                       device_name=name, cuda_memory=memory)
 
 
 def _device_facts(device: str) -> tuple[str, int | None]:
@@ -70,10 +88,6 @@ def _device_facts(device: str) -> tuple[str, int | None]:
             index = torch.cuda.current_device()
             return torch.cuda.get_device_name(index), int(torch.cuda.get_device_properties(index).total_memory)
     return platform.processor() or platform.machine() or "cpu", None
-
-
-def get_state() -> WorkerState:
-    return init_state((load_settings().worker_queues or "cpu").split(","))
 
 
 def _identity() -> str:

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint
 
 from service.api.auth import caller
+from service.api.openapi_parts import errors, json_response, ref
 from service.api.schemas import Deleted, build
 from service.api.services import services
 from service.store import deletion
@@ -38,9 +39,7 @@ def delete_sweep(sweep_id: str):  # type: ignore[no-untyped-def]
 def openapi_paths() -> dict[str, Any]:
     """This blueprint's operations, for the OpenAPI document: merge them into the path items of
     ``/v1/jobs/{job_id}`` and ``/v1/sweeps/{sweep_id}`` (which hold their GETs)."""
-    from service.api.openapi import _errors, _json, _ref
-
-    answer = _json(_ref("Deleted"), "What went")
+    answer = json_response(ref("Deleted"), "What went")
 
     def path_param(name: str, what: str) -> dict[str, Any]:
         return {"name": name, "in": "path", "required": True, "description": f"A {what}'s id",
@@ -52,10 +51,10 @@ def openapi_paths() -> dict[str, Any]:
             "summary": "Delete a job: its history, tags, checkpoint and data (a queued or running job is "
                        "cancelled first; its worker writes no further row)",
             "parameters": [path_param("job_id", "job")],
-            "responses": {"200": answer, **_errors(400, 401, 403, 404, 503)}}},
+            "responses": {"200": answer, **errors(400, 401, 403, 404, 503)}}},
         "/v1/sweeps/{sweep_id}": {"delete": {
             "operationId": "deleteSweep",
             "summary": "Delete a sweep and every job of it, as DELETE /v1/jobs/{job_id} deletes one",
             "parameters": [path_param("sweep_id", "sweep")],
-            "responses": {"200": answer, **_errors(400, 401, 403, 404, 503)}}},
+            "responses": {"200": answer, **errors(400, 401, 403, 404, 503)}}},
     }

@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from service.api.auth import caller
+from service.api.openapi_parts import errors
 from service.api.services import services
 from service.config import Settings
 from service.errors import DescentError, ErrorCode
@@ -122,8 +123,6 @@ def metrics() -> Response:
 
 def openapi_paths() -> dict[str, Any]:
     """This blueprint's operation, for the OpenAPI document."""
-    from service.api.openapi import _errors
-
     return {"/metrics": {"get": {
         "operationId": "getMetrics", "summary": "The service's metrics in Prometheus's text format (admins only)",
         "description": "Every value is read from SQL when scraped, so any API process answers for the whole fleet: "
@@ -134,4 +133,4 @@ def openapi_paths() -> dict[str, Any]:
         "responses": {
             "200": {"description": "The Prometheus text exposition format",
                     "content": {"text/plain": {"schema": {"type": "string"}}}},
-            **_errors(400, 401, 403, 503)}}}}
+            **errors(400, 401, 403, 503)}}}}

@@ -30,6 +30,7 @@ from service.api.schemas import RESPONSES
 from service.api.history import MAX_POINTS, MAX_ROWS, MAX_STEP
 from service.api.events import DEFAULT_STREAM_SECONDS, STREAM_SECONDS
 from service.api.deletion import openapi_paths as deletion_paths
+from service.api.openapi_parts import REF_TEMPLATE, errors, int_range, json_response, query, ref
 from service.api.jobs import ENDED_BY, IDEMPOTENCY_KEY_LENGTH, INCLUDES, LIST_LIMIT, NAME_CHARS, ORDERS, WAIT_SECONDS
 from service.api.serialize import HISTORY_FIELDS
 from service.api.surface import openapi_paths as surface_paths
@@ -58,62 +59,7 @@ CATALOG_PARAM_BOUND = 1e6
 STORABLE_TEXT = r"^[^\x00]*$"
 _TIME = {"type": "string", "pattern": "^" + re.sub(r"\?P<[a-z]+>", "?:", ISO_TIME_PATTERN) + "$"}
 
-_REF = "#/components/schemas/{model}"
 _PUBLIC: list[dict[str, list[str]]] = []  # an operation anyone may call: no security requirement
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-_ERROR_WHEN = {
-    "400": "Bad request: invalid JSON, spec, query parameter or header, or a Host this service does not "
-           "answer (error.field names it)",
-    "401": "No bearer token, or one that is unknown or revoked (DESCENT_AUTH=required); WWW-Authenticate says which",
-    "403": "Forbidden: a browser Origin that is not allowed (DESCENT_ALLOWED_ORIGINS)",
-    "404": "No such job or sweep (or not yours)",
-    "409": "Conflict: the job has finished, or the Idempotency-Key was used for another spec or sweep request",
-    "413": "The body (max_body_bytes), or the start or history the job would make, is over a configured limit",
-    "415": "A request with a body must send Content-Type: application/json",
-    "429": "A per-owner quota is used up; retry after Retry-After seconds",
-    "503": "The database is unavailable, or (history, events, surface, plot) this process already serves "
-           "DESCENT_MAX_WAITERS waiting, streaming or grid requests; see Retry-After",
-}
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for status in statuses:
-        response = _json(_ref("Error"), _ERROR_WHEN[str(status)])
-        if status == 401:
-            response["headers"] = {"WWW-Authenticate": {
-                "description": "Bearer realm=\"descent\", with error=\"invalid_request\" or \"invalid_token\"",
-                "required": True, "schema": {"type": "string"}}}
-        if status == 429:
-            response["headers"] = {"Retry-After": {
-                "description": "Seconds until the quota allows another request", "required": True,
-                "schema": {"type": "integer", "minimum": 0}}}
-        out[str(status)] = response
-    return out
-
-
-def _query(name: str, schema: dict[str, Any], doc: str, empty_is_default: bool = True) -> dict[str, Any]:
-    """A query parameter; ``empty_is_default``: the handler treats ``name=`` as if it were absent."""
-    param = {"name": name, "in": "query", "required": False, "schema": schema, "description": doc}
-    if empty_is_default:
-        param["allowEmptyValue"] = True
-    return param
-
-
-def _int_range(low: int, high: int | None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "integer", "minimum": low}
-    if high is not None:
-        schema["maximum"] = high
-    return schema
 
 
 # --- the job spec ---------------------------------------------------------------------------
@@ -180,7 +126,7 @@ def _named_objectives() -> dict[str, Any]:
             "properties": {"name": {"const": entry.name},
                            "params": {"type": "object", "properties": params, "additionalProperties": False}},
         }
-    return {"NamedObjective": {"oneOf": [_ref(name) for name in variants],
+    return {"NamedObjective": {"oneOf": [ref(name) for name in variants],
                                "description": "A catalog objective by name (GET /v1/objectives), with optional "
                                               "parameters; its formula is written in x, so 'variable' must be x"},
             **variants}
@@ -220,7 +166,7 @@ def _numeric_branch(schema: dict[str, Any], path: tuple[str, ...]) -> dict[str, 
 
 def spec_schemas(limits: Limits) -> dict[str, Any]:
     """JobSpec and the models it refers to, with the configured limits written in."""
-    raw = _standard(JobSpec.model_json_schema(ref_template=_REF))
+    raw = _standard(JobSpec.model_json_schema(ref_template=REF_TEMPLATE))
     schemas: dict[str, Any] = raw.pop("$defs", {})
     spec = raw
     schemas["JobSpec"] = spec
@@ -233,14 +179,14 @@ def spec_schemas(limits: Limits) -> dict[str, Any]:
             "anyOf": [{"type": "string", "minLength": 1, "maxLength": limits.max_expression_chars,
                        "pattern": STORABLE_TEXT,
                        "description": "An expression (max_expression_chars); see service/expr/parse.py"},
-                      _ref("NamedObjective")],
+                      ref("NamedObjective")],
         }
         schemas.update(_named_objectives())
     if "x0" in props:
         props["x0"] = {
             "description": "The start: a nested list of numbers, or a generated start. Required (and not "
                            "null) for an expression objective; a catalog objective has a default start.",
-            "anyOf": [_ref("NestedNumbers"), _ref("InitSpec"), {"type": "null"}], "default": None}
+            "anyOf": [ref("NestedNumbers"), ref("InitSpec"), {"type": "null"}], "default": None}
         schemas["NestedNumbers"] = _nested_x0()
     if "optimizer" in props:
         props["optimizer"] = {**_choice(OPTIMIZERS, "optimizer"), "default": {"name": "sgd", "lr": 0.001}}
@@ -306,7 +252,7 @@ def response_schemas() -> dict[str, Any]:
     and named type (Float, JobStatus) a component of its own. Two edits: a response does not say
     ``additionalProperties: false`` (a later version may add keys; a client should keep working), and
     a property carries no title pydantic made up from its name ("Created At" for created_at)."""
-    _, top = models_json_schema([(model, "serialization") for model in RESPONSES], ref_template=_REF)
+    _, top = models_json_schema([(model, "serialization") for model in RESPONSES], ref_template=REF_TEMPLATE)
     schemas: dict[str, Any] = top["$defs"]
     for schema in schemas.values():
         if schema.get("additionalProperties") is False:
@@ -334,7 +280,7 @@ def sweep_schemas(limits: Limits, spec: dict[str, Any]) -> dict[str, Any]:
     (``service.spec.sweep_request``), with the configured limits written in; its ``base`` is
     SweepBase: the job spec's schema (``spec``: the components ``spec_schemas`` made) as it is, property
     for property, with no key required, since the grid may set any of them and starts replace x0."""
-    raw = _standard(SweepRequest.model_json_schema(ref_template=_REF))
+    raw = _standard(SweepRequest.model_json_schema(ref_template=REF_TEMPLATE))
     schemas: dict[str, Any] = raw.pop("$defs", {})
     jobs = limits.max_sweep_jobs
     props = raw["properties"]
@@ -342,11 +288,11 @@ def sweep_schemas(limits: Limits, spec: dict[str, Any]) -> dict[str, Any]:
                           f"(DESCENT_MAX_SWEEP_JOBS) and {MAX_GRID_COMBINATIONS} combinations of grid values, "
                           "else 413; the owner's quotas are checked from these sizes before anything is built "
                           "(429).")
-    props["base"] = {"$ref": _REF.format(model="SweepBase"), "description": props["base"].get("description", "")}
+    props["base"] = {**ref("SweepBase"), "description": props["base"].get("description", "")}
     props["grid"]["additionalProperties"]["maxItems"] = jobs
     for branch in props["starts"]["oneOf"]:
         if branch.get("type") == "array":  # explicit starts: each an x0
-            branch.update(maxItems=jobs, items=_ref("NestedNumbers"))
+            branch.update(maxItems=jobs, items=ref("NestedNumbers"))
     random = schemas["RandomStarts"]
     _one_line(random)
     random["properties"]["count"]["maximum"] = jobs
@@ -397,17 +343,17 @@ REPLAYED = {"description": "true when the Idempotency-Key was seen before", "req
 
 
 def sweep_paths(limits: Limits) -> dict[str, Any]:
-    sweep = _json(_ref("Sweep"), "The sweep")
+    sweep = json_response(ref("Sweep"), "The sweep")
     sweep_id = {"name": "sweep_id", "in": "path", "required": True, "description": "A sweep's id",
                 "schema": {"type": "string", "format": "uuid"}}
-    page = [_query("limit", _int_range(*SWEEP_SUMMARY_LIMIT), "Items per page (default 100)"),
-            _query("cursor", {"type": "string"}, "next_cursor from the previous page")]
+    page = [query("limit", int_range(*SWEEP_SUMMARY_LIMIT), "Items per page (default 100)"),
+            query("cursor", {"type": "string"}, "next_cursor from the previous page")]
     return {
         "/v1/sweeps": {"post": {
             "operationId": "submitSweep", "summary": "Submit a sweep: many jobs from one base spec, a grid and starts",
             "parameters": [idempotency_header("sweep", "request")],
             "requestBody": {"required": True, "description": f"At most {limits.max_body_bytes} bytes (max_body_bytes)",
-                            "content": {"application/json": {"schema": _ref("SweepRequest"), "examples": SWEEP_EXAMPLES}}},
+                            "content": {"application/json": {"schema": ref("SweepRequest"), "examples": SWEEP_EXAMPLES}}},
             "responses": {
                 "202": {**sweep, "description": "Accepted: every job stored and queued (or, with a known "
                                                 "Idempotency-Key, the sweep it made)",
@@ -415,25 +361,25 @@ def sweep_paths(limits: Limits) -> dict[str, Any]:
                                                  "schema": {"type": "string"}},
                                     "Idempotent-Replayed": REPLAYED},
                         "links": {"GetSweep": {"operationId": "getSweep", "parameters": {"sweep_id": "$response.body#/id"}}}},
-                **_errors(400, 401, 403, 409, 413, 415, 429, 503)}}},
+                **errors(400, 401, 403, 409, 413, 415, 429, 503)}}},
         "/v1/sweeps/{sweep_id}": {"get": {
             "operationId": "getSweep", "summary": "A sweep: counts by status and a page of its summary",
             "parameters": [sweep_id,
-                           _query("sort", {"type": "string", "enum": list(SWEEP_SORTS)},
-                                  "created: the sweep's order (default); f: ascending final f, unfinished last"),
+                           query("sort", {"type": "string", "enum": list(SWEEP_SORTS)},
+                                 "created: the sweep's order (default); f: ascending final f, unfinished last"),
                            *page],
-            "responses": {"200": _json(_ref("SweepDetail"), "The sweep and a page of its summary"),
-                          **_errors(400, 401, 403, 404, 503)}}},
+            "responses": {"200": json_response(ref("SweepDetail"), "The sweep and a page of its summary"),
+                          **errors(400, 401, 403, 404, 503)}}},
         "/v1/sweeps/{sweep_id}/jobs": {"get": {
             "operationId": "listSweepJobs", "summary": "A sweep's jobs in its order, a page at a time",
             "parameters": [sweep_id, *page],
-            "responses": {"200": _json(_ref("JobPage"), "A page of the sweep's jobs"),
-                          **_errors(400, 401, 403, 404, 503)}}},
+            "responses": {"200": json_response(ref("JobPage"), "A page of the sweep's jobs"),
+                          **errors(400, 401, 403, 404, 503)}}},
         "/v1/sweeps/{sweep_id}/cancel": {"post": {
             "operationId": "cancelSweep", "summary": "Cancel every queued or running job of a sweep",
             "parameters": [sweep_id],
             "responses": {"202": {**sweep, "description": "Queued jobs cancelled; running ones asked to stop"},
-                          **_errors(400, 401, 403, 404, 413, 415, 503)}}},
+                          **errors(400, 401, 403, 404, 413, 415, 503)}}},
     }
 
 
@@ -454,7 +400,7 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
     limits = limits or Limits()
     spec = spec_schemas(limits)
     schemas = {**spec, **response_schemas(), **sweep_schemas(limits, spec)}
-    job = _json(_ref("Job"), "The job")
+    job = json_response(ref("Job"), "The job")
     job_id = {"name": "job_id", "in": "path", "required": True, "description": "A job's id",
               "schema": {"type": "string", "format": "uuid"}}
     follow = {
@@ -477,49 +423,49 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
                 "parameters": [idempotency_header("job", "spec")],
                 "requestBody": {"required": True, "description": f"At most {limits.max_body_bytes} bytes "
                                 "(max_body_bytes)",
-                                "content": {"application/json": {"schema": _ref("JobSpec"),
+                                "content": {"application/json": {"schema": ref("JobSpec"),
                                                                  "examples": SPEC_EXAMPLES}}},
-                "responses": {"202": submitted, **_errors(400, 401, 403, 409, 413, 415, 429, 503)},
+                "responses": {"202": submitted, **errors(400, 401, 403, 409, 413, 415, 429, 503)},
             },
             "get": {
                 "operationId": "listJobs", "summary": "List jobs in creation order, a page at a time",
                 "parameters": [
-                    _query("status", {"type": "string", "enum": [s.value for s in JobStatus]}, "Only jobs in this status"),
-                    _query("tag", {"type": "string", "pattern": "^[^:]*:"}, "key:value: only jobs with this tag"),
-                    _query("name", {"type": "string", "maxLength": NAME_CHARS, "pattern": STORABLE_TEXT},
-                           "Only jobs with this name"),
-                    _query("stop_reason", {"type": "string", "enum": list(ENDED_BY)},
-                           "Only finished jobs that ended for this reason (a diverged run is succeeded, "
-                           "with stop_reason diverged)"),
-                    _query("created_after", _TIME, "Only jobs created at or after this time (UTC when no offset)"),
-                    _query("created_before", _TIME, "Only jobs created before this time (UTC when no offset)"),
-                    _query("order", {"type": "string", "enum": list(ORDERS), "default": "asc"},
-                           "asc: oldest first (the default); desc: newest first"),
-                    _query("limit", _int_range(*LIST_LIMIT), "Jobs per page (default 50)"),
-                    _query("cursor", {"type": "string"}, "next_cursor from the previous page"),
+                    query("status", {"type": "string", "enum": [s.value for s in JobStatus]}, "Only jobs in this status"),
+                    query("tag", {"type": "string", "pattern": "^[^:]*:"}, "key:value: only jobs with this tag"),
+                    query("name", {"type": "string", "maxLength": NAME_CHARS, "pattern": STORABLE_TEXT},
+                          "Only jobs with this name"),
+                    query("stop_reason", {"type": "string", "enum": list(ENDED_BY)},
+                          "Only finished jobs that ended for this reason (a diverged run is succeeded, "
+                          "with stop_reason diverged)"),
+                    query("created_after", _TIME, "Only jobs created at or after this time (UTC when no offset)"),
+                    query("created_before", _TIME, "Only jobs created before this time (UTC when no offset)"),
+                    query("order", {"type": "string", "enum": list(ORDERS), "default": "asc"},
+                          "asc: oldest first (the default); desc: newest first"),
+                    query("limit", int_range(*LIST_LIMIT), "Jobs per page (default 50)"),
+                    query("cursor", {"type": "string"}, "next_cursor from the previous page"),
                 ],
-                "responses": {"200": {**_json(_ref("JobPage"), "A page of jobs"), "links": {"NextPage": {
+                "responses": {"200": {**json_response(ref("JobPage"), "A page of jobs"), "links": {"NextPage": {
                     "operationId": "listJobs", "description": "The next page",
                     "parameters": {"cursor": "$response.body#/next_cursor"}}}},
-                              **_errors(400, 401, 403, 503)},
+                              **errors(400, 401, 403, 503)},
             },
         },
         "/v1/jobs/{job_id}": {"get": {
             "operationId": "getJob", "summary": "One job",
-            "parameters": [job_id, _query("wait", {"type": "number", "minimum": WAIT_SECONDS[0],
+            "parameters": [job_id, query("wait", {"type": "number", "minimum": WAIT_SECONDS[0],
                                                    "maximum": WAIT_SECONDS[1]},
-                                          "Seconds to wait for the job to finish before answering; past "
-                                          "DESCENT_MAX_WAITERS waiting requests it answers at once, with Retry-After"),
-                           _query("include", {"type": "string", "enum": list(INCLUDES)},
-                                  "data: the spec's data tensors with their values (by default each is "
-                                  "{sha256, shape}, a reference to the stored tensor)")],
-            "responses": {"200": job, **_errors(400, 401, 403, 404, 503)}}},
+                                         "Seconds to wait for the job to finish before answering; past "
+                                         "DESCENT_MAX_WAITERS waiting requests it answers at once, with Retry-After"),
+                           query("include", {"type": "string", "enum": list(INCLUDES)},
+                                 "data: the spec's data tensors with their values (by default each is "
+                                 "{sha256, shape}, a reference to the stored tensor)")],
+            "responses": {"200": job, **errors(400, 401, 403, 404, 503)}}},
         "/v1/jobs/{job_id}/events": {"get": {
             "operationId": "jobEvents", "summary": "The job's changes as Server-Sent Events, until it ends",
-            "parameters": [job_id, _query("timeout", {"type": "number", "minimum": STREAM_SECONDS[0],
+            "parameters": [job_id, query("timeout", {"type": "number", "minimum": STREAM_SECONDS[0],
                                                       "maximum": STREAM_SECONDS[1]},
-                                          f"Close the stream after this many seconds without an end event "
-                                          f"(default {DEFAULT_STREAM_SECONDS}); the client reconnects")],
+                                         f"Close the stream after this many seconds without an end event "
+                                         f"(default {DEFAULT_STREAM_SECONDS}); the client reconnects")],
             "responses": {
                 "200": {"description": "text/event-stream: event status (data: the Job) on open and on each "
                                        "change; event progress (data: the job's progress) about once a second "
@@ -533,66 +479,66 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
                                            "data": {"type": "string", "contentMediaType": "application/json",
                                                     "description": "One line of JSON: the Job (status, end), "
                                                                    "its Progress, or an Error"}}}}}},
-                **_errors(400, 401, 403, 404, 503)}}},
+                **errors(400, 401, 403, 404, 503)}}},
         "/v1/jobs/{job_id}/cancel": {"post": {
             "operationId": "cancelJob", "summary": "Cancel a queued or running job", "parameters": [job_id],
             "responses": {"202": {**job, "description": "Cancelled, or cancellation requested"},
-                          **_errors(400, 401, 403, 404, 409, 413, 415, 503)}}},
+                          **errors(400, 401, 403, 404, 409, 413, 415, 503)}}},
         "/v1/jobs/{job_id}/history": {"get": {
             "operationId": "getHistory", "summary": "The per-step history, streamed",
             "parameters": [
                 job_id,
-                _query("start", _int_range(0, INT32_MAX), "First step (default 0)"),
-                _query("limit", _int_range(*HISTORY_JSON_LIMIT),
-                       f"Rows in a JSON page (default 1000, at most {HISTORY_JSON_LIMIT[1]}); CSV and NDJSON "
-                       "stream every row unless it is set"),
-                _query("every", _int_range(1, INT32_MAX), "Every k-th recorded row (default 1)"),
-                _query("points", _int_range(1, MAX_POINTS),
-                       "At most this many rows, spread evenly over the steps from start to the last "
-                       "recorded step, always with the first and the last (points=1: the last only); "
-                       "chosen among the multiples of every, at most limit of them; a JSON answer is one "
-                       "page (next_start null)"),
-                _query("fields", {"type": "string", "pattern": r"^\s*(?:(?:" + "|".join(HISTORY_FIELDS)
+                query("start", int_range(0, INT32_MAX), "First step (default 0)"),
+                query("limit", int_range(*HISTORY_JSON_LIMIT),
+                      f"Rows in a JSON page (default 1000, at most {HISTORY_JSON_LIMIT[1]}); CSV and NDJSON "
+                      "stream every row unless it is set"),
+                query("every", int_range(1, INT32_MAX), "Every k-th recorded row (default 1)"),
+                query("points", int_range(1, MAX_POINTS),
+                      "At most this many rows, spread evenly over the steps from start to the last "
+                      "recorded step, always with the first and the last (points=1: the last only); "
+                      "chosen among the multiples of every, at most limit of them; a JSON answer is one "
+                      "page (next_start null)"),
+                query("fields", {"type": "string", "pattern": r"^\s*(?:(?:" + "|".join(HISTORY_FIELDS)
                                   + r")?\s*(?:,\s*(?:" + "|".join(HISTORY_FIELDS) + r")?\s*)*)$"},
-                       "Comma-separated: " + ",".join(HISTORY_FIELDS) + " (step is always included)"),
-                _query("format", {"type": "string", "enum": list(HISTORY_FORMATS), "default": "json"},
-                       "json pages {rows, next_start}, CSV, or NDJSON", empty_is_default=False),
+                      "Comma-separated: " + ",".join(HISTORY_FIELDS) + " (step is always included)"),
+                query("format", {"type": "string", "enum": list(HISTORY_FORMATS), "default": "json"},
+                      "json pages {rows, next_start}, CSV, or NDJSON", empty_is_default=False),
             ],
             "responses": {
                 "200": {"description": "JSON {rows, next_start}, CSV (step,f,grad_norm,lr,x_0,...) or NDJSON",
-                        "content": {"application/json": {"schema": _ref("HistoryPage")},
+                        "content": {"application/json": {"schema": ref("HistoryPage")},
                                     "text/csv": {"schema": {"type": "string"}},
                                     "application/x-ndjson": {"schema": {"type": "string"}}}},
-                **_errors(400, 401, 403, 404, 503)}}},
+                **errors(400, 401, 403, 404, 503)}}},
         **surface_paths(limits),
         **workers_paths(),
         **metrics_paths(),
         **sweep_paths(limits),
         "/v1/objectives": {"get": {
             "operationId": "listObjectives", "summary": "The objective catalog",
-            "responses": {"200": _json(_ref("ObjectiveCatalog"),
-                                       "Objectives with formulas, parameters, default starts and minima"),
-                          **_errors(400, 401, 403, 503)}}},
+            "responses": {"200": json_response(ref("ObjectiveCatalog"),
+                                               "Objectives with formulas, parameters, default starts and minima"),
+                          **errors(400, 401, 403, 503)}}},
         "/v1/optimizers": {"get": {
             "operationId": "listOptimizers", "summary": "Allowed optimisers and schedulers",
-            "responses": {"200": _json(_ref("OptimizerCatalog"),
-                                       "Optimisers and schedulers with their arguments and defaults"),
-                          **_errors(400, 401, 403, 503)}}},
+            "responses": {"200": json_response(ref("OptimizerCatalog"),
+                                               "Optimisers and schedulers with their arguments and defaults"),
+                          **errors(400, 401, 403, 503)}}},
         "/healthz": {"get": {
             "operationId": "healthz", "summary": "Liveness", "security": _PUBLIC,
-            "responses": {"200": _json(_ref("Health"),
-                                       "The process answers; requests waiting or streaming, and their bound"),
-                          **_errors(400, 403)}}},
+            "responses": {"200": json_response(ref("Health"),
+                                               "The process answers; requests waiting or streaming, and their bound"),
+                          **errors(400, 403)}}},
         "/readyz": {"get": {
             "operationId": "readyz", "summary": "Database and broker reachable", "security": _PUBLIC,
             "responses": {
-                "200": _json(_ref("Readiness"), "Ready"),
-                "503": _json(_ref("Readiness"), "Not ready: checks says which part is down"),
-                **_errors(400, 403)}}},
+                "200": json_response(ref("Readiness"), "Ready"),
+                "503": json_response(ref("Readiness"), "Not ready: checks says which part is down"),
+                **errors(400, 403)}}},
         "/openapi.json": {"get": {
             "operationId": "openapi", "summary": "This document", "security": _PUBLIC,
-            "responses": {"200": _json({"type": "object", "required": ["openapi", "paths"]}, "OpenAPI 3.1"),
-                          **_errors(400, 403)}}},
+            "responses": {"200": json_response({"type": "object", "required": ["openapi", "paths"]}, "OpenAPI 3.1"),
+                          **errors(400, 403)}}},
     }
     for path, operations in deletion_paths().items():  # DELETE beside the GETs of the same paths
         paths[path].update(operations)

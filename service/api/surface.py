@@ -27,6 +27,7 @@ from flask import Blueprint, Response, request
 from service.api import plot
 from service.api.auth import caller
 from service.api.errors import bad_parameter
+from service.api.openapi_parts import errors, int_range, json_response, query, ref
 from service.api.params import int_arg
 from service.api.services import services
 from service.config import Limits
@@ -247,35 +248,33 @@ def _title(job: JobRecord) -> str:
 
 def openapi_paths(limits: Limits) -> dict[str, Any]:
     """This blueprint's operations, for the OpenAPI document."""
-    from service.api.openapi import _errors, _int_range, _json, _query, _ref
-
     job_id = {"name": "job_id", "in": "path", "required": True, "description": "A job's id",
               "schema": {"type": "string", "format": "uuid"}}
-    n = _query("n", _int_range(*N_RANGE),
-               f"Grid points along each axis (default {DEFAULT_N}); n * n * (elements of x) may be at most "
-               f"{MAX_GRID_VALUES:,} (413 otherwise)")
-    coords = _query("coords", {"type": "string", "pattern": COORDS_PATTERN},
-                    "i,j: the two flat indices of x on the axes (default 0,1; different, below the number of "
-                    "elements); the other elements stay at the final x (x0 before there is one)")
+    n = query("n", int_range(*N_RANGE),
+              f"Grid points along each axis (default {DEFAULT_N}); n * n * (elements of x) may be at most "
+              f"{MAX_GRID_VALUES:,} (413 otherwise)")
+    coords = query("coords", {"type": "string", "pattern": COORDS_PATTERN},
+                   "i,j: the two flat indices of x on the axes (default 0,1; different, below the number of "
+                   "elements); the other elements stay at the final x (x0 before there is one)")
 
     def grid_range(name: str, axis: str) -> dict[str, Any]:
-        return _query(name, {"type": "string", "pattern": RANGE_PATTERN},
-                      f"lo,hi with lo < hi: the {axis} axis's range (default: the path and the known minima, "
-                      f"with a margin of {MARGIN:.0%} each side)")
+        return query(name, {"type": "string", "pattern": RANGE_PATTERN},
+                     f"lo,hi with lo < hi: the {axis} axis's range (default: the path and the known minima, "
+                     f"with a margin of {MARGIN:.0%} each side)")
 
     grid = [job_id, n, grid_range("x_range", "first"), grid_range("y_range", "second"), coords]
-    errors = _errors(400, 401, 403, 404, 413, 503)
+    failures = errors(400, 401, 403, 404, 413, 503)
     return {
         "/v1/jobs/{job_id}/surface": {"get": {
             "operationId": "getSurface", "summary": "The job's objective on an n x n grid around its path",
             "parameters": grid,
-            "responses": {"200": _json(_ref("Surface"), "f on the grid"), **errors}}},
+            "responses": {"200": json_response(ref("Surface"), "f on the grid"), **failures}}},
         "/v1/jobs/{job_id}/plot.png": {"get": {
             "operationId": "getPlot", "summary": "A picture of the job: the contour with its path, or f per step",
-            "parameters": [*grid, _query("kind", {"type": "string", "enum": list(KINDS), "default": "contour"},
-                                         "contour: f around the path, start, end and known minima marked; "
-                                         "loss: f per recorded step")],
+            "parameters": [*grid, query("kind", {"type": "string", "enum": list(KINDS), "default": "contour"},
+                                        "contour: f around the path, start, end and known minima marked; "
+                                        "loss: f per recorded step")],
             "responses": {"200": {"description": "A PNG image",
                                   "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
-                          **errors}}},
+                          **failures}}},
     }

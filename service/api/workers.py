@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint
 
 from service.api.auth import caller
+from service.api.openapi_parts import errors, json_response, ref
 from service.api.schemas import WorkerList, build
 from service.api.serialize import iso
 from service.api.services import services
@@ -43,8 +44,6 @@ def list_() -> dict[str, Any]:
 
 def openapi_paths() -> dict[str, Any]:
     """This blueprint's operation, for the OpenAPI document (its body is ``schemas.WorkerList``)."""
-    from service.api.openapi import _errors, _json, _ref
-
     return {"/v1/workers": {"get": {
         "operationId": "listWorkers", "summary": "The fleet: every worker, alive, lost or stopped (admins only)",
-        "responses": {"200": _json(_ref("WorkerList"), "The workers"), **_errors(400, 401, 403, 503)}}}}
+        "responses": {"200": json_response(ref("WorkerList"), "The workers"), **errors(400, 401, 403, 503)}}}}
