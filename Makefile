@@ -25,9 +25,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/descent up
 
-# Two processes (a module's tests stay together: its servers and stacks are built once).
+# Two processes (a module's tests stay together: its servers and stacks are built once); a test
+# process that dies fails the run at once rather than leaving its tests to wait.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --max-worker-restart 0
 
 # Everything but the suites that start servers, worker processes or builds (marker `integration`)
 # and the in-process tests that take seconds each (marker `slow`); `make test` runs them all.

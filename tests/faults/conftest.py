@@ -2,8 +2,9 @@
 or on the embedded default) with short leases so recovery happens in seconds."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

@@ -12,8 +12,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -22,9 +23,9 @@ import sqlalchemy as sa
 from service.config import normalise_database_url
 from testkit.backends import embedded_settings
 from testkit.netns import Host, unavailable
-from testkit.servers import PrivatePostgres, PrivateRedis
 from testkit.processes import BIN, Service
-from tests.faults.test_faults import assert_history_exact
+from testkit.servers import PrivatePostgres, PrivateRedis
+from tests.helpers.faults import assert_history_exact
 
 pytestmark = pytest.mark.integration
 
