@@ -28,7 +28,7 @@ run: $(STAMP)
 # Two processes (a module's tests stay together: its servers and stacks are built once); a test
 # process that dies fails the run at once rather than leaving its tests to wait.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --max-worker-restart 0
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --max-worker-restart 0 --durations=25
 
 # Everything but the suites that start servers, worker processes or builds (marker `integration`)
 # and the in-process tests that take seconds each (marker `slow`); `make test` runs them all.

@@ -96,7 +96,7 @@ class Removed:
 
 def delete_job(db: Database, job_id: str, owner: str | None = None, batch_rows: int | None = None) -> Removed:
     """Delete the job (only ``owner``'s when given: another's is NotFound, as an unknown id is),
-    its history, tags, checkpoint and data links, and the data tensors no other job reads; a
+    its history, tags, checkpoint and data links, and the owner's data tensors no other job of the owner reads; a
     queued or running job is cancelled first and its worker fenced out."""
     with db.session() as s:
         owned_row(s, Job, job_id, owner, _ID, "job", for_update=True)

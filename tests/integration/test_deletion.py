@@ -79,7 +79,7 @@ def test_descent_delete_and_a_sweeps_delete(service):
     job.wait(timeout=120)
     out = subprocess.run([str(BIN / "descent"), "delete", job.id], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == f"deleted job {job.id}: 501 history rows, 0 data tensors " \
-        "no other job reads", out
+        "no other job of yours reads", out
     out = subprocess.run([str(BIN / "descent"), "delete", job.id], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "404" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert "Traceback" not in out.stderr
