@@ -20,7 +20,6 @@ With ``--cli``, also ``descent history ID`` (JSON) and ``descent history ID --cs
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import platform
@@ -32,44 +31,17 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
+from history_export import download, write_history  # noqa: E402  (the same job, written and read the same way)
 
-from service.client import Client, JobHandle
-from service.client.jobs import _finite
-from service.store import HistoryBatch
-from service.store import jobs as job_store
-from service.store.history import save_chunk
-from testkit.processes import BIN, drain, service_on
+from service.client import Client, JobHandle  # noqa: E402
+from service.client.jobs import _finite  # noqa: E402
+from service.store import jobs as job_store  # noqa: E402
+from testkit.processes import BIN, service_on  # noqa: E402
 
-PER_WRITE = 50_000
 TARGET = 1.5
-
-
-def write_history(db, job_id: str, rows: int) -> None:  # type: ignore[no-untyped-def]
-    """``rows`` rows of a 2-parameter job, x recorded, written as a worker writes them."""
-    assert job_store.claim_job(db, job_id, "bench:1", 3600, 3) is not None
-    rng = np.random.default_rng(0)
-    for first in range(0, rows, PER_WRITE):
-        n = min(PER_WRITE, rows - first)
-        steps = np.arange(first, first + n)
-        batch = HistoryBatch(steps=steps, f=rng.standard_normal(n) * 100, grad_norm=np.abs(rng.standard_normal(n)),
-                             lr=np.full(n, 1e-3), x=rng.standard_normal((n, 2)))
-        save_chunk(db, job_id, "bench:1", batch, None, None, 3600)
-
-
-def download(port: int, path: str) -> tuple[float, int]:
-    """(seconds, bytes) of one GET, read in 1 MiB pieces and thrown away."""
-    began = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    conn.request("GET", path)
-    resp = conn.getresponse()
-    if resp.status != 200:
-        raise RuntimeError(f"{path}: {resp.status} {resp.read()[:300]!r}")
-    total = drain(resp)
-    conn.close()
-    return time.perf_counter() - began, total
 
 
 def timed(fn) -> tuple[float, object]:  # type: ignore[no-untyped-def]
