@@ -15,7 +15,7 @@ from service.store.models import HistoryRow
 from service.store.status import JobStatus
 from testkit.processes import Service
 
-LONG = {"objective": {"name": "rosenbrock"}, "steps": 60_000, "record": {"every": 50},
+LONG = {"objective": {"name": "rosenbrock"}, "steps": 30_000, "record": {"every": 50},
         "optimizer": {"name": "adam", "lr": 0.001}}
 SHORT = {"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 50, "optimizer": {"name": "sgd", "lr": 0.01}}
 
