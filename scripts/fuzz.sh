@@ -68,6 +68,8 @@ echo "fuzz: API up on $BASE after $((SECONDS - started)) s (data dir $DESCENT_DA
 # Every check runs (see $CONFIG), ignored_auth among them: requests without the token must be 401s.
 args=(run "$BASE/openapi.json" --no-color -H "Authorization: Bearer $TOKEN")
 [[ -n "$MAX_EXAMPLES" ]] && args+=(--max-examples "$MAX_EXAMPLES")
+# FUZZ_PHASES=examples,fuzzing,... runs only those of Schemathesis's phases (a short pass).
+[[ -n "${FUZZ_PHASES:-}" ]] && args+=(--phases "$FUZZ_PHASES")
 REPORT_DIR="${FUZZ_REPORT_DIR:-$WORK/report}"
 args+=(--report junit,har --report-junit-path "$REPORT_DIR/fuzz-junit.xml"
       --report-har-path "$REPORT_DIR/fuzz-har.json")
