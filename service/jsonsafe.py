@@ -31,5 +31,9 @@ def _walk(value: Any) -> Any:
 
 def strict_dumps(value: Any, **kwargs: Any) -> str:
     """JSON text of ``value`` that every strict parser accepts: non-finite floats become the
-    strings above, wherever they are, and anything else non-standard raises rather than leak."""
-    return json.dumps(json_safe(value), allow_nan=False, **kwargs)
+    strings above, wherever they are, and anything else non-standard raises rather than leak.
+    One pass of the encoder when there are none (a megabytes-long x was encoded twice)."""
+    try:
+        return json.dumps(value, allow_nan=False, **kwargs)
+    except ValueError:
+        return json.dumps(_walk(value), allow_nan=False, **kwargs)
