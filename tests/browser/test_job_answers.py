@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 
 from service.store import jobs as job_store
 from testkit.processes import Service
@@ -38,7 +39,14 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def text(browser: Browser, element_id: str) -> str:
-    return browser.driver.find_element("id", element_id).text
+    """The element's text as shown now; a live page may redraw the element between finding and
+    reading it, and then it is found again."""
+    for _ in range(50):
+        try:
+            return browser.driver.find_element("id", element_id).text
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError(f"#{element_id} was redrawn 50 times in a row")
 
 
 def open_job(service: Service, browser: Browser, job_id: str) -> None:
@@ -237,7 +245,7 @@ def test_a_queued_gpu_job_says_why_it_waits_and_a_failed_job_shows_its_error(ser
     assert waiting["waiting"], waiting  # no GPU worker in this service
     browser.driver.get(f"{service.url}/jobs/{waiting['id']}")
     browser.wait(lambda d: status_shown(browser) == "queued", "the job is shown queued")
-    assert text(browser, "job-waiting") == f"Waiting: {waiting['waiting']}"
+    browser.wait(lambda d: text(browser, "job-waiting") == f"Waiting: {waiting['waiting']}", "the waiting reason is shown")
 
     doomed = service.submit({**LESSON5, "steps": 5, "device": "gpu", "name": "fails"})["id"]
     db = service.db()
