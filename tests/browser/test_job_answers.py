@@ -49,6 +49,16 @@ def text(browser: Browser, element_id: str) -> str:
     raise AssertionError(f"#{element_id} was redrawn 50 times in a row")
 
 
+def css_text(browser: Browser, selector: str) -> str:
+    """``text`` of the first element matching a CSS selector."""
+    for _ in range(50):
+        try:
+            return browser.driver.find_element("css selector", selector).text
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError(f"{selector} was redrawn 50 times in a row")
+
+
 def open_job(service: Service, browser: Browser, job_id: str) -> None:
     browser.driver.get(f"{service.url}/jobs/{job_id}")
     browser.wait(lambda d: plotted(browser).get("ready"), "the job page is drawn")
@@ -119,17 +129,22 @@ def test_divergence_is_red_on_the_list_job_and_compare_pages(service: Service, b
 
     browser.driver.get(f"{service.url}/?tag=t:diverge")
     row = f'#jobs-body tr[data-job="{bad}"]'
-    browser.wait(lambda d: d.find_elements("css selector", row), "the diverged job is listed")
-    badge = browser.driver.find_element("css selector", f"{row} .status")
-    assert badge.text == "diverged" and "status-diverged" in badge.get_attribute("class")
-    assert "succeeded" not in browser.driver.find_element("css selector", row).text
-    assert browser.driver.find_element("css selector", f'#jobs-body tr[data-job="{good}"] .status').text == "succeeded"
-    colour = badge.value_of_css_property("background-color")
-    assert colour == "rgba(179, 38, 30, 1)", colour  # red, not the green of a success
+    # Read in one script: the list redraws live, and an element found may be gone when it is read.
+    listed = browser.wait(lambda d: d.execute_script(
+        "const bad = document.querySelector(arguments[0]), good = document.querySelector(arguments[1]);"
+        "if (!bad || !good) return null;"
+        "const badge = bad.querySelector('.status');"
+        "return {badge: badge.innerText.trim(), cls: badge.className, row: bad.innerText,"
+        "        good: good.querySelector('.status').innerText.trim(),"
+        "        colour: getComputedStyle(badge).backgroundColor};",
+        row, f'#jobs-body tr[data-job="{good}"]'), "the diverged job is listed")
+    assert listed["badge"] == "diverged" and "status-diverged" in listed["cls"], listed
+    assert "succeeded" not in listed["row"] and listed["good"] == "succeeded", listed
+    assert "179, 38, 30" in listed["colour"], listed  # red, not the green of a success
 
     open_job(service, browser, bad)
     assert status_shown(browser) == "diverged"
-    assert "succeeded" not in browser.driver.find_element("css selector", ".job-head h1").text
+    assert "succeeded" not in css_text(browser, ".job-head h1")
     assert "Diverged" in text(browser, "job-diverged")
     lo, hi, ylo, yhi = plotted(browser)["surfaceRange"]
     assert hi - lo < 1e4 and yhi - ylo < 1e4, plotted(browser)["surfaceRange"]  # not stretched to 1e18
@@ -143,7 +158,7 @@ def test_divergence_is_red_on_the_list_job_and_compare_pages(service: Service, b
     assert -20 < lo < 1 and 8 < hi < 20 and -20 < ylo < 1 and 8 < yhi < 20, seen["surfaceRange"]
     assert seen["diverged"] == ["too fast"]
     assert "Diverged (their paths leave the picture): too fast." in text(browser, "contour-note")
-    assert browser.driver.find_element("css selector", f'#compare-jobs tr[data-job="{bad}"] .status').text == "diverged"
+    assert css_text(browser, f'#compare-jobs tr[data-job="{bad}"] .status') == "diverged"
     no_errors(browser)
 
 
