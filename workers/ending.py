@@ -15,6 +15,7 @@ from service.engine import EngineError
 from service.errors import first_line
 from service.store import JobStatus, StoreUnavailable
 from service.store import jobs as job_store
+from service.store.db import sqlstate
 from workers.state import WorkerState
 
 log = logging.getLogger("workers.runner")
@@ -39,24 +40,12 @@ STORE_PATIENCE = 300.0
 _JOB_CAUSED_STATES = ("57014", "53200")
 
 
-def _sqlstate(exc: BaseException | None) -> str:
-    """The SQLSTATE behind ``exc`` (through StoreUnavailable's cause and SQLAlchemy's ``orig``)."""
-    for _ in range(4):
-        if exc is None:
-            return ""
-        state = getattr(exc, "sqlstate", None)
-        if state:
-            return str(state)
-        exc = getattr(exc, "orig", None) or exc.__cause__
-    return ""
-
-
 def infrastructure_fault(exc: BaseException) -> bool:
     """Whether ``exc`` is the infrastructure's fault, never the job's: the database unavailable,
     read-only (a failover in progress) or a row locked past the lock timeout, or the broker
     unreachable. A job that meets one keeps its attempt; one its own statements may cause
     (``_JOB_CAUSED_STATES``, class 54) counts as its crash."""
-    state = _sqlstate(exc)
+    state = sqlstate(exc)
     if state in _JOB_CAUSED_STATES or state[:2] == "54":
         return False
     if isinstance(exc, StoreUnavailable):

@@ -168,13 +168,26 @@ _UNAVAILABLE_STATES = {
 _UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
 
 
+def sqlstate(exc: BaseException | None) -> str:
+    """The SQLSTATE behind ``exc`` (the driver's error, through SQLAlchemy's ``orig`` and the
+    ``__cause__`` of an error raised from it, as StoreUnavailable is); "" when there is none."""
+    for _ in range(4):
+        if exc is None:
+            return ""
+        state = getattr(exc, "sqlstate", None)
+        if state:
+            return str(state)
+        exc = getattr(exc, "orig", None) or exc.__cause__
+    return ""
+
+
 def unavailable_reason(exc: BaseException) -> str | None:
     """Why ``exc``, raised by the driver or the pool, is a fault of the database and not of the
     request; None when it is not one (a constraint broken, a bad statement: a bug, a 500)."""
     if isinstance(exc, PoolTimeout):
         return f"no database connection came free within the pool timeout ({first_line(exc, 120)})"
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    state = getattr(orig, "sqlstate", None) or ""
+    state = sqlstate(orig)
     detail = first_line(orig, 200) if orig is not None else first_line(exc, 200)
     if state in _UNAVAILABLE_STATES:
         return f"{_UNAVAILABLE_STATES[state]}: {detail}"

@@ -39,18 +39,13 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def text(browser: Browser, element_id: str) -> str:
-    """The element's text as shown now; a live page may redraw the element between finding and
-    reading it, and then it is found again."""
-    for _ in range(50):
-        try:
-            return browser.driver.find_element("id", element_id).text
-        except StaleElementReferenceException:
-            continue
-    raise AssertionError(f"#{element_id} was redrawn 50 times in a row")
+    """The text of the element with ``element_id`` as shown now (``css_text``)."""
+    return css_text(browser, f"#{element_id}")
 
 
 def css_text(browser: Browser, selector: str) -> str:
-    """``text`` of the first element matching a CSS selector."""
+    """The text of the first element matching a CSS selector as shown now; a live page may redraw
+    the element between finding and reading it, and then it is found again."""
     for _ in range(50):
         try:
             return browser.driver.find_element("css selector", selector).text

@@ -7,13 +7,12 @@ import threading
 from collections.abc import Callable
 
 
-class DroppingProxy:
-    """A TCP proxy to the API that passes its first request on but hangs up before the answer
-    comes back (a connection lost at the worst moment), calling ``on_drop`` just before it does,
-    and forwards every later one. A connection the API refuses (it is down) is hung up on."""
+class Proxy:
+    """A TCP proxy on a free loopback port in front of the API at ``upstream_port``: each
+    connection it accepts goes to ``_handle(conn, index)`` on a thread of its own (index 0 first)."""
 
-    def __init__(self, upstream_port: int, on_drop: Callable[[], None] | None = None) -> None:
-        self.upstream_port, self.seen, self.on_drop = upstream_port, 0, on_drop
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port, self.seen = upstream_port, 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         threading.Thread(target=self._serve, daemon=True).start()
@@ -24,10 +23,24 @@ class DroppingProxy:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
-            first, self.seen = self.seen == 0, self.seen + 1
-            threading.Thread(target=self._handle, args=(conn, first), daemon=True).start()
+            index, self.seen = self.seen, self.seen + 1
+            threading.Thread(target=self._handle, args=(conn, index), daemon=True).start()
 
-    def _handle(self, conn: socket.socket, drop: bool) -> None:
+    def _handle(self, conn: socket.socket, index: int) -> None:
+        raise NotImplementedError
+
+
+class DroppingProxy(Proxy):
+    """A TCP proxy to the API that passes its first request on but hangs up before the answer
+    comes back (a connection lost at the worst moment), calling ``on_drop`` just before it does,
+    and forwards every later one. A connection the API refuses (it is down) is hung up on."""
+
+    def __init__(self, upstream_port: int, on_drop: Callable[[], None] | None = None) -> None:
+        self.on_drop = on_drop
+        super().__init__(upstream_port)
+
+    def _handle(self, conn: socket.socket, index: int) -> None:
+        drop = index == 0
         try:
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
         except OSError:  # the API is down: the client sees its connection cut

@@ -31,6 +31,7 @@ from service.store import HistoryBatch
 from service.store import jobs as job_store
 from service.store.history import save_chunk
 from testkit.processes import BIN, Service, running
+from tests.client.proxy import Proxy
 
 pytestmark = pytest.mark.integration
 
@@ -148,25 +149,15 @@ def test_pages_of_a_limit_larger_than_one_request(odd_job, monkeypatch):
 # -- a download that breaks off ---------------------------------------------------------------
 
 
-class CuttingProxy:
+class CuttingProxy(Proxy):
     """A TCP proxy to the API that cuts the answer to each of the first ``cuts`` history
     downloads (format=csv or ndjson) after ``after`` bytes, and passes everything else on."""
 
     def __init__(self, upstream_port: int, after: int, cuts: int) -> None:
-        self.upstream_port, self.after, self.cuts = upstream_port, after, cuts
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.after, self.cuts = after, cuts
+        super().__init__(upstream_port)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
+    def _handle(self, conn: socket.socket, index: int) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
         state = {"armed": False}
 
