@@ -136,6 +136,9 @@ class Settings:
                                  "connection before it is answered 503 database_unavailable", 3.0)
     db_connect_timeout: float = env("DESCENT_DB_CONNECT_TIMEOUT", "seconds to open a PostgreSQL connection "
                                     "(whole seconds, at least 2)", 5.0)
+    inline_elements: int = env("DESCENT_INLINE_ELEMENTS", "elements of x, grad or x0 a job document carries "
+                               "inline; a bigger one is a summary and a link (GET /v1/jobs/ID/x), and a worker "
+                               "stores it in binary", 10_000)
     broker_timeout: float = env("DESCENT_BROKER_TIMEOUT", "seconds a broker (Redis) socket waits to connect or "
                                 "for a reply before the call fails", 5.0)
     limits: Limits = field(default_factory=Limits)
@@ -277,7 +280,7 @@ def load_settings() -> Settings:
     limits = Limits(**_from_env(Limits))
     settings = Settings(**_from_env(Settings), limits=limits, quotas=Quotas(**_from_env(Quotas)))
     for name, count in (("DESCENT_API_THREADS", settings.api_threads), ("DESCENT_MAX_WAITERS", settings.max_waiters),
-                        ("DESCENT_BATCH_MAX", settings.batch_max)):
+                        ("DESCENT_BATCH_MAX", settings.batch_max), ("DESCENT_INLINE_ELEMENTS", settings.inline_elements)):
         if count < 1:
             raise ConfigError(f"{name} must be at least 1, got {count}")
     _check_database_timeouts(settings)

@@ -14,7 +14,6 @@ import logging
 import time
 
 from service.engine import Chunk, EngineError, Lane, LaneEnd, NotBatchable, StopReason, run_batch
-from service.jsonsafe import json_safe
 from service.queue import Message
 from service.spec import SpecError, check_spec
 from service.spec.validate import lane_checker
@@ -23,7 +22,8 @@ from service.store import jobs as job_store
 from service.store.history import ChunkWrite, save_chunks
 from service.store.records import JobRecord
 from workers.ending import (CANCEL_POLL_SECONDS, NO_GPU, OBJECTIVE_ERRORS, Outcome, checkpoint_interval, fail_job,
-                            failure_message, hand_back, infrastructure_fault, job_device, with_retries, wrote)
+                            failure_message, hand_back, infrastructure_fault, job_device, stored_result, with_retries,
+                            wrote)
 from workers.state import WorkerState
 
 log = logging.getLogger("workers.runner")
@@ -208,8 +208,8 @@ class _Sink:
             cancelled = e.result.stop_reason == StopReason.CANCELLED or self.cancel[e.lane]
             status = JobStatus.CANCELLED if cancelled else JobStatus.SUCCEEDED
             statuses[e.lane] = status
-            endings.append(job_store.Ending(job_id, status, json_safe({**e.result.as_json(), "worker": me}), None,
-                                            (e.chunk.batch,)))
+            payload, tensors = stored_result(self.state, e.result)
+            endings.append(job_store.Ending(job_id, status, payload, None, (e.chunk.batch,), tensors))
         done = with_retries(lambda: job_store.finish_jobs(self.state.db, me, endings),
                             f"finish {len(endings)} batched job(s)")
         for e in ends:

@@ -8,13 +8,16 @@ import logging
 import time
 from typing import Any, Callable, Literal, Sequence, TypeVar
 
+import numpy as np
 import torch
 
 from service.batch import HistoryBatch
-from service.engine import EngineError
+from service.engine import EngineError, Result
+from service.jsonsafe import json_safe
 from service.errors import first_line
 from service.store import JobStatus, StoreUnavailable
 from service.store import jobs as job_store
+from service.store import tensors as job_tensors
 from service.store.db import sqlstate
 from workers.state import WorkerState
 
@@ -131,6 +134,15 @@ def hand_back(state: WorkerState, jobs: Sequence[Any]) -> set[str]:
                                     state.settings.batch_max):
             state.dispatcher.send_message(message)  # a broker that fails it leaves them to the reconciler
     return released
+
+
+def stored_result(state: WorkerState, result: Result) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A result as this worker stores it: JSON-safe, naming the worker, with an x or grad of more
+    than ``DESCENT_INLINE_ELEMENTS`` elements summarised, its values to keep in binary."""
+    payload = {**result.as_json(tensors=False), "worker": state.worker_id}
+    stored, binary = job_tensors.split_result(payload, {"x": result.x, "grad": result.grad},
+                                              state.settings.inline_elements)
+    return json_safe(stored), binary
 
 
 def fail_job(state: WorkerState, job_id: str, message: str) -> Outcome:

@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 from service.engine import Chunk, EngineError, StopReason, run
-from service.jsonsafe import json_safe
 from service.logs import job_logging
 from service.queue import Message
 from service.spec import SpecError, check_spec
@@ -21,7 +20,8 @@ from service.store.history import save_chunk
 from service.store.records import JobRecord
 from workers.batch import run_batch_of
 from workers.ending import (CANCEL_POLL_SECONDS, NO_GPU, OBJECTIVE_ERRORS, Outcome, checkpoint_interval, fail_job,
-                            failure_message, hand_back, infrastructure_fault, job_device, wrote, with_retries)
+                            failure_message, hand_back, infrastructure_fault, job_device, stored_result, wrote,
+                            with_retries)
 from workers.state import WorkerState
 
 log = logging.getLogger(__name__)
@@ -192,10 +192,11 @@ def _run_believing(state: WorkerState, job: Any, written: dict[str, job_store.Wr
         if state.dispatcher is not None:
             state.dispatcher.send(job_id, job.queue)  # its own queue, whatever this worker consumes
         return "released"
-    payload = json_safe({**result.as_json(), "worker": me})
+    payload, tensors = stored_result(state, result)
     # A run that ended on its own (steps, grad_norm, ...) after a cancel was requested still ends
     # the job cancelled: a job whose cancel was requested never succeeds.
     cancelled = result.stop_reason == StopReason.CANCELLED or cancel[0]
     status = JobStatus.CANCELLED if cancelled else JobStatus.SUCCEEDED
-    with_retries(lambda: job_store.finish_job(db, job_id, me, status, payload, None, final), f"finish {job_id}")
+    with_retries(lambda: job_store.finish_job(db, job_id, me, status, payload, None, final, tensors),
+                 f"finish {job_id}")
     return status

@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
                db: Database | None = None) -> Flask:
     """Build the app. Refuses (SchemaOutOfDate) a database behind the head migration."""
     from service.api import (access, auth, catalog, dashboard, deletion, errors, events, health, history, jobs,
-                             metrics, openapi, params, security, surface, sweeps, workers)
+                             metrics, openapi, params, security, surface, sweeps, tensors, workers)
     from service.api.services import Services
     from service.api.waiting import GridBudget, WaiterSlots
 
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     security.register(app, settings)
     app.config["DESCENT_AUTH"] = auth.register(app, settings, db)
     params.register(app, openapi.document(settings.limits, app.config["DESCENT_AUTH"]))
-    for module in (jobs, events, history, surface, catalog, health, openapi, sweeps, deletion, workers, metrics,
+    for module in (jobs, events, history, surface, tensors, catalog, health, openapi, sweeps, deletion, workers, metrics,
                    dashboard):
         app.register_blueprint(module.bp)
     warm_up()

@@ -5,12 +5,12 @@ whole spec has passed its checks, so a refused request never leaves a job behind
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Blueprint, request
 
 from service.api.auth import caller
+from service.api.body import is_upload, read_json_body, read_upload
 from service.api.errors import bad_parameter
 from service.api.params import int_arg, seconds_arg, text_arg, time_arg
 from service.api.serialize import job_json
@@ -35,48 +35,6 @@ ORDERS = ("asc", "desc")
 NAME_CHARS = 200  # a job's name is at most this long
 # The stop reasons a finished job can have (a hand-back is never an ending).
 ENDED_BY = tuple(r.value for r in StopReason if r != StopReason.INTERRUPTED)
-
-
-class DuplicateKey(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object's members, refusing a key given twice (json would keep the last silently)."""
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise DuplicateKey(key)
-            seen.add(key)
-    return obj
-
-
-def read_json_body() -> Any:
-    """The request body as JSON, or a 400 that says what is wrong with it."""
-    raw = request.get_data(cache=False)
-    if not raw.strip():
-        raise DescentError("the request body is empty; send the job spec as JSON", code=ErrorCode.INVALID_JSON)
-    if b"\x00" in raw[:4] or raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # JSON text in UTF-8 never holds a NUL
-        raise DescentError("the request body is not UTF-8 text (it looks like UTF-16 or UTF-32); send JSON in UTF-8",
-                           code=ErrorCode.INVALID_JSON)
-    try:
-        # Decoded here: json.loads of bytes would also take UTF-16 and UTF-32 (RFC 8259: UTF-8 only).
-        return json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
-    except DuplicateKey as exc:
-        raise DescentError(f"the request body names the key {exc.key[:80]!r} twice in one object",
-                           code=ErrorCode.INVALID_JSON, field=exc.key[:80]) from None
-    except UnicodeDecodeError:
-        raise DescentError("the request body is not UTF-8 text", code=ErrorCode.INVALID_JSON) from None
-    except json.JSONDecodeError as exc:
-        raise DescentError(f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", code=ErrorCode.INVALID_JSON) from None
-    except RecursionError:
-        raise DescentError("the request body nests too deeply", code=ErrorCode.INVALID_JSON) from None
-    except ValueError:  # an integer literal longer than Python converts (4,300 digits)
-        raise DescentError("the request body holds a number with too many digits", code=ErrorCode.INVALID_JSON) from None
 
 
 def idempotency_key() -> str | None:
@@ -104,7 +62,7 @@ def route_queue(device: str, elements: int, batch: int = 1) -> str:
 @bp.post("")
 def submit():  # type: ignore[no-untyped-def]
     svc = services()
-    data = read_json_body()
+    data = read_upload() if is_upload() else read_json_body()
     checked = check_spec(data, svc.settings.limits)
     key = idempotency_key()
     spec = checked.as_json()
@@ -128,11 +86,12 @@ def get(job_id: str):  # type: ignore[no-untyped-def]
     with ``Retry-After``."""
     svc = services()
     seconds = seconds_arg("wait", *WAIT_SECONDS)
-    with_data = include_arg() == "data"
+    include = include_arg()
     job = job_store.get_job(svc.db, job_id, owner=caller().owner_filter)
 
     def answer(job: JobRecord) -> dict[str, Any]:
-        return job_json(data_store.job_with_values(svc.db, job) if with_data else job)
+        parts = include & {"data", "x0"}
+        return job_json(data_store.job_with_values(svc.db, job, parts) if parts else job, include)
 
     if not seconds or job.finished:
         return answer(job)
@@ -144,15 +103,18 @@ def get(job_id: str):  # type: ignore[no-untyped-def]
         svc.waiters.give_back()
 
 
-INCLUDES = ("data",)
+INCLUDES = ("data", "x0", "x", "grad")
+INCLUDE_PATTERN = r"^(?:" + "|".join(INCLUDES) + r")(?:,(?:" + "|".join(INCLUDES) + r"))*$"
 
 
-def include_arg() -> str | None:
-    """``?include=data``: the spec's data tensors with their values, not references to them."""
-    include = request.args.get("include") or None
-    if include is not None and include not in INCLUDES:
-        raise bad_parameter("include", f"'include' must be one of: {', '.join(INCLUDES)}")
-    return include
+def include_arg() -> frozenset[str]:
+    """``?include=data,x0,x,grad``: the spec's data tensors (and a big x0) with their values, not
+    references to them; the result's x and grad inline however big, not summaries."""
+    include = request.args.get("include") or ""
+    names = frozenset(include.split(",")) if include else frozenset()
+    if not names <= set(INCLUDES):
+        raise bad_parameter("include", f"'include' must be a comma-separated list of: {', '.join(INCLUDES)}")
+    return names
 
 
 @bp.get("")

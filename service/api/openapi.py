@@ -31,9 +31,10 @@ from service.api.history import MAX_POINTS, MAX_ROWS, MAX_STEP
 from service.api.events import DEFAULT_STREAM_SECONDS, STREAM_SECONDS
 from service.api.deletion import openapi_paths as deletion_paths
 from service.api.openapi_parts import REF_TEMPLATE, errors, int_range, json_response, query, ref
-from service.api.jobs import ENDED_BY, IDEMPOTENCY_KEY_LENGTH, INCLUDES, LIST_LIMIT, NAME_CHARS, ORDERS, WAIT_SECONDS
+from service.api.jobs import ENDED_BY, IDEMPOTENCY_KEY_LENGTH, INCLUDE_PATTERN, LIST_LIMIT, NAME_CHARS, ORDERS, WAIT_SECONDS
 from service.api.serialize import HISTORY_FIELDS
 from service.api.surface import openapi_paths as surface_paths
+from service.api.tensors import openapi_paths as tensor_paths
 from service.api.sweeps import SUMMARY_LIMIT
 from service.api.workers import openapi_paths as workers_paths
 from service.api.metrics import openapi_paths as metrics_paths
@@ -246,6 +247,17 @@ SPEC_EXAMPLES = {
 
 # --- responses ------------------------------------------------------------------------------
 
+# POST /v1/jobs with its tensors as .npy files (service.api.body).
+UPLOAD = {
+    "schema": {"type": "object", "required": ["spec"], "properties": {
+        "spec": {"type": "string", "description": "The job spec as JSON (a JobSpec), without x0 when x0 is uploaded"},
+        "x0": {"type": "string", "format": "binary", "description": "x0 as a .npy file of real numbers"}},
+        "additionalProperties": {"type": "string", "format": "binary",
+                                 "description": "data.NAME: a data tensor as a .npy file"}},
+    "encoding": {"spec": {"contentType": "application/json"}, "x0": {"contentType": "application/x-npy"}},
+}
+
+
 def response_schemas() -> dict[str, Any]:
     """The response models (``service.api.schemas``, which the handlers build their bodies with) as
     components: their JSON Schemas as pydantic generates them for serialization, each nested model
@@ -424,7 +436,8 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
                 "requestBody": {"required": True, "description": f"At most {limits.max_body_bytes} bytes "
                                 "(max_body_bytes)",
                                 "content": {"application/json": {"schema": ref("JobSpec"),
-                                                                 "examples": SPEC_EXAMPLES}}},
+                                                                 "examples": SPEC_EXAMPLES},
+                                            "multipart/form-data": UPLOAD}},
                 "responses": {"202": submitted, **errors(400, 401, 403, 409, 413, 415, 429, 503)},
             },
             "get": {
@@ -456,9 +469,12 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
                                                    "maximum": WAIT_SECONDS[1]},
                                          "Seconds to wait for the job to finish before answering; past "
                                          "DESCENT_MAX_WAITERS waiting requests it answers at once, with Retry-After"),
-                           query("include", {"type": "string", "enum": list(INCLUDES)},
-                                 "data: the spec's data tensors with their values (by default each is "
-                                 "{sha256, shape}, a reference to the stored tensor)")],
+                           query("include", {"type": "string", "pattern": INCLUDE_PATTERN},
+                                 "Comma-separated: data, the spec's data tensors with their values (by default "
+                                 "each is {sha256, shape}, a reference to the stored tensor); x0: the same for "
+                                 "an x0 of more than 10,000 numbers; x, grad: the "
+                                 "result's, inline however big (by default one of more than "
+                                 "DESCENT_INLINE_ELEMENTS elements is a TensorSummary)")],
             "responses": {"200": job, **errors(400, 401, 403, 404, 503)}}},
         "/v1/jobs/{job_id}/events": {"get": {
             "operationId": "jobEvents", "summary": "The job's changes as Server-Sent Events, until it ends",
@@ -511,6 +527,7 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
                                     "application/x-ndjson": {"schema": {"type": "string"}}}},
                 **errors(400, 401, 403, 404, 503)}}},
         **surface_paths(limits),
+        **tensor_paths(),
         **workers_paths(),
         **metrics_paths(),
         **sweep_paths(limits),

@@ -96,12 +96,29 @@ def _absent(value: Any) -> bool:
     return value is None
 
 
+class TensorSummary(Model):
+    """A tensor too big for a job document (over DESCENT_INLINE_ELEMENTS elements): what it is, and
+    where its values are (``href``: .npy by default, ``?format=json`` for JSON)."""
+
+    shape: list[Count]
+    dtype: Literal["float64"]
+    size: Count = Field(description="Its number of elements")
+    sha256: str = Field(description="SHA-256 of its shape (as JSON), a newline, and its float64 little-endian "
+                                    "values in C order")
+    norm: Float = Field(description="Euclidean norm")
+    min: Float | None
+    max: Float | None
+    href: str
+
+
 class Result(Model):
     """A finished run: where it ended and why. Keys not named here are kept as stored."""
 
     model_config = ConfigDict(extra="allow")
 
-    x: Any = Field(description="The final x, in x0's shape")
+    x: TensorSummary | list[Any] = Field(description="The final x, in x0's shape; a TensorSummary (its shape, digest, norm, min, max "
+                               "and an href to fetch it, as .npy or JSON) when it has more than "
+                               "DESCENT_INLINE_ELEMENTS elements, unless ?include=x")
     f: Float = Field(description="f at the final x")
     grad_norm: Float = Field(description="The gradient's norm at the final x")
     steps: Count = Field(description="Steps actually done")
@@ -112,12 +129,23 @@ class Result(Model):
                                     description="The device's name: the CUDA device's, or the processor's")
     seconds: float = Field(ge=0, description="Seconds the run took")
     # Present only when known: a missing one is left out of the answer, not written as null.
-    grad: Any = Field(default=None, exclude_if=_absent,
-                      description="The final gradient, in x0's shape (steps 0, or record.grad)")
+    grad: TensorSummary | list[Any] | None = Field(default=None, exclude_if=_absent,
+                      description="The final gradient, in x0's shape (steps 0, or record.grad); a "
+                                  "TensorSummary when big, as x")
     distance_to_minimum: Float | None = Field(default=None, exclude_if=_absent,
                                               description="To the nearest known minimum (catalog objectives "
                                                           "that have one)")
     worker: str | None = Field(default=None, exclude_if=_absent, description="The worker that ran it")
+
+
+class TensorValues(Model):
+    """A job's x, grad or x0 as JSON (``GET /v1/jobs/ID/x?format=json``)."""
+
+    name: Literal["x", "grad", "x0"]
+    dtype: Literal["float64"]
+    shape: list[Count]
+    values: Any = Field(description="Nested lists in the tensor's shape (non-finite numbers as the strings NaN, "
+                                    "Infinity and -Infinity)")
 
 
 class JobLinks(Model):
@@ -370,5 +398,5 @@ class Deleted(Model):
 # Progress, Result, HistoryRow, SweepSummaryItem, ...).
 RESPONSES: tuple[type[Model], ...] = (
     Error, Job, JobPage, HistoryPage, Surface, ObjectiveCatalog, OptimizerCatalog, Sweep, SweepDetail, Health,
-    Readiness, WorkerList, Deleted,
+    Readiness, WorkerList, Deleted, TensorValues,
 )

@@ -275,14 +275,19 @@ def register(app: Flask, settings: Settings) -> None:
         if request.content_length is not None and request.content_length > limit:
             raise DescentError(f"the request body is over the limit of {limit:,} bytes (max_body_bytes)",
                                code=ErrorCode.BODY_TOO_LARGE)
-        if _has_body() and request.mimetype != "application/json":
+        if _has_body() and request.mimetype != "application/json" and not _upload_allowed():
             got = request.headers.get("Content-Type")
-            raise DescentError("a request body must be sent with Content-Type: application/json"
+            raise DescentError("a request body must be sent with Content-Type: application/json (or, to POST "
+                               "/v1/jobs with .npy files, multipart/form-data)"
                                + (f" (got {got[:100]!r})" if got else " (none was sent)"),
                                code=ErrorCode.UNSUPPORTED_MEDIA_TYPE, field="Content-Type")
         if request.content_length is None and _has_body():
             _buffer_chunked_body(limit)
         return None
+
+    def _upload_allowed() -> bool:
+        """A job submitted with .npy parts (``service.api.body``): POST /v1/jobs only."""
+        return request.mimetype == "multipart/form-data" and request.endpoint == "jobs.submit"
 
     @app.after_request
     def _headers(response: Response) -> Response:

@@ -14,6 +14,7 @@ from service.api.services import services
 from service.jsonsafe import json_safe
 from service.reasons import WAITING_FOR_GPU
 from service.store import JobRecord, JobStatus
+from service.store import tensors as job_tensors
 
 HISTORY_FIELDS = ("step", "f", "grad_norm", "lr", "x", "grad")
 
@@ -22,22 +23,48 @@ def iso(value: Any) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
-def job_json(job: JobRecord) -> dict[str, Any]:
-    """The job as the API answers it, built through the ``Job`` model that ``/openapi.json`` describes."""
-    return job_model(job).dump()
+def job_json(job: JobRecord, include: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The job as the API answers it, built through the ``Job`` model that ``/openapi.json`` describes;
+    its result's x and grad inline if small or named in ``include``."""
+    return job_model(job, include).dump()
 
 
-def job_model(job: JobRecord) -> Job:
+def job_model(job: JobRecord, include: frozenset[str] = frozenset()) -> Job:
     """The job as a ``Job`` (a page of jobs holds these: a model inside a model is not validated again)."""
     return Job.model_validate({
         "id": job.id, "owner": job.owner, "status": job.status, "name": job.name, "tags": job.tags, "spec": job.spec,
         "queue": job.queue, "created_at": job.created_at, "started_at": job.started_at,
         "finished_at": job.finished_at, "worker": job.worker, "attempts": job.attempts,
-        "cancel_requested": job.cancel_requested, "error": job.error, "result": json_safe(job.result),
+        "cancel_requested": job.cancel_requested, "error": job.error, "result": result_json(job, include),
         "progress": progress_json(job), "history_dropped_at": job.history_dropped_at, **_fleet_view(job),
         "links": {"self": f"/v1/jobs/{job.id}", "history": f"/v1/jobs/{job.id}/history",
                   "events": f"/v1/jobs/{job.id}/events"},
     })
+
+
+def result_json(job: JobRecord, include: frozenset[str] = frozenset()) -> dict[str, Any] | None:
+    """The job's result as answered: an x or grad of more than ``DESCENT_INLINE_ELEMENTS`` elements
+    as its summary and a link to its values, unless ``include`` names it (then its values, read
+    from where they are kept)."""
+    result = job.result
+    if not result:
+        return result
+    out, limit = dict(result), services().settings.inline_elements
+    for name in job_tensors.NAMES:
+        entry = out.get(name)
+        if entry is None:
+            continue
+        href = f"/v1/jobs/{job.id}/{name}"
+        if job_tensors.is_summary(entry):
+            if name in include:
+                values = job_tensors.load(services().db, job.id, name)
+                if values is not None:
+                    out[name] = _json_values(values, list(values.shape))
+                    continue
+            out[name] = {**entry, "href": href}
+        elif name not in include and math.prod(job.shape) > limit:
+            out[name] = {**job_tensors.summary(job_tensors.as_array(entry)), "href": href}
+    return json_safe(out)
 
 
 def _fleet_view(job: JobRecord) -> dict[str, Any]:
@@ -111,14 +138,14 @@ def json_row(row: dict[str, Any], fields: Iterable[str], shape: list[int]) -> It
             if value is None:
                 continue
             yield lead + json.dumps(name) + ": "
-            yield from _json_array(value, shape)
+            yield from json_array(value, shape)
         else:
             yield lead + json.dumps(name) + ": " + json.dumps(value if name == "step" else json_safe(value))
         lead = ", "
     yield "}" if lead == ", " else "{}"
 
 
-def _json_array(value: Any, shape: list[int]) -> Iterator[str]:
+def json_array(value: Any, shape: list[int]) -> Iterator[str]:
     """A flat x or grad as the JSON of ``reshape(value, shape)``, a few top-level items at a time."""
     flat = np.asarray(value, dtype=np.float64).reshape(-1)
     per_item = math.prod(shape[1:]) if len(shape) > 1 else 1

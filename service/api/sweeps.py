@@ -19,7 +19,8 @@ from sqlalchemy.exc import IntegrityError
 
 from service.api.auth import caller
 from service.api.errors import bad_parameter
-from service.api.jobs import idempotency_key, read_json_body, route_queue
+from service.api.body import read_json_body
+from service.api.jobs import idempotency_key, route_queue
 from service.api.params import int_arg, text_arg
 from service.api.schemas import JobPage, Sweep, SweepDetail, build
 from service.api.serialize import job_model

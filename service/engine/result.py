@@ -6,6 +6,7 @@ import platform
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from service.batch import HistoryBatch, Progress
@@ -31,9 +32,10 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Result:
-    """The end of a run, and why it ended."""
+    """The end of a run, and why it ended: ``x`` (and ``grad``, when recorded) as float64 arrays
+    of x's shape, so a big one is never a list of a million floats on its way to the store."""
 
-    x: Any
+    x: np.ndarray
     f: float
     grad_norm: float
     steps: int
@@ -41,18 +43,21 @@ class Result:
     graph: list[str]
     device: str
     seconds: float
-    grad: Any = None
+    grad: np.ndarray | None = None
     distance_to_minimum: float | None = None
     device_name: str | None = None  # the CUDA device's name, or the processor's
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, tensors: bool = True) -> dict[str, Any]:
+        """The result as JSON-ready values; without x and grad when not ``tensors``."""
         out: dict[str, Any] = {
-            "x": self.x, "f": self.f, "grad_norm": self.grad_norm, "steps": self.steps,
+            "f": self.f, "grad_norm": self.grad_norm, "steps": self.steps,
             "stop_reason": self.stop_reason, "graph": self.graph, "device": self.device,
             "device_name": self.device_name, "seconds": self.seconds,
         }
-        if self.grad is not None:
-            out["grad"] = self.grad
+        if tensors:
+            out["x"] = self.x.tolist()
+        if tensors and self.grad is not None:
+            out["grad"] = self.grad.tolist()
         if self.distance_to_minimum is not None:
             out["distance_to_minimum"] = self.distance_to_minimum
         return out
@@ -64,7 +69,7 @@ def make_result(checked: CheckedSpec, x: torch.Tensor, grad: torch.Tensor | None
     spec = checked.spec
     with_grad = spec.steps == 0 or spec.record.grad
     return Result(
-        x=x.detach().cpu().tolist(),
+        x=_array(x),
         f=fv,
         grad_norm=float(torch.linalg.vector_norm(grad)) if grad is not None else float("nan"),
         steps=t,
@@ -72,10 +77,15 @@ def make_result(checked: CheckedSpec, x: torch.Tensor, grad: torch.Tensor | None
         graph=graph,
         device=str(dev),
         seconds=round(seconds, 6),
-        grad=grad.detach().cpu().tolist() if with_grad and grad is not None else None,
+        grad=_array(grad) if with_grad and grad is not None else None,
         distance_to_minimum=_distance(checked, x),
         device_name=device_name(dev),
     )
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    """A tensor as a float64 CPU array of its own (float32 values are exact in float64)."""
+    return t.detach().to("cpu", torch.float64).numpy().copy()
 
 
 @functools.cache

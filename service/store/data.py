@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import replace
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from sqlalchemy import delete, exists, insert, select
@@ -26,8 +26,17 @@ from service.store.models import DataTensor, Job, JobData
 from service.store.records import JobRecord
 
 REFERENCE_KEYS = frozenset({"sha256", "shape"})
+# A nested-list x0 of more than this many numbers is kept as a tensor too, read under this name
+# (never a data name: those are identifiers), so a big start never sits in the jobs table.
+X0_INLINE = 10_000
+X0 = "@x0"
 # Ids or digests one statement names, at most (SQLite's bound parameters are limited).
 _PAGE = 5_000
+
+
+def tensor_digest(shape: Sequence[int], raw: bytes) -> str:
+    """A tensor's identity: the SHA-256 of its shape (as JSON) and its float64 little-endian values."""
+    return hashlib.sha256(json.dumps(list(shape)).encode() + b"\n" + raw).hexdigest()
 
 
 def is_reference(entry: Any) -> bool:
@@ -50,27 +59,44 @@ class Tensors:
         array = np.ascontiguousarray(np.asarray(nested, dtype="<f8"))
         shape = list(array.shape)
         raw = array.tobytes()
-        digest = hashlib.sha256(json.dumps(shape).encode() + b"\n" + raw).hexdigest()
+        digest = tensor_digest(shape, raw)
         self.values.setdefault(digest, (shape, raw))
         ref = {"sha256": digest, "shape": shape}
         self._seen[id(nested)] = (nested, ref)
         return ref
 
 
+def _numel(nested: list[Any]) -> int:
+    """The number of numbers in a (checked, so rectangular) nested list."""
+    count, level = 1, nested
+    while isinstance(level, list):
+        count *= len(level)
+        if not level:
+            return 0
+        level = level[0]
+    return count
+
+
 def split(spec: dict[str, Any], tensors: Tensors) -> tuple[dict[str, Any], dict[str, str]]:
-    """The spec as stored (each nested-list data entry a reference) and {name: digest} of the
-    tensors it reads; ``tensors`` collects their values for ``save``."""
-    data = spec.get("data")
-    if not data:
+    """The spec as stored (each nested-list data entry, and an x0 of more than ``X0_INLINE``
+    numbers, a reference) and {name: digest} of the tensors it reads (x0's under ``X0``);
+    ``tensors`` collects their values for ``save``."""
+    data, x0 = spec.get("data"), spec.get("x0")
+    big_x0 = isinstance(x0, list) and _numel(x0) > X0_INLINE
+    if not data and not big_x0:
         return spec, {}
     stored, reads = {}, {}
-    for name, entry in data.items():
+    for name, entry in (data or {}).items():
         if isinstance(entry, list):
             entry = tensors.reference(entry)
         if is_reference(entry):
             reads[name] = entry["sha256"]
         stored[name] = entry
-    return {**spec, "data": stored}, reads
+    out = {**spec, "data": stored} if data else dict(spec)
+    if big_x0:
+        out["x0"] = tensors.reference(x0)  # type: ignore[arg-type]
+        reads[X0] = out["x0"]["sha256"]
+    return out, reads
 
 
 def save(s: Any, tensors: Tensors, reads: Iterable[tuple[str, Mapping[str, str]]], dialect: str,
@@ -120,28 +146,40 @@ def _insert_once(table: Any, dialect: str) -> Any:
     return sqlite_insert(table).on_conflict_do_nothing(index_elements=["owner", "digest"])
 
 
-def with_values(db: Database, records: Sequence[JobRecord]) -> list[JobRecord]:
-    """The records with every data reference in their specs replaced by its nested list (each
-    job's own owner's copy). A job whose tensors are gone was deleted since it was read: it is
-    left out."""
+def with_values(db: Database, records: Sequence[JobRecord], parts: Iterable[str] = ("data", "x0")) -> list[JobRecord]:
+    """The records with every reference in their specs (of ``parts``: the data, x0) replaced by its
+    nested list (each job's own owner's copy). A job whose tensors are gone was deleted since it
+    was read: it is left out."""
+    parts = frozenset(parts)
     wanted: dict[str, set[str]] = {}
     for job in records:
-        for entry in (job.spec.get("data") or {}).values():
-            if is_reference(entry):
-                wanted.setdefault(job.owner, set()).add(entry["sha256"])
+        for entry in _references(job.spec, parts):
+            wanted.setdefault(job.owner, set()).add(entry["sha256"])
     if not wanted:
         return list(records)
     found = {owner: stored_values(db, owner, digests) for owner, digests in wanted.items()}
     out = []
     for job in records:
-        data = job.spec.get("data")
+        spec, mine = job.spec, found.get(job.owner, {})
+        data = spec.get("data") if "data" in parts else None
         if data and any(is_reference(entry) for entry in data.values()):
-            filled = _filled(data, found.get(job.owner, {}))
+            filled = _filled(data, mine)
             if filled is None:
                 continue
-            job = replace(job, spec={**job.spec, "data": filled})
-        out.append(job)
+            spec = {**spec, "data": filled}
+        if "x0" in parts and is_reference(spec.get("x0")):
+            if spec["x0"]["sha256"] not in mine:
+                continue
+            spec = {**spec, "x0": mine[spec["x0"]["sha256"]]}
+        out.append(job if spec is job.spec else replace(job, spec=spec))
     return out
+
+
+def _references(spec: dict[str, Any], parts: frozenset[str]) -> Iterator[dict[str, Any]]:
+    if "data" in parts:
+        yield from (entry for entry in (spec.get("data") or {}).values() if is_reference(entry))
+    if "x0" in parts and is_reference(spec.get("x0")):
+        yield spec["x0"]
 
 
 def stored_values(db: Database, owner: str, digests: Iterable[str]) -> dict[str, list[Any]]:
@@ -152,6 +190,15 @@ def stored_values(db: Database, owner: str, digests: Iterable[str]) -> dict[str,
         return {row.digest: np.frombuffer(row.content, dtype="<f8").reshape(row.shape).tolist()
                 for row in s.execute(select(table.c.digest, table.c.shape, table.c.content)
                                      .where(table.c.owner == owner, table.c.digest.in_(sorted(set(digests)))))}
+
+
+def stored_array(db: Database, owner: str, digest: str) -> np.ndarray | None:
+    """One of ``owner``'s stored tensors as a float64 array; None if it has none of that digest."""
+    table = DataTensor.__table__
+    with db.session() as s:
+        row = s.execute(select(table.c.shape, table.c.content)
+                        .where(table.c.owner == owner, table.c.digest == digest)).first()
+    return None if row is None else np.frombuffer(row.content, dtype="<f8").reshape(row.shape)
 
 
 def data_with_values(db: Database, data: Mapping[str, Any], *, owner: str) -> dict[str, Any] | None:
@@ -167,9 +214,9 @@ def _filled(data: Mapping[str, Any], found: Mapping[str, list[Any]]) -> dict[str
     return {name: found[entry["sha256"]] if is_reference(entry) else entry for name, entry in data.items()}
 
 
-def job_with_values(db: Database, job: JobRecord) -> JobRecord:
-    """One job with its data's values; NotFound if it was deleted since it was read."""
-    found = with_values(db, [job])
+def job_with_values(db: Database, job: JobRecord, parts: Iterable[str] = ("data", "x0")) -> JobRecord:
+    """One job with its data's (and x0's) values; NotFound if it was deleted since it was read."""
+    found = with_values(db, [job], parts)
     if not found:
         raise NotFound(f"no job with id {job.id!r}")
     return found[0]

@@ -49,7 +49,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service.store import counters, data, quotas
 from service.store.db import Database, NotFound, as_utc, clock, one_of, owned_row, utcnow
-from service.store.models import HistoryRow, Job, JobData, JobTag, Sweep
+from service.store.models import HistoryRow, Job, JobData, JobTag, JobTensor, Sweep
 from service.store.status import FINISHED, JobStatus
 
 # Ids are UUIDs this store made; any other text names nothing and costs no query.
@@ -156,9 +156,9 @@ def remove_jobs(db: Database, job_ids: Sequence[str], batch_rows: int | None = N
             # whose tensors these jobs read (each owner's own copies): only theirs may become
             # unread, so the count depends on nothing another owner stores
             read = data.owners_reading(s, group, db.dialect)
-            # tags and data links go by cascade too; deleted here as well, so a SQLite connection
+            # tags, data links and binary results go by cascade too; deleted here as well, so a SQLite connection
             # whose foreign keys are off (the pragma is per connection) leaves none behind
-            for linked in (JobTag.__table__, JobData.__table__):
+            for linked in (JobTag.__table__, JobData.__table__, JobTensor.__table__):
                 s.execute(delete(linked).where(one_of(linked.c.job_id, group, db.dialect)))
             quotas.remember_deleted(s, group, db.dialect)  # still a submission this minute
             removed.jobs += s.execute(delete(jobs).where(one_of(jobs.c.id, group, db.dialect))).rowcount or 0

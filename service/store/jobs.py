@@ -22,9 +22,10 @@ import uuid
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timedelta, timezone
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
 from sqlalchemy import (JSON, Integer, String, Text, and_, bindparam, case, cast, column, func, insert, or_, select,
                         update)
 from sqlalchemy.exc import IntegrityError
@@ -33,6 +34,7 @@ from service.batch import HistoryBatch, Progress
 from service.config import Quotas
 from service.jsonsafe import json_safe
 from service.store import counters, data
+from service.store import tensors as job_tensors
 from service.store.db import Conflict, Database, LeaseLost, as_utc, by_index, clock, commit_clock, one_of, owned_row
 from service.store.models import HistoryRow, Job, JobTag, Worker
 from service.store.quotas import check_quotas, settle_reservation, settle_reservations, values_per_row
@@ -425,11 +427,12 @@ def stored_progress(progress: Progress) -> dict[str, Any]:
 
 
 def finish_job(db: Database, job_id: str, worker: str, status: str, result: dict[str, Any] | None,
-               error: str | None, final: Sequence[HistoryBatch] = ()) -> None:
-    """End a running job, fenced on the worker holding it, writing its last history rows in
-    the same transaction. Raises LeaseLost (also when an earlier, ambiguous commit of this very
-    call went through: the job is then no longer running)."""
-    if not finish_jobs(db, worker, [Ending(job_id, JobStatus(status), result, error, tuple(final))]):
+               error: str | None, final: Sequence[HistoryBatch] = (),
+               tensors: Mapping[str, np.ndarray] | None = None) -> None:
+    """End a running job, fenced on the worker holding it, writing its last history rows (and its
+    result's ``tensors`` kept in binary) in the same transaction. Raises LeaseLost (also when an
+    earlier, ambiguous commit of this very call went through: the job is then no longer running)."""
+    if not finish_jobs(db, worker, [Ending(job_id, JobStatus(status), result, error, tuple(final), tensors or {})]):
         raise LeaseLost(f"job {job_id} is no longer held by {worker}")
 
 
@@ -442,6 +445,7 @@ class Ending:
     result: dict[str, Any] | None
     error: str | None
     final: tuple[HistoryBatch, ...] = ()
+    tensors: Mapping[str, np.ndarray] = field(default_factory=dict)  # kept in binary (``store.tensors.split_result``)
 
 
 def finish_jobs(db: Database, worker: str, endings: Sequence[Ending]) -> set[str]:
@@ -484,6 +488,9 @@ def finish_jobs(db: Database, worker: str, endings: Sequence[Ending]) -> set[str
                             lease_expires_at=None, checkpoint=None, reserved_values=stored * bindparam("b_width")),
                     [{"b_id": e.job_id, "b_status": e.status.value, "b_result": e.result, "b_error": e.error,
                       "b_width": held[e.job_id]} for e in mine])
+        for e in mine:
+            if e.tensors:
+                job_tensors.save(s, e.job_id, e.tensors)
         s.execute(update(Worker).where(Worker.id == worker).values(jobs_done=Worker.jobs_done + len(mine)))
         counters.add(s, worker, _ending_counts(s, db.dialect, mine, rows))
         return set(held)

@@ -150,6 +150,21 @@ class DataTensor(Base):
     __table_args__ = (PrimaryKeyConstraint("owner", "digest", name="pk_data_tensors"),)
 
 
+class JobTensor(Base):
+    """A finished job's x or grad (``name``) too big for its result's JSON (``service.store.tensors``):
+    float64 values, little-endian, C order."""
+
+    __tablename__ = "job_tensors"
+
+    job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="CASCADE", name="fk_job_tensors_job"),
+                                        primary_key=True)
+    name: Mapped[str] = mapped_column(String(16), primary_key=True)
+    shape: Mapped[list[int]] = mapped_column(JSON)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (PrimaryKeyConstraint("job_id", "name", name="pk_job_tensors"),)
+
+
 class JobData(Base):
     """Which data tensor a job reads under which name: its owner's (``owner`` is the job's)."""
 

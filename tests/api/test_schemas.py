@@ -129,7 +129,8 @@ def test_a_nan_in_a_stored_result_leaves_as_a_string(app):
         "x": [[math.nan, 1.0], [2.0, math.inf]], "f": math.nan, "grad_norm": math.inf, "steps": 3,
         "stop_reason": "diverged", "graph": [], "device": "cpu", "seconds": 0.0, "distance_to_minimum": -math.inf,
         "worker": "w"})
-    body = job_json(finished)
+    with app.app_context():
+        body = job_json(finished)
     assert body["result"]["f"] == "NaN" and body["result"]["grad_norm"] == "Infinity"
     assert body["result"]["distance_to_minimum"] == "-Infinity" and body["result"]["x"] == [["NaN", 1.0], [2.0, "Infinity"]]
     assert body["progress"] == {"step": 3, "steps": 500, "f": "NaN", "grad_norm": "Infinity", "updated_at": None}

@@ -38,7 +38,7 @@ def test_case4_optim_sgd_equals_manual_update(lesson_loglog):
         w.data -= 0.001 * w.grad
         w.grad.zero_()
     result, _, _ = run_spec(lesson_loglog)
-    assert torch.allclose(torch.tensor(result.x), w.detach(), rtol=1e-6, atol=0)
+    assert torch.allclose(torch.tensor(result.x.tolist()), w.detach(), rtol=1e-6, atol=0)
 
 
 def test_case5_trajectory_recorded_every_step():
