@@ -23,6 +23,7 @@ Client commands (built on ``service.client``):
     descent objectives                         a table of the named objectives
     descent workers [--json]                   a table of the fleet: alive, lost or stopped, current job (admins)
     descent plot ID [--kind contour|loss] [-o FILE.png]                               save its picture
+    descent x ID [--tensor x|grad|x0] [-o FILE.npy]   save its final x (or grad, or x0) as .npy, bit for bit
     descent sweep SWEEP.json [--wait] [-q] [--idempotency-key KEY]
                                                submit a sweep ({base, grid, starts}) and print it
 
@@ -139,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["contour", "loss"], default="contour")
     p.add_argument("-o", "--output", help="the PNG file (- for stdout; default ID-KIND.png)")
     p.set_defaults(fn=commands.cmd_plot)
+    p = sub.add_parser("x", help="save a job's final x (or grad, or x0) as .npy")
+    p.add_argument("id")
+    p.add_argument("--tensor", choices=["x", "grad", "x0"], default="x")
+    p.add_argument("-o", "--output", help="the .npy file (- for stdout; default ID-TENSOR.npy)")
+    p.set_defaults(fn=commands.cmd_tensor)
     return parser
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from service.cli.output import print_id_or_json, print_json, print_table
 
-NAMES = {"submit", "sweep", "status", "wait", "cancel", "delete", "history", "list", "objectives", "workers", "plot"}
+NAMES = {"submit", "sweep", "status", "wait", "cancel", "delete", "history", "list", "objectives", "workers", "plot", "x"}
 # Client commands whose answer is JSON: on an API error they print its error object on stdout too.
 _JSON_ANSWERS = {"submit", "sweep", "status", "wait", "cancel"}
 
@@ -235,6 +235,24 @@ def cmd_plot(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise _UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     print(f"wrote {path} ({len(png):,} bytes)")
+    return 0
+
+
+def cmd_tensor(args: argparse.Namespace) -> int:
+    """``descent x``: the job's tensor as the API's .npy file, written as it came."""
+    client = _client()
+    npy = client.request("GET", f"/v1/jobs/{args.id}/{args.tensor}", params={"format": "npy"},
+                         timeout=max(client.timeout, 120.0)).content
+    if args.output == "-":
+        sys.stdout.buffer.write(npy)
+        sys.stdout.buffer.flush()
+        return 0
+    path = Path(args.output or f"{args.id}-{args.tensor}.npy")
+    try:
+        path.write_bytes(npy)
+    except OSError as exc:
+        raise _UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    print(f"wrote {path} ({len(npy):,} bytes)")
     return 0
 
 

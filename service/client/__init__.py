@@ -38,6 +38,7 @@ from typing import Any
 from service.client.errors import DescentClientError, DescentUnreachable
 from service.client.http import Transport
 from service.client.jobs import FINISHED, JobHandle
+from service.client.tensors import NPY, npy_bytes
 from service.client.progress import ProgressBar, job_progress
 from service.client.sweeps import SweepHandle
 
@@ -53,15 +54,20 @@ class Client(Transport):
     ``retries`` as ``Transport`` takes them), and what can be asked of it: jobs, sweeps, the catalog."""
 
     # -- jobs -------------------------------------------------------------------------------
-    def submit(self, spec: dict[str, Any] | str | bytes, idempotency_key: str | None = None) -> JobHandle:
-        """Submit a job spec (a dict, or JSON text sent as it is); the new job's handle.
+    def submit(self, spec: dict[str, Any] | str | bytes, idempotency_key: str | None = None, *,
+               x0: Any = None, data: dict[str, Any] | None = None) -> JobHandle:
+        """Submit a job spec (a dict, or JSON text sent as it is); the new job's handle. ``x0`` and
+        ``data`` (arrays: numpy, torch or nested lists) go as .npy uploads, not JSON text; the spec
+        then names no x0 (nor those data names).
 
         An Idempotency-Key (a random one unless given) goes with it, so the retries after a lost
         connection, or a resubmit with the same key, answer with the same job. When the API gives
         no answer even after the retries, the ``DescentUnreachable`` carries that key
         (``.idempotency_key``): submit again with it to get one job, never two."""
         key = idempotency_key or uuid.uuid4().hex
-        job = self.request_json("POST", "/v1/jobs", body=spec, headers={"Idempotency-Key": key})
+        arrays = {**({"x0": x0} if x0 is not None else {}), **{f"data.{k}": v for k, v in (data or {}).items()}}
+        files = {part: (f"{part}.npy", npy_bytes(values), NPY) for part, values in arrays.items()} or None
+        job = self.request_json("POST", "/v1/jobs", body=spec, headers={"Idempotency-Key": key}, files=files)
         return JobHandle(self, job["id"], job)
 
     def job(self, job_id: str) -> JobHandle:

@@ -114,14 +114,20 @@ class Transport:
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None,
                 headers: dict[str, str] | None = None, timeout: float | None = None,
-                stream: bool = False) -> requests.Response:
+                stream: bool = False, files: dict[str, tuple[str, bytes, str]] | None = None) -> requests.Response:
         """One API request, retried when safe; the answer when it is a success (2xx), else a
-        DescentClientError. ``body`` is JSON-encoded unless it is already ``str`` or ``bytes``."""
+        DescentClientError. ``body`` is JSON-encoded unless it is already ``str`` or ``bytes``;
+        with ``files`` ({part: (file name, bytes, content type)}) the request is multipart, the
+        body its ``spec`` part."""
         headers = dict(headers or {})
         data = None
         if body is not None:
             data = body if isinstance(body, bytes) else (body if isinstance(body, str) else json.dumps(body)).encode()
-            headers.setdefault("Content-Type", "application/json")
+            if files is None:
+                headers.setdefault("Content-Type", "application/json")
+        if files is not None:
+            files = {"spec": ("spec.json", data or b"{}", "application/json"), **files}
+            data = None
         key = headers.get("Idempotency-Key")
         safe = method == "GET" or key is not None
         backoff = Backoff(self.retry_seconds if safe else 0.0)
@@ -131,7 +137,7 @@ class Transport:
             last = not safe or backoff.left <= 0 or (self.retries is not None and tries > self.retries)
             try:
                 resp = self.session.request(method, self.url + path, params=params, data=data, headers=headers,
-                                            timeout=timeout or self.timeout, stream=stream)
+                                            timeout=timeout or self.timeout, stream=stream, files=files)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 if last or backoff.left <= 0:
                     raise self._unreachable(exc, key, tries, time.monotonic() - backoff.began) from None

@@ -14,6 +14,7 @@ from service.client.handle import Handle
 from service.client.http import Transport, retry_after
 from service.client.progress import bar_if, job_progress
 from service.client.stream import HistoryStream
+from service.client.tensors import from_npy
 
 FINISHED = ("succeeded", "failed", "cancelled")
 # Seconds one ``?wait=`` long-poll may ask for (the API's bound).
@@ -205,6 +206,29 @@ class JobHandle(Handle):
         taken up again after a break from the step after its last whole row, so the bytes are
         the API's one download's, never short (a ``DescentUnreachable`` when it cannot be)."""
         yield from HistoryStream(self.client, self.id, fmt, _field_names(fields), every, start, limit)
+
+    def x(self, as_torch: bool = False) -> Any:
+        """The job's final x, fetched as .npy: a float64 numpy array in x0's shape (a torch tensor
+        with ``as_torch``), bit for bit what the worker stored, however big."""
+        return self._tensor("x", as_torch)
+
+    def x0(self, as_torch: bool = False) -> Any:
+        """The job's starting point, as ``x()`` gives the final x."""
+        return self._tensor("x0", as_torch)
+
+    def grad(self, as_torch: bool = False) -> Any:
+        """The gradient at the final x (recorded with ``record.grad``, or ``steps: 0``), as ``x()``."""
+        return self._tensor("grad", as_torch)
+
+    def _tensor(self, name: str, as_torch: bool) -> Any:
+        raw = self.client.request("GET", f"/v1/jobs/{self.id}/{name}", params={"format": "npy"},
+                                  timeout=max(self.client.timeout, 120.0)).content
+        array = from_npy(raw)
+        if as_torch:
+            import torch
+
+            return torch.from_numpy(array)
+        return array
 
     def plot(self, kind: str = "contour", path: str | Path | None = None) -> bytes | Path:
         """The job's picture as PNG (``kind`` contour: f's contours with the path on them; loss: f
