@@ -136,6 +136,9 @@ class Settings:
                                  "connection before it is answered 503 database_unavailable", 3.0)
     db_connect_timeout: float = env("DESCENT_DB_CONNECT_TIMEOUT", "seconds to open a PostgreSQL connection "
                                     "(whole seconds, at least 2)", 5.0)
+    admission_processes: int = env("DESCENT_ADMISSION_PROCESSES", "processes of each API process that parse and "
+                                   "check job specs of over 1 MiB, so a big body never holds the request threads "
+                                   "(health probes included); 0 checks them on the request thread", 2)
     inline_elements: int = env("DESCENT_INLINE_ELEMENTS", "elements of x, grad or x0 a job document carries "
                                "inline; a bigger one is a summary and a link (GET /v1/jobs/ID/x), and a worker "
                                "stores it in binary", 10_000)
@@ -283,6 +286,8 @@ def load_settings() -> Settings:
                         ("DESCENT_BATCH_MAX", settings.batch_max), ("DESCENT_INLINE_ELEMENTS", settings.inline_elements)):
         if count < 1:
             raise ConfigError(f"{name} must be at least 1, got {count}")
+    if settings.admission_processes < 0:
+        raise ConfigError(f"DESCENT_ADMISSION_PROCESSES must be 0 or more, got {settings.admission_processes}")
     _check_database_timeouts(settings)
     if settings.batch_max > MAX_BATCH:
         raise ConfigError(f"DESCENT_BATCH_MAX must be at most {MAX_BATCH:,}, got {settings.batch_max}")

@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     """Build the app. Refuses (SchemaOutOfDate) a database behind the head migration."""
     from service.api import (access, auth, catalog, dashboard, deletion, errors, events, health, history, jobs,
                              metrics, openapi, params, security, surface, sweeps, tensors, workers)
+    from service.api.admission import Admissions
     from service.api.services import Services
     from service.api.waiting import GridBudget, WaiterSlots
 
@@ -49,7 +50,8 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         prepare_embedded_broker(dispatcher.celery)
     app.extensions["descent"] = Services(settings=settings, db=db, dispatcher=dispatcher, finished=FinishedJobs(db),
                                          waiters=WaiterSlots(settings.max_waiters),
-                                         grids=GridBudget(settings.limits.max_objective_bytes))
+                                         grids=GridBudget(settings.limits.max_objective_bytes),
+                                         admissions=Admissions(settings.admission_processes))
     access.register(app)
     errors.register(app)
     security.register(app, settings)

@@ -77,8 +77,8 @@ def _bad(field: str, message: str) -> DescentError:
     return DescentError(message, code=ErrorCode.INVALID_SPEC, field=field)
 
 
-def read_upload() -> dict[str, Any]:
-    """The job spec of a multipart upload, with its uploaded tensors in place (nested lists)."""
+def read_upload() -> tuple[bytes, dict[str, bytes]]:
+    """A multipart upload's parts as sent: the spec's JSON text, and {part name: .npy bytes}."""
     files, form = request.files, request.form
     if SPEC_PART in files:
         raw = files[SPEC_PART].read()
@@ -86,22 +86,25 @@ def read_upload() -> dict[str, Any]:
         raw = form[SPEC_PART].encode()
     else:
         raise _bad(SPEC_PART, "a multipart upload needs a 'spec' part: the job spec as JSON")
-    spec = parse_json(raw, "the 'spec' part")
-    if not isinstance(spec, dict):
-        raise _bad(SPEC_PART, "the 'spec' part must be a JSON object (the job spec)")
     for name in form:
         if name != SPEC_PART:
             raise _bad(name, f"unknown form field {name[:80]!r}: send 'spec', and 'x0' or 'data.NAME' as .npy files")
-    for part in files:
-        if part == SPEC_PART:
-            continue
+    return raw, {part: files[part].read() for part in files if part != SPEC_PART}
+
+
+def upload_spec(raw: bytes, parts: dict[str, bytes]) -> dict[str, Any]:
+    """The job spec of an upload (``read_upload``), with its uploaded tensors in place (nested lists)."""
+    spec = parse_json(raw, "the 'spec' part")
+    if not isinstance(spec, dict):
+        raise _bad(SPEC_PART, "the 'spec' part must be a JSON object (the job spec)")
+    for part, content in parts.items():
         if part == "x0":
             field = "x0"
         elif part.startswith(DATA_PREFIX) and len(part) > len(DATA_PREFIX):
             field = part
         else:
             raise _bad(part, f"unknown upload {part[:80]!r}: send 'x0' or 'data.NAME' as .npy files")
-        values = _npy(files[part].read(), field).tolist()
+        values = _npy(content, field).tolist()
         if field == "x0":
             if "x0" in spec:
                 raise _bad("x0", "x0 is given twice: in the spec and as an upload")

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, request
 
 from service.api.auth import caller
-from service.api.body import is_upload, read_json_body, read_upload
+from service.api.body import is_upload, read_upload
 from service.api.errors import bad_parameter
 from service.api.params import int_arg, seconds_arg, text_arg, time_arg
 from service.api.serialize import job_json
@@ -18,8 +18,6 @@ from service.api.services import services
 from service.api.waiting import RETRY_AFTER_SECONDS
 from service.errors import DescentError, ErrorCode
 from service.reasons import StopReason
-from service.spec import check_spec
-from service.spec.batchkey import batch_key
 from service.store import JobRecord, JobStatus
 from service.store import data as data_store
 from service.store import jobs as job_store
@@ -62,15 +60,15 @@ def route_queue(device: str, elements: int, batch: int = 1) -> str:
 @bp.post("")
 def submit():  # type: ignore[no-untyped-def]
     svc = services()
-    data = read_upload() if is_upload() else read_json_body()
-    checked = check_spec(data, svc.settings.limits)
+    raw, parts = read_upload() if is_upload() else (request.get_data(cache=False), None)
+    admitted = svc.admissions.admit(raw, parts, svc.settings.limits)
     key = idempotency_key()
-    spec = checked.as_json()
     who = caller()
-    job, created = job_store.create_job(svc.db, spec, list(checked.shape), route_queue(checked.spec.device, checked.numel), key,
-                                        owner=who.owner, reserved_values=checked.recorded_values,
-                                        batch_key=batch_key(checked),
-                                        quotas=None if who.admin else svc.settings.quotas)
+    job, created = job_store.create_job(svc.db, admitted.spec, admitted.shape,
+                                        route_queue(admitted.device, admitted.numel), key, owner=who.owner,
+                                        reserved_values=admitted.recorded_values, batch_key=admitted.batch_key,
+                                        quotas=None if who.admin else svc.settings.quotas,
+                                        tensors=admitted.tensor_store())
     if created:
         svc.dispatcher.send(job.id, job.queue)  # if the broker is down, the reconciler sends it later
     headers = {"Location": f"/v1/jobs/{job.id}"}

@@ -1,12 +1,13 @@
 """What the API's handlers share: settings, the database, the task dispatcher, the watcher of
-finishing jobs (for ``?wait``), the count of waiting or streaming requests and the memory budget
-of grid evaluations."""
+finishing jobs (for ``?wait``), the count of waiting or streaming requests, the memory budget
+of grid evaluations, and where big specs are admitted."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from flask import current_app
 
+from service.api.admission import Admissions
 from service.api.waiting import GridBudget, WaiterSlots
 from service.config import Settings
 from service.queue import Dispatcher
@@ -22,6 +23,7 @@ class Services:
     finished: FinishedJobs
     waiters: WaiterSlots
     grids: GridBudget
+    admissions: Admissions
 
 
 def services() -> Services:

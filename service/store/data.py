@@ -80,10 +80,11 @@ def _numel(nested: list[Any]) -> int:
 def split(spec: dict[str, Any], tensors: Tensors) -> tuple[dict[str, Any], dict[str, str]]:
     """The spec as stored (each nested-list data entry, and an x0 of more than ``X0_INLINE``
     numbers, a reference) and {name: digest} of the tensors it reads (x0's under ``X0``);
-    ``tensors`` collects their values for ``save``."""
+    ``tensors`` collects their values for ``save`` (or holds them already, for a spec split
+    before)."""
     data, x0 = spec.get("data"), spec.get("x0")
     big_x0 = isinstance(x0, list) and _numel(x0) > X0_INLINE
-    if not data and not big_x0:
+    if not data and not big_x0 and not is_reference(x0):
         return spec, {}
     stored, reads = {}, {}
     for name, entry in (data or {}).items():
@@ -95,6 +96,7 @@ def split(spec: dict[str, Any], tensors: Tensors) -> tuple[dict[str, Any], dict[
     out = {**spec, "data": stored} if data else dict(spec)
     if big_x0:
         out["x0"] = tensors.reference(x0)  # type: ignore[arg-type]
+    if is_reference(out.get("x0")):
         reads[X0] = out["x0"]["sha256"]
     return out, reads
 

@@ -63,12 +63,13 @@ def job_record(job: Any, with_checkpoint: bool = False) -> JobRecord:
 
 def create_job(db: Database, spec: dict[str, Any], shape: list[int], queue: str, idempotency_key: str | None = None,
                *, owner: str = LOCAL_OWNER, reserved_values: int = 0, batch_key: str | None = None,
-               quotas: Quotas | None = None) -> tuple[JobRecord, bool]:
+               quotas: Quotas | None = None, tensors: data.Tensors | None = None) -> tuple[JobRecord, bool]:
     """Store a new queued job of ``owner``; returns (job, created). A repeated idempotency key
     (per owner) returns the first job (created False), or raises Conflict if its spec differs.
-    With ``quotas`` (None: exempt, as admins are), raises QuotaExceeded rather than go over one."""
+    With ``quotas`` (None: exempt, as admins are), raises QuotaExceeded rather than go over one.
+    ``tensors`` holds the values of references the spec already has (``data.split`` done before)."""
     key = scoped_key(owner, idempotency_key)
-    tensors = data.Tensors()
+    tensors = tensors or data.Tensors()
     spec, reads = data.split(spec, tensors)
     if key is not None:
         existing = _by_idempotency_key(db, key, spec)
