@@ -14,6 +14,7 @@ from flask import Blueprint, Response, request
 
 from service.api.auth import caller
 from service.api.errors import bad_parameter
+from service.api.history import MAX_STEP
 from service.api.openapi_parts import errors, query, ref
 from service.api.serialize import json_array
 from service.api.services import services
@@ -48,10 +49,25 @@ def _absent(job: JobRecord, what: str) -> DescentError:
     return DescentError(f"job {job.id} has no {what}", code=ErrorCode.NOT_FOUND, field=None)
 
 
-def tensor(job: JobRecord, name: str) -> np.ndarray:
-    """The job's ``name`` tensor as a float64 array of x's shape; NOT_FOUND or CONFLICT saying why
-    there is none."""
+def _step() -> int | None:
+    """``?step=N``: x or grad as the history recorded it at step N, not the final one."""
+    step = request.args.get("step") or None
+    if step is None:
+        return None
+    if not (step.isascii() and step.isdigit()) or int(step) > MAX_STEP:
+        raise bad_parameter("step", f"'step' must be a whole number from 0 to {MAX_STEP:,}")
+    return int(step)
+
+
+def tensor(job: JobRecord, name: str, step: int | None = None) -> np.ndarray:
+    """The job's ``name`` tensor (at history ``step`` when given) as a float64 array of x's shape;
+    NOT_FOUND or CONFLICT saying why there is none."""
     db = services().db
+    if step is not None:
+        values = job_tensors.recorded(db, job.id, step, name)
+        if values is None:
+            raise _absent(job, f"{name} recorded at step {step} (see its spec's record: every, x, grad)")
+        return values.reshape(job.shape)
     if name == "x0":
         return _start(job)
     result = job.result
@@ -117,8 +133,9 @@ def _json_pieces(name: str, array: np.ndarray) -> Iterator[str]:
 
 def _answer(job_id: str, name: str):  # type: ignore[no-untyped-def]
     fmt = _format()
+    step = _step() if name != "x0" else None
     job = job_store.get_job(services().db, job_id, owner=caller().owner_filter)
-    array = tensor(job, name)
+    array = tensor(job, name, step)
     if fmt == "json":
         return Response(_json_pieces(name, array), mimetype="application/json")
     return Response(npy_pieces(array), mimetype=NPY, headers={
@@ -159,7 +176,10 @@ def openapi_paths() -> dict[str, Any]:
         paths[f"/v1/jobs/{{job_id}}/{name}"] = {"get": {
             "operationId": operation, "summary": summary,
             "description": "float64 values in x0's shape, bit for bit: a .npy file, or JSON. " + when,
-            "parameters": [job_id, fmt],
+            "parameters": [job_id, fmt] + ([query("step", {"type": "integer", "minimum": 0, "maximum": MAX_STEP},
+                                                   "The value the history recorded at this step (404 if it "
+                                                   "recorded none there), not the final one")]
+                                            if name != "x0" else []),
             "responses": {"200": {"description": "The tensor",
                                   "content": {NPY: {"schema": {"type": "string", "format": "binary"}},
                                               "application/json": {"schema": ref("TensorValues")}}},

@@ -16,7 +16,7 @@ from sqlalchemy import delete, insert, select
 from service.jsonsafe import json_safe
 from service.store.data import tensor_digest
 from service.store.db import Database
-from service.store.models import JobTensor
+from service.store.models import HistoryRow, JobTensor
 
 DTYPE = "float64"
 SUMMARY_KEYS = frozenset({"shape", "dtype", "size", "sha256", "norm", "min", "max"})
@@ -104,3 +104,12 @@ def load_many(db: Database, job_ids: Sequence[str], names: Sequence[str]) -> dic
         rows = s.execute(select(table.c.job_id, table.c.name, table.c.shape, table.c.content)
                          .where(table.c.job_id.in_(list(job_ids)), table.c.name.in_(list(names)))).all()
     return {(r.job_id, r.name): np.frombuffer(r.content, dtype="<f8").reshape(r.shape) for r in rows}
+
+
+def recorded(db: Database, job_id: str, step: int, name: str) -> np.ndarray | None:
+    """The job's x or grad (``name``) as its history recorded it at ``step``, flat; None if that
+    row, or that column of it, was not recorded."""
+    column = HistoryRow.x if name == "x" else HistoryRow.grad
+    with db.session() as s:
+        values = s.scalar(select(column).where(HistoryRow.job_id == job_id, HistoryRow.step == step))
+    return None if values is None else np.asarray(values, dtype="<f8")

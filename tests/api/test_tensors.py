@@ -144,3 +144,14 @@ def test_a_delete_takes_the_binary_result_with_the_job(client):
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(JobTensor)) == 0
     assert client.get(f"/v1/jobs/{job['id']}/x").status_code == 404
+
+
+def test_a_history_rows_x_comes_as_npy_too(client, lesson_parabola):
+    job = finished(client, {**lesson_parabola, "steps": 4})
+    rows = client.get(f"/v1/jobs/{job['id']}/history").get_json()["rows"]
+    got = np.load(io.BytesIO(client.get(f"/v1/jobs/{job['id']}/x?step=2").data))
+    assert got.shape == np.array(lesson_parabola["x0"]).shape and got.tolist() == rows[2]["x"]
+    for path, status, field in (("/x?step=99", 404, None), ("/grad?step=1", 404, None),
+                                ("/x?step=abc", 400, "step"), ("/x?step=-1", 400, "step")):
+        resp = client.get(f"/v1/jobs/{job['id']}{path}")
+        assert resp.status_code == status and resp.get_json()["error"]["field"] == field, (path, resp.get_json())
