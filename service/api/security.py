@@ -1,28 +1,17 @@
-"""Browser-safe HTTP: which requests the API refuses before a handler runs, and the headers
-every response carries.
+"""Browser-safe HTTP: which requests the API refuses before a handler runs, and the headers every
+response carries. In order, each refusal the usual JSON error:
 
-Checks, in order, before any handler (each refusal is the usual JSON error):
+1. ``Host`` (or an absolute-form target's host, RFC 7230 §5.4) must be an allowed host
+   (``DESCENT_ALLOWED_HOSTS``; the loopback names on a loopback bind): 400. This stops DNS rebinding.
+2. ``Origin``, when sent, must be the API's own or one of ``DESCENT_ALLOWED_ORIGINS`` (``null``
+   never): 403. Requests without one (curl, the ``descent`` command) pass.
+3. A ``Content-Length`` over the limit: 413, before the body is read.
+4. A body must be ``application/json`` (``multipart/form-data`` only for ``POST /v1/jobs``,
+   uploads): 415. A page on another origin that posts a form is refused by 2, as browsers send
+   its ``Origin``; with tokens required it has none to send either.
 
-1. ``Host`` must be one of the allowed hosts (``DESCENT_ALLOWED_HOSTS``; by default the
-   loopback names on a loopback bind) -- 400 ``invalid_header``, field ``Host``. This stops DNS
-   rebinding: a page on ``evil.example`` that re-points its name at 127.0.0.1 still sends
-   ``Host: evil.example``. ``create_app`` refuses (``ConfigError``) a non-loopback bind without
-   ``DESCENT_ALLOWED_HOSTS``. An absolute-form request target (``GET http://host/...``) names
-   the host that counts (RFC 7230 §5.4): it is checked the same way.
-2. ``Origin``, when sent, must be the API's own origin (the scheme and ``Host`` the client
-   addressed) or one of ``DESCENT_ALLOWED_ORIGINS`` -- 403 ``forbidden``, field ``Origin``.
-   ``Origin: null`` (sandboxed frames, ``file:`` pages) is refused. Requests without
-   ``Origin`` (curl, the ``descent`` command) pass.
-3. A body whose ``Content-Length`` is over the limit is refused (413) before it is read;
-   chunked bodies are bounded by Flask's ``MAX_CONTENT_LENGTH`` when read.
-4. A request with a body must say ``Content-Type: application/json`` -- 415, field
-   ``Content-Type``. HTML forms can only send ``text/plain``, ``application/x-www-form-urlencoded``
-   and ``multipart/form-data`` without a CORS preflight, so no page can post a job or a cancel
-   by "simple request".
-
-CORS is off unless ``DESCENT_ALLOWED_ORIGINS`` lists origins: then those (and only those) get
-``Access-Control-Allow-Origin`` and preflight answers. Every response carries ``nosniff``, a
-strict Content-Security-Policy, ``Referrer-Policy: no-referrer`` and
+CORS is off unless ``DESCENT_ALLOWED_ORIGINS`` lists origins. Every response carries ``nosniff``,
+a strict Content-Security-Policy, ``Referrer-Policy: no-referrer`` and
 ``Cross-Origin-Resource-Policy: same-origin``.
 """
 from __future__ import annotations

@@ -26,7 +26,7 @@ from service.spec.catalog import CATALOG
 from service.spec.error import SpecError
 from service.spec.model import InitSpec, JobSpec
 from service.spec.start import data_tensor, start_tensor
-from service.spec.sweep_request import (  # noqa: F401 - the request's names, as this module has always offered them
+from service.spec.sweep_request import (  # noqa: F401 - re-exported for callers
     ALLOWED_GRID_KEYS,
     DEFAULT_TOLERANCE,
     MAX_GRID_KEYS,

@@ -1,37 +1,25 @@
 """Deleting jobs, sweeps and histories, and the retention clean-up that runs the same code.
 
-A delete runs in three steps, each its own short transaction or transactions:
+A delete is three steps, each in short transactions:
 
-1. **Fence** (one transaction, the job rows locked): a queued or running job is cancelled
-   (``status = cancelled``, no worker, no lease) and every job's ``reserved_values`` drops to 0, so
-   the owner's quotas are free at once. On PostgreSQL the UPDATE waits for a worker's chunk
-   transaction that holds the row (READ COMMITTED); after it commits, no write can add a row for
-   these jobs again: every history write is fenced on ``worker = me AND status = running``
-   (``jobs.renew_jobs``, ``jobs.finish_jobs``), and a finished job is never claimed. The worker
-   learns at its next chunk (``LeaseLost``) and drops the job without writing a row.
-2. **Purge** the history in batches of about ``batch_rows`` rows, each its own transaction:
-   whole jobs while they are small, and a long history by ranges of steps (bounded on both
-   sides, read from the (job_id, step) index), so no transaction holds the database for long and
-   no scan crosses the rows already deleted.
-3. **Remove** the job rows with their tags and data links, any history row left (none is
-   expected), the owner's data tensors no job reads any more (``data.forget_unread``: tensors
-   are each owner's own copies, so ``removed.data_tensors`` depends on nothing another owner
-   stores) and, for a sweep, the sweep row, in one transaction per group of jobs.
+1. **Fence**: the job rows locked, a queued or running job is cancelled and every job's
+   ``reserved_values`` drops to 0 (quotas free at once). Every history write is fenced on
+   ``worker = me AND status = running``, so after this commits no row can be added; the worker
+   learns at its next chunk (``LeaseLost``) and drops the job.
+2. **Purge** the history in batches of about ``batch_rows`` rows (a long history by step ranges
+   read from the (job_id, step) index), so no transaction holds the database for long.
+3. **Remove** the job rows with their tags, data links and binary results, the owner's data
+   tensors no job reads any more (``data.forget_unread``: each owner's own copies, so
+   ``removed.data_tensors`` depends on nothing another owner stores) and, for a sweep, its row.
 
-A delete interrupted after step 1 (the process killed) leaves the job cancelled, with part of its
-history and no quota held; deleting it again (or the job retention) finishes the work.
+A delete interrupted after step 1 leaves the job cancelled with part of its history and no quota
+held; deleting it again (or the job retention) finishes the work. PostgreSQL reuses the freed
+pages after a VACUUM (``benchmarks/delete_space.py``); SQLite at once.
 
-The space: on PostgreSQL the deleted rows' heap pages are reused once a VACUUM (autovacuum) has
-passed, the index pages it freed once a later one has (``benchmarks/delete_space.py``); SQLite
-reuses freed pages at once.
-
-Retention (``collect``): finished jobs older than the job retention are deleted as above, and so
-are the sweeps left with no job, and any data tensor no job reads (whoever's: its totals are an
-operator's, never a tenant's answer); finished jobs older than the history retention lose their
-history (the job row stays, its ``reserved_values`` becomes 0: a job keeps, of its reservation,
-what its history holds, and ``history_dropped_at`` says when it went). A finished job with a
-history is one that reserves values or (made before revision 0003 reserved any) holds a row.
-``exclusive`` makes one clean-up run at a time across the fleet.
+Retention (``collect``): finished jobs past the job retention are deleted as above, with the sweeps
+left empty and any unread data tensor; finished jobs past the history retention lose their
+history (the job stays, ``reserved_values`` 0, ``history_dropped_at`` set). ``exclusive`` runs one
+clean-up at a time across the fleet.
 """
 from __future__ import annotations
 
