@@ -35,6 +35,7 @@ from service.api.jobs import ENDED_BY, IDEMPOTENCY_KEY_LENGTH, INCLUDE_PATTERN, 
 from service.api.serialize import HISTORY_FIELDS
 from service.api.surface import openapi_paths as surface_paths
 from service.api.tensors import openapi_paths as tensor_paths
+from service.api.sweeps import LIST_LIMIT as SWEEPS_LIMIT
 from service.api.sweeps import SUMMARY_LIMIT
 from service.api.workers import openapi_paths as workers_paths
 from service.api.metrics import openapi_paths as metrics_paths
@@ -46,7 +47,7 @@ from service.spec.sweep_request import SweepRequest
 from service.spec.sweep import MAX_GRID_COMBINATIONS
 from service.spec.values import MAX_MAGNITUDE, MAX_NESTING
 from service.store.jobs import SCOPED_KEY_PREFIX
-from service.store.sweeps import SORTS
+from service.store.sweeps import SORTS, STATS
 from service.store.status import JobStatus
 
 bp = Blueprint("openapi", __name__)
@@ -278,7 +279,9 @@ def response_schemas() -> dict[str, Any]:
 # --- sweeps -----------------------------------------------------------------------------------
 
 SWEEP_SUMMARY_LIMIT = SUMMARY_LIMIT[:2]  # low, high (JOBS_LIMIT is the same)
+SWEEP_LIST_LIMIT = SWEEPS_LIMIT[:2]
 SWEEP_SORTS = SORTS
+SWEEP_GRID_STATS = STATS
 
 
 def _one_line(schema: dict[str, Any]) -> None:
@@ -361,7 +364,16 @@ def sweep_paths(limits: Limits) -> dict[str, Any]:
     page = [query("limit", int_range(*SWEEP_SUMMARY_LIMIT), "Items per page (default 100)"),
             query("cursor", {"type": "string"}, "next_cursor from the previous page")]
     return {
-        "/v1/sweeps": {"post": {
+        "/v1/sweeps": {"get": {
+            "operationId": "listSweeps", "summary": "List sweeps, newest first, a page at a time, with their counts",
+            "description": "The caller's sweeps (an admin's: everyone's), each as POST /v1/sweeps answers it: its "
+                           "jobs by status, and how many diverged.",
+            "parameters": [query("limit", int_range(*SWEEP_LIST_LIMIT), "Sweeps per page (default 100)"),
+                           query("cursor", {"type": "string"}, "next_cursor from the previous page")],
+            "responses": {"200": {**json_response(ref("SweepPage"), "A page of sweeps, newest first"), "links": {
+                "NextPage": {"operationId": "listSweeps", "description": "The next page",
+                             "parameters": {"cursor": "$response.body#/next_cursor"}}}},
+                          **errors(400, 401, 403, 503)}}, "post": {
             "operationId": "submitSweep", "summary": "Submit a sweep: many jobs from one base spec, a grid and starts",
             "parameters": [idempotency_header("sweep", "request")],
             "requestBody": {"required": True, "description": f"At most {limits.max_body_bytes} bytes (max_body_bytes)",
@@ -386,6 +398,22 @@ def sweep_paths(limits: Limits) -> dict[str, Any]:
             "operationId": "listSweepJobs", "summary": "A sweep's jobs in its order, a page at a time",
             "parameters": [sweep_id, *page],
             "responses": {"200": json_response(ref("JobPage"), "A page of the sweep's jobs"),
+                          **errors(400, 401, 403, 404, 503)}}},
+        "/v1/sweeps/{sweep_id}/grid": {"get": {
+            "operationId": "getSweepGrid", "summary": "Final f of every job of a sweep over two of its grid keys",
+            "description": "Computed in SQL over all the sweep's jobs: per cell (a value of the rows key and one of "
+                           "the cols key), the stat of the finite final f of its succeeded jobs, its jobs, the jobs "
+                           "the stat is over, and those that diverged (left out of the stat). Without cols, one "
+                           "column; without rows and cols, one cell. A key that is not one of the sweep's grid "
+                           "keys, or an unknown stat, is a 400 naming the parameter.",
+            "parameters": [sweep_id,
+                           query("rows", {"type": "string"}, "A grid key of the sweep (optimizer.lr, ...): its values "
+                                                             "down the rows"),
+                           query("cols", {"type": "string"}, "Another grid key: its values across the columns "
+                                                             "(needs rows)"),
+                           query("stat", {"type": "string", "enum": list(SWEEP_GRID_STATS), "default": "min"},
+                                 "What a cell holds of its jobs' finite final f: min (default), median or mean")],
+            "responses": {"200": json_response(ref("SweepGrid"), "The grid of final f"),
                           **errors(400, 401, 403, 404, 503)}}},
         "/v1/sweeps/{sweep_id}/cancel": {"post": {
             "operationId": "cancelSweep", "summary": "Cancel every queued or running job of a sweep",

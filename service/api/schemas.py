@@ -315,6 +315,8 @@ class Sweep(Model):
     grid: dict[str, list[Any]]
     starts: dict[str, Any] = Field(description="The random starts' settings, {list: n} or {base: true}")
     base: dict[str, Any]
+    diverged: Count = Field(description="Jobs that succeeded by stopping on divergence (or with a "
+                                                   "non-finite final f): counted in counts.succeeded too")
     links: SweepLinks
 
 
@@ -338,6 +340,31 @@ class SweepDetail(Sweep):
     summary: list[SweepSummaryItem]
     next_cursor: str | None = Field(description="Pass as ?cursor= (with the same sort) for the next page; "
                                                 "null on the last")
+
+
+class SweepPage(Model):
+    """Sweeps, newest first."""
+
+    sweeps: list[Sweep]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last")
+
+
+class SweepGrid(Model):
+    """Final f of every job of a sweep over two of its grid keys: cells[i][j] is over the jobs whose
+    value of the rows key is rows[i] and of the cols key cols[j]."""
+
+    rows_key: str | None = Field(description="The grid key down the rows (null: one row of every job)")
+    cols_key: str | None = Field(description="The grid key across the columns (null: one column)")
+    stat: Literal["min", "median", "mean"]
+    rows: list[Any] = Field(description="The rows key's values, in the grid's order ([null] without one)")
+    cols: list[Any] = Field(description="The cols key's values, in the grid's order ([null] without one)")
+    cells: list[list[Float | None]] = Field(description="stat of the finite final f of the cell's succeeded jobs "
+                                                        "(diverged ones left out); null when it has none")
+    counts: list[list[Count]] = Field(description="The cell's jobs, whatever their status: they sum to the "
+                                                  "sweep's jobs")
+    finite: list[list[Count]] = Field(description="The jobs the cell's stat is over")
+    diverged: list[list[Count]] = Field(description="The cell's jobs that succeeded by stopping on divergence, "
+                                                    "or with a non-finite final f")
 
 
 # --- health -------------------------------------------------------------------------------------
@@ -397,6 +424,6 @@ class Deleted(Model):
 # Every body the API answers with, as the document's components (with the models they nest:
 # Progress, Result, HistoryRow, SweepSummaryItem, ...).
 RESPONSES: tuple[type[Model], ...] = (
-    Error, Job, JobPage, HistoryPage, Surface, ObjectiveCatalog, OptimizerCatalog, Sweep, SweepDetail, Health,
-    Readiness, WorkerList, Deleted, TensorValues,
+    Error, Job, JobPage, HistoryPage, Surface, ObjectiveCatalog, OptimizerCatalog, Sweep, SweepDetail, SweepPage,
+    SweepGrid, Health, Readiness, WorkerList, Deleted, TensorValues,
 )

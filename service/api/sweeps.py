@@ -22,7 +22,7 @@ from service.api.errors import bad_parameter
 from service.api.body import read_json_body
 from service.api.jobs import idempotency_key, route_queue
 from service.api.params import int_arg, text_arg
-from service.api.schemas import JobPage, Sweep, SweepDetail, build
+from service.api.schemas import JobPage, Sweep, SweepDetail, SweepGrid, SweepPage, build
 from service.api.serialize import job_model
 from service.api.services import services
 from service.jsonsafe import json_safe
@@ -39,22 +39,67 @@ bp = Blueprint("sweeps", __name__, url_prefix="/v1/sweeps")
 
 SUMMARY_LIMIT = (1, 1000, 100)  # low, high, default
 JOBS_LIMIT = (1, 1000, 100)
+LIST_LIMIT = (1, 1000, 100)
 
 
-def sweep_json(sweep: SweepRecord, counts: dict[str, int]) -> dict[str, Any]:
-    """The sweep as the API answers it, built through the ``Sweep`` model."""
+def sweep_json(sweep: SweepRecord, counts: tuple[dict[str, int], int]) -> dict[str, Any]:
+    """The sweep as the API answers it, built through the ``Sweep`` model; ``counts``: its jobs by
+    status and how many diverged (``sweep_store.counts_of``)."""
     return build(Sweep, _sweep_fields(sweep, counts))
 
 
-def _sweep_fields(sweep: SweepRecord, counts: dict[str, int]) -> dict[str, Any]:
+def _counts(sweep_id: str) -> tuple[dict[str, int], int]:
+    return sweep_store.counts_of(services().db, [sweep_id])[sweep_id]
+
+
+def _sweep_fields(sweep: SweepRecord, counts: tuple[dict[str, int], int]) -> dict[str, Any]:
+    by_status, diverged = counts
     return {
         "id": sweep.id, "owner": sweep.owner, "name": sweep.name, "tags": sweep.tags,
-        "created_at": sweep.created_at, "jobs": sweep.jobs, "counts": counts,
+        "created_at": sweep.created_at, "jobs": sweep.jobs, "counts": by_status,
         "tolerance": sweep.tolerance, "grid": {key: values for key, values in sweep.grid},
-        "starts": sweep.starts, "base": sweep.base,
+        "starts": sweep.starts, "base": sweep.base, "diverged": diverged,
         "links": {"self": f"/v1/sweeps/{sweep.id}", "jobs": f"/v1/sweeps/{sweep.id}/jobs",
                   "cancel": f"/v1/sweeps/{sweep.id}/cancel"},
     }
+
+
+@bp.get("")
+def list_sweeps():  # type: ignore[no-untyped-def]
+    """The caller's sweeps (an admin's: everyone's), newest first, a page at a time, each with its
+    counts by status."""
+    low, high, default = LIST_LIMIT
+    limit = int_arg("limit", default, low, high) or default
+    svc = services()
+    try:
+        page, next_cursor = sweep_store.list_sweeps(svc.db, limit, text_arg("cursor"), owner=caller().owner_filter)
+    except (ValueError, UnicodeError):
+        raise _cursor_error() from None
+    counts = sweep_store.counts_of(svc.db, [sweep.id for sweep in page])
+    return build(SweepPage, {"sweeps": [_sweep_fields(sweep, counts[sweep.id]) for sweep in page],
+                             "next_cursor": next_cursor})
+
+
+@bp.get("/<sweep_id>/grid")
+def grid(sweep_id: str):  # type: ignore[no-untyped-def]
+    """Final f of every job of the sweep over two grid keys (``?rows=&cols=``), each cell's
+    ``stat`` (min, median or mean) computed in SQL."""
+    stat = text_arg("stat") or "min"
+    if stat not in sweep_store.STATS:
+        raise bad_parameter("stat", f"'stat' must be one of {', '.join(sweep_store.STATS)}, got {stat[:40]!r}")
+    rows, cols = text_arg("rows"), text_arg("cols")
+    sweep = sweep_store.get_sweep(services().db, sweep_id, owner=caller().owner_filter)
+    keys = [key for key, _ in sweep.grid]
+    for name, key in (("rows", rows), ("cols", cols)):
+        if key is not None and key not in keys:
+            known = ", ".join(keys) if keys else "none: this sweep has no grid"
+            raise bad_parameter(name, f"'{name}' must be one of this sweep's grid keys ({known}), got {key[:80]!r}")
+    if rows is not None and rows == cols:
+        raise bad_parameter("cols", "'cols' must be another grid key than 'rows'")
+    if cols is not None and rows is None:
+        raise bad_parameter("rows", "'rows' is needed with 'cols'")
+    cells = sweep_store.grid(services().db, sweep, rows, cols, stat)
+    return build(SweepGrid, {"rows_key": rows, "cols_key": cols, "stat": stat, **json_safe(cells)})
 
 
 @bp.post("")
@@ -105,11 +150,11 @@ def submit():  # type: ignore[no-untyped-def]
     svc.dispatcher.send_all_in_background(messages_for(ids, svc.settings.batch_max))
     counts = {status.value: 0 for status in JobStatus}
     counts[JobStatus.QUEUED.value] = len(ids)
-    return sweep_json(sweep, counts), 202, {"Location": f"/v1/sweeps/{sweep.id}"}
+    return sweep_json(sweep, (counts, 0)), 202, {"Location": f"/v1/sweeps/{sweep.id}"}
 
 
 def _replayed(sweep: SweepRecord) -> tuple[dict[str, Any], int, dict[str, str]]:
-    return (sweep_json(sweep, sweep_store.counts(services().db, sweep.id)), 202,
+    return (sweep_json(sweep, _counts(sweep.id)), 202,
             {"Location": f"/v1/sweeps/{sweep.id}", "Idempotent-Replayed": "true"})
 
 
@@ -142,7 +187,7 @@ def get(sweep_id: str):  # type: ignore[no-untyped-def]
     for item in items:
         values, start = grid_values(sweep.grid, sweep.n_starts, item["index"])
         item["grid"], item["start"] = values, start
-    return build(SweepDetail, {**_sweep_fields(sweep, sweep_store.counts(svc.db, sweep.id)), "sort": sort,
+    return build(SweepDetail, {**_sweep_fields(sweep, _counts(sweep.id)), "sort": sort,
                                "summary": json_safe(items), "next_cursor": next_cursor})
 
 
@@ -185,4 +230,4 @@ def cancel(sweep_id: str):  # type: ignore[no-untyped-def]
     svc = services()
     sweep = sweep_store.get_sweep(svc.db, sweep_id, owner=caller().owner_filter)
     sweep_store.cancel_sweep(svc.db, sweep.id)
-    return sweep_json(sweep, sweep_store.counts(svc.db, sweep.id)), 202
+    return sweep_json(sweep, _counts(sweep.id)), 202

@@ -9,9 +9,10 @@ import base64
 import math
 import re
 import uuid
+from datetime import datetime
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import and_, bindparam, case, exists, func, insert, select, update
+from sqlalchemy import Float, and_, bindparam, case, cast, exists, func, insert, literal, or_, select, update
 
 from service.config import Quotas
 from service.store import counters, data
@@ -78,12 +79,120 @@ def get_sweep(db: Database, sweep_id: str, owner: str | None = None) -> SweepRec
 
 def counts(db: Database, sweep_id: str) -> dict[str, int]:
     """Jobs of the sweep by status, every status present (0 where none)."""
-    out = {status.value: 0 for status in JobStatus}
+    return counts_of(db, [sweep_id])[sweep_id][0]
+
+
+def counts_of(db: Database, sweep_ids: list[str]) -> dict[str, tuple[dict[str, int], int]]:
+    """For each of ``sweep_ids``, in one query: ``counts``, and how many of its jobs diverged
+    (succeeded by stopping on divergence: counted in ``succeeded`` too)."""
+    out = {sweep_id: ({status.value: 0 for status in JobStatus}, 0) for sweep_id in sweep_ids}
+    if not sweep_ids:
+        return out
     with db.session() as s:
-        for status, n in s.execute(select(Job.status, func.count()).where(Job.sweep_id == sweep_id)
-                                   .group_by(Job.status)):
-            out[status] = int(n)
+        for sweep_id, status, n, bad in s.execute(
+                select(Job.sweep_id, Job.status, func.count(), func.sum(case((_diverged(), 1), else_=0)))
+                .where(Job.sweep_id.in_(sweep_ids)).group_by(Job.sweep_id, Job.status)):
+            by_status, diverged = out[sweep_id]
+            by_status[status] = int(n)
+            out[sweep_id] = (by_status, diverged + int(bad or 0))
     return out
+
+
+def _f_text() -> Any:
+    return Job.result["f"].as_string()
+
+
+def _finite_f() -> Any:
+    """The job has a final f that is a finite number (non-finite ones are stored as strings)."""
+    return and_(Job.result["f"].as_string().is_not(None), _f_text().not_in(NON_FINITE))
+
+
+def _diverged() -> Any:
+    """A job that succeeded by stopping on divergence, or with a non-finite final f."""
+    return and_(Job.status == JobStatus.SUCCEEDED,
+                or_(Job.result["stop_reason"].as_string() == "diverged", _f_text().in_(NON_FINITE)))
+
+
+NON_FINITE = ("NaN", "Infinity", "-Infinity")
+
+
+# --- listing sweeps -------------------------------------------------------------------------------
+
+def list_sweeps(db: Database, limit: int, cursor: str | None, owner: str | None = None) -> tuple[list[SweepRecord], str | None]:
+    """Sweeps newest first (only ``owner``'s when given), ``limit`` at a time; returns (page, next
+    cursor or None). ValueError for a cursor this service did not make."""
+    query = select(Sweep).order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(limit + 1)
+    if owner is not None:
+        query = query.where(Sweep.owner == owner)
+    if cursor is not None:
+        raw = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
+        kind, _, rest = raw.partition(":")
+        stamp, _, sweep_id = rest.partition("|")
+        if kind != "sweeps" or not _SWEEP_ID.fullmatch(sweep_id):
+            raise ValueError("not a cursor of this listing")
+        at = datetime.fromisoformat(stamp)
+        query = query.where(or_(Sweep.created_at < at, and_(Sweep.created_at == at, Sweep.id < sweep_id)))
+    with db.session() as s:
+        records = [_sweep_record(row) for row in s.scalars(query)]
+    page = records[:limit]
+    if len(records) <= limit:
+        return page, None
+    last = page[-1]
+    return page, base64.urlsafe_b64encode(f"sweeps:{last.created_at.isoformat()}|{last.id}".encode()).decode()
+
+
+# --- the grid -------------------------------------------------------------------------------------
+
+STATS = ("min", "median", "mean")
+
+
+def _axis(sweep: SweepRecord, key: str | None) -> tuple[Any, list[Any]]:
+    """The SQL expression of a job's place along grid ``key`` (0 without one), and its values."""
+    if key is None:
+        return literal(0), [None]
+    keys = [k for k, _ in sweep.grid]
+    at = keys.index(key)
+    stride = sweep.n_starts * math.prod(len(values) for _, values in sweep.grid[at + 1:])
+    values = list(sweep.grid[at][1])
+    return (Job.sweep_index // stride) % len(values), values
+
+
+def grid(db: Database, sweep: SweepRecord, rows: str | None, cols: str | None, stat: str) -> dict[str, Any]:
+    """Final f of ALL the sweep's jobs over two of its grid keys, computed in SQL: {rows, cols}
+    (the keys' values; [None] for a key not given), and per cell ``cells`` (``stat`` of the finite
+    final f of its succeeded jobs: min, median or mean; None without one), ``counts`` (its jobs,
+    whatever their status), ``finite`` (the jobs ``cells`` is over) and ``diverged`` (succeeded
+    by stopping on divergence, or with a non-finite f). ``rows`` and ``cols`` must be grid keys."""
+    r, row_values = _axis(sweep, rows)
+    c, col_values = _axis(sweep, cols)
+    # Each job's result read once (a materialised CTE: the JSON is parsed once per row, not per use).
+    raw_f = func.json_extract(Job.result, "$.f") if db.dialect == "sqlite" else Job.result["f"].as_string()
+    base = select(r.label("r"), c.label("c"), Job.status.label("status"), raw_f.label("f"),
+                  Job.result["stop_reason"].as_string().label("stop")).where(Job.sweep_id == sweep.id
+                                                                             ).cte("cells").prefix_with("MATERIALIZED")
+    bad = and_(base.c.status == JobStatus.SUCCEEDED, or_(base.c.stop == "diverged", base.c.f.in_(NON_FINITE)))
+    ranked = and_(base.c.status == JobStatus.SUCCEEDED, base.c.f.is_not(None), ~bad)
+    # SQLite's json_extract gives the REAL itself (its text would keep 15 digits); PostgreSQL casts the text.
+    number = base.c.f if db.dialect == "sqlite" else cast(base.c.f, Float)
+    inner = select(base.c.r, base.c.c, case((ranked, number), else_=None).label("f"),
+                   case((bad, 1), else_=0).label("bad")).subquery()
+    # The median: the middle finite f of each cell (or the mean of the middle two), by its rank.
+    cell = (inner.c.r, inner.c.c)
+    ordered = select(inner, func.row_number().over(partition_by=cell, order_by=(inner.c.f.is_(None), inner.c.f)).label("k"),
+                     func.count(inner.c.f).over(partition_by=cell).label("n")).subquery()
+    o = ordered.c
+    middle = case((and_(o.f.is_not(None), 2 * o.k >= o.n, 2 * o.k <= o.n + 2), o.f), else_=None)
+    value = {"min": func.min(o.f), "mean": func.avg(o.f), "median": func.avg(middle)}[stat]
+    cells = [[None] * len(col_values) for _ in row_values]
+    counts = [[0] * len(col_values) for _ in row_values]
+    finite = [[0] * len(col_values) for _ in row_values]
+    diverged = [[0] * len(col_values) for _ in row_values]
+    with db.session() as s:
+        for i, j, n, m, bad, v in s.execute(select(o.r, o.c, func.count(), func.count(o.f), func.sum(o.bad), value)
+                                            .group_by(o.r, o.c)):
+            counts[i][j], finite[i][j], diverged[i][j], cells[i][j] = int(n), int(m), int(bad or 0), _float(v)
+    return {"rows": row_values, "cols": col_values, "cells": cells, "counts": counts, "finite": finite,
+            "diverged": diverged}
 
 
 # --- cursors ------------------------------------------------------------------------------------
