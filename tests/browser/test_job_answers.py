@@ -10,12 +10,14 @@ wait, a failed job's error) and dark mode.
 diverged row and its colour bar)."""
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException
 
@@ -113,6 +115,50 @@ def test_a_big_x_is_summarised(service: Service, browser: Browser) -> None:
     assert shown == "shape [100, 10] · first values: " + ", ".join(f"{v:.4f}" for v in first) + ", … (1,000 values)"
     assert "shape [100, 10]" in browser.driver.find_element("css selector", "#answer .tensor h3").text
     no_errors(browser)
+
+
+def test_a_big_x_shows_its_summary_a_link_and_its_histogram_and_image(service: Service, browser: Browser) -> None:
+    """20,000 numbers (over DESCENT_INLINE_ELEMENTS): the job document holds a summary of x and a
+    reference to x0; the page shows their shape, size and summary numbers, a .npy link, and their
+    values drawn (a histogram binning all 20,000, and a 100 x 200 image), never a wall of numbers."""
+    start = np.random.default_rng(0).normal(size=(100, 200)).round(6)
+    job_id = service.submit({"name": "big x", "objective": "((x - 0.5) ** 2).sum()", "x0": start.tolist(), "steps": 5,
+                             "optimizer": {"name": "sgd", "lr": 0.05}, "dtype": "float64",
+                             "record": {"every": 1, "x": False}})["id"]
+    job = service.wait(job_id)
+    summary = job["result"]["x"]
+    assert summary["href"] == f"/v1/jobs/{job_id}/x" and summary["size"] == 20_000, summary
+    assert set(job["spec"]["x0"]) == {"sha256", "shape"}, job["spec"]["x0"]
+    final = np.load(io.BytesIO(service.http.get(f"{service.url}{summary['href']}", timeout=30).content))
+
+    open_job(service, browser, job_id)
+    drawn = "return ['job-x', 'job-x0'].map((id) => document.getElementById(id)?.dataset.drawn || null)"
+    assert browser.wait(lambda d: d.execute_script(drawn) == ["histogram image"] * 2 and d.execute_script(drawn),
+                        "both tensors are drawn") == ["histogram image"] * 2
+    facts = text(browser, "job-x-facts")
+    for shown in ("[100, 200]", "20,000 values", f"{float(summary['norm']):.6g}"[:6], "sha256"):
+        assert shown in facts, (shown, facts)
+    link = browser.driver.find_element("id", "job-x-download")
+    assert link.get_attribute("href") == f"{service.url}/v1/jobs/{job_id}/x" and "download .npy" in link.text
+    assert browser.driver.find_element("id", "job-x0-download").get_attribute("href") == f"{service.url}/v1/jobs/{job_id}/x0"
+    # The histogram: every value in a bin, the bins numpy makes of the downloaded x; ink on the canvas.
+    seen = browser.js("""
+        const hist = document.getElementById('job-x-hist'), image = document.getElementById('job-x-image');
+        const inked = (c) => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+          let n = 0; for (let k = 3; k < d.length; k += 4) if (d[k]) n++; return n; };
+        const mid = image.getContext('2d').getImageData(image.width >> 1, image.height >> 1, 1, 1).data;
+        return {counted: hist.dataset.counted, counts: hist.dataset.counts, pixels: image.dataset.pixels,
+                histInk: inked(hist), imageInk: inked(image), mid: Array.from(mid), answer: document.getElementById('answer').innerText};""")
+    assert seen["counted"] == "20000" and seen["pixels"] == "100x200", seen
+    want, _ = np.histogram(final, bins=40)
+    got = np.array([int(c) for c in seen["counts"].split(",")])
+    assert np.abs(got - want).sum() <= 2, (got, want)  # a value on a bin's edge may fall either side
+    assert seen["histInk"] > 500 and seen["imageInk"] == browser.js(
+        "const c = document.getElementById('job-x-image'); return c.width * c.height")
+    assert seen["mid"][:3] != [128, 128, 128]  # a value's colour, not the grey of a missing one
+    assert len(seen["answer"]) < 3000, seen["answer"][:500]  # a summary, not 20,000 numbers
+    no_errors(browser)
+    browser.screenshot("job-big-x")
 
 
 def test_divergence_is_red_on_the_list_job_and_compare_pages(service: Service, browser: Browser) -> None:

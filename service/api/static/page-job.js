@@ -7,6 +7,7 @@ import {
 } from "./api.js";
 import { LineChart, wantsLog } from "./charts.js";
 import { ContourPlot } from "./contour.js";
+import { bigTensorView, isReference, isSummary } from "./tensorview.js";
 import {
   contains, elementCount, loadHistory, loadSurface, minimaOf, pathOf, recordsX, regionFor, series, tamePath,
 } from "./jobdata.js";
@@ -127,10 +128,20 @@ export function compactJSON(value, indent = "") {
   return JSON.stringify(value);
 }
 
-/** A tensor (final x, x0, the gradient): rounded to 4 places (big ones summarised: shape and
- * first values), with its shape and a button that copies it whole as JSON. */
-function tensorView(id, label, value) {
+/** A tensor (final x, x0, the gradient): rounded to 4 places (many numbers summarised: shape and
+ * first values), with its shape and a button that copies it whole as JSON. A big one (a result's
+ * summary, x0's stored reference) shows its size, summary numbers, a .npy link and its histogram
+ * (and image, for 2-D) instead (``href``: where its values are). */
+function tensorView(id, label, value, href = null) {
   if (value === undefined || value === null) return null;
+  const big = isSummary(value) ? value.href : isReference(value) ? href : null;
+  if (big) {
+    const copy = el("button", { type: "button", class: "link copy", id: `${id}-copy`, text: "copy summary as JSON" });
+    copy.addEventListener("click", () => copyText(JSON.stringify(value), copy));
+    return el("div", { class: "tensor" },
+      el("h3", {}, label, el("span", { class: "muted", text: ` · shape [${value.shape.join(", ")}] · kept apart (too big for the job document)` }), " ", copy),
+      bigTensorView(id, value, big));
+  }
   const isTensor = Array.isArray(value);
   const text = isTensor || typeof value === "number" || typeof value === "string" ? tensorText(value) : JSON.stringify(value);
   const shape = isTensor ? shapeOf(value) : [];
@@ -148,7 +159,8 @@ async function copyText(text, button) {
   } catch (err) {
     button.textContent = "copy failed (select the text)";
   }
-  setTimeout(() => { button.textContent = "copy as JSON"; }, 1500);
+  const before = button.textContent;
+  setTimeout(() => { button.textContent = before; }, 1500);
 }
 
 /** The answer: final x, x0, the gradient and backward graph (for a steps-0 job, the answer
@@ -158,16 +170,17 @@ function renderAnswer(state) {
   const result = job.result || {};
   const spec = job.spec || {};
   const parts = [];
+  const x0Href = `/v1/jobs/${encodeURIComponent(job.id)}/x0`;
   if (state.gradientOnly) {
     parts.push(el("h2", { text: "The gradient at x0" }),
       el("p", { class: "muted", text: "steps: 0 — the job computed f and its gradient once and took no step." }));
     parts.push(tensorView("job-grad", "gradient ∂f/∂x", result.grad));
-    parts.push(tensorView("job-x0", "x0", spec.x0));
+    parts.push(tensorView("job-x0", "x0", spec.x0, x0Href));
     if (result.f !== undefined) parts.push(el("p", {}, "f(x0) = ", el("span", { class: "mono", id: "job-f0", text: fmt(num(result.f)) })));
   } else {
     parts.push(el("h2", { text: "The answer" }));
     parts.push(tensorView("job-x", "final x", result.x));
-    parts.push(tensorView("job-x0", "x0", spec.x0));
+    parts.push(tensorView("job-x0", "x0", spec.x0, x0Href));
     if (result.grad !== undefined) parts.push(tensorView("job-grad", "gradient at the final x", result.grad));
   }
   if (Array.isArray(result.graph) && result.graph.length) {
