@@ -40,7 +40,10 @@ PAGES = {
     "/compare": ("compare_page", ("several jobs (?jobs=id1,id2) on one contour and one loss plot, or a whole "
                                  "sweep (?sweep=ID): its best jobs by final f, at most 50 (?best=N), saying so "
                                  "when it has more")),
-    "/sweeps/<sweep_id>": ("sweep_page", "a sweep's summary table and heat map of final f over two grid keys"),
+    "/sweeps": ("sweeps_page", "the sweeps, newest first, a page at a time, each with its jobs by outcome and its grid"),
+    "/sweeps/<sweep_id>": ("sweep_page", ("a sweep: its jobs by outcome, a heat map of final f over two grid keys "
+                                          "(?rows=&cols=&stat=min|median|mean, every job counted) with a colour bar, "
+                                          "and its summary a page at a time (?sort=created|f&limit=)")),
     "/submit": ("submit_page", "the submit form, with the lesson's cases as examples"),
 }
 

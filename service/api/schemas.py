@@ -148,6 +148,14 @@ class TensorValues(Model):
                                     "Infinity and -Infinity)")
 
 
+class JobSweep(Model):
+    """The sweep a job belongs to."""
+
+    id: Uuid
+    index: Count = Field(description="The job's place in the sweep")
+    href: str
+
+
 class JobLinks(Model):
     self: str
     history: str
@@ -184,6 +192,7 @@ class Job(Model):
     history_dropped_at: Time | None = Field(description="When the history retention "
                                                         "(DESCENT_HISTORY_RETENTION_SECONDS) dropped this finished "
                                                         "job's history; null while it is kept")
+    sweep: JobSweep | None = Field(description="The sweep it belongs to; null for a job submitted alone")
     links: JobLinks
 
     def dump(self) -> dict[str, Any]:

@@ -37,6 +37,8 @@ def job_model(job: JobRecord, include: frozenset[str] = frozenset()) -> Job:
         "finished_at": job.finished_at, "worker": job.worker, "attempts": job.attempts,
         "cancel_requested": job.cancel_requested, "error": job.error, "result": result_json(job, include),
         "progress": progress_json(job), "history_dropped_at": job.history_dropped_at, **_fleet_view(job),
+        "sweep": None if job.sweep_id is None else {"id": job.sweep_id, "index": job.sweep_index,
+                                                    "href": f"/v1/sweeps/{job.sweep_id}"},
         "links": {"self": f"/v1/jobs/{job.id}", "history": f"/v1/jobs/{job.id}/history",
                   "events": f"/v1/jobs/{job.id}/events"},
     })

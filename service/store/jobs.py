@@ -57,7 +57,7 @@ def job_record(job: Any, with_checkpoint: bool = False) -> JobRecord:
         cancel_requested=job.cancel_requested, result=job.result, error=job.error,
         checkpoint=job.checkpoint if with_checkpoint else None, checkpoint_step=job.checkpoint_step,
         batch_key=job.batch_key, progress=job.progress, lease_expires_at=as_utc(job.lease_expires_at),
-        history_dropped_at=as_utc(job.history_dropped_at),
+        history_dropped_at=as_utc(job.history_dropped_at), sweep_id=job.sweep_id, sweep_index=job.sweep_index,
     )
 
 

@@ -33,6 +33,8 @@ class JobRecord:
     lease_expires_at: datetime | None = None  # a running job is reclaimed once this has passed
     worker_seen_at: datetime | None = None  # a running job's worker's last heartbeat, when read
     history_dropped_at: datetime | None = None  # the history retention dropped its history then
+    sweep_id: str | None = None  # a sweep's job: the sweep, and the job's place in it
+    sweep_index: int | None = None
 
     @property
     def finished(self) -> bool:

@@ -117,3 +117,13 @@ def test_sweeps_are_listed_newest_first_a_page_at_a_time_by_owner(db, tmp_path):
         resp = alice.get(f"/v1/sweeps?{query}")
         assert resp.status_code == 400 and resp.get_json()["error"]["field"] == field, (query, resp.get_json())
     assert Client(app).get("/v1/sweeps").status_code == 401
+
+
+def test_a_sweeps_job_names_its_sweep_and_a_lone_job_none(client, lesson_parabola):
+    sweep_id = client.sweep().get_json()["id"]
+    jobs = client.all_jobs(sweep_id, limit=100)
+    assert [j["sweep"] for j in jobs] == [{"id": sweep_id, "index": k, "href": f"/v1/sweeps/{sweep_id}"}
+                                          for k in range(12)]
+    assert client.get(f"/v1/jobs/{jobs[5]['id']}").get_json()["sweep"]["index"] == 5
+    alone = client.post("/v1/jobs", lesson_parabola).get_json()
+    assert alone["sweep"] is None and client.get("/v1/jobs?order=desc&limit=1").get_json()["jobs"][0]["sweep"] is None

@@ -32,7 +32,7 @@ SLOW = {"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 1_000_000, "o
         "stop": {"max_seconds": 4}, "record": {"every": 2000}, "name": "slow"}
 CSP = ("default-src 'self'; script-src 'self'; img-src 'self' blob:; object-src 'none'; frame-ancestors 'none'; "
        "base-uri 'none'")
-PAGES = ["/", "/jobs/some-id", "/compare", "/compare?jobs=a,b", "/sweeps/some-id", "/submit", "/?unknown=1&status=x"]
+PAGES = ["/", "/jobs/some-id", "/compare", "/compare?jobs=a,b", "/sweeps", "/sweeps/some-id", "/submit", "/?unknown=1&status=x"]
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
@@ -364,7 +364,7 @@ def test_delete_asks_first_then_removes_a_running_job_and_a_sweep(service: Servi
     asked = alert(browser)
     assert "its 2 jobs" in asked.text
     asked.accept()
-    browser.wait(lambda d: d.current_url == f"{service.url}/", "the page goes to the job list")
+    browser.wait(lambda d: d.current_url == f"{service.url}/sweeps", "the page goes to the sweeps list")
     assert service.http.get(f"{service.url}/v1/sweeps/{sweep_id}", timeout=10).status_code == 404
     assert all(service.http.get(f"{service.url}/v1/jobs/{j['id']}", timeout=10).status_code == 404 for j in jobs)
     no_errors(browser)
@@ -435,6 +435,16 @@ def test_a_ten_thousand_job_sweep_compares_without_freezing_the_page(service: Se
     assert "the 50 best of the sweep's 10,000 jobs" in note.text
     assert browser.js("return 1 + 1") == 2  # the page answers
     browser.screenshot("compare-sweep-10000")
+    no_errors(browser)
+
+    # Its page: the grid counts every job (none past the first 1,000 left out), the summary pages on.
+    browser.driver.get(f"{service.url}/sweeps/{sweep_id}")
+    browser.wait(lambda d: d.find_element("id", "heat-total").text == "10,000 jobs in the grid", "the grid holds every job")
+    assert browser.driver.find_element("id", "summary-where").text == "jobs 1–100 of 10,000"
+    click(browser, "summary-next")
+    browser.wait(lambda d: d.find_element("id", "summary-where").text == "jobs 101–200 of 10,000", "the next page is shown")
+    indices = [r.find_element("css selector", "a").text for r in browser.driver.find_elements("css selector", "#sweep-summary tbody tr")]
+    assert indices[0] == "100" and len(indices) == 100
     no_errors(browser)
 
 

@@ -233,6 +233,29 @@ def test_a_sweeps_diverged_cells_have_their_own_colour(service: Service, browser
     no_errors(browser)
     if os.environ.get("DESCENT_WRITE_DOCS_SCREENSHOT"):
         shot_of(browser, "heat-legend", DOCS / "sweep_diverged.png")
+    # The heat map is the API's grid over every job; its stat and keys are kept in the URL.
+    assert text(browser, "heat-total") == "6 jobs in the grid"
+    browser.driver.find_element("css selector", "#heat-stat option[value=median]").click()
+    browser.wait(lambda d: d.find_element("id", "heat-map").get_attribute("data-stat") == "median", "the median is shown")
+    assert "stat=median" in browser.driver.current_url and "rows=optimizer.lr" in browser.driver.current_url
+    browser.driver.get(browser.driver.current_url)
+    browser.wait(lambda d: d.find_element("id", "heat-map").get_attribute("data-stat") == "median", "a reload keeps the median")
+    assert browser.driver.find_element("id", "heat-stat").get_attribute("value") == "median"
+
+    # The sweeps list names it, its diverged jobs apart; a job of it links back to it, in the list and on its page.
+    browser.driver.get(f"{service.url}/sweeps")
+    row = browser.wait(lambda d: d.find_elements("css selector", f'#sweeps-body tr[data-sweep="{sweep_id}"]'), "the sweep is listed")[0]
+    assert row.find_element("css selector", "a").text == "lr x steps" and row.get_attribute("data-diverged") == "2"
+    assert row.find_element("css selector", ".sweep-outcomes").text == "4 succeeded · 2 diverged"
+    assert [s.get_attribute("data-outcome") for s in row.find_elements("css selector", ".outcome-bar > span")] == ["succeeded", "diverged"]
+    browser.screenshot("sweeps")
+    row.find_element("css selector", "a").click()
+    browser.wait(lambda d: d.current_url.startswith(f"{service.url}/sweeps/{sweep_id}"), "the row links to the sweep")
+    no_errors(browser)
+    first = service.http.get(f"{service.url}/v1/sweeps/{sweep_id}/jobs?limit=1", timeout=10).json()["jobs"][0]["id"]
+    open_job(service, browser, first)
+    assert browser.driver.find_element("id", "job-sweep-link").get_attribute("href") == f"{service.url}/sweeps/{sweep_id}"
+    assert text(browser, "job-sweep") == f"job #0 of sweep {sweep_id[:8]}"
 
     browser.driver.get(f"{service.url}/compare?sweep={sweep_id}")
     browser.wait(lambda d: plotted(browser).get("ready"), "the sweep is compared")

@@ -7,6 +7,7 @@ import { jobPage } from "./page-job.js";
 import { listPage } from "./page-list.js";
 import { submitPage } from "./page-submit.js";
 import { sweepPage } from "./page-sweep.js";
+import { sweepsPage } from "./page-sweeps.js";
 
 window.descent = { plotted: {}, page: null, loaded: false };
 
@@ -14,6 +15,7 @@ const ROUTES = [
   [/^\/$/, "jobs", (main) => listPage(main)],
   [/^\/jobs\/([^/]+)$/, "job", (main, id) => jobPage(main, id)],
   [/^\/compare$/, "compare", (main) => comparePage(main)],
+  [/^\/sweeps$/, "sweeps", (main) => sweepsPage(main)],
   [/^\/sweeps\/([^/]+)$/, "sweep", (main, id) => sweepPage(main, id)],
   [/^\/submit$/, "submit", (main) => submitPage(main)],
 ];

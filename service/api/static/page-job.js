@@ -214,6 +214,8 @@ function renderHead(state) {
   });
   const rows = [
     ["id", job.id],
+    ...(job.sweep ? [["sweep", el("a", { href: `/sweeps/${encodeURIComponent(job.sweep.id)}`, id: "job-sweep-link",
+      text: `job #${job.sweep.index} of sweep ${job.sweep.id.slice(0, 8)}` }), "job-sweep"]] : []),
     ["duration", durationText(job), "job-duration"],
     ["speed", rateText(job), "job-rate"],
     ["objective", objectiveText(job.spec)],
@@ -266,7 +268,8 @@ function renderHead(state) {
   state.head.replaceChildren(
     el("h1", {}, job.name || `Job ${job.id.slice(0, 8)}`, " ", statusBadge(job.status, "job-status", result.stop_reason)),
     ...notices,
-    el("dl", { class: "facts" }, ...rows.map(([k, v, id]) => el("div", {}, el("dt", { text: k }), el("dd", { id, text: String(v) })))),
+    el("dl", { class: "facts" }, ...rows.map(([k, v, id]) => el("div", {}, el("dt", { text: k }),
+      v instanceof Node ? el("dd", { id }, v) : el("dd", { id, text: String(v) })))),
     el("p", { class: "actions" }, cancel, " ", csv, " · ", png, " · ",
       el("a", { href: `/compare?jobs=${encodeURIComponent(job.id)}`, text: "compare…" }), " ", remove),
     el("div", { id: "png-holder" }),

@@ -40,7 +40,7 @@ export async function listPage(main) {
   const compare = el("button", { type: "button", id: "compare-selected", text: "Compare selected", disabled: true });
   const body = el("tbody", { id: "jobs-body" });
   const table = el("table", { class: "jobs", id: "jobs" },
-    el("thead", {}, el("tr", {}, ...["", "status", "name", "objective", "optimizer", "final f", "stop reason", "created"]
+    el("thead", {}, el("tr", {}, ...["", "status", "name", "sweep", "objective", "optimizer", "final f", "stop reason", "created"]
       .map((h) => el("th", { text: h })))), body);
   const info = el("p", { class: "muted", id: "jobs-info" });
   const newest = el("button", { type: "button", id: "page-newest", text: "« newest" });
@@ -144,6 +144,8 @@ function row(job, selected, compare) {
     el("td", {}, box),
     el("td", {}, statusBadge(job.status, null, result.stop_reason)),
     el("td", {}, link),
+    el("td", { class: "sweep-cell" }, job.sweep ? el("a", { href: `/sweeps/${encodeURIComponent(job.sweep.id)}`,
+      class: "sweep-link", title: `job #${job.sweep.index} of sweep ${job.sweep.id}`, text: `${job.sweep.id.slice(0, 8)} #${job.sweep.index}` }) : "—"),
     el("td", { class: "mono", text: objectiveText(job.spec) }),
     el("td", { text: optimizerText(job.spec) }),
     el("td", { class: "num", text: fmt(num(result.f)) }),
