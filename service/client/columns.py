@@ -4,9 +4,7 @@ The CSV is the API's own (``serialize.csv_line``): ``step``, then f, grad_norm a
 grad one column per element (``x_0`` ... ``x_{n-1}``), each float as Python's ``repr`` (the
 shortest text that reads back as the same float: ``nan``, ``inf`` and ``-inf`` for the
 non-finite ones), and x/grad cells empty for a row that has none stored. A block is read by
-numpy's C parser in one call (``np.fromstring`` with ``sep=","``, which rounds correctly, so
-every value is bit for bit the float the API wrote); a block with empty cells takes a slower path
-that marks them."""
+``service.client.parsing`` in whole-array passes, bit for bit the floats the API wrote."""
 from __future__ import annotations
 
 import collections
@@ -14,21 +12,24 @@ import contextlib
 import functools
 import gc
 import math
-import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from service.client import parsing
 from service.client.errors import DescentClientError
 
 SCALARS = ("f", "grad_norm", "lr")
 VECTORS = ("x", "grad")
-# Lines are parsed once about this many bytes of them have come, on this many threads.
+# Lines are parsed once about this many bytes of them have come, on this many threads (0: on the
+# reading thread itself: the API buffers what is sent meanwhile, and a parsing thread beside one
+# making rows spent its time waiting for Python's lock: history() took 1.2-1.5x the CSV download
+# with none, 1.35-1.9x with one or two, on a loaded 2-core machine).
 BLOCK_BYTES = 1 << 20
-PARSE_THREADS = 1
+PARSE_THREADS = 0
 _JSON_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
@@ -88,52 +89,19 @@ class Block:
 
 def parse_lines(text: bytes, width: int) -> Block:
     """Whole CSV lines (each ending in a newline) of ``width`` cells as a ``Block``."""
-    rows = text.count(b"\n")
-    flat = text.replace(b"\n", b",")[:-1]
-    # An empty cell (",,", or one at either end) stops fromstring short: a ValueError, or on an
-    # older numpy a warning and fewer values; either way the slower path reads the block.
-    with warnings.catch_warnings():  # an older numpy warns, rather than raising, on text it cannot read
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            values = np.fromstring(flat, dtype=np.float64, sep=",")
-        except ValueError:
-            values = None
-    if values is None or values.size != rows * width:
-        return _with_empty_cells(flat, rows, width)  # says what is wrong, or reads what fromstring did not
-    return Block(values.reshape(rows, width))
+    values, empty = parsing.cells(text, width)
+    return Block(values, empty)
 
 
-def _with_empty_cells(flat: bytes, rows: int, width: int) -> Block:
-    cells = flat.split(b",")
-    if len(cells) != rows * width:
-        raise DescentClientError(f"the history's CSV has {len(cells):,} cells in {rows:,} rows of {width} columns")
-    empty = np.fromiter((not c for c in cells), dtype=bool, count=len(cells))
-    try:
-        values = np.array([c or b"nan" for c in cells], dtype=np.float64)
-    except ValueError:
-        bad = next(c for c in cells if c and not _is_float(c))
-        raise DescentClientError(f"the history's CSV holds a value that is not a number: {bad[:40]!r}") from None
-    return Block(values.reshape(rows, width), empty.reshape(rows, width) if empty.any() else None)
-
-
-def _is_float(cell: bytes) -> bool:
-    try:
-        float(cell)
-        return True
-    except ValueError:
-        return False
-
-
-def blocks(lines: Iterable[bytes], block_bytes: int | None = None,
-           threads: int | None = None) -> Iterator[tuple[Layout, Block]]:
+def blocks(lines: Iterable[bytes], block_bytes: int | None = None, threads: int | None = None,
+           on_header: Callable[[Layout], object] | None = None) -> Iterator[tuple[Layout, Block]]:
     """``(layout, block)`` for about each ``block_bytes`` of ``lines`` (pieces of whole CSV lines,
     the header first), in order, parsed as they come; at least one (perhaps empty) block once the
-    header came.
+    header came, ``on_header`` called with its layout as soon as it did.
 
-    The parsing runs on ``threads`` threads (``PARSE_THREADS``) while ``lines`` is read on: numpy
-    parses text without Python's lock, so the download, the parsing and whatever the caller does
-    with each block go on together. A block is handed out as soon as it and those before it are
-    parsed."""
+    With ``threads`` (``PARSE_THREADS``) above 0 the parsing runs on that many threads while
+    ``lines`` is read on, and a block is handed out as soon as it and those before it are parsed;
+    with 0 each block is parsed where it is read."""
     block_bytes = block_bytes or BLOCK_BYTES
     threads = PARSE_THREADS if threads is None else threads
     layout: Layout | None = None
@@ -154,6 +122,8 @@ def blocks(lines: Iterable[bytes], block_bytes: int | None = None,
             if layout is None:
                 cut = piece.find(b"\n") + 1
                 layout = Layout.parse(piece[:cut])
+                if on_header is not None:
+                    on_header(layout)
                 piece = piece[cut:]
                 if not piece:
                     continue
@@ -251,7 +221,10 @@ def _rows(layout: Layout, block: Block, dims: list[int], json_strings: bool) -> 
 def gc_paused() -> Iterator[None]:
     """The cyclic garbage collector off for a while: making a block's rows makes a dict and a
     list or two a row, none of them garbage, and each collection they would set off walks every
-    row made before (it took three quarters of ``history()``'s time for 100,000 rows)."""
+    row made before (it took three quarters of ``history()``'s time for 100,000 rows). At the end
+    what is young joins the oldest generation at once (``gc.freeze`` then ``gc.unfreeze``, unless
+    something else holds objects frozen): else the first young collection after walks every row
+    made meanwhile (50 ms for 100,000 rows)."""
     if not gc.isenabled():
         yield
         return
@@ -259,6 +232,9 @@ def gc_paused() -> Iterator[None]:
     try:
         yield
     finally:
+        if gc.get_freeze_count() == 0:
+            gc.freeze()
+            gc.unfreeze()
         gc.enable()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -177,22 +178,25 @@ class JobHandle(Handle):
     def history_blocks(self, fields: list[str] | str | None = None, every: int = 1, start: int = 0,
                        limit: int | None = None) -> Iterator[tuple[columns.Layout, columns.Block, list[int]]]:
         """``history_arrays``'s download as it comes in: ``(layout, block, dims)`` for each large
-        block of rows parsed (``service.client.columns``), dims being how x nests in a JSON row."""
+        block of rows parsed (``service.client.columns``), dims being how x nests in a JSON row
+        (asked of the API on a thread of its own as soon as the CSV's header has come)."""
         lines = HistoryStream(self.client, self.id, "csv", _field_names(fields), every, start, limit)
-        dims: list[int] | None = None
-        for layout, block in columns.blocks(lines):
-            if dims is None:
-                dims = self._dims(layout, int(block.values[0, 0]) if len(block) else None)
-            yield layout, block, dims
+        asked: list[Future[list[int]]] = []
+        with ThreadPoolExecutor(1, thread_name_prefix="history-dims") as pool:
+            def ask(layout: columns.Layout) -> None:
+                asked.append(pool.submit(self._dims, layout, start, every))
 
-    def _dims(self, layout: columns.Layout, first_step: int | None) -> list[int]:
+            for layout, block in columns.blocks(lines, on_header=ask):
+                yield layout, block, asked[0].result()
+
+    def _dims(self, layout: columns.Layout, start: int, every: int) -> list[int]:
         """How x (and grad) nest in the JSON rows: read from the first row's JSON (one small request)."""
         numel = layout.numel()
         vectors = [name for name in columns.VECTORS if name in layout.cols]
-        if not vectors or numel == 0 or first_step is None:
+        if not vectors or numel == 0:
             return [numel]
-        page = self.client.get_json(f"/v1/jobs/{self.id}/history", start=first_step, limit=1,
-                                    fields=",".join(vectors))
+        page = self.client.get_json(f"/v1/jobs/{self.id}/history", start=start, limit=1,
+                                    every=every if every != 1 else None, fields=",".join(vectors))
         row = (page.get("rows") or [{}])[0]
         for name in vectors:
             if row.get(name) is not None:

@@ -294,6 +294,75 @@ def test_parsing_is_exact_for_every_float():
     assert block.empty is None and block.values[:, 1:].tobytes() == values.tobytes()
 
 
+def decimal_texts(rng: np.random.Generator, count: int) -> list[bytes]:
+    """Numbers as text of every form float() reads that the parser reads itself: 1 to 19 digits,
+    a dot anywhere or none, signs, exponents from -360 to 360, leading zeros."""
+    out = []
+    for digits, exp, dot, sign, form in zip(rng.integers(1, 20, count).tolist(), rng.integers(-360, 361, count).tolist(),
+                                            rng.integers(0, 21, count).tolist(), rng.integers(0, 3, count).tolist(),
+                                            rng.integers(0, 4, count).tolist()):
+        text = "".join(map(str, rng.integers(0, 10, digits).tolist()))
+        if form and dot <= len(text):
+            text = text[:dot] + "." + text[dot:]
+        if form != 1:
+            text += f"e{exp:+d}" if form == 3 else f"e{exp}"
+        out.append((["", "-", "+"][sign] + text).encode())
+    return out
+
+
+def near_halfway(rng: np.random.Generator, count: int) -> list[bytes]:
+    """Decimals at and beside the exact midpoints between neighbouring doubles (where rounding is
+    hardest): the midpoint cut to 16-19 digits, one unit either side, and the whole of it."""
+    import decimal
+
+    context = decimal.Context(prec=1000)
+    out = []
+    for x in np.abs(rng.standard_normal(count) * 10.0 ** rng.integers(-300, 300, count)).tolist():
+        if x == 0 or math.isinf(x):
+            continue
+        mid = context.divide(context.add(decimal.Decimal(x), decimal.Decimal(math.nextafter(x, math.inf))), 2)
+        mantissa, exp = format(mid, "e").split("e")
+        digits = mantissa.replace(".", "")
+        out.append(format(mid, "e").encode())
+        for n in (16, 17, 18, 19):
+            for delta in (-1, 0, 1):
+                out.append(f"{int(digits[:n]) + delta}e{int(exp) - n + 1}".encode())
+    return out
+
+
+def test_parsing_reads_every_number_as_float_does():
+    rng = np.random.default_rng(29)
+    edges = [b"0", b"-0", b"-0.0", b"5e-324", b"2.2250738585072011e-308", b"1.7976931348623157e+308",
+             b"1.7976931348623159e308", b"1e-400", b"1e400", b"9007199254740993", b"1e22", b"1e23", b".5", b"5.",
+             b"-.5", b"0.00012345678901234567", b"123456789012345678901234567890", b"0" * 30 + b"1.5", b"nan",
+             b"-inf", b"inf"]
+    cells = edges + decimal_texts(rng, 40_000) + near_halfway(rng, 1500)
+    cells += [b"0"] * (-len(cells) % 4)
+    text = b"".join(c + (b"\n" if i % 4 == 3 else b",") for i, c in enumerate(cells))
+    block = columns.parse_lines(text, 4)
+    want = np.array([float(c) for c in cells])
+    assert block.empty is None and block.values.shape == (len(cells) // 4, 4)
+    assert block.values.reshape(-1).tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("cell", [b"abc", b"1.2.3", b"--2", b"-", b"2e", b"e5", b".", b"1e5.5", b"1-2", b"1e5e5"])
+def test_a_cell_that_is_no_number_is_named(cell):
+    with pytest.raises(DescentClientError, match="not a number") as err:
+        columns.parse_lines(b"0,1.5,2\n1," + cell + b",3\n", 3)
+    assert repr(cell) in str(err.value)
+
+
+def test_rows_made_with_the_collector_paused_are_not_left_to_its_next_young_collection():
+    import gc
+
+    if not gc.isenabled() or gc.get_freeze_count():
+        pytest.skip("the collector is off, or something holds objects frozen")
+    with columns.gc_paused():
+        made = [{"x": [float(i)]} for i in range(20_000)]
+        assert not gc.isenabled()
+    assert gc.isenabled() and gc.get_count()[0] < 1000 and len(made) == 20_000
+
+
 # -- the command -----------------------------------------------------------------------------
 
 
