@@ -80,6 +80,14 @@ class Admissions:
             raise DescentError("the process checking this request's spec stopped; try again",
                                code=ErrorCode.SERVICE_BUSY, headers={"Retry-After": "1"}) from None
 
+    def start(self) -> None:
+        """Start the processes now, each importing what admission needs (torch), so the first big
+        body waits for none of it; returns at once (``descent api`` calls it before serving)."""
+        if self.processes:
+            pool = self._started()
+            for _ in range(self.processes):
+                pool.submit(_warm)
+
     def _started(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
@@ -91,3 +99,7 @@ class Admissions:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
+
+
+def _warm() -> None:
+    """Nothing but the imports an admission process needs (done when this module was imported)."""

@@ -157,6 +157,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     # Threads for ordinary requests plus one for each request allowed to wait or stream (see
     # service/api/waiting.py); parked threads cost no CPU and little memory.
     threads = (args.threads or settings.api_threads) + settings.max_waiters
+    app.extensions["descent"].admissions.start()
     serve(app, host=host, port=port, threads=threads, max_body_bytes=settings.limits.max_body_bytes)
     return 0
 
