@@ -12,14 +12,17 @@ Client commands (built on ``service.client``):
 
     descent submit SPEC.json [--wait] [-q] [--idempotency-key KEY]
                                                submit a job (- reads stdin); print it, or its id alone
-    descent status ID                          the job, as JSON
-    descent wait ID [--timeout S] [--progress] wait until it finishes; exit 0 succeeded, 1 failed or cancelled
+    descent status ID [--json]                 the job in at most 3 lines (outcome, steps, f, x); --json: all of it
+    descent wait ID [--timeout S] [--progress] [--json]
+                                               wait until it finishes, then as status; exit 0 succeeded, 1 failed
+                                               or cancelled
     descent cancel ID                          cancel a queued or running job
     descent delete ID [--sweep]                delete a job (or a sweep and its jobs): history, checkpoint, data
     descent history ID [--csv|--ndjson] [--fields f,x] [--every K] [--start N] [--limit N]
                                                the whole history (a JSON array, a row per line, by default)
-    descent list [--status S] [--name N] [--tag k:v] [--stop-reason R] [--order asc|desc] [--limit N]
-                                               a table of jobs (id, status, name, objective, optimizer, f, stop reason)
+    descent list [--status S] [--name N] [--tag k:v] [--stop-reason R] [--order desc|asc] [--limit N] [--cursor C]
+                                               a table of jobs, newest first (id, status, name, objective, optimizer,
+                                               f, stop reason), then how many more there are
     descent objectives                         a table of the named objectives
     descent workers [--json]                   a table of the fleet: alive, lost or stopped, current job (admins)
     descent plot ID [--kind contour|loss] [-o FILE.png]                               save its picture
@@ -96,11 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "API gives no answer)")
         waits(p, "job's" if name == "submit" else "sweep's")
         p.set_defaults(fn=commands.cmd_submit if name == "submit" else commands.cmd_sweep)
-    p = sub.add_parser("status", help="show a job (JSON)")
+    p = sub.add_parser("status", help="show a job: its outcome, steps, final f and x (--json: the whole job)")
     p.add_argument("id")
+    p.add_argument("--json", action="store_true", help="the whole job as the API answers it, as JSON")
     p.set_defaults(fn=commands.cmd_status)
     p = sub.add_parser("wait", help="wait for a job to finish and show it; exit 0 if it succeeded, 1 if not")
     p.add_argument("id")
+    p.add_argument("--json", action="store_true", help="the whole job as the API answers it, as JSON")
     waits(p, "job's")
     p.set_defaults(fn=commands.cmd_wait)
     p = sub.add_parser("cancel", help="cancel a queued or running job and show it")
@@ -127,8 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="jobs of exactly this name")
     p.add_argument("--tag", help="key:value")
     p.add_argument("--stop-reason", help="why the run ended: steps, grad_norm, time_limit, diverged, cancelled, ...")
-    p.add_argument("--order", choices=["asc", "desc"], help="by creation time (the API's default: asc)")
+    p.add_argument("--order", choices=["asc", "desc"], default="desc",
+                   help="by creation time: desc, newest first (the default), or asc")
     p.add_argument("--limit", type=_natural, default=50, help="at most this many jobs (0: all; default 50)")
+    p.add_argument("--cursor", help="go on from where a listing stopped (the cursor its last line names)")
     p.set_defaults(fn=commands.cmd_list)
     p = sub.add_parser("objectives", help="a table of the named objectives")
     p.set_defaults(fn=commands.cmd_objectives)

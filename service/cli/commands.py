@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service.cli.output import print_id_or_json, print_json, print_table
+from service.cli.output import job_summary, print_id_or_json, print_json, print_table
 
 NAMES = {"submit", "sweep", "status", "wait", "cancel", "delete", "history", "list", "objectives", "workers", "plot", "x"}
-# Client commands whose answer is JSON: on an API error they print its error object on stdout too.
+# Client commands whose answer is JSON (status and wait: with --json): on an API error they print its
+# error object on stdout too.
 _JSON_ANSWERS = {"submit", "sweep", "status", "wait", "cancel"}
 
 
@@ -95,8 +96,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_job(job: dict[str, Any], as_json: bool) -> None:
+    """The whole job as JSON (``--json``), or its summary in at most three lines."""
+    if as_json:
+        print_json(job)
+    else:
+        print("\n".join(job_summary(job)))
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    print_json(_client().job(args.id).json)
+    _print_job(_client().job(args.id).json, args.json)
     return 0
 
 
@@ -104,7 +113,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
     from service.client import JobHandle
 
     job = JobHandle(_client(), args.id).wait(timeout=args.timeout, progress=_show_progress(args))
-    print_json(job)
+    _print_job(job, args.json)
     return _job_exit(job, "wait")
 
 
@@ -165,22 +174,57 @@ def _objective_name(spec: dict[str, Any]) -> Any:
     return objective.get("name") if isinstance(objective, dict) else objective
 
 
+# ``descent list`` counts the jobs past the ones it shows up to this many (a page of the API each 1,000).
+COUNT_MORE = 5000
+
+
+def _pages(client: Any, params: dict[str, Any], cursor: str | None, limit: int | None) -> Any:
+    """Pages of GET /v1/jobs from ``cursor``: (jobs, next cursor), until ``limit`` jobs (None: all)."""
+    given = 0
+    while limit is None or given < limit:
+        size = 1000 if limit is None else min(1000, limit - given)
+        page = client.get_json("/v1/jobs", **params, limit=size, cursor=cursor)
+        given += len(page["jobs"])
+        cursor = page.get("next_cursor")
+        yield page["jobs"], cursor
+        if not cursor or not page["jobs"]:
+            return
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    """A table of jobs, newest first by default; when more match than it shows, a last line says
+    how many (counted up to COUNT_MORE) and the cursor that shows them."""
     filters = {"status": args.status, "name": args.name, "tag": args.tag, "order": args.order,
                "stop_reason": args.stop_reason}
-    jobs = _client().jobs(limit=args.limit or None, **{k: v for k, v in filters.items() if v})
+    params = {k: v for k, v in filters.items() if v}
+    client = _client()
+    listed: list[dict[str, Any]] = []
+    cursor = args.cursor
+    for jobs, cursor in _pages(client, params, cursor, args.limit or None):
+        listed += jobs
+    more = 0
+    if cursor:
+        for jobs, _ in _pages(client, params, cursor, COUNT_MORE + 1):
+            more += len(jobs)
+    _print_jobs(listed)
+    if more:
+        counted = f"{COUNT_MORE:,}+" if more > COUNT_MORE else f"{more:,}"
+        print(f"… {counted} more (descent list --cursor {cursor}, with the same filters)")
+    return 0
+
+
+def _print_jobs(jobs: list[dict[str, Any]]) -> None:
     rows = []
-    for handle in jobs:
-        job = handle.json
+    for job in jobs:
         spec, result = job.get("spec") or {}, job.get("result") or {}
         optimizer = spec.get("optimizer") or {}
         optimizer_text = f"{optimizer.get('name', 'sgd')} lr={optimizer['lr']:g}" if isinstance(
             optimizer.get("lr"), (int, float)) else optimizer.get("name", "sgd")
-        rows.append([job["id"], job["status"], job.get("name"), _objective_name(spec), optimizer_text,
+        outcome = "diverged" if job["status"] == "succeeded" and result.get("stop_reason") == "diverged" else job["status"]
+        rows.append([job["id"], outcome, job.get("name"), _objective_name(spec), optimizer_text,
                      result.get("f"), result.get("stop_reason")])
     print_table([("id", 36), ("status", 9), ("name", 16), ("objective", 28), ("optimizer", 18), ("final f", 12),
                  ("stop reason", 11)], rows)
-    return 0
 
 
 def cmd_objectives(args: argparse.Namespace) -> int:
@@ -274,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return int(args.fn(args) or 0)
     except DescentClientError as exc:
-        if exc.body is not None and args.command in _JSON_ANSWERS:
+        if exc.body is not None and args.command in _JSON_ANSWERS and getattr(args, "json", True):
             print_json(exc.body)
         detail = f" (HTTP {exc.status} {exc.code})" if exc.status and exc.code else ""
         print(f"descent {args.command}: {_said(exc, detail)}", file=sys.stderr)

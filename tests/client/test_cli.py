@@ -75,13 +75,38 @@ def test_submit_wait_exits_0_and_prints_the_finished_job(service, tmp_path):
     job = json.loads(out.stdout)
     assert job["status"] == "succeeded" and job["result"]["steps"] == 100
     assert out.stderr == ""  # no bar: stderr is not a terminal and --progress was not given
-    status = descent(service.url, "status", job["id"])
+    status = descent(service.url, "status", job["id"], "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["id"] == job["id"]
 
 
 @integration
+def test_wait_and_status_print_a_summary_of_at_most_three_lines(service, tmp_path):
+    lesson = {"objective": "torch.log(torch.log(w + 7)).prod()", "variable": "w", "x0": [[5, 10], [1, 2]],
+              "steps": 500, "optimizer": {"name": "sgd", "lr": 0.001}, "name": "lesson 3"}
+    job_id = descent(service.url, "submit", spec_file(tmp_path, lesson), "-q").stdout.strip()
+    out = descent(service.url, "wait", job_id)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2, out.stdout
+    assert lines[0].startswith(f"{job_id}  succeeded  'lesson 3'  stop: steps  steps: 500/500  f: ")
+    assert lines[1] == "x: [[4.9900, 9.9948], [0.9775, 1.9825]]"  # the lesson's answer, to 4 places
+    assert descent(service.url, "status", job_id).stdout == out.stdout
+    whole = json.loads(descent(service.url, "wait", job_id, "--json").stdout)
+    assert whole["id"] == job_id and whole["result"]["steps"] == 500 and "spec" in whole
+    gradient = descent(service.url, "submit", spec_file(tmp_path, {**lesson, "steps": 0, "name": "lesson 2"}), "-q")
+    out = descent(service.url, "wait", gradient.stdout.strip())
+    assert out.stdout.splitlines()[1] == "grad: [[0.0201, 0.0109], [0.0449, 0.0351]]", out.stdout
+    diverged = {"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 50, "optimizer": {"name": "sgd", "lr": 1.0}}
+    out = descent(service.url, "wait", descent(service.url, "submit", spec_file(tmp_path, diverged), "-q").stdout.strip())
+    head = out.stdout.splitlines()[0]
+    assert "  diverged  " in head and "succeeded" not in head and "f: Infinity" in head, out.stdout
+    missing = descent(service.url, "status", "no-such-job")
+    assert missing.returncode == 1 and missing.stdout == "" and "404" in one_clean_line(missing.stderr)
+
+
+@integration
 def test_wait_with_progress_draws_the_bar_on_stderr(service, long_id):
-    out = descent(service.url, "wait", long_id, "--progress")
+    out = descent(service.url, "wait", long_id, "--progress", "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["status"] == "succeeded"
     assert "2500/2500" in out.stderr.split("\r")[-1] and "Traceback" not in out.stderr
 
@@ -93,7 +118,7 @@ def test_wait_exits_non_zero_for_a_cancelled_job(service, tmp_path):
     cancelled = descent(service.url, "cancel", job_id)
     assert cancelled.returncode == 0 and json.loads(cancelled.stdout)["cancel_requested"] is True
     out = descent(service.url, "wait", job_id)
-    assert out.returncode == 1 and json.loads(out.stdout)["status"] == "cancelled"
+    assert out.returncode == 1 and out.stdout.startswith(f"{job_id}  cancelled")
     assert "cancelled" in one_clean_line(out.stderr)
     again = descent(service.url, "cancel", job_id)  # a finished job: 409
     assert again.returncode == 1 and "409" in one_clean_line(again.stderr)
@@ -102,7 +127,7 @@ def test_wait_exits_non_zero_for_a_cancelled_job(service, tmp_path):
 @integration
 def test_wait_timeout_exits_124_with_the_job_unfinished(service, tmp_path):
     job_id = descent(service.url, "submit", spec_file(tmp_path, ENDLESS), "-q").stdout.strip()
-    out = descent(service.url, "wait", job_id, "--timeout", "1")
+    out = descent(service.url, "wait", job_id, "--timeout", "1", "--json")
     assert out.returncode == 124 and json.loads(out.stdout)["status"] in ("queued", "running")
     assert "still" in one_clean_line(out.stderr)
     descent(service.url, "cancel", job_id)
@@ -141,15 +166,32 @@ def test_list_and_objectives_print_tables(service, long_id):
     assert len(mine) == 1 and "succeeded" in mine[0] and "sgd lr=0.0001" in mine[0]
     assert mine[0].rstrip().endswith("steps")
     done = descent(service.url, "list", "--status", "succeeded", "--limit", "1")
-    assert len(done.stdout.splitlines()) == 2 and "succeeded" in done.stdout.splitlines()[1]
+    assert len(done.stdout.splitlines()) == 3 and "succeeded" in done.stdout.splitlines()[1]
+    assert re.fullmatch(r"… [\d,]+ more \(descent list --cursor \S+, with the same filters\)", done.stdout.splitlines()[2])
     objectives = descent(service.url, "objectives")
     assert objectives.returncode == 0 and objectives.stdout.split()[:2] == ["name", "formula"]
     assert any(line.startswith("rosenbrock ") for line in objectives.stdout.splitlines())
 
 
 @integration
+def test_list_of_61_jobs_shows_the_50_newest_and_says_how_many_more(service):
+    name = f"sixty-one-{os.getpid()}-{free_port()}"
+    ids = [service.submit({**LONG, "steps": 1, "name": name})["id"] for _ in range(61)]
+    out = descent(service.url, "list", "--name", name)
+    assert out.returncode == 0, out.stderr
+    header, *rows, last = out.stdout.splitlines()
+    assert [r.split()[0] for r in rows] == ids[::-1][:50]  # the newest first
+    found = re.fullmatch(r"… 11 more \(descent list --cursor (\S+), with the same filters\)", last)
+    assert found, last
+    rest = descent(service.url, "list", "--name", name, "--cursor", found.group(1)).stdout.splitlines()[1:]
+    assert [r.split()[0] for r in rest] == ids[::-1][50:]  # the other 11, and no line saying more
+    every = descent(service.url, "list", "--name", name, "--limit", "0").stdout.splitlines()[1:]
+    assert len(every) == 61 and "more" not in every[-1]
+
+
+@integration
 def test_workers_prints_every_field_and_the_whole_id(service, long_id):
-    job = json.loads(descent(service.url, "status", long_id).stdout)
+    job = json.loads(descent(service.url, "status", long_id, "--json").stdout)
     table = descent(service.url, "workers")
     assert table.returncode == 0, table.stderr
     header, *rows = table.stdout.splitlines()
@@ -169,8 +211,10 @@ def test_list_filters_by_name_and_orders_newest_first(service, tmp_path):
     name = f"cli-{os.getpid()}-{free_port()}"
     ids = [descent(service.url, "submit", spec_file(tmp_path, {**LONG, "steps": 3, "name": name}), "-q").stdout.strip()
            for _ in range(3)]
-    newest_first = descent(service.url, "list", "--name", name, "--order", "desc").stdout.splitlines()[1:]
+    newest_first = descent(service.url, "list", "--name", name).stdout.splitlines()[1:]
     assert [line.split()[0] for line in newest_first] == ids[::-1] and all(name in line for line in newest_first)
+    oldest_first = descent(service.url, "list", "--name", name, "--order", "asc").stdout.splitlines()[1:]
+    assert [line.split()[0] for line in oldest_first] == ids
     bad = descent(service.url, "list", "--stop-reason", "bored")
     assert bad.returncode == 1 and "stop_reason" in one_clean_line(bad.stderr)
 
@@ -257,7 +301,7 @@ def test_a_reader_that_stops_early_breaks_no_pipe(service, long_id, tmp_path, fm
     out = subprocess.run(["sh", "-c", script], env=env_for(service.url), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and len(out.stdout.splitlines()) == 1
     assert "Traceback" not in err.read_text() and "BrokenPipe" not in err.read_text() and err.read_text() == ""
-    status = subprocess.run(["sh", "-c", f'"{BIN / "descent"}" status {long_id} 2>"{err}" | head -1'],
+    status = subprocess.run(["sh", "-c", f'"{BIN / "descent"}" status {long_id} --json 2>"{err}" | head -1'],
                             env=env_for(service.url), capture_output=True, text=True, timeout=120)
     assert status.stdout == "{\n" and err.read_text() == ""
 
@@ -290,6 +334,7 @@ def test_submit_and_sweep_flags():
                                          "--stop-reason", "diverged"])
     assert (listing.status, listing.name, listing.tag, listing.order) == ("failed", "n", "k:v", "desc")
     assert (listing.stop_reason, listing.limit) == ("diverged", 50)
+    assert build_parser().parse_args(["list"]).order == "desc"  # newest first unless --order asc
 
 
 def test_the_docstring_names_every_client_command():

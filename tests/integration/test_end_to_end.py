@@ -137,12 +137,12 @@ def test_submit_wait_status_and_history_csv(service, tmp_path):
     assert submitted.returncode == 0, submitted.stderr
     job_id = json.loads(submitted.stdout)["id"]
 
-    waited = descent(service, "wait", job_id)
+    waited = descent(service, "wait", job_id, "--json")
     assert waited.returncode == 0, waited.stdout + waited.stderr
     job = json.loads(waited.stdout)
     assert job["status"] == JobStatus.SUCCEEDED and [round(v, 4) for row in job["result"]["x"] for v in row] == [
         4.9900, 9.9948, 0.9775, 1.9825]
-    assert json.loads(descent(service, "status", job_id).stdout)["status"] == JobStatus.SUCCEEDED
+    assert json.loads(descent(service, "status", job_id, "--json").stdout)["status"] == JobStatus.SUCCEEDED
 
     table = descent(service, "history", job_id, "--csv").stdout.splitlines()
     assert table[0].startswith("step,f,grad_norm,lr,x_0") and len(table) == 502
@@ -156,5 +156,5 @@ def test_client_errors_exit_non_zero_with_the_api_message(service, tmp_path):
     bad.write_text(json.dumps({**LESSON_LOGLOG, "steps": -1}))
     out = descent(service, "submit", str(bad))
     assert out.returncode == 1 and json.loads(out.stdout)["error"]["field"] == "steps"
-    missing = descent(service, "wait", "no-such-job", "--timeout", "1")
+    missing = descent(service, "wait", "no-such-job", "--timeout", "1", "--json")
     assert missing.returncode == 1 and json.loads(missing.stdout)["error"]["code"] == "not_found"
