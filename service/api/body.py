@@ -124,7 +124,7 @@ def _npy(raw: bytes, field: str) -> np.ndarray:
     """An uploaded .npy file's array as float64; a 400 naming ``field`` if it is not one of numbers."""
     try:
         array = np.load(io.BytesIO(raw), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever numpy makes of bytes that are not a .npy
         raise _bad(field, f"{field} is not a .npy file of numbers ({str(exc)[:120]})") from None
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
         raise _bad(field, f"{field} must hold real numbers (bool, integer or float), not {getattr(array, 'dtype', '?')}")
