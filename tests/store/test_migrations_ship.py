@@ -40,8 +40,10 @@ def _build_wheel(tmp: Path) -> Path:
     src = tmp / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
         ".venv", ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".descent", "tests", "benchmarks"))
-    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-         "-q", "-w", str(tmp / "dist"), str(src), cwd=tmp)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                            "-w", str(tmp / "dist"), str(src)], cwd=tmp, capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, f"the wheel's build failed:\n{built.stdout}\n{built.stderr}"
+    assert "Warning" not in built.stdout + built.stderr, built.stdout + built.stderr  # no BuildBackendWarning
     (wheel,) = (tmp / "dist").glob("descent-*.whl")
     return wheel
 
