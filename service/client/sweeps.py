@@ -53,14 +53,42 @@ class SweepHandle(Handle):
                     return sweep
                 time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
 
-    def summary(self, sort: str = "created") -> list[dict[str, Any]]:
-        """Every summary item (job id, grid values, start, status, f, stop_reason,
-        distance_to_minimum, steps_to_tolerance), all pages; ``sort`` created or f."""
+    def summary(self, sort: str = "created", as_frame: bool | None = None) -> Any:
+        """Every summary item (job id, index, grid values, start, status, f, stop_reason,
+        distance_to_minimum, steps_to_tolerance), all pages; ``sort`` created or f.
+
+        A pandas DataFrame when pandas can be imported and ``as_frame`` is not False (True insists
+        on one): a row per job, a column per grid key (its dotted name) in place of ``grid``, f and
+        the distance as floats (NaN where there is none); otherwise a list of the API's items."""
         items: list[dict[str, Any]] = []
         for page in pages(self.client, f"/v1/sweeps/{self.id}", "summary", sort=sort, limit=1000):
             self._json = page
             items.extend(page["summary"])
-        return items
+        pandas = None
+        if as_frame is not False:
+            try:
+                import pandas
+            except ImportError:
+                if as_frame:
+                    raise
+        if pandas is None:
+            return items
+        keys = list((self._json or {}).get("grid") or {})
+        number = lambda v: float("nan") if v is None else float(v)  # noqa: E731 - "NaN", "Infinity" too
+        rows = [{"id": i["id"], "index": i["index"], **{k: (i.get("grid") or {}).get(k) for k in keys},
+                 "start": i["start"], "status": i["status"], "f": number(i["f"]), "stop_reason": i["stop_reason"],
+                 "distance_to_minimum": number(i["distance_to_minimum"]),
+                 "steps_to_tolerance": i["steps_to_tolerance"]} for i in items]
+        columns = ["id", "index", *keys, "start", "status", "f", "stop_reason", "distance_to_minimum",
+                   "steps_to_tolerance"]
+        return pandas.DataFrame(rows, columns=columns)
+
+    def grid(self, rows: str | None = None, cols: str | None = None, stat: str = "min") -> dict[str, Any]:
+        """Final f of every job over two grid keys, as ``GET /v1/sweeps/ID/grid`` computes it:
+        {rows, cols, cells, counts, finite, diverged, ...}; cells' non-finite values as floats."""
+        grid = self.client.get_json(f"/v1/sweeps/{self.id}/grid", rows=rows, cols=cols, stat=stat)
+        grid["cells"] = [[None if v is None else float(v) for v in row] for row in grid["cells"]]
+        return grid  # type: ignore[no-any-return]
 
     def jobs(self) -> Iterator[JobHandle]:
         """Every job of the sweep, page after page."""

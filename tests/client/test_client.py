@@ -156,10 +156,23 @@ def test_a_sweep_its_jobs_and_summary(client):
     assert final["counts"]["succeeded"] == 4 and sweep.counts["succeeded"] == 4
     jobs = list(sweep.jobs())
     assert len(jobs) == 4 and all(j.json["status"] == "succeeded" for j in jobs)
-    summary = sweep.summary(sort="f")
+    summary = sweep.summary(sort="f", as_frame=False)
     assert len(summary) == 4 and {s["id"] for s in summary} == {j.id for j in jobs}
+    grid = sweep.grid(rows="optimizer.lr", stat="median")
+    assert grid["rows"] == [0.001, 0.01] and grid["cols"] == [None] and grid["counts"] == [[2], [2]]
+    by_lr = {lr: sorted(s["f"] for s in summary if s["grid"]["optimizer.lr"] == lr) for lr in (0.001, 0.01)}
+    assert grid["cells"] == [[pytest.approx(sum(by_lr[0.001]) / 2)], [pytest.approx(sum(by_lr[0.01]) / 2)]]
     assert client.sweep(sweep.id).json["jobs"] == 4
     assert sweep.cancel()["counts"]["succeeded"] == 4  # nothing left to cancel
+
+
+def test_a_sweeps_summary_is_a_data_frame_with_pandas(client):
+    pandas = pytest.importorskip("pandas")  # an optional extra: descent[pandas]
+    sweep = client.submit_sweep({"base": {**LONG, "steps": 5}, "grid": {"optimizer.lr": [0.001, 0.01]}})
+    sweep.wait(timeout=120)
+    items, frame = sweep.summary(as_frame=False), sweep.summary()
+    assert isinstance(frame, pandas.DataFrame) and list(frame["id"]) == [s["id"] for s in items]
+    assert list(frame.columns[:3]) == ["id", "index", "optimizer.lr"] and frame["f"].dtype == float
 
 
 def test_plot_returns_a_png_or_writes_it(long_job, tmp_path):
