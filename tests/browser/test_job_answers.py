@@ -7,7 +7,7 @@ labels), the error states (the API down, a job that cannot be read, a queued gpu
 wait, a failed job's error) and dark mode.
 
 ``DESCENT_WRITE_DOCS_SCREENSHOT=1`` also writes docs/sweep_diverged.png (a sweep's heat map with a
-diverged row and its colour bar)."""
+diverged row and its colour bar) and docs/sweeps.png (the /sweeps page)."""
 from __future__ import annotations
 
 import io
@@ -249,6 +249,8 @@ def test_a_sweeps_diverged_cells_have_their_own_colour(service: Service, browser
     assert row.find_element("css selector", ".sweep-outcomes").text == "4 succeeded · 2 diverged"
     assert [s.get_attribute("data-outcome") for s in row.find_elements("css selector", ".outcome-bar > span")] == ["succeeded", "diverged"]
     browser.screenshot("sweeps")
+    if os.environ.get("DESCENT_WRITE_DOCS_SCREENSHOT"):
+        shot_of(browser, "sweeps", DOCS / "sweeps.png")
     row.find_element("css selector", "a").click()
     browser.wait(lambda d: d.current_url.startswith(f"{service.url}/sweeps/{sweep_id}"), "the row links to the sweep")
     no_errors(browser)
@@ -261,6 +263,8 @@ def test_a_sweeps_diverged_cells_have_their_own_colour(service: Service, browser
     browser.wait(lambda d: plotted(browser).get("ready"), "the sweep is compared")
     note = text(browser, "compare-diverged")
     assert note.startswith("2 of them diverged") and "no final f" not in note
+    named = {a.text for a in browser.driver.find_elements("css selector", "#compare-jobs tbody a")}
+    assert named == {f"lr={lr}, steps={steps}" for lr in ("0.001", "0.01", "1") for steps in (20, 40)}  # grid values
     lo, hi, ylo, yhi = plotted(browser)["surfaceRange"]
     assert hi - lo < 100 and yhi - ylo < 100, plotted(browser)["surfaceRange"]
     assert browser.driver.find_element("id", "chart-f").get_attribute("data-scale") == "log"

@@ -31,7 +31,7 @@ export async function comparePage(main) {
   if (sweepId) {
     main.replaceChildren(el("h1", { text: "Compare a sweep's jobs" }));
     const chosen = await sweepJobs(main, sweepId, params.get("best"));
-    if (chosen) await draw(main, chosen.jobs, chosen.sweep);
+    if (chosen) await draw(main, chosen.jobs, chosen.sweep, chosen.labels);
     return;
   }
   main.replaceChildren(el("h1", { text: "Compare jobs" }), form);
@@ -79,7 +79,21 @@ async function sweepJobs(main, sweepId, best) {
       + "(not finished, cancelled or failed)." }) : null));
   const points = Math.max(50, Math.min(POINTS, Math.floor(ALL_POINTS / Math.max(items.length, 1))));
   const jobs = (await readAll(items.map((i) => i.id), points)).filter(Boolean);
-  return { jobs, sweep: { id: sweep.id, total: sweep.jobs, drawn: jobs.length, capped } };
+  const starts = sweep.jobs / Object.values(sweep.grid || {}).reduce((n, values) => n * values.length, 1);
+  const labels = Object.fromEntries(items.map((i) => [i.id, gridLabel(i.grid || {}, starts > 1 ? i.start : null)]));
+  return { jobs, sweep: { id: sweep.id, total: sweep.jobs, drawn: jobs.length, capped }, labels };
+}
+
+/** A sweep's job named by its grid values, as a person reads them: "sgd, lr=0.01 · start 3" (a
+ * name's value alone, another key by its last part); "start 3" when the grid is empty. */
+export function gridLabel(grid, start = null) {
+  const parts = Object.entries(grid).map(([key, value]) => {
+    const shown = typeof value === "string" ? value : JSON.stringify(value);
+    const last = key.split(".").pop();
+    return last === "name" || key === "objective" ? shown : `${last}=${shown}`;
+  });
+  if (start !== null && start !== undefined) parts.push(`start ${start}`);
+  return parts.length ? parts.join(", ").replace(/, (start \d+)$/, " · $1") : "";
 }
 
 /** Each job and its history (at most `points` rows), READS_AT_ONCE at a time, in the order given;
@@ -105,9 +119,9 @@ async function readAll(ids, points) {
   return out;
 }
 
-async function draw(main, jobs, sweep) {
+async function draw(main, jobs, sweep, labels = {}) {
   const colour = (n) => PATH_COLORS[n % PATH_COLORS.length];
-  const label = (job) => job.name || job.id.slice(0, 8);
+  const label = (job) => labels[job.id] || job.name || job.id.slice(0, 8);
   const legend = el("table", { class: "jobs", id: "compare-jobs" },
     el("thead", {}, el("tr", {}, ...["", "job", "status", "objective", "optimizer", "final f", "stop reason"].map((h) => el("th", { text: h })))),
     el("tbody", {}, ...jobs.map((job, n) => el("tr", { "data-job": job.id },
