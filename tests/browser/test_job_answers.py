@@ -309,6 +309,34 @@ def test_curves_default_to_log_and_keep_their_digits(service: Service, browser: 
                  "the curves switch to linear")
     no_errors(browser)
 
+    # One zoom for the three charts (a drag on one), smoothing, and the view kept in the URL.
+    over = browser.driver.find_element("css selector", "#chart-grad .u-over")
+    width = over.size["width"]
+    ActionChains(browser.driver).move_to_element_with_offset(over, -width // 4, 0).click_and_hold() \
+        .move_by_offset(width // 4, 0).release().perform()
+    ranges = "return ['chart-f', 'chart-grad', 'chart-lr'].map((id) => { const d = document.getElementById(id).dataset;" \
+             " return [d.zoomed, Number(d.xMin), Number(d.xMax)]; })"
+    zoomed = browser.wait(lambda d: (r := d.execute_script(ranges)) and all(z == "true" and lo > 0 for z, lo, _ in r) and r,
+                          "all three charts zoom")
+    assert len({(lo, hi) for _, lo, hi in zoomed}) == 1, zoomed
+    _, lo, hi = zoomed[0]
+    assert 10 < lo < hi < 140 and hi - lo > 10, zoomed  # about the second quarter of 150 steps
+    browser.js("const s = document.getElementById('smoothing'); s.value = '0.8'; s.dispatchEvent(new Event('input'));")
+    browser.wait(lambda d: d.find_element("id", "chart-f").get_attribute("data-series") == "2", "f is smoothed")
+    url = browser.driver.current_url
+    assert f"zoom={int(lo)}%2C{int(hi)}" in url and "smooth=0.8" in url and "log=0" in url, url
+    browser.driver.get(url)
+    browser.wait(lambda d: plotted(browser).get("ready"), "the shared view is drawn again")
+    assert browser.js(ranges) == zoomed  # the same zoom on every chart, from the URL
+    assert browser.driver.find_element("id", "chart-f").get_attribute("data-series") == "2"
+    assert not browser.driver.find_element("id", "log-scale").is_selected()
+    assert browser.driver.find_element("id", "chart-f").get_attribute("data-scale") == "linear"
+    browser.screenshot("job-curves-zoomed-smoothed")
+    ActionChains(browser.driver).double_click(browser.driver.find_element("css selector", "#chart-lr .u-over")).perform()
+    browser.wait(lambda d: all(z == "false" for z, _, _ in d.execute_script(ranges)), "a double click shows every step")
+    assert "zoom=" not in browser.driver.current_url
+    no_errors(browser)
+
     # A flat f (a constant objective) stays linear, and no two tick labels read the same.
     out = browser.driver.execute_async_script(r"""
         const done = arguments[arguments.length - 1];

@@ -5,7 +5,7 @@ import {
   FINISHED, banner, blobURL, deleteAfterAsking, el, errorText, failureBanner, fmt, getJSON, jobOutcome, num, objectiveText,
   optimizerText, postJSON, readEvents, request, shapeOf, sleep, statusBadge, tensorText, unreachable, unreachableText, when,
 } from "./api.js";
-import { LineChart, wantsLog } from "./charts.js";
+import { ChartGroup, LineChart, wantsLog } from "./charts.js";
 import { ContourPlot } from "./contour.js";
 import { bigTensorView, isReference, isSummary } from "./tensorview.js";
 import {
@@ -34,20 +34,48 @@ export async function jobPage(main, jobId) {
   state.answer = answer;
   state.gradientOnly = gradientOnly;
 
-  // Curves
+  // Curves: one zoom (a drag on any of them; a double click shows every step), one smoothing, and
+  // the view (?log=1|0&zoom=first,last&smooth=w) kept in the page's URL, so that it can be shared.
+  const view = new URLSearchParams(location.search);
   const logBox = el("input", { type: "checkbox", id: "log-scale" });
+  const smooth = el("input", { type: "range", id: "smoothing", min: 0, max: 0.99, step: 0.01, value: 0 });
+  const smoothShown = el("span", { class: "mono", id: "smoothing-value", text: "0" });
+  const group = new ChartGroup((zoom, w) => keepView(state, { zoom: zoom ? zoom.join(",") : null, smooth: w ? String(w) : null }));
   const charts = {
-    f: new LineChart(el("div", { id: "chart-f", class: "chart" }), { title: "loss f", yLabel: "f" }),
-    grad_norm: new LineChart(el("div", { id: "chart-grad", class: "chart" }), { title: "gradient norm", yLabel: "|grad|" }),
-    lr: new LineChart(el("div", { id: "chart-lr", class: "chart" }), { title: "learning rate", yLabel: "lr" }),
+    f: group.add(new LineChart(el("div", { id: "chart-f", class: "chart" }), { title: "loss f", yLabel: "f" })),
+    grad_norm: group.add(new LineChart(el("div", { id: "chart-grad", class: "chart" }), { title: "gradient norm", yLabel: "|grad|" })),
+    lr: group.add(new LineChart(el("div", { id: "chart-lr", class: "chart" }), { title: "learning rate", yLabel: "lr" })),
   };
-  chartsPanel.append(el("h2", { text: "Curves" }), el("label", { class: "switch" }, logBox, " log scale"),
+  const unzoom = el("button", { type: "button", class: "link", id: "zoom-reset", text: "all steps", onclick: () => group.setZoom(null) });
+  chartsPanel.append(el("h2", { text: "Curves" }),
+    el("p", { class: "controls" }, el("label", { class: "switch" }, logBox, " log scale"), " · ",
+      el("label", { class: "switch" }, "smoothing ", smooth, smoothShown), " · ", unzoom,
+      el("span", { class: "muted", text: " (drag over a chart to zoom all three)" })),
     ...Object.values(charts).map((c) => c.container));
   logBox.addEventListener("change", () => {
     state.logChosen = true; // the user's choice holds; until then the data decides (log when f spans decades)
     Object.values(charts).forEach((c) => c.setLog(logBox.checked));
+    keepView(state, { log: logBox.checked ? "1" : "0" });
   });
+  smooth.addEventListener("input", () => {
+    smoothShown.textContent = smooth.value;
+    group.setSmoothing(Number(smooth.value));
+  });
+  const zoom = (view.get("zoom") || "").split(",").map(Number);
+  if (zoom.length === 2 && zoom.every(Number.isFinite) && zoom[1] > zoom[0]) group.setZoom(zoom, false);
+  const w = Number(view.get("smooth"));
+  if (w > 0 && w < 1) {
+    smooth.value = String(w);
+    smoothShown.textContent = smooth.value;
+    group.setSmoothing(Number(smooth.value), false);
+  }
+  if (view.get("log") === "1" || view.get("log") === "0") {
+    state.logChosen = true;
+    logBox.checked = view.get("log") === "1";
+    Object.values(charts).forEach((c) => c.setLog(logBox.checked));
+  }
   state.charts = charts;
+  state.group = group;
   state.logBox = logBox;
 
   // Contour
@@ -67,6 +95,15 @@ export async function jobPage(main, jobId) {
   await refresh(state);
   if (!FINISHED.has(state.job.status)) follow(state);
   else await finish(state);
+}
+
+/** The page's URL with `changes` to its query (null: removed), in place (no new history entry). */
+function keepView(state, changes) {
+  const q = new URLSearchParams(location.search);
+  for (const [key, value] of Object.entries(changes)) {
+    if (value === null || value === undefined) q.delete(key); else q.set(key, value);
+  }
+  history.replaceState(history.state, "", `${location.pathname}${q.toString() ? `?${q}` : ""}`);
 }
 
 /** The job, read until the API answers: while it cannot be reached the page says so and retries;
