@@ -22,8 +22,8 @@ from service.store import jobs as job_store
 from service.store.history import ChunkWrite, save_chunks
 from service.store.records import JobRecord
 from workers.ending import (CANCEL_POLL_SECONDS, NO_GPU, OBJECTIVE_ERRORS, Outcome, checkpoint_interval, fail_job,
-                            failure_message, hand_back, infrastructure_fault, job_device, stored_result, with_retries,
-                            wrote)
+                            failure_message, hand_back, job_device, stored_result, wrote)
+from workers.outages import infrastructure_fault, with_retries
 from workers.state import WorkerState
 
 log = logging.getLogger("workers.runner")

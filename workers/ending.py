@@ -1,12 +1,13 @@
-"""What every way of running jobs in a worker shares: retrying the store, a job's device, failing it.
+"""What every way of running jobs in a worker shares: a job's device and checkpoint interval, and
+ending it (its result as stored, failed, or handed back).
 
 ``runner`` runs a message's jobs (alone, or through ``batch`` as one batch); both end jobs here.
+Outages of the store are told apart and ridden out in ``outages``.
 """
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any, Callable, Literal, Sequence, TypeVar
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -15,14 +16,13 @@ from service.batch import HistoryBatch
 from service.engine import EngineError, Result
 from service.jsonsafe import json_safe
 from service.errors import first_line
-from service.store import JobStatus, StoreUnavailable
+from service.store import JobStatus
 from service.store import jobs as job_store
 from service.store import tensors as job_tensors
-from service.store.db import sqlstate
+from workers.outages import with_retries
 from workers.state import WorkerState
 
 log = logging.getLogger("workers.runner")
-T = TypeVar("T")
 # What a job's objective may raise while it runs (a shape, index or value that does not work out).
 OBJECTIVE_ERRORS = (RuntimeError, ValueError, IndexError, TypeError)
 # What one delivery of a job did: the status it ended the job with, or why it ended none.
@@ -30,61 +30,6 @@ Outcome = JobStatus | Literal["skipped", "released", "lease_lost"]
 # When no chunk was saved for this long (inside a long step of a lone job, or a long chunk of a
 # batch), the runner asks the store whether its jobs were cancelled, renewing their leases on the way.
 CANCEL_POLL_SECONDS = 1.0
-
-
-# Seconds a worker retries the store through an outage before it gives up on what it was doing
-# (then a job it holds is handed back without its attempt counted: ``runner``).
-STORE_PATIENCE = 300.0
-
-
-# Database states that a job's own statements can cause again and again (one past the statement
-# timeout, the server out of memory on it, a program limit such as a row too big): such a fault is
-# charged to the job like a crash, so its attempts run out rather than it being handed back forever.
-_JOB_CAUSED_STATES = ("57014", "53200")
-
-
-def infrastructure_fault(exc: BaseException) -> bool:
-    """Whether ``exc`` is the infrastructure's fault, never the job's: the database unavailable,
-    read-only (a failover in progress) or a row locked past the lock timeout, or the broker
-    unreachable. A job that meets one keeps its attempt; one its own statements may cause
-    (``_JOB_CAUSED_STATES``, class 54) counts as its crash."""
-    state = sqlstate(exc)
-    if state in _JOB_CAUSED_STATES or state[:2] == "54":
-        return False
-    if isinstance(exc, StoreUnavailable):
-        return True
-    import psycopg
-    from sqlalchemy.exc import DBAPIError
-
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    driver = exc.orig if isinstance(exc, DBAPIError) else exc
-    if isinstance(driver, psycopg.Error):
-        return isinstance(driver, (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction))
-    if isinstance(exc, DBAPIError):
-        return False
-    try:
-        from kombu.exceptions import OperationalError as BrokerError
-        from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
-    except ImportError:  # pragma: no cover - both ship with celery[redis]
-        return False
-    return isinstance(exc, (BrokerError, RedisConnectionError, RedisTimeout))
-
-
-def with_retries(fn: Callable[[], T], what: str, give_up_after: float | None = None) -> T:
-    """Call ``fn``, retrying with backoff while the database is unavailable (or read-only), for up
-    to ``give_up_after`` seconds (``STORE_PATIENCE``); then the last error is raised."""
-    delay, began = 0.2, time.monotonic()
-    patience = STORE_PATIENCE if give_up_after is None else give_up_after
-    while True:
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001 - only the infrastructure's faults are retried
-            if not infrastructure_fault(exc) or time.monotonic() - began > patience:
-                raise
-            log.warning("%s: database unavailable (%s); retrying in %.1fs", what, exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 def checkpoint_interval(numel: int, lanes: int = 1) -> float:

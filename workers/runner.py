@@ -20,8 +20,8 @@ from service.store.history import save_chunk
 from service.store.records import JobRecord
 from workers.batch import run_batch_of
 from workers.ending import (CANCEL_POLL_SECONDS, NO_GPU, OBJECTIVE_ERRORS, Outcome, checkpoint_interval, fail_job,
-                            failure_message, hand_back, infrastructure_fault, job_device, stored_result, wrote,
-                            with_retries)
+                            failure_message, hand_back, job_device, stored_result, wrote)
+from workers.outages import infrastructure_fault, with_retries
 from workers.state import WorkerState
 
 log = logging.getLogger(__name__)

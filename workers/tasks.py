@@ -14,7 +14,7 @@ from celery.exceptions import Reject
 
 from service.queue import RUN_JOB_TASK, RUN_JOBS_TASK
 from workers import runner
-from workers.ending import infrastructure_fault
+from workers.outages import infrastructure_fault
 from workers.state import get_state
 
 log = logging.getLogger("workers.runner")

@@ -19,7 +19,7 @@ from service.store.models import HistoryRow, Job
 from tests.store.test_store import new_job
 from tests.workers.test_batch import BASE, STARTS, Service, assert_is_solo_run
 from workers import batch as worker_batch
-from workers import ending, runner, tasks
+from workers import outages, runner, tasks
 from workers import fleet as worker_fleet
 from workers import state as worker_state
 from workers.state import _identity
@@ -37,7 +37,7 @@ def service(db, tmp_path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def impatient(monkeypatch):  # type: ignore[no-untyped-def]
     """Workers give up on the store after a fraction of a second (not five minutes)."""
-    monkeypatch.setattr(ending, "STORE_PATIENCE", 0.3)
+    monkeypatch.setattr(outages, "STORE_PATIENCE", 0.3)
 
 
 def this_process(service: Service) -> Any:
@@ -128,11 +128,11 @@ def test_what_counts_as_an_infrastructure_fault():
     import psycopg
 
     read_only = InternalError("UPDATE jobs", None, psycopg.errors.ReadOnlySqlTransaction("read-only transaction"))
-    assert ending.infrastructure_fault(read_only)
-    assert ending.infrastructure_fault(StoreUnavailable("down"))
-    assert not ending.infrastructure_fault(RuntimeError("the objective failed"))
-    assert not ending.infrastructure_fault(InternalError("x", None, psycopg.errors.DivisionByZero("x")))
-    assert not ending.infrastructure_fault(LeaseLost("taken"))
+    assert outages.infrastructure_fault(read_only)
+    assert outages.infrastructure_fault(StoreUnavailable("down"))
+    assert not outages.infrastructure_fault(RuntimeError("the objective failed"))
+    assert not outages.infrastructure_fault(InternalError("x", None, psycopg.errors.DivisionByZero("x")))
+    assert not outages.infrastructure_fault(LeaseLost("taken"))
 
 
 def test_a_read_only_database_during_a_job_charges_no_attempt(pg_db, tmp_path, monkeypatch):
@@ -286,7 +286,7 @@ def test_a_fault_the_jobs_own_statement_can_cause_again_is_charged_to_it():
     from sqlalchemy.exc import InternalError, OperationalError
 
     from service.store.db import unavailable_reason
-    from workers.ending import infrastructure_fault
+    from workers.outages import infrastructure_fault
 
     for driver in (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
                    psycopg.errors.OutOfMemory("out of memory"), psycopg.errors.ProgramLimitExceeded("row is too big")):
