@@ -20,11 +20,13 @@ Rows (each compares Descent with a baseline measured here, now):
    chunk cap, each its own transaction with the lease renewal) against one plain binary
    ``COPY history FROM STDIN`` of the same rows, its payload built beforehand;
 5. the CSV export of a 1,000,001-row history through the API against ``psql`` ``COPY ... TO
-   STDOUT WITH CSV``, and ``points=1000`` on that history (``benchmarks/history_export.py``).
+   STDOUT WITH CSV``, and ``points=1000`` on that history (``benchmarks/history_export.py``);
+6. ``?points=1000`` on a 5,000-step 100-parameter job and on a 1,000,000-step 2-parameter job
+   against a plain page of 1,000 rows of the same job (``benchmarks/points.py``).
 
 ``--quick`` is a smoke run of every row at small sizes (a 500-job sweep with a 20-job sample, a
-40-job burst, 100,000 written rows, a 100,001-row export). Progress goes to stderr; the table
-(markdown) to stdout.
+40-job burst, 100,000 written rows, a 100,001-row export, points on 100,001 rows). Progress goes
+to stderr; the table (markdown) to stdout.
 """
 from __future__ import annotations
 
@@ -55,9 +57,11 @@ import sweep as sweep_bench  # noqa: E402
 from service.spec import check_spec  # noqa: E402
 
 FULL = {"lesson_pairs": 15, "big_pairs": 11, "sweep_jobs": 10_000, "solo": 100, "burst_jobs": 200,
-        "write_rows": 1_000_000, "write_pairs": 3, "export_rows": 1_000_001, "export_repeat": 3, "points_repeat": 9}
+        "write_rows": 1_000_000, "write_pairs": 3, "export_rows": 1_000_001, "export_repeat": 3, "points_repeat": 9,
+        "points_rows": 1_000_001}
 QUICK = {"lesson_pairs": 7, "big_pairs": 5, "sweep_jobs": 500, "solo": 20, "burst_jobs": 40,
-         "write_rows": 100_000, "write_pairs": 3, "export_rows": 100_001, "export_repeat": 1, "points_repeat": 5}
+         "write_rows": 100_000, "write_pairs": 3, "export_rows": 100_001, "export_repeat": 1, "points_repeat": 5,
+         "points_rows": 100_001}
 WRITE_CHUNK = 1_000  # service.engine.run's chunk_rows: the most rows a worker writes in one transaction
 
 
@@ -208,6 +212,18 @@ def exports(rows: int, repeat: int, points_repeat: int) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# -- 6. points against a page of as many rows (benchmarks/points.py, in a process of its own) -----
+
+def points(rows: int, repeat: int) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, str(HERE / "points.py"), "--rows", str(rows), "--repeat", str(repeat)],
+                         capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise SystemExit(f"points.py failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    for line in out.stderr.strip().splitlines():
+        say("  " + line)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 # -- the table -----------------------------------------------------------------------------------
 
 def fmt_s(seconds: float) -> str:
@@ -268,6 +284,15 @@ def table(m: dict[str, Any], r: dict[str, Any], sizes: dict[str, Any], quick: bo
         p = x.get("points_1000_ms")
         add(f"`?points=1000` (JSON) on that {x['rows']:,}-row history, median of {sizes['points_repeat']} requests",
             f"{p:.1f} ms" if p is not None else "failed", "—", "—", f"< 200 ms ({verdict(p is not None and p < 200)})")
+    if "points" in r:
+        w, g = r["points"]["worst"]["wide"], r["points"]["worst"]["long"]
+        ok = w["points_ms"] < 100 and g["points_ms"] < 100
+        add(f"`?points=1000` (JSON, whole body) on a 5,000-step 100-parameter job / on a {g['rows'] - 1:,}-step "
+            f"2-parameter job, vs a plain page of 1,000 rows of the same job (`?limit=1000`); median of "
+            f"{w['repeat']} alternating requests, the worse of right after the writes and after `VACUUM ANALYZE`; "
+            "ratio points / page",
+            f"{w['points_ms']:.1f} ms / {g['points_ms']:.1f} ms", f"{w['page_ms']:.1f} ms / {g['page_ms']:.1f} ms",
+            f"{w['ratio']:.2f}× / {g['ratio']:.2f}×", f"< 100 ms each ({verdict(ok)})")
     for name, why in (failed or {}).items():
         lines.append(f"| {name}: **failed** ({why.replace('|', '/')}) | — | — | — | — |")
     return "\n".join(lines)
@@ -277,8 +302,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run at small sizes (a few minutes)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes for the sweep and the burst")
-    parser.add_argument("--only", default="engine,sweep,burst,writes,export",
-                        help="comma-separated subset of engine,sweep,burst,writes,export")
+    parser.add_argument("--only", default="engine,sweep,burst,writes,export,points",
+                        help="comma-separated subset of engine,sweep,burst,writes,export,points")
     parser.add_argument("--json", action="store_true", help="also print every measurement as one JSON line")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
@@ -308,6 +333,8 @@ def main() -> None:
         say(f"  store {results['writes']['store_rows_per_s']:,.0f} rows/s, COPY {results['writes']['copy_rows_per_s']:,.0f} rows/s")
     piece("export", f"exports: {sizes['export_rows']:,} rows ...",
           lambda: exports(sizes["export_rows"], sizes["export_repeat"], sizes["points_repeat"]))
+    piece("points", f"points: 5,001 rows x 100 and {sizes['points_rows']:,} rows x 2 ...",
+          lambda: points(sizes["points_rows"], sizes["points_repeat"]))
     piece("burst", f"burst: {sizes['burst_jobs']} jobs, batching off then on ...",
           lambda: burst_bench.measure(sizes["burst_jobs"], args.workers, log=say))
     piece("sweep", f"sweep: {sizes['sweep_jobs']:,} jobs, one-at-a-time sample of {sizes['solo']} ...",

@@ -13,9 +13,11 @@ query each); other narrow reads are formatted a block of rows and a column at a 
 row-by-row path, in pieces.
 
 ``points=N`` (1 to 100,000) answers at most N rows spread evenly over the steps from ``start``
-to the last, always with the first and the last (``store.history.choose_steps``, from the index
-alone), chosen among the multiples of ``every``, at most ``limit`` of them; its JSON answer is one
-page (``next_start`` null).
+to the last, always with the first and the last, chosen among the multiples of ``every``, at most
+``limit`` of them; its JSON answer is one page (``next_start`` null). Its steps are worked out from
+the job's ``record.every`` and looked up by primary key (``store.history.choose_steps``), so it
+costs N index lookups whatever the history's length or width; on PostgreSQL the rows come back
+as the database's text of their values (``store.history.iter_point_texts``), written as they are.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from service.api.serialize import HISTORY_FIELDS, csv_block, csv_header, csv_lin
 from service.api.services import services
 from service.store import HistoryBatch
 from service.store import jobs as job_store
-from service.store.history import choose_steps, iter_history, iter_text, text_width_ok
+from service.store.history import choose_steps, iter_history, iter_point_texts, iter_text, text_width_ok
 
 bp = Blueprint("history", __name__, url_prefix="/v1/jobs")
 log = logging.getLogger(__name__)
@@ -86,17 +88,24 @@ def history(job_id: str):  # type: ignore[no-untyped-def]
     width = numel * (int("x" in fields) + int("grad" in fields))
     record_every = recorded.get("every", 1)
     stride = record_every if isinstance(record_every, int) and record_every > 1 else 1  # steps between rows
+    block = numel > 0 and width <= BLOCK_MAX_WIDTH
+    rows_per_page = max(1, min(BLOCK_ROWS, BLOCK_VALUES // (4 + width))) if block else 1000
     svc.waiters.take_for_stream()  # a stream holds a request thread until its last byte
     try:
-        steps = None if points is None else choose_steps(svc.db, job_id, points, start=start or 0, every=every)
-        if fmt != "json" and numel > 0 and text_width_ok(svc.db, width):
+        if points is not None and block and svc.db.dialect == "postgresql":
+            texts = _point_texts(iter_point_texts(svc.db, job_id, points, fields, numel, start=start or 0, every=every,
+                                                  stride=stride, sep=_SEPARATOR[fmt], batch_size=rows_per_page),
+                                 fmt, fields, shape)
+            first_text = next(texts, None)  # read here: a failure is an error status, not a broken 200
+            pages = None
+        elif points is None and fmt != "json" and numel > 0 and text_width_ok(svc.db, width):
             texts = iter_text(svc.db, job_id, fmt, fields, shape, start=start or 0, limit=limit, every=every,
-                              steps=steps, stride=stride, ahead=READ_AHEAD)
+                              stride=stride, ahead=READ_AHEAD)
             first_text = next(texts, None)  # read here: a failure is an error status, not a broken 200
             pages = None
         else:
-            block = numel > 0 and width <= BLOCK_MAX_WIDTH
-            rows_per_page = max(1, min(BLOCK_ROWS, BLOCK_VALUES // (4 + width))) if block else 1000
+            steps = None if points is None else choose_steps(svc.db, job_id, points, start=start or 0, every=every,
+                                                                stride=stride)
             pages = iter_history(svc.db, job_id, start=start or 0, limit=None if limit is None else limit + 1,
                                  every=every, with_x="x" in fields, with_grad="grad" in fields, numel=numel,
                                  batch_size=rows_per_page, steps=steps)
@@ -185,6 +194,110 @@ def _blocks(pages: Iterator[HistoryBatch], fmt: str, fields: list[str], shape: l
             break
     if fmt == "json":
         yield '], "next_start": ' + json.dumps(next_start) + "}"
+
+
+# Between the values of an x or grad, in each format.
+_SEPARATOR = {"csv": ",", "json": ", ", "ndjson": ", "}
+# PostgreSQL's text of the values that are not finite, as each format writes them.
+_NON_FINITE = {True: {"NaN": '"NaN"', "Infinity": '"Infinity"', "-Infinity": '"-Infinity"'},
+               False: {"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}}
+
+
+def _point_texts(pages: Iterator[list[tuple[Any, ...]]], fmt: str, fields: list[str],
+                 shape: list[int]) -> Iterator[str]:
+    """The answer to ``points`` from PostgreSQL's text of the rows (``store.history.iter_point_texts``),
+    the same bytes as ``_blocks`` writes; the first page is read by the first ``next``. The CSV
+    header is not written here."""
+    first = next(pages, None)
+    if fmt == "json":
+        yield '{"rows": ['
+    written = False
+    for page in _chain([] if first is None else [first], pages):
+        text = _point_page(page, fmt, fields, shape)
+        yield ("," if written and fmt == "json" else "") + text
+        written = True
+        del page, text
+    if fmt == "json":
+        yield '], "next_start": null}'
+
+
+def _point_page(rows: list[tuple[Any, ...]], fmt: str, fields: list[str], shape: list[int]) -> str:
+    """One page's rows as ``serialize.csv_block``/``json_block`` write them (an x or grad that no
+    row has is left out of JSON and empty in CSV; one that only some rows have is NaN elsewhere):
+    a column at a time, each row one ``%`` of a template."""
+    json_strings = fmt != "csv"
+    numel = math.prod(shape)
+    dims = list(shape) if len(shape) > 1 else [numel]
+    columns = list(zip(*rows))
+    cells: list[Any] = [columns[0]]
+    parts = ['"step": %s']
+    for name, column in zip([name for name in fields if name != "step"], columns[1:]):
+        if name not in ("x", "grad"):
+            cells.append(_scalar_texts(column, json_strings))
+        elif all(text is None for text in column):
+            if json_strings or not numel:
+                continue
+            cells.append(["," * (numel - 1)] * len(rows))  # the empty cells of a value that no row has
+        else:
+            cells.append(_array_texts(column, json_strings, dims))
+        parts.append(json.dumps(name) + ": " + ("[%s]" if name in ("x", "grad") and len(dims) == 1 else "%s"))
+    if json_strings:
+        template = "{" + ", ".join(parts) + "}"
+    else:
+        template = ",".join(["%s"] * len(cells))
+    end = {"csv": "\n", "ndjson": "\n", "json": ","}[fmt]
+    return end.join(map(template.__mod__, zip(*cells))) + ("" if fmt == "json" else end)
+
+
+def _scalar_texts(column: tuple[str, ...], json_strings: bool) -> Any:
+    """The column's values as ``repr`` writes them: the column itself when every value has a
+    point and none a positive exponent (one look at the whole column), else each rewritten."""
+    joined = "|".join(column)
+    if joined.count(".") == len(column) and "e+" not in joined:
+        return column
+    return [_repr_text(text, json_strings) for text in column]
+
+
+def _array_texts(column: tuple[str | None, ...], json_strings: bool, dims: list[int]) -> Any:
+    """Each row's x or grad: its values joined by the format's ``_SEPARATOR`` (JSON of more than
+    one dimension: the whole nested array of ``dims``). The column itself when every value of
+    every row has a point and none a positive exponent (one look at the whole column), else row
+    by row, ``nans`` for a row without it."""
+    sep = _SEPARATOR["json" if json_strings else "csv"]
+    flat = not json_strings or len(dims) == 1
+    if flat and None not in column:
+        joined = "|".join(column)  # type: ignore[arg-type]
+        if joined.count(".") == joined.count(",") + len(column) and "e+" not in joined:
+            return column
+    nans = [_NON_FINITE[json_strings]["NaN"]] * math.prod(dims)
+    nested = None if flat else _nested(dims)
+    out = []
+    for text in column:
+        values = nans if text is None else text.split(sep)
+        if text is not None and (text.count(".") != len(values) or "e+" in text):
+            values = [_repr_text(v, json_strings) for v in values]
+        out.append(sep.join(values) if nested is None else nested % tuple(values))
+    return out
+
+
+def _nested(dims: list[int]) -> str:
+    """A ``%`` template of an array of ``dims``, as ``json.dumps`` writes it."""
+    item = "%s" if len(dims) == 1 else _nested(dims[1:])
+    return "[" + ", ".join([item] * dims[0]) + "]"
+
+
+def _repr_text(text: str, json_strings: bool) -> str:
+    """Python's ``repr`` of the double that PostgreSQL wrote as ``text`` (its shortest exact text,
+    ``extra_float_digits`` 1); for JSON a non-finite one as ``json_safe`` writes it. A text with a
+    point or a negative exponent and no positive one is already ``repr``'s; an integral one
+    gains '.0'; the rest (exponents from 15 on, where the two differ, NaN and infinities) are
+    read back and written again."""
+    if "e+" not in text and ("." in text or "e-" in text):
+        return text
+    if text.lstrip("-").isdigit():
+        return text + ".0"
+    value = float(text)
+    return repr(value) if math.isfinite(value) else _NON_FINITE[json_strings][text]
 
 
 def _head(batch: HistoryBatch, n: int) -> HistoryBatch:

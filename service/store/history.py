@@ -15,6 +15,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import text as sql_text
 
 from service.batch import HistoryBatch, Progress
 from service.store import counters
@@ -24,8 +25,8 @@ from service.store import pgcopy
 from service.store.models import HistoryRow, Job
 from service.store.rows import write_many, write_once, write_rows
 
-__all__ = ["PAGE_BYTES", "ChunkWrite", "HistoryBatch", "choose_steps", "count_rows", "iter_history", "iter_text", "page_rows",
-           "save_chunk", "save_chunks", "text_width_ok", "write_rows"]
+__all__ = ["PAGE_BYTES", "ChunkWrite", "HistoryBatch", "choose_steps", "count_rows", "iter_history", "iter_text",
+           "iter_point_texts", "page_rows", "save_chunk", "save_chunks", "text_width_ok", "write_rows"]
 
 
 def save_chunk(db: Database, job_id: str, worker: str, batch: HistoryBatch, checkpoint: bytes | None,
@@ -122,10 +123,10 @@ def iter_history(db: Database, job_id: str, start: int = 0, limit: int | None = 
         with db.session() as s:
             if raw:
                 rows = _sqlite_page(s, job_id, [c.key for c in selected], cursor, chunk, every, size)
+            elif chunk is not None:
+                rows = _pg_rows_at(s, job_id, [c.key for c in selected], cursor, chunk, every, size)
             else:
                 query = select(*selected).where(HistoryRow.job_id == job_id, HistoryRow.step >= cursor)
-                if chunk is not None:
-                    query = query.where(HistoryRow.step.in_(chunk))
                 if every > 1:
                     query = query.where(HistoryRow.step % every == 0)
                 rows = s.execute(query.order_by(HistoryRow.step).limit(size)).all()
@@ -166,6 +167,26 @@ def _sqlite_page(s: Any, job_id: str, names: list[str], cursor: int, chunk: list
     sql += " ORDER BY step LIMIT ?"
     params.append(size)
     return s.connection().exec_driver_sql(sql, tuple(params)).cursor.fetchall()
+
+
+def _pg_at(names: Sequence[str], outer: str | None = None) -> str:
+    """PostgreSQL: the columns ``names`` (or the select list ``outer`` of them, as ``h``) of the
+    job's rows at the steps ``%(steps)s``, in step order, each row one lookup of the primary key.
+    ``step = ANY(...)`` alone is no such promise: with statistics that undercount the job's rows,
+    the planner walks all of them and filters (a LATERAL subquery with a LIMIT is never flattened)."""
+    outer = outer or ", ".join(f"h.{name}" for name in names)
+    return (f"SELECT {outer} FROM unnest(%(steps)s::integer[]) AS t(v) CROSS JOIN LATERAL (SELECT "
+            f"{', '.join(names)} FROM history WHERE job_id = %(job)s AND step = t.v LIMIT 1) AS h ORDER BY h.step")
+
+
+def _pg_rows_at(s: Any, job_id: str, names: list[str], cursor: int, steps: list[int], every: int,
+                size: int) -> list[tuple[Any, ...]]:
+    """The rows of ``steps`` on PostgreSQL: a primary-key lookup each (never a scan of the job's
+    rows between them), x and grad in binary (lists of floats, no text to parse)."""
+    wanted = [v for v in steps if v >= cursor and v % every == 0][:size]
+    with s.connection().connection.driver_connection.cursor(binary=True) as cur:
+        cur.execute(_pg_at(names), {"job": job_id, "steps": wanted})
+        return cur.fetchall()
 
 
 def _json_arrays(column: tuple[Any, ...], numel: int) -> Any:
@@ -228,8 +249,7 @@ def text_width_ok(db: Database, width: int) -> bool:
 
 
 def iter_text(db: Database, job_id: str, fmt: str, fields: list[str], shape: list[int], start: int = 0,
-              limit: int | None = None, every: int = 1, steps: Sequence[int] | None = None,
-              stride: int = 1, ahead: int = 0) -> Iterator[str]:
+              limit: int | None = None, every: int = 1, stride: int = 1, ahead: int = 0) -> Iterator[str]:
     """The rows of an export as the API's text, formatted by PostgreSQL: ``fmt`` "csv" gives
     ``serialize.csv_line`` lines, "ndjson" the ``serialize.json_row`` objects, each with its
     newline. Rows are chosen as ``iter_history`` chooses them, and read in blocks of about
@@ -243,16 +263,15 @@ def iter_text(db: Database, job_id: str, fmt: str, fields: list[str], shape: lis
     line = pgcopy.csv_line_sql(fields, numel) if fmt == "csv" else pgcopy.json_line_sql(fields, shape, numel)
     rows = max(1, min(TEXT_BLOCK_ROWS, TEXT_BLOCK_CHARS // (_CHARS_PER_VALUE * (4 + width))))
     columns = ", ".join(pgcopy.text_columns(fields, numel))
-    where = "job_id = %(job)s AND step >= %(lo)s"
-    where += " AND step = ANY(%(steps)s)" if steps is not None else " AND step < %(hi)s"
+    where = "job_id = %(job)s AND step >= %(lo)s AND step < %(hi)s"
     if every > 1:
         where += " AND step %% %(every)s = 0"
     # The innermost query reads the rows in step order, the middle one makes each row's text and
     # the aggregate joins them in the order it is given them (its input is the ordered subquery;
     # an ORDER BY inside string_agg would sort every block again).
-    statement = ("SELECT string_agg(line, '') AS text, max(step), count(*)"
-                 + ("" if steps is not None else ", (SELECT min(step) FROM history WHERE job_id = %(job)s AND step >= %(hi)s)")
-                 + f" FROM (SELECT step, {line} || E'\\n' AS line FROM (SELECT {columns} FROM history WHERE {where} "
+    statement = ("SELECT string_agg(line, '') AS text, max(step), count(*), "
+                 "(SELECT min(step) FROM history WHERE job_id = %(job)s AND step >= %(hi)s)"
+                 f" FROM (SELECT step, {line} || E'\\n' AS line FROM (SELECT {columns} FROM history WHERE {where} "
                  "ORDER BY step LIMIT %(n)s OFFSET 0) AS t) AS s")
     span = rows * max(1, every) * max(1, stride)
 
@@ -262,20 +281,17 @@ def iter_text(db: Database, job_id: str, fmt: str, fields: list[str], shape: lis
             conn.exec_driver_sql("SET LOCAL extra_float_digits = 1")  # the shortest exact text
             result = conn.exec_driver_sql(statement, {"job": job_id, "every": every, **params}).one()
         text = None if result[0] is None else pgcopy.unmark(result[0])
-        return text, int(result[2]), (result[3] if steps is None else None), result[1]
+        return text, int(result[2]), result[3], result[1]
 
-    if steps is not None:
-        wanted = [int(v) for v in steps if int(v) >= start][:limit]
-        planned: Iterator[dict[str, Any]] = ({"lo": start, "n": rows, "steps": wanted[k:k + rows]}
-                                             for k in range(0, len(wanted), rows))
-    elif limit is None:
+    if limit is None:
         with db.session() as s:
             lo, hi = s.execute(select(func.min(HistoryRow.step), func.max(HistoryRow.step))
                                .where(HistoryRow.job_id == job_id, HistoryRow.step >= start)).one()
         if lo is None:
             return
         lo, hi = int(lo), int(hi)
-        planned = ({"lo": first, "hi": first + span, "n": rows} for first in range(lo, hi + 1, span))
+        planned: Iterator[dict[str, Any]] = ({"lo": first, "hi": first + span, "n": rows}
+                                             for first in range(lo, hi + 1, span))
     else:
         yield from _text_until(read, start, limit, rows, span, every)
         return
@@ -283,7 +299,7 @@ def iter_text(db: Database, job_id: str, fmt: str, fields: list[str], shape: lis
         if text is not None:
             yield text
         del text
-        while count == params["n"] and "hi" in params:
+        while count == params["n"]:
             # a full block: the range may hold more rows than the job's recording interval
             # promised (the block is cut at ``n`` rows); read the rest of it before going on
             params = {**params, "lo": int(last) + 1}
@@ -314,6 +330,57 @@ def _text_until(read: Any, start: int, limit: int, rows: int, span: int, every: 
             cursor = -(-cursor // every) * every
 
 
+def iter_point_texts(db: Database, job_id: str, points: int, fields: Sequence[str], numel: int, start: int = 0,
+                     every: int = 1, stride: int = 1, sep: str = ",", batch_size: int = 1000,
+                     page_bytes: int = PAGE_BYTES) -> Iterator[list[tuple[Any, ...]]]:
+    """PostgreSQL only: the rows of the steps ``choose_steps`` chooses, in step order, in pages
+    sized as ``iter_history`` sizes them, each row its step and then, for each other name of
+    ``fields``, PostgreSQL's shortest text of the value (x and grad: their values' texts joined
+    by ``sep``; None where the row has none). Each row is a primary-key lookup, the steps are
+    chosen and the first page read in one transaction, and no value is converted on the way:
+    the API writes this text as it is, rewriting only the few values whose text is not Python's
+    ``repr``."""
+    names = [name for name in fields if name != "step"]
+    texts = [f"array_to_string(h.{name}, %(sep)s)" if name in ("x", "grad") else f"h.{name}::text" for name in names]
+    sql = _pg_at(["step", *names], ", ".join(["h.step", *texts]))
+    page = page_rows(numel, "x" in names, "grad" in names, batch_size, page_bytes)
+
+    def read(s: Any, steps: list[int]) -> list[tuple[Any, ...]]:
+        return s.connection().exec_driver_sql(sql, {"job": job_id, "steps": steps, "sep": sep}).cursor.fetchall()
+
+    with db.session() as s:
+        wanted = _plan(s, True, job_id, points, start, every, stride)
+        if len(wanted) <= page:  # one page: its rows read where they should be, only the gaps searched for
+            rows = read(s, [g for g, _, _ in wanted])
+            found = {row[0] for row in rows}
+            gaps = sorted(set(_resolved(s, job_id, wanted, found, every, True)) - found)
+            steps: list[int] = []
+            if gaps:
+                rows = sorted(rows + read(s, gaps), key=lambda row: row[0])
+        else:
+            steps = _resolved(s, job_id, wanted, set(_stored(s, job_id, [g for g, _, _ in wanted], True)), every, True)
+            rows = read(s, steps[:page])
+    if rows:
+        yield rows
+    del rows
+    for first in range(page, len(steps), page):
+        with db.session() as s:
+            _settings(s, by_index=False)
+            rows = read(s, steps[first:first + page])
+        yield rows
+        del rows
+
+
+def _settings(s: Any, by_index: bool = True) -> None:
+    """PostgreSQL, for the transaction: floats as their shortest exact text and, ``by_index``, the
+    history read by ordered walks of its primary key, whatever the statistics of the moment say.
+    One statement: on a busy machine every round trip counts."""
+    settings = {"extra_float_digits": "1"}
+    if by_index:
+        settings.update(enable_seqscan="off", enable_bitmapscan="off")
+    s.execute(sql_text("SELECT " + ", ".join(f"set_config('{k}', '{v}', true)" for k, v in settings.items())))
+
+
 def _read_ahead(read: Any, planned: Iterator[dict[str, Any]], ahead: int) -> Iterator[Any]:
     """``(params, read(params))`` for each of ``planned``, in order, with up to ``ahead`` reads
     running on threads of their own while a result is handed out. Closing the generator cancels
@@ -342,35 +409,91 @@ def _read_ahead(read: Any, planned: Iterator[dict[str, Any]], ahead: int) -> Ite
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def choose_steps(db: Database, job_id: str, points: int, start: int = 0, every: int = 1) -> list[int]:
-    """At most ``points`` recorded steps, at or after ``start`` (and multiples of ``every``),
-    spread evenly over the steps: the first and the last always (one point: the last), and for
-    each of the targets evenly spaced between them the first such step at or after it. Read from
-    the (job_id, step) index alone: one probe per target, never a scan of the rows or their x."""
+def choose_steps(db: Database, job_id: str, points: int, start: int = 0, every: int = 1, stride: int = 1) -> list[int]:
+    """At most ``points`` recorded steps at or after ``start`` (and multiples of ``every``), spread
+    evenly over the steps: the first and the last always (one point: the last), and for each of
+    the targets evenly spaced between them the first such step at or after it (deduplicated).
+
+    ``stride`` is the job's ``record.every``: its rows are the multiples of it and its last step,
+    so each target's step is known by arithmetic and looked up by primary key, one index probe a
+    point whatever the history's length or width. Only a target whose step is missing (a gap) is
+    searched for, between it and the next target. With ``stride`` 1 the answer holds for rows at
+    any steps; with a larger one, a row off its grid (the engine writes none) may be passed over."""
     with db.session() as s:
-        query = select(func.min(HistoryRow.step), func.max(HistoryRow.step)).where(
-            HistoryRow.job_id == job_id, HistoryRow.step >= start)
-        if every > 1:
-            query = query.where(HistoryRow.step % every == 0)
-        lo, hi = s.execute(query).one()
-        if lo is None:
-            return []
-        lo, hi = int(lo), int(hi)
-        if points == 1 or lo == hi:
-            return [hi]
-        if hi - lo + 1 <= points:
-            targets = list(range(lo, hi + 1))
-        else:
-            targets = [lo + (i * (hi - lo)) // (points - 1) for i in range(points)]
-        if db.dialect == "postgresql":
-            found = s.connection().exec_driver_sql(
-                "SELECT DISTINCT h.step FROM unnest(%(targets)s::integer[]) AS t(v) CROSS JOIN LATERAL "
-                "(SELECT step FROM history WHERE job_id = %(job)s AND step >= t.v AND step %% %(every)s = 0 "
-                "ORDER BY step LIMIT 1) AS h ORDER BY h.step", {"targets": targets, "job": job_id, "every": every}
-            ).scalars().all()
-        else:
-            found = s.connection().exec_driver_sql(
-                "SELECT DISTINCT (SELECT step FROM history WHERE job_id = ? AND step >= t.value AND step % ? = 0 "
-                "ORDER BY step LIMIT 1) AS chosen FROM json_each(?) AS t WHERE chosen IS NOT NULL ORDER BY chosen",
-                (job_id, every, "[" + ",".join(map(str, targets)) + "]")).scalars().all()
+        return _choose(s, db.dialect == "postgresql", job_id, points, start, every, stride)
+
+
+def _choose(s: Any, postgres: bool, job_id: str, points: int, start: int, every: int, stride: int) -> list[int]:
+    """``choose_steps`` in the transaction of ``s``."""
+    wanted = _plan(s, postgres, job_id, points, start, every, stride)
+    return _resolved(s, job_id, wanted, set(_stored(s, job_id, [g for g, _, _ in wanted], postgres)), every, postgres)
+
+
+def _plan(s: Any, postgres: bool, job_id: str, points: int, start: int, every: int,
+          stride: int) -> list[tuple[int, int, int]]:
+    """For each target whose range (up to the next target) holds a step of the job's grid: that
+    step, where its row should be, the target and the range's end. On PostgreSQL, ``_settings``
+    for the transaction first."""
+    if postgres:
+        _settings(s)
+    lo, hi = _step_range(s, job_id, start, every)
+    if lo is None or hi is None:
+        return []
+    if points == 1 or lo == hi:
+        return [(hi, hi, hi + 1)]
+    if hi - lo + 1 <= points:
+        targets = list(range(lo, hi + 1))
+    else:
+        targets = [lo + (i * (hi - lo)) // (points - 1) for i in range(points)]
+    grid = math.lcm(max(1, stride), max(1, every))
+    ends = targets[1:] + [hi + 1]
+    guesses = [lo] + [-(-t // grid) * grid for t in targets[1:-1]] + [hi]
+    return [(g, t, end) for g, t, end in zip(guesses, targets, ends) if g < end]
+
+
+def _resolved(s: Any, job_id: str, wanted: list[tuple[int, int, int]], found: set[int], every: int,
+              postgres: bool) -> list[int]:
+    """The chosen steps, in order: the guesses of ``wanted`` that were ``found``, and for each
+    that was not, the first stored step of its range (if any)."""
+    missing = [(t, end) for g, t, end in wanted if g not in found]
+    if missing:
+        found = found | set(_first_in(s, job_id, missing, every, postgres))
+    return sorted(found)
+
+
+def _step_range(s: Any, job_id: str, start: int, every: int) -> tuple[int | None, int | None]:
+    """The first and the last stored step at or after ``start`` that are multiples of ``every``:
+    each the end of one walk of the primary key."""
+    where = "job_id = :job AND step >= :start" + (" AND step % :every = 0" if every > 1 else "")
+    row = s.execute(sql_text(f"SELECT (SELECT step FROM history WHERE {where} ORDER BY step LIMIT 1), "
+                             f"(SELECT step FROM history WHERE {where} ORDER BY step DESC LIMIT 1)"),
+                    {"job": job_id, "start": start, "every": every}).one()
+    return (None if row[0] is None else int(row[0])), (None if row[1] is None else int(row[1]))
+
+
+def _stored(s: Any, job_id: str, steps: list[int], postgres: bool) -> list[int]:
+    """Which of ``steps`` the job has rows for: a primary-key lookup each."""
+    if not steps:
+        return []
+    if postgres:
+        found = s.connection().exec_driver_sql(_pg_at(["step"]), {"job": job_id, "steps": steps}).scalars()
+        return [int(v) for v in found]
+    sql = "SELECT step FROM history WHERE job_id = ? AND step IN (SELECT value FROM json_each(?))"
+    return [int(v) for v in s.connection().exec_driver_sql(sql, (job_id, json.dumps(steps))).scalars()]
+
+
+def _first_in(s: Any, job_id: str, ranges: list[tuple[int, int]], every: int, postgres: bool) -> list[int]:
+    """For each [low, high) of ``ranges``, the first stored step in it that is a multiple of
+    ``every``, if any."""
+    if postgres:
+        sql = ("SELECT h.step FROM unnest(%(lows)s::integer[], %(highs)s::integer[]) AS t(lo, hi) CROSS JOIN LATERAL "
+               "(SELECT step FROM history WHERE job_id = %(job)s AND step >= t.lo AND step < t.hi "
+               "AND step %% %(every)s = 0 ORDER BY step LIMIT 1) AS h")
+        found = s.connection().exec_driver_sql(sql, {"lows": [r[0] for r in ranges], "highs": [r[1] for r in ranges],
+                                                     "job": job_id, "every": every}).scalars()
+    else:
+        sql = ("SELECT (SELECT step FROM history WHERE job_id = ? AND step >= json_extract(t.value, '$[0]') "
+               "AND step < json_extract(t.value, '$[1]') AND step % ? = 0 ORDER BY step LIMIT 1) AS chosen "
+               "FROM json_each(?) AS t WHERE chosen IS NOT NULL")
+        found = s.connection().exec_driver_sql(sql, (job_id, every, json.dumps([list(r) for r in ranges]))).scalars()
     return [int(v) for v in found]

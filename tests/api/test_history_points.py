@@ -1,16 +1,23 @@
 """``points=N``: at most N rows spread evenly over the steps, always with the first and the last,
-in every format and with ``fields``, ``start``, ``every`` and ``limit``."""
+in every format and with ``fields``, ``start``, ``every`` and ``limit``, written as the ordinary
+read writes the same rows, byte for byte."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 from service.api import create_app
-from service.store import HistoryBatch
+from service.api import history as history_api
+from service.store import HistoryBatch, StoreUnavailable
+from service.store import jobs as job_store
+from service.store.history import save_chunk
 from testkit.backends import embedded_settings
-from tests.api.test_history_reads import SPEC, stored_job
+from tests.api.test_history_reads import SPEC, stored_job, submit
+from tests.store.test_history_export import odd_doubles
 
 FORMATS = ["json", "csv", "ndjson"]
 
@@ -120,3 +127,98 @@ def test_points_are_chosen_among_multiples_of_every_and_at_most_limit(api, fmt):
     capped = steps_of(client.get(f"/v1/jobs/{job_id}/history?format={fmt}&points=50&limit=3"), fmt)
     assert capped == [0, 50, 100]
     assert steps_of(client.get(f"/v1/jobs/{job_id}/history?format={fmt}&points=1&every=1&limit=1"), fmt) == [100]
+
+
+def odd_history(n: int, numel: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` rows of ``numel`` values drawn from doubles whose text is hard to get right: NaN,
+    infinities, -0.0, integral values, 1e15 to 1e23, the smallest and largest, and random bits."""
+    pool = np.array(odd_doubles()[:5000] + [1e15, 1e16, 2.0**53, 123.0, 640.0, 1e-5, 3e-5])
+    return rng.choice(pool, size=(n, numel))
+
+
+def plain(client, job_id: str, fmt: str, query: str = "") -> str:  # type: ignore[no-untyped-def]
+    """Every row by the ordinary read (one JSON page, or a whole CSV/NDJSON export)."""
+    resp = client.get(f"/v1/jobs/{job_id}/history?format={fmt}&limit=100000{query}")
+    assert resp.status_code == 200, resp.get_data(as_text=True)[:300]
+    return resp.get_data(as_text=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("x0", [[1.0, 2.0, 3.0], [[1.0, 2.0], [3.0, 4.0]], [[[1.0, 2.0]], [[3.0, 4.0]]]],
+                         ids=["vector", "matrix", "3-d"])
+def test_points_write_the_same_bytes_as_the_ordinary_read(api, x0):
+    """All the rows by ``points`` (on PostgreSQL from the database's text of the values) are
+    the bytes of the ordinary read of them, in every format, odd values included."""
+    client, db = api
+    numel, n = int(np.size(x0)), 300
+    rng = np.random.default_rng(numel)
+    x, grad = odd_history(n, numel, rng), odd_history(n, numel, rng)
+    scalars = odd_history(n, 3, rng)
+    spec = {**SPEC, "x0": x0, "steps": n - 1}
+    job_id = stored_job(client, db, spec, HistoryBatch(steps=np.arange(n), f=scalars[:, 0], grad_norm=scalars[:, 1],
+                                                       lr=scalars[:, 2], x=x, grad=grad))
+    for fmt in FORMATS:
+        for query in ("", "&fields=x", "&fields=f,lr", "&every=3&start=10"):
+            got = client.get(f"/v1/jobs/{job_id}/history?format={fmt}&points=100000{query}").get_data(as_text=True)
+            assert got == plain(client, job_id, fmt, query), (fmt, query)
+
+
+@pytest.mark.slow
+def test_points_of_rows_without_x_are_written_as_the_ordinary_read_writes_them(api):
+    client, db = api
+    unrecorded = history(client, db, np.arange(20), {**SPEC, "record": {"x": False}})
+    for fmt in FORMATS:
+        for query in ("", "&fields=x", "&fields=x,f"):
+            got = client.get(f"/v1/jobs/{unrecorded}/history?format={fmt}&points=100000{query}").get_data(as_text=True)
+            assert got == plain(client, unrecorded, fmt, query), (fmt, query)
+    # rows stored without x beside rows with it (not written by this version): NaNs in a JSON page
+    job_id = submit(client, {**SPEC, "steps": 9})
+    assert job_store.claim_job(db, job_id, "w1", 30, 3) is not None
+    x = np.arange(10.0).reshape(5, 2)
+    save_chunk(db, job_id, "w1", HistoryBatch(steps=np.arange(5), f=np.ones(5), grad_norm=np.ones(5), lr=np.ones(5),
+                                              x=x, grad=x), None, None, 30)
+    save_chunk(db, job_id, "w1", HistoryBatch(steps=np.arange(5, 10), f=np.ones(5), grad_norm=np.ones(5),
+                                              lr=np.ones(5)), None, None, 30)
+    got = client.get(f"/v1/jobs/{job_id}/history?points=100000").get_data(as_text=True)
+    assert got == plain(client, job_id, "json")
+    assert json.loads(got)["rows"][7]["x"] == ["NaN", "NaN"]
+
+
+def test_points_of_a_dropped_history_are_no_rows(api):
+    client, db = api
+    job_id = history(client, db, np.arange(5))
+    with db.session() as s:
+        s.execute(text("DELETE FROM history WHERE job_id = :job"), {"job": job_id})
+    for fmt in FORMATS:
+        assert steps_of(client.get(f"/v1/jobs/{job_id}/history?format={fmt}&points=10"), fmt) == []
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_database_failure_before_the_first_point_is_an_error_status(api, fmt, monkeypatch):
+    client, db = api
+    job_id = history(client, db, np.arange(5))
+
+    def unavailable(*args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+        raise StoreUnavailable("the database is unavailable: test")
+        yield  # a generator, as the real ones: it fails on its first page
+
+    monkeypatch.setattr(history_api, "iter_point_texts", unavailable)  # PostgreSQL
+    monkeypatch.setattr(history_api, "iter_history", unavailable)  # SQLite
+    resp = client.get(f"/v1/jobs/{job_id}/history?format={fmt}&points=3")
+    assert resp.status_code == 503 and resp.get_json()["error"]["code"] == "database_unavailable"
+
+
+@pytest.mark.slow
+def test_points_of_wide_rows_write_the_same_bytes_as_the_ordinary_read(api, monkeypatch):
+    """Rows wider than a block go row by row (on PostgreSQL read in binary, a lookup each)."""
+    client, db = api
+    monkeypatch.setattr(history_api, "BLOCK_MAX_WIDTH", 2)
+    n, rng = 40, np.random.default_rng(1)
+    x, scalars = odd_history(n, 3, rng), odd_history(n, 3, rng)
+    job_id = stored_job(client, db, {**SPEC, "x0": [1.0, 2.0, 3.0], "steps": n - 1},
+                        HistoryBatch(steps=np.arange(n), f=scalars[:, 0], grad_norm=scalars[:, 1], lr=scalars[:, 2],
+                                     x=x, grad=-x))
+    for fmt in FORMATS:
+        got = client.get(f"/v1/jobs/{job_id}/history?format={fmt}&points=100000&every=2").get_data(as_text=True)
+        assert got == plain(client, job_id, fmt, "&every=2"), fmt
+        assert steps_of(client.get(f"/v1/jobs/{job_id}/history?format={fmt}&points=3"), fmt) == [0, 19, 39]
