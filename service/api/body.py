@@ -1,6 +1,7 @@
-"""What a request body holds: JSON (UTF-8 only, no key twice in one object), or a job submitted
-with its tensors as ``.npy`` files: ``multipart/form-data`` with a ``spec`` part (the job spec as
-JSON, without x0 when x0 is uploaded), an ``x0`` part and ``data.NAME`` parts.
+"""What a request body holds: JSON (UTF-8 only, no key twice in one object), or a job (or a
+sweep) submitted with its tensors as ``.npy`` files: ``multipart/form-data`` with a ``spec`` part
+(the job spec, or the sweep request, as JSON, without x0 when x0 is uploaded), an ``x0`` part and
+``data.NAME`` parts (a sweep's go into its ``base``).
 
 An uploaded array is read with ``allow_pickle=False`` (a .npy never runs code), must hold real
 numbers (bool, integer or float; converted to float64), and joins the spec where its JSON would
@@ -92,11 +93,14 @@ def read_upload() -> tuple[bytes, dict[str, bytes]]:
     return raw, {part: files[part].read() for part in files if part != SPEC_PART}
 
 
-def upload_spec(raw: bytes, parts: dict[str, bytes]) -> dict[str, Any]:
-    """The job spec of an upload (``read_upload``), with its uploaded tensors in place (nested lists)."""
-    spec = parse_json(raw, "the 'spec' part")
+def upload_spec(raw: bytes, parts: dict[str, bytes], within: str | None = None) -> dict[str, Any]:
+    """The job spec of an upload (``read_upload``), with its uploaded tensors in place (nested
+    lists); ``within``: the spec is that member of the uploaded object (a sweep's ``base``)."""
+    body = parse_json(raw, "the 'spec' part")
+    spec = body.get(within) if isinstance(body, dict) and within else body
     if not isinstance(spec, dict):
-        raise _bad(SPEC_PART, "the 'spec' part must be a JSON object (the job spec)")
+        raise _bad(SPEC_PART, f"the 'spec' part must be a JSON object{' with an object ' + repr(within) if within else ''}"
+                              f" (the {'sweep request' if within else 'job spec'})")
     for part, content in parts.items():
         if part == "x0":
             field = "x0"
@@ -117,7 +121,7 @@ def upload_spec(raw: bytes, parts: dict[str, bytes]) -> dict[str, Any]:
             if name in data:
                 raise _bad(field, f"data.{name[:80]} is given twice: in the spec and as an upload")
             data[name] = values
-    return spec
+    return body
 
 
 def _npy(raw: bytes, field: str) -> np.ndarray:

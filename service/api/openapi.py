@@ -259,6 +259,13 @@ UPLOAD = {
 }
 
 
+# POST /v1/sweeps with its base's tensors as .npy files: the request as JSON in ``spec``.
+SWEEP_UPLOAD = {**UPLOAD, "schema": {**UPLOAD["schema"], "properties": {
+    **UPLOAD["schema"]["properties"],
+    "spec": {"type": "string", "description": "The sweep request as JSON (a SweepRequest); x0 and data.NAME "
+                                              "parts go into its base"}}}}
+
+
 def response_schemas() -> dict[str, Any]:
     """The response models (``service.api.schemas``, which the handlers build their bodies with) as
     components: their JSON Schemas as pydantic generates them for serialization, each nested model
@@ -377,7 +384,8 @@ def sweep_paths(limits: Limits) -> dict[str, Any]:
             "operationId": "submitSweep", "summary": "Submit a sweep: many jobs from one base spec, a grid and starts",
             "parameters": [idempotency_header("sweep", "request")],
             "requestBody": {"required": True, "description": f"At most {limits.max_body_bytes} bytes (max_body_bytes)",
-                            "content": {"application/json": {"schema": ref("SweepRequest"), "examples": SWEEP_EXAMPLES}}},
+                            "content": {"application/json": {"schema": ref("SweepRequest"), "examples": SWEEP_EXAMPLES},
+                                        "multipart/form-data": SWEEP_UPLOAD}},
             "responses": {
                 "202": {**sweep, "description": "Accepted: every job stored and queued (or, with a known "
                                                 "Idempotency-Key, the sweep it made)",

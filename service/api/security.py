@@ -6,8 +6,8 @@ response carries. In order, each refusal the usual JSON error:
 2. ``Origin``, when sent, must be the API's own or one of ``DESCENT_ALLOWED_ORIGINS`` (``null``
    never): 403. Requests without one (curl, the ``descent`` command) pass.
 3. A ``Content-Length`` over the limit: 413, before the body is read.
-4. A body must be ``application/json`` (``multipart/form-data`` only for ``POST /v1/jobs``,
-   uploads): 415. A page on another origin that posts a form is refused by 2, as browsers send
+4. A body must be ``application/json`` (``multipart/form-data`` only for uploads to
+   ``POST /v1/jobs`` and ``/v1/sweeps``): 415. A page on another origin that posts a form is refused by 2, as browsers send
    its ``Origin``; with tokens required it has none to send either.
 
 CORS is off unless ``DESCENT_ALLOWED_ORIGINS`` lists origins. Every response carries ``nosniff``,
@@ -275,8 +275,8 @@ def register(app: Flask, settings: Settings) -> None:
         return None
 
     def _upload_allowed() -> bool:
-        """A job submitted with .npy parts (``service.api.body``): POST /v1/jobs only."""
-        return request.mimetype == "multipart/form-data" and request.endpoint == "jobs.submit"
+        """A job or a sweep submitted with .npy parts (``service.api.body``)."""
+        return request.mimetype == "multipart/form-data" and request.endpoint in ("jobs.submit", "sweeps.submit")
 
     @app.after_request
     def _headers(response: Response) -> Response:

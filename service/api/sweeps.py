@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service.api.auth import caller
 from service.api.errors import bad_parameter
-from service.api.body import read_json_body
+from service.api.body import is_upload, read_json_body, read_upload, upload_spec
 from service.api.jobs import idempotency_key, route_queue
 from service.api.params import int_arg, text_arg
 from service.api.schemas import JobPage, Sweep, SweepDetail, SweepGrid, SweepPage, build
@@ -108,7 +108,7 @@ def submit():  # type: ignore[no-untyped-def]
     (and the same request), answer with the sweep it made, making nothing."""
     svc = services()
     limits = svc.settings.limits
-    body = read_json_body()
+    body = upload_spec(*read_upload(), within="base") if is_upload() else read_json_body()
     key, who = idempotency_key(), caller()
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=False).encode()).hexdigest() if key else None
     if key is not None:

@@ -63,8 +63,8 @@ def no_cors(resp) -> bool:  # type: ignore[no-untyped-def]
                                    "multipart/form-data; boundary=x", None])
 def test_body_that_is_not_declared_json_is_415(client, app, ctype):
     headers = {"Content-Type": ctype} if ctype else {}
-    # POST /v1/jobs also takes multipart/form-data (x0 and data as .npy files: tests/api/test_tensors.py)
-    path = "/v1/sweeps" if ctype and ctype.startswith("multipart/") else "/v1/jobs"
+    # POST /v1/jobs and /v1/sweeps also take multipart/form-data (.npy uploads: tests/api/test_tensors.py)
+    path = "/v1/jobs/00000000-0000-4000-8000-000000000000/cancel" if ctype and ctype.startswith("multipart/") else "/v1/jobs"
     resp = client.post(path, data=SPEC.encode(), headers=headers)
     err = error(resp, 415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "Content-Type")
     assert "application/json" in err["message"]

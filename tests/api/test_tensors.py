@@ -131,7 +131,7 @@ def test_data_uploads_and_bad_uploads(client):
     resp = client.client.post("/v1/jobs", data={"x0": (io.BytesIO(npy(np.ones(2))), "x0.npy")},
                               content_type="multipart/form-data")
     assert resp.status_code == 400 and resp.get_json()["error"]["field"] == "spec"
-    resp = client.client.post("/v1/sweeps", data={"spec": "{}"}, content_type="multipart/form-data")
+    resp = client.client.post(f"/v1/jobs/{job_id}/cancel", data={"spec": "{}"}, content_type="multipart/form-data")
     assert resp.status_code == 415
 
 
@@ -155,3 +155,21 @@ def test_a_history_rows_x_comes_as_npy_too(client, lesson_parabola):
                                 ("/x?step=abc", 400, "step"), ("/x?step=-1", 400, "step")):
         resp = client.get(f"/v1/jobs/{job['id']}{path}")
         assert resp.status_code == status and resp.get_json()["error"]["field"] == field, (path, resp.get_json())
+
+
+def test_a_sweep_takes_its_bases_data_as_npy(client):
+    from tests.helpers.line_fit import A, B, line_fit
+
+    base = line_fit({"name": "sgd", "lr": 0.01}, 3)
+    del base["data"]
+    body = {"base": base, "grid": {"optimizer.lr": [0.01, 0.02]}}
+    files = {"data.A": (io.BytesIO(npy(np.array(A))), "A.npy"), "data.b": (io.BytesIO(npy(np.array(B))), "b.npy")}
+    resp = client.client.post("/v1/sweeps", data={"spec": json.dumps(body), **files}, content_type="multipart/form-data")
+    assert resp.status_code == 202, resp.get_json()
+    jobs = client.get(f"/v1/sweeps/{resp.get_json()['id']}/jobs").get_json()["jobs"]
+    assert len(jobs) == 2
+    full = client.get(f"/v1/jobs/{jobs[0]['id']}?include=data").get_json()
+    assert full["spec"]["data"] == {"A": A, "b": B}
+    resp = client.client.post("/v1/sweeps", data={"spec": json.dumps({"grid": {}}), **{"x0": (io.BytesIO(npy(np.ones(2))), "x0.npy")}},
+                              content_type="multipart/form-data")
+    assert resp.status_code == 400 and resp.get_json()["error"]["field"] == "spec"
