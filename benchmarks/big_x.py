@@ -129,15 +129,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--backend", choices=("embedded", "postgres", "both"), default="both")
+    parser.add_argument("--json", action="store_true", help="also print one JSON line of the results")
     args = parser.parse_args()
+    results = {}
     for backend in ("embedded", "postgres") if args.backend == "both" else (args.backend,):
-        m = measure(backend, args.numel, args.steps, args.repeat)
+        m = results[backend] = measure(backend, args.numel, args.steps, args.repeat)
         budget = 3 * m["bare_s"] + 0.5
         print(f"{backend}: bare loop {m['bare_s']:.3f} s; POST to finished {m['finished_s']:.3f} s "
               f"({m['finished_s'] / m['bare_s']:.1f}x bare; target <= {budget:.2f} s: "
               f"{'met' if m['finished_s'] <= budget else 'not met'}); GET job {m['doc_s'] * 1000:.1f} ms, "
               f"{m['doc_bytes'] / 1000:.1f} KB; .npy x {m['npy_s'] * 1000:.0f} ms, bit-exact {m['exact']}; "
               f"uploaded x0 same result {m['upload_same']}", flush=True)
+    if args.json:
+        print(json.dumps({"numel": args.numel, "steps": args.steps, "repeat": args.repeat, **results}))
 
 
 if __name__ == "__main__":

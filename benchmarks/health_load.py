@@ -315,6 +315,7 @@ def main() -> int:
     parser.add_argument("--body-floats", type=int, default=500_000, help="floats in each big body's x0")
     parser.add_argument("--n", type=int, default=40, help="the surface's n")
     parser.add_argument("--keepalive", action="store_true", help="probe on one keep-alive connection")
+    parser.add_argument("--json", action="store_true", help="also print one JSON line of the phases")
     args = parser.parse_args()
     seconds = 4.0 if args.quick else args.seconds
     ramp = 0.5 if args.quick else 2.0
@@ -358,6 +359,9 @@ def main() -> int:
             services.close()
 
     print("\n" + table(rows))
+    if args.json:
+        print(json.dumps([{k: v for k, v in r.items() if isinstance(v, (int, float, str, dict, list, tuple))}
+                          for r in rows], default=str))
     bad = [f"{r['phase']}: {k}" for r in rows for k in r["bad"]]
     if bad:
         print("FAILED: unexpected 5xx: " + "; ".join(bad))

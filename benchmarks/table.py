@@ -22,7 +22,12 @@ Rows (each compares Descent with a baseline measured here, now):
 5. the CSV export of a 1,000,001-row history through the API against ``psql`` ``COPY ... TO
    STDOUT WITH CSV``, and ``points=1000`` on that history (``benchmarks/history_export.py``);
 6. ``?points=1000`` on a 5,000-step 100-parameter job and on a 1,000,000-step 2-parameter job
-   against a plain page of 1,000 rows of the same job (``benchmarks/points.py``).
+   against a plain page of 1,000 rows of the same job (``benchmarks/points.py``);
+7. a 1,000,000-element job (50 SGD steps) from POST to finished as ``?wait`` sees it, against the
+   bare ``torch.optim`` loop, and ``GET /v1/jobs/ID`` of it (time, bytes) and its x as .npy,
+   on the embedded default and on PostgreSQL + Redis (``benchmarks/big_x.py``);
+8. ``/healthz`` while 8 concurrent surfaces and four 10 MB submits load the API, against the idle
+   API (``benchmarks/health_load.py``).
 
 ``--quick`` is a smoke run of every row at small sizes (a 500-job sweep with a 20-job sample, a
 40-job burst, 100,000 written rows, a 100,001-row export, points on 100,001 rows). Progress goes
@@ -224,6 +229,20 @@ def points(rows: int, repeat: int) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# -- 7, 8. a big x, and liveness under load (each script in a process of its own) ----------------
+
+def script_json(name: str, *args: str) -> Any:
+    """The JSON line ``benchmarks/<name>`` prints last with ``--json``; its other output to stderr."""
+    out = subprocess.run([sys.executable, str(HERE / name), *args, "--json"], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    lines = out.stdout.strip().splitlines()
+    last = max(i for i, line in enumerate(lines) if line.startswith(("{", "[")))
+    for line in lines[:last] + lines[last + 1:]:
+        say("  " + line)
+    return json.loads(lines[last])
+
+
 # -- the table -----------------------------------------------------------------------------------
 
 def fmt_s(seconds: float) -> str:
@@ -293,6 +312,27 @@ def table(m: dict[str, Any], r: dict[str, Any], sizes: dict[str, Any], quick: bo
             "ratio points / page",
             f"{w['points_ms']:.1f} ms / {g['points_ms']:.1f} ms", f"{w['page_ms']:.1f} ms / {g['page_ms']:.1f} ms",
             f"{w['ratio']:.2f}× / {g['ratio']:.2f}×", f"< 100 ms each ({verdict(ok)})")
+    if "big_x" in r:
+        x = r["big_x"]
+        for backend, label in (("embedded", "embedded"), ("postgres", "PostgreSQL + Redis")):
+            b = x[backend]
+            budget = 3 * b["bare_s"] + 0.5
+            ok = (b["finished_s"] <= budget and b["doc_s"] < 0.05 and b["doc_bytes"] < 20_000 and b["npy_s"] < 0.5
+                  and b["exact"] and b["upload_same"])
+            add(f"a {x['numel']:,}-element job, {x['steps']} SGD steps, {label}: POST to finished as `?wait` sees it "
+                f"vs the bare `torch.optim` loop (median of {x['repeat']}); `GET /v1/jobs/ID` "
+                f"{b['doc_s'] * 1000:.1f} ms, {b['doc_bytes'] / 1000:.1f} KB; x as .npy {b['npy_s'] * 1000:.0f} ms, "
+                f"bit-exact {b['exact']}; x0 uploaded as .npy: same x {b['upload_same']}; ratio service / bare",
+                fmt_s(b["finished_s"]), fmt_s(b["bare_s"]), f"{b['finished_s'] / b['bare_s']:.2f}×",
+                f"≤ 3× + 0.5 s, GET < 50 ms and 20 KB, .npy < 0.5 s ({verdict(ok)})")
+    if "health" in r:
+        phases = {row["phase"]: row for row in r["health"]}
+        idle, loaded = phases["idle"], r["health"][-1]
+        p99 = loaded["/healthz"][1]
+        add(f"`/healthz` p99 while {loaded['phase']} load the API (embedded; a fresh connection every 20 ms; "
+            f"`/readyz` p99 {loaded['/readyz'][1]:.0f} ms) vs the idle API; ratio loaded / idle",
+            f"{p99:.0f} ms", f"{idle['/healthz'][1]:.0f} ms", f"{p99 / idle['/healthz'][1]:.1f}×",
+            f"< 250 ms, goal 100 ({verdict(p99 < 250)})")
     for name, why in (failed or {}).items():
         lines.append(f"| {name}: **failed** ({why.replace('|', '/')}) | — | — | — | — |")
     return "\n".join(lines)
@@ -302,8 +342,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run at small sizes (a few minutes)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes for the sweep and the burst")
-    parser.add_argument("--only", default="engine,sweep,burst,writes,export,points",
-                        help="comma-separated subset of engine,sweep,burst,writes,export,points")
+    parser.add_argument("--only", default="engine,sweep,burst,writes,export,points,big_x,health",
+                        help="comma-separated subset of engine,sweep,burst,writes,export,points,big_x,health")
     parser.add_argument("--json", action="store_true", help="also print every measurement as one JSON line")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
@@ -335,6 +375,10 @@ def main() -> None:
           lambda: exports(sizes["export_rows"], sizes["export_repeat"], sizes["points_repeat"]))
     piece("points", f"points: 5,001 rows x 100 and {sizes['points_rows']:,} rows x 2 ...",
           lambda: points(sizes["points_rows"], sizes["points_repeat"]))
+    piece("big_x", "a 1,000,000-element job ...",
+          lambda: script_json("big_x.py", "--repeat", "1" if args.quick else "3",
+                              *(["--numel", "100000"] if args.quick else [])))
+    piece("health", "/healthz under load ...", lambda: script_json("health_load.py", *(["--quick"] if args.quick else [])))
     piece("burst", f"burst: {sizes['burst_jobs']} jobs, batching off then on ...",
           lambda: burst_bench.measure(sizes["burst_jobs"], args.workers, log=say))
     piece("sweep", f"sweep: {sizes['sweep_jobs']:,} jobs, one-at-a-time sample of {sizes['solo']} ...",
