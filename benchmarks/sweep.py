@@ -51,7 +51,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 
 from service.config import Limits, Quotas, Settings  # noqa: E402
 from service.store.status import FINISHED  # noqa: E402
-from testkit.backends import REDIS_URL, embedded_settings, pg_database, redis_url_for_test  # noqa: E402
+from testkit.backends import embedded_settings, pg_database, redis_url_for_test  # noqa: E402
 from testkit.processes import Service  # noqa: E402
 
 STEPS, EVERY = 500, 10
@@ -99,13 +99,13 @@ def with_env_setting(settings: Settings, name: str, value: Any) -> Settings:
 @contextlib.contextmanager
 def running_service(workers: int = 1, batch_max: int | None = None, prefix: str = "descent-bench-") -> Iterator[BenchService]:
     """The API and ``workers`` worker processes on PostgreSQL + Redis: a fresh database (dropped
-    afterwards) and a flushed Redis database of its own. ``batch_max`` (if given) reaches every
-    process as ``DESCENT_BATCH_MAX``, through Settings where it declares the variable and through
-    the environment in any case."""
+    afterwards) and a Redis database of its own, on a redis-server this process started.
+    ``batch_max`` (if given) reaches every process as ``DESCENT_BATCH_MAX``, through Settings where
+    it declares the variable and through the environment in any case."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         pg = pg_database()
         settings = replace(embedded_settings(Path(tmp)), database_url=next(pg),
-                           broker_url=redis_url_for_test(REDIS_URL))
+                           broker_url=redis_url_for_test())
         extra: dict[str, str] = {}
         if batch_max is not None:
             settings = with_env_setting(settings, BATCH_ENV, batch_max)

@@ -1,5 +1,6 @@
 """Backends for tests and benchmarks: embedded settings under a folder, fresh PostgreSQL
-databases, a Redis database of one's own, and the environment that hands settings to a child."""
+databases, a Redis database of one's own (on a redis-server of the process's own), and the
+environment that hands settings to a child."""
 from __future__ import annotations
 
 import atexit
@@ -22,7 +23,8 @@ class PostgresUnreachable(RuntimeError):
 
 
 PG_ADMIN_URL = os.environ.get("DESCENT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("DESCENT_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+# A Redis server to use instead of a private one per test process (nothing there is flushed).
+REDIS_URL = os.environ.get("DESCENT_TEST_REDIS_URL") or None
 
 
 def embedded_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -185,39 +187,54 @@ def migrated_database(url: str) -> Any:
 
 
 # Migrated PostgreSQL databases of this process that a test has finished with, emptied, ready for
-# the next: (url, the generator that drops it). A copy of the template costs about a second; a
-# TRUNCATE of every table tens of milliseconds.
+# the next: (url, the generator that drops it). A copy of the template costs about a second;
+# emptying one a few milliseconds (a DELETE of each small table, a TRUNCATE of a big one).
 _SPARE_PG: list[tuple[str, Iterator[str]]] = []
 atexit.register(lambda: [made.close() for _, made in _SPARE_PG])
+# Past this many rows a table is truncated (its files replaced) rather than deleted row by row.
+_TRUNCATE_FROM_ROWS = 5_000
 
 
 def _emptied(url: str) -> bool:
-    """Empty the migrated PostgreSQL database at ``url`` for the next test: its other sessions
-    ended, every table but ``alembic_version`` truncated, database settings reset. False (drop it
-    instead) when the test left its schema other than the template's (a downgrade, a table)."""
+    """Empty the migrated PostgreSQL database at ``url`` for the next test, on one connection: its
+    other sessions ended, every table but ``alembic_version`` emptied and every sequence restarted,
+    database settings reset. False (drop it instead) when the test left its schema other than the
+    template's (a downgrade, a table)."""
     import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
 
     name = url.rsplit("/", 1)[1]
-    admin = sa.create_engine(url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
-        with admin.connect() as conn:
+        with engine.connect() as conn:
             conn.execute(sa.text(f'ALTER DATABASE "{name}" RESET ALL'))
             conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                  "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
-        with engine.connect() as conn:
             version = conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
             tables = sorted(conn.scalars(sa.text(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'")))
             if (version, tables) != _pg_template_shape():
                 return False
-            conn.execute(sa.text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+            # A TRUNCATE replaces each table's files (tens of milliseconds for them all); a DELETE of
+            # a few rows takes well under one. Big tables are truncated, the rest deleted from.
+            counts = conn.execute(sa.text("SELECT " + ", ".join(
+                f'(SELECT count(*) FROM (SELECT 1 FROM "{t}" LIMIT {_TRUNCATE_FROM_ROWS}) AS s)' for t in tables))).one()
+            big = [t for t, n in zip(tables, counts) if n >= _TRUNCATE_FROM_ROWS]
+            if big:
+                conn.execute(sa.text("TRUNCATE " + ", ".join(f'"{t}"' for t in big) + " CASCADE"))
+            # The foreign keys' triggers off, for this session alone (it ends here): any order will do.
+            conn.execute(sa.text("SET session_replication_role = replica"))
+            for table, rows in zip(tables, counts):
+                if rows and table not in big:
+                    conn.execute(sa.text(f'DELETE FROM "{table}"'))
+            for sequence in conn.scalars(sa.text(
+                    "SELECT sequence_name FROM information_schema.sequences WHERE sequence_schema = 'public'")):
+                conn.execute(sa.text(f'ALTER SEQUENCE "{sequence}" RESTART'))
         return True
     except sa.exc.SQLAlchemyError:
         return False
     finally:
         engine.dispose()
-        admin.dispose()
 
 
 @functools.cache
@@ -270,18 +287,54 @@ def migrated(url: str | None = None) -> Iterator[Any]:
             made.close()
 
 
+# This process's private redis-server (started on first use) and the databases it has handed out.
+_PRIVATE_REDIS: list[Any] = []
 _REDIS_USES = itertools.count()
+REDIS_DATABASES = 1000  # the private server's; each use takes the next, so none is shared in a run
 
 
-def redis_url_for_test(base: str = REDIS_URL) -> str:
-    """A Redis database index (1-14) flushed for the caller. The indexes are split between the
-    pytest-xdist workers (gw0 takes 1-7, gw1 8-14) and taken in turn within one, so two test
-    processes of one run never share one."""
+def private_redis() -> Any:
+    """This process's own redis-server (``testkit.servers.PrivateRedis``, keeping nothing on disk),
+    started on a free port on first use and stopped when the process ends; one per pytest-xdist
+    worker, so the tests' Redis databases are never the machine's shared server's."""
+    from testkit.servers import PrivateRedis
+
+    if not _PRIVATE_REDIS:
+        server = PrivateRedis(databases=REDIS_DATABASES)
+        server.start()
+        atexit.register(server.close)
+        _PRIVATE_REDIS.append(server)
+    return _PRIVATE_REDIS[0]
+
+
+def redis_is_own(url: str) -> bool:
+    """Whether ``url`` is a database of this process's private server (one a test may flush)."""
+    return bool(_PRIVATE_REDIS) and url.startswith(f"redis://127.0.0.1:{_PRIVATE_REDIS[0].port}/")
+
+
+def redis_url_for_test() -> str:
+    """An empty Redis database for the caller alone. By default the next database of this process's
+    private server (``private_redis``), flushed when taken: the server is the test's own. With
+    DESCENT_TEST_REDIS_URL (a server others may use) a database there that holds no key, which
+    nothing here ever flushes; RuntimeError when none is empty."""
     import redis
 
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    slot = int(worker[2:]) % 2 if worker[2:].isdigit() else 0
-    index = 1 + slot * 7 + next(_REDIS_USES) % 7
-    url = f"{base.rstrip('/')}/{index}"
-    redis.Redis.from_url(url).flushdb()
-    return url
+    if REDIS_URL is None:
+        server = private_redis()
+        index = next(_REDIS_USES) % REDIS_DATABASES
+        url = f"redis://127.0.0.1:{server.port}/{index}"
+        redis.Redis.from_url(url).flushdb()
+        return url
+    base = REDIS_URL.rstrip("/")
+    for index in range(1, 16):
+        client = redis.Redis.from_url(f"{base}/{index}", socket_connect_timeout=5)
+        try:
+            # Claimed by a key of its own, set only where the database is empty: two test
+            # processes never take one database, and a database someone uses is left alone.
+            if client.dbsize() == 0 and client.set("descent-test:claimed", os.getpid(), nx=True) and \
+                    client.dbsize() == 1:
+                return f"{base}/{index}"
+        finally:
+            client.close()
+    raise RuntimeError(f"no empty database on {REDIS_URL} (DESCENT_TEST_REDIS_URL): tests never flush a server "
+                       "they did not start; unset it to have them start their own")

@@ -17,7 +17,7 @@ import requests
 from service.config import Settings
 from service.store import Database
 from service.store.migrate import upgrade
-from testkit.backends import REDIS_URL, embedded_settings, pg_database, redis_url_for_test, settings_env
+from testkit.backends import embedded_settings, pg_database, redis_url_for_test, settings_env
 from service.store.status import FINISHED
 
 BIN = Path(sys.executable).parent
@@ -180,12 +180,13 @@ class Service:
 
 def service_on(kind: str, data_dir: Path, **overrides: Any) -> Iterator[Service]:
     """A (not yet started) Service on ``kind``: ``postgres`` (a fresh database and a Redis
-    database of its own) or ``embedded``; stopped, and its database dropped, when closed."""
+    database of its own, on the test process's redis-server) or ``embedded``; stopped, and its
+    database dropped, when closed."""
     settings = embedded_settings(data_dir, **overrides)
     pg = None
     if kind == "postgres":
         pg = pg_database()
-        settings = replace(settings, database_url=next(pg), broker_url=redis_url_for_test(REDIS_URL))
+        settings = replace(settings, database_url=next(pg), broker_url=redis_url_for_test())
     service = Service(settings=settings, log_dir=data_dir)
     try:
         yield service

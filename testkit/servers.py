@@ -1,10 +1,12 @@
-"""Private PostgreSQL and Redis servers that fault tests may stop, restart and flush without
-touching the machine's shared ones."""
+"""Private PostgreSQL and Redis servers that tests may stop, restart and flush without touching
+the machine's shared ones (fault tests start their own; every test process has a Redis of its own,
+``testkit.backends.private_redis``)."""
 from __future__ import annotations
 
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -70,13 +72,27 @@ class PrivatePostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _die_with_parent() -> None:
+    """In a child before it runs its program: SIGKILL it when the thread that started it ends
+    (Linux's PR_SET_PDEATHSIG; tests start servers on their main thread), so a test process killed
+    outright leaves no server behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class PrivateRedis:
     """A redis-server on its own port, keeping nothing on disk: a restart loses every message.
-    ``addresses``: more addresses it listens on."""
+    ``addresses``: more addresses it listens on; ``databases``: how many it has (Redis's 16 unless
+    told)."""
 
-    def __init__(self, addresses: tuple[str, ...] = ()) -> None:
+    def __init__(self, addresses: tuple[str, ...] = (), databases: int = 16) -> None:
         self.port = free_port()
         self.addresses = addresses
+        self.databases = databases
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -90,8 +106,9 @@ class PrivateRedis:
         # Protected mode refuses every address but loopback without a password; these are the test's own.
         reachable = ["--protected-mode", "no"] if self.addresses else []
         self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", *self.addresses,
-                                      *reachable, "--save", "", "--appendonly", "no"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                      *reachable, "--save", "", "--appendonly", "no",
+                                      "--databases", str(self.databases)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         client = redis.Redis.from_url(self.url)
         for _ in range(100):
             try:
