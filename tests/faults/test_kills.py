@@ -34,7 +34,7 @@ def test_kill9_mid_job_on_the_embedded_default(make_embedded_service):
 def test_kill9_mid_job_of_data_resumes_on_the_same_data(make_service):
     """A job fitting a line to 100 points: the resumed run reads the stored data again and ends
     as an uninterrupted run on that data would."""
-    kill9_mid_job_and_check(make_service(workers=2), line_fit({"name": "sgd", "lr": 0.0005}, 60_000,
+    kill9_mid_job_and_check(make_service(workers=2), line_fit({"name": "sgd", "lr": 0.0005}, 20_000,
                                                               record={"every": 50}))
 
 

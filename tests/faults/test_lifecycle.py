@@ -8,6 +8,7 @@ import time
 import pytest
 import requests
 
+from service.store.jobs import get_job
 from service.store.status import JobStatus
 from tests.helpers.faults import (
     LONG,
@@ -47,13 +48,19 @@ def test_cancel_queued_and_running(make_service, redis_server):
 
 def test_sigterm_rolling_restart_loses_nothing(make_service):
     service = make_service(workers=2)
-    spec = {**LONG, "steps": 30_000}
+    spec = LONG
     ids = [service.submit({**spec, "x0": [-1.2 + i / 10, 1.0]})["id"] for i in range(4)]
     wait_checkpoint(service, ids[0])
+    db = service.db()
     for old in list(service.workers):
+        # each SIGTERM lands on a worker in the middle of a job (one it must hand back)
+        service.wait_for(lambda: any(j.status == JobStatus.RUNNING and j.checkpoint_step and
+                                     j.worker.endswith(f":{old.pid}") for j in (get_job(db, i) for i in ids)),
+                         f"worker {old.pid} is running a job it has checkpointed")
         service.kill_worker(old, signal.SIGTERM)
         service.start_worker()
         service.wait_for_workers(2)  # the replacement heartbeats before the next worker stops
+    db.engine.dispose()
     jobs = [service.wait(i, timeout=180) for i in ids]
     assert all(j["status"] == JobStatus.SUCCEEDED for j in jobs), [j["status"] for j in jobs]
     for i, job in enumerate(jobs):

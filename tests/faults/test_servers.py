@@ -3,6 +3,7 @@ restarted mid-run."""
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 
 import pytest
 import requests
@@ -45,6 +46,7 @@ def test_broker_restart_while_workers_run(make_service, redis_server):
     long_id = service.submit(LONG)["id"]
     wait_checkpoint(service, long_id)
     redis_server.restart()
+    assert service.job(long_id)["status"] == JobStatus.RUNNING  # the restart came mid-run
     ids = [service.submit({**SHORT, "seed": i})["id"] for i in range(10)]
     assert all(service.wait(i, timeout=120, poll=0.2)["status"] == JobStatus.SUCCEEDED for i in ids)
     job = service.wait(long_id, timeout=120)
@@ -56,6 +58,7 @@ def test_postgres_restart_mid_run(make_service, postgres):
     service = make_service(workers=2)
     job_id = service.submit(LONG)["id"]
     wait_checkpoint(service, job_id)
+    stopped = datetime.now(timezone.utc)
     postgres.stop()
     try:
         ready = requests.get(service.url + "/readyz", timeout=10)
@@ -68,5 +71,6 @@ def test_postgres_restart_mid_run(make_service, postgres):
         postgres.start()
     job = service.wait(job_id, timeout=120)
     assert job["status"] == JobStatus.SUCCEEDED, job
+    assert datetime.fromisoformat(job["finished_at"].replace("Z", "+00:00")) > stopped  # the stop came mid-run
     assert requests.get(service.url + "/readyz", timeout=10).status_code == 200
     assert_history_exact(service, job, LONG)

@@ -7,7 +7,11 @@ a bare machine, simulated by a Python that has torch, numpy and the other packag
 brings (KINDS.md, as scripts/gpu_deps.py lists them) but none of the service's, with the wheels
 fetch_gpu_wheels.sh fetches for this Python (cached under the pytest cache, keyed by their pins).
 Where the package index is out of reach that run is made on .venv, and the install test skips
-(fails under CI=true)."""
+(fails under CI=true).
+
+Those two runs take minutes: their tests (marker ``gpu_check``) run when what they check has
+changed since they last passed on this machine (tests/integration/conftest.py says what that is),
+or with DESCENT_TEST_GPU_CHECK=always."""
 from __future__ import annotations
 
 import ast
@@ -69,6 +73,7 @@ def run() -> tuple[subprocess.CompletedProcess[str], float]:
     return gpu_check(env=clean_env(PYTHON=sys.executable))
 
 
+@pytest.mark.gpu_check
 def test_it_passes_on_the_cpu_alone_and_says_the_gpu_half_was_skipped(run):
     out, seconds = run
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
@@ -79,6 +84,7 @@ def test_it_passes_on_the_cpu_alone_and_says_the_gpu_half_was_skipped(run):
     assert seconds < 180, f"took {seconds:.0f} s, over CI's 3 minutes"
 
 
+@pytest.mark.gpu_check
 def test_the_lesson_cases_ran_on_the_cpu_in_both_dtypes(run):
     out, _ = run
     for case in range(1, 6):
@@ -87,6 +93,7 @@ def test_the_lesson_cases_ran_on_the_cpu_in_both_dtypes(run):
     assert not re.search(r"\bgpu\b", out.stdout.split("GPU half skipped", 1)[1].split("RESULT:")[0])
 
 
+@pytest.mark.gpu_check
 def test_it_reports_cpu_steps_per_second_for_the_sweep_and_the_big_parabola(run):
     out, _ = run
     assert re.search(r"^PASS  sweep cpu  10,000 Rosenbrock starts, Adam, \d+ steps: 10,000 jobs of 10,000 succeeded",
@@ -281,6 +288,7 @@ def fake_gpu(request, tmp_path_factory) -> FakeGpuRun:
     return FakeGpuRun(*gpu_check("--fake-gpu", *SMALL, env={**env, "WHEELS": str(wheels)}), wheels, probe=probe)
 
 
+@pytest.mark.gpu_check
 def test_the_gpu_half_with_fake_gpu_compares_the_devices_and_reports_both_speeds(fake_gpu):
     out = fake_gpu.out
     assert_gpu_half(out)
@@ -290,6 +298,7 @@ def test_the_gpu_half_with_fake_gpu_compares_the_devices_and_reports_both_speeds
     assert fake_gpu.seconds < 150, f"took {fake_gpu.seconds:.0f} s"
 
 
+@pytest.mark.gpu_check
 def test_on_a_bare_machine_it_installs_the_wheels_and_passes(fake_gpu):
     if fake_gpu.wheels is None:
         network_or_fail(fake_gpu.why_not)
