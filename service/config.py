@@ -139,9 +139,9 @@ class Settings:
     admission_processes: int = env("DESCENT_ADMISSION_PROCESSES", "processes of each API process that parse and "
                                    "check job specs of over 1 MiB, so a big body never holds the request threads "
                                    "(health probes included); 0 checks them on the request thread", 2)
-    inline_elements: int = env("DESCENT_INLINE_ELEMENTS", "elements of x, grad or x0 a job document carries "
-                               "inline; a bigger one is a summary and a link (GET /v1/jobs/ID/x), and a worker "
-                               "stores it in binary", 10_000)
+    inline_elements: int = env("DESCENT_INLINE_ELEMENTS", "elements of a result's x or grad a job document "
+                               "carries inline; a bigger one is a summary and a link (GET /v1/jobs/ID/x), and a "
+                               "worker stores it in binary", 10_000)
     broker_timeout: float = env("DESCENT_BROKER_TIMEOUT", "seconds a broker (Redis) socket waits to connect or "
                                 "for a reply before the call fails", 5.0)
     limits: Limits = field(default_factory=Limits)

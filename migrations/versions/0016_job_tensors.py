@@ -58,7 +58,8 @@ def _summary(a: np.ndarray) -> dict[str, Any]:
 
 
 def _jobs(conn: Any) -> sa.Table:
-    return sa.table("jobs", sa.column("id", sa.String()), sa.column("result", sa.JSON()))
+    return sa.table("jobs", sa.column("id", sa.String()), sa.column("status", sa.String()),
+                    sa.column("shape", sa.JSON()), sa.column("result", sa.JSON()))
 
 
 def _tensors() -> sa.Table:
@@ -78,7 +79,9 @@ def upgrade() -> None:
     )
     conn = op.get_bind()
     jobs, tensors = _jobs(conn), _tensors()
-    ids = conn.execute(sa.select(jobs.c.id).where(jobs.c.result.isnot(None))).scalars().all()
+    # only a job whose x has more than INLINE elements can have a big x or grad: its shape says so
+    shapes = conn.execute(sa.select(jobs.c.id, jobs.c.shape).where(jobs.c.status.in_(("succeeded", "failed", "cancelled")))).all()
+    ids = [job_id for job_id, shape in shapes if isinstance(shape, list) and math.prod(shape) > INLINE]
     for job_id in ids:  # one result at a time: each may be megabytes
         result = conn.execute(sa.select(jobs.c.result).where(jobs.c.id == job_id)).scalar()
         if not isinstance(result, dict):

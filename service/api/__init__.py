@@ -40,7 +40,9 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     settings = settings or load_settings()
     app = Flask(__name__)
     app.json = StrictJSON(app)
-    app.config.update(MAX_CONTENT_LENGTH=settings.limits.max_body_bytes, JSON_SORT_KEYS=False)
+    # an upload's spec may come as a form field as big as the body (werkzeug's default is 500 KB)
+    app.config.update(MAX_CONTENT_LENGTH=settings.limits.max_body_bytes, MAX_FORM_MEMORY_SIZE=settings.limits.max_body_bytes,
+                      JSON_SORT_KEYS=False)
     if test_config:
         app.config.update(test_config)
     db = db or Database(settings.database_url, settings.database_timeouts)

@@ -9,8 +9,11 @@ will be stored, its tensors as bytes: the request thread only waits, without the
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +25,7 @@ from service.spec.batchkey import batch_key
 from service.store import data
 
 BIG_BODY = 1 << 20  # bytes of a body (or an upload's parts together) admitted in a process of its own
+ADMISSION_SECONDS = 60.0  # a request waits this long for its spec's check, at most
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ def admit_body(raw: bytes, parts: dict[str, bytes] | None, limits: Limits) -> Ad
     """``admit`` of a JSON body, or (``parts`` given) of an upload's spec part and .npy parts."""
     from service.api.body import parse_json, upload_spec
 
-    return admit(parse_json(raw) if parts is None else upload_spec(raw, parts), limits)
+    return admit(parse_json(raw) if parts is None else upload_spec(raw, parts, limits.max_elements), limits)
 
 
 class Admissions:
@@ -67,18 +71,31 @@ class Admissions:
         self.processes = processes
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        # big specs admitted at once: one running and one queued a process; past that, 503
+        self._slots = threading.BoundedSemaphore(max(1, 2 * processes))
 
     def admit(self, raw: bytes, parts: dict[str, bytes] | None, limits: Limits) -> Admitted:
-        size = len(raw) + sum(len(p) for p in (parts or {}).values())
+        # an uploaded byte may become 8 of float64 (a bool array), so parts count 8 times
+        size = len(raw) + 8 * sum(len(p) for p in (parts or {}).values())
         if size <= BIG_BODY or self.processes == 0:
             return admit_body(raw, parts, limits)
+        if not self._slots.acquire(blocking=False):
+            raise DescentError(f"this API process is already checking {2 * self.processes} big specs; try again "
+                               "shortly", code=ErrorCode.SERVICE_BUSY, headers={"Retry-After": "1"})
         try:
-            return self._started().submit(admit_body, raw, parts, limits).result()
+            pool = self._started()
+            return pool.submit(admit_body, raw, parts, limits).result(timeout=ADMISSION_SECONDS)
         except BrokenProcessPool:  # a process died (out of memory?): a fresh pool for the next body
             with self._lock:
-                self._pool = None
+                if self._pool is pool:
+                    self._pool = None
             raise DescentError("the process checking this request's spec stopped; try again",
                                code=ErrorCode.SERVICE_BUSY, headers={"Retry-After": "1"}) from None
+        except FutureTimeout:
+            raise DescentError(f"checking this spec took over {ADMISSION_SECONDS:g} seconds; try again later",
+                               code=ErrorCode.SERVICE_BUSY, headers={"Retry-After": "5"}) from None
+        finally:
+            self._slots.release()
 
     def start(self) -> None:
         """Start the processes now, each importing what admission needs (torch), so the first big
@@ -91,7 +108,8 @@ class Admissions:
     def _started(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+                self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_follow_parent, initargs=(os.getpid(),))
             return self._pool
 
     def close(self) -> None:
@@ -99,6 +117,17 @@ class Admissions:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
+
+
+def _follow_parent(parent: int) -> None:
+    """In an admission process: exit once the API process that started it is gone (killed, or
+    stopped by a signal that ran no clean-up), rather than linger with torch loaded."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="follow-parent", daemon=True).start()
 
 
 def _warm() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,9 @@ def _bad(field: str, message: str) -> DescentError:
 def read_upload() -> tuple[bytes, dict[str, bytes]]:
     """A multipart upload's parts as sent: the spec's JSON text, and {part name: .npy bytes}."""
     files, form = request.files, request.form
+    for name in {*files.keys(), *form.keys()}:  # one value a name, as one key an object in JSON
+        if len(files.getlist(name)) + len(form.getlist(name)) > 1:
+            raise _bad(name, f"the upload has more than one part named {name[:80]!r}")
     if SPEC_PART in files:
         raw = files[SPEC_PART].read()
     elif SPEC_PART in form:
@@ -89,13 +93,14 @@ def read_upload() -> tuple[bytes, dict[str, bytes]]:
         raise _bad(SPEC_PART, "a multipart upload needs a 'spec' part: the job spec as JSON")
     for name in form:
         if name != SPEC_PART:
-            raise _bad(name, f"unknown form field {name[:80]!r}: send 'spec', and 'x0' or 'data.NAME' as .npy files")
+            raise _bad(name, f"form field {name[:80]!r}: send 'spec' as JSON, and 'x0' or 'data.NAME' as .npy file parts")
     return raw, {part: files[part].read() for part in files if part != SPEC_PART}
 
 
-def upload_spec(raw: bytes, parts: dict[str, bytes], within: str | None = None) -> dict[str, Any]:
+def upload_spec(raw: bytes, parts: dict[str, bytes], max_elements: int, within: str | None = None) -> dict[str, Any]:
     """The job spec of an upload (``read_upload``), with its uploaded tensors in place (nested
-    lists); ``within``: the spec is that member of the uploaded object (a sweep's ``base``)."""
+    lists); ``within``: the spec is that member of the uploaded object (a sweep's ``base``). A part
+    of more than ``max_elements`` numbers is refused from its header, before its values are read."""
     body = parse_json(raw, "the 'spec' part")
     spec = body.get(within) if isinstance(body, dict) and within else body
     if not isinstance(spec, dict):
@@ -108,7 +113,7 @@ def upload_spec(raw: bytes, parts: dict[str, bytes], within: str | None = None) 
             field = part
         else:
             raise _bad(part, f"unknown upload {part[:80]!r}: send 'x0' or 'data.NAME' as .npy files")
-        values = _npy(content, field).tolist()
+        values = _npy(content, field, max_elements).tolist()
         if field == "x0":
             if "x0" in spec:
                 raise _bad("x0", "x0 is given twice: in the spec and as an upload")
@@ -124,8 +129,16 @@ def upload_spec(raw: bytes, parts: dict[str, bytes], within: str | None = None) 
     return body
 
 
-def _npy(raw: bytes, field: str) -> np.ndarray:
-    """An uploaded .npy file's array as float64; a 400 naming ``field`` if it is not one of numbers."""
+def _npy(raw: bytes, field: str, max_elements: int) -> np.ndarray:
+    """An uploaded .npy file's array as float64; a 400 naming ``field`` if it is not one of numbers,
+    a 413 if its header says more than ``max_elements`` of them (a byte of bool is 8 of float64)."""
+    try:
+        shape = _npy_shape(raw)
+    except Exception as exc:  # noqa: BLE001 - whatever numpy makes of bytes that are not a .npy
+        raise _bad(field, f"{field} is not a .npy file of numbers ({str(exc)[:120]})") from None
+    if math.prod(shape) > max_elements:
+        raise DescentError(f"{field} holds {math.prod(shape):,} numbers, over the limit of {max_elements:,} "
+                           "(max_elements)", code=ErrorCode.LIMIT_EXCEEDED, field=field, status=413)
     try:
         array = np.load(io.BytesIO(raw), allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - whatever numpy makes of bytes that are not a .npy
@@ -138,3 +151,12 @@ def _npy(raw: bytes, field: str) -> np.ndarray:
     if not np.isfinite(array).all():
         raise _bad(field, f"{field} holds NaN or infinite numbers")
     return array
+
+
+def _npy_shape(raw: bytes) -> tuple[int, ...]:
+    """The shape a .npy file's header states."""
+    stream = io.BytesIO(raw)
+    version = np.lib.format.read_magic(stream)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, _ = read(stream)
+    return tuple(shape)

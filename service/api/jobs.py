@@ -60,9 +60,9 @@ def route_queue(device: str, elements: int, batch: int = 1) -> str:
 @bp.post("")
 def submit():  # type: ignore[no-untyped-def]
     svc = services()
+    key = idempotency_key()
     raw, parts = read_upload() if is_upload() else (request.get_data(cache=False), None)
     admitted = svc.admissions.admit(raw, parts, svc.settings.limits)
-    key = idempotency_key()
     who = caller()
     job, created = job_store.create_job(svc.db, admitted.spec, admitted.shape,
                                         route_queue(admitted.device, admitted.numel), key, owner=who.owner,

@@ -19,7 +19,7 @@ _ERROR_WHEN = {
     "404": "No such job or sweep (or not yours)",
     "409": "Conflict: the job has finished, or the Idempotency-Key was used for another spec or sweep request",
     "413": "The body (max_body_bytes), or the start or history the job would make, is over a configured limit",
-    "415": "A request with a body must send Content-Type: application/json (POST /v1/jobs: or multipart/form-data)",
+    "415": "A request with a body must send Content-Type: application/json (POST /v1/jobs and /v1/sweeps: or multipart/form-data)",
     "429": "A per-owner quota is used up; retry after Retry-After seconds",
     "503": "The database is unavailable, or (history, events, surface, plot) this process already serves "
            "DESCENT_MAX_WAITERS waiting, streaming or grid requests; see Retry-After",

@@ -267,7 +267,7 @@ def register(app: Flask, settings: Settings) -> None:
         if _has_body() and request.mimetype != "application/json" and not _upload_allowed():
             got = request.headers.get("Content-Type")
             raise DescentError("a request body must be sent with Content-Type: application/json (or, to POST "
-                               "/v1/jobs with .npy files, multipart/form-data)"
+                               "/v1/jobs or /v1/sweeps with .npy files, multipart/form-data)"
                                + (f" (got {got[:100]!r})" if got else " (none was sent)"),
                                code=ErrorCode.UNSUPPORTED_MEDIA_TYPE, field="Content-Type")
         if request.content_length is None and _has_body():

@@ -38,6 +38,7 @@ from service.errors import DescentError, ErrorCode
 from service.jsonsafe import json_safe
 from service.spec import CheckedSpec, check_spec
 from service.store import JobRecord, data
+from service.store import tensors as job_tensors
 from service.store import jobs as job_store
 from service.store.history import choose_steps, iter_history
 
@@ -186,7 +187,13 @@ def _final_x(job: JobRecord, numel: int) -> np.ndarray | None:
     x = (job.result or {}).get("x")
     if x is None:
         return None
-    flat = np.array(_floats(x), dtype=np.float64)
+    if job_tensors.is_summary(x):  # a big x, kept in binary
+        stored = job_tensors.load(services().db, job.id, "x")
+        if stored is None:
+            return None
+        flat = stored.reshape(-1)
+    else:
+        flat = np.array(_floats(x), dtype=np.float64)
     return flat if flat.size == numel and bool(np.isfinite(flat).all()) else None
 
 

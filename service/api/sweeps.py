@@ -108,7 +108,7 @@ def submit():  # type: ignore[no-untyped-def]
     (and the same request), answer with the sweep it made, making nothing."""
     svc = services()
     limits = svc.settings.limits
-    body = upload_spec(*read_upload(), within="base") if is_upload() else read_json_body()
+    body = upload_spec(*read_upload(), limits.max_elements, within="base") if is_upload() else read_json_body()
     key, who = idempotency_key(), caller()
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=False).encode()).hexdigest() if key else None
     if key is not None:

@@ -52,8 +52,10 @@ def summary(array: np.ndarray) -> dict[str, Any]:
     array = as_array(array)
     flat = array.reshape(-1)
     with np.errstate(all="ignore"):  # NaN propagates to min, max and the norm: they say so
-        norm = float(np.linalg.norm(flat))
         low, high = (float(flat.min()), float(flat.max())) if flat.size else (None, None)
+        scale = float(np.abs(flat).max()) if flat.size else 0.0
+        # scaled first, so the norm of finite values near the float64 limit is finite too
+        norm = scale * float(np.linalg.norm(flat / scale)) if 0 < scale < np.inf else float(np.linalg.norm(flat))
     return json_safe({"shape": list(array.shape), "dtype": DTYPE, "size": int(flat.size),
                       "sha256": tensor_digest(array.shape, array.tobytes()), "norm": norm, "min": low, "max": high})
 

@@ -59,6 +59,9 @@ def test_a_big_x_is_a_summary_in_the_document_and_bit_exact_as_npy_and_json(clie
     assert as_json["shape"] == [40, N // 40] and np.array(as_json["values"]).tobytes() == want.tobytes()
     inline = client.get(f"/v1/jobs/{job['id']}?include=x").get_json()["result"]["x"]
     assert np.array(inline).tobytes() == want.tobytes()
+    surface = client.get(f"/v1/jobs/{job['id']}/surface?n=5")  # around the final x, read from binary
+    assert surface.status_code == 200, surface.get_json()
+    assert client.get(f"/v1/jobs/{job['id']}/plot.png?n=5").status_code == 200
 
 
 def test_a_small_x_stays_inline_and_is_served_too(client, lesson_parabola):
@@ -119,7 +122,9 @@ def test_data_uploads_and_bad_uploads(client):
              ({"x0": np.array(["a", "b"])}, {"objective": "(x**2).sum()", "steps": 1}, "x0", "real numbers"),
              ({"x0": np.array([1.0, np.nan])}, {"objective": "(x**2).sum()", "steps": 1}, "x0", "NaN"),
              ({"weights": np.ones(2)}, spec, "weights", "unknown upload"),
-             ({"x0": np.ones(2 * 10 ** 6)}, {"objective": "(x**2).sum()", "steps": 1}, "x0", "1,000,000")]
+             # refused from its header: 2 MB of bool would be 16 MB of float64 and 2,000,000 Python floats
+             ({"x0": np.ones(2 * 10 ** 6, dtype=bool)}, {"objective": "(x**2).sum()", "steps": 1}, "x0",
+              "holds 2,000,000 numbers, over the limit of 1,000,000")]
     for arrays, body, field, words in cases:
         resp = upload(client, body, **arrays)
         error = resp.get_json()["error"]
@@ -131,6 +136,11 @@ def test_data_uploads_and_bad_uploads(client):
     resp = client.client.post("/v1/jobs", data={"x0": (io.BytesIO(npy(np.ones(2))), "x0.npy")},
                               content_type="multipart/form-data")
     assert resp.status_code == 400 and resp.get_json()["error"]["field"] == "spec"
+    twice = {"spec": json.dumps({"objective": "(x**2).sum()", "steps": 1}),
+             "x0": [(io.BytesIO(npy(np.ones(2))), "a.npy"), (io.BytesIO(npy(np.ones(3))), "b.npy")]}
+    resp = client.client.post("/v1/jobs", data=twice, content_type="multipart/form-data")
+    assert resp.status_code == 400 and resp.get_json()["error"]["field"] == "x0", resp.get_json()
+    assert "more than one part" in resp.get_json()["error"]["message"]
     resp = client.client.post(f"/v1/jobs/{job_id}/cancel", data={"spec": "{}"}, content_type="multipart/form-data")
     assert resp.status_code == 415
 
