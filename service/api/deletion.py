@@ -12,7 +12,8 @@ from typing import Any
 from flask import Blueprint
 
 from service.api.auth import caller
-from service.api.openapi_parts import errors, json_response, ref
+from service.api.openapi_parts import json_response, ref
+from service.api.operations import Operation
 from service.api.schemas import Deleted, build
 from service.api.services import services
 from service.store import deletion
@@ -22,6 +23,15 @@ bp = Blueprint("deletion", __name__)
 
 def deleted_json(kind: str, ident: str, removed: deletion.Removed) -> dict[str, Any]:
     return build(Deleted, {"id": ident, "deleted": kind, "removed": removed.as_json()})
+
+
+DELETED = {"200": json_response(ref("Deleted"), "What went")}
+DELETE_JOB = Operation("delete", "/v1/jobs/{job_id}", "deleteJob",
+                       "Delete a job: its history, tags, checkpoint and data (a queued or running job is cancelled "
+                       "first; its worker writes no further row)", DELETED, (400, 401, 403, 404, 503))
+DELETE_SWEEP = Operation("delete", "/v1/sweeps/{sweep_id}", "deleteSweep",
+                         "Delete a sweep and every job of it, as DELETE /v1/jobs/{job_id} deletes one",
+                         DELETED, (400, 401, 403, 404, 503))
 
 
 @bp.delete("/v1/jobs/<job_id>")
@@ -34,27 +44,3 @@ def delete_job(job_id: str):  # type: ignore[no-untyped-def]
 def delete_sweep(sweep_id: str):  # type: ignore[no-untyped-def]
     removed = deletion.delete_sweep(services().db, sweep_id, owner=caller().owner_filter)
     return deleted_json("sweep", sweep_id, removed)
-
-
-def openapi_paths() -> dict[str, Any]:
-    """This blueprint's operations, for the OpenAPI document: merge them into the path items of
-    ``/v1/jobs/{job_id}`` and ``/v1/sweeps/{sweep_id}`` (which hold their GETs)."""
-    answer = json_response(ref("Deleted"), "What went")
-
-    def path_param(name: str, what: str) -> dict[str, Any]:
-        return {"name": name, "in": "path", "required": True, "description": f"A {what}'s id",
-                "schema": {"type": "string", "format": "uuid"}}
-
-    return {
-        "/v1/jobs/{job_id}": {"delete": {
-            "operationId": "deleteJob",
-            "summary": "Delete a job: its history, tags, checkpoint and data (a queued or running job is "
-                       "cancelled first; its worker writes no further row)",
-            "parameters": [path_param("job_id", "job")],
-            "responses": {"200": answer, **errors(400, 401, 403, 404, 503)}}},
-        "/v1/sweeps/{sweep_id}": {"delete": {
-            "operationId": "deleteSweep",
-            "summary": "Delete a sweep and every job of it, as DELETE /v1/jobs/{job_id} deletes one",
-            "parameters": [path_param("sweep_id", "sweep")],
-            "responses": {"200": answer, **errors(400, 401, 403, 404, 503)}}},
-    }

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from flask import Blueprint, Response, stream_with_context
 
 from service.api.auth import caller
-from service.api.params import seconds_arg
+from service.api.operations import Field, Operation, Query, Seconds
 from service.api.serialize import job_json, progress_json
 from service.api.services import Services, services
 from service.errors import DescentError
@@ -40,10 +40,31 @@ def event(name: str, data: Any) -> str:
     return f"event: {name}\ndata: {strict_dumps(data)}\n\n"
 
 
+class EventsQuery(Query):
+    timeout: Seconds = Field(None, ge=STREAM_SECONDS[0], le=STREAM_SECONDS[1], description=(
+        f"Close the stream after this many seconds without an end event (default {DEFAULT_STREAM_SECONDS}); the "
+        "client reconnects"))
+
+
+EVENTS = Operation("get", "/v1/jobs/{job_id}/events", "jobEvents", "The job's changes as Server-Sent Events, until it ends", {
+    "200": {"description": "text/event-stream: event status (data: the Job) on open and on each change; event "
+                           "progress (data: the job's progress) about once a second while it runs; a ': heartbeat' "
+                           "comment when nothing else was sent for a while; event end (data: the Job) when it has "
+                           "finished, then the stream closes; event error if the stream cannot go on",
+            # OpenAPI 3.1: the schema of a text/event-stream is the schema of each event.
+            "content": {"text/event-stream": {"schema": {
+                "type": "object", "required": ["event", "data"],
+                "properties": {"event": {"enum": ["status", "progress", "end", "error"]},
+                               "data": {"type": "string", "contentMediaType": "application/json",
+                                        "description": "One line of JSON: the Job (status, end), its Progress, "
+                                                       "or an Error"}}}}}}},
+    (400, 401, 403, 404, 503), EventsQuery)
+
+
 @bp.get("/<job_id>/events")
 def events(job_id: str) -> Response:
     svc = services()
-    seconds = seconds_arg("timeout", *STREAM_SECONDS) or DEFAULT_STREAM_SECONDS
+    seconds = EVENTS.args().timeout or DEFAULT_STREAM_SECONDS
     job = job_store.get_job(svc.db, job_id, owner=caller().owner_filter)  # a 404 before the stream starts
     svc.waiters.take_for_stream()
     # The request's context stays for the stream: a job's JSON reads settings and the fleet.

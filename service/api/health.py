@@ -14,6 +14,8 @@ from typing import Callable
 
 from flask import Blueprint, current_app
 
+from service.api.openapi_parts import json_response, ref
+from service.api.operations import Operation
 from service.api.schemas import Health, Readiness, build
 from service.api.services import services
 from service.errors import first_line
@@ -71,6 +73,13 @@ def _probes() -> dict[str, Probe]:
             "broker": Probe("broker", lambda: svc.dispatcher.ping(timeout=PROBE_SECONDS)),
         })
     return probes
+
+
+HEALTHZ = Operation("get", "/healthz", "healthz", "Liveness", {"200": json_response(
+    ref("Health"), "The process answers; requests waiting or streaming, and their bound")}, (400, 403), public=True)
+READYZ = Operation("get", "/readyz", "readyz", "Database and broker reachable", {
+    "200": json_response(ref("Readiness"), "Ready"),
+    "503": json_response(ref("Readiness"), "Not ready: checks says which part is down")}, (400, 403), public=True)
 
 
 @bp.get("/healthz")

@@ -24,13 +24,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import Any, Iterable, Iterator
+from typing import Annotated, Any, Iterable, Iterator
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from service.api.auth import caller
-from service.api.errors import bad_parameter
-from service.api.params import int_arg
+from service.api.openapi_parts import ref
+from service.api.operations import EMPTY_IS_A_VALUE, Field, Int, Operation, Query, Says, one_of
 from service.api.serialize import HISTORY_FIELDS, csv_block, csv_header, csv_line, json_block, json_row
 from service.api.services import services
 from service.store import HistoryBatch
@@ -60,29 +60,48 @@ BLOCK_VALUES = 200_000
 BLOCK_ROWS = 20_000
 
 
+_FIELD = "(?:" + "|".join(HISTORY_FIELDS) + ")"
+
+
+class HistoryQuery(Query):
+    start: Int = Field(0, ge=0, le=MAX_STEP, description="First step (default 0)")
+    # One bound for every format; without a limit, CSV and NDJSON stream every row and JSON
+    # answers a page of 1,000.
+    limit: Int = Field(None, ge=1, le=MAX_ROWS, description=(
+        f"Rows in a JSON page (default 1000, at most {MAX_ROWS}); CSV and NDJSON stream every row unless it is set"))
+    every: Int = Field(1, ge=1, le=MAX_STEP, description="Every k-th recorded row (default 1)")
+    points: Int = Field(None, ge=1, le=MAX_POINTS, description=(
+        "At most this many rows, spread evenly over the steps from start to the last recorded step, always with "
+        "the first and the last (points=1: the last only); chosen among the multiples of every, at most limit of "
+        "them; a JSON answer is one page (next_start null)"))
+    fields: Annotated[str, Says("'{name}' must be a comma-separated list of: " + ", ".join(HISTORY_FIELDS))] = Field(
+        None, pattern=rf"^\s*(?:{_FIELD}?\s*(?:,\s*{_FIELD}?\s*)*)$",
+        description="Comma-separated: " + ",".join(HISTORY_FIELDS) + " (step is always included)")
+    format: Annotated[one_of(FORMATS), Says("'{name}' must be json, csv or ndjson"), EMPTY_IS_A_VALUE] = Field(
+        "json", description="json pages {rows, next_start}, CSV, or NDJSON")
+
+
+HISTORY = Operation("get", "/v1/jobs/{job_id}/history", "getHistory", "The per-step history, streamed", {
+    "200": {"description": "JSON {rows, next_start}, CSV (step,f,grad_norm,lr,x_0,...) or NDJSON",
+            "content": {"application/json": {"schema": ref("HistoryPage")}, "text/csv": {"schema": {"type": "string"}},
+                        "application/x-ndjson": {"schema": {"type": "string"}}}}},
+    (400, 401, 403, 404, 503), HistoryQuery)
+
+
 @bp.get("/<job_id>/history")
 def history(job_id: str):  # type: ignore[no-untyped-def]
     svc = services()
+    query = HISTORY.args()
     job = job_store.get_job(svc.db, job_id, owner=caller().owner_filter)
-    fmt = request.args.get("format", "json")
-    if fmt not in FORMATS:
-        raise bad_parameter("format", "'format' must be json, csv or ndjson")
-    start = int_arg("start", 0, 0, MAX_STEP)
-    # One bound for every format (the OpenAPI document states it once); without a limit, CSV and
-    # NDJSON stream every row and JSON answers a page of 1,000.
-    limit = int_arg("limit", 1000 if fmt == "json" else None, 1, MAX_ROWS)
-    every = int_arg("every", 1, 1, MAX_STEP) or 1
+    fmt, start, every, points = query.format, query.start, query.every, query.points
+    limit = query.limit if query.limit is not None else 1000 if fmt == "json" else None
     recorded = job.spec.get("record", {})
     fields = [f for f in HISTORY_FIELDS if (f != "x" or recorded.get("x", True)) and (f != "grad" or recorded.get("grad"))]
-    if request.args.get("fields"):
-        asked = [f.strip() for f in request.args["fields"].split(",") if f.strip()]
-        unknown = [f for f in asked if f not in HISTORY_FIELDS]
-        if unknown:
-            raise bad_parameter("fields", f"unknown field '{unknown[0][:40]}'; fields: {', '.join(HISTORY_FIELDS)}")
+    if query.fields:
+        asked = {f.strip() for f in query.fields.split(",")}
         fields = ["step"] + [f for f in HISTORY_FIELDS if f in asked and f != "step"]
-    points = int_arg("points", None, 1, MAX_POINTS)
     if points is not None:  # the steps are chosen first: among multiples of every, at most limit of them
-        points = min(points, limit) if request.args.get("limit") and limit else points
+        points = min(points, query.limit) if query.limit else points
         limit = None
     shape, numel = list(job.shape), math.prod(job.shape)
     width = numel * (int("x" in fields) + int("grad" in fields))

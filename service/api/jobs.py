@@ -5,14 +5,17 @@ whole spec has passed its checks, so a refused request never leaves a job behind
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from flask import Blueprint, request
 
 from service.api.auth import caller
 from service.api.body import is_upload, read_upload
+from service.api.components import SPEC_EXAMPLES, UPLOAD
 from service.api.errors import bad_parameter
-from service.api.params import int_arg, seconds_arg, text_arg, time_arg
+from service.api.openapi_parts import json_response, ref
+from service.api.operations import Field, Int, Operation, Query, Says, Seconds, one_of, text
+from service.api.params import ISO_TIME, STORABLE_TEXT, parse_time
 from service.api.serialize import job_json
 from service.api.services import services
 from service.api.waiting import RETRY_AFTER_SECONDS
@@ -57,6 +60,35 @@ def route_queue(device: str, elements: int, batch: int = 1) -> str:
     return "gpu" if pays and gpu_worker_alive() else "cpu"
 
 
+def idempotency_header(made: str, sent: str) -> dict[str, Any]:
+    """The Idempotency-Key header of a submission that makes a ``made`` from a ``sent``, as the document states it."""
+    return {"name": "Idempotency-Key", "in": "header", "required": False,
+            "description": f"A retry with the same key and {sent} returns the first {made} (409 for another {sent})",
+            "schema": {"type": "string", "minLength": IDEMPOTENCY_KEY_LENGTH[0], "maxLength": IDEMPOTENCY_KEY_LENGTH[1],
+                       "not": {"pattern": "^" + job_store.SCOPED_KEY_PREFIX}}}
+
+
+REPLAYED = {"description": "true when the Idempotency-Key was seen before", "required": False,
+            "schema": {"type": "string", "enum": ["true"]}}
+
+
+def request_body(schema: str, examples: dict[str, Any], upload: dict[str, Any]) -> Any:
+    """A submission's body: JSON (``schema``) or multipart/form-data, at most max_body_bytes."""
+    return lambda limits: {"required": True, "description": f"At most {limits.max_body_bytes} bytes (max_body_bytes)",
+                           "content": {"application/json": {"schema": ref(schema), "examples": examples},
+                                       "multipart/form-data": upload}}
+
+
+SUBMIT = Operation("post", "/v1/jobs", "submitJob", "Submit a job", {"202": {
+    **json_response(ref("Job"), "Accepted and queued (or, with a known Idempotency-Key, the job it made)"),
+    "headers": {"Location": {"description": "The job's URL", "required": True, "schema": {"type": "string"}},
+                "Idempotent-Replayed": REPLAYED},
+    "links": {name: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}}
+              for name, op in (("GetJob", "getJob"), ("GetHistory", "getHistory"), ("CancelJob", "cancelJob"))}}},
+    (400, 401, 403, 409, 413, 415, 429, 503), headers=(idempotency_header("job", "spec"),),
+    body=request_body("JobSpec", SPEC_EXAMPLES, UPLOAD))
+
+
 @bp.post("")
 def submit():  # type: ignore[no-untyped-def]
     svc = services()
@@ -77,14 +109,36 @@ def submit():  # type: ignore[no-untyped-def]
     return job_json(job), 202, headers
 
 
+INCLUDES = ("data", "x0", "x", "grad")
+INCLUDE_PATTERN = r"^(?:" + "|".join(INCLUDES) + r")(?:,(?:" + "|".join(INCLUDES) + r"))*$"
+JOB = json_response(ref("Job"), "The job")
+
+
+class GetQuery(Query):
+    wait: Seconds = Field(None, ge=WAIT_SECONDS[0], le=WAIT_SECONDS[1], description=(
+        "Seconds to wait for the job to finish before answering; past DESCENT_MAX_WAITERS waiting requests it "
+        "answers at once, with Retry-After"))
+    include: Annotated[str, Says("'{name}' must be a comma-separated list of: " + ", ".join(INCLUDES))] = Field(
+        None, pattern=INCLUDE_PATTERN, description=(
+            "Comma-separated: data, the spec's data tensors with their values (by default each is {sha256, shape}, "
+            "a reference to the stored tensor); x0: the same for an x0 of more than 10,000 numbers; x, grad: the "
+            "result's, inline however big (by default one of more than DESCENT_INLINE_ELEMENTS elements is a "
+            "TensorSummary)"))
+
+
+GET = Operation("get", "/v1/jobs/{job_id}", "getJob", "One job", {"200": JOB}, (400, 401, 403, 404, 503),
+                GetQuery)
+
+
 @bp.get("/<job_id>")
 def get(job_id: str):  # type: ignore[no-untyped-def]
     """The job; with ``?wait=S`` (up to 30 s) the answer waits until the job has finished, unless
     this process already serves DESCENT_MAX_WAITERS waiting requests: then it answers at once,
     with ``Retry-After``."""
     svc = services()
-    seconds = seconds_arg("wait", *WAIT_SECONDS)
-    include = include_arg()
+    query = GET.args()
+    seconds = query.wait
+    include = frozenset(query.include.split(",")) if query.include else frozenset()
     job = job_store.get_job(svc.db, job_id, owner=caller().owner_filter)
 
     def answer(job: JobRecord) -> dict[str, Any]:
@@ -101,48 +155,53 @@ def get(job_id: str):  # type: ignore[no-untyped-def]
         svc.waiters.give_back()
 
 
-INCLUDES = ("data", "x0", "x", "grad")
-INCLUDE_PATTERN = r"^(?:" + "|".join(INCLUDES) + r")(?:,(?:" + "|".join(INCLUDES) + r"))*$"
+_TIME = Annotated[str, Says("'{name}' must be an ISO-8601 date or time from 1970 to 2999, such as 2026-11-28T04:30:00Z")]
 
 
-def include_arg() -> frozenset[str]:
-    """``?include=data,x0,x,grad``: the spec's data tensors (and a big x0) with their values, not
-    references to them; the result's x and grad inline however big, not summaries."""
-    include = request.args.get("include") or ""
-    names = frozenset(include.split(",")) if include else frozenset()
-    if not names <= set(INCLUDES):
-        raise bad_parameter("include", f"'include' must be a comma-separated list of: {', '.join(INCLUDES)}")
-    return names
+class ListQuery(Query):
+    status: Annotated[one_of([s.value for s in JobStatus]), Says("'{name}' must be one of " + ", ".join(JobStatus))] = \
+        Field(None, description="Only jobs in this status")
+    tag: Annotated[text(), Says("'{name}' must be key:value")] = Field(
+        None, pattern="^[^:]*:", description="key:value: only jobs with this tag")
+    name: text(NAME_CHARS) = Field(None, pattern=STORABLE_TEXT, description="Only jobs with this name")
+    stop_reason: Annotated[one_of(ENDED_BY), Says("'{name}' must be one of " + ", ".join(ENDED_BY))] = Field(
+        None, description="Only finished jobs that ended for this reason (a diverged run is succeeded, with "
+                          "stop_reason diverged)")
+    created_after: _TIME = Field(None, pattern=ISO_TIME,
+                                 description="Only jobs created at or after this time (UTC when no offset)")
+    created_before: _TIME = Field(None, pattern=ISO_TIME,
+                                  description="Only jobs created before this time (UTC when no offset)")
+    order: Annotated[one_of(ORDERS), Says("'{name}' must be asc (oldest first) or desc (newest first)")] = Field(
+        "asc", description="asc: oldest first (the default); desc: newest first")
+    limit: Int = Field(50, ge=LIST_LIMIT[0], le=LIST_LIMIT[1], description="Jobs per page (default 50)")
+    cursor: text() = Field(None, description="next_cursor from the previous page")
+
+
+LIST = Operation("get", "/v1/jobs", "listJobs", "List jobs in creation order, a page at a time",
+                 {"200": {**json_response(ref("JobPage"), "A page of jobs"), "links": {"NextPage": {
+                     "operationId": "listJobs", "description": "The next page",
+                     "parameters": {"cursor": "$response.body#/next_cursor"}}}}},
+                 (400, 401, 403, 503), ListQuery)
 
 
 @bp.get("")
 def list_():  # type: ignore[no-untyped-def]
-    status = request.args.get("status") or None
-    if status is not None and status not in JobStatus.__members__.values():
-        raise bad_parameter("status", f"'status' must be one of {', '.join(JobStatus)}")
-    tag = text_arg("tag")
-    tag_pair = None
-    if tag:
-        if ":" not in tag:
-            raise bad_parameter("tag", "'tag' must be key:value")
-        key, value = tag.split(":", 1)
-        tag_pair = (key, value)
-    stop_reason = request.args.get("stop_reason") or None
-    if stop_reason is not None and stop_reason not in ENDED_BY:
-        raise bad_parameter("stop_reason", f"'stop_reason' must be one of {', '.join(ENDED_BY)}")
-    order = request.args.get("order") or "asc"
-    if order not in ORDERS:
-        raise bad_parameter("order", "'order' must be asc (oldest first) or desc (newest first)")
-    where = job_store.JobFilter(status=status, tag=tag_pair, name=text_arg("name", NAME_CHARS),
-                                stop_reason=stop_reason, created_after=time_arg("created_after"),
-                                created_before=time_arg("created_before"))
-    limit = int_arg("limit", 50, *LIST_LIMIT)
+    query = LIST.args()
+    tag_pair = tuple(query.tag.split(":", 1)) if query.tag else None
+    where = job_store.JobFilter(status=query.status, tag=tag_pair, name=query.name, stop_reason=query.stop_reason,
+                                created_after=parse_time(query.created_after),
+                                created_before=parse_time(query.created_before))
     try:
-        page, cursor = job_store.list_jobs(services().db, where, limit=limit or 50, cursor=text_arg("cursor"),
-                                           owner=caller().owner_filter, newest_first=order == "desc")
+        page, cursor = job_store.list_jobs(services().db, where, limit=query.limit, cursor=query.cursor,
+                                           owner=caller().owner_filter, newest_first=query.order == "desc")
     except (ValueError, UnicodeDecodeError):
         raise bad_parameter("cursor", "'cursor' is not a cursor this service returned") from None
     return {"jobs": [job_json(j) for j in page], "next_cursor": cursor}
+
+
+CANCEL = Operation("post", "/v1/jobs/{job_id}/cancel", "cancelJob", "Cancel a queued or running job",
+                   {"202": {**JOB, "description": "Cancelled, or cancellation requested"}},
+                   (400, 401, 403, 404, 409, 413, 415, 503))
 
 
 @bp.post("/<job_id>/cancel")

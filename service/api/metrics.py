@@ -14,7 +14,7 @@ whichever process did the work:
 from __future__ import annotations
 
 from collections import Counter as Tally
-from typing import Any, Iterator
+from typing import Iterator
 
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from service.api.auth import caller
-from service.api.openapi_parts import errors
+from service.api.operations import Operation
 from service.api.services import services
 from service.config import Settings
 from service.errors import DescentError, ErrorCode
@@ -113,24 +113,20 @@ def exposition(db: Database, settings: Settings) -> bytes:
     return generate_latest(registry)
 
 
+METRICS = Operation(
+    "get", "/metrics", "getMetrics", "The service's metrics in Prometheus's text format (admins only)",
+    {"200": {"description": "The Prometheus text exposition format",
+             "content": {"text/plain": {"schema": {"type": "string"}}}}},
+    (400, 401, 403, 503),
+    description="Every value is read from SQL when scraped, so any API process answers for the whole fleet: gauges "
+                "(descent_jobs, descent_queue_jobs, descent_workers_alive), counters (descent_jobs_finished_total, "
+                "descent_steps_total, descent_history_rows_total, descent_reclaims_total) and histograms "
+                "(descent_job_seconds, descent_queue_wait_seconds, descent_batch_jobs).")
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
     if not caller().admin:
         raise DescentError("/metrics is for admins (a token made with --admin)", code=ErrorCode.FORBIDDEN)
     svc = services()
     return Response(exposition(svc.db, svc.settings), content_type=CONTENT_TYPE_LATEST)
-
-
-def openapi_paths() -> dict[str, Any]:
-    """This blueprint's operation, for the OpenAPI document."""
-    return {"/metrics": {"get": {
-        "operationId": "getMetrics", "summary": "The service's metrics in Prometheus's text format (admins only)",
-        "description": "Every value is read from SQL when scraped, so any API process answers for the whole fleet: "
-                       "gauges (descent_jobs, descent_queue_jobs, descent_workers_alive), counters "
-                       "(descent_jobs_finished_total, descent_steps_total, descent_history_rows_total, "
-                       "descent_reclaims_total) and histograms (descent_job_seconds, descent_queue_wait_seconds, "
-                       "descent_batch_jobs).",
-        "responses": {
-            "200": {"description": "The Prometheus text exposition format",
-                    "content": {"text/plain": {"schema": {"type": "string"}}}},
-            **errors(400, 401, 403, 503)}}}}

@@ -18,6 +18,10 @@ ISO_TIME_PATTERN = (r"(?P<y>19[7-9][0-9]|2[0-9]{3})-(?P<mo>0[1-9]|1[0-2])-(?P<d>
                     r"(?:[T ](?P<h>[01][0-9]|2[0-3]):(?P<mi>[0-5][0-9])(?::(?P<s>[0-5][0-9])(?:\.(?P<us>[0-9]{1,6}))?)?"
                     r"(?P<tz>[zZ]|(?P<sign>[+-])(?P<oh>[01][0-9]|2[0-3]):(?P<om>[0-5][0-9]))?)?")
 _ISO_TIME = re.compile(ISO_TIME_PATTERN)
+# The same, as the document states it (JSON Schema's regular expressions have no named groups).
+ISO_TIME = "^" + re.sub(r"\?P<[a-z]+>", "?:", ISO_TIME_PATTERN) + "$"
+# A string in a spec may hold no NUL (nor a lone surrogate, which no JSON Schema pattern can name).
+STORABLE_TEXT = r"^[^\x00]*$"
 _DECIMAL = re.compile(r"-?[0-9]{1,20}(\.[0-9]{0,20})?([eE][-+]?[0-9]{1,3})?")
 
 
@@ -45,17 +49,13 @@ def seconds_arg(name: str, low: float, high: float) -> float | None:
     return value
 
 
-def time_arg(name: str) -> datetime | None:
+def parse_time(raw: str | None) -> datetime | None:
     """An ISO-8601 date or time from 1970 to 2999 (``2026-11-28``, ``2026-11-28T04:30:00Z``; UTC
-    when no offset is given), or None when the parameter is absent. A day past its month's end
+    when no offset is given) that matched ``ISO_TIME``, or None. A day past its month's end
     counts on into the next month (``2026-02-30`` is 2 March), as the pattern cannot tell."""
-    raw = text_arg(name, 40)
-    if raw is None:
-        return None
-    match = _ISO_TIME.fullmatch(raw)
+    match = _ISO_TIME.fullmatch(raw) if raw else None
     if match is None:
-        raise bad_parameter(name, f"'{name}' must be an ISO-8601 date or time from 1970 to 2999, "
-                                  "such as 2026-11-28T04:30:00Z")
+        return None
     part = {k: int(v) for k, v in match.groupdict().items() if v is not None and k not in ("tz", "sign", "us")}
     micro = int((match["us"] or "0").ljust(6, "0"))
     offset = timedelta(hours=part.get("oh", 0), minutes=part.get("om", 0)) * (-1 if match["sign"] == "-" else 1)
@@ -76,17 +76,26 @@ def text_arg(name: str, max_chars: int = 600) -> str | None:
 
 
 def register(app: Flask, document: dict) -> None:  # type: ignore[type-arg]
-    """Refuse a query parameter the endpoint does not take (400 naming it), with the names each
-    endpoint takes read from the OpenAPI ``document``, so the two cannot disagree."""
+    """Parse each declared operation's query parameters (``service.api.operations``) before its
+    handler runs, refusing any it does not take; an operation not yet declared (the tensors') has
+    the names it takes read from the OpenAPI ``document``."""
+    from service.api.operations import declared
+
+    operations = declared()
     taken: dict[tuple[str, str], set[str]] = {
         (path, method): {p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"}
-        for path, operations in document["paths"].items() for method, operation in operations.items()}
+        for path, item in document["paths"].items() for method, operation in item.items()
+        if (path, method) not in operations}
 
     @app.before_request
     def _known_parameters() -> None:
         if request.url_rule is None:
             return
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", request.url_rule.rule)
+        operation = operations.get((path, request.method.lower()))
+        if operation is not None:
+            operation.args()
+            return
         names = taken.get((path, request.method.lower()))
         if names is None:
             return

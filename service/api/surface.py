@@ -17,20 +17,18 @@ seconds is a 503 with ``Retry-After`` (``waiting.GridBudget``).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from service.api import plot
 from service.api.auth import caller
 from service.api.errors import bad_parameter
-from service.api.openapi_parts import errors, int_range, json_response, query, ref
-from service.api.params import int_arg
+from service.api.openapi_parts import json_response, ref
+from service.api.operations import AfterValidator, Field, Int, Operation, Query, Says, one_of
 from service.api.services import services
-from service.config import Limits
 from service.expr.grid import GridTooSlow, Surface, padded_range
 from service.spec.minima import known_minima
 from service.spec.surface import evaluation_peak, grid_bytes, job_surface, start_point
@@ -61,6 +59,50 @@ RANGE_PATTERN = rf"^{_NUMBER},{_NUMBER}$"
 COORDS_PATTERN = r"^[0-9]{1,7},[0-9]{1,7}$"
 
 
+def _lo_below_hi(raw: str) -> str:
+    lo, hi = (float(v) for v in raw.split(","))
+    if not lo < hi:
+        raise ValueError(f"must have lo below hi, got {raw[:40]!r}")
+    return raw
+
+
+def _span(axis: str) -> object:
+    return Field(None, pattern=RANGE_PATTERN, description=(
+        f"lo,hi with lo < hi: the {axis} axis's range (default: the path and the known minima, with a margin of "
+        f"{MARGIN:.0%} each side)"))
+
+
+_Range = Annotated[str, AfterValidator(_lo_below_hi), Says("'{name}' must be two numbers lo,hi, got {raw!r}")]
+
+
+class GridQuery(Query):
+    n: Int = Field(DEFAULT_N, ge=N_RANGE[0], le=N_RANGE[1], description=(
+        f"Grid points along each axis (default {DEFAULT_N}); n * n * (elements of x) may be at most "
+        f"{MAX_GRID_VALUES:,} (413 otherwise)"))
+    x_range: _Range = _span("first")
+    y_range: _Range = _span("second")
+    coords: Annotated[str, Says("'{name}' must be two flat indices i,j, got {raw!r}")] = Field(
+        None, pattern=COORDS_PATTERN, description=(
+            "i,j: the two flat indices of x on the axes (default 0,1; different, below the number of elements); the "
+            "other elements stay at the final x (x0 before there is one)"))
+
+
+class PlotQuery(GridQuery):
+    kind: Annotated[one_of(KINDS), Says("'{name}' must be one of " + ", ".join(KINDS))] = Field(
+        "contour", description="contour: f around the path, start, end and known minima marked; loss: f per "
+                               "recorded step")
+
+
+_FAILURES = (400, 401, 403, 404, 413, 503)
+SURFACE = Operation("get", "/v1/jobs/{job_id}/surface", "getSurface", "The job's objective on an n x n grid around its path",
+                    {"200": json_response(ref("Surface"), "f on the grid")}, _FAILURES, GridQuery)
+PLOT = Operation("get", "/v1/jobs/{job_id}/plot.png", "getPlot",
+                 "A picture of the job: the contour with its path, or f per step",
+                 {"200": {"description": "A PNG image",
+                          "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}},
+                 _FAILURES, PlotQuery)
+
+
 @dataclass(frozen=True)
 class _View:
     """What both endpoints need: the job, its surface, and the path and minima over coords."""
@@ -74,26 +116,22 @@ class _View:
 @bp.get("/<job_id>/surface")
 def surface(job_id: str):  # type: ignore[no-untyped-def]
     with services().waiters.held():  # seconds of evaluation: a waiting thread's, not an ordinary one's
-        view = _view(job_id)
+        view = _view(job_id, SURFACE.args())
     s = view.surface
     return json_safe({"coords": list(s.coords), "x": s.xs.tolist(), "y": s.ys.tolist(), "f": s.f.tolist()})
 
 
 @bp.get("/<job_id>/plot.png")
 def plot_png(job_id: str):  # type: ignore[no-untyped-def]
-    kind = request.args.get("kind") or "contour"
-    if kind not in KINDS:
-        raise bad_parameter("kind", f"'kind' must be one of {', '.join(KINDS)}")
+    query = PLOT.args()  # a contour's parameters are checked whatever the kind
+    kind = query.kind
     with services().waiters.held():  # a grid and a drawing: a waiting thread's work, not an ordinary one's
         if kind == "loss":
             job = job_store.get_job(services().db, job_id, owner=caller().owner_filter)
-            for name in ("n", "coords", "x_range", "y_range"):  # a contour's; checked all the same
-                if request.args.get(name):
-                    _check_only(name)
             steps, f = _losses(job)
             body = plot.loss_png(steps, f, _title(job))
         else:
-            view = _view(job_id)
+            view = _view(job_id, query)
             s = view.surface
             names = (f"x[{s.coords[0]}]", f"x[{s.coords[1]}]")
             variable = view.job.spec.get("variable", "x")
@@ -104,34 +142,25 @@ def plot_png(job_id: str):  # type: ignore[no-untyped-def]
 
 # --- parameters -------------------------------------------------------------------------------
 
-def _coords(numel: int) -> tuple[int, int]:
-    raw = request.args.get("coords") or None
+def _coords(numel: int, raw: str | None) -> tuple[int, int]:
     if numel < 2:
         raise bad_parameter("coords", f"this job's x has {numel} element; a surface needs two")
     if raw is None:
         return 0, 1
-    if not re.fullmatch(COORDS_PATTERN[1:-1], raw):
-        raise bad_parameter("coords", f"'coords' must be two flat indices i,j, got {raw[:40]!r}")
     i, j = (int(v) for v in raw.split(","))
     if i == j or max(i, j) >= numel:
         raise bad_parameter("coords", f"'coords' must be two different flat indices from 0 to {numel - 1}")
     return i, j
 
 
-def _range(name: str) -> tuple[float, float] | None:
-    raw = request.args.get(name) or None
+def _range(raw: str | None) -> tuple[float, float] | None:
     if raw is None:
         return None
-    if not re.fullmatch(RANGE_PATTERN[1:-1], raw):
-        raise bad_parameter(name, f"'{name}' must be two numbers lo,hi, got {raw[:40]!r}")
     lo, hi = (float(v) for v in raw.split(","))
-    if not lo < hi:
-        raise bad_parameter(name, f"'{name}' must have lo below hi, got {raw[:40]!r}")
     return lo, hi
 
 
-def _grid_n(numel: int) -> int:
-    n = int_arg("n", DEFAULT_N, *N_RANGE) or DEFAULT_N
+def _grid_n(numel: int, n: int) -> int:
     if n * n * numel > MAX_GRID_VALUES:
         most = max(0, math.isqrt(MAX_GRID_VALUES // max(numel, 1)))
         raise DescentError(f"a grid of n={n} over x of {numel:,} elements writes {n * n * numel:,} values, over "
@@ -140,27 +169,15 @@ def _grid_n(numel: int) -> int:
     return n
 
 
-def _check_only(name: str) -> None:
-    """Check a contour parameter sent with kind=loss, so one is refused (or not) whatever the kind."""
-    if name == "n":
-        int_arg("n", DEFAULT_N, *N_RANGE)
-    elif name == "coords":
-        raw = request.args.get("coords", "")
-        if not re.fullmatch(COORDS_PATTERN[1:-1], raw):
-            raise bad_parameter("coords", f"'coords' must be two flat indices i,j, got {raw[:40]!r}")
-    else:
-        _range(name)
-
-
 # --- the surface ------------------------------------------------------------------------------
 
-def _view(job_id: str) -> _View:
+def _view(job_id: str, query: GridQuery) -> _View:
     svc = services()
     job = job_store.get_job(svc.db, job_id, owner=caller().owner_filter)
     numel = math.prod(job.shape)
-    coords = _coords(numel)
-    n = _grid_n(numel)
-    x_range, y_range = _range("x_range"), _range("y_range")
+    coords = _coords(numel, query.coords)
+    n = _grid_n(numel, query.n)
+    x_range, y_range = _range(query.x_range), _range(query.y_range)
     spec_job = data.job_with_values(svc.db, job)  # the objective reads the job's data
     checked = check_spec(spec_job.spec, svc.settings.limits, trace=False)
     x0 = start_point(checked)
@@ -252,36 +269,3 @@ def _title(job: JobRecord) -> str:
 
 
 # --- the OpenAPI document ---------------------------------------------------------------------
-
-def openapi_paths(limits: Limits) -> dict[str, Any]:
-    """This blueprint's operations, for the OpenAPI document."""
-    job_id = {"name": "job_id", "in": "path", "required": True, "description": "A job's id",
-              "schema": {"type": "string", "format": "uuid"}}
-    n = query("n", int_range(*N_RANGE),
-              f"Grid points along each axis (default {DEFAULT_N}); n * n * (elements of x) may be at most "
-              f"{MAX_GRID_VALUES:,} (413 otherwise)")
-    coords = query("coords", {"type": "string", "pattern": COORDS_PATTERN},
-                   "i,j: the two flat indices of x on the axes (default 0,1; different, below the number of "
-                   "elements); the other elements stay at the final x (x0 before there is one)")
-
-    def grid_range(name: str, axis: str) -> dict[str, Any]:
-        return query(name, {"type": "string", "pattern": RANGE_PATTERN},
-                     f"lo,hi with lo < hi: the {axis} axis's range (default: the path and the known minima, "
-                     f"with a margin of {MARGIN:.0%} each side)")
-
-    grid = [job_id, n, grid_range("x_range", "first"), grid_range("y_range", "second"), coords]
-    failures = errors(400, 401, 403, 404, 413, 503)
-    return {
-        "/v1/jobs/{job_id}/surface": {"get": {
-            "operationId": "getSurface", "summary": "The job's objective on an n x n grid around its path",
-            "parameters": grid,
-            "responses": {"200": json_response(ref("Surface"), "f on the grid"), **failures}}},
-        "/v1/jobs/{job_id}/plot.png": {"get": {
-            "operationId": "getPlot", "summary": "A picture of the job: the contour with its path, or f per step",
-            "parameters": [*grid, query("kind", {"type": "string", "enum": list(KINDS), "default": "contour"},
-                                        "contour: f around the path, start, end and known minima marked; "
-                                        "loss: f per recorded step")],
-            "responses": {"200": {"description": "A PNG image",
-                                  "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
-                          **failures}}},
-    }

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 from flask import Blueprint
 from sqlalchemy.exc import IntegrityError
@@ -20,8 +20,10 @@ from sqlalchemy.exc import IntegrityError
 from service.api.auth import caller
 from service.api.errors import bad_parameter
 from service.api.body import is_upload, read_json_body, read_upload, upload_spec
-from service.api.jobs import idempotency_key, route_queue
-from service.api.params import int_arg, text_arg
+from service.api.components import SWEEP_EXAMPLES, SWEEP_UPLOAD
+from service.api.jobs import REPLAYED, idempotency_header, idempotency_key, request_body, route_queue
+from service.api.openapi_parts import json_response, ref
+from service.api.operations import Field, Int, Operation, Query, Says, one_of, text
 from service.api.schemas import JobPage, Sweep, SweepDetail, SweepGrid, SweepPage, build
 from service.api.serialize import job_model
 from service.api.services import services
@@ -64,15 +66,74 @@ def _sweep_fields(sweep: SweepRecord, counts: tuple[dict[str, int], int]) -> dic
     }
 
 
+def _page(limits: tuple[int, int, int], what: str) -> type[Query]:
+    """A page's parameters: ``limit`` (``limits`` is low, high, default) and ``cursor``."""
+    low, high, default = limits
+
+    class Page(Query):
+        limit: Int = Field(default, ge=low, le=high, description=f"{what} per page (default {default})")
+        cursor: text() = Field(None, description="next_cursor from the previous page")
+    return Page
+
+
+SWEEP = json_response(ref("Sweep"), "The sweep")
+ERRORS = (400, 401, 403, 404, 503)
+LIST = Operation("get", "/v1/sweeps", "listSweeps", "List sweeps, newest first, a page at a time, with their counts",
+                 {"200": {**json_response(ref("SweepPage"), "A page of sweeps, newest first"), "links": {
+                     "NextPage": {"operationId": "listSweeps", "description": "The next page",
+                                  "parameters": {"cursor": "$response.body#/next_cursor"}}}}},
+                 (400, 401, 403, 503), _page(LIST_LIMIT, "Sweeps"),
+                 description="The caller's sweeps (an admin's: everyone's), each as POST /v1/sweeps answers it: its "
+                             "jobs by status, and how many diverged.")
+SUBMIT = Operation("post", "/v1/sweeps", "submitSweep", "Submit a sweep: many jobs from one base spec, a grid and starts", {
+    "202": {**SWEEP, "description": "Accepted: every job stored and queued (or, with a known Idempotency-Key, the "
+                                    "sweep it made)",
+            "headers": {"Location": {"description": "The sweep's URL", "required": True, "schema": {"type": "string"}},
+                        "Idempotent-Replayed": REPLAYED},
+            "links": {"GetSweep": {"operationId": "getSweep", "parameters": {"sweep_id": "$response.body#/id"}}}}},
+    (400, 401, 403, 409, 413, 415, 429, 503), headers=(idempotency_header("sweep", "request"),),
+    body=request_body("SweepRequest", SWEEP_EXAMPLES, SWEEP_UPLOAD))
+
+
+class DetailQuery(_page(SUMMARY_LIMIT, "Items")):  # type: ignore[misc]
+    sort: Annotated[one_of(sweep_store.SORTS), Says("'{name}' must be one of " + ", ".join(sweep_store.SORTS))] = Field(
+        "created", description="created: the sweep's order (default); f: ascending final f, unfinished last")
+
+
+GET = Operation("get", "/v1/sweeps/{sweep_id}", "getSweep", "A sweep: counts by status and a page of its summary",
+                {"200": json_response(ref("SweepDetail"), "The sweep and a page of its summary")}, ERRORS, DetailQuery)
+JOBS = Operation("get", "/v1/sweeps/{sweep_id}/jobs", "listSweepJobs", "A sweep's jobs in its order, a page at a time",
+                 {"200": json_response(ref("JobPage"), "A page of the sweep's jobs")}, ERRORS, _page(JOBS_LIMIT, "Items"))
+
+
+class GridQuery(Query):
+    rows: text() = Field(None, description="A grid key of the sweep (optimizer.lr, ...): its values down the rows")
+    cols: text() = Field(None, description="Another grid key: its values across the columns (needs rows)")
+    stat: Annotated[one_of(sweep_store.STATS),
+                    Says("'{name}' must be one of " + ", ".join(sweep_store.STATS) + ", got {raw!r}")] = Field(
+        "min", description="What a cell holds of its jobs' finite final f: min (default), median or mean")
+
+
+GRID = Operation(
+    "get", "/v1/sweeps/{sweep_id}/grid", "getSweepGrid", "Final f of every job of a sweep over two of its grid keys",
+    {"200": json_response(ref("SweepGrid"), "The grid of final f")}, ERRORS, GridQuery,
+    description="Computed in SQL over all the sweep's jobs: per cell (a value of the rows key and one of the cols key), "
+                "the stat of the finite final f of its succeeded jobs, its jobs, the jobs the stat is over, and those "
+                "that diverged (left out of the stat). Without cols, one column; without rows and cols, one cell. A "
+                "key that is not one of the sweep's grid keys, or an unknown stat, is a 400 naming the parameter.")
+CANCEL = Operation("post", "/v1/sweeps/{sweep_id}/cancel", "cancelSweep", "Cancel every queued or running job of a sweep",
+                   {"202": {**SWEEP, "description": "Queued jobs cancelled; running ones asked to stop"}},
+                   (400, 401, 403, 404, 413, 415, 503))
+
+
 @bp.get("")
 def list_sweeps():  # type: ignore[no-untyped-def]
     """The caller's sweeps (an admin's: everyone's), newest first, a page at a time, each with its
     counts by status."""
-    low, high, default = LIST_LIMIT
-    limit = int_arg("limit", default, low, high) or default
+    query = LIST.args()
     svc = services()
     try:
-        page, next_cursor = sweep_store.list_sweeps(svc.db, limit, text_arg("cursor"), owner=caller().owner_filter)
+        page, next_cursor = sweep_store.list_sweeps(svc.db, query.limit, query.cursor, owner=caller().owner_filter)
     except (ValueError, UnicodeError):
         raise _cursor_error() from None
     counts = sweep_store.counts_of(svc.db, [sweep.id for sweep in page])
@@ -84,10 +145,8 @@ def list_sweeps():  # type: ignore[no-untyped-def]
 def grid(sweep_id: str):  # type: ignore[no-untyped-def]
     """Final f of every job of the sweep over two grid keys (``?rows=&cols=``), each cell's
     ``stat`` (min, median or mean) computed in SQL."""
-    stat = text_arg("stat") or "min"
-    if stat not in sweep_store.STATS:
-        raise bad_parameter("stat", f"'stat' must be one of {', '.join(sweep_store.STATS)}, got {stat[:40]!r}")
-    rows, cols = text_arg("rows"), text_arg("cols")
+    query = GRID.args()
+    stat, rows, cols = query.stat, query.rows, query.cols
     sweep = sweep_store.get_sweep(services().db, sweep_id, owner=caller().owner_filter)
     keys = [key for key, _ in sweep.grid]
     for name, key in (("rows", rows), ("cols", cols)):
@@ -158,13 +217,10 @@ def _replayed(sweep: SweepRecord) -> tuple[dict[str, Any], int, dict[str, str]]:
             {"Location": f"/v1/sweeps/{sweep.id}", "Idempotent-Replayed": "true"})
 
 
-def _page_of(sweep_id: str, limits: tuple[int, int, int]) -> tuple[int, str | None, Any]:
-    """The page's ``limit`` (``limits`` is low, high, default) and ``cursor``, checked, and the
-    caller's sweep (another owner's is a 404)."""
-    low, high, default = limits
-    limit = int_arg("limit", default, low, high) or default
-    cursor = text_arg("cursor")
-    return limit, cursor, sweep_store.get_sweep(services().db, sweep_id, owner=caller().owner_filter)
+def _page_of(operation: Operation, sweep_id: str) -> tuple[int, str | None, Any]:
+    """The page's ``limit`` and ``cursor``, checked, and the caller's sweep (another owner's is a 404)."""
+    query = operation.args()
+    return query.limit, query.cursor, sweep_store.get_sweep(services().db, sweep_id, owner=caller().owner_filter)
 
 
 def _cursor_error() -> Exception:
@@ -174,10 +230,8 @@ def _cursor_error() -> Exception:
 @bp.get("/<sweep_id>")
 def get(sweep_id: str):  # type: ignore[no-untyped-def]
     """The sweep, its counts by status and a page of its summary (``?sort=created|f``)."""
-    sort = text_arg("sort") or "created"
-    if sort not in sweep_store.SORTS:
-        raise bad_parameter("sort", f"'sort' must be one of {', '.join(sweep_store.SORTS)}")
-    limit, cursor, sweep = _page_of(sweep_id, SUMMARY_LIMIT)
+    sort = GET.args().sort
+    limit, cursor, sweep = _page_of(GET, sweep_id)
     svc = services()
     try:
         items, next_cursor = sweep_store.summary(svc.db, sweep, limit, cursor, sort,
@@ -215,7 +269,7 @@ def _minimum_finder(db: Any, owner: str) -> Callable[[dict[str, Any], int], floa
 
 @bp.get("/<sweep_id>/jobs")
 def jobs_page(sweep_id: str):  # type: ignore[no-untyped-def]
-    limit, cursor, sweep = _page_of(sweep_id, JOBS_LIMIT)
+    limit, cursor, sweep = _page_of(JOBS, sweep_id)
     svc = services()
     try:
         page, next_cursor = sweep_store.list_sweep_jobs(svc.db, sweep.id, limit, cursor)

@@ -12,7 +12,8 @@ from typing import Any
 from flask import Blueprint
 
 from service.api.auth import caller
-from service.api.openapi_parts import errors, json_response, ref
+from service.api.openapi_parts import json_response, ref
+from service.api.operations import Operation
 from service.api.schemas import WorkerList, build
 from service.api.serialize import iso
 from service.api.services import services
@@ -34,16 +35,13 @@ def worker_json(worker: WorkerRecord) -> dict[str, Any]:
     }
 
 
+LIST = Operation("get", "/v1/workers", "listWorkers", "The fleet: every worker, alive, lost or stopped (admins only)",
+                 {"200": json_response(ref("WorkerList"), "The workers")}, (400, 401, 403, 503))
+
+
 @bp.get("")
 def list_() -> dict[str, Any]:
     if not caller().admin:
         raise DescentError("the workers view is for admins (a token made with --admin)", code=ErrorCode.FORBIDDEN)
     svc = services()
     return build(WorkerList, {"workers": [worker_json(w) for w in list_workers(svc.db, svc.settings.worker_lost_seconds)]})
-
-
-def openapi_paths() -> dict[str, Any]:
-    """This blueprint's operation, for the OpenAPI document (its body is ``schemas.WorkerList``)."""
-    return {"/v1/workers": {"get": {
-        "operationId": "listWorkers", "summary": "The fleet: every worker, alive, lost or stopped (admins only)",
-        "responses": {"200": json_response(ref("WorkerList"), "The workers"), **errors(400, 401, 403, 503)}}}}
