@@ -14,10 +14,9 @@ from typing import Any
 from flask import Blueprint, current_app
 
 from service.api import (catalog, components, deletion, events, health, history, jobs, metrics,  # noqa: F401
-                         surface, sweeps, workers)
+                         surface, sweeps, tensors, workers)
 from service.api.openapi_parts import json_response
 from service.api.operations import Operation, declared
-from service.api.tensors import openapi_paths as tensor_paths
 from service.config import Limits
 
 bp = Blueprint("openapi", __name__)
@@ -28,7 +27,7 @@ def document(limits: Limits | None = None, auth: str = "required") -> dict[str, 
     """The OpenAPI document for a service configured with ``limits`` (the defaults if None) and
     ``auth`` (``required``: a bearer token on every operation but the open ones; ``off``: none)."""
     limits = limits or Limits()
-    paths: dict[str, Any] = tensor_paths()
+    paths: dict[str, Any] = {}
     for (path, method), operation in declared().items():
         paths.setdefault(path, {})[method] = operation.openapi(limits)
     if auth == "off":  # no request is refused for want of a token

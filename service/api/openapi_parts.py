@@ -1,9 +1,9 @@
-"""The pieces an OpenAPI operation is written with: a component reference, a JSON response, the
-error responses by status, a query parameter and an integer range.
+"""The pieces an OpenAPI operation is written with: a component reference, a JSON response and
+the error responses by status.
 
-A leaf: it imports no blueprint, so the blueprints that describe their own operations
-(``openapi_paths``) and ``service.api.openapi``, which gathers them, both import it, in one
-direction only.
+A leaf: it imports no blueprint, so the blueprints that declare their operations
+(``service.api.operations``) and ``service.api.openapi``, which gathers them, both import it, in
+one direction only.
 """
 from __future__ import annotations
 
@@ -51,19 +51,3 @@ def errors(*statuses: int) -> dict[str, Any]:
                 "schema": {"type": "integer", "minimum": 0}}}
         out[str(status)] = response
     return out
-
-
-def query(name: str, schema: dict[str, Any], doc: str, empty_is_default: bool = True) -> dict[str, Any]:
-    """A query parameter; ``empty_is_default``: the handler treats ``name=`` as if it were absent."""
-    param = {"name": name, "in": "query", "required": False, "schema": schema, "description": doc}
-    if empty_is_default:
-        param["allowEmptyValue"] = True
-    return param
-
-
-def int_range(low: int, high: int | None) -> dict[str, Any]:
-    """An integer from ``low`` to ``high`` (no upper bound when None)."""
-    schema: dict[str, Any] = {"type": "integer", "minimum": low}
-    if high is not None:
-        schema["maximum"] = high
-    return schema

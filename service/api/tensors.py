@@ -7,15 +7,15 @@ here, as ``.npy`` (the default, or ``Accept: application/x-npy``) or as JSON (``
 from __future__ import annotations
 
 import io
-from typing import Any, Iterator
+from typing import Annotated, Iterator
 
 import numpy as np
 from flask import Blueprint, Response, request
 
 from service.api.auth import caller
-from service.api.errors import bad_parameter
 from service.api.history import MAX_STEP
-from service.api.openapi_parts import errors, query, ref
+from service.api.openapi_parts import ref
+from service.api.operations import Field, Int, Operation, Query, Says, one_of
 from service.api.serialize import json_array
 from service.api.services import services
 from service.errors import DescentError, ErrorCode
@@ -34,12 +34,39 @@ NPY = "application/x-npy"
 PIECE = 1 << 20  # bytes of values written at a time
 
 
-def _format() -> str:
+class FinalQuery(Query):
+    format: Annotated[one_of(FORMATS), Says("'{name}' must be one of: " + ", ".join(FORMATS))] = Field(
+        None, description="npy (the default unless Accept prefers application/json) or json")
+    step: Annotated[Int, Says("'{name}' must be a whole number from 0 to {le:,}")] = Field(
+        None, ge=0, le=MAX_STEP, description="The value the history recorded at this step (404 if it recorded none "
+                                             "there), not the final one")
+
+
+class StartQuery(Query):
+    format: Annotated[one_of(FORMATS), Says("'{name}' must be one of: " + ", ".join(FORMATS))] = Field(
+        None, description="npy (the default unless Accept prefers application/json) or json")
+
+
+def _operation(name: str, operation_id: str, summary: str, when: str) -> Operation:
+    return Operation("get", f"/v1/jobs/{{job_id}}/{name}", operation_id, summary, {"200": {
+        "description": "The tensor", "content": {NPY: {"schema": {"type": "string", "format": "binary"}},
+                                                 "application/json": {"schema": ref("TensorValues")}}}},
+        (400, 401, 403, 404, 409, 503), StartQuery if name == "x0" else FinalQuery,
+        description="float64 values in x0's shape, bit for bit: a .npy file, or JSON. " + when)
+
+
+OPERATIONS = {
+    "x": _operation("x", "getJobX", "The job's final x", "404: it ended without one; 409: it has not finished"),
+    "grad": _operation("grad", "getJobGrad", "The gradient at the job's final x",
+                       "404: not recorded (record.grad, or steps 0); 409: it has not finished"),
+    "x0": _operation("x0", "getJobX0", "The job's starting point (a generated one drawn as the engine draws it)", ""),
+}
+
+
+def _format(name: str) -> str:
     """``?format=``, else what ``Accept`` prefers of .npy and JSON (.npy when it says neither)."""
-    fmt = request.args.get("format") or None
+    fmt = OPERATIONS[name].args().format
     if fmt is not None:
-        if fmt not in FORMATS:
-            raise bad_parameter("format", f"'format' must be one of: {', '.join(FORMATS)}")
         return fmt
     best = request.accept_mimetypes.best_match([NPY, "application/json"], default=NPY)
     return "json" if best == "application/json" else "npy"
@@ -49,14 +76,9 @@ def _absent(job: JobRecord, what: str) -> DescentError:
     return DescentError(f"job {job.id} has no {what}", code=ErrorCode.NOT_FOUND, field=None)
 
 
-def _step() -> int | None:
+def _step(name: str) -> int | None:
     """``?step=N``: x or grad as the history recorded it at step N, not the final one."""
-    step = request.args.get("step") or None
-    if step is None:
-        return None
-    if not (step.isascii() and step.isdigit()) or int(step) > MAX_STEP:
-        raise bad_parameter("step", f"'step' must be a whole number from 0 to {MAX_STEP:,}")
-    return int(step)
+    return OPERATIONS[name].args().step
 
 
 def tensor(job: JobRecord, name: str, step: int | None = None) -> np.ndarray:
@@ -132,8 +154,8 @@ def _json_pieces(name: str, array: np.ndarray) -> Iterator[str]:
 
 
 def _answer(job_id: str, name: str):  # type: ignore[no-untyped-def]
-    fmt = _format()
-    step = _step() if name != "x0" else None
+    fmt = _format(name)
+    step = _step(name) if name != "x0" else None
     job = job_store.get_job(services().db, job_id, owner=caller().owner_filter)
     array = tensor(job, name, step)
     if fmt == "json":
@@ -159,29 +181,3 @@ def get_grad(job_id: str):  # type: ignore[no-untyped-def]
 def get_x0(job_id: str):  # type: ignore[no-untyped-def]
     """The job's starting point."""
     return _answer(job_id, "x0")
-
-
-def openapi_paths() -> dict[str, Any]:
-    """This blueprint's operations, for the OpenAPI document."""
-    job_id = {"name": "job_id", "in": "path", "required": True, "description": "A job's id",
-              "schema": {"type": "string", "format": "uuid"}}
-    fmt = query("format", {"type": "string", "enum": list(FORMATS)},
-                "npy (the default unless Accept prefers application/json) or json")
-    what = {"x": ("getJobX", "The job's final x", "404: it ended without one; 409: it has not finished"),
-            "grad": ("getJobGrad", "The gradient at the job's final x",
-                     "404: not recorded (record.grad, or steps 0); 409: it has not finished"),
-            "x0": ("getJobX0", "The job's starting point (a generated one drawn as the engine draws it)", "")}
-    paths: dict[str, Any] = {}
-    for name, (operation, summary, when) in what.items():
-        paths[f"/v1/jobs/{{job_id}}/{name}"] = {"get": {
-            "operationId": operation, "summary": summary,
-            "description": "float64 values in x0's shape, bit for bit: a .npy file, or JSON. " + when,
-            "parameters": [job_id, fmt] + ([query("step", {"type": "integer", "minimum": 0, "maximum": MAX_STEP},
-                                                   "The value the history recorded at this step (404 if it "
-                                                   "recorded none there), not the final one")]
-                                            if name != "x0" else []),
-            "responses": {"200": {"description": "The tensor",
-                                  "content": {NPY: {"schema": {"type": "string", "format": "binary"}},
-                                              "application/json": {"schema": ref("TensorValues")}}},
-                          **errors(400, 401, 403, 404, 409, 503)}}}
-    return paths
