@@ -156,23 +156,41 @@ class Service:
             start = page["next_start"]
         return rows
 
+    def cancel_unfinished(self) -> None:
+        """Cancel every queued or running job, so that the next user of a shared service finds its
+        workers free (a test that failed may have left a job running for minutes)."""
+        for status in ("running", "queued"):
+            cursor = None
+            while True:
+                page = self.http.get(f"{self.url}/v1/jobs", params={"status": status, "limit": 1000, "cursor": cursor},
+                                     timeout=30).json()
+                for job in page["jobs"]:
+                    self.http.post(f"{self.url}/v1/jobs/{job['id']}/cancel", timeout=30)
+                cursor = page["next_cursor"]
+                if cursor is None:
+                    break
+
     # -- process control ------------------------------------------------------------------
     def kill_worker(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
         os.killpg(proc.pid, sig)
         proc.wait(30)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 15.0) -> None:
+        """Stop every process: SIGTERM (a clean shutdown: a worker hands its job back and marks
+        itself stopped, 3-5 s), then SIGKILL for any still running after ``grace`` seconds. With
+        ``grace=0`` they are killed at once: a teardown, which checks nothing of the shutdown (the
+        fault and fleet tests check clean shutdowns with ``kill_worker``)."""
         for proc in [*self.workers, self.api]:
             if proc is not None and proc.poll() is None:
                 try:
-                    os.killpg(proc.pid, signal.SIGTERM)
+                    os.killpg(proc.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
                 except ProcessLookupError:
                     pass
         for proc in [*self.workers, self.api]:
             if proc is None:
                 continue
             try:
-                proc.wait(15)
+                proc.wait(grace if grace > 0 else 5)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
@@ -180,8 +198,8 @@ class Service:
 
 def service_on(kind: str, data_dir: Path, **overrides: Any) -> Iterator[Service]:
     """A (not yet started) Service on ``kind``: ``postgres`` (a fresh database and a Redis
-    database of its own, on the test process's redis-server) or ``embedded``; stopped, and its
-    database dropped, when closed."""
+    database of its own, on the test process's redis-server) or ``embedded``; its processes killed,
+    and its database dropped, when closed."""
     settings = embedded_settings(data_dir, **overrides)
     pg = None
     if kind == "postgres":
@@ -191,7 +209,7 @@ def service_on(kind: str, data_dir: Path, **overrides: Any) -> Iterator[Service]
     try:
         yield service
     finally:
-        service.stop()
+        service.stop(grace=0)
         if pg is not None:
             pg.close()
 

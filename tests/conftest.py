@@ -1,5 +1,6 @@
 """Fixtures shared by every test: databases on each backend (SQLite file, a fresh PostgreSQL
-database), the API app and client, and running a stored job with the worker's own code."""
+database), the API app and client, running a stored job with the worker's own code, and the
+embedded service in real processes that the client, CLI, generated-client and browser tests share."""
 from __future__ import annotations
 
 import os
@@ -110,6 +111,23 @@ def run_job(app):  # type: ignore[no-untyped-def]
     state = WorkerState(settings=svc.settings, db=svc.db, worker_id="test:1", hostname="test",
                         queues=["cpu"], device="cpu")
     return lambda job_id: runner.execute(state, job_id)
+
+
+@pytest.fixture(scope="session")
+def embedded_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The embedded service (an API process and one CPU worker), started once per test process for
+    the modules that read only the jobs they made (client, CLI, generated client, browser): one
+    start of its processes (seconds each) instead of one a module. Use it through ``shared``."""
+    from testkit.processes import running
+
+    yield from running("embedded", tmp_path_factory.mktemp("embedded-service"))
+
+
+def shared(service: Any) -> Iterator[Any]:
+    """``embedded_service`` for one module's tests (``yield from shared(embedded_service)`` in a
+    module fixture); afterwards every job they left queued or running is cancelled."""
+    yield service
+    service.cancel_unfinished()
 
 
 @pytest.fixture

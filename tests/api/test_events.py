@@ -29,11 +29,8 @@ def read_events(resp: Any) -> Iterator[tuple[str, Any]]:
             yield fields["event"], json.loads(fields["data"])
 
 
-def run_in_background(run_job: Any, job_id: str, delay: float = 0.3) -> threading.Thread:
-    def go() -> None:
-        time.sleep(delay)
-        run_job(job_id)
-    thread = threading.Thread(target=go, daemon=True)
+def run_in_background(run_job: Any, job_id: str) -> threading.Thread:
+    thread = threading.Thread(target=run_job, args=(job_id,), daemon=True)
     thread.start()
     return thread
 
@@ -41,7 +38,7 @@ def run_in_background(run_job: Any, job_id: str, delay: float = 0.3) -> threadin
 def test_a_running_job_shows_its_progress_and_a_finished_one_where_it_ended(client, run_job):
     job_id = submit(client, SLOW).get_json()["id"]
     assert client.get(f"/v1/jobs/{job_id}").get_json()["progress"] is None
-    thread = run_in_background(run_job, job_id, delay=0)
+    thread = run_in_background(run_job, job_id)
     seen = []
     while thread.is_alive():
         job = client.get(f"/v1/jobs/{job_id}").get_json()
@@ -67,8 +64,10 @@ def test_the_stream_tells_status_progress_and_end_then_closes(app, client, run_j
     resp = client.get(f"/v1/jobs/{job_id}/events", buffered=False)
     assert resp.status_code == 200 and resp.mimetype == "text/event-stream"
     assert resp.headers["Cache-Control"] == "no-store"
+    stream = read_events(resp)
+    events = [next(stream)]  # the job as the stream found it, before any worker ran it
     thread = run_in_background(run_job, job_id)
-    events = list(read_events(resp))
+    events += list(stream)
     thread.join(60)
     names = [name for name, _ in events]
     assert names[0] == "status" and events[0][1]["status"] == JobStatus.QUEUED

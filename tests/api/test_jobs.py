@@ -130,9 +130,17 @@ def test_diverged_history_keeps_non_finite_values(client, run_job):
     assert rows[-1]["f"] in ("Infinity", "NaN") and rows[-1]["step"] == job["result"]["steps"]
 
 
-def test_wait_answers_once_the_job_has_finished(client, run_job):
+def test_wait_answers_once_the_job_has_finished(app, client, run_job):
     job_id = submit(client, LESSON_LOGLOG).get_json()["id"]
-    worker = threading.Thread(target=lambda: (time.sleep(0.3), run_job(job_id)))
+    slots = app.extensions["descent"].waiters
+
+    def run_once_waited_on() -> None:  # the job runs once the request below waits for it
+        deadline = time.monotonic() + 20
+        while slots.in_use == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        run_job(job_id)
+
+    worker = threading.Thread(target=run_once_waited_on)
     worker.start()
     began = time.monotonic()
     job = client.get(f"/v1/jobs/{job_id}?wait=20").get_json()

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from testkit.processes import Service, running
+from testkit.processes import Service
+from tests.conftest import shared
 
 CHROMIUM = os.environ.get("DESCENT_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("DESCENT_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -105,6 +106,6 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """The embedded service (API + one CPU worker), shared by a module's tests."""
-    yield from running("embedded", tmp_path_factory.mktemp("dashboard"))
+def service(embedded_service: Service) -> Iterator[Service]:
+    """The embedded service (API + one CPU worker) this test process shares (tests/conftest.py)."""
+    yield from shared(embedded_service)

@@ -14,7 +14,8 @@ from typing import Iterator
 import pytest
 
 from service.cli import build_parser
-from testkit.processes import BIN, Service, free_port, running
+from testkit.processes import BIN, Service, free_port
+from tests.conftest import shared
 
 integration = pytest.mark.integration
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -24,8 +25,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    yield from running("embedded", tmp_path_factory.mktemp("cli"))
+def service(embedded_service: Service) -> Iterator[Service]:
+    """The embedded service (API + one CPU worker) this test process shares (tests/conftest.py)."""
+    yield from shared(embedded_service)
 
 
 def env_for(url: str, **extra: str) -> dict[str, str]:

@@ -11,8 +11,9 @@ from service import client as client_module
 from service.client import Client, DescentClientError, DescentUnreachable, JobHandle
 from service.client import jobs as jobs_module
 from service.client import stream as stream_module
-from testkit.processes import Service, free_port, running
+from testkit.processes import Service, free_port
 from tests.client.proxy import DroppingProxy
+from tests.conftest import shared
 from tests.helpers.lesson import LESSON_LOGLOG
 
 pytestmark = pytest.mark.integration
@@ -22,8 +23,9 @@ ENDLESS = {**LONG, "steps": 1_000_000, "optimizer": {"name": "sgd", "lr": 1e-9}}
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    yield from running("embedded", tmp_path_factory.mktemp("client"))
+def service(embedded_service: Service) -> Iterator[Service]:
+    """The embedded service (API + one CPU worker) this test process shares (tests/conftest.py)."""
+    yield from shared(embedded_service)
 
 
 @pytest.fixture(scope="module")

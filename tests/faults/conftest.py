@@ -58,7 +58,7 @@ def make_service(postgres, redis_server, tmp_path):  # type: ignore[no-untyped-d
 
     yield make
     for service in started:
-        service.stop()
+        service.stop(grace=0)
     admin.dispose()
 
 
@@ -77,4 +77,4 @@ def make_embedded_service(tmp_path):  # type: ignore[no-untyped-def]
 
     yield make
     for service in started:
-        service.stop()
+        service.stop(grace=0)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import time
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,6 +26,12 @@ pytestmark = pytest.mark.integration
 # Runs for many seconds unless cancelled: a job to kill its worker under.
 ENDLESS = {"objective": "((x - 3) ** 2).sum()", "x0": [0.0, 0.0], "steps": 1_000_000,
            "optimizer": {"name": "sgd", "lr": 1e-9}, "record": {"every": 1000}}
+
+
+def consumed_messages(svc: Service) -> int:
+    """Messages the embedded SQL broker delivered and still keeps (each reconciler pass purges them)."""
+    with closing(sqlite3.connect(svc.settings.broker_url.removeprefix("sqla+sqlite:///"))) as conn:
+        return int(conn.execute("SELECT count(*) FROM kombu_message WHERE visible = 0").fetchone()[0])
 
 
 @pytest.fixture
@@ -132,7 +140,10 @@ def test_a_gpu_workers_clean_restart_is_shown_stopped_and_fails_no_waiting_gpu_j
         with db.session() as s:  # queued longer than DESCENT_GPU_WAIT_SECONDS
             s.get(Job, job["id"]).created_at -= timedelta(hours=1)
         db.engine.dispose()
-        time.sleep(3)  # the CPU worker's reconciler looks every heartbeat: a GPU worker was seen just now
+        # A CPU job's message, once delivered, is purged by the CPU worker's next reconciler pass:
+        # so a pass has looked at the gpu job since it was made overdue (a GPU worker was seen just now)
+        assert svc.wait(svc.submit(LESSON_LOGLOG)["id"])["status"] == "succeeded"
+        svc.wait_for(lambda: consumed_messages(svc) == 0, "a reconciler pass purged the CPU job's message")
         assert svc.job(job["id"])["status"] == "queued"
         svc.start_worker("gpu")  # the restarted worker, under a new id (host:pid)
         assert svc.wait(job["id"])["status"] == "succeeded"

@@ -14,7 +14,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from testkit.processes import BIN, Service, running
+from testkit.processes import BIN, Service
+from tests.conftest import shared
 from tests.helpers.lesson import LESSON_LOGLOG
 
 pytestmark = pytest.mark.integration
@@ -25,8 +26,9 @@ CONFIG = f"package_name_override: {PACKAGE}\npost_hooks: []\n"
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    yield from running("embedded", tmp_path_factory.mktemp("generated-client"))
+def service(embedded_service: Service) -> Iterator[Service]:
+    """The embedded service (API + one CPU worker) this test process shares (tests/conftest.py)."""
+    yield from shared(embedded_service)
 
 
 @pytest.fixture

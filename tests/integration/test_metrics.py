@@ -31,7 +31,7 @@ def two_apis(tmp_path: Path) -> Iterator[tuple[Service, Service]]:
             other.start_api()
             yield svc, other
         finally:
-            other.stop()
+            other.stop(grace=0)
 
 
 def scrape(svc: Service) -> Samples:
