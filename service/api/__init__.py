@@ -29,8 +29,9 @@ class StrictJSON(DefaultJSONProvider):
 
 
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None,
-               db: Database | None = None) -> Flask:
-    """Build the app. Refuses (SchemaOutOfDate) a database behind the head migration."""
+               db: Database | None = None, dispatcher: Dispatcher | None = None) -> Flask:
+    """Build the app. Refuses (SchemaOutOfDate) a database behind the head migration. ``db`` and
+    ``dispatcher`` (tests give their own) default to those the settings name."""
     from service.api import (access, auth, catalog, dashboard, deletion, errors, events, health, history, jobs,
                              metrics, openapi, params, security, surface, sweeps, tensors, workers)
     from service.api.admission import Admissions
@@ -47,9 +48,10 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         app.config.update(test_config)
     db = db or Database(settings.database_url, settings.database_timeouts)
     check_schema(db)
-    dispatcher = Dispatcher(make_celery(settings))
-    if settings.embedded_broker:
-        prepare_embedded_broker(dispatcher.celery)
+    if dispatcher is None:
+        dispatcher = Dispatcher(make_celery(settings))
+        if settings.embedded_broker:
+            prepare_embedded_broker(dispatcher.celery)
     app.extensions["descent"] = Services(settings=settings, db=db, dispatcher=dispatcher, finished=FinishedJobs(db),
                                          waiters=WaiterSlots(settings.max_waiters),
                                          grids=GridBudget(settings.limits.max_objective_bytes),
