@@ -245,7 +245,7 @@ def test_a_submit_that_gave_up_is_resubmitted_with_its_key_into_the_job_it_made(
     spec = {**SPEC, "tags": {"restart": tag}}
     try:
         with pytest.raises(DescentUnreachable) as err:
-            Client(proxy.url, token="", retry_seconds=1).submit(spec)
+            Client(proxy.url, token="", retry_seconds=5).submit(spec)  # time for a second try, however loaded
     finally:
         proxy.close()
     key = err.value.idempotency_key
