@@ -72,28 +72,32 @@ def pg_db():  # type: ignore[no-untyped-def]
     yield from _or_skip(migrated())
 
 
-@pytest.fixture
-def app(tmp_path):  # type: ignore[no-untyped-def]
-    """The API on an embedded backend (SQLite file, SQL broker file): real parts, no servers."""
+def embedded_app(tmp_path: Any, dispatcher: Any = None, **settings: Any) -> Iterator[Any]:
+    """The API on an embedded backend under ``tmp_path`` (a migrated SQLite file; the SQL broker's
+    file, or ``dispatcher``), its database disposed afterwards."""
     from service.api import create_app
 
-    settings = embedded_settings(tmp_path)
-    database = migrated_database(settings.database_url)
-    application = create_app(settings, {"TESTING": True}, db=database)
-    yield application
-    database.engine.dispose()
+    made = embedded_settings(tmp_path, **settings)
+    database = migrated_database(made.database_url)
+    try:
+        yield create_app(made, {"TESTING": True}, db=database, dispatcher=dispatcher)
+    finally:
+        database.engine.dispose()
+
+
+@pytest.fixture
+def app(tmp_path):  # type: ignore[no-untyped-def]
+    """The API on an embedded backend (SQLite file, SQL broker file): real parts, no servers.
+    (tests/api/conftest.py gives the API tests one that sends no message.)"""
+    yield from embedded_app(tmp_path)
 
 
 @pytest.fixture
 def guarded(tmp_path):  # type: ignore[no-untyped-def]
     """The API with DESCENT_AUTH=required on SQLite: (test client, database); make tokens with
     ``service.store.tokens.create_token(database, owner, admin)``."""
-    from service.api import create_app
-
-    settings = embedded_settings(tmp_path, auth="required")
-    database = migrated_database(settings.database_url)
-    yield create_app(settings, {"TESTING": True}, db=database).test_client(), database
-    database.engine.dispose()
+    for application in embedded_app(tmp_path, auth="required"):
+        yield application.test_client(), application.extensions["descent"].db
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 
+import pytest
 from sqlalchemy import func, select
 
 from service.store.models import Job
@@ -104,6 +105,7 @@ def test_catalog_endpoints(client):
     assert "momentum" in next(o for o in optimizers["optimizers"] if o["name"] == "sgd")["arguments"]
 
 
+@pytest.mark.broker  # /readyz pings the embedded SQL broker
 def test_health_ready_and_openapi(client):
     assert client.get("/healthz").get_json() == {"status": "ok", "waiting": 0, "max_waiters": 256}
     ready = client.get("/readyz")

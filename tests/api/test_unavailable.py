@@ -73,6 +73,7 @@ def test_a_read_only_database_is_a_503_and_not_ready(pg_app):
     assert _submit(client).status_code == 202
 
 
+@pytest.mark.slow  # waits out a server's timeout or reconnect: seconds
 def test_a_cancel_that_meets_a_locked_row_answers_503_within_seconds(pg_app):
     app, db = pg_app
     client = app.test_client()

@@ -122,6 +122,7 @@ def test_a_row_locked_by_another_session_is_unavailable_within_the_lock_timeout(
         s.execute(text("UPDATE locked_rows SET v = 1 WHERE id = 1"))
 
 
+@pytest.mark.slow  # waits out a server's timeout or reconnect: seconds
 def test_a_statement_past_the_statement_timeout_is_unavailable(bounded):
     started = time.monotonic()
     with pytest.raises(StoreUnavailable, match="DESCENT_DB_STATEMENT_TIMEOUT"):
@@ -161,6 +162,7 @@ def test_an_exhausted_pool_is_unavailable_within_the_pool_timeout(bounded):
         assert s.execute(text("SELECT 1")).scalar() == 1
 
 
+@pytest.mark.slow  # waits out a server's timeout or reconnect: seconds
 def test_waiters_on_a_locked_row_never_starve_other_readers(bounded):
     """Many writes stuck behind a lock give up within the lock timeout and free their connections:
     a read meanwhile still gets one."""

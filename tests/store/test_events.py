@@ -87,6 +87,7 @@ def test_waiting_for_an_unknown_job_is_not_found(db, watcher):
         watcher.wait("no-such-job", 1)
 
 
+@pytest.mark.slow  # waits out a server's timeout or reconnect: seconds
 def test_the_listener_comes_back_after_losing_its_connection(pg_db):
     db, watcher = pg_db, FinishedJobs(pg_db, safety_poll=600)
     assert listening(watcher)

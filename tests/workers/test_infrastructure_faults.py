@@ -64,6 +64,7 @@ def failing_after(real: Any, calls: int, error: Exception) -> Any:
     return call
 
 
+@pytest.mark.slow  # whole jobs, run twice: seconds each
 def test_an_outage_past_the_retries_hands_the_job_back_without_charging_an_attempt(service, impatient, monkeypatch):
     job_id = service.submit(SPEC)
     monkeypatch.setattr(runner, "save_chunk", failing_after(save_chunk, 2, StoreUnavailable("test outage")))
@@ -77,6 +78,7 @@ def test_an_outage_past_the_retries_hands_the_job_back_without_charging_an_attem
     assert_is_solo_run(service, job_id, SPEC)
 
 
+@pytest.mark.slow  # whole jobs, run twice: seconds each
 def test_a_message_that_meets_an_outage_is_kept_and_its_job_handed_back_by_the_heartbeat(service, impatient,
                                                                                          monkeypatch):
     """Down even for the hand-back: the task puts its message back (Reject with requeue, not an
@@ -135,6 +137,7 @@ def test_what_counts_as_an_infrastructure_fault():
     assert not outages.infrastructure_fault(LeaseLost("taken"))
 
 
+@pytest.mark.slow  # whole jobs, run twice: seconds each
 def test_a_read_only_database_during_a_job_charges_no_attempt(pg_db, tmp_path, monkeypatch):
     """A failover in progress (``default_transaction_read_only``): the worker's writes fail and are
     retried until the database takes writes again; the job ends on its first attempt, its history
@@ -226,6 +229,7 @@ def job_store_rows(db: Any, job_id: str) -> list[Any]:
         return list(s.execute(select(HistoryRow.step).where(HistoryRow.job_id == job_id)).all())
 
 
+@pytest.mark.slow  # whole jobs, run twice: seconds each
 def test_a_lost_chunk_stops_the_job_and_it_resumes_from_what_is_stored(service, monkeypatch):
     job_id = service.submit(SPEC)
     saves, kept = [0], []
@@ -250,6 +254,7 @@ def test_a_lost_chunk_stops_the_job_and_it_resumes_from_what_is_stored(service, 
     assert_is_solo_run(service, job_id, SPEC)
 
 
+@pytest.mark.slow  # whole jobs, run twice: seconds each
 def test_a_lost_chunk_of_one_lane_hands_back_that_job_alone(service, monkeypatch):
     spec = {**BASE, "steps": 3000, "record": {"every": 1, "x": True, "grad": False}}
     specs = [{**spec, "x0": x0} for x0 in STARTS[:3]]

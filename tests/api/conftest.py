@@ -1,0 +1,60 @@
+"""API fixtures: the app on SQLite with a dispatcher that keeps the messages it would send, so an
+app costs no broker (the SQL broker's file and tables took tens of milliseconds of every API
+test); a test marked ``broker`` gets the embedded SQL broker the service runs with. Sending
+through real brokers is tested by tests/workers, tests/integration and tests/faults.
+
+Their runs on PostgreSQL are ``slow``: ``make test-fast`` runs the API on SQLite and PostgreSQL's
+SQL in tests/store, ``make test`` runs the API on both."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, cast
+
+import pytest
+
+from service.queue import Dispatcher, Message
+from tests.conftest import embedded_app
+
+
+class RecordingDispatcher(Dispatcher):
+    """The API's dispatcher (its threads, waits and order) with the broker left out: each message
+    goes to ``sent``, and the broker always answers."""
+
+    def __init__(self) -> None:
+        super().__init__(cast(Any, None))
+        self.sent: list[Message] = []
+
+    def send_message(self, message: Message) -> bool:
+        self.sent.append(message)
+        return True
+
+    def ping(self, timeout: float = 2.0) -> None:
+        return None
+
+
+def dispatcher_for(request: pytest.FixtureRequest) -> Dispatcher | None:
+    """A RecordingDispatcher, or None (the settings' broker) for a test marked ``broker``."""
+    return None if request.node.get_closest_marker("broker") else RecordingDispatcher()
+
+
+@pytest.fixture
+def app(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
+    """The API on SQLite, sending no message (``app.extensions["descent"].dispatcher.sent``)."""
+    yield from embedded_app(tmp_path, dispatcher_for(request))
+
+
+@pytest.fixture
+def guarded(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
+    """The API with DESCENT_AUTH=required on SQLite, sending no message: (test client, database)."""
+    for application in embedded_app(tmp_path, dispatcher_for(request), auth="required"):
+        yield application.test_client(), application.extensions["descent"].db
+
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "postgresql" in callspec.params.values() and HERE in item.path.parents:
+            item.add_marker(pytest.mark.slow)
