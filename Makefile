@@ -30,10 +30,12 @@ run: $(STAMP)
 # suite again, 3-4 s a process.
 PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest
 
-# Two processes (a module's tests stay together: its servers and stacks are built once); a test
-# process that dies fails the run at once rather than leaving its tests to wait.
+# Two processes (a module's tests stay together: its servers and stacks are built once), given
+# the modules longest first as they last ran (tests/conftest.py orders them; xdist would otherwise
+# put the modules of few tests, the longest among them, last); a test process that dies fails the
+# run at once rather than leaving its tests to wait.
 test: $(STAMP)
-	$(PYTEST) -q -n 2 --dist loadfile --max-worker-restart 0 --durations=25
+	$(PYTEST) -q -n 2 --dist loadfile --no-loadscope-reorder --max-worker-restart 0 --durations=25
 
 # Everything but the suites that start servers, worker processes or builds (marker `integration`)
 # and the in-process tests that take seconds each (marker `slow`); `make test` runs them all.

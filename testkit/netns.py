@@ -11,8 +11,9 @@ import subprocess
 from dataclasses import dataclass
 
 # One /30 per host, in a range of this machine's own making (the namespaces exist only here),
-# and of this process's: two runs at once on one machine take different ones.
-_SUBNET = f"10.{200 + os.getpid() % 50}"
+# and of this process's (one of 12,800 by its pid): two runs at once on one machine take
+# different ones (with 50, as before, concurrent sessions on a shared machine met).
+_SUBNET = f"10.{200 + (os.getpid() // 256) % 50}.{os.getpid() % 256}"
 
 
 def unavailable() -> str | None:
@@ -45,16 +46,16 @@ class Host:
     inner: str = ""
 
     def __post_init__(self) -> None:
-        tag = f"{os.getpid() % 10000}{self.index}"
+        tag = f"{os.getpid()}{self.index}"  # interface names stay within 15 characters
         self.ns, self.outer, self.inner = f"descent-h{tag}", f"dso{tag}", f"dsi{tag}"
 
     @property
     def gateway(self) -> str:
-        return f"{_SUBNET}.{self.index}.1"
+        return f"{_SUBNET}.{4 * self.index + 1}"
 
     @property
     def address(self) -> str:
-        return f"{_SUBNET}.{self.index}.2"
+        return f"{_SUBNET}.{4 * self.index + 2}"
 
     def create(self) -> "Host":
         _ip("netns", "add", self.ns)

@@ -52,10 +52,14 @@ class Service:
         return Database(self.settings.database_url)
 
     def start(self, workers: int = 1) -> "Service":
-        upgrade(self.db())
-        self.start_api()
+        """Migrate the database, then start the workers and the API together (each takes seconds
+        to import and warm up) and wait until the API answers and the workers heartbeat."""
+        database = self.db()
+        upgrade(database)
+        database.engine.dispose()
         for _ in range(workers):
             self.start_worker()
+        self.start_api()
         self.wait_for_workers(workers)
         return self
 

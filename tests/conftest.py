@@ -12,6 +12,42 @@ from testkit.backends import PostgresUnreachable, embedded_settings, migrated, m
 from tests.helpers.lesson import LESSON_LOGLOG, LESSON_PARABOLA
 
 
+# Each test module's seconds (setup, call and teardown of its tests) in the last run that ran it,
+# kept in the pytest cache: ``make test`` hands whole modules to its two processes, longest first.
+MODULE_SECONDS = "descent/module_seconds"
+_module_seconds: dict[str, float] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order the modules longest first (as they last took; a module not seen yet counts as long
+    if it is marked integration), keeping each module's tests in their order: given out in that
+    order (``--dist loadfile --no-loadscope-reorder``), no long module is left to run alone at the end."""
+    cache = getattr(config, "cache", None)
+    known: dict[str, float] = cache.get(MODULE_SECONDS, {}) if cache is not None else {}
+    first: dict[str, int] = {}
+    weight: dict[str, float] = {}
+    for index, item in enumerate(items):
+        module = item.nodeid.split("::", 1)[0]
+        first.setdefault(module, index)
+        guess = 30.0 if item.get_closest_marker("integration") else 1.0
+        weight[module] = known.get(module, max(weight.get(module, 0.0), guess))
+    items.sort(key=lambda item: (-weight[item.nodeid.split("::", 1)[0]], first[item.nodeid.split("::", 1)[0]]))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    module = report.nodeid.split("::", 1)[0]
+    _module_seconds[module] = _module_seconds.get(module, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The process that saw every report (the only one, or pytest-xdist's controller) keeps the
+    modules' seconds for the next run's order."""
+    cache = getattr(session.config, "cache", None)
+    if cache is None or hasattr(session.config, "workerinput") or not _module_seconds:
+        return
+    cache.set(MODULE_SECONDS, {**cache.get(MODULE_SECONDS, {}), **{m: round(t, 2) for m, t in _module_seconds.items()}})
+
+
 @pytest.fixture
 def lesson_loglog() -> dict[str, Any]:
     return dict(LESSON_LOGLOG)

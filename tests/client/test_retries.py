@@ -162,12 +162,18 @@ def test_an_unreachable_submit_names_the_key_it_was_sent_with(clock):
 
 # -- against real API processes ---------------------------------------------------------------
 @pytest.fixture
-def stopped(tmp_path: Path) -> Iterator[Service]:
-    """An embedded service whose API has been killed (-9) after it started; no workers."""
+def api_only(tmp_path: Path) -> Iterator[Service]:
+    """An embedded service's API, started; no workers."""
     for service in service_on("embedded", tmp_path):
         service.start(workers=0)
-        kill_api(service)
         yield service
+
+
+@pytest.fixture
+def stopped(api_only: Service) -> Service:
+    """An embedded service whose API has been killed (-9) after it started; no workers."""
+    kill_api(api_only)
+    return api_only
 
 
 def kill_api(service: Service) -> None:
@@ -235,17 +241,18 @@ def test_submits_ride_out_an_api_restart_and_make_one_job_each(stopped):
 
 
 @pytest.mark.integration
-def test_a_submit_that_gave_up_is_resubmitted_with_its_key_into_the_job_it_made(stopped):
+def test_a_submit_that_gave_up_is_resubmitted_with_its_key_into_the_job_it_made(api_only):
     """The API makes the job and is killed before its answer gets back; the client gives up (a
     short retry budget) naming its key; a resubmit with that key, once the API is back, answers
     with the job made before the crash, and there is no second one."""
-    stopped.start_api()
+    stopped = api_only
     proxy = DroppingProxy(stopped.port, on_drop=lambda: kill_api(stopped))
     tag = uuid.uuid4().hex[:12]
     spec = {**SPEC, "tags": {"restart": tag}}
     try:
         with pytest.raises(DescentUnreachable) as err:
-            Client(proxy.url, token="", retry_seconds=5).submit(spec)  # time for a second try, however loaded
+            # two tries, however loaded the machine (a time budget alone gave one try, or took seconds)
+            Client(proxy.url, token="", retry_seconds=60, retries=1).submit(spec)
     finally:
         proxy.close()
     key = err.value.idempotency_key

@@ -92,9 +92,11 @@ def test_descent_delete_and_a_sweeps_delete(service):
         sweep.delete()
 
 
-@pytest.fixture(scope="module", params=["postgres", "embedded"])
-def retaining(request, tmp_path_factory) -> Iterator[Service]:  # type: ignore[no-untyped-def]
-    for svc in make_service(request.param, tmp_path_factory):
+@pytest.fixture(scope="module")
+def retaining(tmp_path_factory) -> Iterator[Service]:  # type: ignore[no-untyped-def]
+    """The embedded service with a short job retention and two workers. (The clean-up's SQL, and
+    one at a time, are tested on both backends in tests/store/test_deletion.py.)"""
+    for svc in make_service("embedded", tmp_path_factory):
         svc.__class__ = Retaining
         svc.start(workers=2)
         yield svc
