@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import func, select  # noqa: E402
 
 from service.store.models import Job  # noqa: E402
-from service.store.status import FINISHED, JobStatus  # noqa: E402
+from service.status import FINISHED, JobStatus  # noqa: E402
 from sweep import BATCH_ENV, FINISHED_SQL, POLL, Client, Observer, running_service, solo_specs  # noqa: E402
 from testkit.processes import Service  # noqa: E402
 

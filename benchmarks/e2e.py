@@ -38,7 +38,7 @@ from sqlalchemy import func, select  # noqa: E402
 
 from service.engine import run  # noqa: E402
 from service.spec import check_spec  # noqa: E402
-from service.store.status import FINISHED, JobStatus  # noqa: E402
+from service.status import FINISHED, JobStatus  # noqa: E402
 from service.store.models import Job  # noqa: E402
 from testkit.processes import Service, service_on  # noqa: E402
 from sweep import FINISHED_SQL, POLL, Observer  # noqa: E402  (benchmarks/sweep.py)

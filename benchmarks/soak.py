@@ -34,7 +34,7 @@ from service.store.models import HistoryRow, Job  # noqa: E402
 from testkit.backends import embedded_settings  # noqa: E402
 from testkit.processes import Service  # noqa: E402
 from testkit.servers import PrivatePostgres, PrivateRedis  # noqa: E402
-from service.store.status import FINISHED, JobStatus  # noqa: E402
+from service.status import FINISHED, JobStatus  # noqa: E402
 
 OPTIMIZERS = [{"name": "sgd", "lr": 1e-4, "momentum": 0.9}, {"name": "adam", "lr": 1e-3},
               {"name": "rmsprop", "lr": 1e-4}, {"name": "adagrad", "lr": 0.05}]

@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from service.config import Limits, Quotas, Settings  # noqa: E402
-from service.store.status import FINISHED  # noqa: E402
+from service.status import FINISHED  # noqa: E402
 from testkit.backends import embedded_settings, pg_database, redis_url_for_test  # noqa: E402
 from testkit.processes import Service  # noqa: E402
 

@@ -18,7 +18,7 @@ from service.config import Settings
 from service.store import Database
 from service.store.migrate import upgrade
 from testkit.backends import embedded_settings, pg_database, redis_url_for_test, settings_env
-from service.store.status import FINISHED
+from service.status import FINISHED
 
 BIN = Path(sys.executable).parent
 

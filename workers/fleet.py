@@ -16,7 +16,7 @@ import time
 
 from service.logs import job_logging
 from service.queue import QUEUES, messages_for, purge_consumed, waiting_messages
-from service.reasons import WAITING_FOR_GPU
+from service.status import WAITING_FOR_GPU
 from service.store import Database, StoreError, StoreUnavailable
 from service.store import fleet as fleet_store
 from service.store import jobs as job_store

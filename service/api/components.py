@@ -25,6 +25,7 @@ from service.api.openapi_parts import REF_TEMPLATE, ref
 from service.api.params import STORABLE_TEXT
 from service.api.schemas import RESPONSES
 from service.config import Limits
+from service.status import JobStatus
 from service.spec.catalog import CATALOG
 from service.spec.model import JobSpec
 from service.spec.optimizers import OPTIMIZERS, SCHEDULERS
@@ -243,7 +244,8 @@ def response_schemas() -> dict[str, Any]:
     components: their JSON Schemas as pydantic generates them for serialization, each nested model
     and named type (Float, JobStatus) a component of its own. Two edits: a response does not say
     ``additionalProperties: false`` (a later version may add keys; a client should keep working), and
-    a property carries no title pydantic made up from its name ("Created At" for created_at)."""
+    a property carries no title pydantic made up from its name ("Created At" for created_at). And
+    JobStatus says which statuses are finished (``x-finished``: the dashboard reads it)."""
     _, top = models_json_schema([(model, "serialization") for model in RESPONSES], ref_template=REF_TEMPLATE)
     schemas: dict[str, Any] = top["$defs"]
     for schema in schemas.values():
@@ -252,6 +254,7 @@ def response_schemas() -> dict[str, Any]:
         for name, prop in schema.get("properties", {}).items():
             if prop.get("title") == name.replace("_", " ").title():
                 del prop["title"]
+    schemas["JobStatus"]["x-finished"] = [status.value for status in JobStatus if status.is_finished]
     return schemas
 
 

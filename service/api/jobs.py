@@ -20,7 +20,7 @@ from service.api.serialize import job_json
 from service.api.services import services
 from service.api.waiting import RETRY_AFTER_SECONDS
 from service.errors import DescentError, ErrorCode
-from service.reasons import StopReason
+from service.status import StopReason
 from service.store import JobRecord, JobStatus
 from service.store import data as data_store
 from service.store import jobs as job_store

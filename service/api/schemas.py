@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SkipValidatio
 from typing_extensions import TypeAliasType
 
 from service.errors import ErrorCode
-from service.store.status import JobStatus
+from service.status import JobStatus, StopReason
 
 NonFinite = Literal["NaN", "Infinity", "-Infinity"]
 
@@ -122,7 +122,7 @@ class Result(Model):
     f: Float = Field(description="f at the final x")
     grad_norm: Float = Field(description="The gradient's norm at the final x")
     steps: Count = Field(description="Steps actually done")
-    stop_reason: str = Field(description="steps | grad_norm | time_limit | diverged | cancelled")
+    stop_reason: StopReason = Field(description="Why the run ended")
     graph: list[str] = Field(description="The backward graph's nodes, last op first")
     device: str = Field(description="Where it ran (cpu, cuda:0, ...)")
     device_name: str | None = Field(default=None, exclude_if=_absent,
@@ -336,7 +336,7 @@ class SweepSummaryItem(Model):
     start: Count = Field(description="Which start it ran from")
     status: JobStatus
     f: Float | None = Field(description="Final f (null until it finishes)")
-    stop_reason: str | None
+    stop_reason: StopReason | None
     distance_to_minimum: Float | None
     steps_to_tolerance: Count | None = Field(description="First recorded step with f within the sweep's "
                                                          "tolerance of the best known minimum; null if none")

@@ -12,7 +12,7 @@ from service.api.fleet import gpu_worker_alive
 from service.api.schemas import Job
 from service.api.services import services
 from service.jsonsafe import json_safe
-from service.reasons import WAITING_FOR_GPU
+from service.status import WAITING_FOR_GPU
 from service.store import JobRecord, JobStatus
 from service.store import tensors as job_tensors
 

@@ -43,6 +43,7 @@ import os
 import sys
 
 from service.cli import commands, server
+from service.client.status import Status, StopReason
 from service.config import ConfigError, load_settings
 
 
@@ -128,10 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive, help="at most this many rows (default: all)")
     p.set_defaults(fn=commands.cmd_history)
     p = sub.add_parser("list", help="a table of jobs: id, status, name, objective, optimizer, final f, stop reason")
-    p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    p.add_argument("--status", choices=[status.value for status in Status])
     p.add_argument("--name", help="jobs of exactly this name")
     p.add_argument("--tag", help="key:value")
-    p.add_argument("--stop-reason", help="why the run ended: steps, grad_norm, time_limit, diverged, cancelled, ...")
+    p.add_argument("--stop-reason", choices=[reason.value for reason in StopReason if reason != StopReason.INTERRUPTED],
+                   help="why the run ended")
     p.add_argument("--order", choices=["asc", "desc"], default="desc",
                    help="by creation time: desc, newest first (the default), or asc")
     p.add_argument("--limit", type=_natural, default=50, help="at most this many jobs (0: all; default 50)")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from service.cli.output import job_summary, print_id_or_json, print_json, print_table
+from service.client.status import FINISHED, UNFINISHED, Status, outcome
 
 NAMES = {"submit", "sweep", "status", "wait", "cancel", "delete", "history", "list", "objectives", "workers", "plot", "x"}
 # Client commands whose answer is JSON (status and wait: with --json): on an API error they print its
@@ -47,9 +48,9 @@ def _job_exit(job: dict[str, Any], command: str) -> int:
     """0 for a succeeded job, 1 (with a line on stderr) for a failed or cancelled one, 124 for
     one still unfinished when the wait's --timeout passed."""
     status = job["status"]
-    if status == "succeeded":
+    if status == Status.SUCCEEDED:
         return 0
-    if status in ("failed", "cancelled"):
+    if status in FINISHED:
         why = f": {job['error']}" if job.get("error") else ""
         print(f"descent {command}: job {job['id']} {status}{why}", file=sys.stderr)
         return 1
@@ -84,10 +85,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         final = _waited(sweep, args)
         print_id_or_json(sweep.id, final, args.quiet)
         counts = final["counts"]
-        if counts.get("queued", 0) + counts.get("running", 0):
+        if sum(counts.get(status, 0) for status in UNFINISHED):
             print(f"descent sweep: sweep {sweep.id} still has unfinished jobs after the --timeout", file=sys.stderr)
             return 124
-        failed = counts.get("failed", 0) + counts.get("cancelled", 0)
+        failed = sum(counts.get(status, 0) for status in FINISHED if status != Status.SUCCEEDED)
         if failed:
             print(f"descent sweep: {failed} of {final['jobs']} jobs of sweep {sweep.id} failed or were cancelled",
                   file=sys.stderr)
@@ -220,8 +221,7 @@ def _print_jobs(jobs: list[dict[str, Any]]) -> None:
         optimizer = spec.get("optimizer") or {}
         optimizer_text = f"{optimizer.get('name', 'sgd')} lr={optimizer['lr']:g}" if isinstance(
             optimizer.get("lr"), (int, float)) else optimizer.get("name", "sgd")
-        outcome = "diverged" if job["status"] == "succeeded" and result.get("stop_reason") == "diverged" else job["status"]
-        rows.append([job["id"], outcome, job.get("name"), _objective_name(spec), optimizer_text,
+        rows.append([job["id"], outcome(job), job.get("name"), _objective_name(spec), optimizer_text,
                      result.get("f"), result.get("stop_reason")])
     print_table([("id", 36), ("status", 9), ("name", 16), ("objective", 28), ("optimizer", 18), ("final f", 12),
                  ("stop reason", 11)], rows)

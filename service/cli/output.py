@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from service.client.status import Status, outcome
+
 
 def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2))
@@ -81,8 +83,7 @@ def job_summary(job: dict[str, Any]) -> list[str]:
     "diverged", never "succeeded"), steps and final f; its final x; and why it failed, waits or
     where it stands."""
     result, spec = job.get("result") or {}, job.get("spec") or {}
-    outcome = "diverged" if job["status"] == "succeeded" and result.get("stop_reason") == "diverged" else job["status"]
-    head = f"{job['id']}  {outcome}"
+    head = f"{job['id']}  {outcome(job)}"
     if job.get("name"):
         head += f"  {job['name']!r}"
     if result:
@@ -99,6 +100,6 @@ def job_summary(job: dict[str, Any]) -> list[str]:
         lines.append(f"error: {text if len(text) <= 300 else text[:299] + '…'}")
     elif job.get("waiting"):
         lines.append(f"waiting: {job['waiting']}")
-    elif job["status"] == "running" and progress:
+    elif job["status"] == Status.RUNNING and progress:
         lines.append(f"progress: step {progress.get('step')}/{progress.get('steps')}  f: {_number(progress.get('f'))}")
     return lines[:3]

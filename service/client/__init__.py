@@ -37,13 +37,14 @@ from typing import Any
 
 from service.client.errors import DescentClientError, DescentUnreachable
 from service.client.http import Transport
-from service.client.jobs import FINISHED, JobHandle
+from service.client.jobs import JobHandle
+from service.client.status import FINISHED, Status, StopReason
 from service.client.tensors import NPY, npy_bytes
 from service.client.progress import ProgressBar, job_progress
 from service.client.sweeps import SweepHandle
 
-__all__ = ["FINISHED", "Client", "DescentClientError", "DescentUnreachable", "JobHandle", "ProgressBar",
-           "SweepHandle", "job_progress"]
+__all__ = ["FINISHED", "Client", "DescentClientError", "DescentUnreachable", "JobHandle", "ProgressBar", "Status",
+           "StopReason", "SweepHandle", "job_progress"]
 
 # Jobs asked for per page of GET /v1/jobs.
 JOBS_PAGE = 1000

@@ -14,10 +14,10 @@ from service.client import columns
 from service.client.handle import Handle
 from service.client.http import Transport, retry_after
 from service.client.progress import bar_if, job_progress
+from service.client.status import FINISHED
 from service.client.stream import HistoryStream
 from service.client.tensors import from_npy
 
-FINISHED = ("succeeded", "failed", "cancelled")
 # Seconds one ``?wait=`` long-poll may ask for (the API's bound).
 MAX_WAIT = 30.0
 # Rows asked for per page of ``history_pages`` (``history`` and ``export`` stream one download).

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from service.client.status import Status
+
 
 class ProgressBar:
     """A one-line text progress bar, redrawn in place on ``stream`` (stderr by default)."""
@@ -58,7 +60,7 @@ def job_progress(job: dict[str, Any]) -> tuple[int | None, int | None, str]:
     progress = job.get("progress") or {}
     steps = progress.get("steps") or (job.get("spec") or {}).get("steps")
     done = progress.get("step")
-    if status == "succeeded" and job.get("result"):
+    if status == Status.SUCCEEDED and job.get("result"):
         done = job["result"].get("steps", done)
         steps = steps if done is None or steps is None or done <= steps else done
     note = status

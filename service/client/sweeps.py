@@ -9,6 +9,7 @@ from service.client.handle import Handle
 from service.client.http import Transport
 from service.client.jobs import DELETE_TIMEOUT, JobHandle
 from service.client.progress import bar_if
+from service.client.status import UNFINISHED
 
 
 def pages(client: Transport, path: str, key: str, **params: Any) -> Iterator[dict[str, Any]]:
@@ -45,7 +46,7 @@ class SweepHandle(Handle):
             while True:
                 sweep = self.refresh()
                 counts = sweep["counts"]
-                active = counts.get("queued", 0) + counts.get("running", 0)
+                active = sum(counts.get(status, 0) for status in UNFINISHED)
                 if bar:
                     total = sum(counts.values())
                     bar.draw(total - active, total, " ".join(f"{k} {v}" for k, v in counts.items() if v))

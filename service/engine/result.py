@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from service.batch import HistoryBatch, Progress
-from service.reasons import StopReason
+from service.status import StopReason
 from service.spec import CheckedSpec
 from service.spec.minima import known_minima
 

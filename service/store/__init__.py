@@ -9,7 +9,7 @@ from service.store.db import (
 )
 from service.store.records import JobRecord, WorkerRecord
 from service.batch import HistoryBatch
-from service.store.status import FINISHED, JobStatus
+from service.status import FINISHED, JobStatus
 
 __all__ = ["Conflict", "Database", "FINISHED", "HistoryBatch", "JobRecord", "JobStatus", "LeaseLost", "NotFound",
            "StoreError", "StoreUnavailable", "WorkerRecord"]

@@ -23,7 +23,7 @@ from service.store.db import Database, StoreError, clock, one_of
 from service.store.jobs import claim_job, job_record
 from service.store.models import HistoryRow, Job
 from service.store.records import JobRecord
-from service.store.status import JobStatus
+from service.status import JobStatus
 
 log = logging.getLogger(__name__)
 

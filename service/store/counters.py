@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from service.batch import HistoryBatch
 from service.store.db import Database, one_of
 from service.store.models import Counter, HistoryRow, Job
-from service.store.status import JobStatus
+from service.status import JobStatus
 
 # The counters and histograms the store keeps (what /metrics shows, and how).
 JOBS_FINISHED = "descent_jobs_finished_total"  # labels status=

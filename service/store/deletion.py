@@ -38,7 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from service.store import counters, data, quotas
 from service.store.db import Database, NotFound, as_utc, clock, one_of, owned_row, utcnow
 from service.store.models import HistoryRow, Job, JobData, JobTag, JobTensor, Sweep
-from service.store.status import FINISHED, JobStatus
+from service.status import FINISHED, JobStatus
 
 # Ids are UUIDs this store made; any other text names nothing and costs no query.
 _ID = re.compile(r"[0-9a-f-]{1,36}")

@@ -23,7 +23,7 @@ from service.store import counters
 from service.store.db import Database, as_utc, clock
 from service.store.models import Job, Worker
 from service.store.records import WorkerRecord
-from service.store.status import JobStatus
+from service.status import JobStatus
 
 
 # How long pruning waits for a row lock (PostgreSQL) before it leaves the rest for its next pass.

@@ -40,7 +40,7 @@ from service.store.models import HistoryRow, Job, JobTag, Worker
 from service.store.quotas import check_quotas, settle_reservation, settle_reservations, values_per_row
 from service.store.records import JobRecord
 from service.store.rows import write_many, write_once
-from service.store.status import FINISHED, JobStatus
+from service.status import FINISHED, JobStatus
 
 # The owner of every job made before owners existed, and of an auth-off (loopback) service's jobs.
 LOCAL_OWNER = "local"

@@ -23,7 +23,7 @@ from service.config import Quotas
 from service.errors import ErrorCode
 from service.store.db import StoreError, as_utc, by_index, clock, one_of, utcnow
 from service.store.models import DeletedSubmission, HistoryRow, Job
-from service.store.status import JobStatus
+from service.status import JobStatus
 
 WINDOW = timedelta(minutes=1)
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from service.store.status import JobStatus
+from service.status import JobStatus
 
 
 @dataclass(frozen=True)

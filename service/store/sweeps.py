@@ -15,13 +15,14 @@ from typing import Any, Callable, Iterable
 from sqlalchemy import Float, and_, bindparam, case, cast, exists, func, insert, literal, or_, select, update
 
 from service.config import Quotas
+from service.status import StopReason
 from service.store import counters, data
 from service.store.db import Conflict, Database, as_utc, clock, owned_row, utcnow
 from service.store.jobs import insert_jobs, job_record, scoped_key
 from service.store.models import HistoryRow, Job, Sweep
 from service.store.quotas import check_quotas, settle_reservation
 from service.store.records import JobRecord, SweepRecord
-from service.store.status import JobStatus
+from service.status import JobStatus
 
 SORTS = ("created", "f")
 _SWEEP_ID = re.compile(r"[0-9a-f-]{1,36}")
@@ -110,7 +111,7 @@ def _finite_f() -> Any:
 def _diverged() -> Any:
     """A job that succeeded by stopping on divergence, or with a non-finite final f."""
     return and_(Job.status == JobStatus.SUCCEEDED,
-                or_(Job.result["stop_reason"].as_string() == "diverged", _f_text().in_(NON_FINITE)))
+                or_(Job.result["stop_reason"].as_string() == StopReason.DIVERGED.value, _f_text().in_(NON_FINITE)))
 
 
 NON_FINITE = ("NaN", "Infinity", "-Infinity")
@@ -170,7 +171,7 @@ def grid(db: Database, sweep: SweepRecord, rows: str | None, cols: str | None, s
     base = select(r.label("r"), c.label("c"), Job.status.label("status"), raw_f.label("f"),
                   Job.result["stop_reason"].as_string().label("stop")).where(Job.sweep_id == sweep.id
                                                                              ).cte("cells").prefix_with("MATERIALIZED")
-    bad = and_(base.c.status == JobStatus.SUCCEEDED, or_(base.c.stop == "diverged", base.c.f.in_(NON_FINITE)))
+    bad = and_(base.c.status == JobStatus.SUCCEEDED, or_(base.c.stop == StopReason.DIVERGED.value, base.c.f.in_(NON_FINITE)))
     ranked = and_(base.c.status == JobStatus.SUCCEEDED, base.c.f.is_not(None), ~bad)
     # SQLite's json_extract gives the REAL itself (its text would keep 15 digits); PostgreSQL casts the text.
     number = base.c.f if db.dialect == "sqlite" else cast(base.c.f, Float)

@@ -12,7 +12,7 @@ from service.api import create_app
 from service.api.auth import auth_mode
 from service.config import ConfigError, Quotas
 from service.store import tokens
-from service.store.status import JobStatus
+from service.status import JobStatus
 from testkit.backends import embedded_settings
 from tests.helpers.lesson import LESSON_LOGLOG
 

@@ -11,7 +11,7 @@ import pytest
 from service.api import create_app
 from service.config import Quotas
 from service.store import tokens
-from service.store.status import JobStatus
+from service.status import JobStatus
 from testkit.backends import embedded_settings
 from tests.helpers.lesson import LESSON_LOGLOG
 

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 from tests.api.test_jobs import submit
 from service.store import fleet
-from service.store.status import JobStatus
+from service.status import JobStatus
 
 # About a second of steps on this machine: long enough to be seen running, in several chunks.
 SLOW = {"objective": "((x - 3) ** 2).sum()", "x0": {"shape": [100, 100], "init": "zeros"}, "steps": 6000,

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from service.store.models import Job
 from tests.helpers.lesson import LESSON_LOGLOG, LESSON_PARABOLA
-from service.store.status import JobStatus
+from service.status import JobStatus
 
 
 def job_count(app) -> int:

@@ -12,7 +12,7 @@ from service.api import create_app
 from service.api.metrics import bp
 from service.store import tokens
 from service.store.fleet import Heartbeat, heartbeat
-from service.store.status import JobStatus
+from service.status import JobStatus
 from testkit.backends import embedded_settings
 from tests.helpers.lesson import LESSON_LOGLOG
 

@@ -16,7 +16,7 @@ from service.api.openapi import document
 from service.config import Limits
 from service.store import Database
 from service.store.migrate import upgrade
-from service.store.status import JobStatus
+from service.status import JobStatus
 from tests.helpers.lesson import LESSON_LOGLOG
 from testkit.backends import embedded_settings
 

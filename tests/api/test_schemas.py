@@ -23,7 +23,7 @@ from service.store import fleet
 from service.store import jobs as job_store
 from service.store import sweeps as sweep_store
 from service.store.models import Worker
-from service.store.status import JobStatus
+from service.status import JobStatus
 from tests.helpers.lesson import LESSON_LOGLOG, LESSON_PARABOLA
 
 ROSENBROCK = {"objective": {"name": "rosenbrock"}, "steps": 20, "optimizer": {"name": "adam", "lr": 0.01}}

@@ -13,7 +13,7 @@ import torch
 from service.api.surface import MAX_GRID_VALUES, N_RANGE
 from service.expr import compile_expression, parse
 from service.store import tokens
-from service.store.status import JobStatus
+from service.status import JobStatus
 from tests.helpers.lesson import LESSON_LOGLOG
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,7 @@ from service.store import deletion
 from service.store import jobs as job_store
 from service.store.db import utcnow
 from service.store.models import HistoryRow, Job
-from service.store.status import JobStatus
+from service.status import JobStatus
 from tests.store.test_deletion import SPEC, finished_job
 
 

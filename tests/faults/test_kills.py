@@ -8,7 +8,7 @@ import time
 import pytest
 
 from service.store import jobs as job_store
-from service.store.status import JobStatus
+from service.status import JobStatus
 from tests.helpers.faults import (
     LONG,
     assert_history_exact,

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from service.store.jobs import get_job
-from service.store.status import JobStatus
+from service.status import JobStatus
 from tests.helpers.faults import (
     LONG,
     SHORT,

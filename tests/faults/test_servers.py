@@ -10,7 +10,7 @@ import requests
 from sqlalchemy import func, select
 
 from service.store.models import HistoryRow
-from service.store.status import JobStatus
+from service.status import JobStatus
 from tests.helpers.faults import (
     LONG,
     SHORT,

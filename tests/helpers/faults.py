@@ -14,7 +14,7 @@ from service.engine import run
 from service.spec import check_spec
 from service.store import jobs as job_store
 from service.store.models import HistoryRow
-from service.store.status import JobStatus
+from service.status import JobStatus
 from testkit.processes import Service
 
 # Running for seconds, in about a dozen chunks (0.25 s each): a fault the tests make once it has

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from service.client import Client, DescentClientError
 from service.store.models import HistoryRow, Job
-from service.store.status import JobStatus
+from service.status import JobStatus
 from testkit.processes import BIN, Service
 from tests.helpers.lesson import LESSON_LOGLOG
 from tests.integration.conftest import make_service

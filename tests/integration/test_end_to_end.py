@@ -17,7 +17,7 @@ from service.store.models import HistoryRow, Job
 from tests.helpers.lesson import LESSON_LOGLOG, LESSON_PARABOLA
 from testkit.processes import BIN
 from service.engine import StopReason
-from service.store.status import JobStatus
+from service.status import JobStatus
 
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from service.queue import make_celery, waiting_messages
-from service.reasons import WAITING_FOR_GPU
+from service.status import WAITING_FOR_GPU
 from service.store.migrate import upgrade
 from service.store.models import Job
 from testkit.processes import Service, service_on

@@ -10,7 +10,7 @@ import requests
 
 from service.config import Quotas
 from service.store.migrate import upgrade
-from service.store.status import JobStatus
+from service.status import JobStatus
 from testkit.processes import Service
 from tests.helpers.lesson import LESSON_LOGLOG
 from tests.integration.conftest import make_service

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from service.store.status import JobStatus
+from service.status import JobStatus
 from testkit.processes import Service
 from tests.helpers.lesson import LESSON_LOGLOG
 from tests.integration.conftest import make_service

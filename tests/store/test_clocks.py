@@ -11,7 +11,7 @@ from sqlalchemy import event
 from service.batch import HistoryBatch
 from service.store import jobs as job_store
 from service.store.db import as_utc
-from service.store.status import JobStatus
+from service.status import JobStatus
 from tests.store.test_store import new_job
 
 

@@ -13,7 +13,7 @@ from service.store import jobs as job_store
 from service.store.batches import claim_batch
 from service.store.history import ChunkWrite, save_chunk, save_chunks
 from service.store.models import Counter, Worker
-from service.store.status import JobStatus
+from service.status import JobStatus
 
 SPEC = {"objective": "x.sum()", "x0": [1, 2], "steps": 10}
 FINISHED = counters.JOBS_FINISHED

@@ -24,7 +24,7 @@ from service.store.db import utcnow
 from service.store.history import save_chunk
 from service.store.models import DataTensor, HistoryRow, Job, JobData, JobTag, Sweep
 from service.store.quotas import QuotaExceeded, check_quotas
-from service.store.status import JobStatus
+from service.status import JobStatus
 from testkit.backends import embedded_settings
 
 SPEC = {"objective": "x.sum()", "x0": [1.0, 2.0], "steps": 10, "record": {"every": 1, "x": True, "grad": False},

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from service.store import Database, NotFound
 from service.store import jobs as job_store
 from service.store.events import FinishedJobs
-from service.store.status import JobStatus
+from service.status import JobStatus
 
 SPEC = {"objective": "x.sum()", "x0": [1, 2], "steps": 10}
 

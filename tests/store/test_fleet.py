@@ -8,7 +8,7 @@ from sqlalchemy import update
 from service.store import fleet
 from service.store import jobs as job_store
 from service.store.models import Job, Worker
-from service.store.status import JobStatus
+from service.status import JobStatus
 from tests.store.test_store import new_job
 
 

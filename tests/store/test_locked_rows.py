@@ -18,7 +18,7 @@ from service.store import fleet
 from service.store import jobs as job_store
 from service.store.history import save_chunk
 from service.store.models import Job, Worker
-from service.store.status import JobStatus
+from service.status import JobStatus
 from tests.store.test_store import new_job
 
 T = TypeVar("T")

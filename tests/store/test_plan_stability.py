@@ -12,7 +12,7 @@ from sqlalchemy import event, text
 from service.batch import HistoryBatch
 from service.store import jobs as job_store
 from service.store.history import save_chunk
-from service.store.status import JobStatus
+from service.status import JobStatus
 from tests.store.test_store import new_job
 
 

@@ -14,7 +14,7 @@ from service.store import jobs as job_store
 from service.store.db import clock
 from service.store.models import Job
 from service.store.quotas import QuotaExceeded, check_quotas
-from service.store.status import JobStatus
+from service.status import JobStatus
 
 SPEC = {"objective": "x.sum()", "x0": [1, 2], "steps": 10, "record": {"every": 1, "x": True, "grad": False}}
 PER_ROW = 3 + 2  # f, grad_norm, lr and x's two values

@@ -15,7 +15,7 @@ from service.store import jobs as job_store
 from service.store.history import count_rows, iter_history, save_chunk
 from service.store.migrate import SchemaOutOfDate, check_schema
 from service.store.models import Base
-from service.store.status import JobStatus
+from service.status import JobStatus
 
 SPEC = {"objective": "x.sum()", "x0": [1, 2], "steps": 10}
 

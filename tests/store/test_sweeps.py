@@ -16,7 +16,7 @@ from service.store import sweeps as sweep_store
 from service.store.history import save_chunk
 from service.store.models import Job
 from service.store.quotas import QuotaExceeded
-from service.store.status import JobStatus
+from service.status import JobStatus
 
 SPEC = {"objective": {"name": "parabola", "params": {}}, "x0": [1.0, 2.0], "steps": 10,
         "record": {"every": 1, "x": True, "grad": False}}

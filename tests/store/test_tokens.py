@@ -13,7 +13,7 @@ from service.store import Database
 from service.store import jobs as job_store
 from service.store import tokens
 from service.store.models import Token
-from service.store.status import JobStatus
+from service.status import JobStatus
 
 SPEC = {"objective": "x.sum()", "x0": [1, 2], "steps": 10}
 

@@ -16,7 +16,7 @@ from service.store import Database, StoreUnavailable, fleet
 from service.store import jobs as job_store
 from service.store.db import utcnow
 from service.store.models import Job, Worker
-from service.store.status import JobStatus
+from service.status import JobStatus
 from tests.store.test_store import new_job
 from workers import fleet as worker_fleet
 from workers.state import WorkerState

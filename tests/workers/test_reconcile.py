@@ -10,11 +10,11 @@ import pytest
 
 from service.api import fleet as fleet_api
 from service.queue import purge_consumed, waiting_messages
-from service.reasons import WAITING_FOR_GPU
+from service.status import WAITING_FOR_GPU
 from service.store import fleet
 from service.store.jobs import BACKLOG_PATIENCE
 from service.store.models import Job
-from service.store.status import JobStatus
+from service.status import JobStatus
 from tests.api.test_jobs import submit
 from tests.helpers.lesson import LESSON_LOGLOG
 from workers import fleet as worker_fleet

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from service.store.status import JobStatus
+from service.status import JobStatus
 from workers import runner
 from workers.state import WorkerState
 

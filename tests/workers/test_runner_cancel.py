@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from service.store import jobs as job_store
 from service.store.models import Job
-from service.store.status import JobStatus
+from service.status import JobStatus
 from workers import runner
 
 # Each step is 10,000 LBFGS iterations on 20,000 elements with a full memory: tens of seconds

@@ -3,7 +3,7 @@
 // helpers. A token lives in sessionStorage only: never in a URL, never in a cookie.
 
 const TOKEN_KEY = "descent.token";
-const AUTH_KEY = "descent.auth";
+const DOCUMENT_KEY = "descent.document";
 let asking = null; // the pending token prompt, shared by every request that met a 401
 
 export class ApiError extends Error {
@@ -67,25 +67,40 @@ export function showAuthState() {
   state.append("token in use · ", out);
 }
 
-/** Before the first request: ask for a token at once when the service says it needs one
- * (its OpenAPI document, which is open, lists a security requirement), so no request is
- * refused first. A 401 later (a revoked token) asks again. */
-export async function prepareAuth() {
+/** The service's words for a job's status (FINISHED: those a job never leaves) and for why its run
+ * ended, as its OpenAPI document names them (schemas JobStatus, with x-finished, and StopReason);
+ * filled by prepare(). */
+export const STATUSES = [];
+export const STOP_REASONS = [];
+export const FINISHED = new Set();
+
+/** What the pages need from the service's OpenAPI document (open to all), read once per tab:
+ * whether it needs a token, and its status and stop-reason words. */
+async function serviceDocument() {
+  const kept = sessionStorage.getItem(DOCUMENT_KEY);
+  if (kept) return JSON.parse(kept);
+  const resp = await fetch("/openapi.json", { credentials: "omit", cache: "no-store" });
+  if (!resp.ok) throw new ApiError(resp.status, null);
+  const doc = await resp.json();
+  const schemas = doc.components.schemas;
+  const read = {
+    auth: Array.isArray(doc.security) && doc.security.length > 0,
+    statuses: schemas.JobStatus.enum, finished: schemas.JobStatus["x-finished"], stopReasons: schemas.StopReason.enum,
+  };
+  sessionStorage.setItem(DOCUMENT_KEY, JSON.stringify(read));
+  return read;
+}
+
+/** Before the first request: read the service's words, and ask for a token at once when the
+ * service says it needs one, so no request is refused first. A 401 later (a revoked token) asks
+ * again. Throws when the document cannot be read (the service is down or is not Descent). */
+export async function prepare() {
   showAuthState();
-  if (token()) return;
-  let needed = sessionStorage.getItem(AUTH_KEY); // read once per tab
-  if (needed === null) {
-    try {
-      const resp = await fetch("/openapi.json", { credentials: "omit", cache: "no-store" });
-      if (!resp.ok) return;
-      const doc = await resp.json();
-      needed = Array.isArray(doc.security) && doc.security.length ? "required" : "off";
-      sessionStorage.setItem(AUTH_KEY, needed);
-    } catch (err) {
-      return; // no document: the first request tells (a 401 asks for the token)
-    }
-  }
-  if (needed === "required") await askToken("");
+  const doc = await serviceDocument();
+  STATUSES.splice(0, STATUSES.length, ...doc.statuses);
+  STOP_REASONS.splice(0, STOP_REASONS.length, ...doc.stopReasons);
+  doc.finished.forEach((status) => FINISHED.add(status));
+  if (doc.auth && !token()) await askToken("");
 }
 
 /** fetch() with the token; a 401 asks for a (new) token and tries again. */
@@ -333,8 +348,6 @@ export function optimizerText(spec) {
   if (!opt) return "—";
   return opt.lr !== undefined ? `${opt.name} lr=${fmt(opt.lr)}` : opt.name;
 }
-
-export const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 
 /** What a person should read as a job's outcome: its status, except that a job that "succeeded"
  * by stopping on divergence (result.stop_reason "diverged") is "diverged". */

@@ -2,12 +2,11 @@
 // with the API's cursor), the page shown refreshed every couple of seconds.
 
 import {
-  ApiError, banner, el, failureBanner, fmt, getJSON, jobOutcome, num, objectiveText, optimizerText, statusBadge, unreachable, when,
+  ApiError, STATUSES, STOP_REASONS, banner, el, failureBanner, fmt, getJSON, jobOutcome, num, objectiveText, optimizerText,
+  statusBadge, unreachable, when,
 } from "./api.js";
 
 const POLL_MS = 2000;
-const STATUSES = ["", "queued", "running", "succeeded", "failed", "cancelled"];
-const STOP_REASONS = ["", "steps", "grad_norm", "time_limit", "diverged", "cancelled"];
 const FILTERS = ["status", "name", "stop_reason", "tag"];
 const PAGE_SIZES = [25, 50, 100, 200];
 const DEFAULT_PAGE = 100;
@@ -30,9 +29,9 @@ export async function listPage(main) {
   const limit = Number.isInteger(asked) && asked >= 1 && asked <= MAX_PAGE ? asked : DEFAULT_PAGE;
   const sizes = [...new Set([...PAGE_SIZES, limit])].sort((a, b) => a - b).map(String);
   const form = el("form", { class: "filters", id: "filters" },
-    el("label", {}, "status ", select("status", STATUSES, params.get("status") || "")),
+    el("label", {}, "status ", select("status", ["", ...STATUSES], params.get("status") || "")),
     el("label", {}, "name ", input("name", { size: 16 })),
-    el("label", {}, "stop reason ", select("stop_reason", STOP_REASONS, params.get("stop_reason") || "")),
+    el("label", {}, "stop reason ", select("stop_reason", ["", ...STOP_REASONS.filter((r) => r !== "interrupted")], params.get("stop_reason") || "")),
     el("label", {}, "tag ", input("tag", { size: 16, placeholder: "key:value" })),
     el("label", {}, "per page ", select("limit", sizes, String(limit))),
     el("button", { type: "submit", text: "Filter" }),
