@@ -80,7 +80,7 @@ def request_body(schema: str, examples: dict[str, Any], upload: dict[str, Any]) 
 
 
 SUBMIT = Operation("post", "/v1/jobs", "submitJob", "Submit a job", {"202": {
-    **json_response(ref("Job"), "Accepted and queued (or, with a known Idempotency-Key, the job it made)"),
+    **json_response(ref("JobView"), "Accepted and queued (or, with a known Idempotency-Key, the job it made)"),
     "headers": {"Location": {"description": "The job's URL", "required": True, "schema": {"type": "string"}},
                 "Idempotent-Replayed": REPLAYED},
     "links": {name: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}}
@@ -111,7 +111,7 @@ def submit():  # type: ignore[no-untyped-def]
 
 INCLUDES = ("data", "x0", "x", "grad")
 INCLUDE_PATTERN = r"^(?:" + "|".join(INCLUDES) + r")(?:,(?:" + "|".join(INCLUDES) + r"))*$"
-JOB = json_response(ref("Job"), "The job")
+JOB = json_response(ref("JobView"), "The job")
 
 
 class GetQuery(Query):

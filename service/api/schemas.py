@@ -9,7 +9,9 @@ other free-form parts stay ``Any``: the request schema (``JobSpec``) describes w
 A handler builds its body with ``build(Model, data)``: ``data`` validated, then dumped as JSON. A
 key a model does not name is an error (``extra="forbid"``: the tests find a handler and its model
 that drifted apart), except in a job's result, whose unnamed keys are kept as stored. The document
-does not promise that no key will be added (``openapi.response_schemas``).
+does not promise that no key will be added (``components.response_schemas``). A model is named
+for the body it describes with a ``View`` suffix where the store or engine has a class of that name
+(``JobView`` is what a client reads of a job; ``service.store.models.Job`` is its row).
 """
 from __future__ import annotations
 
@@ -82,7 +84,7 @@ class Error(Model):
 
 # --- jobs ---------------------------------------------------------------------------------------
 
-class Progress(Model):
+class ProgressView(Model):
     """Where a job stands: the last step evaluated, the steps it may take, f and the gradient's norm there."""
 
     step: Count = Field(description="The last step evaluated")
@@ -111,7 +113,7 @@ class TensorSummary(Model):
     href: str
 
 
-class Result(Model):
+class ResultView(Model):
     """A finished run: where it ended and why. Keys not named here are kept as stored."""
 
     model_config = ConfigDict(extra="allow")
@@ -162,7 +164,7 @@ class JobLinks(Model):
     events: str
 
 
-class Job(Model):
+class JobView(Model):
     """A job as GET /v1/jobs/<id> answers it."""
 
     id: Uuid
@@ -187,8 +189,8 @@ class Job(Model):
                                                     "the worker counts as lost")
     reclaim_at: Time | None = Field(description="With worker_lost_at: when the job's lease lapses and it is "
                                                 "queued again")
-    result: Result | None
-    progress: Progress | None = Field(description="Where the job stands: null before its first history chunk")
+    result: ResultView | None
+    progress: ProgressView | None = Field(description="Where the job stands: null before its first history chunk")
     history_dropped_at: Time | None = Field(description="When the history retention "
                                                         "(DESCENT_HISTORY_RETENTION_SECONDS) dropped this finished "
                                                         "job's history; null while it is kept")
@@ -204,25 +206,25 @@ class Job(Model):
 
 
 _SPEC = {"spec"}
-_BEFORE_SPEC = tuple(Job.model_fields)[:tuple(Job.model_fields).index("spec")]
-_AFTER_SPEC = tuple(Job.model_fields)[tuple(Job.model_fields).index("spec") + 1:]
+_BEFORE_SPEC = tuple(JobView.model_fields)[:tuple(JobView.model_fields).index("spec")]
+_AFTER_SPEC = tuple(JobView.model_fields)[tuple(JobView.model_fields).index("spec") + 1:]
 
 
 class JobPage(Model):
-    jobs: list[Job]
+    jobs: list[JobView]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last")
 
     def dump(self) -> dict[str, Any]:
-        """The JSON body, each job dumped as ``Job.dump`` does (its spec as stored, not copied value
+        """The JSON body, each job dumped as ``JobView.dump`` does (its spec as stored, not copied value
         by value): a page of 1,000 jobs built through this model costs what a dict of their bodies does.
-        The jobs are ``Job`` instances already (``serialize.job_model``), which validation takes as
+        The jobs are ``JobView`` instances already (``serialize.job_model``), which validation takes as
         they are."""
         return {"jobs": [job.dump() for job in self.jobs], "next_cursor": self.next_cursor}
 
 
 # --- history (streamed as text by service.api.history; these describe it) ------------------------
 
-class HistoryRow(Model):
+class HistoryRowView(Model):
     """One recorded step; the fields asked for (``?fields=``), step always."""
 
     step: Count
@@ -236,7 +238,7 @@ class HistoryRow(Model):
 
 
 class HistoryPage(Model):
-    rows: list[HistoryRow]
+    rows: list[HistoryRowView]
     next_start: Count | None = Field(description="Pass as ?start= for the next page; null on the last")
 
 
@@ -312,7 +314,7 @@ class SweepLinks(Model):
     cancel: str
 
 
-class Sweep(Model):
+class SweepView(Model):
     id: Uuid
     owner: str
     name: str | None
@@ -342,7 +344,7 @@ class SweepSummaryItem(Model):
                                                          "tolerance of the best known minimum; null if none")
 
 
-class SweepDetail(Sweep):
+class SweepDetail(SweepView):
     """A sweep and a page of its summary."""
 
     sort: Literal["created", "f"]
@@ -354,7 +356,7 @@ class SweepDetail(Sweep):
 class SweepPage(Model):
     """Sweeps, newest first."""
 
-    sweeps: list[Sweep]
+    sweeps: list[SweepView]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last")
 
 
@@ -391,7 +393,7 @@ class Readiness(Model):
 
 # --- workers ------------------------------------------------------------------------------------
 
-class Worker(Model):
+class WorkerView(Model):
     """A worker process of the fleet, alive, lost or stopped."""
 
     id: str = Field(description="host:pid, the same string as a job's worker")
@@ -412,7 +414,7 @@ class Worker(Model):
 
 
 class WorkerList(Model):
-    workers: list[Worker]
+    workers: list[WorkerView]
 
 
 class RemovedCounts(Model):
@@ -431,8 +433,8 @@ class Deleted(Model):
 
 
 # Every body the API answers with, as the document's components (with the models they nest:
-# Progress, Result, HistoryRow, SweepSummaryItem, ...).
+# ProgressView, ResultView, HistoryRowView, SweepSummaryItem, ...).
 RESPONSES: tuple[type[Model], ...] = (
-    Error, Job, JobPage, HistoryPage, Surface, ObjectiveCatalog, OptimizerCatalog, Sweep, SweepDetail, SweepPage,
+    Error, JobView, JobPage, HistoryPage, Surface, ObjectiveCatalog, OptimizerCatalog, SweepView, SweepDetail, SweepPage,
     SweepGrid, Health, Readiness, WorkerList, Deleted, TensorValues,
 )

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from service.api.fleet import gpu_worker_alive
-from service.api.schemas import Job
+from service.api.schemas import JobView
 from service.api.services import services
 from service.jsonsafe import json_safe
 from service.status import WAITING_FOR_GPU
@@ -24,14 +24,14 @@ def iso(value: Any) -> str | None:
 
 
 def job_json(job: JobRecord, include: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """The job as the API answers it, built through the ``Job`` model that ``/openapi.json`` describes;
+    """The job as the API answers it, built through the ``JobView`` model that ``/openapi.json`` describes;
     its result's x and grad inline if small or named in ``include``."""
     return job_model(job, include).dump()
 
 
-def job_model(job: JobRecord, include: frozenset[str] = frozenset()) -> Job:
-    """The job as a ``Job`` (a page of jobs holds these: a model inside a model is not validated again)."""
-    return Job.model_validate({
+def job_model(job: JobRecord, include: frozenset[str] = frozenset()) -> JobView:
+    """The job as a ``JobView`` (a page of jobs holds these: a model inside a model is not validated again)."""
+    return JobView.model_validate({
         "id": job.id, "owner": job.owner, "status": job.status, "name": job.name, "tags": job.tags, "spec": job.spec,
         "queue": job.queue, "created_at": job.created_at, "started_at": job.started_at,
         "finished_at": job.finished_at, "worker": job.worker, "attempts": job.attempts,

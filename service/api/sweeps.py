@@ -24,7 +24,7 @@ from service.api.components import SWEEP_EXAMPLES, SWEEP_UPLOAD
 from service.api.jobs import REPLAYED, idempotency_header, idempotency_key, request_body, route_queue
 from service.api.openapi_parts import json_response, ref
 from service.api.operations import Field, Int, Operation, Query, Says, one_of, text
-from service.api.schemas import JobPage, Sweep, SweepDetail, SweepGrid, SweepPage, build
+from service.api.schemas import JobPage, SweepDetail, SweepGrid, SweepPage, SweepView, build
 from service.api.serialize import job_model
 from service.api.services import services
 from service.jsonsafe import json_safe
@@ -47,7 +47,7 @@ LIST_LIMIT = (1, 1000, 100)
 def sweep_json(sweep: SweepRecord, counts: tuple[dict[str, int], int]) -> dict[str, Any]:
     """The sweep as the API answers it, built through the ``Sweep`` model; ``counts``: its jobs by
     status and how many diverged (``sweep_store.counts_of``)."""
-    return build(Sweep, _sweep_fields(sweep, counts))
+    return build(SweepView, _sweep_fields(sweep, counts))
 
 
 def _counts(sweep_id: str) -> tuple[dict[str, int], int]:
@@ -76,7 +76,7 @@ def _page(limits: tuple[int, int, int], what: str) -> type[Query]:
     return Page
 
 
-SWEEP = json_response(ref("Sweep"), "The sweep")
+SWEEP = json_response(ref("SweepView"), "The sweep")
 ERRORS = (400, 401, 403, 404, 503)
 LIST = Operation("get", "/v1/sweeps", "listSweeps", "List sweeps, newest first, a page at a time, with their counts",
                  {"200": {**json_response(ref("SweepPage"), "A page of sweeps, newest first"), "links": {

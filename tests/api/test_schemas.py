@@ -69,7 +69,7 @@ def test_every_documented_json_answer_is_a_response_model(doc):
                 assert name in models, (method, path, status, name)
                 described.add(name)
     assert described == models
-    assert {"Progress", "Result", "HistoryRow", "SweepSummaryItem", "Float"} <= set(doc["components"]["schemas"])
+    assert {"ProgressView", "ResultView", "HistoryRowView", "SweepSummaryItem", "Float"} <= set(doc["components"]["schemas"])
 
 
 def test_the_models_name_every_status_and_sort():
