@@ -14,17 +14,17 @@ import threading
 
 from service.config import Settings
 from service.store import Database, StoreError
-from service.store.deletion import Collected, collect, exclusive
+from service.store.deletion import RetentionReport, apply_retention, exclusive
 
 log = logging.getLogger(__name__)
 
 
-def run_once(db: Database, settings: Settings, dry_run: bool = False) -> Collected | None:
+def run_once(db: Database, settings: Settings, dry_run: bool = False) -> RetentionReport | None:
     """One clean-up with the configured retentions; None if another process is running one."""
     with exclusive(db) as mine:
         if not mine:
             return None
-        return collect(db, settings.history_retention, settings.job_retention, dry_run=dry_run)
+        return apply_retention(db, settings.history_retention, settings.job_retention, dry_run=dry_run)
 
 
 def _loop(db: Database, settings: Settings, stop: threading.Event) -> None:

@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     errors.register(app)
     security.register(app, settings)
     app.config["DESCENT_AUTH"] = auth.register(app, settings, db)
-    params.register(app, openapi.document(settings.limits, app.config["DESCENT_AUTH"]))
+    params.register(app)
     for module in (jobs, events, history, surface, tensors, catalog, health, openapi, sweeps, deletion, workers, metrics,
                    dashboard):
         app.register_blueprint(module.bp)

@@ -35,10 +35,9 @@ def parse_time(raw: str | None) -> datetime | None:
                         seconds=part.get("s", 0), microseconds=micro) - offset)
 
 
-def register(app: Flask, document: dict) -> None:  # type: ignore[type-arg]
+def register(app: Flask) -> None:
     """Parse each declared operation's query parameters (``service.api.operations``) before its
-    handler runs, refusing any it does not take (``document`` is no longer read: the declarations
-    are what both the handlers and the document are made of)."""
+    handler runs, refusing any it does not take."""
     from service.api.operations import declared
 
     operations = declared()

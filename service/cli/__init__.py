@@ -1,5 +1,24 @@
-"""The ``descent`` command: run the service's parts, and talk to a running API.
+"""The ``descent`` command: run the service's parts (``service.cli.server``) and talk to a running
+API (``service.cli.commands``, built on ``service.client``); ``USAGE`` is what ``descent --help``
+shows of them.
 
+Client commands find the API at DESCENT_URL and send the token in DESCENT_TOKEN. While the API
+cannot be reached (a restart) they try reads and submits again for DESCENT_RETRY_SECONDS (30) in
+all. On an error they print one line on stderr and exit 1 (JSON answers also print the API's error
+object on stdout); for a submit that got no answer the line names its Idempotency-Key: submit again
+with --idempotency-key KEY to get the job it may have made, never a second one.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from service.cli import commands, server
+from service.client.status import Status, StopReason
+from service.config import ConfigError, load_settings
+
+USAGE = """\
     descent up                 database upgrade, one worker and the API, together (embedded default)
     descent api                the HTTP API            descent worker --queues cpu   a Celery worker
                                                        descent worker --queues gpu --gpu 1   pinned to GPU 1
@@ -8,7 +27,7 @@
     descent gc [--dry-run] [--history-seconds S] [--job-seconds S]
                                the retention clean-up, now (on the database directly, as the workers run it)
 
-Client commands (built on ``service.client``):
+Client commands:
 
     descent submit SPEC.json [--wait] [-q] [--idempotency-key KEY]
                                                submit a job (- reads stdin); print it, or its id alone
@@ -30,25 +49,13 @@ Client commands (built on ``service.client``):
     descent sweep SWEEP.json [--wait] [-q] [--idempotency-key KEY]
                                                submit a sweep ({base, grid, starts}) and print it
 
-Client commands find the API at DESCENT_URL and send the token in DESCENT_TOKEN. While the API
-cannot be reached (a restart) they try reads and submits again for DESCENT_RETRY_SECONDS (30) in
-all. On an error they print one line on stderr and exit 1 (JSON answers also print the API's error
-object on stdout); for a submit that got no answer the line names its Idempotency-Key: submit again
-with --idempotency-key KEY to get the job it may have made, never a second one.
+Client commands find the API at DESCENT_URL and send the token in DESCENT_TOKEN; they retry while it
+cannot be reached for DESCENT_RETRY_SECONDS (30).
 """
-from __future__ import annotations
-
-import argparse
-import os
-import sys
-
-from service.cli import commands, server
-from service.client.status import Status, StopReason
-from service.config import ConfigError, load_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="descent", description=__doc__,
+    parser = argparse.ArgumentParser(prog="descent", description=USAGE,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("up", help="upgrade the database, start workers and the API")

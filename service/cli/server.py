@@ -80,11 +80,11 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    """The retention clean-up the workers run (``service.store.deletion.collect``), now, with the
+    """The retention clean-up the workers run (``service.store.deletion.apply_retention``), now, with the
     configured retentions or the ones given; ``--dry-run`` lists what would go and changes nothing.
     Like ``db`` and ``tokens``, it works on the database directly."""
     from service.store import StoreError
-    from service.store.deletion import collect, exclusive
+    from service.store.deletion import apply_retention, exclusive
     from service.store.migrate import check_schema
 
     settings = load_settings()
@@ -98,14 +98,14 @@ def cmd_gc(args: argparse.Namespace) -> int:
     try:
         check_schema(db)
         if args.dry_run:
-            done = collect(db, history, jobs, dry_run=True)
+            done = apply_retention(db, history, jobs, dry_run=True)
         else:
             with exclusive(db) as mine:
                 if not mine:
                     print("descent gc: another clean-up is running (a worker's, or another descent gc); "
                           "try again when it has finished", file=sys.stderr)
                     return 1
-                done = collect(db, history, jobs)
+                done = apply_retention(db, history, jobs)
     except StoreError as exc:
         print(f"descent gc: {exc.message}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ A delete interrupted after step 1 leaves the job cancelled with part of its hist
 held; deleting it again (or the job retention) finishes the work. PostgreSQL reuses the freed
 pages after a VACUUM (``benchmarks/delete_space.py``); SQLite at once.
 
-Retention (``collect``): finished jobs past the job retention are deleted as above, with the sweeps
+Retention (``apply_retention``): finished jobs past the job retention are deleted as above, with the sweeps
 left empty and any unread data tensor; finished jobs past the history retention lose their
 history (the job stays, ``reserved_values`` 0, ``history_dropped_at`` set). ``exclusive`` runs one
 clean-up at a time across the fleet.
@@ -252,7 +252,7 @@ class Expired:
 
 
 @dataclass
-class Collected:
+class RetentionReport:
     """What one clean-up removed (or, in a dry run, would remove): the jobs deleted, the jobs whose
     history was dropped, and the totals."""
 
@@ -262,13 +262,14 @@ class Collected:
     dry_run: bool = False
 
 
-def collect(db: Database, history_seconds: float | None, job_seconds: float | None, dry_run: bool = False,
-            page: int = JOB_GROUP, batch_rows: int | None = None, now: datetime | None = None) -> Collected:
+def apply_retention(db: Database, history_seconds: float | None, job_seconds: float | None, dry_run: bool = False,
+                    page: int = JOB_GROUP, batch_rows: int | None = None,
+                    now: datetime | None = None) -> RetentionReport:
     """One clean-up: delete the jobs finished more than ``job_seconds`` ago (and the sweeps left
     with no job), then drop the histories of the jobs finished more than ``history_seconds`` ago;
     None leaves that part off. With ``dry_run`` nothing changes and the answer says what would go.
     The caller holds ``exclusive`` (workers and ``descent gc`` do)."""
-    out = Collected(dry_run=dry_run)
+    out = RetentionReport(dry_run=dry_run)
     now = now or _now(db)
     if job_seconds is not None:
         cutoff = now - timedelta(seconds=job_seconds)

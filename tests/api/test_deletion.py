@@ -155,7 +155,7 @@ def test_a_job_whose_history_the_retention_dropped_says_so(service):
     svc = app.extensions["descent"]
     assert ran(app, job_id) == JobStatus.SUCCEEDED
     assert alice.get(f"/v1/jobs/{job_id}").get_json()["history_dropped_at"] is None
-    done = deletion.collect(svc.db, history_seconds=1e-9, job_seconds=None)
+    done = deletion.apply_retention(svc.db, history_seconds=1e-9, job_seconds=None)
     assert [j.id for j in done.pruned] == [job_id]
     job = alice.get(f"/v1/jobs/{job_id}").get_json()
     assert job["status"] == "succeeded" and job["history_dropped_at"] >= job["finished_at"]

@@ -91,10 +91,11 @@ def test_gc_and_delete_arguments(capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
-def test_the_docstring_names_delete_and_gc():
-    from service import cli
+def test_the_help_names_delete_and_gc():
+    from service.cli import build_parser
 
-    assert "descent delete " in cli.__doc__ and "descent gc " in cli.__doc__
+    shown = build_parser().format_help()
+    assert "descent delete " in shown and "descent gc " in shown
 
 
 def test_a_running_job_is_never_collected(gc_env):
@@ -102,5 +103,5 @@ def test_a_running_job_is_never_collected(gc_env):
     job_store.claim_job(gc_env, job.id, "w1", 60, 3)
     with gc_env.session() as s:  # even with an old finished_at (it has none while running)
         s.execute(update(Job).where(Job.id == job.id).values(finished_at=utcnow() - timedelta(days=9)))
-    assert deletion.collect(gc_env, 1, 1).removed == deletion.Removed()
+    assert deletion.apply_retention(gc_env, 1, 1).removed == deletion.Removed()
     assert job_store.get_job(gc_env, job.id).status == JobStatus.RUNNING

@@ -103,7 +103,7 @@ def test_each_owner_has_its_own_copy_and_a_delete_counts_only_its_own(db):
 def test_a_delete_forgets_only_its_owners_unread_tensors(db):
     """A tensor of alice's no job reads (none is expected) is not bob's delete's business, nor in
     his count; the retention clean-up's sweep of everyone's takes it."""
-    from service.store.deletion import collect, delete_job
+    from service.store.deletion import apply_retention, delete_job
 
     alices, _ = job_store.create_job(db, SPEC, [2], "cpu", owner="alice")
     with db.session() as s:  # alice's links gone, her tensors left unread (as by a crash, or a migration)
@@ -111,7 +111,7 @@ def test_a_delete_forgets_only_its_owners_unread_tensors(db):
     bobs, _ = job_store.create_job(db, {**SPEC, "data": {"A": A, "b": [9.0, 9.0, 9.0]}}, [2], "cpu", owner="bob")
     assert delete_job(db, bobs.id, owner="bob").data_tensors == 2
     assert count(db, DataTensor) == 2  # alice's, untouched
-    assert collect(db, None, 10**9).removed.data_tensors == 2
+    assert apply_retention(db, None, 10**9).removed.data_tensors == 2
     assert count(db, DataTensor) == 0
 
 

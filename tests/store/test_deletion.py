@@ -252,11 +252,11 @@ def test_retention_deletes_old_finished_jobs_and_drops_old_histories(db):
     queued, _ = job_store.create_job(db, SPEC, [2], "cpu", reserved_values=55)
     age(db, old, 10 * 86_400)
     age(db, oldish, 2 * 86_400)
-    plan = deletion.collect(db, history_seconds=86_400, job_seconds=7 * 86_400, dry_run=True)
+    plan = deletion.apply_retention(db, history_seconds=86_400, job_seconds=7 * 86_400, dry_run=True)
     assert [j.id for j in plan.deleted] == [old] and [j.id for j in plan.pruned] == [oldish]
     assert (plan.deleted[0].rows, plan.pruned[0].rows, plan.removed.history_rows) == (30, 20, 50)
     assert count(db, HistoryRow) == 60 and count(db, Job) == 4  # a dry run changes nothing
-    done = deletion.collect(db, history_seconds=86_400, job_seconds=7 * 86_400)
+    done = deletion.apply_retention(db, history_seconds=86_400, job_seconds=7 * 86_400)
     assert (done.removed.jobs, done.removed.history_rows) == (1, 50)
     assert everything_of(db, old) == (0, 0, 0, 0)
     assert everything_of(db, oldish)[:2] == (1, 0)  # the job stays, its history went
@@ -266,7 +266,7 @@ def test_retention_deletes_old_finished_jobs_and_drops_old_histories(db):
     assert dropped is not None and abs((dropped - utcnow()).total_seconds()) < 60  # the job says so
     assert job_store.get_job(db, new).history_dropped_at is None
     assert everything_of(db, new)[:2] == (1, 10) and everything_of(db, queued.id)[0] == 1
-    again = deletion.collect(db, history_seconds=86_400, job_seconds=7 * 86_400)
+    again = deletion.apply_retention(db, history_seconds=86_400, job_seconds=7 * 86_400)
     assert again.removed == deletion.Removed() and not again.pruned  # nothing twice
 
 
@@ -280,7 +280,7 @@ def test_retention_drops_the_history_of_a_job_that_reserved_nothing(db):
         s.get(Job, empty).reserved_values = 0
     age(db, early, 2 * 86_400)
     age(db, empty, 2 * 86_400)
-    done = deletion.collect(db, history_seconds=86_400, job_seconds=None)
+    done = deletion.apply_retention(db, history_seconds=86_400, job_seconds=None)
     assert [j.id for j in done.pruned] == [early] and done.removed.history_rows == 12
     assert job_store.get_job(db, early).history_dropped_at is not None
     assert job_store.get_job(db, empty).history_dropped_at is None  # it had none to drop
@@ -294,11 +294,11 @@ def test_retention_deletes_the_sweeps_it_empties_and_keeps_shared_data_while_rea
     for job_id in ids[:2]:
         age(db, job_id, 2 * 86_400)
     age(db, ids[2], 60)
-    done = deletion.collect(db, history_seconds=None, job_seconds=86_400)
+    done = deletion.apply_retention(db, history_seconds=None, job_seconds=86_400)
     assert (done.removed.jobs, done.removed.sweeps, count(db, DataTensor)) == (2, 0, 1)  # one job still reads A
     age(db, ids[2], 2 * 86_400)
-    assert deletion.collect(db, None, 86_400, dry_run=True).removed.sweeps == 1
-    done = deletion.collect(db, None, 86_400)
+    assert deletion.apply_retention(db, None, 86_400, dry_run=True).removed.sweeps == 1
+    done = deletion.apply_retention(db, None, 86_400)
     assert (done.removed.jobs, done.removed.sweeps, done.removed.data_tensors) == (1, 1, 1)
     assert count(db, Sweep) == 0 and count(db, DataTensor) == 0
 
