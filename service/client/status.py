@@ -1,31 +1,17 @@
-"""A job's status and why its run ended, as the client and the CLI read them: the same strings as
-the service's ``service.status`` (the client imports nothing of the service; a test holds the two
-equal), and the outcome a person reads."""
+"""A job's status and why its run ended, as the client and the CLI read them: the service's own
+words (``service.status``, a leaf of enums the client may import), and the outcome a person reads."""
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
+from service.status import FINISHED as _FINISHED
+from service.status import JobStatus as Status
+from service.status import StopReason
 
-class Status(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+__all__ = ["FINISHED", "UNFINISHED", "Status", "StopReason", "outcome"]
 
-
-FINISHED: frozenset[str] = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
-UNFINISHED: tuple[str, ...] = (Status.QUEUED, Status.RUNNING)
-
-
-class StopReason(StrEnum):
-    STEPS = "steps"
-    GRAD_NORM = "grad_norm"
-    TIME_LIMIT = "time_limit"
-    DIVERGED = "diverged"
-    CANCELLED = "cancelled"
-    INTERRUPTED = "interrupted"
+FINISHED: frozenset[str] = frozenset(status.value for status in _FINISHED)
+UNFINISHED: tuple[str, ...] = tuple(status.value for status in Status if status not in _FINISHED)
 
 
 def outcome(job: dict[str, Any]) -> str:
