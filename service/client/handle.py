@@ -28,3 +28,17 @@ class Handle:
         """Read it again; returns it (and keeps it as ``json``)."""
         self._json = self.client.get_json(f"{self.PATH}/{self.id}")
         return self._json
+
+
+def pandas_for(as_frame: bool | None) -> Any:
+    """The pandas module for a table the caller asked for: None when ``as_frame`` is False or
+    pandas cannot be imported (plain lists then); ``as_frame=True`` insists (ImportError)."""
+    if as_frame is False:
+        return None
+    try:
+        import pandas
+    except ImportError:
+        if as_frame:
+            raise
+        return None
+    return pandas

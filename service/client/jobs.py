@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from service.client import columns
-from service.client.handle import Handle
+from service.client.handle import Handle, pandas_for
 from service.client.http import Transport, retry_after
 from service.client.progress import bar_if, job_progress
 from service.client.status import FINISHED
@@ -132,13 +132,7 @@ class JobHandle(Handle):
         A pandas DataFrame when pandas can be imported and ``as_frame`` is not False (True
         insists on one): a column per field, x and grad a list per row; otherwise a list of
         dicts, one per row (x and grad left out of a row that has none stored)."""
-        pandas = None
-        if as_frame is not False:
-            try:
-                import pandas
-            except ImportError:
-                if as_frame:
-                    raise
+        pandas = pandas_for(as_frame)
         if pandas is None:
             out: list[dict[str, Any]] = []
             with columns.gc_paused():  # nothing made here is garbage; see gc_paused

@@ -5,7 +5,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from service.client.handle import Handle
+from service.client.handle import Handle, pandas_for
 from service.client.http import Transport
 from service.client.jobs import DELETE_TIMEOUT, JobHandle
 from service.client.progress import bar_if
@@ -65,13 +65,7 @@ class SweepHandle(Handle):
         for page in pages(self.client, f"/v1/sweeps/{self.id}", "summary", sort=sort, limit=1000):
             self._json = page
             items.extend(page["summary"])
-        pandas = None
-        if as_frame is not False:
-            try:
-                import pandas
-            except ImportError:
-                if as_frame:
-                    raise
+        pandas = pandas_for(as_frame)
         if pandas is None:
             return items
         keys = list((self._json or {}).get("grid") or {})

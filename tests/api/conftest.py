@@ -8,12 +8,18 @@ SQL in tests/store, ``make test`` runs the API on both."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, cast
+from typing import Any, Callable, Iterator, cast
 
 import pytest
+from flask import Flask
 
+from service.api import create_app
+from service.config import Quotas
 from service.queue import Dispatcher, Message
+from service.store import Database, tokens
+from testkit.backends import embedded_settings
 from tests.conftest import embedded_app
+from tests.helpers.users import User
 
 
 class RecordingDispatcher(Dispatcher):
@@ -58,3 +64,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "postgresql" in callspec.params.values() and HERE in item.path.parents:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def auth_api(db: Database, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., tuple[Flask, Callable[..., User]]]:
+    """An auth-required API on each backend: ``auth_api(quotas)`` gives the app and ``user(owner,
+    admin=False)``, a User with a new token of that owner."""
+    def make(quotas: Quotas | None = None) -> tuple[Flask, Callable[..., User]]:
+        settings = embedded_settings(tmp_path, auth="required", database_url=db.url, quotas=quotas or Quotas())
+        app = create_app(settings, {"TESTING": True}, db=db, dispatcher=dispatcher_for(request))
+        client = app.test_client()
+        return app, lambda owner, admin=False: User(client, tokens.create_token(db, owner, admin)[1])
+    return make

@@ -4,57 +4,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import Any
 
 import pytest
 
-from service.api import create_app
 from service.api.auth import auth_mode
 from service.config import ConfigError, Quotas
 from service.store import tokens
 from service.status import JobStatus
 from testkit.backends import embedded_settings
 from tests.helpers.lesson import LESSON_LOGLOG
+from tests.helpers.users import User
 
 
-class User:
-    """A test client that sends one token."""
-
-    def __init__(self, client: Any, token: str | None) -> None:
-        self.client, self.token = client, token
-
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
-    def get(self, path: str, **kwargs: Any) -> Any:
-        return self.client.get(path, headers=self._headers(), **kwargs)
-
-    def post(self, path: str, body: Any = None) -> Any:
-        if body is None:
-            return self.client.post(path, headers=self._headers())
-        return self.client.post(path, data=json.dumps(body), content_type="application/json", headers=self._headers())
-
-    def submit(self, spec: dict[str, Any] | None = None) -> Any:
-        return self.post("/v1/jobs", spec or LESSON_LOGLOG)
-
-
-@pytest.fixture
-def service(db, tmp_path):  # type: ignore[no-untyped-def]
-    """An auth-required API on each backend, and a factory of users (each with a new token)."""
-    def make(quotas: Quotas | None = None):  # type: ignore[no-untyped-def]
-        settings = embedded_settings(tmp_path, auth="required", database_url=db.url, quotas=quotas or Quotas())
-        app = create_app(settings, {"TESTING": True}, db=db)
-        client = app.test_client()
-
-        def user(owner: str, admin: bool = False) -> User:
-            return User(client, tokens.create_token(db, owner, admin)[1])
-
-        return app, user
-    return make
-
-
-def test_no_token_is_a_401_with_a_bearer_challenge(service):
-    app, user = service()
+def test_no_token_is_a_401_with_a_bearer_challenge(auth_api):
+    app, user = auth_api()
     anonymous = user("alice")
     anonymous.token = None
     for resp in (anonymous.get("/v1/jobs"), anonymous.submit(), anonymous.get("/v1/objectives"),
@@ -64,8 +27,8 @@ def test_no_token_is_a_401_with_a_bearer_challenge(service):
         assert resp.get_json()["error"]["code"] == "unauthorized"
 
 
-def test_a_bad_or_revoked_token_is_a_401(service, db):
-    app, user = service()
+def test_a_bad_or_revoked_token_is_a_401(auth_api, db):
+    app, user = auth_api()
     alice = user("alice")
     assert alice.get("/v1/jobs").status_code == 200
     wrong = User(alice.client, alice.token + "x")
@@ -75,20 +38,20 @@ def test_a_bad_or_revoked_token_is_a_401(service, db):
     assert basic.client.get("/v1/jobs", headers={"Authorization": "Basic abc"}).status_code == 401
     (record,) = [t for t in tokens.list_tokens(db) if t.owner == "alice"]
     tokens.revoke_token(db, record.id)
-    fresh_app, _ = service()  # a new process: nothing remembered of the token
+    fresh_app, _ = auth_api()  # a new process: nothing remembered of the token
     assert User(fresh_app.test_client(), alice.token).get("/v1/jobs").status_code == 401
 
 
-def test_health_and_openapi_need_no_token(service):
-    app, _ = service()
+def test_health_and_openapi_need_no_token(auth_api):
+    app, _ = auth_api()
     client = app.test_client()
     assert client.get("/healthz").status_code == 200
     assert client.get("/openapi.json").status_code == 200
     assert client.get("/readyz").status_code in (200, 503)
 
 
-def test_owners_see_only_their_own_jobs_and_another_owners_job_is_a_404(service):
-    app, user = service()
+def test_owners_see_only_their_own_jobs_and_another_owners_job_is_a_404(auth_api):
+    app, user = auth_api()
     alice, bob, admin = user("alice"), user("bob"), user("root", admin=True)
     job = alice.submit().get_json()
     assert job["owner"] == "alice"
@@ -107,8 +70,8 @@ def test_owners_see_only_their_own_jobs_and_another_owners_job_is_a_404(service)
     assert alice.post(f"/v1/jobs/{job['id']}/cancel").get_json()["status"] == JobStatus.CANCELLED
 
 
-def test_the_fleet_and_metrics_are_for_admins(service):
-    app, user = service()
+def test_the_fleet_and_metrics_are_for_admins(auth_api):
+    app, user = auth_api()
     alice, root = user("alice"), user("root", admin=True)
     for path in ("/v1/workers", "/metrics"):
         refused = alice.get(path)
@@ -118,8 +81,8 @@ def test_the_fleet_and_metrics_are_for_admins(service):
     assert root.get("/v1/workers").get_json() == {"workers": []}
 
 
-def test_an_unknown_id_and_another_owners_id_answer_alike(service):
-    app, user = service()
+def test_an_unknown_id_and_another_owners_id_answer_alike(auth_api):
+    app, user = auth_api()
     alice, bob = user("alice"), user("bob")
     job = alice.submit().get_json()
     theirs, missing = bob.get(f"/v1/jobs/{job['id']}"), bob.get("/v1/jobs/00000000-0000-0000-0000-000000000000")
@@ -128,8 +91,8 @@ def test_an_unknown_id_and_another_owners_id_answer_alike(service):
         missing.get_json()["error"]["message"].replace("00000000-0000-0000-0000-000000000000", "ID")
 
 
-def test_idempotency_keys_are_per_owner(service):
-    app, user = service()
+def test_idempotency_keys_are_per_owner(auth_api):
+    app, user = auth_api()
     alice, bob = user("alice"), user("bob")
     headers = {"Idempotency-Key": "same"}
     a = alice.client.post("/v1/jobs", data=json.dumps(LESSON_LOGLOG), content_type="application/json",
@@ -140,8 +103,8 @@ def test_idempotency_keys_are_per_owner(service):
     assert a.get_json()["id"] != b.get_json()["id"] and "Idempotent-Replayed" not in b.headers
 
 
-def test_submissions_per_minute_quota_is_a_429_with_retry_after(service):
-    app, user = service(Quotas(submissions_per_minute=3))
+def test_submissions_per_minute_quota_is_a_429_with_retry_after(auth_api):
+    app, user = auth_api(Quotas(submissions_per_minute=3))
     alice, bob, admin = user("alice"), user("bob"), user("root", admin=True)
     assert [alice.submit().status_code for _ in range(3)] == [202] * 3
     refused = alice.submit()
@@ -154,8 +117,8 @@ def test_submissions_per_minute_quota_is_a_429_with_retry_after(service):
     assert len(alice.get("/v1/jobs").get_json()["jobs"]) == 3  # the refused submission left nothing
 
 
-def test_active_jobs_quota_frees_up_as_jobs_finish(service):
-    app, user = service(Quotas(active_jobs=2))
+def test_active_jobs_quota_frees_up_as_jobs_finish(auth_api):
+    app, user = auth_api(Quotas(active_jobs=2))
     alice = user("alice")
     first, _ = alice.submit().get_json(), alice.submit().get_json()
     refused = alice.submit()
@@ -165,9 +128,9 @@ def test_active_jobs_quota_frees_up_as_jobs_finish(service):
     assert alice.submit().status_code == 202
 
 
-def test_recorded_values_quota_counts_what_each_job_may_record(service):
+def test_recorded_values_quota_counts_what_each_job_may_record(auth_api):
     per_job = (LESSON_LOGLOG["steps"] + 2) * (3 + 4)  # rows x (step, f, grad_norm, lr... and x's 4 values)
-    app, user = service(Quotas(recorded_values=per_job * 2))
+    app, user = auth_api(Quotas(recorded_values=per_job * 2))
     alice = user("alice")
     assert alice.submit().status_code == 202 and alice.submit().status_code == 202
     refused = alice.submit()
@@ -194,8 +157,8 @@ def test_auth_off_acts_as_the_local_admin(client):
     assert job["owner"] == "local"
 
 
-def test_text_not_shaped_like_a_token_is_refused_without_a_lookup(service, monkeypatch):
-    app, user = service()
+def test_text_not_shaped_like_a_token_is_refused_without_a_lookup(auth_api, monkeypatch):
+    app, user = auth_api()
     alice = user("alice")
     looked_up = []
     import service.api.auth as auth_module

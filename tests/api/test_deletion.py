@@ -3,51 +3,15 @@ PostgreSQL with auth required: the owner and an admin may, another owner gets th
 gets, a second DELETE is a 404 and changes nothing, and the owner's quota is free at once."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import pytest
-
-from service.api import create_app
 from service.config import Quotas
-from service.store import tokens
 from service.status import JobStatus
-from testkit.backends import embedded_settings
 from tests.helpers.lesson import LESSON_LOGLOG
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 SWEEP = {"base": {"objective": {"name": "rosenbrock"}, "steps": 5},
          "grid": {"optimizer.lr": [0.001, 0.01]}, "starts": {"count": 3, "init": "uniform", "low": -1, "high": 1}}
-
-
-class User:
-    def __init__(self, client: Any, token: str) -> None:
-        self.client, self.headers = client, {"Authorization": f"Bearer {token}"}
-
-    def get(self, path: str) -> Any:
-        return self.client.get(path, headers=self.headers)
-
-    def delete(self, path: str) -> Any:
-        return self.client.delete(path, headers=self.headers)
-
-    def post(self, path: str, body: Any) -> Any:
-        return self.client.post(path, data=json.dumps(body), content_type="application/json", headers=self.headers)
-
-    def submit(self, spec: dict[str, Any] | None = None) -> str:
-        resp = self.post("/v1/jobs", spec or LESSON_LOGLOG)
-        assert resp.status_code == 202, resp.get_json()
-        return resp.get_json()["id"]
-
-
-@pytest.fixture
-def service(db, tmp_path):  # type: ignore[no-untyped-def]
-    """An auth-required API on each backend, and a factory of users (each with a new token)."""
-    def make(quotas: Quotas | None = None):  # type: ignore[no-untyped-def]
-        settings = embedded_settings(tmp_path, auth="required", database_url=db.url, quotas=quotas or Quotas())
-        app = create_app(settings, {"TESTING": True}, db=db)
-        client = app.test_client()
-        return app, lambda owner, admin=False: User(client, tokens.create_token(db, owner, admin)[1])
-    return make
 
 
 def not_found(resp: Any, ident: str) -> dict[str, Any]:
@@ -57,10 +21,10 @@ def not_found(resp: Any, ident: str) -> dict[str, Any]:
     return {**error, "message": error["message"].replace(ident, "ID")}
 
 
-def test_the_owner_deletes_a_job_and_a_second_delete_is_a_404(service):
-    _, user = service()
+def test_the_owner_deletes_a_job_and_a_second_delete_is_a_404(auth_api):
+    _, user = auth_api()
     alice = user("alice")
-    job_id, kept = alice.submit(), alice.submit()
+    job_id, kept = alice.submitted(), alice.submitted()
     resp = alice.delete(f"/v1/jobs/{job_id}")
     assert resp.status_code == 200
     assert resp.get_json() == {"id": job_id, "deleted": "job",
@@ -73,40 +37,40 @@ def test_the_owner_deletes_a_job_and_a_second_delete_is_a_404(service):
     assert [j["id"] for j in alice.get("/v1/jobs").get_json()["jobs"]] == [kept]
 
 
-def test_another_owners_job_is_a_404_exactly_as_an_unknown_one_and_an_admin_may(service):
-    _, user = service()
+def test_another_owners_job_is_a_404_exactly_as_an_unknown_one_and_an_admin_may(auth_api):
+    _, user = auth_api()
     alice, bob, admin = user("alice"), user("bob"), user("ops", admin=True)
-    job_id = alice.submit()
+    job_id = alice.submitted()
     assert not_found(bob.delete(f"/v1/jobs/{job_id}"), job_id) == not_found(bob.delete(f"/v1/jobs/{UNKNOWN}"), UNKNOWN)
     assert alice.get(f"/v1/jobs/{job_id}").status_code == 200  # untouched
     assert admin.delete(f"/v1/jobs/{job_id}").get_json()["removed"]["jobs"] == 1
     assert alice.get(f"/v1/jobs/{job_id}").status_code == 404
 
 
-def test_text_that_is_no_id_is_a_404(service):
-    _, user = service()
+def test_text_that_is_no_id_is_a_404(auth_api):
+    _, user = auth_api()
     alice = user("alice")
     for ident in ("x", "%00", "a" * 300, "../jobs"):
         resp = alice.delete(f"/v1/jobs/{ident}")
         assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "not_found", ident
 
 
-def test_a_delete_frees_the_owners_quotas_at_once(service):
+def test_a_delete_frees_the_owners_quotas_at_once(auth_api):
     from service.spec import check_spec
     from service.config import Limits
 
     values = check_spec(LESSON_LOGLOG, Limits()).recorded_values
-    _, user = service(Quotas(recorded_values=values, active_jobs=1))
+    _, user = auth_api(Quotas(recorded_values=values, active_jobs=1))
     alice = user("alice")
-    first = alice.submit()
+    first = alice.submitted()
     refused = alice.post("/v1/jobs", LESSON_LOGLOG)
     assert refused.status_code == 429 and "Retry-After" in refused.headers
     assert alice.delete(f"/v1/jobs/{first}").status_code == 200
-    alice.submit()  # at once: no 429
+    alice.submitted()  # at once: no 429
 
 
-def test_a_sweep_delete_removes_its_jobs_and_the_sweep(service):
-    _, user = service()
+def test_a_sweep_delete_removes_its_jobs_and_the_sweep(auth_api):
+    _, user = auth_api()
     alice, bob = user("alice"), user("bob")
     resp = alice.post("/v1/sweeps", SWEEP)
     assert resp.status_code == 202, resp.get_json()
@@ -135,10 +99,10 @@ def ran(app: Any, job_id: str) -> JobStatus:
                                       queues=["cpu"], device="cpu"), job_id)
 
 
-def test_a_finished_job_goes_with_its_history(service, tmp_path):
-    app, user = service()
+def test_a_finished_job_goes_with_its_history(auth_api, tmp_path):
+    app, user = auth_api()
     alice = user("alice")
-    job_id = alice.submit()
+    job_id = alice.submitted()
     assert ran(app, job_id) == JobStatus.SUCCEEDED
     rows = len(alice.get(f"/v1/jobs/{job_id}/history?limit=10000").get_json()["rows"])
     assert rows == 501
@@ -146,12 +110,12 @@ def test_a_finished_job_goes_with_its_history(service, tmp_path):
     assert alice.get(f"/v1/jobs/{job_id}/history").status_code == 404
 
 
-def test_a_job_whose_history_the_retention_dropped_says_so(service):
+def test_a_job_whose_history_the_retention_dropped_says_so(auth_api):
     from service.store import deletion
 
-    app, user = service()
+    app, user = auth_api()
     alice = user("alice")
-    job_id = alice.submit()
+    job_id = alice.submitted()
     svc = app.extensions["descent"]
     assert ran(app, job_id) == JobStatus.SUCCEEDED
     assert alice.get(f"/v1/jobs/{job_id}").get_json()["history_dropped_at"] is None
@@ -166,11 +130,11 @@ FIT = {"objective": "((A @ w - b) ** 2).mean()", "variable": "w", "x0": [0.0, 0.
        "data": {"A": [[1, 2], [3, 4], [5, 6]], "b": [1, 2, 3]}}
 
 
-def test_deleting_one_job_of_a_sweep_keeps_the_data_its_siblings_run_on(service):
+def test_deleting_one_job_of_a_sweep_keeps_the_data_its_siblings_run_on(auth_api):
     from workers import runner
     from workers.state import WorkerState
 
-    app, user = service()
+    app, user = auth_api()
     alice = user("alice")
     resp = alice.post("/v1/sweeps", {"base": FIT, "grid": {"optimizer.lr": [0.001, 0.01]}})
     assert resp.status_code == 202, resp.get_json()
@@ -182,7 +146,7 @@ def test_deleting_one_job_of_a_sweep_keeps_the_data_its_siblings_run_on(service)
     state = WorkerState(settings=svc.settings, db=svc.db, worker_id="test:1", hostname="test", queues=["cpu"],
                         device="cpu")
     assert runner.execute(state, second) == JobStatus.SUCCEEDED  # it still reads A and b
-    other = alice.submit(FIT)  # a job outside the sweep reading the same tensors
+    other = alice.submitted(FIT)  # a job outside the sweep reading the same tensors
     resp = alice.delete(f"/v1/sweeps/{sweep_id}")
     assert resp.get_json()["removed"] == {"jobs": 1, "history_rows": 21, "data_tensors": 0, "sweeps": 1}
     assert alice.delete(f"/v1/jobs/{other}").get_json()["removed"]["data_tensors"] == 2  # the last reader
@@ -191,25 +155,25 @@ def test_deleting_one_job_of_a_sweep_keeps_the_data_its_siblings_run_on(service)
 PROBE = {**FIT, "data": {"A": [[31337.25, 27182.5], [1.0, 2.0], [3.0, 4.0]], "b": [1.0, 0.0, 1.0]}}
 
 
-def test_a_delete_reports_the_same_whether_or_not_another_owner_stores_the_same_data(service):
+def test_a_delete_reports_the_same_whether_or_not_another_owner_stores_the_same_data(auth_api):
     """Problem: a shared tensor made ``removed.data_tensors`` an oracle of another owner's data.
     Each owner has its own copy: bob's answers are the same with or without alice's job, and
     alice's job still reads its data after bob deletes his."""
     from workers import runner
     from workers.state import WorkerState
 
-    app, user = service()
+    app, user = auth_api()
     alice, bob = user("alice"), user("bob")
 
     def bobs_delete() -> dict[str, int]:
-        job = bob.submit(PROBE)
+        job = bob.submitted(PROBE)
         resp = bob.delete(f"/v1/jobs/{job}")
         assert resp.status_code == 200, resp.get_json()
         return resp.get_json()["removed"]
 
     alone = bobs_delete()
     assert alone == {"jobs": 1, "history_rows": 0, "data_tensors": 2, "sweeps": 0}
-    kept = alice.submit(PROBE)  # the very same tensors
+    kept = alice.submitted(PROBE)  # the very same tensors
     assert bobs_delete() == alone
     assert alice.get(f"/v1/jobs/{kept}?include=data").get_json()["spec"]["data"] == PROBE["data"]
     svc = app.extensions["descent"]

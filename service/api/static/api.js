@@ -148,10 +148,20 @@ export async function deleteAfterAsking(path, question, beforeDelete = null) {
 }
 
 /** An image (or any file) fetched with the token, as an object URL for <img src>. */
-export async function blobURL(path) {
-  const resp = await request(path);
+export async function blobURL(path, options = {}) {
+  const resp = await request(path, options);
   if (!resp.ok) throw await failure(resp);
   return URL.createObjectURL(await resp.blob());
+}
+
+/** Fetch `path` (with the token) and hand it to the browser as a download named `name`. */
+export async function download(path, name, options = {}) {
+  const url = await blobURL(path, options);
+  const a = el("a", { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
 /** Read a text/event-stream response, calling onEvent(name, data) per event (comments as

@@ -2,7 +2,7 @@
 // runs (the events stream, read with fetch; polling the job if the stream fails).
 
 import {
-  FINISHED, banner, blobURL, deleteAfterAsking, el, errorText, failureBanner, fmt, getJSON, jobOutcome, num, objectiveText,
+  FINISHED, banner, blobURL, deleteAfterAsking, download, el, errorText, failureBanner, fmt, getJSON, jobOutcome, num, objectiveText,
   optimizerText, postJSON, readEvents, request, shapeOf, sleep, statusBadge, tensorText, unreachable, unreachableText, when,
 } from "./api.js";
 import { ChartGroup, LineChart, wantsLog } from "./charts.js";
@@ -273,7 +273,7 @@ function renderHead(state) {
   if (job.tags && Object.keys(job.tags).length) rows.push(["tags", Object.entries(job.tags).map(([k, v]) => `${k}:${v}`).join(" ")]);
   const csv = el("button", {
     type: "button", class: "link", text: "history CSV",
-    onclick: () => download(`/v1/jobs/${encodeURIComponent(job.id)}/history?format=csv`, `${job.id}.csv`),
+    onclick: () => save(`/v1/jobs/${encodeURIComponent(job.id)}/history?format=csv`, `${job.id}.csv`),
   });
   const png = el("button", { type: "button", class: "link", id: "show-png", text: "server plot (PNG)", onclick: () => showPng(state) });
   const remove = el("button", {
@@ -323,14 +323,9 @@ async function stopFollowing(state) {
   while (state.refreshing) await sleep(50);
 }
 
-async function download(path, name) {
+async function save(path, name) {
   try {
-    const url = await blobURL(path);
-    const a = el("a", { href: url, download: name });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    await download(path, name);
   } catch (err) {
     banner(errorText(err));
   }

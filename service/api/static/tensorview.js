@@ -3,7 +3,7 @@
 // file, read here (header and little-endian float64 data) and drawn as a histogram of its values
 // and, for a 2-D tensor, as an image (a heat map, block means where it has more cells than pixels).
 
-import { banner, el, errorText, fmt, num, request } from "./api.js";
+import { banner, download, el, errorText, fmt, num, request } from "./api.js";
 
 // Above this many elements the values are fetched only when asked (a button): 2,000,000 is 16 MB.
 export const AUTO_DRAW_ELEMENTS = 2_000_000;
@@ -183,16 +183,9 @@ export function loadTensor(href, sha256 = "") {
 }
 
 /** Download `href` as `name`, with the page's token when it has one (a plain link cannot send it). */
-async function download(href, name, link) {
+async function save(href, name, link) {
   try {
-    const resp = await request(href, { headers: { Accept: "application/x-npy" } });
-    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
-    const url = URL.createObjectURL(await resp.blob());
-    const a = el("a", { href: url, download: name });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    await download(href, name, { headers: { Accept: "application/x-npy" } });
   } catch (err) {
     banner(`${link.textContent}: ${errorText(err)}`);
   }
@@ -215,7 +208,7 @@ export function bigTensorView(id, value, href) {
   facts.push(["sha256", `${value.sha256.slice(0, 16)}…`]);
   const link = el("a", { href, id: `${id}-download`, download: `${name}.npy`, text: `download .npy (${megabytes(size)})`,
     title: "float64, little-endian, bit for bit (numpy.load reads it)" });
-  link.addEventListener("click", (event) => { event.preventDefault(); download(href, `${name}.npy`, link); });
+  link.addEventListener("click", (event) => { event.preventDefault(); save(href, `${name}.npy`, link); });
   const note = el("p", { class: "muted tensor-note", id: `${id}-note` });
   const bars = el("canvas", { class: "tensor-hist", id: `${id}-hist`, "aria-label": "histogram of the values" });
   const image = shape.length === 2 ? el("canvas", { class: "tensor-image", id: `${id}-image`, "aria-label": "the tensor as an image" }) : null;
