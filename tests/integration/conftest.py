@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 GPU_CHECK_INPUTS = ("scripts/gpu_check.sh", "scripts/gpu_check.py", "scripts/gpu_deps.py",
                     "scripts/fetch_gpu_wheels.sh", "service/engine", "workers")
 GPU_CHECK_PASSED = "descent/gpu_check_passed"  # the pytest cache key: the inputs' digest at the last pass
+# The same digest, committed with the change it passed on: a fresh clone (CI) skips the check
+# when its inputs are those it last passed on anywhere. A pass writes it; commit it with the change.
+GPU_CHECK_RECORD = Path(__file__).with_name("gpu_check.passed")
 
 
 def make_service(kind: str, tmp_path_factory: pytest.TempPathFactory, **overrides) -> Iterator[Service]:  # type: ignore[no-untyped-def]
@@ -46,13 +49,15 @@ def gpu_check_digest() -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip the ``gpu_check`` tests where they passed before on these very inputs (the pytest
-    cache says so), unless DESCENT_TEST_GPU_CHECK=always."""
+    cache or the committed record says so), unless DESCENT_TEST_GPU_CHECK=always."""
     gpu = [item for item in items if item.get_closest_marker("gpu_check")]
     config.stash[_GPU_ITEMS] = {item.nodeid for item in gpu}
-    cache = getattr(config, "cache", None)
-    if not gpu or cache is None or os.environ.get("DESCENT_TEST_GPU_CHECK") == "always":
+    if not gpu or os.environ.get("DESCENT_TEST_GPU_CHECK") == "always":
         return
-    if cache.get(GPU_CHECK_PASSED, None) == gpu_check_digest():
+    cache = getattr(config, "cache", None)
+    passed = {cache.get(GPU_CHECK_PASSED, None) if cache is not None else None,
+              GPU_CHECK_RECORD.read_text().strip() if GPU_CHECK_RECORD.exists() else None}
+    if gpu_check_digest() in passed:
         skip = pytest.mark.skip(reason="the GPU check passed here on these scripts/gpu_*, service/engine, workers "
                                        "and pins; DESCENT_TEST_GPU_CHECK=always runs it anyway")
         for item in gpu:
@@ -74,8 +79,12 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Where this process ran every ``gpu_check`` test and each passed, remember the inputs' digest."""
+    """Where this process ran every ``gpu_check`` test and each passed, remember the inputs' digest
+    (in the pytest cache and in the record)."""
     expected = session.config.stash.get(_GPU_ITEMS, set())
-    cache = getattr(session.config, "cache", None)
-    if expected and cache is not None and _gpu_ran["passed"] == expected and not _gpu_ran["not passed"]:
-        cache.set(GPU_CHECK_PASSED, gpu_check_digest())
+    if expected and _gpu_ran["passed"] == expected and not _gpu_ran["not passed"]:
+        digest = gpu_check_digest()
+        cache = getattr(session.config, "cache", None)
+        if cache is not None:
+            cache.set(GPU_CHECK_PASSED, digest)
+        GPU_CHECK_RECORD.write_text(digest + "\n")
