@@ -8,7 +8,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from testkit.backends import PostgresUnreachable, embedded_settings, migrated, migrated_database, pg_database
+from testkit.backends import (PostgresUnreachable, embedded_settings, migrated, migrated_database, pg_database,
+                              redis_url_for_test)
 from tests.helpers.lesson import LESSON_LOGLOG, LESSON_PARABOLA
 
 
@@ -187,3 +188,17 @@ def json_lines():  # type: ignore[no-untyped-def]
     root.handlers[0].setStream(buffer)  # type: ignore[attr-defined]
     yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
     root.handlers[:], root.level = saved[0], saved[1]
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A Redis database of this test's own (``redis_url_for_test``): skipped where none can be had
+    (no redis-server, no DESCENT_TEST_REDIS_URL), failed in CI."""
+    import redis
+
+    try:
+        return redis_url_for_test()
+    except (OSError, RuntimeError, redis.exceptions.ConnectionError) as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no Redis for the test: {exc}")
+        pytest.skip(f"no Redis for the test (redis-server, or DESCENT_TEST_REDIS_URL): {exc}")

@@ -5,7 +5,6 @@ Real PostgreSQL; the black-holed broker is a socket here that accepts and never 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -17,7 +16,7 @@ import pytest
 from service.api import create_app
 from service.config import DatabaseTimeouts
 from service.store import Database
-from testkit.backends import embedded_settings, redis_url_for_test
+from testkit.backends import embedded_settings
 from tests.helpers.lesson import LESSON_LOGLOG
 from tests.store.test_connection_bounds import _plain, read_only
 
@@ -143,16 +142,8 @@ def test_a_submit_never_waits_on_a_black_holed_broker(tmp_path, black_hole):
         db.engine.dispose()
 
 
-def test_readyz_on_a_live_redis_is_ready(tmp_path):
-    import redis
-
-    try:
-        url = redis_url_for_test()
-    except (OSError, RuntimeError, redis.exceptions.ConnectionError) as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no Redis for the test: {exc}")
-        pytest.skip(f"no Redis for the test (redis-server, or DESCENT_TEST_REDIS_URL): {exc}")
-    settings = embedded_settings(tmp_path, broker_url=url)
+def test_readyz_on_a_live_redis_is_ready(tmp_path, redis_url):
+    settings = embedded_settings(tmp_path, broker_url=redis_url)
     from testkit.backends import migrated_database
 
     db = migrated_database(settings.database_url)

@@ -4,7 +4,6 @@ are sent again, once."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from datetime import timedelta
 from typing import Any, Iterator
 
@@ -14,7 +13,7 @@ from service.queue import Dispatcher, make_celery, waiting_messages
 from service.store import jobs as job_store
 from service.store.jobs import BACKLOG_PATIENCE
 from service.store.models import Job
-from testkit.backends import embedded_settings, redis_is_own, redis_url_for_test
+from testkit.backends import embedded_settings, redis_is_own
 from workers import fleet as worker_fleet
 from workers import state as worker_state
 from workers.state import WorkerState, _identity
@@ -24,18 +23,13 @@ REQUEUE_AFTER = 30.0
 
 
 @pytest.fixture
-def redis_reconciler(db, tmp_path, monkeypatch) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+def redis_reconciler(db, tmp_path, monkeypatch, redis_url) -> Iterator[Any]:  # type: ignore[no-untyped-def]
     """(``reconcile_once``, the dispatcher, a Redis client) of a CPU worker on ``db`` and a Redis
     database of its own (on the test process's redis-server); each re-sent job in a message of its
     own, for counting."""
     import redis
 
-    try:
-        url = redis_url_for_test()
-    except (OSError, RuntimeError, redis.exceptions.ConnectionError) as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no Redis for the test: {exc}")
-        pytest.skip(f"no Redis for the test (redis-server, or DESCENT_TEST_REDIS_URL): {exc}")
+    url = redis_url
     settings = dataclasses.replace(embedded_settings(tmp_path), database_url=db.url, broker_url=url, batch_max=1)
     celery = make_celery(settings)
     dispatcher = Dispatcher(celery)
