@@ -9,8 +9,8 @@ Every JSON response is described by the pydantic model its handler builds it wit
 
 What a schema cannot say, and the handlers check: an objective expression must parse and give one
 number on x0's shape; x0 must be rectangular with at most ``max_elements`` numbers in all; a job
-may record at most ``max_recorded_values`` values; an optimiser's keyword arguments depend on its
-class (``GET /v1/optimizers``).
+may record at most ``max_recorded_values`` values; torch must accept an optimiser's arguments
+(``line_search_fn``'s names, ``betas`` below 1).
 
 A leaf of the API: it imports no blueprint (they take their examples and upload forms from it).
 """
@@ -26,15 +26,10 @@ from service.api.params import STORABLE_TEXT
 from service.api.schemas import RESPONSES
 from service.config import Limits
 from service.status import JobStatus
-from service.spec.catalog import CATALOG
 from service.spec.model import JobSpec
-from service.spec.optimizers import OPTIMIZERS, SCHEDULERS
 from service.spec.sweep_request import SweepRequest
 from service.spec.sweep import MAX_GRID_COMBINATIONS
-from service.spec.values import MAX_MAGNITUDE, MAX_NESTING
-
-NESTED_DEPTH = 8  # x0 has at most 8 dimensions
-CATALOG_PARAM_BOUND = 1e6
+from service.spec.values import MAX_MAGNITUDE
 
 
 # --- the job spec ---------------------------------------------------------------------------
@@ -46,7 +41,8 @@ def _standard(node: Any) -> Any:
     """pydantic's JSON Schema, made standard: a numeric bound on an optional number comes out as
     pydantic's own keyword (``ge``) next to an ``anyOf``; move it onto the numeric branches. And
     ``integer or number`` (the model's ``Number``, finite and within MAX_MAGNITUDE, a bound its
-    validator enforces and pydantic cannot show) becomes one bounded ``number``."""
+    validator enforces and pydantic cannot show), alone or among other branches, becomes one
+    bounded ``number``."""
     if isinstance(node, list):
         return [_standard(v) for v in node]
     if not isinstance(node, dict):
@@ -54,10 +50,16 @@ def _standard(node: Any) -> Any:
     node = {k: _standard(v) for k, v in node.items()}
     bounds = {_PYDANTIC_BOUNDS[k]: node.pop(k) for k in list(node) if k in _PYDANTIC_BOUNDS}
     branches = node.get("anyOf")
-    if isinstance(branches, list) and sorted(b.get("type", "") for b in branches if isinstance(b, dict)) == ["integer", "number"] \
-            and all(set(b) == {"type"} for b in branches):
-        del node["anyOf"]
-        node.update(type="number", minimum=-MAX_MAGNITUDE, maximum=MAX_MAGNITUDE)
+    if isinstance(branches, list):
+        plain = [b for b in branches if b in ({"type": "integer"}, {"type": "number"})]
+        if len(plain) == 2 and plain[0] != plain[1]:
+            number = {"type": "number", "minimum": -MAX_MAGNITUDE, "maximum": MAX_MAGNITUDE}
+            rest = [b for b in branches if b not in plain]
+            if rest:
+                node["anyOf"] = [number, *rest]
+            else:
+                del node["anyOf"]
+                node.update(number)
     if bounds:
         for target in [node, *node.get("anyOf", [])]:
             if isinstance(target, dict) and target.get("type") in ("integer", "number"):
@@ -74,45 +76,6 @@ def _tidy(node: dict[str, Any]) -> None:
         del node["minimum"]
     if "exclusiveMaximum" in node and node.get("maximum", float("-inf")) >= node["exclusiveMaximum"]:
         del node["maximum"]
-
-
-def _nested_x0() -> dict[str, Any]:
-    """x0 as a list: numbers nested up to 8 deep, every list non-empty."""
-    number = {"type": "number", "minimum": -MAX_MAGNITUDE, "maximum": MAX_MAGNITUDE}
-    level: dict[str, Any] = {"type": "array", "minItems": 1, "items": number}
-    levels = [level]
-    for _ in range(NESTED_DEPTH - 1):
-        level = {"type": "array", "minItems": 1, "items": level}
-        levels.append(level)
-    return {"anyOf": levels, "description": f"A rectangular nested list of numbers within ±{MAX_MAGNITUDE:g}, "
-            f"at most {NESTED_DEPTH} dimensions deep and max_elements numbers in all"}
-
-
-def _named_objectives() -> dict[str, Any]:
-    """NamedObjective, one of the catalog's objectives, and each of them a component of its own
-    (``NamedObjective_<name>``: a generated client names each one's class and its params' after it)."""
-    variants = {}
-    for entry in CATALOG.values():
-        params = {name: {"type": "number", "minimum": -CATALOG_PARAM_BOUND, "maximum": CATALOG_PARAM_BOUND,
-                         "default": default} for name, default in entry.params.items()}
-        variants[f"NamedObjective_{entry.name}"] = {
-            "type": "object", "additionalProperties": False, "required": ["name"],
-            "title": entry.name, "description": entry.description,
-            "properties": {"name": {"const": entry.name},
-                           "params": {"type": "object", "properties": params, "additionalProperties": False}},
-        }
-    return {"NamedObjective": {"oneOf": [ref(name) for name in variants],
-                               "description": "A catalog objective by name (GET /v1/objectives), with optional "
-                                              "parameters; its formula is written in x, so 'variable' must be x"},
-            **variants}
-
-
-def _choice(table: dict[str, str], kind: str) -> dict[str, Any]:
-    return {"type": "object", "required": ["name"], "additionalProperties": True,
-            "properties": {"name": {"type": "string", "description": f"one of {', '.join(table)} "
-                                    "(case and underscores do not matter)"}},
-            "description": f"{{'name': the {kind}, ...keyword arguments of that torch class}}; the "
-            f"arguments, their types and ranges: GET /v1/optimizers"}
 
 
 def _put(schema: dict[str, Any], path: tuple[str, ...], **values: Any) -> None:
@@ -140,66 +103,25 @@ def _numeric_branch(schema: dict[str, Any], path: tuple[str, ...]) -> dict[str, 
 
 
 def spec_schemas(limits: Limits) -> dict[str, Any]:
-    """JobSpec and the models it refers to, with the configured limits written in."""
+    """JobSpec and the models it refers to, as the models generate them, with the limits that
+    depend on settings written in: max_expression_chars, max_steps, max_tags, max_seconds and
+    max_elements."""
     raw = _standard(JobSpec.model_json_schema(ref_template=REF_TEMPLATE))
     schemas: dict[str, Any] = raw.pop("$defs", {})
-    spec = raw
-    schemas["JobSpec"] = spec
-
-    props = spec.get("properties", {})
-    if "objective" in props:
-        props["objective"] = {
-            "description": "An expression in x (or 'variable') such as '10 * (x ** 2).sum()' that gives "
-                           "one number, or a catalog objective by name",
-            "anyOf": [{"type": "string", "minLength": 1, "maxLength": limits.max_expression_chars,
-                       "pattern": STORABLE_TEXT,
-                       "description": "An expression (max_expression_chars); see service/expr/parse.py"},
-                      ref("NamedObjective")],
-        }
-        schemas.update(_named_objectives())
-    if "x0" in props:
-        props["x0"] = {
-            "description": "The start: a nested list of numbers, or a generated start. Required (and not "
-                           "null) for an expression objective; a catalog objective has a default start.",
-            "anyOf": [ref("NestedNumbers"), ref("InitSpec"), {"type": "null"}], "default": None}
-        schemas["NestedNumbers"] = _nested_x0()
-    if "optimizer" in props:
-        props["optimizer"] = {**_choice(OPTIMIZERS, "optimizer"), "default": {"name": "sgd", "lr": 0.001}}
-    if "scheduler" in props:
-        props["scheduler"] = {"anyOf": [_choice(SCHEDULERS, "learning-rate scheduler"), {"type": "null"}],
-                              "default": None}
-    _put(spec, ("steps",), maximum=limits.max_steps)
-    name = props.get("name", {})
-    for branch in name.get("anyOf", []):
+    schemas["JobSpec"] = spec = raw
+    props = spec["properties"]
+    for branch in props["objective"]["anyOf"]:
         if branch.get("type") == "string":
-            branch["pattern"] = STORABLE_TEXT
-    spec["description"] = (
-        "A descent job: minimise the objective over 'variable' from x0. No string anywhere in it (keys "
-        f"too) may hold a NUL or a lone surrogate, and objects and lists nest at most {MAX_NESTING} levels "
-        "(x0's numbers aside).")
-    if "tags" in props:
-        props["tags"] = {"type": "object", "maxProperties": limits.max_tags,
-                         "propertyNames": {"maxLength": 64, "pattern": STORABLE_TEXT},
-                         "additionalProperties": {"type": "string", "maxLength": 256, "pattern": STORABLE_TEXT},
-                         "description": f"At most {limits.max_tags} tags; keys up to 64 and values up "
-                                        "to 256 characters"}
-
-    stop = schemas.get("StopSpec", {})
-    branch = _numeric_branch(stop, ("max_seconds",))
+            branch["maxLength"] = limits.max_expression_chars
+    _put(spec, ("steps",), maximum=limits.max_steps)
+    props["tags"]["maxProperties"] = limits.max_tags
+    props["tags"]["description"] = props["tags"]["description"].replace("max_tags", str(limits.max_tags))
+    branch = _numeric_branch(schemas["StopSpec"], ("max_seconds",))
     if branch is not None:
         branch["maximum"] = limits.max_seconds
-    init = schemas.get("InitSpec", {})
-    _put(init, ("shape",), items={"type": "integer", "minimum": 1, "maximum": limits.max_elements},
-         description=f"Every dimension at least 1, at most max_elements ({limits.max_elements}) in all")
-
-    # x0 is required for an expression objective (a catalog objective has a default start), and a
-    # catalog objective's formula is written in x.
-    spec["allOf"] = [
-        {"if": {"required": ["objective"], "properties": {"objective": {"type": "string"}}},
-         "then": {"required": ["x0"], "properties": {"x0": {"not": {"type": "null"}}}}},
-        {"if": {"required": ["objective"], "properties": {"objective": {"type": "object"}}},
-         "then": {"properties": {"variable": {"const": "x"}}}},
-    ]
+    shape = schemas["InitSpec"]["properties"]["shape"]
+    shape["items"]["maximum"] = limits.max_elements
+    shape["description"] = shape["description"].replace("max_elements", f"max_elements ({limits.max_elements})")
     return schemas
 
 
@@ -304,8 +226,14 @@ def sweep_base(job_spec: dict[str, Any]) -> dict[str, Any]:
             if key not in ("required", "allOf", "title", "description")}
     props = base["properties"]
     for choice in ("optimizer", "scheduler"):
-        for branch in [props.get(choice, {}), *props.get(choice, {}).get("anyOf", [])]:
-            branch.pop("required", None)
+        prop = props[choice]
+        alone = {"type": "object", "not": {"required": ["name"]},
+                 "description": f"The {choice}'s arguments alone: its name given by a grid key ({choice}.name)"}
+        if "anyOf" in prop:
+            prop["anyOf"].append(alone)
+        else:
+            union = {key: prop.pop(key) for key in ("oneOf", "discriminator") if key in prop}
+            props[choice] = {"anyOf": [union, alone], **prop}
     if "anyOf" in props.get("objective", {}):
         props["objective"]["anyOf"].append({
             "type": "object", "not": {"required": ["name"]}, "additionalProperties": False,

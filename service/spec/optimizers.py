@@ -9,11 +9,14 @@ uses these same classes, never a copy.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from pydantic_core import PydanticCustomError
 
 from service.errors import ErrorCode, first_line
 from service.spec.error import SpecError
@@ -34,13 +37,14 @@ SCHEDULERS: dict[str, str] = {
 # Arguments that are about how torch runs, not about the maths: the engine owns them.
 _INTERNAL = {"params", "optimizer", "foreach", "fused", "capturable", "differentiable", "verbose",
              "last_epoch", "lr_lambda", "scale_fn"}
-_INTEGER_ARGS = {"max_iter", "max_eval", "history_size", "step_size", "T_max", "T_0", "T_mult",
+INTEGER_ARGS = {"max_iter", "max_eval", "history_size", "step_size", "T_max", "T_0", "T_mult",
                  "total_iters", "total_steps", "patience", "cooldown", "step_size_up",
                  "step_size_down", "epochs", "steps_per_epoch"}
 MAX_LR = 1e6  # far above any useful step size, far below float32's overflow (3.4e38)
 MAX_LIST = 1_000  # numbers in a list argument (MultiStepLR's milestones)
+MAX_CHOICE_JSON = 8_192  # characters of the optimizer object, and of the scheduler object
 # name -> (low, high, low inclusive); enforced on top of the type check (and of MAX_MAGNITUDE).
-_RANGES: dict[str, tuple[float, float, bool]] = {
+RANGES: dict[str, tuple[float, float, bool]] = {
     "lr": (0.0, MAX_LR, False), "max_lr": (0.0, MAX_LR, False), "base_lr": (0.0, MAX_LR, True),
     "momentum": (0.0, math.inf, True),
     "dampening": (0.0, 1.0, True), "weight_decay": (0.0, math.inf, True),
@@ -133,14 +137,14 @@ def _check_value(field: str, name: str, value: Any, default: Any) -> Any:
         raise fail("a number")
     if not in_range(value):
         raise fail(f"a finite number within ±{MAX_MAGNITUDE:g}")
-    if name in _INTEGER_ARGS and float(value) != int(value):
+    if name in INTEGER_ARGS and float(value) != int(value):
         raise fail("an integer")
-    if name in _RANGES:
-        lo, hi, inclusive = _RANGES[name]
+    if name in RANGES:
+        lo, hi, inclusive = RANGES[name]
         if value > hi or value < lo or (value == lo and not inclusive):
             bound = f">= {lo:g}" if inclusive else f"> {lo:g}"
             raise fail(f"{bound}" + (f" and <= {hi:g}" if math.isfinite(hi) else ""))
-    return int(value) if name in _INTEGER_ARGS else value
+    return int(value) if name in INTEGER_ARGS else value
 
 
 def _is_number(value: Any) -> bool:
@@ -165,7 +169,32 @@ def _check(field: str, raw: dict[str, Any], table: dict[str, str], kind: str, lo
                 f"{kind} '{snake}' has no argument '{key:.40}'; allowed: {', '.join(sorted(allowed))}",
             )
         kwargs[key] = _check_value(field, key, value, allowed[key])
+    missing = [n for n in required_arguments(cls) if n not in kwargs]
+    if missing:
+        raise refusal(f"{field}.{missing[0]}", f"{kind} '{snake}' needs '{missing[0]}'")
     return Choice(snake, cls, kwargs)
+
+
+_KINDS = {"optimizer": (OPTIMIZERS, optimizer_class), "scheduler": (SCHEDULERS, scheduler_class)}
+
+
+def admitted(raw: Any, kind: str) -> Any:
+    """``raw`` (the optimizer or scheduler object of a spec) with its name canonical and its
+    arguments checked as ``check_optimizer`` checks them, for the models of ``service.spec.choices``
+    to validate; anything but an object is left to them. A refusal is a pydantic error of type
+    ``invalid_choice`` whose context holds the message, the field below ``kind`` (``at``) and the code."""
+    if not isinstance(raw, dict):
+        return raw
+    table, lookup = _KINDS[kind]
+    try:
+        size = len(json.dumps(raw, sort_keys=True))
+        if size > MAX_CHOICE_JSON:
+            raise SpecError(kind, f"'{kind}' takes {size:,} characters of JSON, over {MAX_CHOICE_JSON:,}")
+        choice = _check(kind, raw, table, kind, lookup)
+    except SpecError as exc:
+        raise PydanticCustomError("invalid_choice", "{message}", {
+            "message": exc.message, "at": (exc.field or "").partition(".")[2], "code": str(exc.code)}) from None
+    return {"name": choice.name, **choice.kwargs}
 
 
 def check_optimizer(raw: dict[str, Any], field: str = "optimizer") -> Choice:
@@ -211,9 +240,6 @@ def _trial_step(choice: Choice) -> int:
 
 def check_scheduler(raw: dict[str, Any], optimizer: Choice, field: str = "scheduler") -> Choice:
     choice = _check(field, raw, SCHEDULERS, "scheduler", scheduler_class)
-    missing = [n for n in required_arguments(choice.cls) if n not in choice.kwargs]
-    if missing:
-        raise refusal(f"{field}.{missing[0]}", f"scheduler '{choice.name}' needs '{missing[0]}'")
     try:
         opt = optimizer.cls([torch.zeros(1, requires_grad=True)], **optimizer.kwargs)
         choice.cls(opt, **choice.kwargs)

@@ -24,6 +24,7 @@ from service.expr import Expression, ExpressionError, check_on_shape, parse
 from service.expr.parse import taken_name
 from service.spec.catalog import CATALOG, CatalogObjective
 from service.spec.error import SpecError
+from service.spec.choices import CHOICE_NAMES
 from service.spec.model import InitSpec, JobSpec, NamedObjective, PerJob
 from service.spec.optimizers import (
     Choice,
@@ -34,7 +35,6 @@ from service.spec.optimizers import (
 from service.spec.values import MAX_MAGNITUDE, first_unstorable, in_range
 
 _ITEMSIZE = {"float32": 4, "float64": 8}
-MAX_CHOICE_JSON = 8_192  # characters of the optimizer object, and of the scheduler object
 
 
 @dataclass(frozen=True)
@@ -200,14 +200,11 @@ def _size(n: int) -> str:
 
 
 def _choices_key(spec: JobSpec) -> str:
-    """The optimizer and scheduler objects as one JSON text, the key of their remembered check;
-    each is bounded, so the cache cannot be made to hold megabytes per entry."""
-    parts = {field: json.dumps(raw, sort_keys=True)
-             for field, raw in (("optimizer", spec.optimizer), ("scheduler", spec.scheduler))}
-    for field, text in parts.items():
-        if len(text) > MAX_CHOICE_JSON:
-            raise SpecError(field, f"'{field}' takes {len(text):,} characters of JSON, over {MAX_CHOICE_JSON:,}")
-    return f"[{parts['optimizer']}, {parts['scheduler']}]"
+    """The optimizer and scheduler objects as one JSON text, the key of their remembered check
+    (each at most ``MAX_CHOICE_JSON`` characters, so the cache cannot hold megabytes per entry)."""
+    optimizer = json.dumps(spec.optimizer.model_dump(mode="json"), sort_keys=True)
+    scheduler = json.dumps(spec.scheduler.model_dump(mode="json") if spec.scheduler else None, sort_keys=True)
+    return f"[{optimizer}, {scheduler}]"
 
 
 # Admission is repeated for identical pieces (one spec submitted many times, the worker re-checking a stored
@@ -257,8 +254,14 @@ def _from_pydantic(exc: ValidationError) -> SpecError:
             first = err
     loc = [str(p) for p in first["loc"] if not str(p).startswith(("function-", "list[", "is-instance"))]
     loc = [p for p in loc if p not in ("str", "NamedObjective", "InitSpec", "int", "float", "none", "Strict")]
-    field = ".".join(loc) or None
+    if len(loc) > 1 and loc[0] in ("optimizer", "scheduler") and loc[1] in CHOICE_NAMES:
+        del loc[1]  # the tag of the discriminated union
     kind = first["type"]
+    if kind == "invalid_choice":  # optimizers.admitted's refusal, with its own field and code
+        ctx = first.get("ctx", {})
+        field = ".".join([*loc, ctx["at"]] if ctx.get("at") else loc) or None
+        return SpecError(field, ctx["message"], code=ErrorCode(ctx["code"]))
+    field = ".".join(loc) or None
     if kind == "extra_forbidden":
         message = f"unknown field '{field}'"
     elif kind == "missing":

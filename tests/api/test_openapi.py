@@ -14,6 +14,7 @@ import pytest
 from service.api import create_app
 from service.api.openapi import document
 from service.config import Limits
+from service.spec.optimizers import OPTIMIZERS, SCHEDULERS
 from service.store import Database
 from service.store.migrate import upgrade
 from service.status import JobStatus
@@ -139,9 +140,28 @@ def test_schema_refuses_what_the_api_refuses(doc):
         {**ok, "tags": {"k" * 65: "v"}}, {**ok, "tags": {"k": "v" * 257}}, {**ok, "name": "n" * 201},
         {**ok, "objective": "x" * (Limits().max_expression_chars + 1)}, {**ok, "objective": "x.sum()\x00"},
         {**ok, "optimizer": {}}, {**ok, "optimizer": {"name": 1}}, {**ok, "scheduler": {"step_size": 1}},
+        {**ok, "optimizer": {"name": "sgd", "lr": -1}}, {**ok, "optimizer": {"name": "sgd", "speed": 2}},
+        {**ok, "optimizer": {"name": "adam", "betas": [0.9]}}, {**ok, "optimizer": {"name": "lbfgs", "max_iter": 1.5}},
+        {**ok, "optimizer": {"name": "no_such_optimizer"}}, {**ok, "scheduler": {"name": "step_lr"}},
+        {**ok, "scheduler": {"name": "multi_step_lr", "milestones": [1] * 1001}},
         {**ok, "device": "tpu"}, {**ok, "dtype": "float16"}, {**ok, "unknown": 1},
     ):
         assert not validator.is_valid(bad), bad
+
+
+def test_optimizers_and_schedulers_are_one_component_each(doc):
+    schemas = doc["components"]["schemas"]
+    spec = schemas["JobSpec"]["properties"]
+    scheduler = next(b for b in spec["scheduler"]["anyOf"] if "oneOf" in b)
+    for union, table, prefix in ((spec["optimizer"], OPTIMIZERS, "Optimizer"), (scheduler, SCHEDULERS, "Scheduler")):
+        assert [b["$ref"].rsplit("/", 1)[1] for b in union["oneOf"]] == [f"{prefix}_{name}" for name in table]
+        assert union["discriminator"]["propertyName"] == "name"
+    assert schemas["Scheduler_step_lr"]["required"] == ["name", "step_size"]
+    validator = jsonschema_rs.validator_for({"$ref": "#/components/schemas/JobSpec", "components": doc["components"]})
+    ok = {"objective": "x.sum()", "x0": [1.0, 2.0]}
+    for good in ({"name": "adam", "lr": 0.01, "betas": [0.8, 0.9]}, {"name": "lbfgs", "max_iter": 3.0},
+                 {"name": "lbfgs", "line_search_fn": "strong_wolfe"}):
+        assert validator.is_valid({**ok, "optimizer": good}), good
 
 
 # --- every route is documented --------------------------------------------------------------

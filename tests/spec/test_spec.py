@@ -102,3 +102,37 @@ def test_errors_survive_pickling_with_every_attribute():
     error = pickle.loads(pickle.dumps(SpecError("x0.shape", "too big", code=ErrorCode.LIMIT_EXCEEDED, status=413)))
     assert (type(error), error.field, error.message, error.code, error.status) == (
         SpecError, "x0.shape", "too big", ErrorCode.LIMIT_EXCEEDED, 413)
+
+
+def test_choices_are_stored_as_given_under_their_canonical_names():
+    out = check_spec({**BASE, "optimizer": {"name": "Adam", "betas": [0.8, 0.9]},
+                      "scheduler": {"name": "StepLR", "step_size": 2.0}}).as_json()
+    assert out["optimizer"] == {"name": "adam", "betas": [0.8, 0.9]}
+    assert out["scheduler"] == {"name": "step_lr", "step_size": 2}
+
+
+@pytest.mark.parametrize("spec,field,code", [
+    ({**BASE, "optimizer": {"name": "sgd", "lr": -1}}, "optimizer.lr", ErrorCode.INVALID_OPTIMIZER),
+    ({**BASE, "optimizer": {"name": "nope"}}, "optimizer.name", ErrorCode.INVALID_OPTIMIZER),
+    ({**BASE, "scheduler": {"name": "step_lr", "step_size": 1.5}}, "scheduler.step_size", ErrorCode.INVALID_SCHEDULER),
+    ({**BASE, "scheduler": {"name": "step_lr"}}, "scheduler.step_size", ErrorCode.INVALID_SCHEDULER),
+    ({**BASE, "optimizer": 5}, "optimizer", ErrorCode.INVALID_SPEC),
+    ({**BASE, "scheduler": []}, "scheduler", ErrorCode.INVALID_SPEC),
+])
+def test_choice_refusals_keep_their_fields_and_codes(spec, field, code):
+    err = refused(spec)
+    assert (err.field, err.code) == (field, code), err.message
+
+
+def test_each_allowed_class_is_a_model_of_its_arguments():
+    from typing import get_args
+
+    from service.spec.choices import OptimizerSpec, SchedulerSpec
+    from service.spec.optimizers import OPTIMIZERS, SCHEDULERS, arguments, optimizer_class, scheduler_class
+
+    for union, table, lookup, prefix in ((OptimizerSpec, OPTIMIZERS, optimizer_class, "Optimizer"),
+                                         (SchedulerSpec, SCHEDULERS, scheduler_class, "Scheduler")):
+        models = get_args(get_args(union)[0])
+        assert [m.__name__ for m in models] == [f"{prefix}_{name}" for name in table]
+        for model, name in zip(models, table):
+            assert list(model.model_fields) == ["name", *arguments(lookup(name))]
