@@ -60,21 +60,21 @@ def test_generated_client_runs_the_lessons_case_3(generated: Any, service: Servi
     client = generated.Client(base_url=service.url, raise_on_unexpected_status=True, timeout=60)
 
     job = api.submit_job.sync(client=client, body=models.JobSpec.from_dict(dict(LESSON_LOGLOG)))
-    assert isinstance(job, models.Job), job
+    assert isinstance(job, models.JobView), job
     assert job.status == models.JobStatus.QUEUED and job.result is None and job.progress is None
 
     deadline = time.monotonic() + 120
     while job.status not in (models.JobStatus.SUCCEEDED, models.JobStatus.FAILED, models.JobStatus.CANCELLED):
         assert time.monotonic() < deadline, f"job {job.id} still {job.status} after 120 s"
         job = api.get_job.sync(job.id, client=client, wait=5)
-        assert isinstance(job, models.Job), job
+        assert isinstance(job, models.JobView), job
     assert job.status == models.JobStatus.SUCCEEDED, job.error
 
     result = job.result
-    assert isinstance(result, models.Result)
+    assert isinstance(result, models.ResultView)
     assert result.steps == 500 and result.stop_reason == "steps" and result.graph[-1] == "AccumulateGrad"
     assert [round(v, 4) for row in result.x for v in row] == [4.9900, 9.9948, 0.9775, 1.9825]
-    assert isinstance(job.progress, models.Progress) and job.progress.step == job.progress.steps == 500
+    assert isinstance(job.progress, models.ProgressView) and job.progress.step == job.progress.steps == 500
 
     page = api.get_history.sync(job.id, client=client, limit=100)
     assert isinstance(page, models.HistoryPage), page
