@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from service.store import Database, HistoryBatch  # noqa: E402
+from service.store import Database, HistoryRows  # noqa: E402
 from service.store import deletion  # noqa: E402
 from service.store import jobs as job_store  # noqa: E402
 from service.store.history import save_chunk  # noqa: E402
@@ -57,8 +57,8 @@ PAUSE = 0.010
 MIB = 1024 * 1024
 
 
-def batch(first: int, n: int, rng: np.random.Generator) -> HistoryBatch:
-    return HistoryBatch(steps=np.arange(first, first + n), f=rng.standard_normal(n) * 100,
+def batch(first: int, n: int, rng: np.random.Generator) -> HistoryRows:
+    return HistoryRows(steps=np.arange(first, first + n), f=rng.standard_normal(n) * 100,
                         grad_norm=np.abs(rng.standard_normal(n)), lr=np.full(n, 1e-3), x=rng.standard_normal((n, 2)))
 
 

@@ -117,7 +117,7 @@ run(check_spec({{"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 10}}
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 rows = [0]
 def sink(chunk):
-    rows[0] += len(chunk.batch)
+    rows[0] += len(chunk.rows)
 result = run(spec, on_chunk=sink)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(before, after, rows[0], result.steps)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from service.store import HistoryBatch  # noqa: E402
+from service.store import HistoryRows  # noqa: E402
 from service.store import jobs as job_store  # noqa: E402
 from service.store.history import save_chunk  # noqa: E402
 from service.store.migrate import upgrade  # noqa: E402
@@ -85,7 +85,7 @@ def write_history(db, job_id: str, numel: int, rows: int, per_write: int = 2) ->
     for first in range(0, rows, per_write):
         n = min(per_write, rows - first)
         steps = np.arange(first, first + n)
-        batch = HistoryBatch(steps=steps, f=rng.standard_normal(n), grad_norm=np.abs(rng.standard_normal(n)),
+        batch = HistoryRows(steps=steps, f=rng.standard_normal(n), grad_norm=np.abs(rng.standard_normal(n)),
                              lr=np.full(n, 1e-3), x=rng.standard_normal((n, numel)))
         save_chunk(db, job_id, "bench:1", batch, None, None, 3600)
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from service.store import HistoryBatch  # noqa: E402
+from service.store import HistoryRows  # noqa: E402
 from service.store import jobs as job_store  # noqa: E402
 from service.store.history import save_chunk  # noqa: E402
 from testkit.processes import drain, service_on  # noqa: E402
@@ -51,7 +51,7 @@ def write_history(db, job_id: str, rows: int) -> None:  # type: ignore[no-untype
     for first in range(0, rows, PER_WRITE):
         n = min(PER_WRITE, rows - first)
         steps = np.arange(first, first + n)
-        batch = HistoryBatch(steps=steps, f=rng.standard_normal(n) * 100, grad_norm=np.abs(rng.standard_normal(n)),
+        batch = HistoryRows(steps=steps, f=rng.standard_normal(n) * 100, grad_norm=np.abs(rng.standard_normal(n)),
                              lr=np.full(n, 1e-3), x=rng.standard_normal((n, 2)))
         save_chunk(db, job_id, "bench:1", batch, None, None, 3600)
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from service.store import HistoryBatch  # noqa: E402
+from service.store import HistoryRows  # noqa: E402
 from service.store import jobs as job_store  # noqa: E402
 from service.store.history import save_chunk  # noqa: E402
 from testkit.processes import service_on  # noqa: E402
@@ -54,7 +54,7 @@ def new_history(db: Any, numel: int, rows: int) -> str:  # type: ignore[no-untyp
     rng = np.random.default_rng(0)
     for first in range(0, rows, PER_WRITE):
         n = min(PER_WRITE, rows - first)
-        batch = HistoryBatch(steps=np.arange(first, first + n), f=rng.standard_normal(n) * 100,
+        batch = HistoryRows(steps=np.arange(first, first + n), f=rng.standard_normal(n) * 100,
                              grad_norm=np.abs(rng.standard_normal(n)), lr=np.full(n, 1e-3),
                              x=rng.standard_normal((n, numel)))
         save_chunk(db, job_id, "bench:1", batch, None, None, 3600)

@@ -137,7 +137,7 @@ def engine_rows(lesson_pairs: int, big_pairs: int) -> dict[str, Any]:
 # -- 4. history writes against a plain COPY ------------------------------------------------------
 
 def history_writes(rows: int, n_pairs: int, chunk: int = WRITE_CHUNK) -> dict[str, Any]:
-    from service.store import HistoryBatch
+    from service.store import HistoryRows
     from service.store import jobs as job_store
     from service.store import pgcopy
     from service.store.history import save_chunk
@@ -161,7 +161,7 @@ def history_writes(rows: int, n_pairs: int, chunk: int = WRITE_CHUNK) -> dict[st
             job_id = new_job()
             for first in range(0, rows, chunk):
                 end = min(rows, first + chunk)
-                batch = HistoryBatch(steps=steps[first:end], f=f[first:end], grad_norm=gn[first:end],
+                batch = HistoryRows(steps=steps[first:end], f=f[first:end], grad_norm=gn[first:end],
                                      lr=lr[first:end], x=x[first:end])
                 save_chunk(db, job_id, "bench:1", batch, None, None, 3600)
 

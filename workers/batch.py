@@ -115,7 +115,7 @@ class _Sink:
     def _save(self, items: list[tuple[int, Chunk]]) -> None:
         """Save the lanes' chunks in one transaction; learn each one's cancel flag, or its loss."""
         settings, jobs = self.state.settings, self.jobs
-        writes = [ChunkWrite(jobs[lane].id, chunk.batch, chunk.checkpoint, chunk.end, chunk.progress)
+        writes = [ChunkWrite(jobs[lane].id, chunk.rows, chunk.checkpoint, chunk.end, chunk.progress)
                   for lane, chunk in items if lane not in self.lost]
         if not writes:
             return
@@ -124,7 +124,7 @@ class _Sink:
         for lane, chunk in items:
             job_id = jobs[lane].id
             if job_id in held:
-                self.written[job_id] = wrote(self.written[job_id], chunk.batch, chunk.checkpoint is not None, chunk.end)
+                self.written[job_id] = wrote(self.written[job_id], chunk.rows, chunk.checkpoint is not None, chunk.end)
         self._learn(held, [lane for lane, _ in items])
         self.last_saved = time.monotonic()
 
@@ -209,7 +209,7 @@ class _Sink:
             status = JobStatus.CANCELLED if cancelled else JobStatus.SUCCEEDED
             statuses[e.lane] = status
             payload, tensors = stored_result(self.state, e.result)
-            endings.append(job_store.Ending(job_id, status, payload, None, (e.chunk.batch,), tensors))
+            endings.append(job_store.Ending(job_id, status, payload, None, (e.chunk.rows,), tensors))
         done = with_retries(lambda: job_store.finish_jobs(self.state.db, me, endings),
                             f"finish {len(endings)} batched job(s)")
         for e in ends:

@@ -12,7 +12,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
-from service.batch import HistoryBatch
+from service.rows import HistoryRows
 from service.engine import EngineError, Result
 from service.jsonsafe import json_safe
 from service.errors import first_line
@@ -58,10 +58,10 @@ def job_device(job: Any, gpu_on_cpu: bool = False) -> str | None:
 NO_GPU = "this job needs a GPU, but the worker that took it has no CUDA device"
 
 
-def wrote(before: job_store.Written, batch: HistoryBatch, checkpointed: bool, end: int) -> job_store.Written:
-    """What a worker believes it has stored of a job once a chunk of ``batch`` (with a checkpoint
+def wrote(before: job_store.Written, rows: HistoryRows, checkpointed: bool, end: int) -> job_store.Written:
+    """What a worker believes it has stored of a job once a chunk of ``rows`` (with a checkpoint
     at ``end`` when ``checkpointed``) committed, after ``before``."""
-    return job_store.Written(int(batch.steps[-1]) if len(batch) else before.last_step,
+    return job_store.Written(int(rows.steps[-1]) if len(rows) else before.last_step,
                              end if checkpointed else before.checkpoint_step)
 
 

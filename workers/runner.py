@@ -13,7 +13,7 @@ from service.engine import Chunk, EngineError, StopReason, run
 from service.logs import job_logging
 from service.queue import Message
 from service.spec import SpecError, check_spec
-from service.store import HistoryBatch, JobStatus, LeaseLost, StoreError
+from service.store import HistoryRows, JobStatus, LeaseLost, StoreError
 from service.store import jobs as job_store
 from service.store.batches import claim_batch, queued_among
 from service.store.history import save_chunk
@@ -144,18 +144,18 @@ def _run_believing(state: WorkerState, job: Any, written: dict[str, job_store.Wr
         return fail_job(state, job_id, NO_GPU)
     cancel = [False]
     last_renewed = [time.monotonic()]  # the claim, a chunk's save or a poll renewed the lease then
-    final: list[HistoryBatch] = []
+    final: list[HistoryRows] = []
 
     def on_chunk(chunk: Chunk) -> None:
-        batch = chunk.batch
+        rows = chunk.rows
         if chunk.final:
-            final.append(batch)  # written with the result, in one transaction
+            final.append(rows)  # written with the result, in one transaction
             return
         requested = with_retries(
-            lambda: save_chunk(db, job_id, me, batch, chunk.checkpoint, chunk.end, settings.lease_seconds,
+            lambda: save_chunk(db, job_id, me, rows, chunk.checkpoint, chunk.end, settings.lease_seconds,
                                chunk.progress),
             f"save history of {job_id}")
-        written[job_id] = wrote(written[job_id], batch, chunk.checkpoint is not None, chunk.end)
+        written[job_id] = wrote(written[job_id], rows, chunk.checkpoint is not None, chunk.end)
         cancel[0] = cancel[0] or requested
         last_renewed[0] = time.monotonic()
 

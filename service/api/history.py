@@ -33,7 +33,7 @@ from service.api.openapi_parts import ref
 from service.api.operations import EMPTY_IS_A_VALUE, Field, Int, Operation, Query, Says, one_of
 from service.api.serialize import HISTORY_FIELDS, csv_block, csv_header, csv_line, json_block, json_row
 from service.api.services import services
-from service.store import HistoryBatch
+from service.store import HistoryRows
 from service.store import jobs as job_store
 from service.store.history import choose_steps, iter_history, iter_point_texts, iter_text, text_width_ok
 
@@ -113,7 +113,7 @@ def history(job_id: str):  # type: ignore[no-untyped-def]
     try:
         if points is not None and block and svc.db.dialect == "postgresql":
             texts = _point_texts(iter_point_texts(svc.db, job_id, points, fields, numel, start=start or 0, every=every,
-                                                  stride=stride, sep=_SEPARATOR[fmt], batch_size=rows_per_page),
+                                                  stride=stride, sep=_SEPARATOR[fmt], rows_per_page=rows_per_page),
                                  fmt, fields, shape)
             first_text = next(texts, None)  # read here: a failure is an error status, not a broken 200
             pages = None
@@ -127,7 +127,7 @@ def history(job_id: str):  # type: ignore[no-untyped-def]
                                                                 stride=stride)
             pages = iter_history(svc.db, job_id, start=start or 0, limit=None if limit is None else limit + 1,
                                  every=every, with_x="x" in fields, with_grad="grad" in fields, numel=numel,
-                                 batch_size=rows_per_page, steps=steps)
+                                 rows_per_page=rows_per_page, steps=steps)
             first = next(pages, None)  # read here: a failure is an error status, not a broken 200
     except BaseException:
         svc.waiters.give_back()
@@ -177,7 +177,7 @@ def _texts(first: str | None, texts: Iterator[str]) -> Iterator[str]:
         texts.close()  # type: ignore[attr-defined]  # its read-ahead stops
 
 
-def _blocks(pages: Iterator[HistoryBatch], fmt: str, fields: list[str], shape: list[int],
+def _blocks(pages: Iterator[HistoryRows], fmt: str, fields: list[str], shape: list[int],
             limit: int | None) -> Iterator[str]:
     """The text of each page, formatted a block at a time; the row past ``limit`` (read only to
     know whether another page exists) is JSON's ``next_start`` and is never written."""
@@ -319,12 +319,12 @@ def _repr_text(text: str, json_strings: bool) -> str:
     return repr(value) if math.isfinite(value) else _NON_FINITE[json_strings][text]
 
 
-def _head(batch: HistoryBatch, n: int) -> HistoryBatch:
-    return HistoryBatch(steps=batch.steps[:n], f=batch.f[:n], grad_norm=batch.grad_norm[:n], lr=batch.lr[:n],
+def _head(batch: HistoryRows, n: int) -> HistoryRows:
+    return HistoryRows(steps=batch.steps[:n], f=batch.f[:n], grad_norm=batch.grad_norm[:n], lr=batch.lr[:n],
                         x=None if batch.x is None else batch.x[:n], grad=None if batch.grad is None else batch.grad[:n])
 
 
-def _prefetched(first: HistoryBatch | None, pages: Iterator[HistoryBatch]) -> Iterator[HistoryBatch]:
+def _prefetched(first: HistoryRows | None, pages: Iterator[HistoryRows]) -> Iterator[HistoryRows]:
     if first is None:
         return
     yield first
@@ -336,7 +336,7 @@ def _prefetched(first: HistoryBatch | None, pages: Iterator[HistoryBatch]) -> It
         raise
 
 
-def _rows(pages: Iterator[HistoryBatch]) -> Iterator[dict[str, Any]]:
+def _rows(pages: Iterator[HistoryRows]) -> Iterator[dict[str, Any]]:
     """Row dicts of each page, x and grad as float64 row views (formatted one row at a time)."""
     for batch in pages:
         steps, f, gn, lr = batch.steps.tolist(), batch.f.tolist(), batch.grad_norm.tolist(), batch.lr.tolist()

@@ -23,7 +23,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import torch
 
-from service.batch import HistoryBatch, Progress
+from service.rows import HistoryRows, Progress
 from service.engine import replay
 from service.engine.checkpoint import Checkpoint
 from service.engine.device import resolve_device
@@ -94,10 +94,10 @@ class _Rows:
             setattr(self, name, [v[rows] for v in getattr(self, name)])
         self.mask = [m if m is None else m[rows] for m in self.mask]
 
-    def batches(self, rows: list[int], with_x: bool, with_grad: bool) -> list[HistoryBatch]:
-        """The history batch of each lane at ``rows`` of the stack, each copied off the device once."""
+    def histories(self, rows: list[int], with_x: bool, with_grad: bool) -> list[HistoryRows]:
+        """The recorded rows of each lane at ``rows`` of the stack, each copied off the device once."""
         if not self.steps:
-            return [HistoryBatch(steps=[], f=[], grad_norm=[], lr=[]) for _ in rows]
+            return [HistoryRows(steps=[], f=[], grad_norm=[], lr=[]) for _ in rows]
         steps, lr = np.asarray(self.steps, dtype=np.int64), np.asarray(self.lr, dtype=np.float64)
         f, gn = _columns(self.f), _columns(self.grad_norm)
         xs = _columns(self.x) if with_x else None
@@ -109,9 +109,9 @@ class _Rows:
         out = []
         for r in rows:
             sel: Any = slice(None) if masks is None else masks[:, r]
-            out.append(HistoryBatch(steps=steps[sel], f=f[sel, r], grad_norm=gn[sel, r], lr=lr[sel],
-                                    x=xs[sel, r] if xs is not None else None,
-                                    grad=gs[sel, r] if gs is not None else None))
+            out.append(HistoryRows(steps=steps[sel], f=f[sel, r], grad_norm=gn[sel, r], lr=lr[sel],
+                                   x=xs[sel, r] if xs is not None else None,
+                                   grad=gs[sel, r] if gs is not None else None))
         return out
 
 
@@ -259,12 +259,12 @@ def run_batch(
             if stops:
                 ends = []
                 ending = sorted(stops)
-                for row, batch in zip(ending, rows.batches(ending, rec_x, rec_g)):
+                for row, recorded in zip(ending, rows.histories(ending, rec_x, rec_g)):
                     lane, why = active[row], stops[row]
                     if why == StopReason.INTERRUPTED:
-                        chunk = Chunk(start=chunk_start, end=t, batch=batch, checkpoint=checkpoint(row, t), final=False)
+                        chunk = Chunk(start=chunk_start, end=t, rows=recorded, checkpoint=checkpoint(row, t), final=False)
                     else:
-                        chunk = Chunk(start=chunk_start, end=t, batch=batch, checkpoint=None, final=True)
+                        chunk = Chunk(start=chunk_start, end=t, rows=recorded, checkpoint=None, final=True)
                     result = make_result(lanes[lane].checked, x.detach()[row], grads[row], float(fs[row]), t, why,
                                          graph, dev, seconds(lane))
                     results[lane] = result
@@ -286,12 +286,12 @@ def run_batch(
                 due = now - last_checkpoint >= checkpoint_seconds
                 if due:
                     last_checkpoint = now
-                batches = rows.batches(list(range(len(active))), rec_x, rec_g)
+                recorded = rows.histories(list(range(len(active))), rec_x, rec_g)
                 f_now, norms_now = fs.tolist(), norms.tolist()
-                sink.chunks([(lane, Chunk(start=chunk_start, end=t, batch=batch,
+                sink.chunks([(lane, Chunk(start=chunk_start, end=t, rows=lane_rows,
                                           checkpoint=checkpoint(row, t) if due else None, final=False,
                                           progress=Progress(t - 1, n_steps, f_now[row], norms_now[row])))
-                             for row, (lane, batch) in enumerate(zip(active, batches))])
+                             for row, (lane, lane_rows) in enumerate(zip(active, recorded))])
                 break
     return [r for r in results if r is not None]
 

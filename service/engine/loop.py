@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from service.batch import HistoryBatch, Progress
+from service.rows import HistoryRows, Progress
 from service.engine import replay
 from service.engine.checkpoint import Checkpoint
 from service.engine.device import resolve_device
@@ -171,12 +171,12 @@ def run(
         def flush(end: int, ck: bytes | None, final: bool = False, evaluated: int | None = None) -> None:
             """Hand out the chunk; ``evaluated``: the last step whose f was computed (``end``
             unless the run stepped past it)."""
-            batch = HistoryBatch(steps=steps, f=fs if not speculative else _stacked(fs), grad_norm=_stacked(gns), lr=lrs,
-                                 x=_stacked(xs) if rec_x and xs else None, grad=_stacked(gs) if rec_g and gs else None)
+            rows = HistoryRows(steps=steps, f=fs if not speculative else _stacked(fs), grad_norm=_stacked(gns), lr=lrs,
+                                x=_stacked(xs) if rec_x and xs else None, grad=_stacked(gs) if rec_g and gs else None)
             at = end if evaluated is None else evaluated
             last_gn = gns[-1] if steps and steps[-1] == at else (gn if gn is not None else norm(x.grad))
             progress = Progress(step=at, steps=n_steps, f=f_value, grad_norm=float(last_gn))
-            on_chunk(Chunk(start=chunk_start, end=end, batch=batch, checkpoint=ck, final=final, progress=progress))
+            on_chunk(Chunk(start=chunk_start, end=end, rows=rows, checkpoint=ck, final=final, progress=progress))
 
         def record(fv: float | torch.Tensor, gn: torch.Tensor | None) -> None:
             steps.append(t)
@@ -263,7 +263,7 @@ def run(
 
 def _stacked(tensors: list[torch.Tensor]) -> np.ndarray:
     """Tensors kept on the device while stepping (gradient norms, recorded x or grad) as one
-    float64 array, copied off the device once; ``HistoryBatch`` gives it its row shape."""
+    float64 array, copied off the device once; ``HistoryRows`` gives it its row shape."""
     if not tensors:
         return np.zeros(0, dtype=np.float64)
     return torch.stack(tensors).to("cpu", torch.float64).numpy()

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.batch import HistoryBatch, Progress
+from service.rows import HistoryRows, Progress
 from service.status import StopReason
 from service.spec import CheckedSpec
 from service.spec.minima import known_minima
@@ -24,7 +24,7 @@ class Chunk:
 
     start: int
     end: int
-    batch: HistoryBatch
+    rows: HistoryRows
     checkpoint: bytes | None
     final: bool
     progress: Progress | None = None

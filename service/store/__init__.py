@@ -8,8 +8,8 @@ from service.store.db import (
            StoreUnavailable,
 )
 from service.store.records import JobRecord, WorkerRecord
-from service.batch import HistoryBatch
+from service.rows import HistoryRows
 from service.status import FINISHED, JobStatus
 
-__all__ = ["Conflict", "Database", "FINISHED", "HistoryBatch", "JobRecord", "JobStatus", "LeaseLost", "NotFound",
+__all__ = ["Conflict", "Database", "FINISHED", "HistoryRows", "JobRecord", "JobStatus", "LeaseLost", "NotFound",
            "StoreError", "StoreUnavailable", "WorkerRecord"]

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping, MutableMapping, Sequence
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from service.batch import HistoryBatch
+from service.rows import HistoryRows
 from service.store.db import Database, one_of
 from service.store.models import Counter, HistoryRow, Job
 from service.status import JobStatus
@@ -125,7 +125,7 @@ def totals(db: Database) -> dict[tuple[str, str], float]:
     return {(name, labels): float(value or 0) for name, labels, value in rows}
 
 
-def new_rows(s: Any, items: Sequence[tuple[str, HistoryBatch]], replace: bool) -> int:
+def new_rows(s: Any, items: Sequence[tuple[str, HistoryRows]], replace: bool) -> int:
     """How many history rows writing ``items`` adds: all of them, but for a write that replaces
     (retried after an ambiguous commit), less those already stored from each batch's first step,
     which the earlier commit counted. Read before the write, in its transaction."""

@@ -17,23 +17,23 @@ import numpy as np
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy import text as sql_text
 
-from service.batch import HistoryBatch, Progress
+from service.rows import HistoryRows, Progress
 from service.store import counters
 from service.store.db import Database, LeaseLost
 from service.store.jobs import renew_jobs
 from service.store import pgcopy
 from service.store.models import HistoryRow, Job
-from service.store.rows import write_many, write_once, write_rows
+from service.store.chunks import write_many, write_once, write_rows
 
-__all__ = ["PAGE_BYTES", "ChunkWrite", "HistoryBatch", "choose_steps", "count_rows", "iter_history", "iter_text",
+__all__ = ["PAGE_BYTES", "ChunkWrite", "HistoryRows", "choose_steps", "count_rows", "iter_history", "iter_text",
            "iter_point_texts", "page_rows", "save_chunk", "save_chunks", "text_width_ok", "write_rows"]
 
 
-def save_chunk(db: Database, job_id: str, worker: str, batch: HistoryBatch, checkpoint: bytes | None,
+def save_chunk(db: Database, job_id: str, worker: str, rows: HistoryRows, checkpoint: bytes | None,
                checkpoint_step: int | None, lease_seconds: float, progress: Progress | None = None) -> bool:
     """Write a chunk, move the checkpoint, renew the lease and set the job's progress, atomically
     and fenced on the worker holding the job. Returns whether a cancel was requested. Raises LeaseLost."""
-    chunk = ChunkWrite(job_id, batch, checkpoint, checkpoint_step, progress)
+    chunk = ChunkWrite(job_id, rows, checkpoint, checkpoint_step, progress)
     cancel = save_chunks(db, worker, [chunk], lease_seconds).get(job_id)
     if cancel is None:
         raise LeaseLost(f"job {job_id} is no longer held by {worker}")
@@ -46,7 +46,7 @@ class ChunkWrite:
     where the run stands."""
 
     job_id: str
-    batch: HistoryBatch
+    rows: HistoryRows
     checkpoint: bytes | None = None
     checkpoint_step: int | None = None
     progress: Progress | None = None
@@ -59,7 +59,7 @@ def save_chunks(db: Database, worker: str, chunks: Sequence[ChunkWrite], lease_s
     def transaction(s: Any, replace: bool) -> dict[str, bool]:
         progress = {c.job_id: c.progress for c in chunks if c.progress is not None}
         held = renew_jobs(db, [c.job_id for c in chunks], worker, lease_seconds, session=s, progress=progress)
-        mine = [(c.job_id, c.batch) for c in chunks if c.job_id in held]
+        mine = [(c.job_id, c.rows) for c in chunks if c.job_id in held]
         counters.add(s, worker, {(counters.HISTORY_ROWS, ""): counters.new_rows(s, mine, replace)})
         write_many(s, mine, replace)
         moved = [{"b_id": c.job_id, "b_checkpoint": c.checkpoint, "b_step": c.checkpoint_step}
@@ -83,20 +83,20 @@ PAGE_BYTES = 8 * 1024 * 1024
 ROW_OVERHEAD_BYTES = 64
 
 
-def page_rows(numel: int, with_x: bool, with_grad: bool, batch_size: int = 1000,
+def page_rows(numel: int, with_x: bool, with_grad: bool, rows_per_page: int = 1000,
               page_bytes: int = PAGE_BYTES) -> int:
-    """Rows per page for a job of ``numel`` elements: ``page_bytes`` of values, 1 to ``batch_size``."""
+    """Rows per page for a job of ``numel`` elements: ``page_bytes`` of values, 1 to ``rows_per_page``."""
     per_row = ROW_OVERHEAD_BYTES + 8 * max(0, numel) * (int(with_x) + int(with_grad))
-    return max(1, min(batch_size, page_bytes // per_row))
+    return max(1, min(rows_per_page, page_bytes // per_row))
 
 
 def iter_history(db: Database, job_id: str, start: int = 0, limit: int | None = None, every: int = 1,
-                 with_x: bool = True, with_grad: bool = True, batch_size: int = 1000,
+                 with_x: bool = True, with_grad: bool = True, rows_per_page: int = 1000,
                  numel: int | None = None, page_bytes: int = PAGE_BYTES,
-                 steps: Sequence[int] | None = None) -> Iterator[HistoryBatch]:
+                 steps: Sequence[int] | None = None) -> Iterator[HistoryRows]:
     """Rows with step >= ``start`` (and step % every == 0), in step order, at most ``limit``, as
-    batches each read in a short transaction, so memory stays bounded: a batch holds at most
-    ``batch_size`` rows and about ``page_bytes`` of x/grad values (at least one row).
+    blocks each read in a short transaction, so memory stays bounded: a block holds at most
+    ``rows_per_page`` rows and about ``page_bytes`` of x/grad values (at least one row).
     ``numel`` is the job's element count (the width of x and grad); when not given it is read
     from the job (only if x or grad is asked for). With ``steps`` (ascending), only the rows of
     those steps are read (``start``, ``every`` and ``limit`` still apply)."""
@@ -106,7 +106,7 @@ def iter_history(db: Database, job_id: str, start: int = 0, limit: int | None = 
     raw = db.dialect == "sqlite"  # the stored text as it is, decoded below a column at a time
     if numel is None and (with_x or with_grad):
         numel = _job_numel(db, job_id)
-    page = page_rows(numel or 0, with_x, with_grad, batch_size, page_bytes)
+    page = page_rows(numel or 0, with_x, with_grad, rows_per_page, page_bytes)
     remaining = limit
     cursor = start
     wanted = None if steps is None else [int(v) for v in steps if int(v) >= start]
@@ -138,12 +138,12 @@ def iter_history(db: Database, job_id: str, start: int = 0, limit: int | None = 
             if raw:
                 values = [values[0]] + [np.array(v, dtype=np.float64) for v in values[1:4]] + \
                     [_json_arrays(v, numel or 0) for v in values[4:]]
-            batch = HistoryBatch(steps=values[0], f=values[1], grad_norm=values[2], lr=values[3],
+            block = HistoryRows(steps=values[0], f=values[1], grad_norm=values[2], lr=values[3],
                                  x=_recorded(values[4]) if with_x else None,
                                  grad=_recorded(values[-1]) if with_grad else None)
-            del values  # the batch holds them as float64 arrays: 8 bytes a value, not a Python float's 32
-            yield batch
-            del batch
+            del values  # the block holds them as float64 arrays: 8 bytes a value, not a Python float's 32
+            yield block
+            del block
         if count < size and (wanted is None or not wanted):
             return
         if count:
@@ -331,7 +331,7 @@ def _text_until(read: Any, start: int, limit: int, rows: int, span: int, every: 
 
 
 def iter_point_texts(db: Database, job_id: str, points: int, fields: Sequence[str], numel: int, start: int = 0,
-                     every: int = 1, stride: int = 1, sep: str = ",", batch_size: int = 1000,
+                     every: int = 1, stride: int = 1, sep: str = ",", rows_per_page: int = 1000,
                      page_bytes: int = PAGE_BYTES) -> Iterator[list[tuple[Any, ...]]]:
     """PostgreSQL only: the rows of the steps ``choose_steps`` chooses, in step order, in pages
     sized as ``iter_history`` sizes them, each row its step and then, for each other name of
@@ -343,7 +343,7 @@ def iter_point_texts(db: Database, job_id: str, points: int, fields: Sequence[st
     names = [name for name in fields if name != "step"]
     texts = [f"array_to_string(h.{name}, %(sep)s)" if name in ("x", "grad") else f"h.{name}::text" for name in names]
     sql = _pg_at(["step", *names], ", ".join(["h.step", *texts]))
-    page = page_rows(numel, "x" in names, "grad" in names, batch_size, page_bytes)
+    page = page_rows(numel, "x" in names, "grad" in names, rows_per_page, page_bytes)
 
     def read(s: Any, steps: list[int]) -> list[tuple[Any, ...]]:
         return s.connection().exec_driver_sql(sql, {"job": job_id, "steps": steps, "sep": sep}).cursor.fetchall()

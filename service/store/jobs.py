@@ -30,7 +30,7 @@ from sqlalchemy import (JSON, Integer, String, Text, and_, bindparam, case, cast
                         update)
 from sqlalchemy.exc import IntegrityError
 
-from service.batch import HistoryBatch, Progress
+from service.rows import HistoryRows, Progress
 from service.config import Quotas
 from service.jsonsafe import json_safe
 from service.store import counters, data
@@ -39,7 +39,7 @@ from service.store.db import Conflict, Database, LeaseLost, as_utc, by_index, cl
 from service.store.models import HistoryRow, Job, JobTag, Worker
 from service.store.quotas import check_quotas, settle_reservation, settle_reservations, values_per_row
 from service.store.records import JobRecord
-from service.store.rows import write_many, write_once
+from service.store.chunks import write_many, write_once
 from service.status import FINISHED, JobStatus
 
 # The owner of every job made before owners existed, and of an auth-off (loopback) service's jobs.
@@ -428,7 +428,7 @@ def stored_progress(progress: Progress) -> dict[str, Any]:
 
 
 def finish_job(db: Database, job_id: str, worker: str, status: str, result: dict[str, Any] | None,
-               error: str | None, final: Sequence[HistoryBatch] = (),
+               error: str | None, final: Sequence[HistoryRows] = (),
                tensors: Mapping[str, np.ndarray] | None = None) -> None:
     """End a running job, fenced on the worker holding it, writing its last history rows (and its
     result's ``tensors`` kept in binary) in the same transaction. Raises LeaseLost (also when an
@@ -445,7 +445,7 @@ class Ending:
     status: JobStatus
     result: dict[str, Any] | None
     error: str | None
-    final: tuple[HistoryBatch, ...] = ()
+    final: tuple[HistoryRows, ...] = ()
     tensors: Mapping[str, np.ndarray] = field(default_factory=dict)  # kept in binary (``store.tensors.split_result``)
 
 

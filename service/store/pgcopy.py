@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from service.batch import HistoryBatch
+from service.rows import HistoryRows
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -32,7 +32,7 @@ def encode(job_id: str, steps: np.ndarray, f: np.ndarray, grad_norm: np.ndarray,
     return HEADER + _rows(job_id.encode(), steps, f, grad_norm, lr, x, grad) + TRAILER
 
 
-def encode_many(items: Sequence[tuple[str, HistoryBatch]]) -> bytes:
+def encode_many(items: Sequence[tuple[str, HistoryRows]]) -> bytes:
     """One payload for the rows of many jobs (a batch's chunk): one structured array when the
     ids have one length and the batches one row width (always, for a batch's jobs)."""
     items = [(job_id, batch) for job_id, batch in items if len(batch)]

@@ -13,7 +13,7 @@ import pytest
 
 from service.api import create_app
 from service.api import history as history_api
-from service.store import HistoryBatch
+from service.store import HistoryRows
 from service.store import jobs as job_store
 from service.store.history import save_chunk
 from testkit.backends import embedded_settings
@@ -37,7 +37,7 @@ def stored(client: Any, db: Any, numel: int, steps: int, record_every: int) -> t
     n = len(kept)
     x = np.arange(n * numel, dtype=float).reshape(n, numel)
     assert job_store.claim_job(db, job_id, "w1", 30, 3) is not None
-    save_chunk(db, job_id, "w1", HistoryBatch(steps=np.array(kept), f=np.arange(n, dtype=float),
+    save_chunk(db, job_id, "w1", HistoryRows(steps=np.array(kept), f=np.arange(n, dtype=float),
                                               grad_norm=np.ones(n), lr=np.full(n, 1e-6), x=x, grad=-x), None, None, 30)
     return job_id, kept
 

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from service.api import create_app
 from service.api import history as history_api
-from service.store import HistoryBatch, StoreUnavailable
+from service.store import HistoryRows, StoreUnavailable
 from service.store import jobs as job_store
 from service.store.history import save_chunk
 from testkit.backends import embedded_settings
@@ -32,7 +32,7 @@ def api(db, tmp_path):  # type: ignore[no-untyped-def]
 def history(client, db, steps: np.ndarray, spec=SPEC) -> str:  # type: ignore[no-untyped-def]
     n = len(steps)
     x = np.stack([steps * 0.5, -steps / 3.0], axis=1)
-    return stored_job(client, db, spec, HistoryBatch(steps=steps, f=np.linspace(640, 1, n), grad_norm=np.full(n, 2.0),
+    return stored_job(client, db, spec, HistoryRows(steps=steps, f=np.linspace(640, 1, n), grad_norm=np.full(n, 2.0),
                                                      lr=np.full(n, 1e-3), x=x, grad=x * 20))
 
 
@@ -155,7 +155,7 @@ def test_points_write_the_same_bytes_as_the_ordinary_read(api, x0):
     x, grad = odd_history(n, numel, rng), odd_history(n, numel, rng)
     scalars = odd_history(n, 3, rng)
     spec = {**SPEC, "x0": x0, "steps": n - 1}
-    job_id = stored_job(client, db, spec, HistoryBatch(steps=np.arange(n), f=scalars[:, 0], grad_norm=scalars[:, 1],
+    job_id = stored_job(client, db, spec, HistoryRows(steps=np.arange(n), f=scalars[:, 0], grad_norm=scalars[:, 1],
                                                        lr=scalars[:, 2], x=x, grad=grad))
     for fmt in FORMATS:
         for query in ("", "&fields=x", "&fields=f,lr", "&every=3&start=10"):
@@ -175,9 +175,9 @@ def test_points_of_rows_without_x_are_written_as_the_ordinary_read_writes_them(a
     job_id = submit(client, {**SPEC, "steps": 9})
     assert job_store.claim_job(db, job_id, "w1", 30, 3) is not None
     x = np.arange(10.0).reshape(5, 2)
-    save_chunk(db, job_id, "w1", HistoryBatch(steps=np.arange(5), f=np.ones(5), grad_norm=np.ones(5), lr=np.ones(5),
+    save_chunk(db, job_id, "w1", HistoryRows(steps=np.arange(5), f=np.ones(5), grad_norm=np.ones(5), lr=np.ones(5),
                                               x=x, grad=x), None, None, 30)
-    save_chunk(db, job_id, "w1", HistoryBatch(steps=np.arange(5, 10), f=np.ones(5), grad_norm=np.ones(5),
+    save_chunk(db, job_id, "w1", HistoryRows(steps=np.arange(5, 10), f=np.ones(5), grad_norm=np.ones(5),
                                               lr=np.ones(5)), None, None, 30)
     got = client.get(f"/v1/jobs/{job_id}/history?points=100000").get_data(as_text=True)
     assert got == plain(client, job_id, "json")
@@ -216,7 +216,7 @@ def test_points_of_wide_rows_write_the_same_bytes_as_the_ordinary_read(api, monk
     n, rng = 40, np.random.default_rng(1)
     x, scalars = odd_history(n, 3, rng), odd_history(n, 3, rng)
     job_id = stored_job(client, db, {**SPEC, "x0": [1.0, 2.0, 3.0], "steps": n - 1},
-                        HistoryBatch(steps=np.arange(n), f=scalars[:, 0], grad_norm=scalars[:, 1], lr=scalars[:, 2],
+                        HistoryRows(steps=np.arange(n), f=scalars[:, 0], grad_norm=scalars[:, 1], lr=scalars[:, 2],
                                      x=x, grad=-x))
     for fmt in FORMATS:
         got = client.get(f"/v1/jobs/{job_id}/history?format={fmt}&points=100000&every=2").get_data(as_text=True)

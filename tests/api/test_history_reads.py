@@ -15,7 +15,7 @@ import pytest
 from service.api import create_app
 from service.api import history as history_api
 from service.api.serialize import CSV_VALUES_PER_PIECE, json_row, row_json
-from service.store import HistoryBatch, StoreUnavailable
+from service.store import HistoryRows, StoreUnavailable
 from service.store import jobs as job_store
 from service.store.history import save_chunk
 from testkit.backends import embedded_settings
@@ -39,7 +39,7 @@ def submit(client: Any, spec: dict[str, Any]) -> str:
     return resp.get_json()["id"]
 
 
-def stored_job(client: Any, db: Any, spec: dict[str, Any], batch: HistoryBatch) -> str:
+def stored_job(client: Any, db: Any, spec: dict[str, Any], batch: HistoryRows) -> str:
     """A job whose history is ``batch``, written as a worker writes it."""
     job_id = submit(client, spec)
     assert job_store.claim_job(db, job_id, "w1", 30, 3) is not None
@@ -51,7 +51,7 @@ def small_history(client: Any, db: Any) -> str:
     n = 21
     x = np.stack([np.arange(n) * 0.5, -np.arange(n) / 3.0], axis=1)
     x[7, 1] = math.nan
-    batch = HistoryBatch(steps=np.arange(n), f=np.linspace(640, 1, n), grad_norm=np.full(n, math.inf),
+    batch = HistoryRows(steps=np.arange(n), f=np.linspace(640, 1, n), grad_norm=np.full(n, math.inf),
                          lr=np.full(n, 1e-3), x=x, grad=x * 20)
     return stored_job(client, db, SPEC, batch)
 
@@ -166,7 +166,7 @@ def wide_job(client: Any, db: Any, numel: int, n: int, seed: int) -> tuple[str, 
     """A stored job of ``n`` rows with a random x of ``numel`` values each; (its id, x)."""
     x = np.random.default_rng(seed).standard_normal((n, numel))
     spec = {**SPEC, "x0": {"shape": [numel], "init": "normal"}, "record": {"x": True}}
-    return stored_job(client, db, spec, HistoryBatch(steps=np.arange(n), f=np.arange(n, dtype=float),
+    return stored_job(client, db, spec, HistoryRows(steps=np.arange(n), f=np.arange(n, dtype=float),
                                                      grad_norm=np.ones(n), lr=np.full(n, 0.1), x=x)), x
 
 
@@ -228,7 +228,7 @@ def odd_history(client: Any, db: Any, shape: list[int], record: dict[str, Any], 
 
     x = column(n * numel).reshape(n, numel)
     grad = column(n * numel).reshape(n, numel)
-    batch = HistoryBatch(steps=np.arange(n), f=column(n), grad_norm=column(n), lr=np.full(n, 1e-3),
+    batch = HistoryRows(steps=np.arange(n), f=column(n), grad_norm=column(n), lr=np.full(n, 1e-3),
                          x=x if record.get("x", True) else None, grad=grad if record.get("grad") else None)
     spec = {**SPEC, "x0": {"shape": shape, "init": "ones"}, "steps": n - 1, "record": record}
     return stored_job(client, db, spec, batch)

@@ -18,7 +18,7 @@ from sqlalchemy import update
 
 from service.api.schemas import RESPONSES, Counts, JobPage, Surface, SweepDetail
 from service.api.serialize import job_json
-from service.batch import Progress
+from service.rows import Progress
 from service.store import fleet
 from service.store import jobs as job_store
 from service.store import sweeps as sweep_store

@@ -27,7 +27,7 @@ from service.client import (
 )
 from service.client import stream as stream_module
 from service.client.jobs import _finite
-from service.store import HistoryBatch
+from service.store import HistoryRows
 from service.store import jobs as job_store
 from service.store.history import save_chunk
 from testkit.processes import BIN, Service, running
@@ -62,7 +62,7 @@ def odd_values(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return values
 
 
-def stored_job(service: Service, client: Client, spec: dict[str, Any], batch: HistoryBatch) -> JobHandle:
+def stored_job(service: Service, client: Client, spec: dict[str, Any], batch: HistoryRows) -> JobHandle:
     """A job whose history is ``batch``, written as a worker writes it (no worker runs it)."""
     job = client.submit(spec)
     db = service.db()
@@ -76,7 +76,7 @@ def odd_job(service: Service, client: Client) -> JobHandle:
     """3,001 rows of a 2x3 x (and grad) holding floats of every kind."""
     rng = np.random.default_rng(27)
     steps = np.arange(ROWS)
-    batch = HistoryBatch(steps=steps, f=odd_values(rng, (ROWS,)), grad_norm=odd_values(rng, (ROWS,)),
+    batch = HistoryRows(steps=steps, f=odd_values(rng, (ROWS,)), grad_norm=odd_values(rng, (ROWS,)),
                          lr=odd_values(rng, (ROWS,)), x=odd_values(rng, (ROWS, 6)), grad=odd_values(rng, (ROWS, 6)))
     return stored_job(service, client, SPEC, batch)
 

@@ -52,7 +52,7 @@ class Collect:
 
     def _take(self, lane: int, chunk: Chunk) -> None:
         self.seen[lane].append(chunk)
-        self.rows[lane].extend(chunk.batch.rows())
+        self.rows[lane].extend(chunk.rows.as_dicts())
 
     def should_stop(self, lane: int) -> StopReason | None:
         stop = self.stops.get(lane)
@@ -67,7 +67,7 @@ def spec_of(optimizer: dict, x0: list, steps: int = 40, scheduler: dict | None =
 def solo(spec: dict, **kwargs: Any) -> tuple[Any, list[dict]]:
     chunks: list[Chunk] = []
     result = run(check_spec(spec), on_chunk=chunks.append, **kwargs)
-    return result, [row for c in chunks for row in c.batch.rows()]
+    return result, [row for c in chunks for row in c.rows.as_dicts()]
 
 
 def batched(specs: list[dict], stops: dict[int, Any] | None = None, **kwargs: Any) -> tuple[list, Collect]:
@@ -162,7 +162,7 @@ def test_a_handed_back_lane_resumes_alone_and_in_a_batch_exactly() -> None:
     tail: list[Chunk] = []
     run(check_spec(specs[0]), on_chunk=tail.append, resume=ends[0].checkpoint)
     want_result, want_rows = solo(specs[0])
-    got_rows = sink.rows[0] + [row for c in tail for row in c.batch.rows()]
+    got_rows = sink.rows[0] + [row for c in tail for row in c.rows.as_dicts()]
     assert_same(got_rows, want_rows, 1e-6)
 
     # lanes 1..3 together, each from its own checkpoint
@@ -182,7 +182,7 @@ def test_periodic_checkpoints_of_a_lane_resume_exactly() -> None:
     tail: list[Chunk] = []
     run(check_spec(specs[1]), on_chunk=tail.append, resume=middle.checkpoint)
     before = [row for row in sink.rows[1] if row["step"] < middle.end]
-    assert_same(before + [row for c in tail for row in c.batch.rows()], solo(specs[1])[1], 1e-6)
+    assert_same(before + [row for c in tail for row in c.rows.as_dicts()], solo(specs[1])[1], 1e-6)
 
 
 def no_batching_rule(fn: Any) -> Any:

@@ -71,7 +71,7 @@ def test_deferred_reads_resume_from_a_checkpoint_exactly() -> None:
     resumed = run(checked, on_chunk=chunks.append, resume=chunks[-1].checkpoint, chunk_rows=10, chunk_seconds=3600,
                   defer_sync=True)
     whole, rows, _ = run_spec(CASES["adam, step lr, every 7th row, x and grad"], defer_sync=False, chunk_rows=10)
-    assert [r for c in chunks for r in c.batch.rows()] == rows and resumed.x.tolist() == whole.x.tolist()
+    assert [r for c in chunks for r in c.rows.as_dicts()] == rows and resumed.x.tolist() == whole.x.tolist()
 
 
 def test_a_batch_with_deferred_reads_stops_each_lane_where_per_step_checks_do(monkeypatch) -> None:

@@ -101,7 +101,7 @@ def test_interrupt_and_resume_is_bit_identical(optimizer, scheduler):
         if result.stop_reason != "interrupted":
             break
         resume = chunks[-1].checkpoint
-    rows = [r for c in chunks for r in c.batch.rows()]
+    rows = [r for c in chunks for r in c.rows.as_dicts()]
     assert rounds > 3
     assert rows == full_rows
     assert result.x.tolist() == full.x.tolist() and result.f == full.f and result.steps == full.steps
@@ -139,7 +139,7 @@ def test_gpu_without_cuda_is_a_clear_error():
 def test_streaming_keeps_chunks_bounded():
     sizes = []
     run(check_spec({**BOWL, "x0": {"shape": [1000], "init": "normal"}, "steps": 2000}),
-        on_chunk=lambda c: sizes.append(c.batch.x.size), chunk_values=50_000)
+        on_chunk=lambda c: sizes.append(c.rows.x.size), chunk_values=50_000)
     assert len(sizes) >= 40 and max(sizes) <= 50_000
 
 

@@ -138,7 +138,7 @@ def test_a_hand_back_mid_step_finishes_the_step_then_resumes_bit_for_bit(evaluat
     assert not chunks[-1].final and chunks[-1].end == 1 and chunks[-1].checkpoint is not None
     assert len(evaluations) - before == 20 + 1  # step 0 in full, then x_1 evaluated, then handed back
     rest = run(checked, on_chunk=chunks.append, resume=chunks[-1].checkpoint)
-    rows = [r for c in chunks for r in c.batch.rows()]
+    rows = [r for c in chunks for r in c.rows.as_dicts()]
     assert rows == full_rows
     assert rest.x.tolist() == full.x.tolist() and rest.f == full.f and rest.steps == full.steps == 6
 

@@ -35,7 +35,7 @@ def clean_run(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
 def _clean_run(spec: str) -> tuple[list[dict[str, Any]], Any]:
     chunks: list[Any] = []
     result = run(check_spec(json.loads(spec)), on_chunk=chunks.append)
-    return [r for c in chunks for r in c.batch.rows()], result
+    return [r for c in chunks for r in c.rows.as_dicts()], result
 
 
 def expected_steps(spec: dict[str, Any], last: int) -> list[int]:

@@ -94,7 +94,7 @@ def test_a_read_only_database_is_unavailable_and_fails_the_write_probe(bounded):
 
 
 def test_a_raw_driver_error_past_sqlalchemy_is_mapped_too(bounded):
-    """A COPY's errors come from psycopg itself (service.store.rows)."""
+    """A COPY's errors come from psycopg itself (service.store.chunks)."""
     with read_only(bounded):
         with pytest.raises(StoreUnavailable, match="read-only"):
             with bounded.session() as s:

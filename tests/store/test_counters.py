@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from service.batch import HistoryBatch
+from service.rows import HistoryRows
 from service.store import counters, fleet
 from service.store import jobs as job_store
 from service.store.batches import claim_batch
@@ -24,8 +24,8 @@ def new_job(db, queue: str = "cpu", batch_key: str | None = None) -> str:  # typ
     return job.id
 
 
-def rows(first: int, n: int) -> HistoryBatch:
-    return HistoryBatch(steps=list(range(first, first + n)), f=[1.0] * n, grad_norm=[1.0] * n, lr=[0.1] * n)
+def rows(first: int, n: int) -> HistoryRows:
+    return HistoryRows(steps=list(range(first, first + n)), f=[1.0] * n, grad_norm=[1.0] * n, lr=[0.1] * n)
 
 
 def test_upserts_add_per_source_and_totals_sum_the_sources(db):

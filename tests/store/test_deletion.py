@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import event, func, select, text, update
 
 from service.config import Quotas
-from service.store import HistoryBatch, LeaseLost, NotFound
+from service.store import HistoryRows, LeaseLost, NotFound
 from service.store import data, deletion
 from service.store import jobs as job_store
 from service.store import sweeps as sweep_store
@@ -33,9 +33,9 @@ PER_ROW = 3 + 2
 A = [[1.0, 2.0], [3.0, 4.0]]
 
 
-def rows(first: int, n: int) -> HistoryBatch:
+def rows(first: int, n: int) -> HistoryRows:
     steps = np.arange(first, first + n)
-    return HistoryBatch(steps=steps, f=steps * 0.5, grad_norm=np.ones(n), lr=np.full(n, 0.1),
+    return HistoryRows(steps=steps, f=steps * 0.5, grad_norm=np.ones(n), lr=np.full(n, 0.1),
                         x=np.stack([steps, steps], axis=1).astype(float))
 
 
@@ -321,7 +321,7 @@ def waiting_on_a_lock(db: Any) -> bool:
 def test_on_postgresql_a_delete_waits_for_a_chunk_in_flight_then_removes_its_rows_too(pg_db):
     """READ COMMITTED: the fence's UPDATE waits for the chunk transaction that holds the job's
     row; once that commits, the job is fenced and the purge (which starts after) takes its rows."""
-    from service.store.rows import write_rows
+    from service.store.chunks import write_rows
 
     db = pg_db
     job, _ = job_store.create_job(db, SPEC, [2], "cpu", owner="alice", reserved_values=55)

@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from service.store import HistoryBatch
+from service.store import HistoryRows
 from service.store import history as history_store
 from service.store import jobs as job_store
 from service.store.history import choose_steps, iter_history, iter_text, save_chunk
@@ -53,7 +53,7 @@ def stored(db, steps: np.ndarray, numel: int = 2) -> str:  # type: ignore[no-unt
     job_store.claim_job(db, job_id, "w1", 30, 3)
     n = len(steps)
     rng = np.random.default_rng(0)
-    save_chunk(db, job_id, "w1", HistoryBatch(steps=steps, f=rng.standard_normal(n), grad_norm=np.ones(n),
+    save_chunk(db, job_id, "w1", HistoryRows(steps=steps, f=rng.standard_normal(n), grad_norm=np.ones(n),
                                               lr=np.full(n, 0.1), x=rng.standard_normal((n, numel))), None, None, 30)
     return job_id
 
@@ -75,7 +75,7 @@ def test_points_are_chosen_from_the_steps(db):
 
 def test_history_reads_of_chosen_steps(db):
     job_id = stored(db, np.arange(0, 50))
-    pages = list(iter_history(db, job_id, steps=[0, 3, 4, 17, 49, 60], batch_size=2, numel=2))
+    pages = list(iter_history(db, job_id, steps=[0, 3, 4, 17, 49, 60], rows_per_page=2, numel=2))
     assert [p.steps.tolist() for p in pages] == [[0, 3], [4, 17], [49]]
     assert [int(s) for p in iter_history(db, job_id, steps=[0, 3, 4, 17, 49], start=4, every=2, numel=2) for s in p.steps] == [4]
     assert [int(s) for p in iter_history(db, job_id, steps=[1, 2, 3], limit=2, numel=2) for s in p.steps] == [1, 2]
@@ -110,10 +110,10 @@ def test_reads_give_back_every_double_exactly(db):
     job_id = job_store.create_job(db, {"objective": "x.sum()", "x0": [1.0] * numel, "steps": n - 1}, [numel], "cpu")[0].id
     job_store.claim_job(db, job_id, "w1", 30, 3)
     f = np.roll(values[:n], 1)
-    save_chunk(db, job_id, "w1", HistoryBatch(steps=np.arange(n), f=f, grad_norm=values[n:2 * n], lr=values[-n:],
+    save_chunk(db, job_id, "w1", HistoryRows(steps=np.arange(n), f=f, grad_norm=values[n:2 * n], lr=values[-n:],
                                               x=x, grad=-x), None, None, 30)
-    for batch_size in (1000, 7000):
-        pages = list(iter_history(db, job_id, numel=numel, batch_size=batch_size))
+    for rows_per_page in (1000, 7000):
+        pages = list(iter_history(db, job_id, numel=numel, rows_per_page=rows_per_page))
         for name, expected in (("x", x), ("grad", -x), ("f", f), ("grad_norm", values[n:2 * n]), ("lr", values[-n:])):
             got = np.concatenate([getattr(p, name) for p in pages])
             expected = np.where(np.isnan(expected), np.nan, expected)  # a NaN's sign is not kept

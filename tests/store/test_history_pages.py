@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.store import HistoryBatch
+from service.store import HistoryRows
 from service.store import jobs as job_store
 from service.store.history import PAGE_BYTES, iter_history, page_rows, save_chunk
 
@@ -18,7 +18,7 @@ def test_page_rows_follow_the_byte_budget():
     assert page_rows(100_000, with_x=True, with_grad=True) == 5
     assert page_rows(100_000, with_x=False, with_grad=False) == 1000  # narrow rows: the row cap
     assert page_rows(2, with_x=True, with_grad=True) == 1000
-    assert page_rows(2, with_x=True, with_grad=True, batch_size=300) == 300
+    assert page_rows(2, with_x=True, with_grad=True, rows_per_page=300) == 300
 
 
 @pytest.mark.slow
@@ -29,7 +29,7 @@ def test_a_wide_history_is_read_in_pages_within_the_byte_budget(db):
     job_store.claim_job(db, job_id, "w1", 30, 3)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, numel))
-    save_chunk(db, job_id, "w1", HistoryBatch(steps=np.arange(n), f=np.arange(n, dtype=float), grad_norm=np.ones(n),
+    save_chunk(db, job_id, "w1", HistoryRows(steps=np.arange(n), f=np.arange(n, dtype=float), grad_norm=np.ones(n),
                                               lr=np.full(n, 0.1), x=x), None, None, 30)
 
     pages = list(iter_history(db, job_id, with_grad=False, numel=numel, page_bytes=budget))

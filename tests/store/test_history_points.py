@@ -128,9 +128,9 @@ def test_points_read_history_by_its_index_whatever_the_statistics(pg_db, explain
     # without the job's stride nearly every target misses a row: each is searched for up to the next
     assert choose_steps(pg_db, job_id, 1000) == steps
     assert choose_steps(pg_db, job_id, 1000, every=2, stride=7) == reference(every_row, 1000, every=2)
-    for stride, batch_size in ((7, 1000), (1, 1000), (7, 300)):  # gaps searched for; pages after the first
-        pages = list(iter_point_texts(pg_db, job_id, 1000, ["step", "f", "x"], 2, stride=stride, batch_size=batch_size))
-        assert [row[0] for page in pages for row in page] == steps, (stride, batch_size)
+    for stride, rows_per_page in ((7, 1000), (1, 1000), (7, 300)):  # gaps searched for; pages after the first
+        pages = list(iter_point_texts(pg_db, job_id, 1000, ["step", "f", "x"], 2, stride=stride, rows_per_page=rows_per_page))
+        assert [row[0] for page in pages for row in page] == steps, (stride, rows_per_page)
     assert_by_index(explained)
     # the binary read of chosen steps (the wide rows' path) goes past SQLAlchemy's events: its statement, explained
     with pg_db.session() as s:
@@ -143,9 +143,9 @@ def test_points_read_history_by_its_index_whatever_the_statistics(pg_db, explain
 
 def test_texts_of_chosen_steps_are_pages_of_the_rows_in_step_order(pg_db):
     job_id = stored(pg_db, np.arange(0, 50), numel=3)
-    pages = list(iter_point_texts(pg_db, job_id, 5, ["step", "lr", "x"], 3, sep="; ", batch_size=2))
+    pages = list(iter_point_texts(pg_db, job_id, 5, ["step", "lr", "x"], 3, sep="; ", rows_per_page=2))
     assert [[row[0] for row in page] for page in pages] == [[0, 12], [24, 36], [49]]
     step, lr, x = pages[0][1]
     assert (step, lr) == (12, "0.1") and x.count("; ") == 2 and "{" not in x
-    assert [len(p) for p in iter_point_texts(pg_db, job_id, 4, ["step"], 3, start=40, every=3, batch_size=3)] == [3]
+    assert [len(p) for p in iter_point_texts(pg_db, job_id, 4, ["step"], 3, start=40, every=3, rows_per_page=3)] == [3]
     assert list(iter_point_texts(pg_db, job_id, 5, ["step", "f"], 3, start=50)) == []

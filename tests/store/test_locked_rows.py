@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service.batch import HistoryBatch
+from service.rows import HistoryRows
 from service.store import LeaseLost
 from service.store import fleet
 from service.store import jobs as job_store
@@ -66,9 +66,9 @@ def held_by_frozen_worker(db: Any, frozen: Callable[[], Session]) -> tuple[str, 
     return job_id, s
 
 
-def rows(steps: range) -> HistoryBatch:
+def rows(steps: range) -> HistoryRows:
     n = len(steps)
-    return HistoryBatch(steps=list(steps), f=[1.0] * n, grad_norm=[1.0] * n, lr=[0.1] * n)
+    return HistoryRows(steps=list(steps), f=[1.0] * n, grad_norm=[1.0] * n, lr=[0.1] * n)
 
 
 def test_reclaim_skips_a_job_a_frozen_worker_holds_locked_and_takes_it_once_the_lock_goes(pg_db, frozen):

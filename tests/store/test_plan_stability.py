@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
-from service.batch import HistoryBatch
+from service.rows import HistoryRows
 from service.store import jobs as job_store
 from service.store.history import save_chunk
 from service.status import JobStatus
 from tests.store.test_store import new_job
 
 
-def rows(first: int, n: int) -> HistoryBatch:
-    return HistoryBatch(steps=list(range(first, first + n)), f=[1.0] * n, grad_norm=[1.0] * n, lr=[0.1] * n)
+def rows(first: int, n: int) -> HistoryRows:
+    return HistoryRows(steps=list(range(first, first + n)), f=[1.0] * n, grad_norm=[1.0] * n, lr=[0.1] * n)
 
 
 @pytest.fixture

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import math
 
-from service.batch import Progress
-from service.store import HistoryBatch
+from service.rows import Progress
+from service.store import HistoryRows
 from service.store import jobs as job_store
 from service.store.history import ChunkWrite, save_chunk, save_chunks
 from tests.store.test_store import new_job
 
 
-def rows(step: int) -> HistoryBatch:
-    return HistoryBatch(steps=[step], f=[1.0], grad_norm=[1.0], lr=[0.1])
+def rows(step: int) -> HistoryRows:
+    return HistoryRows(steps=[step], f=[1.0], grad_norm=[1.0], lr=[0.1])
 
 
 def test_a_chunk_sets_the_jobs_progress_and_a_later_chunk_moves_it(db):

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from service.config import Quotas
-from service.store import HistoryBatch
+from service.store import HistoryRows
 from service.store import jobs as job_store
 from service.store.db import clock
 from service.store.models import Job
@@ -75,7 +75,7 @@ def test_a_finished_job_keeps_only_what_it_stored(db):
     job, _ = job_store.create_job(db, SPEC, [2], "cpu", owner="alice", reserved_values=12 * PER_ROW)
     assert reserved(db, job.id) == 12 * PER_ROW
     job_store.claim_job(db, job.id, "w1", 30, 3)
-    rows = HistoryBatch(steps=[0, 1, 2], f=[3.0, 2.0, 1.0], grad_norm=[1.0, 1.0, 1.0], lr=[0.1] * 3,
+    rows = HistoryRows(steps=[0, 1, 2], f=[3.0, 2.0, 1.0], grad_norm=[1.0, 1.0, 1.0], lr=[0.1] * 3,
                         x=[[1.0, 2.0]] * 3)
     job_store.finish_job(db, job.id, "w1", JobStatus.SUCCEEDED, {"f": 1.0}, None, [rows])
     assert reserved(db, job.id) == 3 * PER_ROW

@@ -9,7 +9,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from service.store import Database, HistoryBatch, LeaseLost
+from service.store import Database, HistoryRows, LeaseLost
 from service.store import fleet
 from service.store import jobs as job_store
 from service.store.history import count_rows, iter_history, save_chunk
@@ -22,7 +22,7 @@ SPEC = {"objective": "x.sum()", "x0": [1, 2], "steps": 10}
 
 def stored_rows(db: Database, job_id: str, **kwargs) -> list[dict]:  # type: ignore[no-untyped-def]
     """The job's stored rows (as ``iter_history`` pages them), one dict per row."""
-    return [row for batch in iter_history(db, job_id, **kwargs) for row in batch.rows()]
+    return [row for batch in iter_history(db, job_id, **kwargs) for row in batch.as_dicts()]
 
 
 def new_job(db: Database) -> str:
@@ -45,7 +45,7 @@ def test_service_refuses_a_database_behind_head(tmp_path):
 def test_nan_and_infinities_are_stored_faithfully(db):
     job_id = new_job(db)
     job_store.claim_job(db, job_id, "w1", 30, 3)
-    batch = HistoryBatch(steps=[0, 1, 2], f=[1.5, math.inf, math.nan], grad_norm=[-math.inf, 0.0, math.nan],
+    batch = HistoryRows(steps=[0, 1, 2], f=[1.5, math.inf, math.nan], grad_norm=[-math.inf, 0.0, math.nan],
                          lr=[0.1, 0.1, 0.1], x=[[1.0, 2.0], [math.inf, -math.inf], [math.nan, 1e-300]])
     save_chunk(db, job_id, "w1", batch, b"ck", 3, 30)
     rows = list(stored_rows(db, job_id))
@@ -73,7 +73,7 @@ def test_claim_is_exclusive_under_concurrency(db):
 def test_writes_are_fenced_on_the_claiming_worker(db):
     job_id = new_job(db)
     job_store.claim_job(db, job_id, "w1", 30, 3)
-    batch = HistoryBatch(steps=[0], f=[1.0], grad_norm=[1.0], lr=[0.1])
+    batch = HistoryRows(steps=[0], f=[1.0], grad_norm=[1.0], lr=[0.1])
     with pytest.raises(LeaseLost):
         save_chunk(db, job_id, "intruder", batch, None, None, 30)
     with pytest.raises(LeaseLost):
@@ -84,7 +84,7 @@ def test_writes_are_fenced_on_the_claiming_worker(db):
 def test_reclaim_after_expired_lease_truncates_past_the_checkpoint(db):
     job_id = new_job(db)
     job_store.claim_job(db, job_id, "w1", 30, 3)
-    save_chunk(db, job_id, "w1", HistoryBatch(steps=[0, 1, 2], f=[3.0, 2.0, 1.0], grad_norm=[1, 1, 1], lr=[.1, .1, .1]),
+    save_chunk(db, job_id, "w1", HistoryRows(steps=[0, 1, 2], f=[3.0, 2.0, 1.0], grad_norm=[1, 1, 1], lr=[.1, .1, .1]),
                b"ck3", 3, lease_seconds=-1)  # written, then the worker "dies": its lease is already over
     # a second worker reclaims: rows before the checkpoint stay, nothing after it
     job = job_store.claim_job(db, job_id, "w2", 30, 3)
@@ -119,11 +119,11 @@ def test_history_pages_and_every(db):
     job_id = new_job(db)
     job_store.claim_job(db, job_id, "w1", 30, 3)
     n = 2500
-    save_chunk(db, job_id, "w1", HistoryBatch(steps=list(range(n)), f=[float(i) for i in range(n)],
+    save_chunk(db, job_id, "w1", HistoryRows(steps=list(range(n)), f=[float(i) for i in range(n)],
                                               grad_norm=[0.0] * n, lr=[0.1] * n, x=[[float(i), 0.0] for i in range(n)]),
                None, None, 30)
     assert [r["step"] for r in stored_rows(db, job_id, start=10, limit=5)] == [10, 11, 12, 13, 14]
-    assert len(list(stored_rows(db, job_id, batch_size=300))) == n
+    assert len(list(stored_rows(db, job_id, rows_per_page=300))) == n
     assert [r["step"] for r in stored_rows(db, job_id, every=1000)] == [0, 1000, 2000]
     assert "x" not in stored_rows(db, job_id, with_x=False)[0]
 
@@ -136,7 +136,7 @@ def test_array_batches_round_trip_exactly(db):
     rng = np.random.default_rng(0)
     x, grad = rng.standard_normal((40, 6)), rng.standard_normal((40, 6)) * 1e-300
     grad[3, 2] = np.nan
-    batch = HistoryBatch(steps=np.arange(0, 400, 10), f=rng.standard_normal(40), grad_norm=np.abs(rng.standard_normal(40)),
+    batch = HistoryRows(steps=np.arange(0, 400, 10), f=rng.standard_normal(40), grad_norm=np.abs(rng.standard_normal(40)),
                          lr=np.full(40, 0.001), x=x, grad=grad)
     save_chunk(db, job_id, "w1", batch, None, None, 30)
     rows = list(stored_rows(db, job_id))
@@ -148,10 +148,10 @@ def test_array_batches_round_trip_exactly(db):
 def test_a_write_retried_after_an_ambiguous_commit_stores_each_step_once(db):
     job_id = new_job(db)
     job_store.claim_job(db, job_id, "w1", 30, 3)
-    chunk = HistoryBatch(steps=[0, 1, 2], f=[3.0, 2.0, 1.0], grad_norm=[1.0] * 3, lr=[0.1] * 3)
+    chunk = HistoryRows(steps=[0, 1, 2], f=[3.0, 2.0, 1.0], grad_norm=[1.0] * 3, lr=[0.1] * 3)
     save_chunk(db, job_id, "w1", chunk, b"ck", 3, 30)
     save_chunk(db, job_id, "w1", chunk, b"ck", 3, 30)  # as if the first COMMIT's answer was lost
-    last = HistoryBatch(steps=[3], f=[0.5], grad_norm=[1.0], lr=[0.1])
+    last = HistoryRows(steps=[3], f=[0.5], grad_norm=[1.0], lr=[0.1])
     job_store.finish_job(db, job_id, "w1", JobStatus.SUCCEEDED, {"steps": 3}, None, [last])
     with pytest.raises(LeaseLost):  # the retried finish finds the job already finished
         job_store.finish_job(db, job_id, "w1", JobStatus.SUCCEEDED, {"steps": 3}, None, [last])
@@ -161,7 +161,7 @@ def test_a_write_retried_after_an_ambiguous_commit_stores_each_step_once(db):
 def test_reclaim_without_a_checkpoint_starts_the_history_over(db):
     job_id = new_job(db)
     job_store.claim_job(db, job_id, "w1", -1, 3)  # its lease is already over when it writes
-    save_chunk(db, job_id, "w1", HistoryBatch(steps=[0, 1], f=[2.0, 1.0], grad_norm=[1, 1], lr=[.1, .1]), None, None, -1)
+    save_chunk(db, job_id, "w1", HistoryRows(steps=[0, 1], f=[2.0, 1.0], grad_norm=[1, 1], lr=[.1, .1]), None, None, -1)
     job = job_store.claim_job(db, job_id, "w2", 30, 3)
     assert job is not None and job.checkpoint is None and job.attempts == 2
     assert list(stored_rows(db, job_id)) == []

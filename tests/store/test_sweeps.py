@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import bindparam, select, update
 
 from service.config import Quotas
-from service.store import HistoryBatch
+from service.store import HistoryRows
 from service.store import jobs as job_store
 from service.store import sweeps as sweep_store
 from service.store.history import save_chunk
@@ -79,7 +79,7 @@ def test_steps_to_tolerance_is_the_first_recorded_step_within_tolerance_of_the_m
     sweep, ids = make(db, 3, tolerance=0.01)
     for (job_id, _, _), fs in zip(ids, ([5.0, 1.0, 0.009, 0.5, 0.001], [5.0, 4.0, 3.0, 2.0, 1.0])):
         job_store.claim_job(db, job_id, "w", 30, 3)
-        batch = HistoryBatch(steps=list(range(0, 10, 2)), f=fs, grad_norm=[1.0] * 5, lr=[0.1] * 5,
+        batch = HistoryRows(steps=list(range(0, 10, 2)), f=fs, grad_norm=[1.0] * 5, lr=[0.1] * 5,
                              x=[[0.0, 0.0]] * 5)
         save_chunk(db, job_id, "w", batch, b"ck", 10, 30)
     items, _ = sweep_store.summary(db, sweep, 10, None, "created", lambda spec, n: 0.0)

@@ -55,7 +55,7 @@ class Service:
         return self.client.get(f"/v1/jobs/{job_id}").get_json()
 
     def rows(self, job_id: str) -> list[dict]:
-        return [row for batch in iter_history(self.db, job_id) for row in batch.rows()]
+        return [row for batch in iter_history(self.db, job_id) for row in batch.as_dicts()]
 
     def messages(self) -> list[list[str]]:
         """The job ids of every message waiting in the embedded broker's cpu queue."""

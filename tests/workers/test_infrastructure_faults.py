@@ -11,7 +11,7 @@ from celery.exceptions import Reject
 from sqlalchemy import delete, text, update
 from sqlalchemy.exc import InternalError
 
-from service.batch import HistoryBatch
+from service.rows import HistoryRows
 from service.store import JobStatus, LeaseLost, StoreUnavailable
 from service.store import jobs as job_store
 from service.store.history import save_chunk
@@ -193,9 +193,9 @@ def checkpoint_of(db: Any, job_id: str) -> tuple[Any, Any]:
     return job.checkpoint, job.checkpoint_step
 
 
-def batch(steps: range) -> HistoryBatch:
+def batch(steps: range) -> HistoryRows:
     n = len(steps)
-    return HistoryBatch(steps=list(steps), f=[1.0] * n, grad_norm=[1.0] * n, lr=[0.1] * n)
+    return HistoryRows(steps=list(steps), f=[1.0] * n, grad_norm=[1.0] * n, lr=[0.1] * n)
 
 
 def test_a_renewal_finds_a_stored_history_behind_what_the_worker_wrote(db):
@@ -234,7 +234,7 @@ def test_a_lost_chunk_stops_the_job_and_it_resumes_from_what_is_stored(service, 
     job_id = service.submit(SPEC)
     saves, kept = [0], []
 
-    def save(db: Any, job: str, worker: str, rows: HistoryBatch, *args: Any, **kwargs: Any) -> bool:
+    def save(db: Any, job: str, worker: str, rows: HistoryRows, *args: Any, **kwargs: Any) -> bool:
         saves[0] += 1
         before = checkpoint_of(db, job)
         requested = save_chunk(db, job, worker, rows, *args, **kwargs)
@@ -267,8 +267,8 @@ def test_a_lost_chunk_of_one_lane_hands_back_that_job_alone(service, monkeypatch
         mine = next((c for c in chunks if c.job_id == victim), None)
         before = checkpoint_of(db, victim)
         held = real(db, worker, chunks, lease)
-        if saves[0] == 2 and mine is not None and len(mine.batch):
-            lose_last_commit(db, victim, int(mine.batch.steps[0]), before)
+        if saves[0] == 2 and mine is not None and len(mine.rows):
+            lose_last_commit(db, victim, int(mine.rows.steps[0]), before)
         return held
 
     monkeypatch.setattr(worker_batch, "save_chunks", save)

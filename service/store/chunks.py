@@ -12,7 +12,7 @@ import psycopg
 from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from service.batch import HistoryBatch
+from service.rows import HistoryRows
 from service.store import pgcopy
 from service.store.db import Database
 from service.store.models import HistoryRow
@@ -20,13 +20,13 @@ from service.store.models import HistoryRow
 T = TypeVar("T")
 
 
-def write_rows(session: Any, job_id: str, batch: HistoryBatch, replace: bool = False) -> None:
+def write_rows(session: Any, job_id: str, batch: HistoryRows, replace: bool = False) -> None:
     """Insert the batch inside the caller's transaction; with ``replace``, first delete the
     job's rows from the batch's first step on."""
     write_many(session, [(job_id, batch)], replace)
 
 
-def write_many(session: Any, items: Sequence[tuple[str, HistoryBatch]], replace: bool = False) -> None:
+def write_many(session: Any, items: Sequence[tuple[str, HistoryRows]], replace: bool = False) -> None:
     """``write_rows`` for the batches of many jobs (one COPY on PostgreSQL)."""
     items = [(job_id, batch) for job_id, batch in items if len(batch)]
     if not items:
@@ -49,7 +49,7 @@ def write_many(session: Any, items: Sequence[tuple[str, HistoryBatch]], replace:
             raise OperationalError(statement, None, exc) from exc
         return
     session.execute(insert(HistoryRow), [
-        {"job_id": job_id, "x": None, "grad": None, **row} for job_id, batch in items for row in batch.rows()
+        {"job_id": job_id, "x": None, "grad": None, **row} for job_id, batch in items for row in batch.as_dicts()
     ])
 
 

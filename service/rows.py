@@ -1,7 +1,7 @@
-"""The one shape of recorded history: a ``HistoryBatch`` of consecutive rows, as columns.
+"""The one shape of recorded history: ``HistoryRows``, consecutive rows as columns.
 
-The engine makes each batch once, as numpy columns, and the store writes those columns as they
-are (binary COPY on PostgreSQL, a bulk insert elsewhere); the store's reads hand batches back
+The engine makes each block once, as numpy columns, and the store writes those columns as they
+are (binary COPY on PostgreSQL, a bulk insert elsewhere); the store's reads hand blocks back
 too. Numpy only, so both the engine (torch) and the store (SQL) can use it without importing
 each other.
 """
@@ -25,7 +25,7 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class HistoryBatch:
+class HistoryRows:
     """Row ``i`` is step ``steps[i]``: f, gradient norm and learning rate there, and, when
     recorded, x and grad flattened (``x``/``grad`` are (rows, numel) float64, or None).
     Lists are accepted and turned into arrays once; arrays of the right dtype are kept as is."""
@@ -52,8 +52,8 @@ class HistoryBatch:
     def __len__(self) -> int:
         return len(self.steps)
 
-    def rows(self) -> list[dict[str, Any]]:
-        """The batch as one dict per row (``x``/``grad`` flat lists where recorded)."""
+    def as_dicts(self) -> list[dict[str, Any]]:
+        """The rows as one dict each (``x``/``grad`` flat lists where recorded)."""
         columns: dict[str, list[Any]] = {"step": self.steps.tolist(), "f": self.f.tolist(),
                                          "grad_norm": self.grad_norm.tolist(), "lr": self.lr.tolist()}
         for name in ("x", "grad"):
