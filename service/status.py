@@ -1,7 +1,6 @@
 """A job's status and why its run ended: the one type for each that the engine, the store, the
-workers and the API use (no torch, no SQL here). Values are the strings stored and shown over
-HTTP; a ``StrEnum`` compares equal to them. The client, which imports nothing of the service,
-defines its own copy (``service.client.status``), which a test holds equal to this one.
+workers, the API, the client and the CLI use (enums only: the client may import it). Values are
+the strings stored and shown over HTTP; a ``StrEnum`` compares equal to them.
 
 queued -> running -> succeeded | failed | cancelled.
 """
@@ -27,8 +26,8 @@ FINISHED: frozenset[JobStatus] = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILE
 
 
 class StopReason(StrEnum):
-    """Why a run ended. ``INTERRUPTED`` means the caller asked the run to hand back (it is
-    resumed later from the checkpoint it wrote); every other reason ends the job."""
+    """Why a run ended. "interrupted": the run was asked to hand back, and resumes later from the
+    checkpoint it wrote; every other reason ends the job."""
 
     STEPS = "steps"
     GRAD_NORM = "grad_norm"
@@ -37,6 +36,9 @@ class StopReason(StrEnum):
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
 
+
+# The stop reasons a finished job can have (a hand-back is never an ending).
+ENDINGS: tuple[str, ...] = tuple(reason.value for reason in StopReason if reason != StopReason.INTERRUPTED)
 
 # Why a queued job of the gpu queue waits while no GPU worker heartbeats (and, after
 # DESCENT_GPU_WAIT_SECONDS, why it failed).

@@ -20,7 +20,7 @@ from service.api.serialize import job_json
 from service.api.services import services
 from service.api.waiting import RETRY_AFTER_SECONDS
 from service.errors import DescentError, ErrorCode
-from service.status import StopReason
+from service.status import ENDINGS
 from service.store import JobRecord, JobStatus
 from service.store import data as data_store
 from service.store import jobs as job_store
@@ -34,8 +34,6 @@ WAIT_SECONDS = (0, 30)
 IDEMPOTENCY_KEY_LENGTH = (1, 200)
 ORDERS = ("asc", "desc")
 NAME_CHARS = 200  # a job's name is at most this long
-# The stop reasons a finished job can have (a hand-back is never an ending).
-ENDED_BY = tuple(r.value for r in StopReason if r != StopReason.INTERRUPTED)
 
 
 def idempotency_key() -> str | None:
@@ -164,7 +162,7 @@ class ListQuery(Query):
     tag: Annotated[text(), Says("'{name}' must be key:value")] = Field(
         None, pattern="^[^:]*:", description="key:value: only jobs with this tag")
     name: text(NAME_CHARS) = Field(None, pattern=STORABLE_TEXT, description="Only jobs with this name")
-    stop_reason: Annotated[one_of(ENDED_BY), Says("'{name}' must be one of " + ", ".join(ENDED_BY))] = Field(
+    stop_reason: Annotated[one_of(ENDINGS), Says("'{name}' must be one of " + ", ".join(ENDINGS))] = Field(
         None, description="Only finished jobs that ended for this reason (a diverged run is succeeded, with "
                           "stop_reason diverged)")
     created_after: _TIME = Field(None, pattern=ISO_TIME,

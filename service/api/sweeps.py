@@ -45,7 +45,7 @@ LIST_LIMIT = (1, 1000, 100)
 
 
 def sweep_json(sweep: SweepRecord, counts: tuple[dict[str, int], int]) -> dict[str, Any]:
-    """The sweep as the API answers it, built through the ``Sweep`` model; ``counts``: its jobs by
+    """The sweep as the API answers it, built through the ``SweepView`` model; ``counts``: its jobs by
     status and how many diverged (``sweep_store.counts_of``)."""
     return build(SweepView, _sweep_fields(sweep, counts))
 

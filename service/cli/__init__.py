@@ -15,7 +15,7 @@ import os
 import sys
 
 from service.cli import commands, server
-from service.client.status import Status, StopReason
+from service.client.status import ENDINGS, Status
 from service.config import ConfigError, load_settings
 
 USAGE = """\
@@ -139,8 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=[status.value for status in Status])
     p.add_argument("--name", help="jobs of exactly this name")
     p.add_argument("--tag", help="key:value")
-    p.add_argument("--stop-reason", help="why the run ended: " + ", ".join(
-        reason.value for reason in StopReason if reason != StopReason.INTERRUPTED))
+    p.add_argument("--stop-reason", help="why the run ended: " + ", ".join(ENDINGS))
     p.add_argument("--order", choices=["asc", "desc"], default="desc",
                    help="by creation time: desc, newest first (the default), or asc")
     p.add_argument("--limit", type=_natural, default=50, help="at most this many jobs (0: all; default 50)")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.status import ENDINGS, StopReason
 from service.status import FINISHED as _FINISHED
 from service.status import JobStatus as Status
-from service.status import StopReason
 
-__all__ = ["FINISHED", "UNFINISHED", "Status", "StopReason", "outcome"]
+__all__ = ["ENDINGS", "FINISHED", "UNFINISHED", "Status", "StopReason", "outcome"]
 
 FINISHED: frozenset[str] = frozenset(status.value for status in _FINISHED)
 UNFINISHED: tuple[str, ...] = tuple(status.value for status in Status if status not in _FINISHED)

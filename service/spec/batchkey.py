@@ -23,8 +23,9 @@ SCHEDULERS_READING_F = frozenset({"reduce_lr_on_plateau"})
 KEY_VERSION = "b1"
 # The spec fields jobs of one batch may differ in.
 PER_JOB_FIELDS = frozenset(PerJob.model_fields)
-# The key hashes the spec as stored (optimiser and scheduler objects as written), so jobs that
-# spell one choice two ways ({"name": "Adam"}, {"name": "adam", "lr": 0.001}) run apart, never wrongly together.
+# The key hashes the spec as stored (optimiser and scheduler objects as given, names canonical), so
+# jobs that give one choice two ways ({"name": "adam"}, {"name": "adam", "lr": 0.001}) run apart,
+# never wrongly together.
 
 
 def batch_key(checked: CheckedSpec) -> str | None:

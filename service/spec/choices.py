@@ -7,7 +7,8 @@ number, a short string, a list of numbers or null), the required ones required, 
 allowed. ``OptimizerSpec`` and ``SchedulerSpec`` are unions of them discriminated by ``name``;
 before that, ``optimizers.admitted`` canonicalises the name (case and underscores do not matter)
 and checks the arguments, so a refusal says what today's admission says. A model dumps only the
-arguments given, so a spec is stored and shown as it was written.
+arguments given, so a spec is stored and shown as it was given, its names canonical and an
+integer argument given as 2.0 stored as 2.
 """
 from __future__ import annotations
 

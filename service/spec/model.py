@@ -20,7 +20,7 @@ from service.spec.fields import MAX_DIMENSIONS, MAX_SEED, NestedNumbers, Number,
 from service.spec.values import MAX_NESTING
 
 __all__ = ["MAX_SEED", "Number", "Seed", "Text", "InitSpec", "JobSpec", "NamedObjective", "PerJob",
-           "RecordSpec", "StopSpec", "json_schema"]
+           "RecordSpec", "StopSpec"]
 CATALOG_PARAM_BOUND = 1e6
 DEFAULT_OPTIMIZER = {"name": "sgd", "lr": 0.001}
 
@@ -147,18 +147,16 @@ class JobSpec(PerJob):
                     "dtype and on its device; shared by the jobs of a sweep.")
     optimizer: OptimizerSpec = Field(
         default_factory=lambda: dict(DEFAULT_OPTIMIZER), validate_default=True,
-        description="The torch.optim optimiser ('name', case and underscores aside) and its keyword arguments "
-                    f"(GET /v1/optimizers); {DEFAULT_OPTIMIZER} if left out")
+        description="The torch.optim optimiser (its canonical name, as GET /v1/optimizers lists it; another "
+                    "case or underscores are accepted and stored canonical) and its keyword arguments; "
+                    "sgd with lr 0.001 if left out")
     scheduler: SchedulerSpec | None = Field(
-        default=None, description="A torch.optim.lr_scheduler scheduler ('name', case and underscores aside) and "
-                                  "its keyword arguments (GET /v1/optimizers)")
+        default=None, description="A torch.optim.lr_scheduler scheduler (its canonical name, as GET /v1/optimizers "
+                                  "lists it; another case or underscores are accepted and stored canonical) and "
+                                  "its keyword arguments")
     steps: StrictInt = Field(default=100, ge=0)
     stop: StopSpec = Field(default_factory=StopSpec)
     record: RecordSpec = Field(default_factory=RecordSpec)
     device: Literal["cpu", "gpu", "auto"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
 
-
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema the API publishes for a job spec."""
-    return JobSpec.model_json_schema()

@@ -17,11 +17,12 @@ from service.store import HistoryRows
 from service.store import jobs as job_store
 from service.store.history import save_chunk
 from testkit.backends import embedded_settings
+from tests.api.conftest import RecordingDispatcher
 
 
 @pytest.fixture
 def api(db, tmp_path):  # type: ignore[no-untyped-def]
-    app = create_app(embedded_settings(tmp_path, database_url=db.url), {"TESTING": True}, db=db)
+    app = create_app(embedded_settings(tmp_path, database_url=db.url), {"TESTING": True}, db=db, dispatcher=RecordingDispatcher())
     return app.test_client(), db
 
 

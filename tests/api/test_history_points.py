@@ -18,6 +18,7 @@ from service.store.history import save_chunk
 from testkit.backends import embedded_settings
 from tests.api.test_history_reads import SPEC, stored_job, submit
 from tests.store.test_history_export import odd_doubles
+from tests.api.conftest import RecordingDispatcher
 
 FORMATS = ["json", "csv", "ndjson"]
 
@@ -25,7 +26,7 @@ FORMATS = ["json", "csv", "ndjson"]
 @pytest.fixture
 def api(db, tmp_path):  # type: ignore[no-untyped-def]
     """(client, database) of an API on each backend."""
-    app = create_app(embedded_settings(tmp_path, database_url=db.url), {"TESTING": True}, db=db)
+    app = create_app(embedded_settings(tmp_path, database_url=db.url), {"TESTING": True}, db=db, dispatcher=RecordingDispatcher())
     return app.test_client(), db
 
 

@@ -19,6 +19,7 @@ from service.store import HistoryRows, StoreUnavailable
 from service.store import jobs as job_store
 from service.store.history import save_chunk
 from testkit.backends import embedded_settings
+from tests.api.conftest import RecordingDispatcher
 
 SPEC = {"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 20, "optimizer": {"name": "sgd", "lr": 0.001},
         "record": {"grad": True}}
@@ -29,7 +30,7 @@ FORMATS = ["json", "csv", "ndjson"]
 def api(db, tmp_path):  # type: ignore[no-untyped-def]
     """(client, database) of an API on each backend."""
     settings = embedded_settings(tmp_path, database_url=db.url)
-    app = create_app(settings, {"TESTING": True}, db=db)
+    app = create_app(settings, {"TESTING": True}, db=db, dispatcher=RecordingDispatcher())
     return app.test_client(), db
 
 

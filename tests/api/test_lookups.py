@@ -10,11 +10,12 @@ import pytest
 from service.api import create_app
 from testkit.backends import embedded_settings
 from tests.helpers.lesson import LESSON_LOGLOG
+from tests.api.conftest import RecordingDispatcher
 
 
 @pytest.fixture
 def client(db, tmp_path):  # type: ignore[no-untyped-def]
-    app = create_app(embedded_settings(tmp_path, database_url=db.url), {"TESTING": True}, db=db)
+    app = create_app(embedded_settings(tmp_path, database_url=db.url), {"TESTING": True}, db=db, dispatcher=RecordingDispatcher())
     return app.test_client()
 
 

@@ -20,6 +20,7 @@ from service.store.migrate import upgrade
 from service.status import JobStatus
 from tests.helpers.lesson import LESSON_LOGLOG
 from testkit.backends import embedded_settings
+from tests.api.conftest import RecordingDispatcher
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 SCHEMA_KEYWORDS_WITH_SCHEMAS = ("items", "additionalProperties", "propertyNames", "not", "if", "then", "else")
@@ -266,7 +267,7 @@ def test_spec_bounds_follow_the_configured_limits(tmp_path):
     database = Database(settings.database_url)
     upgrade(database)
     try:
-        client = create_app(replace(settings, limits=limits), {"TESTING": True}, db=database).test_client()
+        client = create_app(replace(settings, limits=limits), {"TESTING": True}, db=database, dispatcher=RecordingDispatcher()).test_client()
         schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
         spec = schemas["JobSpec"]["properties"]
         assert spec["steps"]["maximum"] == 500

@@ -20,6 +20,7 @@ from service.spec.sweep_request import RandomStarts, SweepRequest
 from service.store import Database
 from service.store.migrate import upgrade
 from testkit.backends import embedded_settings
+from tests.api.conftest import RecordingDispatcher
 
 ROSENBROCK = {"objective": {"name": "rosenbrock"}, "steps": 5}
 GOOD = {"base": ROSENBROCK, "grid": {"optimizer.name": ["sgd", "adam"], "stop.grad_norm": [1e-6]},
@@ -63,7 +64,7 @@ def test_the_limits_follow_the_configuration(tmp_path):
     database = Database(settings.database_url)
     upgrade(database)
     try:
-        client = create_app(replace(settings, limits=limits), {"TESTING": True}, db=database).test_client()
+        client = create_app(replace(settings, limits=limits), {"TESTING": True}, db=database, dispatcher=RecordingDispatcher()).test_client()
         schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
         props = schemas["SweepRequest"]["properties"]
         assert props["grid"]["additionalProperties"]["maxItems"] == 50

@@ -15,6 +15,7 @@ from service.errors import ErrorCode
 from service.store.models import Job
 from testkit.backends import embedded_settings, migrated_database
 from tests.helpers.lesson import LESSON_LOGLOG
+from tests.api.conftest import RecordingDispatcher
 
 SPEC = json.dumps(LESSON_LOGLOG)
 DASHBOARD = "https://dash.example.com"
@@ -31,7 +32,7 @@ def make_app(tmp_path):  # type: ignore[no-untyped-def]
         settings = embedded_settings(tmp_path, **overrides)
         database = migrated_database(settings.database_url)
         databases.append(database)
-        return create_app(settings, {"TESTING": True}, db=database)
+        return create_app(settings, {"TESTING": True}, db=database, dispatcher=RecordingDispatcher())
 
     yield make
     for database in databases:

@@ -15,6 +15,7 @@ from service.store import tokens
 from service.store.models import Job
 from testkit.backends import embedded_settings
 from tests.api.test_sweeps import SWEEP, Client, client, every_page, run  # noqa: F401 - the fixture
+from tests.api.conftest import RecordingDispatcher
 
 # lr 1 on 10 * sum(x**2) multiplies x by -19 a step: those jobs diverge.
 DIVERGING = {"base": {"objective": "10 * (x ** 2).sum()", "x0": [1.0, 1.0], "steps": 30, "optimizer": {"name": "sgd"}},
@@ -100,7 +101,7 @@ def test_a_4000_job_sweep_has_every_cell_a_number_and_counts_summing_to_4000(cli
 
 
 def test_sweeps_are_listed_newest_first_a_page_at_a_time_by_owner(db, tmp_path):
-    app = create_app(embedded_settings(tmp_path, auth="required", database_url=db.url), {"TESTING": True}, db=db)
+    app = create_app(embedded_settings(tmp_path, auth="required", database_url=db.url), {"TESTING": True}, db=db, dispatcher=RecordingDispatcher())
     alice, bob, admin = (Client(app, tokens.create_token(db, owner, owner == "ops")[1]) for owner in ("alice", "bob", "ops"))
     small = {**SWEEP, "starts": {"count": 1}}
     made = [alice.sweep({**small, "name": f"a{k}"}).get_json()["id"] for k in range(5)]

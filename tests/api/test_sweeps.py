@@ -18,6 +18,7 @@ from service.store import jobs as job_store
 from service.store import tokens
 from service.store.models import Job
 from testkit.backends import embedded_settings
+from tests.api.conftest import RecordingDispatcher
 
 PARABOLA = {"objective": {"name": "parabola", "params": {"scale": 1.0}}, "steps": 40, "record": {"every": 1},
             "optimizer": {"name": "sgd", "lr": 0.1}}
@@ -62,7 +63,7 @@ def every_page(client: Any, path: str, key: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def client(db, tmp_path):  # type: ignore[no-untyped-def]
-    return Client(create_app(embedded_settings(tmp_path, database_url=db.url), {"TESTING": True}, db=db))
+    return Client(create_app(embedded_settings(tmp_path, database_url=db.url), {"TESTING": True}, db=db, dispatcher=RecordingDispatcher()))
 
 
 def run(app: Any, job_id: str, batch_max: int | None = None) -> str:
@@ -138,7 +139,7 @@ def test_a_100001_job_sweep_is_a_413_naming_the_limit_before_anything_is_expande
 
 
 def test_another_owners_sweep_is_a_404_and_an_admin_sees_it(db, tmp_path):
-    app = create_app(embedded_settings(tmp_path, auth="required", database_url=db.url), {"TESTING": True}, db=db)
+    app = create_app(embedded_settings(tmp_path, auth="required", database_url=db.url), {"TESTING": True}, db=db, dispatcher=RecordingDispatcher())
     alice, bob, admin = (Client(app, tokens.create_token(db, owner, owner == "ops")[1]) for owner in ("alice", "bob", "ops"))
     sweep = alice.sweep().get_json()
     assert sweep["owner"] == "alice"
@@ -233,7 +234,7 @@ def test_cancel_cancels_queued_jobs_at_once_and_asks_running_ones_to_stop(client
 def test_a_sweep_is_one_submission_but_n_active_jobs_for_the_quotas(db, tmp_path):
     quotas = Quotas(submissions_per_minute=2, active_jobs=20)
     app = create_app(embedded_settings(tmp_path, auth="required", database_url=db.url, quotas=quotas),
-                     {"TESTING": True}, db=db)
+                     {"TESTING": True}, db=db, dispatcher=RecordingDispatcher())
     alice = Client(app, tokens.create_token(db, "alice", False)[1])
     assert alice.sweep().status_code == 202  # 12 jobs, one submission
     resp = alice.sweep()  # 12 more would make 24 active jobs
@@ -327,7 +328,7 @@ def never_expanded(monkeypatch):  # type: ignore[no-untyped-def]
 def _owner_with(db, tmp_path, quotas: Quotas, active: int):  # type: ignore[no-untyped-def]
     """alice's client on a service with ``quotas``, with ``active`` queued jobs of hers already."""
     app = create_app(embedded_settings(tmp_path, auth="required", database_url=db.url, quotas=quotas),
-                     {"TESTING": True}, db=db)
+                     {"TESTING": True}, db=db, dispatcher=RecordingDispatcher())
     for _ in range(active):
         job_store.create_job(db, check_spec(PARABOLA).as_json(), [2], "cpu", owner="alice", reserved_values=10)
     return Client(app, tokens.create_token(db, "alice", False)[1])

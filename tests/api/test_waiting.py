@@ -10,13 +10,14 @@ from service.store import Database
 from service.store.migrate import upgrade
 from testkit.backends import embedded_settings
 from tests.helpers.lesson import LESSON_LOGLOG
+from tests.api.conftest import RecordingDispatcher
 
 
 def test_with_no_slot_free_a_wait_answers_at_once_and_a_stream_is_a_503(tmp_path):
     settings = embedded_settings(tmp_path, max_waiters=1)
     db = Database(settings.database_url)
     upgrade(db)
-    app = create_app(settings, {"TESTING": True}, db=db)
+    app = create_app(settings, {"TESTING": True}, db=db, dispatcher=RecordingDispatcher())
     client = app.test_client()
     job = client.post("/v1/jobs", data=json.dumps(LESSON_LOGLOG), content_type="application/json").get_json()
     slots = app.extensions["descent"].waiters

@@ -9,9 +9,9 @@ fetch_gpu_wheels.sh fetches for this Python (cached under the pytest cache, keye
 Where the package index is out of reach that run is made on .venv, and the install test skips
 (fails under CI=true).
 
-Those two runs take minutes: their tests (marker ``gpu_check``) run when what they check has
-changed since they last passed on this machine (tests/integration/conftest.py says what that is),
-or with DESCENT_TEST_GPU_CHECK=always."""
+Those two runs take minutes: their tests (marker ``gpu_check``) run when what they check differs
+from where they last passed, here or in the committed record (tests/integration/conftest.py says
+what that is), or with DESCENT_TEST_GPU_CHECK=always."""
 from __future__ import annotations
 
 import ast

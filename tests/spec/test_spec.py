@@ -5,7 +5,7 @@ import pytest
 
 from service.config import Limits
 from service.errors import ErrorCode
-from service.spec import SpecError, check_spec, json_schema
+from service.spec import SpecError, check_spec
 
 BASE = {"objective": "10 * (x ** 2).sum()", "x0": [8, 8], "steps": 10}
 
@@ -76,12 +76,6 @@ def test_limits_are_named():
     assert err.field == "record" and "max_recorded_values" in err.message and err.status == 413
     assert "max_expression_chars" in refused({**BASE, "objective": "x.sum() + " * 3 + "1"}, small).message
     assert "max_elements" in refused({**BASE, "x0": {"shape": [100, 100]}}, small).message
-
-
-def test_json_schema_is_published():
-    schema = json_schema()
-    assert {"objective", "x0", "optimizer", "steps"} <= set(schema["properties"])
-    assert schema["additionalProperties"] is False
 
 
 def test_a_repeated_refusal_is_a_fresh_error_each_time():

@@ -3,7 +3,7 @@
 // helpers. A token lives in sessionStorage only: never in a URL, never in a cookie.
 
 const TOKEN_KEY = "descent.token";
-const DOCUMENT_KEY = "descent.document";
+const DOCUMENT_KEY = "descent.document.v1";
 let asking = null; // the pending token prompt, shared by every request that met a 401
 
 export class ApiError extends Error {
@@ -67,26 +67,42 @@ export function showAuthState() {
   state.append("token in use · ", out);
 }
 
-/** The service's words for a job's status (FINISHED: those a job never leaves) and for why its run
- * ended, as its OpenAPI document names them (schemas JobStatus, with x-finished, and StopReason);
- * filled by prepare(). */
+/** The service's words for a job's status (FINISHED: those a job never leaves; UNFINISHED: the
+ * rest) and for why a finished job's run ended, as its OpenAPI document names them (the JobStatus
+ * schema with its x-finished, and GET /v1/jobs's status and stop_reason parameters); filled by
+ * prepare(). */
 export const STATUSES = [];
 export const STOP_REASONS = [];
 export const FINISHED = new Set();
+export const UNFINISHED = [];
+
+function words(kept) {
+  const lists = kept && [kept.statuses, kept.finished, kept.stopReasons];
+  return lists && lists.every((list) => Array.isArray(list) && list.every((w) => typeof w === "string"))
+    && typeof kept.auth === "boolean";
+}
+
+function parameterEnum(doc, path, name) {
+  const found = (doc.paths[path].get.parameters || []).find((p) => p.name === name);
+  return found.schema.enum;
+}
 
 /** What the pages need from the service's OpenAPI document (open to all), read once per tab:
  * whether it needs a token, and its status and stop-reason words. */
 async function serviceDocument() {
-  const kept = sessionStorage.getItem(DOCUMENT_KEY);
-  if (kept) return JSON.parse(kept);
+  let kept = null;
+  try { kept = JSON.parse(sessionStorage.getItem(DOCUMENT_KEY)); } catch (err) { kept = null; }
+  if (words(kept)) return kept;
   const resp = await fetch("/openapi.json", { credentials: "omit", cache: "no-store" });
   if (!resp.ok) throw new ApiError(resp.status, null);
   const doc = await resp.json();
-  const schemas = doc.components.schemas;
   const read = {
     auth: Array.isArray(doc.security) && doc.security.length > 0,
-    statuses: schemas.JobStatus.enum, finished: schemas.JobStatus["x-finished"], stopReasons: schemas.StopReason.enum,
+    statuses: parameterEnum(doc, "/v1/jobs", "status"),
+    finished: doc.components.schemas.JobStatus["x-finished"],
+    stopReasons: parameterEnum(doc, "/v1/jobs", "stop_reason"),
   };
+  if (!words(read)) throw new Error("/openapi.json does not name the job statuses and stop reasons");
   sessionStorage.setItem(DOCUMENT_KEY, JSON.stringify(read));
   return read;
 }
@@ -100,6 +116,7 @@ export async function prepare() {
   STATUSES.splice(0, STATUSES.length, ...doc.statuses);
   STOP_REASONS.splice(0, STOP_REASONS.length, ...doc.stopReasons);
   doc.finished.forEach((status) => FINISHED.add(status));
+  UNFINISHED.splice(0, UNFINISHED.length, ...doc.statuses.filter((status) => !FINISHED.has(status)));
   if (doc.auth && !token()) await askToken("");
 }
 

@@ -1,7 +1,7 @@
 // The dashboard's entry: read the service's words and ask for a token if it needs one, then draw
 // the page the path names. window.descent holds what the pages plotted, for tests and for the curious.
 
-import { banner, el, errorText, prepare } from "./api.js";
+import { banner, el, errorText, prepare, sleep, unreachable } from "./api.js";
 import { comparePage } from "./page-compare.js";
 import { jobPage } from "./page-job.js";
 import { listPage } from "./page-list.js";
@@ -22,14 +22,21 @@ const ROUTES = [
 
 async function start() {
   const main = document.getElementById("main");
-  try {
-    await prepare();
-  } catch (err) {
-    banner(`The service's description (/openapi.json) could not be read: ${errorText(err)}`);
-    main.replaceChildren(el("p", { class: "error", id: "page-error", text: errorText(err) }));
-    window.descent.loaded = true;
-    return;
+  for (let wait = 1000; ; wait = Math.min(2 * wait, 10_000)) {
+    try {
+      await prepare();
+      break;
+    } catch (err) {
+      banner(`The service's description (/openapi.json) could not be read: ${errorText(err)}`);
+      if (!unreachable(err)) {
+        main.replaceChildren(el("p", { class: "error", id: "page-error", text: errorText(err) }));
+        window.descent.loaded = true;
+        return;
+      }
+      await sleep(wait); // the API is restarting or down: try again
+    }
   }
+  banner(null);
   for (const [pattern, name, page] of ROUTES) {
     const match = location.pathname.match(pattern);
     if (!match) continue;

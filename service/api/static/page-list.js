@@ -31,7 +31,7 @@ export async function listPage(main) {
   const form = el("form", { class: "filters", id: "filters" },
     el("label", {}, "status ", select("status", ["", ...STATUSES], params.get("status") || "")),
     el("label", {}, "name ", input("name", { size: 16 })),
-    el("label", {}, "stop reason ", select("stop_reason", ["", ...STOP_REASONS.filter((r) => r !== "interrupted")], params.get("stop_reason") || "")),
+    el("label", {}, "stop reason ", select("stop_reason", ["", ...STOP_REASONS], params.get("stop_reason") || "")),
     el("label", {}, "tag ", input("tag", { size: 16, placeholder: "key:value" })),
     el("label", {}, "per page ", select("limit", sizes, String(limit))),
     el("button", { type: "submit", text: "Filter" }),

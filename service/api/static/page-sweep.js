@@ -4,7 +4,7 @@
 // compare the whole sweep. The heat map's keys and stat, the table's order and page size are kept
 // in the page's URL. Refreshed while any of its jobs is queued or running.
 
-import { banner, deleteAfterAsking, el, errorText, failureBanner, fmt, getJSON, num, statusBadge } from "./api.js";
+import { UNFINISHED, banner, deleteAfterAsking, el, errorText, failureBanner, fmt, getJSON, num, statusBadge } from "./api.js";
 import { contourLevels } from "./contour.js";
 import { MAX_SWEEP_PATHS } from "./page-compare.js";
 import { outcomeText } from "./page-sweeps.js";
@@ -38,7 +38,7 @@ export async function sweepPage(main, sweepId) {
       main.classList.remove("stale");
       banner("");
       const counts = state.sweep.counts || {};
-      if ((counts.queued || 0) + (counts.running || 0) > 0) setTimeout(load, POLL_MS);
+      if (UNFINISHED.some((status) => (counts[status] || 0) > 0)) setTimeout(load, POLL_MS);
     } catch (err) {
       if (!lastOk) throw err; // nothing shown yet: the page says why
       failureBanner(err, lastOk);

@@ -1,11 +1,15 @@
 // The sweeps: newest first, a page at a time (older / newer, with the API's cursor), each with its
 // jobs by outcome (diverged apart from succeeded) and its grid; refreshed while any of them runs.
 
-import { ApiError, banner, el, failureBanner, getJSON, unreachable, when } from "./api.js";
+import { ApiError, STATUSES, UNFINISHED, banner, el, failureBanner, getJSON, unreachable, when } from "./api.js";
 
 const POLL_MS = 3000;
 const PAGE = 50;
-const OUTCOMES = ["queued", "running", "succeeded", "diverged", "failed", "cancelled"];
+
+/** The outcomes a sweep's jobs are counted by: the statuses, with "diverged" after "succeeded". */
+function outcomeNames() {
+  return STATUSES.flatMap((status) => (status === "succeeded" ? [status, "diverged"] : [status]));
+}
 
 /** A sweep's jobs by outcome: a diverged job (counted in succeeded by the API) only as diverged. */
 export function outcomes(sweep) {
@@ -18,7 +22,7 @@ export function outcomes(sweep) {
 /** "4 succeeded · 2 diverged", the outcomes that have jobs, in lifecycle order. */
 export function outcomeText(sweep) {
   const counts = outcomes(sweep);
-  return OUTCOMES.filter((k) => counts[k]).map((k) => `${counts[k].toLocaleString()} ${k}`).join(" · ") || "none yet";
+  return outcomeNames().filter((k) => counts[k]).map((k) => `${counts[k].toLocaleString()} ${k}`).join(" · ") || "none yet";
 }
 
 /** The grid in words: "optimizer.name (sgd, adam) × optimizer.lr (0.001, 0.01) × 1000 starts". */
@@ -61,7 +65,7 @@ export async function sweepsPage(main) {
       if (mine !== loading) return;
       paging.next = page.next_cursor;
       body.replaceChildren(...page.sweeps.map(row));
-      active = page.sweeps.some((s) => (s.counts.queued || 0) + (s.counts.running || 0) > 0);
+      active = page.sweeps.some((s) => UNFINISHED.some((status) => (s.counts[status] || 0) > 0));
       const first = paging.cursors.length * PAGE;
       where.textContent = page.sweeps.length ? `sweeps ${first + 1}–${first + page.sweeps.length}, newest first` : "";
       newest.disabled = newer.disabled = paging.cursors.length === 0;
@@ -90,7 +94,7 @@ export async function sweepsPage(main) {
 function row(sweep) {
   const counts = outcomes(sweep);
   const bar = el("span", { class: "outcome-bar", title: outcomeText(sweep) },
-    ...OUTCOMES.filter((k) => counts[k]).map((k) => el("span", { class: `status-${k}`, "data-outcome": k,
+    ...outcomeNames().filter((k) => counts[k]).map((k) => el("span", { class: `status-${k}`, "data-outcome": k,
       "data-share": (counts[k] / sweep.jobs).toFixed(4) })));
   // The bar's segments are sized by a CSS custom property set from script (no inline styles).
   bar.childNodes.forEach((segment) => segment.style.setProperty("--share", segment.dataset.share));
