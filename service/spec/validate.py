@@ -25,7 +25,7 @@ from service.expr.parse import taken_name
 from service.spec.catalog import CATALOG, CatalogObjective
 from service.spec.error import SpecError
 from service.spec.choices import CHOICE_NAMES
-from service.spec.model import InitSpec, JobSpec, NamedObjective, PerJob
+from service.spec.model import CATALOG_PARAM_BOUND, InitSpec, JobSpec, NamedObjective, PerJob
 from service.spec.optimizers import (
     Choice,
     check_optimizer,
@@ -285,8 +285,9 @@ def _objective(spec: JobSpec) -> tuple[CatalogObjective | None, dict[str, float]
         if key not in entry.params:
             allowed = ", ".join(entry.params) or "none"
             raise SpecError(f"objective.params.{key}", f"'{named.name}' has no parameter '{key:.40}' (allowed: {allowed})")
-        if not math.isfinite(value) or abs(value) > 1e6:
-            raise SpecError(f"objective.params.{key}", f"parameter '{key}' must be a finite number within 1e6")
+        if not math.isfinite(value) or abs(value) > CATALOG_PARAM_BOUND:
+            raise SpecError(f"objective.params.{key}",
+                            f"parameter '{key}' must be a finite number within {CATALOG_PARAM_BOUND:g}")
     if spec.variable != "x":
         raise SpecError("variable", "catalog objectives are written in 'x'; leave 'variable' out")
     missing = [name for name in entry.data if name not in spec.data]
