@@ -287,7 +287,7 @@ def _objective(spec: JobSpec) -> tuple[CatalogObjective | None, dict[str, float]
             raise SpecError(f"objective.params.{key}", f"'{named.name}' has no parameter '{key:.40}' (allowed: {allowed})")
         if not math.isfinite(value) or abs(value) > CATALOG_PARAM_BOUND:
             raise SpecError(f"objective.params.{key}",
-                            f"parameter '{key}' must be a finite number within {CATALOG_PARAM_BOUND:g}")
+                            f"parameter '{key}' must be a finite number within ±{CATALOG_PARAM_BOUND:,.0f}")
     if spec.variable != "x":
         raise SpecError("variable", "catalog objectives are written in 'x'; leave 'variable' out")
     missing = [name for name in entry.data if name not in spec.data]
