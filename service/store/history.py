@@ -340,8 +340,8 @@ def iter_point_texts(db: Database, job_id: str, points: int, fields: Sequence[st
     """PostgreSQL only: the rows of the steps ``choose_steps`` chooses, in step order, in pages
     sized as ``iter_history`` sizes them, each row its step and then, for each other name of
     ``fields``, PostgreSQL's shortest text of the value (x and grad: their values' texts joined
-    by ``sep``; None where the row has none). Each row is a primary-key lookup, the steps are
-    chosen and the first page read in one transaction, and no value is converted on the way:
+    by ``sep``; None where the row has none). Each row is a probe of the chunks' primary key, the
+    steps are chosen and the first page read in one transaction, and no value is converted on the way:
     the API writes this text as it is, rewriting only the few values whose text is not Python's
     ``repr``."""
     names = [name for name in fields if name != "step"]

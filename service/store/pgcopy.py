@@ -2,8 +2,8 @@
 the benchmark's baseline), built column-wise with numpy.
 
 Binary COPY is the cheapest way into PostgreSQL for both sides: no float formatting here and no
-float parsing in the server. Every row of a batch has the same size (x and grad have the job's
-element count), so a batch is one numpy structured array filled a column at a time.
+float parsing in the server. Chunks of one kind (id length, rows, x and grad widths) have one
+size, so they are one numpy structured array filled a column at a time.
 """
 from __future__ import annotations
 
@@ -29,30 +29,10 @@ def _array_fields(name: str, numel: int) -> list[tuple[str, str] | tuple[str, st
 
 def encode(job_id: str, steps: np.ndarray, f: np.ndarray, grad_norm: np.ndarray, lr: np.ndarray,
            x: np.ndarray | None, grad: np.ndarray | None) -> bytes:
-    """The COPY ... (FORMAT binary) payload for these rows; x/grad are (rows, numel) or None."""
+    """The COPY ... (FORMAT binary) payload for these rows, one row per step in ``COLUMNS`` (the
+    layout of ``history`` before revision 0017: the baseline of benchmarks/table.py's writes row);
+    x/grad are (rows, numel) or None."""
     return HEADER + _rows(job_id.encode(), steps, f, grad_norm, lr, x, grad) + TRAILER
-
-
-def encode_many(items: Sequence[tuple[str, HistoryRows]]) -> bytes:
-    """One payload for the rows of many jobs (a batch's chunk): one structured array when the
-    ids have one length and the batches one row width (always, for a batch's jobs)."""
-    items = [(job_id, batch) for job_id, batch in items if len(batch)]
-    keys = [job_id.encode() for job_id, _ in items]
-    widths = {(len(k), _width(b.x), _width(b.grad)) for k, (_, b) in zip(keys, items)}
-    if len(widths) > 1:
-        return HEADER + b"".join(_rows(k, b.steps, b.f, b.grad_norm, b.lr, b.x, b.grad)
-                                 for k, (_, b) in zip(keys, items)) + TRAILER
-    if not items:
-        return HEADER + TRAILER
-    batches = [b for _, b in items]
-
-    def column(name: str) -> np.ndarray | None:
-        values = [getattr(b, name) for b in batches]
-        return None if values[0] is None else np.concatenate(values)
-
-    ids = np.repeat(np.array(keys), [len(b) for b in batches])
-    return HEADER + _rows(ids, column("steps"), column("f"), column("grad_norm"), column("lr"),  # type: ignore[arg-type]
-                          column("x"), column("grad")) + TRAILER
 
 
 def _width(values: np.ndarray | None) -> int:
