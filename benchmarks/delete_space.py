@@ -4,13 +4,13 @@ while it runs, and whether the space comes back.
     python benchmarks/delete_space.py [--rows 1000001] [--writers 2] [--batches 1000,5000,20000,0]
                                       [--baseline-seconds 5] [--json]
 
-On a fresh PostgreSQL database (``DESCENT_TEST_PG_URL``'s server), autovacuum off for ``history``
+On a fresh PostgreSQL database (``DESCENT_TEST_PG_URL``'s server), autovacuum off for ``history_chunks``
 (every VACUUM is one this script runs):
 
 **Space.** A ``--rows``-row history is written between two of half as many rows (so its pages lie
 in the middle of the table, where only reuse, not VACUUM's truncation of the table's end, can take
 them back), all through the store's write path as a worker writes (``save_chunk``, binary COPY).
-``pg_total_relation_size('history')`` (heap, index, TOAST) is taken with it stored (after VACUUM
+``pg_total_relation_size('history_chunks')`` (heap, index, TOAST) is taken with it stored (after VACUUM
 ANALYZE), right after ``service.store.deletion.delete_job`` (the default batches), after one plain
 VACUUM, and after the same volume is written again: the growth must stay within 10%. Twice, on
 fresh databases: with one VACUUM pass, and with two (a transaction between them, as any running
@@ -119,20 +119,20 @@ def pct(values: list[float], q: float) -> float:
 
 def size(db: Database) -> int:
     with db.session() as s:
-        return int(s.connection().exec_driver_sql("SELECT pg_total_relation_size('history')").scalar())
+        return int(s.connection().exec_driver_sql("SELECT pg_total_relation_size('history_chunks')").scalar())
 
 
 def parts(db: Database) -> str:
     """The table's heap and index sizes, for the log."""
     with db.session() as s:
         heap, index = s.connection().exec_driver_sql(
-            "SELECT pg_relation_size('history'), pg_indexes_size('history')").one()
+            "SELECT pg_relation_size('history_chunks'), pg_indexes_size('history_chunks')").one()
     return f"heap {heap / MIB:.1f} + index {index / MIB:.1f} MiB"
 
 
 def vacuum(db: Database, analyze: bool = False) -> None:
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("VACUUM ANALYZE history" if analyze else "VACUUM history")
+        conn.exec_driver_sql("VACUUM ANALYZE history_chunks" if analyze else "VACUUM history_chunks")
 
 
 def latency(db: Database, rows: int, writers: int, batch_rows: int, baseline_seconds: float) -> dict[str, Any]:
@@ -205,17 +205,17 @@ def space(db: Database, rows: int, passes: int) -> dict[str, Any]:
 
 def _index(db: Database) -> int:
     with db.session() as s:
-        return int(s.connection().exec_driver_sql("SELECT pg_indexes_size('history')").scalar())
+        return int(s.connection().exec_driver_sql("SELECT pg_indexes_size('history_chunks')").scalar())
 
 
 def on_fresh(measure: Any) -> Any:
     """``measure(db)`` on a fresh, migrated PostgreSQL database (dropped afterwards), autovacuum
-    off for ``history``."""
+    off for ``history_chunks``."""
     databases = migrated()
     db = next(databases)
     try:
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("ALTER TABLE history SET (autovacuum_enabled = false)")
+            conn.exec_driver_sql("ALTER TABLE history_chunks SET (autovacuum_enabled = false)")
         return measure(db)
     finally:
         db.engine.dispose()

@@ -79,7 +79,7 @@ def vm(pid: int, key: str) -> int:
 
 
 def psql_copy(url: str, job_id: str) -> float:
-    query = (f"COPY (SELECT step, f, grad_norm, lr, x[1], x[2] FROM history WHERE job_id = '{job_id}' "
+    query = (f"COPY (SELECT step, f, grad_norm, lr, x[1], x[2] FROM history_rows WHERE job_id = '{job_id}' "
              "ORDER BY step) TO STDOUT WITH CSV")
     began = time.perf_counter()
     with open(os.devnull, "wb") as sink:
@@ -111,7 +111,7 @@ def main() -> int:
             db.engine.dispose()
             print(f"{args.rows:,} rows (2 parameters, x recorded) written in {time.perf_counter() - began:.1f}s")
             url = svc.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
-            subprocess.run(["psql", "-X", "-q", "-d", url, "-c", "VACUUM ANALYZE history"], check=True,
+            subprocess.run(["psql", "-X", "-q", "-d", url, "-c", "VACUUM ANALYZE history_chunks"], check=True,
                            stdout=subprocess.DEVNULL)
 
             base = f"/v1/jobs/{job_id}/history"

@@ -115,7 +115,7 @@ def main() -> int:
             for state in ("fresh", "analyzed"):
                 if state == "analyzed":
                     url = svc.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
-                    subprocess.run(["psql", "-X", "-q", "-d", url, "-c", "VACUUM ANALYZE history"], check=True,
+                    subprocess.run(["psql", "-X", "-q", "-d", url, "-c", "VACUUM ANALYZE history_chunks"], check=True,
                                    stdout=subprocess.DEVNULL)
                 for name, (job_id, numel, rows) in jobs.items():
                     m = measure(svc.port, job_id, args.repeat)

@@ -30,7 +30,7 @@ from sqlalchemy import func, select  # noqa: E402
 from service.config import normalise_database_url  # noqa: E402
 from service.engine import run  # noqa: E402
 from service.spec import check_spec  # noqa: E402
-from service.store.models import HistoryRow, Job  # noqa: E402
+from service.store.models import history_rows, Job  # noqa: E402
 from testkit.backends import embedded_settings  # noqa: E402
 from testkit.processes import Service  # noqa: E402
 from testkit.servers import PrivatePostgres, PrivateRedis  # noqa: E402
@@ -118,8 +118,8 @@ def main() -> None:
             statuses = dict(s.execute(select(Job.id, Job.status)).all())
             results = dict(s.execute(select(Job.id, Job.result)).all())
             attempts = dict(s.execute(select(Job.id, Job.attempts)).all())
-            dup_rows = s.execute(select(HistoryRow.job_id, func.count(), func.count(func.distinct(HistoryRow.step)))
-                                 .group_by(HistoryRow.job_id)).all()
+            dup_rows = s.execute(select(history_rows.c.job_id, func.count(), func.count(func.distinct(history_rows.c.step)))
+                                 .group_by(history_rows.c.job_id)).all()
         duplicates = sum(total - distinct for _, total, distinct in dup_rows)
         succeeded = [j for j, st in statuses.items() if st == JobStatus.SUCCEEDED]
         failed = [j for j, st in statuses.items() if st == JobStatus.FAILED]
@@ -128,7 +128,7 @@ def main() -> None:
         for job_id in succeeded:
             spec = specs[job_id]
             with db.session() as s:
-                steps = list(s.scalars(select(HistoryRow.step).where(HistoryRow.job_id == job_id).order_by(HistoryRow.step)))
+                steps = list(s.scalars(select(history_rows.c.step).where(history_rows.c.job_id == job_id).order_by(history_rows.c.step)))
             if steps != expected_steps(spec, results[job_id]["steps"]):
                 gaps += 1
             clean = run(check_spec(spec))

@@ -292,7 +292,7 @@ def run_sweep(svc: Service, jobs: int, poll: float = POLL) -> dict[str, Any]:
         with db.session() as s:
             # every job's stored rows against what its record rule keeps for the steps it ran
             per_job = s.execute(text(
-                "SELECT j.id, j.result, (SELECT count(*) FROM history h WHERE h.job_id = j.id) "
+                "SELECT j.id, j.result, (SELECT coalesce(sum(n_rows), 0) FROM history_chunks h WHERE h.job_id = j.id) "
                 "FROM jobs j WHERE j.sweep_id = :s"), {"s": sweep_id}).all()
             last_finished = s.execute(text("SELECT max(finished_at) FROM jobs WHERE sweep_id = :s"),
                                       {"s": sweep_id}).scalar()

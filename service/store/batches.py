@@ -15,13 +15,14 @@ import math
 from datetime import timedelta
 from typing import Collection, Sequence
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.store import counters, data
 from service.store.db import Database, StoreError, clock, one_of
 from service.store.jobs import claim_job, job_record
-from service.store.models import HistoryRow, Job
+from service.store.chunks import cut
+from service.store.models import Job
 from service.store.records import JobRecord
 from service.status import JobStatus
 
@@ -106,12 +107,9 @@ def _claim_compatible(db: Database, lead: JobRecord, worker: str, lease_seconds:
                     started_at=func.coalesce(jobs.c.started_at, now))
             .returning(*jobs.c)
         ).all()
-        redo = [{"b_id": row.id, "b_step": row.checkpoint_step or 0} for row in rows
-                if row.checkpoint_step is not None or row.attempts > 1]
+        redo = {row.id: row.checkpoint_step or 0 for row in rows if row.checkpoint_step is not None or row.attempts > 1}
         if redo:  # as claim_job: rows an earlier holder wrote past the checkpoint are written again
-            history = HistoryRow.__table__
-            s.execute(delete(history).where(history.c.job_id == bindparam("b_id"), history.c.step >= bindparam("b_step")),
-                      redo)
+            cut(s, redo)
         return [job_record(row, with_checkpoint=True) for row in rows]
 
 

@@ -19,9 +19,8 @@ from typing import Any, Iterable, Mapping, MutableMapping, Sequence
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from service.rows import HistoryRows
 from service.store.db import Database, one_of
-from service.store.models import Counter, HistoryRow, Job
+from service.store.models import Counter, Job
 from service.status import JobStatus
 
 # The counters and histograms the store keeps (what /metrics shows, and how).
@@ -123,28 +122,6 @@ def totals(db: Database) -> dict[tuple[str, str], float]:
         rows = s.execute(select(counters.c.name, counters.c.labels, func.sum(counters.c.value))
                          .group_by(counters.c.name, counters.c.labels)).all()
     return {(name, labels): float(value or 0) for name, labels, value in rows}
-
-
-def new_rows(s: Any, items: Sequence[tuple[str, HistoryRows]], replace: bool) -> int:
-    """How many history rows writing ``items`` adds: all of them, but for a write that replaces
-    (retried after an ambiguous commit), less those already stored from each batch's first step,
-    which the earlier commit counted. Read before the write, in its transaction."""
-    items = [(job_id, batch) for job_id, batch in items if len(batch)]
-    written = sum(len(batch) for _, batch in items)
-    if not replace or not items:
-        return written
-    history, stored = HistoryRow.__table__, 0
-    first_of: dict[str, int] = {}  # where each job's rows are replaced from
-    for job_id, batch in items:
-        first_of[job_id] = min(first_of.get(job_id, int(batch.steps[0])), int(batch.steps[0]))
-    by_first: dict[int, list[str]] = defaultdict(list)  # a batch's chunks mostly start on one step
-    for job_id, first in first_of.items():
-        by_first[first].append(job_id)
-    dialect = s.bind.dialect.name
-    for first, job_ids in by_first.items():
-        stored += int(s.scalar(select(func.count()).select_from(history).where(
-            one_of(history.c.job_id, job_ids, dialect), history.c.step >= first)) or 0)
-    return max(0, written - stored)
 
 
 def job_counts(db: Database) -> tuple[dict[str, int], dict[str, int]]:

@@ -37,7 +37,8 @@ from sqlalchemy.exc import IntegrityError
 
 from service.store import counters, data, quotas
 from service.store.db import Database, NotFound, as_utc, clock, one_of, owned_row, utcnow
-from service.store.models import HistoryRow, Job, JobData, JobTag, JobTensor, Sweep
+from service.store.chunks import rows_of
+from service.store.models import HistoryChunk, Job, JobData, JobTag, JobTensor, Sweep
 from service.status import FINISHED, JobStatus
 
 # Ids are UUIDs this store made; any other text names nothing and costs no query.
@@ -136,11 +137,10 @@ def remove_jobs(db: Database, job_ids: Sequence[str], batch_rows: int | None = N
     for first in range(0, len(job_ids), JOB_GROUP):
         group = list(job_ids[first:first + JOB_GROUP])
         removed.history_rows += purge_history(db, group, batch_rows)
-        jobs, history = Job.__table__, HistoryRow.__table__
+        jobs, history = Job.__table__, HistoryChunk.__table__
         with db.session() as s:
             # none is expected (the history is frozen): a last guard, so no row outlives its job
-            removed.history_rows += s.execute(delete(history).where(one_of(history.c.job_id, group, db.dialect))
-                                              ).rowcount or 0
+            removed.history_rows += _deleted(s, one_of(history.c.job_id, group, db.dialect))
             # whose tensors these jobs read (each owner's own copies): only theirs may become
             # unread, so the count depends on nothing another owner stores
             read = data.owners_reading(s, group, db.dialect)
@@ -168,21 +168,22 @@ def _forget_unread(s: Any, owners: Sequence[str] | None) -> int:
 
 def purge_history(db: Database, job_ids: Sequence[str], batch_rows: int | None = None) -> int:
     """Delete every history row of ``job_ids`` (jobs whose history no one writes any more) in
-    transactions of at most about ``batch_rows`` rows; returns how many went."""
+    transactions of about ``batch_rows`` rows at most (whole chunks); returns how many went."""
     if not job_ids:
         return 0
     batch = batch_rows or BATCH_ROWS.get(db.dialect, 2_000)
-    history = HistoryRow.__table__
+    history = HistoryChunk.__table__
     with db.session() as s:
-        counts = dict(s.execute(select(history.c.job_id, func.count()).where(
-            one_of(history.c.job_id, list(job_ids), db.dialect)).group_by(history.c.job_id)).all())
+        counts = {job_id: (int(n), int(rows)) for job_id, n, rows in s.execute(
+            select(history.c.job_id, func.count(), func.sum(history.c.n_rows))
+            .where(one_of(history.c.job_id, list(job_ids), db.dialect)).group_by(history.c.job_id)).all()}
     total, small, small_rows = 0, [], 0
     for job_id in job_ids:
-        rows = int(counts.get(job_id, 0))
+        chunks, rows = counts.get(job_id, (0, 0))
         if not rows:
             continue
         if rows > batch:
-            total += _purge_long(db, job_id, batch)
+            total += _purge_long(db, job_id, max(1, batch * chunks // rows))
             continue
         if small_rows + rows > batch:
             total += _purge_whole(db, small)
@@ -194,16 +195,21 @@ def purge_history(db: Database, job_ids: Sequence[str], batch_rows: int | None =
     return total
 
 
+def _deleted(s: Any, where: Any) -> int:
+    """Delete the chunks ``where`` chooses; how many rows they held."""
+    history = HistoryChunk.__table__
+    return sum(int(n) for n in s.execute(delete(history).where(where).returning(history.c.n_rows)).scalars())
+
+
 def _purge_whole(db: Database, job_ids: list[str]) -> int:
-    history = HistoryRow.__table__
-    count, _ = _timed(db, lambda s: (s.execute(delete(history).where(one_of(history.c.job_id, job_ids, db.dialect))),
-                                     None))
+    history = HistoryChunk.__table__
+    count, _ = _timed(db, lambda s: (_deleted(s, one_of(history.c.job_id, job_ids, db.dialect)), None))
     return count
 
 
 def _purge_long(db: Database, job_id: str, batch: int) -> int:
-    """A long history by ranges of ``batch`` steps, from the first step on: each range is read
-    from the index (its last step) and deleted between two bounds, so no scan crosses the dead
+    """A long history by ranges of ``batch`` chunks, from the first step on: each range is read
+    from the index (its last chunk) and deleted between two bounds, so no scan crosses the dead
     rows of the ranges before it."""
     total, after = 0, -1
     while True:
@@ -214,24 +220,23 @@ def _purge_long(db: Database, job_id: str, batch: int) -> int:
         after = last
 
 
-def _delete_range(s: Any, job_id: str, after: int, batch: int) -> tuple[Any, int | None]:
-    """Delete the job's first ``batch`` rows past step ``after``; (the DELETE's result, the last
-    step of the range, None when the rows left were fewer)."""
-    history = HistoryRow.__table__
-    mine = and_(history.c.job_id == job_id, history.c.step > after)
-    last = s.scalar(select(history.c.step).where(mine).order_by(history.c.step).offset(batch - 1).limit(1))
-    which = mine if last is None else and_(mine, history.c.step <= last)
-    return s.execute(delete(history).where(which)), None if last is None else int(last)
+def _delete_range(s: Any, job_id: str, after: int, batch: int) -> tuple[int, int | None]:
+    """Delete the job's first ``batch`` chunks starting past step ``after``; (the rows they held,
+    the first step of the range's last chunk, None when the chunks left were fewer)."""
+    history = HistoryChunk.__table__
+    mine = and_(history.c.job_id == job_id, history.c.first_step > after)
+    last = s.scalar(select(history.c.first_step).where(mine).order_by(history.c.first_step).offset(batch - 1).limit(1))
+    which = mine if last is None else and_(mine, history.c.first_step <= last)
+    return _deleted(s, which), None if last is None else int(last)
 
 
 def _timed(db: Database, statement: Any) -> tuple[int, Any]:
-    """Run ``statement(session)`` (giving a DELETE's result and a value) in its own transaction;
-    (the DELETE's rowcount, the value). On SQLite, then pause as long as it took, so other writers
-    get the write lock in between."""
+    """Run ``statement(session)`` (giving the rows it deleted and a value) in its own transaction;
+    (the rows, the value). On SQLite, then pause as long as it took, so other writers get the
+    write lock in between."""
     began = time.monotonic()
     with db.session() as s:
-        result, value = statement(s)
-        count = result.rowcount or 0
+        count, value = statement(s)
     if db.dialect == "sqlite" and count:
         time.sleep(min(0.5, (time.monotonic() - began) * SQLITE_YIELD))
     return count, value
@@ -315,7 +320,7 @@ def _pages(db: Database, cutoff: datetime, page: int, with_history: bool,
     """Pages of the finished jobs that ended before ``cutoff``, oldest first (with
     ``with_history``: only those still holding a history), each with its rows counted. Keyset
     pagination on (finished_at, id), so a page whose jobs were just removed is never read again."""
-    jobs, history = Job.__table__, HistoryRow.__table__
+    jobs, history = Job.__table__, HistoryChunk.__table__
     after: tuple[datetime, str] | None = None
     while True:
         query = (select(jobs.c.id, jobs.c.owner, jobs.c.status, jobs.c.finished_at, jobs.c.sweep_id)
@@ -330,8 +335,7 @@ def _pages(db: Database, cutoff: datetime, page: int, with_history: bool,
         with db.session() as s:
             rows = s.execute(query).all()
             ids = [r.id for r in rows]
-            counts = dict(s.execute(select(history.c.job_id, func.count()).where(
-                one_of(history.c.job_id, ids, db.dialect)).group_by(history.c.job_id)).all()) if ids else {}
+            counts = rows_of(s, ids) if ids else {}
         if not rows:
             return
         after = (rows[-1].finished_at, rows[-1].id)

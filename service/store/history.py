@@ -1,10 +1,14 @@
-"""Per-step histories: batched, fenced writes and streamed, keyset-paginated reads.
+"""Per-step histories: fenced writes of chunks and streamed, keyset-paginated reads of their rows.
 
 A chunk's rows, its checkpoint (when one is due) and the lease renewal commit in one
 transaction, so after any crash the stored history reaches at least as far as the stored
 checkpoint. Rows past the checkpoint are deleted when a job is claimed again
 (``jobs.claim_job``) and redone by the resumed run, and a write retried after an ambiguous
-commit replaces its rows (``rows.write_once``): no step is ever stored twice or skipped.
+commit replaces its rows (``chunks.write_once``): no step is ever stored twice or skipped.
+
+The rows are stored as chunks of steps (``service.store.chunks``); every read here finds the
+chunks it needs by the primary key (job, first step), so none depends on the planner's
+statistics, and reads rows of them in numpy (pages) or in SQL (exports and points on PostgreSQL).
 """
 from __future__ import annotations
 
@@ -14,16 +18,15 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import LargeBinary, and_, bindparam, func, select, update
 from sqlalchemy import text as sql_text
 
 from service.rows import HistoryRows, Progress
-from service.store import counters
+from service.store import chunks, counters, pgcopy
+from service.store.chunks import write_many, write_once, write_rows
 from service.store.db import Database, LeaseLost
 from service.store.jobs import renew_jobs
-from service.store import pgcopy
-from service.store.models import HistoryRow, Job
-from service.store.chunks import write_many, write_once, write_rows
+from service.store.models import HistoryChunk, Job
 
 __all__ = ["PAGE_BYTES", "ChunkWrite", "HistoryRows", "choose_steps", "count_rows", "iter_history", "iter_text",
            "iter_point_texts", "page_rows", "save_chunk", "save_chunks", "text_width_ok", "write_rows"]
@@ -52,18 +55,17 @@ class ChunkWrite:
     progress: Progress | None = None
 
 
-def save_chunks(db: Database, worker: str, chunks: Sequence[ChunkWrite], lease_seconds: float) -> dict[str, bool]:
+def save_chunks(db: Database, worker: str, writes: Sequence[ChunkWrite], lease_seconds: float) -> dict[str, bool]:
     """``save_chunk`` for the chunks of many jobs (a batch's), in one transaction; returns {job
     id: cancel requested} for the jobs ``worker`` still holds. A job missing from the answer was
     lost: none of its rows were written."""
     def transaction(s: Any, replace: bool) -> dict[str, bool]:
-        progress = {c.job_id: c.progress for c in chunks if c.progress is not None}
-        held = renew_jobs(db, [c.job_id for c in chunks], worker, lease_seconds, session=s, progress=progress)
-        mine = [(c.job_id, c.rows) for c in chunks if c.job_id in held]
-        counters.add(s, worker, {(counters.HISTORY_ROWS, ""): counters.new_rows(s, mine, replace)})
-        write_many(s, mine, replace)
+        progress = {c.job_id: c.progress for c in writes if c.progress is not None}
+        held = renew_jobs(db, [c.job_id for c in writes], worker, lease_seconds, session=s, progress=progress)
+        mine = [(c.job_id, c.rows) for c in writes if c.job_id in held]
+        counters.add(s, worker, {(counters.HISTORY_ROWS, ""): write_many(s, mine, replace)})
         moved = [{"b_id": c.job_id, "b_checkpoint": c.checkpoint, "b_step": c.checkpoint_step}
-                 for c in chunks if c.job_id in held and c.checkpoint is not None]
+                 for c in writes if c.job_id in held and c.checkpoint is not None]
         if moved:
             jobs = Job.__table__
             s.execute(update(jobs).where(jobs.c.id == bindparam("b_id"))
@@ -100,111 +102,98 @@ def iter_history(db: Database, job_id: str, start: int = 0, limit: int | None = 
     ``numel`` is the job's element count (the width of x and grad); when not given it is read
     from the job (only if x or grad is asked for). With ``steps`` (ascending), only the rows of
     those steps are read (``start``, ``every`` and ``limit`` still apply)."""
-    columns = [HistoryRow.step, HistoryRow.f, HistoryRow.grad_norm, HistoryRow.lr,
-               HistoryRow.x if with_x else None, HistoryRow.grad if with_grad else None]
-    selected = [c for c in columns if c is not None]
-    raw = db.dialect == "sqlite"  # the stored text as it is, decoded below a column at a time
     if numel is None and (with_x or with_grad):
         numel = _job_numel(db, job_id)
     page = page_rows(numel or 0, with_x, with_grad, rows_per_page, page_bytes)
-    remaining = limit
-    cursor = start
-    wanted = None if steps is None else [int(v) for v in steps if int(v) >= start]
-    while remaining is None or remaining > 0:
-        size = page if remaining is None else min(page, remaining)
-        chunk = None
-        if wanted is not None:
-            chunk = [v for v in wanted[:size] if v >= cursor]
-            wanted = wanted[size:]
-            if not chunk:
-                if not wanted:
-                    return
-                continue
-        with db.session() as s:
-            if raw:
-                rows = _sqlite_page(s, job_id, [c.key for c in selected], cursor, chunk, every, size)
-            elif chunk is not None:
-                rows = _pg_rows_at(s, job_id, [c.key for c in selected], cursor, chunk, every, size)
-            else:
-                query = select(*selected).where(HistoryRow.job_id == job_id, HistoryRow.step >= cursor)
-                if every > 1:
-                    query = query.where(HistoryRow.step % every == 0)
-                rows = s.execute(query.order_by(HistoryRow.step).limit(size)).all()
-        count = len(rows)
-        if count:
-            last = int(rows[-1][0])
-            values: list[Any] = list(zip(*rows))
-            del rows  # the columns hold the values now
-            if raw:
-                values = [values[0]] + [np.array(v, dtype=np.float64) for v in values[1:4]] + \
-                    [_json_arrays(v, numel or 0) for v in values[4:]]
-            block = HistoryRows(steps=values[0], f=values[1], grad_norm=values[2], lr=values[3],
-                                 x=_recorded(values[4]) if with_x else None,
-                                 grad=_recorded(values[-1]) if with_grad else None)
-            del values  # the block holds them as float64 arrays: 8 bytes a value, not a Python float's 32
-            yield block
-            del block
-        if count < size and (wanted is None or not wanted):
-            return
-        if count:
-            cursor = last + 1
+    if steps is not None:
+        wanted = [int(v) for v in steps if int(v) >= start and int(v) % every == 0]
+        blocks: Iterator[HistoryRows] = _blocks_at(db, job_id, wanted, page, with_x, with_grad)
+    else:
+        per_chunk = chunks.rows_per_chunk((numel or 0) * (int(with_x) + int(with_grad)))
+        blocks = _blocks_from(db, job_id, start, every, max(1, -(-page // per_chunk)), with_x, with_grad)
+    yield from _pages(blocks, page, limit)
+
+
+def _pages(blocks: Iterator[HistoryRows], page: int, limit: int | None) -> Iterator[HistoryRows]:
+    """The rows of ``blocks`` in pages of ``page`` rows (the last one shorter), at most ``limit``."""
+    pending: list[HistoryRows] = []
+    held, remaining = 0, limit
+    for block in blocks:
+        if remaining is not None and len(block) > remaining:
+            block = chunks.select_rows(block, slice(0, remaining))
+        if not len(block):
+            continue
+        pending.append(block)
+        held += len(block)
         if remaining is not None:
-            remaining -= count
+            remaining -= len(block)
+        while held >= page:
+            rows = chunks.concat(pending)
+            yield chunks.select_rows(rows, slice(0, page))
+            pending = [chunks.select_rows(rows, slice(page, None))] if len(rows) > page else []
+            held -= page
+            del rows
+        if remaining == 0:
+            break
+    if held:
+        yield chunks.concat(pending)
 
 
-def _sqlite_page(s: Any, job_id: str, names: list[str], cursor: int, chunk: list[int] | None, every: int,
-                 size: int) -> list[tuple[Any, ...]]:
-    """A page's rows on SQLite, as the driver gives them (no per-value conversion): floats (or
-    the text 'NaN') and x/grad as JSON text."""
-    sql = f"SELECT {', '.join(names)} FROM history WHERE job_id = ? AND step >= ?"
-    params: list[Any] = [job_id, cursor]
-    if chunk is not None:
-        sql += f" AND step IN ({', '.join('?' * len(chunk))})"
-        params += chunk
-    if every > 1:
-        sql += " AND step % ? = 0"
-        params.append(every)
-    sql += " ORDER BY step LIMIT ?"
-    params.append(size)
-    return s.connection().exec_driver_sql(sql, tuple(params)).cursor.fetchall()
+def _chunk_at(job_id: str, step: Any) -> Any:
+    """The first step of the chunk holding ``step`` (or the last before it): a walk of the key."""
+    c = HistoryChunk.__table__.c
+    return select(func.max(c.first_step)).where(c.job_id == job_id, c.first_step <= step).scalar_subquery()
 
 
-def _pg_at(names: Sequence[str], outer: str | None = None) -> str:
-    """PostgreSQL: the columns ``names`` (or the select list ``outer`` of them, as ``h``) of the
-    job's rows at the steps ``%(steps)s``, in step order, each row one lookup of the primary key.
-    ``step = ANY(...)`` alone is no such promise: with statistics that undercount the job's rows,
-    the planner walks all of them and filters (a LATERAL subquery with a LIMIT is never flattened)."""
-    outer = outer or ", ".join(f"h.{name}" for name in names)
-    return (f"SELECT {outer} FROM unnest(%(steps)s::integer[]) AS t(v) CROSS JOIN LATERAL (SELECT "
-            f"{', '.join(names)} FROM history WHERE job_id = %(job)s AND step = t.v LIMIT 1) AS h ORDER BY h.step")
+def _blocks_from(db: Database, job_id: str, start: int, every: int, per_read: int, with_x: bool,
+                 with_grad: bool) -> Iterator[HistoryRows]:
+    """The job's rows from ``start`` on (multiples of ``every``), ``per_read`` chunks a transaction."""
+    c = HistoryChunk.__table__.c
+    lower: Any = func.coalesce(_chunk_at(job_id, start), start)
+    while True:
+        with db.session() as s:
+            found = chunks.read_chunks(s, and_(c.job_id == job_id, c.first_step >= lower), with_x, with_grad, per_read)
+        for _, rows in found:
+            keep = rows.steps >= start
+            if every > 1:
+                keep &= rows.steps % every == 0
+            yield rows if keep.all() else chunks.select_rows(rows, keep)
+        if len(found) < per_read:
+            return
+        lower = int(found[-1][1].steps[0]) + 1
 
 
-def _pg_rows_at(s: Any, job_id: str, names: list[str], cursor: int, steps: list[int], every: int,
-                size: int) -> list[tuple[Any, ...]]:
-    """The rows of ``steps`` on PostgreSQL: a primary-key lookup each (never a scan of the job's
-    rows between them), x and grad in binary (lists of floats, no text to parse)."""
-    wanted = [v for v in steps if v >= cursor and v % every == 0][:size]
-    with s.connection().connection.driver_connection.cursor(binary=True) as cur:
-        cur.execute(_pg_at(names), {"job": job_id, "steps": wanted})
-        return cur.fetchall()
+def _blocks_at(db: Database, job_id: str, wanted: list[int], page: int, with_x: bool,
+               with_grad: bool) -> Iterator[HistoryRows]:
+    """The rows of the steps ``wanted`` (ascending) that are stored, ``page`` steps a transaction."""
+    for first in range(0, len(wanted), page):
+        part = np.array(wanted[first:first + page], dtype=np.int64)
+        with db.session() as s:
+            found = [rows for _, rows in _chunks_holding(s, job_id, part, with_x, with_grad)]
+        for rows in found:
+            keep = np.isin(rows.steps, part)
+            if keep.any():
+                yield chunks.select_rows(rows, keep)
 
 
-def _json_arrays(column: tuple[Any, ...], numel: int) -> Any:
-    """SQLite's JSON text of a page's x or grad: a (rows, numel) array when every row has it
-    (parsed in one pass), else a list with None where a row has none."""
-    present = [v for v in column if v is not None]
-    if not present:
-        return column
-    if len(present) == len(column) and numel > 0:
-        text = ",".join(present).replace("[", "").replace("]", "")
-        try:
-            flat = np.array(text.split(","), dtype=np.float64)
-        except ValueError:
-            flat = None
-        if flat is not None and len(flat) == len(column) * numel:
-            return flat.reshape(len(column), numel)
-    decoded = iter(json.loads("[" + ",".join(present) + "]"))
-    return [next(decoded) if v is not None else None for v in column]
+def _chunks_holding(s: Any, job_id: str, steps: np.ndarray, with_x: bool = True,
+                    with_grad: bool = True) -> list[tuple[str, HistoryRows]]:
+    """The chunks that may hold ``steps``: for each, the chunk starting at or before it (one
+    probe of the key each), read once."""
+    c = HistoryChunk.__table__.c
+    if s.bind.dialect.name == "postgresql":
+        sql = ("SELECT DISTINCT h.first_step FROM unnest(%(steps)s::integer[]) AS t(v) CROSS JOIN LATERAL "
+               "(SELECT first_step FROM history_chunks WHERE job_id = %(job)s AND first_step <= t.v "
+               "ORDER BY first_step DESC LIMIT 1) AS h")
+        starts = s.connection().exec_driver_sql(sql, {"job": job_id, "steps": steps.tolist()}).scalars().all()
+    else:
+        sql = ("SELECT DISTINCT (SELECT max(first_step) FROM history_chunks WHERE job_id = ? AND first_step <= t.value) "
+               "FROM json_each(?) AS t")
+        starts = s.connection().exec_driver_sql(sql, (job_id, json.dumps(steps.tolist()))).scalars().all()
+    starts = [int(v) for v in starts if v is not None]
+    if not starts:
+        return []
+    return chunks.read_chunks(s, and_(c.job_id == job_id, c.first_step.in_(starts)), with_x, with_grad)
 
 
 def _job_numel(db: Database, job_id: str) -> int:
@@ -213,23 +202,9 @@ def _job_numel(db: Database, job_id: str) -> int:
     return math.prod(shape) if shape else 0
 
 
-def _recorded(column: tuple[Any, ...]) -> Any:
-    """An x or grad column as rows, None when the job did not record it; a row stored without
-    it (not written by this version) reads as NaNs, so one page keeps one shape."""
-    if isinstance(column, np.ndarray):
-        return column
-    present = [v for v in column if v is not None]
-    if not present:
-        return None
-    if len(present) == len(column):
-        return column
-    width = len(present[0])
-    return [v if v is not None else [float("nan")] * width for v in column]
-
-
 def count_rows(db: Database, job_id: str) -> int:
     with db.session() as s:
-        return int(s.scalar(select(func.count()).select_from(HistoryRow).where(HistoryRow.job_id == job_id)) or 0)
+        return chunks.rows_of(s, [job_id]).get(job_id, 0)
 
 
 # -- Exports formatted by PostgreSQL ---------------------------------------------------------------
@@ -263,15 +238,14 @@ def iter_text(db: Database, job_id: str, fmt: str, fields: list[str], shape: lis
     line = pgcopy.csv_line_sql(fields, numel) if fmt == "csv" else pgcopy.json_line_sql(fields, shape, numel)
     rows = max(1, min(TEXT_BLOCK_ROWS, TEXT_BLOCK_CHARS // (_CHARS_PER_VALUE * (4 + width))))
     columns = ", ".join(pgcopy.text_columns(fields, numel))
-    where = "job_id = %(job)s AND step >= %(lo)s AND step < %(hi)s"
+    where = "step >= %(lo)s AND step < %(hi)s"
     if every > 1:
         where += " AND step %% %(every)s = 0"
     # The innermost query reads the rows in step order, the middle one makes each row's text and
     # the aggregate joins them in the order it is given them (its input is the ordered subquery;
     # an ORDER BY inside string_agg would sort every block again).
-    statement = ("SELECT string_agg(line, '') AS text, max(step), count(*), "
-                 "(SELECT min(step) FROM history WHERE job_id = %(job)s AND step >= %(hi)s)"
-                 f" FROM (SELECT step, {line} || E'\\n' AS line FROM (SELECT {columns} FROM history WHERE {where} "
+    statement = (f"SELECT string_agg(line, '') AS text, max(step), count(*), {_PG_FOLLOWING}"
+                 f" FROM (SELECT step, {line} || E'\\n' AS line FROM (SELECT {columns} FROM {_PG_ROWS} WHERE {where} "
                  "ORDER BY step LIMIT %(n)s OFFSET 0) AS t) AS s")
     span = rows * max(1, every) * max(1, stride)
 
@@ -284,12 +258,13 @@ def iter_text(db: Database, job_id: str, fmt: str, fields: list[str], shape: lis
         return text, int(result[2]), result[3], result[1]
 
     if limit is None:
+        c = HistoryChunk.__table__.c
         with db.session() as s:
-            lo, hi = s.execute(select(func.min(HistoryRow.step), func.max(HistoryRow.step))
-                               .where(HistoryRow.job_id == job_id, HistoryRow.step >= start)).one()
-        if lo is None:
+            first = s.scalar(select(c.first_step).where(c.job_id == job_id).order_by(c.first_step).limit(1))
+            last = s.scalar(select(c.last_step).where(c.job_id == job_id).order_by(c.first_step.desc()).limit(1))
+        if first is None or last < start:
             return
-        lo, hi = int(lo), int(hi)
+        lo, hi = max(start, int(first)), int(last)
         planned: Iterator[dict[str, Any]] = ({"lo": first, "hi": first + span, "n": rows}
                                              for first in range(lo, hi + 1, span))
     else:
@@ -307,6 +282,21 @@ def iter_text(db: Database, job_id: str, fmt: str, fields: list[str], shape: lis
             if text is not None:
                 yield text
             del text
+
+
+# PostgreSQL: the job's rows in [%(lo)s, %(hi)s) as a table of the old ``history`` shape (step, f,
+# grad_norm, lr, x, grad), from the chunks that hold them: those from the one holding ``lo`` up to
+# the last starting before ``hi``, found by the primary key.
+_PG_ROWS = ("(SELECT u.step, u.f, u.grad_norm, u.lr, c.x[(u.i - 1) * c.width + 1 : u.i * c.width] AS x, "
+            "c.grad[(u.i - 1) * c.width + 1 : u.i * c.width] AS grad FROM history_chunks AS c CROSS JOIN LATERAL "
+            "unnest(c.steps, c.f, c.grad_norm, c.lr) WITH ORDINALITY AS u(step, f, grad_norm, lr, i) "
+            "WHERE c.job_id = %(job)s AND c.first_step < %(hi)s AND c.first_step >= coalesce((SELECT max(first_step) "
+            "FROM history_chunks WHERE job_id = %(job)s AND first_step <= %(lo)s), %(lo)s)) AS history")
+# PostgreSQL: the first stored step at or after %(hi)s: in the chunk holding it, or the next one's first.
+_PG_FOLLOWING = ("coalesce((SELECT min(v) FROM history_chunks AS c CROSS JOIN LATERAL unnest(c.steps) AS v "
+                 "WHERE c.job_id = %(job)s AND v >= %(hi)s AND c.first_step = (SELECT max(first_step) "
+                 "FROM history_chunks WHERE job_id = %(job)s AND first_step <= %(hi)s)), "
+                 "(SELECT min(first_step) FROM history_chunks WHERE job_id = %(job)s AND first_step > %(hi)s))")
 
 
 def _text_until(read: Any, start: int, limit: int, rows: int, span: int, every: int) -> Iterator[str]:
@@ -330,14 +320,28 @@ def _text_until(read: Any, start: int, limit: int, rows: int, span: int, every: 
             cursor = -(-cursor // every) * every
 
 
+def _pg_at(names: Sequence[str], outer: str | None = None) -> str:
+    """PostgreSQL: the columns ``names`` (or the select list ``outer`` of them, as ``h``) of the
+    job's rows at the steps ``%(steps)s`` that are stored, in step order: for each step, one probe
+    of the primary key (the chunk starting at or before it, a LATERAL subquery with a LIMIT, which
+    the planner never flattens into a scan of the job's chunks) and a search of that chunk's steps."""
+    outer = outer or ", ".join(f"h.{name}" for name in names)
+    return (f"SELECT {outer} FROM unnest(%(steps)s::integer[]) AS t(v) CROSS JOIN LATERAL (SELECT t.v AS step, "
+            "c.f[c.o] AS f, c.grad_norm[c.o] AS grad_norm, c.lr[c.o] AS lr, "
+            "c.x[(c.o - 1) * c.width + 1 : c.o * c.width] AS x, c.grad[(c.o - 1) * c.width + 1 : c.o * c.width] AS grad "
+            "FROM (SELECT hc.f, hc.grad_norm, hc.lr, hc.x, hc.grad, hc.width, array_position(hc.steps, t.v) AS o "
+            "FROM history_chunks AS hc WHERE hc.job_id = %(job)s AND hc.first_step <= t.v "
+            "ORDER BY hc.first_step DESC LIMIT 1) AS c WHERE c.o IS NOT NULL) AS h ORDER BY h.step")
+
+
 def iter_point_texts(db: Database, job_id: str, points: int, fields: Sequence[str], numel: int, start: int = 0,
                      every: int = 1, stride: int = 1, sep: str = ",", rows_per_page: int = 1000,
                      page_bytes: int = PAGE_BYTES) -> Iterator[list[tuple[Any, ...]]]:
     """PostgreSQL only: the rows of the steps ``choose_steps`` chooses, in step order, in pages
     sized as ``iter_history`` sizes them, each row its step and then, for each other name of
     ``fields``, PostgreSQL's shortest text of the value (x and grad: their values' texts joined
-    by ``sep``; None where the row has none). Each row is a primary-key lookup, the steps are
-    chosen and the first page read in one transaction, and no value is converted on the way:
+    by ``sep``; None where the row has none). Each row is a probe of the chunks' primary key, the
+    steps are chosen and the first page read in one transaction, and no value is converted on the way:
     the API writes this text as it is, rewriting only the few values whose text is not Python's
     ``repr``."""
     names = [name for name in fields if name != "step"]
@@ -463,37 +467,59 @@ def _resolved(s: Any, job_id: str, wanted: list[tuple[int, int, int]], found: se
 
 def _step_range(s: Any, job_id: str, start: int, every: int) -> tuple[int | None, int | None]:
     """The first and the last stored step at or after ``start`` that are multiples of ``every``:
-    each the end of one walk of the primary key."""
-    where = "job_id = :job AND step >= :start" + (" AND step % :every = 0" if every > 1 else "")
-    row = s.execute(sql_text(f"SELECT (SELECT step FROM history WHERE {where} ORDER BY step LIMIT 1), "
-                             f"(SELECT step FROM history WHERE {where} ORDER BY step DESC LIMIT 1)"),
-                    {"job": job_id, "start": start, "every": every}).one()
-    return (None if row[0] is None else int(row[0])), (None if row[1] is None else int(row[1]))
+    each found from the chunks at one end, walked by the primary key (more than one only where
+    ``every`` skips whole chunks)."""
+    c = HistoryChunk.__table__.c
+    mine = c.job_id == job_id
+    first = _find(s, and_(mine, c.first_step >= func.coalesce(_chunk_at(job_id, start), start)), c.first_step,
+                  lambda steps: steps[(steps >= start) & (steps % every == 0)][:1])
+    if first is None:
+        return None, None
+    last = _find(s, and_(mine, c.last_step >= start), c.first_step.desc(),
+                 lambda steps: steps[(steps >= start) & (steps % every == 0)][-1:])
+    return first, last
+
+
+def _find(s: Any, where: Any, order: Any, pick: Any, per_read: int = 16) -> int | None:
+    """The first step ``pick`` (steps -> an array of at most one) gives of the chunks ``where``
+    chooses, taken ``per_read`` at a time in ``order``; None if none gives one."""
+    c = HistoryChunk.__table__.c
+    postgres = s.bind.dialect.name == "postgresql"
+    column = func.array_send(c.steps, type_=LargeBinary()) if postgres else c.steps
+    offset = 0
+    while True:
+        found = s.execute(select(column).where(where).order_by(order).offset(offset).limit(per_read)).scalars().all()
+        for value in found:
+            steps = chunks.pg_ints(value) if postgres else np.array(json.loads(value), dtype=np.int64)
+            chosen = pick(steps)
+            if len(chosen):
+                return int(chosen[0])
+        if len(found) < per_read:
+            return None
+        offset += per_read
 
 
 def _stored(s: Any, job_id: str, steps: list[int], postgres: bool) -> list[int]:
-    """Which of ``steps`` the job has rows for: a primary-key lookup each."""
+    """Which of ``steps`` the job has rows for: a probe of the key each."""
     if not steps:
         return []
     if postgres:
         found = s.connection().exec_driver_sql(_pg_at(["step"]), {"job": job_id, "steps": steps}).scalars()
         return [int(v) for v in found]
-    sql = "SELECT step FROM history WHERE job_id = ? AND step IN (SELECT value FROM json_each(?))"
-    return [int(v) for v in s.connection().exec_driver_sql(sql, (job_id, json.dumps(steps))).scalars()]
+    wanted = np.array(steps, dtype=np.int64)
+    held = [rows.steps[np.isin(rows.steps, wanted)] for _, rows in _chunks_holding(s, job_id, wanted, False, False)]
+    return sorted(int(v) for part in held for v in part)
 
 
 def _first_in(s: Any, job_id: str, ranges: list[tuple[int, int]], every: int, postgres: bool) -> list[int]:
     """For each [low, high) of ``ranges``, the first stored step in it that is a multiple of
-    ``every``, if any."""
-    if postgres:
-        sql = ("SELECT h.step FROM unnest(%(lows)s::integer[], %(highs)s::integer[]) AS t(lo, hi) CROSS JOIN LATERAL "
-               "(SELECT step FROM history WHERE job_id = %(job)s AND step >= t.lo AND step < t.hi "
-               "AND step %% %(every)s = 0 ORDER BY step LIMIT 1) AS h")
-        found = s.connection().exec_driver_sql(sql, {"lows": [r[0] for r in ranges], "highs": [r[1] for r in ranges],
-                                                     "job": job_id, "every": every}).scalars()
-    else:
-        sql = ("SELECT (SELECT step FROM history WHERE job_id = ? AND step >= json_extract(t.value, '$[0]') "
-               "AND step < json_extract(t.value, '$[1]') AND step % ? = 0 ORDER BY step LIMIT 1) AS chosen "
-               "FROM json_each(?) AS t WHERE chosen IS NOT NULL")
-        found = s.connection().exec_driver_sql(sql, (job_id, every, json.dumps([list(r) for r in ranges]))).scalars()
-    return [int(v) for v in found]
+    ``every``, if any (a gap in the history: its chunks walked by the key)."""
+    c = HistoryChunk.__table__.c
+    out = []
+    for lo, hi in ranges:
+        where = and_(c.job_id == job_id, c.first_step < hi, c.first_step >= func.coalesce(_chunk_at(job_id, lo), lo))
+        step = _find(s, where, c.first_step, lambda steps, lo=lo, hi=hi: steps[(steps >= lo) & (steps < hi)
+                                                                                  & (steps % every == 0)][:1])
+        if step is not None:
+            out.append(step)
+    return out

@@ -36,10 +36,10 @@ from service.jsonsafe import json_safe
 from service.store import counters, data
 from service.store import tensors as job_tensors
 from service.store.db import Conflict, Database, LeaseLost, as_utc, by_index, clock, commit_clock, one_of, owned_row
-from service.store.models import HistoryRow, Job, JobTag, Worker
+from service.store.models import HistoryChunk, Job, JobTag, Worker
 from service.store.quotas import check_quotas, settle_reservation, settle_reservations, values_per_row
 from service.store.records import JobRecord
-from service.store.chunks import write_many, write_once
+from service.store.chunks import cut, stored_rows, write_many, write_once
 from service.status import FINISHED, JobStatus
 
 # The owner of every job made before owners existed, and of an auth-off (loopback) service's jobs.
@@ -266,9 +266,7 @@ def claim_job(db: Database, job_id: str, worker: str, lease_seconds: float, max_
         if row.checkpoint_step is not None or row.attempts > 1:
             # An earlier holder may have written rows past its last checkpoint: the resumed run
             # (from that checkpoint, or from the start) writes them again.
-            start = row.checkpoint_step or 0
-            s.query(HistoryRow).filter(HistoryRow.job_id == job_id, HistoryRow.step >= start).delete(
-                synchronize_session=False)
+            cut(s, {job_id: row.checkpoint_step or 0})
         return job_record(row, with_checkpoint=True)
 
 
@@ -339,15 +337,15 @@ def _behind(s: Any, dialect: str, job_ids: Sequence[str]) -> set[str]:
     expected = {job_id: written[job_id] for job_id in job_ids if job_id in written}
     if not expected:
         return set()
-    jobs, history = Job.__table__, HistoryRow.__table__
+    jobs, history = Job.__table__, HistoryChunk.__table__
     stored = dict(s.execute(select(jobs.c.id, jobs.c.checkpoint_step)
                             .where(one_of(jobs.c.id, list(expected), dialect))).all())
     with_rows = [job_id for job_id, w in expected.items() if w.last_step is not None]
     present: set[tuple[str, int]] = set()
     if with_rows:
         steps = sorted({expected[job_id].last_step for job_id in with_rows})  # a batch's lanes: mostly one step
-        present = {(r[0], int(r[1])) for r in s.execute(select(history.c.job_id, history.c.step).where(
-            one_of(history.c.job_id, with_rows, dialect), history.c.step.in_(steps)))}
+        present = {(r[0], int(r[1])) for r in s.execute(select(history.c.job_id, history.c.last_step).where(
+            one_of(history.c.job_id, with_rows, dialect), history.c.last_step.in_(steps)))}
     behind = set()
     for job_id, w in expected.items():
         if job_id not in stored:
@@ -475,10 +473,8 @@ def finish_jobs(db: Database, worker: str, endings: Sequence[Ending]) -> set[str
         with by_index(s, db.dialect):  # each job's rows counted by the index, whatever the statistics
             # the last rows first: each job keeps, of its reservation, only what its history holds
             final = [(e.job_id, batch) for e in mine for batch in e.final]
-            rows = counters.new_rows(s, final, replace)
-            write_many(s, final, replace)
-            stored = (select(func.count()).select_from(HistoryRow).where(HistoryRow.job_id == jobs.c.id)
-                      .correlate(jobs).scalar_subquery())
+            rows = write_many(s, final, replace)
+            stored = stored_rows(jobs.c.id, jobs)
             if db.dialect == "postgresql":
                 _end_on_postgresql(s, mine, held, stored)
             else:

@@ -7,6 +7,9 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Column,
+    MetaData,
+    Table,
     BigInteger,
     Boolean,
     DateTime,
@@ -22,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from service.store.types import FaithfulFloat, FloatArray
+from service.store.types import ChunkArray, FaithfulFloat
 
 
 class Base(DeclarativeBase):
@@ -117,20 +120,34 @@ class JobTag(Base):
     __table_args__ = (Index("ix_job_tags_key_value", "key", "value"),)
 
 
-class HistoryRow(Base):
-    """One recorded step. No foreign key to ``jobs``: rows are only written by the worker holding
-    the job, in a transaction fenced on that job's row, and a per-row FK check would double the
-    cost of writing a history on PostgreSQL."""
+class HistoryChunk(Base):
+    """Consecutive recorded steps of one job as arrays (``service.store.chunks``): row ``i`` of the
+    chunk is step ``steps[i]`` with ``f[i]``, ``grad_norm[i]``, ``lr[i]`` and, when recorded, x and
+    grad ``[i * width, (i + 1) * width)`` of the flat ``x``/``grad``. ``double precision[]`` and
+    ``integer[]`` on PostgreSQL; JSON text on SQLite (``x``/``grad`` an array per row). One
+    database row per chunk, so a history costs one tuple and one index entry per chunk, not per
+    step; the view ``history_rows`` (revision 0017) shows it as one row per step. No foreign key
+    to ``jobs``: chunks are only written by the worker holding the job, fenced on its row."""
 
-    __tablename__ = "history"
+    __tablename__ = "history_chunks"
 
     job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    step: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    f: Mapped[float] = mapped_column(FaithfulFloat())
-    grad_norm: Mapped[float] = mapped_column(FaithfulFloat())
-    lr: Mapped[float] = mapped_column(FaithfulFloat())
-    x: Mapped[list[float] | None] = mapped_column(FloatArray())
-    grad: Mapped[list[float] | None] = mapped_column(FloatArray())
+    first_step: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_step: Mapped[int] = mapped_column(Integer)
+    n_rows: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[Any] = mapped_column(ChunkArray(ints=True), nullable=False)
+    f: Mapped[Any] = mapped_column(ChunkArray(), nullable=False)
+    grad_norm: Mapped[Any] = mapped_column(ChunkArray(), nullable=False)
+    lr: Mapped[Any] = mapped_column(ChunkArray(), nullable=False)
+    x: Mapped[Any] = mapped_column(ChunkArray(), nullable=True)
+    grad: Mapped[Any] = mapped_column(ChunkArray(), nullable=True)
+
+
+# The view of revision 0017: a job's history as one row per step (read-only; not created from here).
+history_rows = Table("history_rows", MetaData(), Column("job_id", String(36)), Column("step", Integer),
+                     Column("f", FaithfulFloat()), Column("grad_norm", FaithfulFloat()), Column("lr", FaithfulFloat()),
+                     Column("x", ChunkArray()), Column("grad", ChunkArray()))
 
 
 class DataTensor(Base):

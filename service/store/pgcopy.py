@@ -1,8 +1,9 @@
-"""History rows in PostgreSQL's binary COPY format, built column-wise with numpy.
+"""History in PostgreSQL's binary COPY format (chunks of steps as arrays, and one row per step for
+the benchmark's baseline), built column-wise with numpy.
 
 Binary COPY is the cheapest way into PostgreSQL for both sides: no float formatting here and no
-float parsing in the server. Every row of a batch has the same size (x and grad have the job's
-element count), so a batch is one numpy structured array filled a column at a time.
+float parsing in the server. Chunks of one kind (id length, rows, x and grad widths) have one
+size, so they are one numpy structured array filled a column at a time.
 """
 from __future__ import annotations
 
@@ -28,30 +29,10 @@ def _array_fields(name: str, numel: int) -> list[tuple[str, str] | tuple[str, st
 
 def encode(job_id: str, steps: np.ndarray, f: np.ndarray, grad_norm: np.ndarray, lr: np.ndarray,
            x: np.ndarray | None, grad: np.ndarray | None) -> bytes:
-    """The COPY ... (FORMAT binary) payload for these rows; x/grad are (rows, numel) or None."""
+    """The COPY ... (FORMAT binary) payload for these rows, one row per step in ``COLUMNS`` (the
+    layout of ``history`` before revision 0017: the baseline of benchmarks/table.py's writes row);
+    x/grad are (rows, numel) or None."""
     return HEADER + _rows(job_id.encode(), steps, f, grad_norm, lr, x, grad) + TRAILER
-
-
-def encode_many(items: Sequence[tuple[str, HistoryRows]]) -> bytes:
-    """One payload for the rows of many jobs (a batch's chunk): one structured array when the
-    ids have one length and the batches one row width (always, for a batch's jobs)."""
-    items = [(job_id, batch) for job_id, batch in items if len(batch)]
-    keys = [job_id.encode() for job_id, _ in items]
-    widths = {(len(k), _width(b.x), _width(b.grad)) for k, (_, b) in zip(keys, items)}
-    if len(widths) > 1:
-        return HEADER + b"".join(_rows(k, b.steps, b.f, b.grad_norm, b.lr, b.x, b.grad)
-                                 for k, (_, b) in zip(keys, items)) + TRAILER
-    if not items:
-        return HEADER + TRAILER
-    batches = [b for _, b in items]
-
-    def column(name: str) -> np.ndarray | None:
-        values = [getattr(b, name) for b in batches]
-        return None if values[0] is None else np.concatenate(values)
-
-    ids = np.repeat(np.array(keys), [len(b) for b in batches])
-    return HEADER + _rows(ids, column("steps"), column("f"), column("grad_norm"), column("lr"),  # type: ignore[arg-type]
-                          column("x"), column("grad")) + TRAILER
 
 
 def _width(values: np.ndarray | None) -> int:
@@ -85,6 +66,70 @@ def _rows(key: bytes | np.ndarray, steps: np.ndarray, f: np.ndarray, grad_norm: 
         out[f"{name}_ndim"], out[f"{name}_oid"], out[f"{name}_dim"], out[f"{name}_lb"] = 1, FLOAT8_OID, numel, 1
         out[f"{name}_items"]["len"] = 8
         out[f"{name}_items"]["v"] = values
+    return out.tobytes()
+
+
+# -- History chunks (``service.store.chunks``) ------------------------------------------------------
+
+INT4_OID = 23
+CHUNK_FIELDS = 11  # job_id, first_step, last_step, n_rows, width, steps, f, grad_norm, lr, x, grad
+
+
+def encode_chunks(items: Sequence[tuple[str, HistoryRows]]) -> bytes:
+    """The COPY history_chunks (``chunks.COLUMNS``) FROM STDIN (FORMAT binary) payload of these
+    chunks (each of one job, at least one row): one structured array for each kind of chunk (id
+    length, rows and widths), which for a batch's lanes is nearly always one or two."""
+    groups: dict[tuple[int, int, int, int], list[tuple[bytes, HistoryRows]]] = {}
+    for job_id, rows in items:
+        key = job_id.encode()
+        groups.setdefault((len(key), len(rows), _width(rows.x), _width(rows.grad)), []).append((key, rows))
+    return HEADER + b"".join(_chunk_tuples(kind, members) for kind, members in groups.items()) + TRAILER
+
+
+def _array_header(name: str, count: int, item: str) -> list:
+    fields: list = [(f"{name}_len", ">i4"), (f"{name}_ndim", ">i4"), (f"{name}_nulls", ">i4"), (f"{name}_oid", ">i4")]
+    if count:
+        fields += [(f"{name}_dim", ">i4"), (f"{name}_lb", ">i4"), (f"{name}_items", [("len", ">i4"), ("v", item)], (count,))]
+    return fields
+
+
+def _fill_array(out: np.ndarray, name: str, oid: int, size: int, values: np.ndarray) -> None:
+    """Fill the array field ``name`` of every tuple with ``values`` ((tuples, count) of them)."""
+    count = values.shape[1]
+    out[f"{name}_len"] = 12 + (8 + (4 + size) * count if count else 0)
+    out[f"{name}_ndim"], out[f"{name}_oid"] = (1 if count else 0), oid
+    if count:
+        out[f"{name}_dim"], out[f"{name}_lb"] = count, 1
+        out[f"{name}_items"]["len"] = size
+        out[f"{name}_items"]["v"] = values
+
+
+def _chunk_tuples(kind: tuple[int, int, int, int], members: list[tuple[bytes, HistoryRows]]) -> bytes:
+    key_len, rows, x_width, grad_width = kind
+    fields: list = [("nfields", ">i2"), ("id_len", ">i4"), ("id", f"S{key_len}")]
+    for name in ("first", "last", "n", "width"):
+        fields += [(f"{name}_len", ">i4"), (name, ">i4")]
+    fields += _array_header("steps", rows, ">i4")
+    for name in ("f", "gn", "lr"):
+        fields += _array_header(name, rows, ">f8")
+    for name, width in (("x", x_width), ("grad", grad_width)):
+        fields += _array_header(name, rows * width, ">f8") if width >= 0 else [(f"{name}_len", ">i4")]
+    out = np.zeros(len(members), dtype=np.dtype(fields))
+    chunks = [r for _, r in members]
+    out["nfields"] = CHUNK_FIELDS
+    out["id_len"], out["id"] = key_len, [k for k, _ in members]
+    steps = np.stack([r.steps for r in chunks])
+    values = {"first": steps[:, 0], "last": steps[:, -1], "n": rows, "width": max(x_width, grad_width, 0)}
+    for name, value in values.items():
+        out[f"{name}_len"], out[name] = 4, value
+    _fill_array(out, "steps", INT4_OID, 4, steps)
+    for name, attr in (("f", "f"), ("gn", "grad_norm"), ("lr", "lr")):
+        _fill_array(out, name, FLOAT8_OID, 8, np.stack([getattr(r, attr) for r in chunks]))
+    for name, width in (("x", x_width), ("grad", grad_width)):
+        if width < 0:
+            out[f"{name}_len"] = -1
+        else:
+            _fill_array(out, name, FLOAT8_OID, 8, np.stack([getattr(r, name).reshape(-1) for r in chunks]))
     return out.tobytes()
 
 

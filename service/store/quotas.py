@@ -22,7 +22,8 @@ from sqlalchemy import delete, func, insert, select, text, union, update
 from service.config import Quotas
 from service.errors import ErrorCode
 from service.store.db import StoreError, as_utc, by_index, clock, one_of, utcnow
-from service.store.models import DeletedSubmission, HistoryRow, Job
+from service.store.chunks import stored_rows
+from service.store.models import DeletedSubmission, Job
 from service.status import JobStatus
 
 WINDOW = timedelta(minutes=1)
@@ -111,8 +112,7 @@ def settle_reservations(s: Any, job_ids: Sequence[str]) -> None:
     by_width: dict[int, list[str]] = defaultdict(list)
     for job_id, spec, shape in s.execute(select(Job.id, Job.spec, Job.shape).where(Job.id.in_(list(job_ids)))):
         by_width[values_per_row(spec, shape)].append(job_id)
-    rows = (select(func.count()).select_from(HistoryRow).where(HistoryRow.job_id == Job.id)
-            .correlate(Job).scalar_subquery())
+    rows = stored_rows(Job.id, Job)
     with by_index(s, s.get_bind().dialect.name):
         for width, ids in by_width.items():
             s.execute(update(Job).where(Job.id.in_(ids)).values(reserved_values=rows * width)

@@ -19,7 +19,7 @@ from service.status import StopReason
 from service.store import counters, data
 from service.store.db import Conflict, Database, as_utc, clock, owned_row, utcnow
 from service.store.jobs import insert_jobs, job_record, scoped_key
-from service.store.models import HistoryRow, Job, Sweep
+from service.store.models import HistoryChunk, Job, Sweep, history_rows
 from service.store.quotas import check_quotas, settle_reservation
 from service.store.records import JobRecord, SweepRecord
 from service.status import JobStatus
@@ -266,10 +266,10 @@ def summary(db: Database, sweep: SweepRecord, limit: int, cursor: str | None, so
     reached: dict[str, int] = {}
     with db.session() as s:
         for fmin, ids in minima.items():  # within tolerance: |f - fmin| <= tolerance (not -inf, say)
-            near = HistoryRow.f.between(fmin - sweep.tolerance, fmin + sweep.tolerance)
-            reached.update(s.execute(select(HistoryRow.job_id, func.min(HistoryRow.step))
-                                     .where(HistoryRow.job_id.in_(ids), near)
-                                     .group_by(HistoryRow.job_id)).all())
+            near = history_rows.c.f.between(fmin - sweep.tolerance, fmin + sweep.tolerance)
+            reached.update(s.execute(select(history_rows.c.job_id, func.min(history_rows.c.step))
+                                     .where(history_rows.c.job_id.in_(ids), near)
+                                     .group_by(history_rows.c.job_id)).all())
     items = [{"id": row[0], "index": row[1], "status": row[2], "f": _float(row[3]), "stop_reason": row[4],
               "distance_to_minimum": _float(row[5]), "steps_to_tolerance": reached.get(row[0])} for row in page]
     if len(rows) <= limit:
@@ -310,7 +310,7 @@ def cancel_sweep(db: Database, sweep_id: str) -> int:
             # few that did (released by a stopping worker) keep what they stored.
             just_cancelled = and_(jobs.c.sweep_id == sweep_id, jobs.c.status == JobStatus.CANCELLED,
                                   jobs.c.finished_at == now)
-            stored = exists().where(HistoryRow.job_id == jobs.c.id)
+            stored = exists().where(HistoryChunk.job_id == jobs.c.id)
             s.execute(update(jobs).where(just_cancelled, ~stored).values(reserved_values=0))
             for job_id in s.scalars(select(jobs.c.id).where(just_cancelled, stored)):
                 settle_reservation(s, job_id)

@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from sqlalchemy import delete, insert, select
+from sqlalchemy import and_, delete, func, insert, select
 
 from service.jsonsafe import json_safe
+from service.store import chunks
 from service.store.data import tensor_digest
 from service.store.db import Database
-from service.store.models import HistoryRow, JobTensor
+from service.store.models import HistoryChunk, JobTensor
 
 DTYPE = "float64"
 SUMMARY_KEYS = frozenset({"shape", "dtype", "size", "sha256", "norm", "min", "max"})
@@ -111,7 +112,14 @@ def load_many(db: Database, job_ids: Sequence[str], names: Sequence[str]) -> dic
 def recorded(db: Database, job_id: str, step: int, name: str) -> np.ndarray | None:
     """The job's x or grad (``name``) as its history recorded it at ``step``, flat; None if that
     row, or that column of it, was not recorded."""
-    column = HistoryRow.x if name == "x" else HistoryRow.grad
+    c = HistoryChunk.__table__.c
+    holder = select(func.max(c.first_step)).where(c.job_id == job_id, c.first_step <= step).scalar_subquery()
     with db.session() as s:
-        values = s.scalar(select(column).where(HistoryRow.job_id == job_id, HistoryRow.step == step))
-    return None if values is None else np.asarray(values, dtype="<f8")
+        found = chunks.read_chunks(s, and_(c.job_id == job_id, c.first_step == holder),
+                                   with_x=name == "x", with_grad=name == "grad")
+    for _, rows in found:
+        at = np.nonzero(rows.steps == step)[0]
+        values = getattr(rows, name)
+        if len(at) and values is not None:
+            return np.ascontiguousarray(values[int(at[0])], dtype="<f8")
+    return None

@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any
 
-from sqlalchemy import Float, Text
+from sqlalchemy import Float, Integer, Text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -56,3 +56,20 @@ class FloatArray(TypeDecorator):
         if value is None or dialect.name == "postgresql":
             return value
         return json.loads(value)
+
+
+class ChunkArray(TypeDecorator):
+    """A history chunk's array (``service.store.chunks``), handed over as the driver gives it:
+    ``integer[]`` (``ints``) or ``double precision[]`` on PostgreSQL, JSON text elsewhere."""
+
+    impl = Text
+    cache_ok = True
+
+    def __init__(self, ints: bool = False) -> None:
+        super().__init__()
+        self.ints = ints
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.ARRAY(Integer() if self.ints else postgresql.DOUBLE_PRECISION()))
+        return dialect.type_descriptor(Text())

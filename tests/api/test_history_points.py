@@ -189,7 +189,7 @@ def test_points_of_a_dropped_history_are_no_rows(api):
     client, db = api
     job_id = history(client, db, np.arange(5))
     with db.session() as s:
-        s.execute(text("DELETE FROM history WHERE job_id = :job"), {"job": job_id})
+        s.execute(text("DELETE FROM history_chunks WHERE job_id = :job"), {"job": job_id})
     for fmt in FORMATS:
         assert steps_of(client.get(f"/v1/jobs/{job_id}/history?format={fmt}&points=10"), fmt) == []
 

@@ -12,7 +12,7 @@ from service.cli import build_parser, main
 from service.store import deletion
 from service.store import jobs as job_store
 from service.store.db import utcnow
-from service.store.models import HistoryRow, Job
+from service.store.models import history_rows, Job
 from service.status import JobStatus
 from tests.store.test_deletion import SPEC, finished_job
 
@@ -36,7 +36,7 @@ def aged(db, seconds: float, rows: int = 5) -> str:  # type: ignore[no-untyped-d
 def counts(db) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     with db.session() as s:
         return (int(s.scalar(select(func.count()).select_from(Job))),
-                int(s.scalar(select(func.count()).select_from(HistoryRow))))
+                int(s.scalar(select(func.count()).select_from(history_rows))))
 
 
 def test_gc_dry_run_prints_what_would_go_and_changes_nothing(gc_env, capsys, monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from service.store.models import HistoryRow
+from service.store.models import history_rows
 from service.status import JobStatus
 from tests.helpers.faults import (
     LONG,
@@ -37,7 +37,7 @@ def test_queued_jobs_survive_a_broker_flush_or_restart(make_service, redis_serve
         assert_history_exact(service, job, SHORT)
     db = service.db()
     with db.session() as s:
-        assert s.scalar(select(func.count()).select_from(HistoryRow).where(HistoryRow.job_id.in_(ids))) == 50 * 51
+        assert s.scalar(select(func.count()).select_from(history_rows).where(history_rows.c.job_id.in_(ids))) == 50 * 51
     db.engine.dispose()
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from service.engine import run
 from service.spec import check_spec
 from service.store import jobs as job_store
-from service.store.models import HistoryRow
+from service.store.models import history_rows
 from service.status import JobStatus
 from testkit.processes import Service
 
@@ -48,8 +48,8 @@ def assert_history_exact(service: Service, job: dict[str, Any], spec: dict[str, 
     """Every step once, no gap, and x and f equal to an uninterrupted run's, bit for bit."""
     db = service.db()
     with db.session() as s:
-        total, distinct = s.execute(select(func.count(), func.count(func.distinct(HistoryRow.step)))
-                                    .where(HistoryRow.job_id == job["id"])).one()
+        total, distinct = s.execute(select(func.count(), func.count(func.distinct(history_rows.c.step)))
+                                    .where(history_rows.c.job_id == job["id"])).one()
     db.engine.dispose()
     rows = service.history(job["id"])
     assert total == distinct == len(rows)

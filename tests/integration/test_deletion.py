@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import func, select
 
 from service.client import Client, DescentClientError
-from service.store.models import HistoryRow, Job
+from service.store.models import Job
+from service.store.models import history_rows as history_view
 from service.status import JobStatus
 from testkit.processes import BIN, Service
 from tests.helpers.lesson import LESSON_LOGLOG
@@ -45,7 +46,7 @@ def history_rows(svc: Service, job_id: str) -> int:
     db = svc.db()
     try:
         with db.session() as s:
-            return int(s.scalar(select(func.count()).select_from(HistoryRow).where(HistoryRow.job_id == job_id)))
+            return int(s.scalar(select(func.count()).select_from(history_view).where(history_view.c.job_id == job_id)))
     finally:
         db.engine.dispose()
 

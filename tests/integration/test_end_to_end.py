@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import func, select
 
-from service.store.models import HistoryRow, Job
+from service.store.models import history_rows, Job
 from tests.helpers.lesson import LESSON_LOGLOG, LESSON_PARABOLA
 from testkit.processes import BIN
 from service.engine import StopReason
@@ -86,8 +86,8 @@ def test_200_concurrent_submissions_each_run_exactly_once(service):
     db = service.db()
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(Job).where(Job.id.in_(ids))) == 200
-        counts = s.execute(select(HistoryRow.job_id, func.count(), func.min(HistoryRow.step), func.max(HistoryRow.step))
-                           .where(HistoryRow.job_id.in_(ids)).group_by(HistoryRow.job_id)).all()
+        counts = s.execute(select(history_rows.c.job_id, func.count(), func.min(history_rows.c.step), func.max(history_rows.c.step))
+                           .where(history_rows.c.job_id.in_(ids)).group_by(history_rows.c.job_id)).all()
     db.engine.dispose()
     assert len(counts) == 200 and all(c == 21 and lo == 0 and hi == 20 for _, c, lo, hi in counts)
 

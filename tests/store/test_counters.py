@@ -11,7 +11,8 @@ from service.rows import HistoryRows
 from service.store import counters, fleet
 from service.store import jobs as job_store
 from service.store.batches import claim_batch
-from service.store.history import ChunkWrite, save_chunk, save_chunks
+from service.store.chunks import write_many
+from service.store.history import ChunkWrite, count_rows, save_chunk, save_chunks
 from service.store.models import Counter, Worker
 from service.status import JobStatus
 
@@ -109,16 +110,17 @@ def test_a_replaced_write_counts_only_the_rows_it_adds(db):
     job_id = new_job(db)
     job_store.claim_job(db, job_id, "w1", 30, 3)
     save_chunk(db, job_id, "w1", rows(0, 5), None, None, 30)
-    # the same chunk again, as after an ambiguous commit that went through: its rows replace
-    # the stored ones, and only the two new ones count
-    assert save_chunks(db, "w1", [ChunkWrite(job_id, rows(3, 4))], 30) == {job_id: False}
+    # a chunk from the same step again, as after an ambiguous commit that went through: its
+    # rows replace the stored ones, and only the two new ones count
+    assert save_chunks(db, "w1", [ChunkWrite(job_id, rows(0, 7))], 30) == {job_id: False}
     assert counters.totals(db)[(counters.HISTORY_ROWS, "")] == 7
 
     with db.session() as s:
-        assert counters.new_rows(s, [(job_id, rows(5, 3))], replace=True) == 1
-        assert counters.new_rows(s, [(job_id, rows(5, 3))], replace=False) == 3
-        # a job's final rows in two batches: the stored rows 5 and 6 are subtracted once
-        assert counters.new_rows(s, [(job_id, rows(5, 3)), (job_id, rows(8, 2))], replace=True) == 3
+        assert write_many(s, [(job_id, rows(5, 3))], replace=True) == 1  # 5 and 6 were stored
+        assert write_many(s, [(job_id, rows(8, 3))], replace=False) == 3
+        # a job's final rows in two blocks: the stored rows from 5 on are subtracted once
+        assert write_many(s, [(job_id, rows(5, 3)), (job_id, rows(8, 4))], replace=True) == 1
+    assert count_rows(db, job_id) == 12
 
 
 def test_cancels_failures_and_reclaims_are_counted(db):

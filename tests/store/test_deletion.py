@@ -22,7 +22,7 @@ from service.store import jobs as job_store
 from service.store import sweeps as sweep_store
 from service.store.db import utcnow
 from service.store.history import save_chunk
-from service.store.models import DataTensor, HistoryRow, Job, JobData, JobTag, Sweep
+from service.store.models import DataTensor, history_rows, Job, JobData, JobTag, Sweep
 from service.store.quotas import QuotaExceeded, check_quotas
 from service.status import JobStatus
 from testkit.backends import embedded_settings
@@ -56,7 +56,7 @@ def count(db: Any, model: Any, *where: Any) -> int:
 
 
 def everything_of(db: Any, job_id: str) -> tuple[int, int, int, int]:
-    return (count(db, Job, Job.id == job_id), count(db, HistoryRow, HistoryRow.job_id == job_id),
+    return (count(db, Job, Job.id == job_id), count(db, history_rows, history_rows.c.job_id == job_id),
             count(db, JobTag, JobTag.job_id == job_id), count(db, JobData, JobData.job_id == job_id))
 
 
@@ -121,14 +121,14 @@ def test_a_long_history_goes_in_batches_of_short_transactions(db):
         removed = deletion.delete_job(db, job_id, batch_rows=1_000)
     finally:
         event.remove(db.engine, "before_cursor_execute", seen)
-    assert removed.history_rows == 12_345 and count(db, HistoryRow) == 0
+    assert removed.history_rows == 12_345 and count(db, history_rows) == 0
     assert len(deletes) >= 13  # 13 ranges of at most 1,000 rows, and the final guard
 
 
 def test_many_small_histories_go_together(db):
     ids = [finished_job(db, 7) for _ in range(20)]
     assert deletion.remove_jobs(db, ids, batch_rows=50).history_rows == 140
-    assert count(db, HistoryRow) == 0 and count(db, Job) == 0
+    assert count(db, history_rows) == 0 and count(db, Job) == 0
 
 
 def test_a_queued_job_is_cancelled_then_deleted_and_never_runs(db):
@@ -147,7 +147,7 @@ def test_a_running_jobs_worker_is_fenced_out(db):
         save_chunk(db, job.id, "w1", rows(5, 5), b"ckpt", 9, 60)
     with pytest.raises(LeaseLost):
         job_store.finish_job(db, job.id, "w1", JobStatus.SUCCEEDED, {"f": 0.0}, None, [rows(10, 1)])
-    assert count(db, HistoryRow, HistoryRow.job_id == job.id) == 0
+    assert count(db, history_rows, history_rows.c.job_id == job.id) == 0
 
 
 def test_a_fenced_job_no_longer_writes_even_before_its_rows_are_gone(db):
@@ -226,7 +226,7 @@ def test_a_delete_racing_a_worker_writing_chunks_leaves_no_row_and_stops_the_wor
     worker = threading.Thread(target=lambda: outcome.append(runner.execute(state, job.id)), daemon=True)
     worker.start()
     deadline = time.monotonic() + 60
-    while count(db, HistoryRow, HistoryRow.job_id == job.id) < 2_000:  # several chunks written
+    while count(db, history_rows, history_rows.c.job_id == job.id) < 2_000:  # several chunks written
         assert time.monotonic() < deadline and worker.is_alive(), "the worker wrote no history"
         time.sleep(0.02)
     removed = deletion.delete_job(db, job.id, owner="alice", batch_rows=500)
@@ -234,7 +234,7 @@ def test_a_delete_racing_a_worker_writing_chunks_leaves_no_row_and_stops_the_wor
     worker.join(30)
     assert not worker.is_alive() and outcome == ["lease_lost"]  # it has stopped: nothing of it writes now
     assert everything_of(db, job.id) == (0, 0, 0, 0)
-    assert count(db, HistoryRow) == 0
+    assert count(db, history_rows) == 0
 
 
 # --- retention ------------------------------------------------------------------------------------
@@ -255,7 +255,7 @@ def test_retention_deletes_old_finished_jobs_and_drops_old_histories(db):
     plan = deletion.apply_retention(db, history_seconds=86_400, job_seconds=7 * 86_400, dry_run=True)
     assert [j.id for j in plan.deleted] == [old] and [j.id for j in plan.pruned] == [oldish]
     assert (plan.deleted[0].rows, plan.pruned[0].rows, plan.removed.history_rows) == (30, 20, 50)
-    assert count(db, HistoryRow) == 60 and count(db, Job) == 4  # a dry run changes nothing
+    assert count(db, history_rows) == 60 and count(db, Job) == 4  # a dry run changes nothing
     done = deletion.apply_retention(db, history_seconds=86_400, job_seconds=7 * 86_400)
     assert (done.removed.jobs, done.removed.history_rows) == (1, 50)
     assert everything_of(db, old) == (0, 0, 0, 0)
@@ -339,10 +339,10 @@ def test_on_postgresql_a_delete_waits_for_a_chunk_in_flight_then_removes_its_row
             time.sleep(0.02)
         assert deleter.is_alive() and not removed  # the fence waits for this transaction's row lock
     deleter.join(30)
-    assert removed[0].history_rows == 10 and count(db, HistoryRow) == 0
+    assert removed[0].history_rows == 10 and count(db, history_rows) == 0
     with pytest.raises(LeaseLost):
         save_chunk(db, job.id, "w1", rows(10, 5), None, None, 60)
-    assert count(db, HistoryRow) == 0 and count(db, Job) == 0
+    assert count(db, history_rows) == 0 and count(db, Job) == 0
 
 
 @pytest.mark.slow
@@ -366,18 +366,18 @@ def test_deleting_one_job_of_a_running_batch_drops_that_lane_and_the_others_go_o
     worker = threading.Thread(target=lambda: outcomes.append(runner.execute_message(state, ids)), daemon=True)
     worker.start()
     deadline = time.monotonic() + 60
-    while count(db, HistoryRow, HistoryRow.job_id == ids[1]) < 1_000:
+    while count(db, history_rows, history_rows.c.job_id == ids[1]) < 1_000:
         assert time.monotonic() < deadline and worker.is_alive(), "the batch wrote no history"
         time.sleep(0.02)
     deletion.delete_job(db, ids[1])
     # three chunk boundaries later (the others' rows grew three times), the deleted lane wrote nothing
-    seen, chunks, deadline = count(db, HistoryRow, HistoryRow.job_id == ids[0]), 0, time.monotonic() + 60
+    seen, chunks, deadline = count(db, history_rows, history_rows.c.job_id == ids[0]), 0, time.monotonic() + 60
     while chunks < 3:
         assert time.monotonic() < deadline and worker.is_alive(), "the batch's other lanes stopped writing"
-        now = count(db, HistoryRow, HistoryRow.job_id == ids[0])
+        now = count(db, history_rows, history_rows.c.job_id == ids[0])
         chunks, seen = chunks + (now > seen), now
         time.sleep(0.02)
-    assert count(db, HistoryRow, HistoryRow.job_id == ids[1]) == 0
+    assert count(db, history_rows, history_rows.c.job_id == ids[1]) == 0
     assert worker.is_alive()
     for job_id in (ids[0], ids[2]):
         job_store.request_cancel(db, job_id)

@@ -40,10 +40,11 @@ def test_ending_a_batch_after_a_skewed_analyze_reads_history_by_its_index(pg_db,
     big = new_job(pg_db)
     assert job_store.claim_job(pg_db, big, "w0", 30, 3) is not None
     with pg_db.session() as s:
-        s.execute(text("INSERT INTO history (job_id, step, f, grad_norm, lr) "
-                       "SELECT :job, g, 1.0, 1.0, 0.1 FROM generate_series(0, 99999) AS g"), {"job": big})
+        s.execute(text("INSERT INTO history_chunks (job_id, first_step, last_step, n_rows, width, steps, f, grad_norm, lr) "
+                       "SELECT :job, g, g, 1, 0, ARRAY[g], '{1.0}', '{1.0}', '{0.1}' FROM generate_series(0, 99999) AS g"),
+                  {"job": big})
     with pg_db.engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE history"))
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE history_chunks"))
     small = [new_job(pg_db) for _ in range(20)]
     for job_id in small:
         assert job_store.claim_job(pg_db, job_id, "w1", 30, 3) is not None
@@ -54,7 +55,7 @@ def test_ending_a_batch_after_a_skewed_analyze_reads_history_by_its_index(pg_db,
     assert ended == set(small)
     finishing = [p for p in plans if "history" in p]
     assert finishing, plans
-    assert all("Seq Scan on history" not in p for p in finishing), finishing
+    assert all("Seq Scan on history_chunks" not in p for p in finishing), finishing
     with pg_db.session() as s:
         reserved = s.execute(text("SELECT DISTINCT reserved_values FROM jobs WHERE id = ANY(:ids)"),
                              {"ids": small}).scalars().all()

@@ -8,14 +8,15 @@ from typing import Any
 
 import pytest
 from celery.exceptions import Reject
-from sqlalchemy import delete, text, update
+from sqlalchemy import text, update
 from sqlalchemy.exc import InternalError
 
 from service.rows import HistoryRows
 from service.store import JobStatus, LeaseLost, StoreUnavailable
 from service.store import jobs as job_store
 from service.store.history import save_chunk
-from service.store.models import HistoryRow, Job
+from service.store.chunks import cut
+from service.store.models import Job, history_rows
 from tests.store.test_store import new_job
 from tests.workers.test_batch import BASE, STARTS, Service, assert_is_solo_run
 from workers import batch as worker_batch
@@ -184,7 +185,7 @@ def lose_last_commit(db: Any, job_id: str, first_step: int, checkpoint: Any) -> 
     """What a crash of a database that did not flush it leaves: the chunk from ``first_step`` on is
     gone, and the checkpoint is back where it was (``checkpoint``: (bytes, step))."""
     with db.session() as s:
-        s.execute(delete(HistoryRow).where(HistoryRow.job_id == job_id, HistoryRow.step >= first_step))
+        cut(s, {job_id: first_step})
         s.execute(update(Job).where(Job.id == job_id).values(checkpoint=checkpoint[0], checkpoint_step=checkpoint[1]))
 
 
@@ -226,7 +227,7 @@ def job_store_rows(db: Any, job_id: str) -> list[Any]:
     from sqlalchemy import select
 
     with db.session() as s:
-        return list(s.execute(select(HistoryRow.step).where(HistoryRow.job_id == job_id)).all())
+        return list(s.execute(select(history_rows.c.step).where(history_rows.c.job_id == job_id)).all())
 
 
 @pytest.mark.slow  # whole jobs, run twice: seconds each
