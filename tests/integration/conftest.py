@@ -58,8 +58,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     passed = {cache.get(GPU_CHECK_PASSED, None) if cache is not None else None,
               GPU_CHECK_RECORD.read_text().strip() if GPU_CHECK_RECORD.exists() else None}
     if gpu_check_digest() in passed:
-        skip = pytest.mark.skip(reason="the GPU check passed here on these scripts/gpu_*, service/engine, workers "
-                                       "and pins; DESCENT_TEST_GPU_CHECK=always runs it anyway")
+        skip = pytest.mark.skip(reason="the GPU check passed on these scripts/gpu_*, service/engine, workers and "
+                                       "pins (the pytest cache or gpu_check.passed says so); "
+                                       "DESCENT_TEST_GPU_CHECK=always runs it anyway")
         for item in gpu:
             item.add_marker(skip)
 
