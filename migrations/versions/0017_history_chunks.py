@@ -110,6 +110,12 @@ def upgrade() -> None:
     else:
         _sqlite_up(bind)
         op.execute(SQLITE_VIEW)
+    # Chunks never overlap, so a chunk's last step is as unique as its first: the renewal's check
+    # that a worker's last written step is stored, and a write's check for rows already stored,
+    # find it by this index whatever the statistics.
+    op.create_index("ux_history_chunks_job_last", "history_chunks", ["job_id", "last_step"], unique=True)
+    if postgres:
+        op.execute("ANALYZE history_chunks")
     op.drop_table("history")
 
 

@@ -107,6 +107,8 @@ def write_many(session: Any, items: Sequence[tuple[str, HistoryRows]], replace: 
         for job_id, rows in items:
             first_of[job_id] = min(first_of.get(job_id, int(rows.steps[0])), int(rows.steps[0]))
         removed = cut(session, first_of)
+    else:
+        _refuse_overlaps(session, items)
     chunks = [(job_id, chunk) for job_id, rows in items for chunk in split(rows)]
     if session.bind.dialect.name == "postgresql":
         statement = f"COPY history_chunks ({COLUMNS}) FROM STDIN WITH (FORMAT binary)"
@@ -123,7 +125,26 @@ def write_many(session: Any, items: Sequence[tuple[str, HistoryRows]], replace: 
         session.connection().exec_driver_sql(
             f"INSERT INTO history_chunks ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [_sqlite_values(job_id, chunk) for job_id, chunk in chunks])
-    return sum(len(rows) for _, rows in items) - removed
+    return max(0, sum(len(rows) for _, rows in items) - removed)
+
+
+def _refuse_overlaps(session: Any, items: Sequence[tuple[str, HistoryRows]]) -> None:
+    """Raise IntegrityError (as the old one-row-per-step key did) when a job already stores a step
+    at or after the first it is given: no step is ever stored twice, whatever chunks hold it. One
+    range read of the (job_id, last_step) index; ``write_once`` then replaces from that step."""
+    first_of: dict[str, int] = {}
+    for job_id, rows in items:
+        first_of[job_id] = min(first_of.get(job_id, int(rows.steps[0])), int(rows.steps[0]))
+    table = HistoryChunk.__table__
+    stored = session.execute(
+        select(table.c.job_id, func.max(table.c.last_step))
+        .where(one_of(table.c.job_id, list(first_of), session.bind.dialect.name),
+               table.c.last_step >= min(first_of.values()))
+        .group_by(table.c.job_id)).all()
+    clashes = sorted(job_id for job_id, last in stored if last >= first_of[job_id])
+    if clashes:
+        raise IntegrityError("history_chunks: steps already stored", None,
+                             ValueError(f"jobs {clashes[:3]} already store steps at or after the first written"))
 
 
 def write_once(db: Database, transaction: Callable[[Any, bool], T]) -> T:

@@ -6,8 +6,9 @@ A delete is three steps, each in short transactions:
    ``reserved_values`` drops to 0 (quotas free at once). Every history write is fenced on
    ``worker = me AND status = running``, so after this commits no row can be added; the worker
    learns at its next chunk (``LeaseLost``) and drops the job.
-2. **Purge** the history in batches of about ``batch_rows`` rows (a long history by step ranges
-   read from the (job_id, step) index), so no transaction holds the database for long.
+2. **Purge** the history in batches of whole chunks of about ``batch_rows`` rows (a long history
+   by ranges of first steps, read from the primary key), so no transaction holds the database
+   for long.
 3. **Remove** the job rows with their tags, data links and binary results, the owner's data
    tensors no job reads any more (``data.forget_unread``: each owner's own copies, so
    ``removed.data_tensors`` depends on nothing another owner stores) and, for a sweep, its row.

@@ -109,8 +109,12 @@ def iter_history(db: Database, job_id: str, start: int = 0, limit: int | None = 
         wanted = [int(v) for v in steps if int(v) >= start and int(v) % every == 0]
         blocks: Iterator[HistoryRows] = _blocks_at(db, job_id, wanted, page, with_x, with_grad)
     else:
+        # Chunks follow the writes (a slow job's hold a few rows) and ``every`` skips rows, so a
+        # read takes as many chunks as fit ``page_bytes`` (each holds at most CHUNK_BYTES of
+        # values, or one row), not just enough full ones for a page.
         per_chunk = chunks.rows_per_chunk((numel or 0) * (int(with_x) + int(with_grad)))
-        blocks = _blocks_from(db, job_id, start, every, max(1, -(-page // per_chunk)), with_x, with_grad)
+        per_read = page if per_chunk == 1 else max(-(-page // per_chunk), min(page, page_bytes // chunks.CHUNK_BYTES))
+        blocks = _blocks_from(db, job_id, start, every, max(1, per_read), with_x, with_grad)
     yield from _pages(blocks, page, limit)
 
 
@@ -305,7 +309,8 @@ def _text_until(read: Any, start: int, limit: int, rows: int, span: int, every: 
     remaining, cursor = limit, start
     while remaining > 0:
         size = min(rows, remaining)
-        text, count, following, last = read({"lo": cursor, "hi": cursor + span, "n": size})
+        reach = max(1, span * size // rows)  # a short block reads a short range of steps
+        text, count, following, last = read({"lo": cursor, "hi": cursor + reach, "n": size})
         if count:
             yield text
             remaining -= count
@@ -315,7 +320,7 @@ def _text_until(read: Any, start: int, limit: int, rows: int, span: int, every: 
             continue
         if following is None:
             return
-        cursor = max(int(following), cursor + span)
+        cursor = max(int(following), cursor + reach)
         if every > 1:
             cursor = -(-cursor // every) * every
 

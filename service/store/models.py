@@ -143,6 +143,8 @@ class HistoryChunk(Base):
     x: Mapped[Any] = mapped_column(ChunkArray(), nullable=True)
     grad: Mapped[Any] = mapped_column(ChunkArray(), nullable=True)
 
+    __table_args__ = (Index("ux_history_chunks_job_last", "job_id", "last_step", unique=True),)
+
 
 # The view of revision 0017: a job's history as one row per step (read-only; not created from here).
 history_rows = Table("history_rows", MetaData(), Column("job_id", String(36)), Column("step", Integer),

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from service.rows import HistoryRows
 from service.store import chunks
@@ -57,6 +58,25 @@ def test_a_cut_inside_a_chunk_keeps_the_rows_before_it(db):
     with db.session() as s:
         assert chunks.cut(s, {job_id: 1_000}) == 0 and chunks.cut(s, {job_id: 0}) == 260
     assert count_rows(db, job_id) == 0
+
+
+def test_a_write_of_steps_already_stored_replaces_them_and_no_step_is_stored_twice(db):
+    """Chunks of other first steps than those stored (0-4, then 3-6) overlap: the write is refused
+    as the one-row-per-step key refused it, and its retry replaces from its first step."""
+    job_id = new_job(db)
+    job_store.claim_job(db, job_id, "w1", 30, 3)
+    save_chunk(db, job_id, "w1", rows(0, 5), None, None, 30)
+    with db.session() as s:
+        try:
+            chunks.write_rows(s, job_id, rows(3, 4))
+        except IntegrityError:
+            pass
+        else:
+            raise AssertionError("a write over stored steps was not refused")
+    save_chunk(db, job_id, "w1", rows(3, 4), None, None, 30)  # the write path's retry replaces from step 3
+    assert stored_steps(db, job_id) == list(range(7)) and count_rows(db, job_id) == 7
+    page = next(iter_history(db, job_id, numel=2))
+    assert page.x.tobytes() == rows(0, 7).x.tobytes()
 
 
 def test_the_view_shows_one_row_per_step(db):

@@ -1,7 +1,8 @@
-"""The finishing path's plan does not depend on the statistics of the moment: after ANALYZE of a
-``history`` that holds one big job (as autovacuum runs it after a big first write), ending a batch
-of small jobs counts each job's rows by the index, never a sequential scan of ``history`` per
-ending job (which took minutes instead of milliseconds for a 10,000-job sweep)."""
+"""The hot paths' plans do not depend on the statistics of the moment: after ANALYZE of a
+``history_chunks`` that holds one big job (as autovacuum runs it after a big first write), writing
+a chunk and ending a batch of small jobs, with the worker's check that its last written step is
+stored (``believing``), read chunks by an index, never by a sequential scan per job (which took
+minutes instead of milliseconds for a 10,000-job sweep)."""
 from __future__ import annotations
 
 from typing import Any
@@ -22,12 +23,15 @@ def rows(first: int, n: int) -> HistoryRows:
 
 @pytest.fixture
 def plans(pg_db) -> Any:  # type: ignore[no-untyped-def]
-    """The plans of the UPDATEs of ``jobs`` that ``pg_db`` runs, each explained on the statement's
-    own connection inside its own transaction (so its session and local settings apply)."""
+    """The plans of the UPDATEs of ``jobs`` and the SELECTs of ``history_chunks`` that ``pg_db``
+    runs, each explained on the statement's own connection inside its own transaction (so its
+    session and local settings apply)."""
     seen: list[str] = []
 
     def explain(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("UPDATE JOBS") and not executemany:
+        head = statement.lstrip().upper()
+        reads = head.startswith("SELECT") and "HISTORY_CHUNKS" in head
+        if (head.startswith("UPDATE JOBS") or reads) and not executemany:
             cursor.execute("EXPLAIN " + statement, parameters)
             seen.append("\n".join(row[0] for row in cursor.fetchall()))
 
@@ -48,14 +52,25 @@ def test_ending_a_batch_after_a_skewed_analyze_reads_history_by_its_index(pg_db,
     small = [new_job(pg_db) for _ in range(20)]
     for job_id in small:
         assert job_store.claim_job(pg_db, job_id, "w1", 30, 3) is not None
-        save_chunk(pg_db, job_id, "w1", rows(0, 5), None, None, 30)
+        save_chunk(pg_db, job_id, "w1", rows(0, 4), None, None, 30)
     plans.clear()
-    ended = job_store.finish_jobs(pg_db, "w1", [job_store.Ending(j, JobStatus.SUCCEEDED, {"steps": 6}, None,
-                                                                  (rows(5, 1),)) for j in small])
-    assert ended == set(small)
-    finishing = [p for p in plans if "history" in p]
-    assert finishing, plans
-    assert all("Seq Scan on history_chunks" not in p for p in finishing), finishing
+    written = {job_id: job_store.Written(last_step=3) for job_id in small}
+    with job_store.believing(written) as behind:
+        for job_id in small:
+            save_chunk(pg_db, job_id, "w1", rows(4, 1), None, None, 30)
+            written[job_id] = job_store.Written(last_step=4)
+        ended = job_store.finish_jobs(pg_db, "w1", [job_store.Ending(j, JobStatus.SUCCEEDED, {"steps": 6}, None,
+                                                                      (rows(5, 1),)) for j in small])
+    assert ended == set(small) and not behind
+    plans.clear()
+    with job_store.believing({big: job_store.Written(last_step=99_999)}) as behind:  # the big job's own renewal
+        assert job_store.renew(pg_db, big, "w0", 30) is False
+    assert not behind
+    reading = [p for p in plans if "history" in p]
+    assert reading, plans
+    for plan in reading:  # by an index, and by last_step within it, never every chunk of a job
+        assert "Seq Scan on history_chunks" not in plan, plan
+        assert not any("Filter:" in line and "last_step" in line for line in plan.splitlines()), plan
     with pg_db.session() as s:
         reserved = s.execute(text("SELECT DISTINCT reserved_values FROM jobs WHERE id = ANY(:ids)"),
                              {"ids": small}).scalars().all()
