@@ -101,14 +101,20 @@ def write_many(session: Any, items: Sequence[tuple[str, HistoryRows]], replace: 
     items = [(job_id, rows) for job_id, rows in items if len(rows)]
     if not items:
         return 0
+    first_of: dict[str, int] = {}
+    for job_id, rows in items:
+        first_of[job_id] = min(first_of.get(job_id, int(rows.steps[0])), int(rows.steps[0]))
     removed = 0
     if replace:
-        first_of: dict[str, int] = {}
-        for job_id, rows in items:
-            first_of[job_id] = min(first_of.get(job_id, int(rows.steps[0])), int(rows.steps[0]))
         removed = cut(session, first_of)
     else:
-        _refuse_overlaps(session, items)
+        _refuse_overlaps(session, first_of)
+    _insert(session, items)
+    return max(0, sum(len(rows) for _, rows in items) - removed)
+
+
+def _insert(session: Any, items: Sequence[tuple[str, HistoryRows]]) -> None:
+    """Store the rows as chunks (one COPY on PostgreSQL), checking nothing."""
     chunks = [(job_id, chunk) for job_id, rows in items for chunk in split(rows)]
     if session.bind.dialect.name == "postgresql":
         statement = f"COPY history_chunks ({COLUMNS}) FROM STDIN WITH (FORMAT binary)"
@@ -125,16 +131,13 @@ def write_many(session: Any, items: Sequence[tuple[str, HistoryRows]], replace: 
         session.connection().exec_driver_sql(
             f"INSERT INTO history_chunks ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [_sqlite_values(job_id, chunk) for job_id, chunk in chunks])
-    return max(0, sum(len(rows) for _, rows in items) - removed)
 
 
-def _refuse_overlaps(session: Any, items: Sequence[tuple[str, HistoryRows]]) -> None:
+def _refuse_overlaps(session: Any, first_of: Mapping[str, int]) -> None:
     """Raise IntegrityError (as the old one-row-per-step key did) when a job already stores a step
-    at or after the first it is given: no step is ever stored twice, whatever chunks hold it. One
-    range read of the (job_id, last_step) index; ``write_once`` then replaces from that step."""
-    first_of: dict[str, int] = {}
-    for job_id, rows in items:
-        first_of[job_id] = min(first_of.get(job_id, int(rows.steps[0])), int(rows.steps[0]))
+    at or after ``first_of[job]``, the first it is given: no step is ever stored twice, whatever
+    chunks hold it. One range read of the (job_id, last_step) index; ``write_once`` then replaces
+    from that step."""
     table = HistoryChunk.__table__
     stored = session.execute(
         select(table.c.job_id, func.max(table.c.last_step))
@@ -196,7 +199,8 @@ def cut(s: Any, first_of: Mapping[str, int]) -> int:
             s.execute(delete(table).where(table.c.job_id == job_id, table.c.first_step == int(rows.steps[0])))
             keep = rows.steps < first
             removed += int(len(rows) - keep.sum())
-            write_many(s, [(job_id, select_rows(rows, keep))])
+            if keep.any():  # the rows before ``first``: nothing is stored from there on now
+                _insert(s, [(job_id, select_rows(rows, keep))])
     return removed
 
 
@@ -239,12 +243,8 @@ def pg_ints(data: Any) -> np.ndarray:
 def decode_pg(values: Sequence[Any]) -> HistoryRows:
     """A chunk read on PostgreSQL: steps, f, grad_norm, lr, x, grad (``array_send`` bytes, or
     None) and width."""
-    steps = pg_ints(values[0])
-    n, width = len(steps), int(values[6])
-    floats = [None if v is None else _pg_array(v, _FLOAT_ITEMS) for v in values[1:6]]
-    return HistoryRows(steps=steps, f=floats[0], grad_norm=floats[1], lr=floats[2],
-                       x=None if floats[3] is None else floats[3].reshape(n, width),
-                       grad=None if floats[4] is None else floats[4].reshape(n, width))
+    return _decoded(pg_ints(values[0]), [None if v is None else _pg_array(v, _FLOAT_ITEMS) for v in values[1:6]],
+                    int(values[6]))
 
 
 def parse_floats(text: str) -> np.ndarray:
@@ -259,9 +259,13 @@ def parse_floats(text: str) -> np.ndarray:
 
 def decode_sqlite(values: Sequence[Any]) -> HistoryRows:
     """A chunk read on SQLite: steps, f, grad_norm, lr, x, grad (JSON text, or None) and width."""
-    steps = np.array(json.loads(values[0]), dtype=np.int64)
-    n, width = len(steps), int(values[6])
-    floats = [None if v is None else parse_floats(v) for v in values[1:6]]
+    return _decoded(np.array(json.loads(values[0]), dtype=np.int64),
+                    [None if v is None else parse_floats(v) for v in values[1:6]], int(values[6]))
+
+
+def _decoded(steps: np.ndarray, floats: list[np.ndarray | None], width: int) -> HistoryRows:
+    """A chunk's rows from its steps, its flat f, grad_norm, lr, x and grad, and x's width."""
+    n = len(steps)
     return HistoryRows(steps=steps, f=floats[0], grad_norm=floats[1], lr=floats[2],
                        x=None if floats[3] is None else floats[3].reshape(n, width),
                        grad=None if floats[4] is None else floats[4].reshape(n, width))
