@@ -114,12 +114,38 @@ def worker_states(service: Service) -> dict[int, str]:
     return {w["pid"]: w["state"] for w in workers}
 
 
+def holder(job: dict[str, Any]) -> int | None:
+    """The pid of the worker that holds (or last held) ``job``."""
+    worker = job.get("worker")
+    return int(worker.rsplit(":", 1)[1]) if worker else None
+
+
 def holders(service: Service, job_ids: list[str]) -> dict[str, int | None]:
-    out = {}
-    for job_id in job_ids:
-        worker = service.job(job_id).get("worker")
-        out[job_id] = int(worker.rsplit(":", 1)[1]) if worker else None
-    return out
+    return {job_id: holder(service.job(job_id)) for job_id in job_ids}
+
+
+def reclaim_waits(service: Service, job_ids: list[str], healthy: int, since: float,
+                  timeout: float) -> dict[str, float]:
+    """Until the ``healthy`` worker has taken over each of ``job_ids`` (or finished it), how long
+    each one waited for it: from ``since`` (the fault) or from the moment the healthy worker came
+    free of the job before, whichever is later. One healthy worker runs one job at a time, so a
+    job queued behind another measures that job's length, not the fleet's recovery."""
+    waits: dict[str, float] = {}
+    free_since, running = since, None
+    deadline = time.monotonic() + timeout
+    while len(waits) < len(job_ids):
+        assert time.monotonic() < deadline, f"the healthy worker took over only {waits} of {job_ids}"
+        now, jobs = time.monotonic(), {job_id: service.job(job_id) for job_id in job_ids}
+        taken = {job_id for job_id, job in jobs.items()
+                 if job["status"] == "succeeded" or (job["status"] == "running" and holder(job) == healthy)}
+        if running is not None and (jobs[running]["status"] != "running" or holder(jobs[running]) != healthy):
+            free_since, running = now, None  # it ended (or was handed back): the worker is free again
+        for job_id in sorted(taken - set(waits)):
+            waits[job_id] = now - free_since
+            if jobs[job_id]["status"] == "running":
+                running = job_id
+        time.sleep(0.1)
+    return waits
 
 
 def test_a_cut_a_dead_and_a_frozen_worker_never_stall_the_fleet(hosts, tmp_path):
@@ -165,14 +191,8 @@ def test_a_cut_a_dead_and_a_frozen_worker_never_stall_the_fleet(hosts, tmp_path)
         faulted = time.monotonic()
 
         victim_jobs = [j for ids in held.values() for j in ids]
-
-        def reclaimed() -> bool:
-            now = holders(service, victim_jobs)
-            return all(now[j] == healthy.pid or service.job(j)["status"] == "succeeded" for j in victim_jobs)
-
-        service.wait_for(reclaimed, "the healthy worker reclaimed every victim's job", timeout=RECLAIM_WITHIN + 30)
-        took = time.monotonic() - faulted
-        assert took <= RECLAIM_WITHIN, f"reclaim took {took:.1f} s"
+        waits = reclaim_waits(service, victim_jobs, healthy.pid, since=faulted, timeout=RECLAIM_WITHIN + 240)
+        assert max(waits.values()) <= RECLAIM_WITHIN, f"reclaim waits {waits}"
         assert worker_states(service)[healthy.pid] == "alive"
 
         # The cut heals and the frozen worker resumes: whatever they still try to write is fenced.
