@@ -28,8 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,7 +40,7 @@ import numpy as np  # noqa: E402
 from service.store import HistoryRows  # noqa: E402
 from service.store import jobs as job_store  # noqa: E402
 from service.store.history import save_chunk  # noqa: E402
-from testkit.processes import drain, service_on  # noqa: E402
+from testkit.processes import Service, drain, running  # noqa: E402
 
 MIB = 1024 * 1024
 PER_WRITE = 50_000
@@ -87,6 +89,25 @@ def psql_copy(url: str, job_id: str) -> float:
     return time.perf_counter() - began
 
 
+@contextmanager
+def api_on_postgres(prefix: str) -> Iterator[Service]:
+    """The real API, no workers, on a fresh PostgreSQL database in a temporary folder; all of it gone after."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        services = running("postgres", Path(tmp), workers=0)
+        try:
+            yield next(services)
+        finally:
+            services.close()
+
+
+def vacuum_analyze(svc: Service) -> str:
+    """VACUUM ANALYZE the history through psql, as an operator would; returns the psql URL of the database."""
+    url = svc.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+    subprocess.run(["psql", "-X", "-q", "-d", url, "-c", "VACUUM ANALYZE history_chunks"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return url
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_001)
@@ -97,73 +118,65 @@ def main() -> int:
         print("psql is not on PATH", file=sys.stderr)
         return 2
 
-    with tempfile.TemporaryDirectory(prefix="descent-export-") as tmp:
-        services = service_on("postgres", Path(tmp))
-        try:
-            svc = next(services)
-            svc.start(workers=0)
-            db = svc.db()
-            spec = {"objective": "10 * (x ** 2).sum()", "x0": [8.0, 8.0], "steps": args.rows - 1,
-                    "optimizer": {"name": "sgd", "lr": 0.001}, "record": {"x": True}}
-            job_id = job_store.create_job(db, spec, [2], "cpu")[0].id
-            began = time.perf_counter()
-            write_history(db, job_id, args.rows)
-            db.engine.dispose()
-            print(f"{args.rows:,} rows (2 parameters, x recorded) written in {time.perf_counter() - began:.1f}s")
-            url = svc.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
-            subprocess.run(["psql", "-X", "-q", "-d", url, "-c", "VACUUM ANALYZE history_chunks"], check=True,
-                           stdout=subprocess.DEVNULL)
+    with api_on_postgres("descent-export-") as svc:
+        db = svc.db()
+        spec = {"objective": "10 * (x ** 2).sum()", "x0": [8.0, 8.0], "steps": args.rows - 1,
+                "optimizer": {"name": "sgd", "lr": 0.001}, "record": {"x": True}}
+        job_id = job_store.create_job(db, spec, [2], "cpu")[0].id
+        began = time.perf_counter()
+        write_history(db, job_id, args.rows)
+        db.engine.dispose()
+        print(f"{args.rows:,} rows (2 parameters, x recorded) written in {time.perf_counter() - began:.1f}s")
+        url = vacuum_analyze(svc)
 
-            base = f"/v1/jobs/{job_id}/history"
-            # warm up: the API's first history read, and the table's pages in the server's cache
-            download(svc.port, base + "?format=csv&limit=10")
-            psql_copy(url, job_id)
+        base = f"/v1/jobs/{job_id}/history"
+        # warm up: the API's first history read, and the table's pages in the server's cache
+        download(svc.port, base + "?format=csv&limit=10")
+        psql_copy(url, job_id)
 
-            idle_rss = vm(svc.api.pid, "VmRSS")
-            times: dict[str, list[float]] = {"psql": [], "csv": [], "ndjson": []}
-            sizes: dict[str, int] = {}
-            for _ in range(args.repeat):
-                times["psql"].append(psql_copy(url, job_id))
-                for fmt in ("csv", "ndjson"):
-                    seconds, size = download(svc.port, f"{base}?format={fmt}")
-                    times[fmt].append(seconds)
-                    sizes[fmt] = size
-
-            points: list[float] = []
-            rows_back = None
-            for _ in range(args.points_repeat):
-                began = time.perf_counter()
-                conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=60)
-                conn.request("GET", f"{base}?points=1000")
-                resp = conn.getresponse()
-                body = resp.read()
-                conn.close()
-                points.append(time.perf_counter() - began)
-                if resp.status != 200:
-                    print(f"points=1000: {resp.status} {body[:200]!r}")
-                    points = []
-                    break
-                rows_back = len(json.loads(body)["rows"])
-
-            peak_rss = vm(svc.api.pid, "VmHWM")
-            med = {k: statistics.median(v) for k, v in times.items()}
-            print(f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} on {platform.node()} "
-                  f"({os.cpu_count()} CPUs, {platform.machine()}), PostgreSQL, median of {args.repeat}")
-            print(f"{'':34}{'seconds':>9}{'MB':>9}{'vs psql':>9}   runs")
-            print(f"{'psql COPY ... TO STDOUT WITH CSV':34}{med['psql']:9.2f}{'':>9}{1.0:8.2f}x   "
-                  + " ".join(f"{t:.2f}" for t in times["psql"]))
+        idle_rss = vm(svc.api.pid, "VmRSS")
+        times: dict[str, list[float]] = {"psql": [], "csv": [], "ndjson": []}
+        sizes: dict[str, int] = {}
+        for _ in range(args.repeat):
+            times["psql"].append(psql_copy(url, job_id))
             for fmt in ("csv", "ndjson"):
-                print(f"{'API ' + fmt + ' export':34}{med[fmt]:9.2f}{sizes[fmt] / 1e6:9.1f}{med[fmt] / med['psql']:8.2f}x   "
-                      + " ".join(f"{t:.2f}" for t in times[fmt]))
-            if points:
-                print(f"{'API points=1000 (json)':34}{statistics.median(points) * 1000:8.1f}ms  {rows_back} rows, "
-                      f"median of {len(points)} (min {min(points) * 1000:.1f} ms, max {max(points) * 1000:.1f} ms)")
-            print(f"API memory: VmRSS {idle_rss / MIB:.0f} MiB idle, VmHWM {peak_rss / MIB:.0f} MiB after the exports")
-            print(json.dumps({"rows": args.rows, "psql_s": med["psql"], "csv_s": med["csv"], "ndjson_s": med["ndjson"],
-                              "csv_ratio": med["csv"] / med["psql"], "ndjson_ratio": med["ndjson"] / med["psql"],
-                              "points_1000_ms": statistics.median(points) * 1000 if points else None}))
-        finally:
-            services.close()
+                seconds, size = download(svc.port, f"{base}?format={fmt}")
+                times[fmt].append(seconds)
+                sizes[fmt] = size
+
+        points: list[float] = []
+        rows_back = None
+        for _ in range(args.points_repeat):
+            began = time.perf_counter()
+            conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=60)
+            conn.request("GET", f"{base}?points=1000")
+            resp = conn.getresponse()
+            body = resp.read()
+            conn.close()
+            points.append(time.perf_counter() - began)
+            if resp.status != 200:
+                print(f"points=1000: {resp.status} {body[:200]!r}")
+                points = []
+                break
+            rows_back = len(json.loads(body)["rows"])
+
+        peak_rss = vm(svc.api.pid, "VmHWM")
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} on {platform.node()} "
+              f"({os.cpu_count()} CPUs, {platform.machine()}), PostgreSQL, median of {args.repeat}")
+        print(f"{'':34}{'seconds':>9}{'MB':>9}{'vs psql':>9}   runs")
+        print(f"{'psql COPY ... TO STDOUT WITH CSV':34}{med['psql']:9.2f}{'':>9}{1.0:8.2f}x   "
+              + " ".join(f"{t:.2f}" for t in times["psql"]))
+        for fmt in ("csv", "ndjson"):
+            print(f"{'API ' + fmt + ' export':34}{med[fmt]:9.2f}{sizes[fmt] / 1e6:9.1f}{med[fmt] / med['psql']:8.2f}x   "
+                  + " ".join(f"{t:.2f}" for t in times[fmt]))
+        if points:
+            print(f"{'API points=1000 (json)':34}{statistics.median(points) * 1000:8.1f}ms  {rows_back} rows, "
+                  f"median of {len(points)} (min {min(points) * 1000:.1f} ms, max {max(points) * 1000:.1f} ms)")
+        print(f"API memory: VmRSS {idle_rss / MIB:.0f} MiB idle, VmHWM {peak_rss / MIB:.0f} MiB after the exports")
+        print(json.dumps({"rows": args.rows, "psql_s": med["psql"], "csv_s": med["csv"], "ndjson_s": med["ndjson"],
+                          "csv_ratio": med["csv"] / med["psql"], "ndjson_ratio": med["ndjson"] / med["psql"],
+                          "points_1000_ms": statistics.median(points) * 1000 if points else None}))
     return 0
 
 

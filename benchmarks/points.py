@@ -24,22 +24,22 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from history_export import api_on_postgres, vacuum_analyze  # noqa: E402  (benchmarks/history_export.py)
+
 from service.store import HistoryRows  # noqa: E402
 from service.store import jobs as job_store  # noqa: E402
 from service.store.history import save_chunk  # noqa: E402
-from testkit.processes import service_on  # noqa: E402
 
 PER_WRITE = 50_000
 POINTS = 1000
@@ -99,32 +99,24 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=9)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="descent-points-") as tmp:
-        services = service_on("postgres", Path(tmp))
-        try:
-            svc = next(services)
-            svc.start(workers=0)
-            db = svc.db()
-            began = time.perf_counter()
-            jobs = {"wide": (new_history(db, 100, 5001), 100, 5001),
-                    "long": (new_history(db, 2, args.rows), 2, args.rows)}
-            db.engine.dispose()
-            print(f"histories written in {time.perf_counter() - began:.1f}s: 5,001 rows of 100 parameters, "
-                  f"{args.rows:,} rows of 2", file=sys.stderr)
-            results: dict[str, Any] = {}
-            for state in ("fresh", "analyzed"):
-                if state == "analyzed":
-                    url = svc.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
-                    subprocess.run(["psql", "-X", "-q", "-d", url, "-c", "VACUUM ANALYZE history_chunks"], check=True,
-                                   stdout=subprocess.DEVNULL)
-                for name, (job_id, numel, rows) in jobs.items():
-                    m = measure(svc.port, job_id, args.repeat)
-                    results[f"{name}_{state}"] = {**m, "numel": numel, "rows": rows}
-                    print(f"{name:>4} ({rows:>9,} rows x {numel:>3}) {state:>8}: points={POINTS} "
-                          f"{m['points_ms']:7.1f} ms (max {m['points_max_ms']:.1f}), page of {POINTS} "
-                          f"{m['page_ms']:7.1f} ms, points / page {m['ratio']:.2f}x", file=sys.stderr)
-        finally:
-            services.close()
+    with api_on_postgres("descent-points-") as svc:
+        db = svc.db()
+        began = time.perf_counter()
+        jobs = {"wide": (new_history(db, 100, 5001), 100, 5001),
+                "long": (new_history(db, 2, args.rows), 2, args.rows)}
+        db.engine.dispose()
+        print(f"histories written in {time.perf_counter() - began:.1f}s: 5,001 rows of 100 parameters, "
+              f"{args.rows:,} rows of 2", file=sys.stderr)
+        results: dict[str, Any] = {}
+        for state in ("fresh", "analyzed"):
+            if state == "analyzed":
+                vacuum_analyze(svc)
+            for name, (job_id, numel, rows) in jobs.items():
+                m = measure(svc.port, job_id, args.repeat)
+                results[f"{name}_{state}"] = {**m, "numel": numel, "rows": rows}
+                print(f"{name:>4} ({rows:>9,} rows x {numel:>3}) {state:>8}: points={POINTS} "
+                      f"{m['points_ms']:7.1f} ms (max {m['points_max_ms']:.1f}), page of {POINTS} "
+                      f"{m['page_ms']:7.1f} ms, points / page {m['ratio']:.2f}x", file=sys.stderr)
     worst = {name: max((results[f"{name}_{s}"] for s in ("fresh", "analyzed")), key=lambda r: r["points_ms"])
              for name in ("wide", "long")}
     print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} on {platform.node()} ({os.cpu_count()} CPUs), "

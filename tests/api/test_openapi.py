@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
 from typing import Any
 
 import jsonschema_rs
 import pytest
 
-from service.api import create_app
 from service.api.openapi import document
 from service.config import Limits
 from service.spec.optimizers import OPTIMIZERS, SCHEDULERS
-from service.store import Database
-from service.store.migrate import upgrade
 from service.status import JobStatus
+from tests.helpers.apps import client_with_limits
 from tests.helpers.lesson import LESSON_LOGLOG
-from testkit.backends import embedded_settings
-from tests.api.conftest import RecordingDispatcher
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 SCHEMA_KEYWORDS_WITH_SCHEMAS = ("items", "additionalProperties", "propertyNames", "not", "if", "then", "else")
@@ -263,11 +258,7 @@ def test_idempotency_key_length(doc, client):
 
 def test_spec_bounds_follow_the_configured_limits(tmp_path):
     limits = Limits(max_steps=500, max_seconds=60.0, max_expression_chars=100, max_elements=1000)
-    settings = embedded_settings(tmp_path, limits=limits)
-    database = Database(settings.database_url)
-    upgrade(database)
-    try:
-        client = create_app(replace(settings, limits=limits), {"TESTING": True}, db=database, dispatcher=RecordingDispatcher()).test_client()
+    with client_with_limits(tmp_path, limits) as client:
         schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
         spec = schemas["JobSpec"]["properties"]
         assert spec["steps"]["maximum"] == 500
@@ -286,8 +277,6 @@ def test_spec_bounds_follow_the_configured_limits(tmp_path):
         assert submit(client, {**base, "objective": "x.sum()" + " " * 94}).status_code == 400
         assert submit(client, {**base, "x0": {"shape": [1000]}}).status_code == 202
         assert submit(client, {**base, "x0": {"shape": [1001]}}).status_code in (400, 413)
-    finally:
-        database.engine.dispose()
 
 
 def test_document_without_an_app_uses_the_default_limits():

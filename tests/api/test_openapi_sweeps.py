@@ -6,21 +6,16 @@ same document)."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from typing import Any
 
 import jsonschema_rs
 import pytest
 
-from service.api import create_app
 from service.api.openapi import document
 from service.config import Limits
 from service.spec.model import JobSpec
 from service.spec.sweep_request import RandomStarts, SweepRequest
-from service.store import Database
-from service.store.migrate import upgrade
-from testkit.backends import embedded_settings
-from tests.api.conftest import RecordingDispatcher
+from tests.helpers.apps import client_with_limits
 
 ROSENBROCK = {"objective": {"name": "rosenbrock"}, "steps": 5}
 GOOD = {"base": ROSENBROCK, "grid": {"optimizer.name": ["sgd", "adam"], "stop.grad_norm": [1e-6]},
@@ -60,11 +55,7 @@ def test_the_base_is_the_job_specs_schema_with_nothing_required():
 
 def test_the_limits_follow_the_configuration(tmp_path):
     limits = Limits(max_sweep_jobs=50, max_tags=3)
-    settings = embedded_settings(tmp_path, limits=limits)
-    database = Database(settings.database_url)
-    upgrade(database)
-    try:
-        client = create_app(replace(settings, limits=limits), {"TESTING": True}, db=database, dispatcher=RecordingDispatcher()).test_client()
+    with client_with_limits(tmp_path, limits) as client:
         schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
         props = schemas["SweepRequest"]["properties"]
         assert props["grid"]["additionalProperties"]["maxItems"] == 50
@@ -74,8 +65,6 @@ def test_the_limits_follow_the_configuration(tmp_path):
         assert post(client, {"base": ROSENBROCK, "starts": {"count": 50}}).status_code == 202
         assert post(client, {"base": ROSENBROCK, "starts": {"count": 51}}).status_code == 413
         assert post(client, {"base": ROSENBROCK, "tags": {"a": "1", "b": "2", "c": "3", "d": "4"}}).status_code == 400
-    finally:
-        database.engine.dispose()
 
 
 def test_the_examples_and_a_full_request_are_valid_and_accepted(client):

@@ -8,6 +8,8 @@ import json
 import socket
 import threading
 import time
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 import psycopg
@@ -16,7 +18,7 @@ import pytest
 from service.api import create_app
 from service.config import DatabaseTimeouts
 from service.store import Database
-from testkit.backends import embedded_settings
+from testkit.backends import embedded_settings, migrated_database
 from tests.helpers.lesson import LESSON_LOGLOG
 from tests.store.test_connection_bounds import _plain, read_only
 
@@ -45,6 +47,24 @@ def black_hole() -> Iterator[int]:
         yield server.getsockname()[1]
     finally:
         server.close()
+
+
+@contextmanager
+def _embedded_client(tmp_path: Path, **overrides: Any) -> Iterator[Any]:
+    """A test client of the API on a migrated embedded database, settings as ``overrides`` say."""
+    settings = embedded_settings(tmp_path, **overrides)
+    db = migrated_database(settings.database_url)
+    try:
+        yield create_app(settings, {"TESTING": True}, db=db).test_client()
+    finally:
+        db.engine.dispose()
+
+
+@pytest.fixture
+def black_holed_client(tmp_path: Path, black_hole: int) -> Iterator[Any]:
+    """A test client of the API whose broker is the black hole, waited on up to 5 s."""
+    with _embedded_client(tmp_path, broker_url=f"redis://127.0.0.1:{black_hole}/0", broker_timeout=5.0) as client:
+        yield client
 
 
 def test_a_read_only_database_is_a_503_and_not_ready(pg_app):
@@ -106,50 +126,28 @@ def test_a_cancel_that_meets_a_locked_row_answers_503_within_seconds(pg_app):
 
 
 @pytest.mark.slow
-def test_readyz_answers_within_two_seconds_with_a_black_holed_broker(tmp_path, black_hole):
-    settings = embedded_settings(tmp_path, broker_url=f"redis://127.0.0.1:{black_hole}/0", broker_timeout=5.0)
-    from testkit.backends import migrated_database
-
-    db = migrated_database(settings.database_url)
-    try:
-        client = create_app(settings, {"TESTING": True}, db=db).test_client()
-        for _ in range(2):  # the second finds the first's check still under way, and waits on it
-            started = time.monotonic()
-            ready = client.get("/readyz")
-            assert time.monotonic() - started < 2
-            body = ready.get_json()
-            assert ready.status_code == 503 and body["checks"]["database"] == "ok"
-            assert body["checks"]["broker"].startswith("down: no answer within")
-    finally:
-        db.engine.dispose()
+def test_readyz_answers_within_two_seconds_with_a_black_holed_broker(black_holed_client):
+    for _ in range(2):  # the second finds the first's check still under way, and waits on it
+        started = time.monotonic()
+        ready = black_holed_client.get("/readyz")
+        assert time.monotonic() - started < 2
+        body = ready.get_json()
+        assert ready.status_code == 503 and body["checks"]["database"] == "ok"
+        assert body["checks"]["broker"].startswith("down: no answer within")
 
 
 @pytest.mark.slow
-def test_a_submit_never_waits_on_a_black_holed_broker(tmp_path, black_hole):
-    settings = embedded_settings(tmp_path, broker_url=f"redis://127.0.0.1:{black_hole}/0", broker_timeout=5.0)
-    from testkit.backends import migrated_database
-
-    db = migrated_database(settings.database_url)
-    try:
-        client = create_app(settings, {"TESTING": True}, db=db).test_client()
-        for _ in range(5):  # more than the sends that may be under way at once
-            started = time.monotonic()
-            answer = _submit(client)
-            assert answer.status_code == 202 and time.monotonic() - started < 2.5
-            job = client.get(answer.headers["Location"]).get_json()
-            assert job["status"] == "queued"  # stored: the reconciler sends its message later
-    finally:
-        db.engine.dispose()
+def test_a_submit_never_waits_on_a_black_holed_broker(black_holed_client):
+    for _ in range(5):  # more than the sends that may be under way at once
+        started = time.monotonic()
+        answer = _submit(black_holed_client)
+        assert answer.status_code == 202 and time.monotonic() - started < 2.5
+        job = black_holed_client.get(answer.headers["Location"]).get_json()
+        assert job["status"] == "queued"  # stored: the reconciler sends its message later
 
 
 def test_readyz_on_a_live_redis_is_ready(tmp_path, redis_url):
-    settings = embedded_settings(tmp_path, broker_url=redis_url)
-    from testkit.backends import migrated_database
-
-    db = migrated_database(settings.database_url)
-    try:
-        ready = create_app(settings, {"TESTING": True}, db=db).test_client().get("/readyz")
+    with _embedded_client(tmp_path, broker_url=redis_url) as client:
+        ready = client.get("/readyz")
         assert ready.status_code == 200 and ready.get_json() == {
             "status": "ready", "checks": {"database": "ok", "broker": "ok"}}
-    finally:
-        db.engine.dispose()

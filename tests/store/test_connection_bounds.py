@@ -52,6 +52,15 @@ def _show(db: Database, name: str) -> str:
         return str(s.execute(text(f"SHOW {name}")).scalar())
 
 
+def _unavailable_within(db: Database, sql: str, match: str, seconds: float) -> None:
+    """``sql`` on ``db`` fails as StoreUnavailable naming ``match``, within ``seconds``: bounded, not hung."""
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match=match):
+        with db.session() as s:
+            s.execute(text(sql))
+    assert time.monotonic() - started < seconds
+
+
 def test_each_session_carries_the_timeouts_on_both_ends(pg_db):
     db = Database(pg_db.url, DatabaseTimeouts.for_lease(4))
     try:
@@ -111,11 +120,7 @@ def test_a_row_locked_by_another_session_is_unavailable_within_the_lock_timeout(
     holder = psycopg.connect(_plain(bounded.url))
     try:
         holder.execute("SELECT * FROM locked_rows WHERE id = 1 FOR UPDATE")  # held, in a transaction
-        started = time.monotonic()
-        with pytest.raises(StoreUnavailable, match="locked"):
-            with bounded.session() as s:
-                s.execute(text("UPDATE locked_rows SET v = 1 WHERE id = 1"))
-        assert time.monotonic() - started < 3
+        _unavailable_within(bounded, "UPDATE locked_rows SET v = 1 WHERE id = 1", "locked", 3)
     finally:
         holder.close()
     with bounded.session() as s:  # the lock gone, the write goes through
@@ -124,11 +129,7 @@ def test_a_row_locked_by_another_session_is_unavailable_within_the_lock_timeout(
 
 @pytest.mark.slow  # waits out a server's timeout or reconnect: seconds
 def test_a_statement_past_the_statement_timeout_is_unavailable(bounded):
-    started = time.monotonic()
-    with pytest.raises(StoreUnavailable, match="DESCENT_DB_STATEMENT_TIMEOUT"):
-        with bounded.session() as s:
-            s.execute(text("SELECT pg_sleep(30)"))
-    assert time.monotonic() - started < 10
+    _unavailable_within(bounded, "SELECT pg_sleep(30)", "DESCENT_DB_STATEMENT_TIMEOUT", 10)
 
 
 def test_a_session_idle_inside_its_transaction_is_ended_by_the_server(bounded):
@@ -150,11 +151,7 @@ def test_a_session_idle_inside_its_transaction_is_ended_by_the_server(bounded):
 def test_an_exhausted_pool_is_unavailable_within_the_pool_timeout(bounded):
     held = [bounded.engine.connect() for _ in range(10)]  # pool_size 5 + max_overflow 5
     try:
-        started = time.monotonic()
-        with pytest.raises(StoreUnavailable, match="pool"):
-            with bounded.session() as s:
-                s.execute(text("SELECT 1"))
-        assert time.monotonic() - started < 3
+        _unavailable_within(bounded, "SELECT 1", "pool", 3)
     finally:
         for conn in held:
             conn.close()

@@ -26,6 +26,7 @@ from service.store.models import DataTensor, history_rows, Job, JobData, JobTag,
 from service.store.quotas import QuotaExceeded, check_quotas
 from service.status import JobStatus
 from testkit.backends import embedded_settings
+from tests.helpers.threads import at_once
 
 SPEC = {"objective": "x.sum()", "x0": [1.0, 2.0], "steps": 10, "record": {"every": 1, "x": True, "grad": False},
         "tags": {"team": "a"}}
@@ -389,19 +390,8 @@ def test_deleting_one_job_of_a_running_batch_drops_that_lane_and_the_others_go_o
 
 def test_two_deletes_of_one_job_at_once_remove_it_once_and_the_other_is_not_found(db):
     job_id = finished_job(db, 3_000)
-    answers: list[Any] = []
-
-    def delete() -> None:
-        try:
-            answers.append(deletion.delete_job(db, job_id, batch_rows=200))
-        except NotFound:
-            answers.append("404")
-
-    threads = [threading.Thread(target=delete) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    answers = at_once(lambda: deletion.delete_job(db, job_id, batch_rows=200), 2, NotFound, timeout=60)
     # one removed it, the other found it gone (at once, or when it came to remove the row)
-    assert [a.jobs for a in answers if a != "404"] == [1] and answers.count("404") == 1
+    not_found = [a for a in answers if isinstance(a, NotFound)]
+    assert [a.jobs for a in answers if not isinstance(a, NotFound)] == [1] and len(not_found) == 1
     assert everything_of(db, job_id) == (0, 0, 0, 0)  # both purged rows; none is left
