@@ -60,6 +60,7 @@ import torch  # noqa: E402
 import burst as burst_bench  # noqa: E402
 import engine as engine_bench  # noqa: E402  (benchmarks/engine.py; sets torch to one thread)
 import sweep as sweep_bench  # noqa: E402
+from service.engine import Chunking  # noqa: E402
 from service.spec import check_spec  # noqa: E402
 
 FULL = {"lesson_pairs": 15, "big_pairs": 11, "sweep_jobs": 10_000, "solo": 100, "burst_jobs": 200,
@@ -68,8 +69,10 @@ FULL = {"lesson_pairs": 15, "big_pairs": 11, "sweep_jobs": 10_000, "solo": 100, 
 QUICK = {"lesson_pairs": 7, "big_pairs": 5, "sweep_jobs": 500, "solo": 20, "burst_jobs": 40,
          "write_rows": 100_000, "write_pairs": 3, "export_rows": 100_001, "export_repeat": 1, "points_repeat": 5,
          "points_rows": 100_001}
-WRITE_CHUNK = 1_000  # service.engine.run's chunk_rows: the most rows a worker writes in one transaction
-BIG_WRITES = 10  # the writes row also times transactions of this many engine chunks
+# The most rows a worker writes in one transaction: the engine's chunk of a job fast enough to fill
+# it within a chunk's seconds (a slower job writes fewer, as many as it records in 0.25 s).
+WRITE_CHUNK = Chunking().rows
+SMALL_WRITES = 1_000  # the writes row also times transactions of this many rows (a chunk of ~4,000 rows/s)
 BASELINE = "history_copy_baseline"  # the writes' baseline: one row per step, as ``history`` was
 
 
@@ -186,10 +189,10 @@ def history_writes(rows: int, n_pairs: int, chunk: int = WRITE_CHUNK) -> dict[st
             finally:
                 raw.close()
 
-        # besides the engine's chunks, the same path with 10x bigger transactions: what the layout
-        # takes once the fixed cost of a transaction (lease renewal, counters, commit) is shared
+        # besides the engine's largest chunks, the same path in small transactions, where the fixed
+        # cost of a transaction (lease renewal, counters, commit) is shared by fewer rows
         runs: list[tuple[str, Any]] = [("store", store_path), ("copy", plain_copy),
-                                       ("store_big", lambda: store_path(chunk * BIG_WRITES))]
+                                       ("store_small", lambda: store_path(SMALL_WRITES))]
         times: dict[str, list[float]] = {name: [] for name, _ in runs}
         for i in range(n_pairs + 1):  # the first round warms every path up and is not counted
             plain_payloads.append(pgcopy.encode(new_job(), steps, f, gn, lr, x, None))
@@ -211,8 +214,8 @@ def history_writes(rows: int, n_pairs: int, chunk: int = WRITE_CHUNK) -> dict[st
     return {"rows": rows, "chunk": chunk, "pairs": n_pairs, "store_s": store_s, "copy_s": copy_s,
             "store_rows_per_s": rows / store_s, "copy_rows_per_s": rows / copy_s,
             "ratio": statistics.median(b / a for a, b in zip(times["store"], times["copy"])),
-            "big_chunk": chunk * BIG_WRITES, "big_rows_per_s": rows / statistics.median(times["store_big"]),
-            "big_ratio": statistics.median(b / a for a, b in zip(times["store_big"], times["copy"]))}
+            "small_chunk": SMALL_WRITES, "small_rows_per_s": rows / statistics.median(times["store_small"]),
+            "small_ratio": statistics.median(b / a for a, b in zip(times["store_small"], times["copy"]))}
 
 
 # -- 5. exports (benchmarks/history_export.py, in a process of its own) --------------------------
@@ -304,11 +307,12 @@ def table(m: dict[str, Any], r: dict[str, Any], sizes: dict[str, Any], quick: bo
     if "writes" in r:
         w = r["writes"]
         add(f"history writes, {w['rows']:,} steps (2 parameters, x recorded): the store's write path (`save_chunk`, "
-            f"{w['chunk']:,}-row engine chunks, each a transaction with the lease renewal, stored as chunks of steps) vs "
+            f"the engine's largest chunks, {w['chunk']:,} rows, each a transaction with the lease renewal, stored as "
+            "chunks of steps) vs "
             "one plain binary `COPY` of the same rows, one row per step, into a table of the old `history` layout "
             f"(median of {w['pairs']} rounds taken in turn; ratio Descent steps/s / COPY rows/s; in "
-            f"{w['big_chunk']:,}-row transactions the same path stores {w['big_rows_per_s']:,.0f} steps/s, "
-            f"{w['big_ratio']:.2f}×)",
+            f"{w['small_chunk']:,}-row transactions the same path stores {w['small_rows_per_s']:,.0f} steps/s, "
+            f"{w['small_ratio']:.2f}×)",
             f"{w['store_rows_per_s']:,.0f} steps/s", f"{w['copy_rows_per_s']:,.0f} rows/s", f"{w['ratio']:.2f}×",
             f"≥ 3× ({verdict(w['ratio'] >= 3)})")
     if "export" in r:
@@ -387,8 +391,8 @@ def main() -> None:
           lambda: history_writes(sizes["write_rows"], sizes["write_pairs"]))
     if "writes" in results:
         say(f"  store {results['writes']['store_rows_per_s']:,.0f} steps/s, COPY {results['writes']['copy_rows_per_s']:,.0f} "
-            f"rows/s: {results['writes']['ratio']:.2f}x; in {results['writes']['big_chunk']:,}-row transactions "
-            f"{results['writes']['big_rows_per_s']:,.0f} steps/s, {results['writes']['big_ratio']:.2f}x")
+            f"rows/s: {results['writes']['ratio']:.2f}x; in {results['writes']['small_chunk']:,}-row transactions "
+            f"{results['writes']['small_rows_per_s']:,.0f} steps/s, {results['writes']['small_ratio']:.2f}x")
     piece("export", f"exports: {sizes['export_rows']:,} rows ...",
           lambda: exports(sizes["export_rows"], sizes["export_repeat"], sizes["points_repeat"]))
     piece("points", f"points: 5,001 rows x 100 and {sizes['points_rows']:,} rows x 2 ...",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
-from service.engine import Chunk, EngineError, Lane, LaneEnd, NotBatchable, StopReason, run_batch
+from service.engine import Chunk, Chunking, EngineError, Lane, LaneEnd, NotBatchable, StopReason, run_batch
 from service.queue import Message
 from service.spec import SpecError, check_spec
 from service.spec.validate import lane_checker
@@ -55,11 +55,10 @@ def run_batch_of(state: WorkerState, jobs: list[JobRecord]) -> tuple[dict[str, O
     sink = _Sink(state, members)
     log.info("running %d jobs as one batch (first %s)", len(members), members[0].id)
     # Every renewal and finish of a lane is fenced on its stored history reaching what was written.
+    chunking = Chunking(seconds=BATCH_CHUNK_SECONDS, checkpoint_seconds=checkpoint_interval(lead.numel, len(lanes)))
     with job_store.believing(sink.written) as behind:
         try:
-            run_batch(lanes, sink, device=device, chunk_seconds=BATCH_CHUNK_SECONDS,
-                      time_limit=state.settings.limits.max_seconds,
-                      checkpoint_seconds=checkpoint_interval(lead.numel, len(lanes)))
+            run_batch(lanes, sink, device=device, chunking=chunking, time_limit=state.settings.limits.max_seconds)
         except NotBatchable as exc:
             released = _alone_from_now_on(state, jobs, str(exc))
             return dict.fromkeys(released, "released"), jobs[:1]

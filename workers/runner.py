@@ -9,7 +9,7 @@ import logging
 import time
 from typing import Any
 
-from service.engine import Chunk, EngineError, StopReason, run
+from service.engine import Chunk, Chunking, EngineError, StopReason, run
 from service.logs import job_logging
 from service.queue import Message
 from service.spec import SpecError, check_spec
@@ -179,7 +179,8 @@ def _run_believing(state: WorkerState, job: Any, written: dict[str, job_store.Wr
 
     try:
         result = run(checked, device=device, on_chunk=on_chunk, should_stop=should_stop, resume=job.checkpoint,
-                     time_limit=settings.limits.max_seconds, checkpoint_seconds=checkpoint_interval(checked.numel))
+                     time_limit=settings.limits.max_seconds,
+                     chunking=Chunking(checkpoint_seconds=checkpoint_interval(checked.numel)))
     except StoreError:
         raise  # the store's own failures (LeaseLost, an outage past the retries) are not the job's
     except (EngineError, *OBJECTIVE_ERRORS) as exc:

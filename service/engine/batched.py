@@ -26,6 +26,7 @@ import torch
 from service.rows import HistoryRows, Progress
 from service.engine import replay
 from service.engine.checkpoint import Checkpoint
+from service.engine.chunking import Chunking
 from service.engine.device import resolve_device
 from service.engine.graph import backward_graph
 from service.engine.result import Chunk, Result, StopReason, make_result
@@ -128,15 +129,12 @@ def run_batch(
     sink: BatchSink,
     *,
     device: str = "cpu",
-    chunk_seconds: float = 0.25,
-    chunk_rows: int = 1_000,
-    chunk_values: int = 4_000_000,
+    chunking: Chunking = Chunking(),
     time_limit: float | None = None,
-    checkpoint_seconds: float = 0.0,
     defer_sync: bool | None = None,
 ) -> list[Result]:
     """Run the lanes (one batch key) to their ends; the results in the lanes' order. Arguments
-    mean what they mean to ``loop.run``; ``chunk_values`` bounds the values of all lanes together.
+    mean what they mean to ``loop.run``.
     With ``defer_sync`` (default: on CUDA) a chunk runs ahead without reading whether a lane
     diverged or reached the gradient tolerance, and runs again with per-step checks if one did
     (``engine.replay``)."""
@@ -191,8 +189,8 @@ def run_batch(
         taken = replay.snapshot(t, x, opt, sched) if speculative else None
         evaluated: list[tuple[torch.Tensor, torch.Tensor]] = []  # (f, grad norm) over the lanes, each step
         rows = _Rows()
-        rows_cap = max(1, min(chunk_rows, chunk_values // (per_row * len(active))))
-        deadline = time.perf_counter() + chunk_seconds
+        rows_cap = max(1, min(chunking.rows, chunking.values // (per_row * len(active))))
+        deadline = time.perf_counter() + chunking.seconds
         while True:
             x.grad = None
             try:
@@ -283,7 +281,7 @@ def run_batch(
             t += 1
             if boundary:
                 now = time.perf_counter()
-                due = now - last_checkpoint >= checkpoint_seconds
+                due = now - last_checkpoint >= chunking.checkpoint_seconds
                 if due:
                     last_checkpoint = now
                 recorded = rows.histories(list(range(len(active))), rec_x, rec_g)

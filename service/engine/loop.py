@@ -28,6 +28,7 @@ import torch
 from service.rows import HistoryRows, Progress
 from service.engine import replay
 from service.engine.checkpoint import Checkpoint
+from service.engine.chunking import Chunking
 from service.engine.device import resolve_device
 from service.engine.graph import backward_graph
 from service.engine.result import Chunk, Result, StopReason, make_result
@@ -66,18 +67,15 @@ def run(
     on_chunk: ChunkSink = _discard,
     should_stop: StopCheck = _no_stop,
     resume: bytes | None = None,
-    chunk_seconds: float = 0.25,
-    chunk_rows: int = 1_000,
-    chunk_values: int = 4_000_000,
+    chunking: Chunking = Chunking(),
     time_limit: float | None = None,
-    checkpoint_seconds: float = 0.0,
     defer_sync: bool | None = None,
 ) -> Result:
     """Run the checked spec to its end, or until a stop; return the result.
 
     ``time_limit`` applies when the spec sets no ``stop.max_seconds`` (a service-wide ceiling).
-    A chunk carries a checkpoint when ``checkpoint_seconds`` have passed since the last one
-    (0: every chunk), and always when the run is interrupted.
+    ``chunking`` says where chunks end and which carry a checkpoint; an interrupted run's last
+    chunk always does.
 
     ``defer_sync`` (default: on CUDA) keeps f and the gradient norms on the device through a
     chunk instead of reading them every step (each read waits for the GPU): the chunk's steps
@@ -113,7 +111,7 @@ def run(
     deferred = (dev.type == "cuda" if defer_sync is None else defer_sync) and not use_closure and not plateau
     replaying = False  # the chunk is run again with per-step checks
     per_row = max(1, x.numel() * (int(rec_x) + int(rec_g)))
-    rows_cap = max(1, min(chunk_rows, chunk_values // per_row))
+    rows_cap = max(1, min(chunking.rows, chunking.values // per_row))
     norm = torch.linalg.vector_norm
     x_view = x.detach()  # shares x's storage: the optimiser's in-place updates show through
     started = time.perf_counter()
@@ -149,7 +147,7 @@ def run(
 
     def checkpoint(step: int, force: bool = False) -> bytes | None:
         now = time.perf_counter()
-        if not force and now - last_checkpoint[0] < checkpoint_seconds:
+        if not force and now - last_checkpoint[0] < chunking.checkpoint_seconds:
             return None
         last_checkpoint[0] = now
         return Checkpoint(step, x.detach(), opt.state_dict(),
@@ -166,7 +164,7 @@ def run(
         gns: list[torch.Tensor] = []
         xs: list[torch.Tensor] = []
         gs: list[torch.Tensor] = []
-        deadline = time.perf_counter() + chunk_seconds
+        deadline = time.perf_counter() + chunking.seconds
 
         def flush(end: int, ck: bytes | None, final: bool = False, evaluated: int | None = None) -> None:
             """Hand out the chunk; ``evaluated``: the last step whose f was computed (``end``

@@ -20,7 +20,7 @@ class Chunk:
     """What the run hands out between steps: the rows recorded for steps in ``[start, end)``
     (``end`` inclusive when ``final``), and a ``checkpoint`` (serialised ``Checkpoint``) that
     resumes the run at step ``end`` (None on the final chunk and between checkpoints; see
-    ``run(checkpoint_seconds=...)``), and where the run stands (``progress``)."""
+    ``Chunking.checkpoint_seconds``), and where the run stands (``progress``)."""
 
     start: int
     end: int

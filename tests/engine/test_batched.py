@@ -12,7 +12,7 @@ import torch
 
 import service.engine.batched as batched_module
 
-from service.engine import Chunk, Lane, LaneEnd, NotBatchable, StopReason, run, run_batch
+from service.engine import Chunk, Chunking, Lane, LaneEnd, NotBatchable, StopReason, run, run_batch
 from service.spec import SpecError, check_spec
 from service.spec.batchkey import ELEMENTWISE_OPTIMIZERS, batch_key
 from service.spec.validate import lane_checker
@@ -134,7 +134,7 @@ def test_lanes_stop_diverge_and_are_cancelled_each_on_their_own() -> None:
     base = {"objective": "(x ** 2).sum() + 0.5 * x[0] ** 4", "steps": 300, "optimizer": {"name": "sgd", "lr": 0.1},
             "stop": {"grad_norm": 1e-3}, "record": {"every": 1}}
     specs = [{**base, "x0": x0} for x0 in ([1.0, 1.0], [40.0, 1.0], [0.01, 0.0], [0.5, 0.5])]
-    results, sink = batched(specs, stops={3: StopReason.CANCELLED}, chunk_rows=5)
+    results, sink = batched(specs, stops={3: StopReason.CANCELLED}, chunking=Chunking(rows=5))
     reasons = [r.stop_reason for r in results]
     assert reasons[1] == StopReason.DIVERGED and reasons[3] == StopReason.CANCELLED
     assert reasons[0] == reasons[2] == StopReason.GRAD_NORM
@@ -151,7 +151,7 @@ def test_lanes_stop_diverge_and_are_cancelled_each_on_their_own() -> None:
 def test_a_handed_back_lane_resumes_alone_and_in_a_batch_exactly() -> None:
     specs = [spec_of({"name": "adam", "lr": 0.01}, x0, steps=60) for x0 in STARTS]
     handing_back = {lane: (lambda b: StopReason.INTERRUPTED if b >= 2 else None) for lane in range(4)}
-    results, sink = batched(specs, stops=handing_back, chunk_rows=4)
+    results, sink = batched(specs, stops=handing_back, chunking=Chunking(rows=4))
     assert {r.stop_reason for r in results} == {StopReason.INTERRUPTED}
     ends = [sink.ends[lane].chunk for lane in range(4)]
     assert all(not c.final and c.checkpoint is not None for c in ends)
@@ -177,7 +177,7 @@ def test_a_handed_back_lane_resumes_alone_and_in_a_batch_exactly() -> None:
 def test_periodic_checkpoints_of_a_lane_resume_exactly() -> None:
     specs = [spec_of({"name": "rmsprop", "lr": 0.001, "momentum": 0.5}, x0, steps=50,
                      scheduler={"name": "step_lr", "step_size": 7, "gamma": 0.5}) for x0 in STARTS[:2]]
-    _, sink = batched(specs, chunk_rows=6)
+    _, sink = batched(specs, chunking=Chunking(rows=6))
     middle = [c for c in sink.seen[1] if c.checkpoint is not None][2]
     tail: list[Chunk] = []
     run(check_spec(specs[1]), on_chunk=tail.append, resume=middle.checkpoint)
@@ -248,7 +248,7 @@ def test_lanes_of_one_element_stop_each_on_their_own() -> None:
 
 def test_each_lanes_chunks_say_where_that_lane_stands() -> None:
     specs = [spec_of({"name": "adam", "lr": 0.01}, x0) for x0 in ([-1.0, 1.0], [0.5, 0.5], [2.0, -1.0])]
-    _, sink = batched(specs, chunk_rows=4, chunk_seconds=0.0)
+    _, sink = batched(specs, chunking=Chunking(rows=4, seconds=0.0))
     for lane, spec in enumerate(specs):
         _, rows = solo(spec)
         by_step = {r["step"]: r for r in rows}

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.engine import StopReason, replay, run
+from service.engine import Chunking, StopReason, replay, run
 from service.spec import check_spec
 from tests.helpers.engine import run_spec
 
@@ -29,8 +29,8 @@ CASES = {
 
 def both(spec: dict[str, Any], **kwargs: Any) -> tuple[Any, Any]:
     # chunks end by their row count alone (no time deadline), so both runs have the same chunks
-    per_step = run_spec(spec, defer_sync=False, chunk_rows=64, chunk_seconds=3600, **kwargs)
-    deferred = run_spec(spec, defer_sync=True, chunk_rows=64, chunk_seconds=3600, **kwargs)
+    per_step = run_spec(spec, defer_sync=False, chunking=Chunking(rows=64, seconds=3600), **kwargs)
+    deferred = run_spec(spec, defer_sync=True, chunking=Chunking(rows=64, seconds=3600), **kwargs)
     return per_step, deferred
 
 
@@ -47,14 +47,14 @@ def test_a_stop_inside_a_chunk_runs_that_chunk_again(monkeypatch) -> None:
     restored = []
     real = replay.restore
     monkeypatch.setattr(replay, "restore", lambda *a: restored.append(a[0][0]) or real(*a))
-    result, _, _ = run_spec(CASES["diverges mid-chunk"], defer_sync=True, chunk_rows=64, chunk_seconds=3600)
+    result, _, _ = run_spec(CASES["diverges mid-chunk"], defer_sync=True, chunking=Chunking(rows=64, seconds=3600))
     assert result.stop_reason == StopReason.DIVERGED and len(restored) == 1
     assert restored[0] <= result.steps < restored[0] + 64
 
 
 def test_no_chunk_runs_again_when_nothing_stops_inside_it(monkeypatch) -> None:
     monkeypatch.setattr(replay, "restore", lambda *a: pytest.fail("a chunk was run again"))
-    result, _, _ = run_spec(BOWL, defer_sync=True, chunk_rows=64)
+    result, _, _ = run_spec(BOWL, defer_sync=True, chunking=Chunking(rows=64))
     assert result.stop_reason == StopReason.STEPS and result.steps == 300
 
 
@@ -67,10 +67,10 @@ def test_deferred_reads_resume_from_a_checkpoint_exactly() -> None:
         boundaries[0] += 1
         return StopReason.INTERRUPTED if boundaries[0] == 2 else None
 
-    run(checked, on_chunk=chunks.append, should_stop=stop, chunk_rows=10, chunk_seconds=3600, defer_sync=True)
-    resumed = run(checked, on_chunk=chunks.append, resume=chunks[-1].checkpoint, chunk_rows=10, chunk_seconds=3600,
+    run(checked, on_chunk=chunks.append, should_stop=stop, chunking=Chunking(rows=10, seconds=3600), defer_sync=True)
+    resumed = run(checked, on_chunk=chunks.append, resume=chunks[-1].checkpoint, chunking=Chunking(rows=10, seconds=3600),
                   defer_sync=True)
-    whole, rows, _ = run_spec(CASES["adam, step lr, every 7th row, x and grad"], defer_sync=False, chunk_rows=10)
+    whole, rows, _ = run_spec(CASES["adam, step lr, every 7th row, x and grad"], defer_sync=False, chunking=Chunking(rows=10))
     assert [r for c in chunks for r in c.rows.as_dicts()] == rows and resumed.x.tolist() == whole.x.tolist()
 
 
@@ -86,7 +86,7 @@ def test_a_batch_with_deferred_reads_stops_each_lane_where_per_step_checks_do(mo
     runs = []
     for defer in (False, True):
         stops = {3: lambda boundaries: StopReason.CANCELLED if boundaries >= 1 else None}
-        runs.append(batched(specs, stops=stops, chunk_rows=4, chunk_seconds=3600, defer_sync=defer))
+        runs.append(batched(specs, stops=stops, chunking=Chunking(rows=4, seconds=3600), defer_sync=defer))
     (plain, plain_sink), (deferred, deferred_sink) = runs
     assert [r.stop_reason for r in deferred] == [r.stop_reason for r in plain]
     assert {r.stop_reason for r in plain} == {StopReason.DIVERGED, StopReason.GRAD_NORM, StopReason.CANCELLED}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from service.engine import EngineError, cuda_available, run
+from service.engine import Chunking, EngineError, cuda_available, run
 from service.spec import check_spec
 from tests.helpers.engine import run_spec
 from service.engine import StopReason
@@ -41,7 +41,7 @@ def test_divergence_stops_and_keeps_rows():
 
 def test_time_limit_stop():
     result, rows, _ = run_spec({**BOWL, "steps": 10_000_000 // 10, "stop": {"max_seconds": 0.3},
-                                "record": {"every": 1000}}, chunk_seconds=0.05)
+                                "record": {"every": 1000}}, chunking=Chunking(seconds=0.05))
     assert result.stop_reason == "time_limit"
     assert 0 < result.steps < 1_000_000 and rows[-1]["step"] == result.steps
 
@@ -53,7 +53,7 @@ def test_should_stop_cancels_between_chunks():
         calls.append(1)
         return StopReason.CANCELLED if len(calls) >= 2 else None
 
-    result, rows, chunks = run_spec({**BOWL, "steps": 1000}, chunk_rows=100, chunk_seconds=60, should_stop=stop)
+    result, rows, chunks = run_spec({**BOWL, "steps": 1000}, chunking=Chunking(rows=100, seconds=60), should_stop=stop)
     assert result.stop_reason == StopReason.CANCELLED
     # the second chunk boundary is at step 199: that point is evaluated, recorded and kept
     assert result.steps == 199 and rows[-1]["step"] == 199 and len(rows) == 200
@@ -61,7 +61,7 @@ def test_should_stop_cancels_between_chunks():
 
 
 def test_chunks_tile_the_history_without_overlap():
-    _, rows, chunks = run_spec({**BOWL, "steps": 1000, "record": {"every": 7}}, chunk_rows=10)
+    _, rows, chunks = run_spec({**BOWL, "steps": 1000, "record": {"every": 7}}, chunking=Chunking(rows=10))
     assert len(chunks) > 5
     for a, b in zip(chunks, chunks[1:]):
         assert a.end == b.start
@@ -96,7 +96,7 @@ def test_interrupt_and_resume_is_bit_identical(optimizer, scheduler):
             asked[0] += 1
             return "interrupted" if asked[0] == 2 else None
 
-        result = run(checked, on_chunk=chunks.append, should_stop=stop, resume=resume, chunk_rows=10)
+        result = run(checked, on_chunk=chunks.append, should_stop=stop, resume=resume, chunking=Chunking(rows=10))
         rounds += 1
         if result.stop_reason != "interrupted":
             break
@@ -139,7 +139,7 @@ def test_gpu_without_cuda_is_a_clear_error():
 def test_streaming_keeps_chunks_bounded():
     sizes = []
     run(check_spec({**BOWL, "x0": {"shape": [1000], "init": "normal"}, "steps": 2000}),
-        on_chunk=lambda c: sizes.append(c.rows.x.size), chunk_values=50_000)
+        on_chunk=lambda c: sizes.append(c.rows.x.size), chunking=Chunking(values=50_000))
     assert len(sizes) >= 40 and max(sizes) <= 50_000
 
 
@@ -152,7 +152,7 @@ def test_checkpoints_can_be_spaced_out_and_interrupts_always_carry_one():
         asked[0] += 1
         return "interrupted" if asked[0] == 6 else None
 
-    run(spec, on_chunk=chunks.append, should_stop=stop, chunk_rows=100, chunk_seconds=60, checkpoint_seconds=3600)
+    run(spec, on_chunk=chunks.append, should_stop=stop, chunking=Chunking(rows=100, seconds=60, checkpoint_seconds=3600))
     assert [c.checkpoint is not None for c in chunks] == [False] * 5 + [True]
     assert not any(c.final for c in chunks)
 
@@ -161,7 +161,7 @@ def test_each_chunk_says_where_the_run_stands_even_between_recorded_steps():
     spec = {**BOWL, "steps": 100, "record": {"every": 1000}}  # only the last row is recorded
     _, every_row, _ = run_spec({**BOWL, "steps": 100})
     by_step = {r["step"]: r for r in every_row}
-    result, _, chunks = run_spec(spec, chunk_rows=1, chunk_seconds=0.0)
+    result, _, chunks = run_spec(spec, chunking=Chunking(rows=1, seconds=0.0))
     assert len(chunks) > 10
     for chunk in chunks:
         stand = chunk.progress

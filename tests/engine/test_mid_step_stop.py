@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from service.engine import StopReason, loop, run
+from service.engine import Chunking, StopReason, loop, run
 from service.spec import check_spec
 from tests.helpers.engine import run_spec
 
@@ -18,7 +18,7 @@ from tests.helpers.engine import run_spec
 LBFGS = {"name": "lbfgs", "lr": 1e-3, "max_iter": 20, "tolerance_grad": -1, "tolerance_change": -1}
 SPEC = {"objective": "((x - 3) ** 2).sum() + (x ** 4).sum() / 100", "x0": [1.0, -2.0, 0.5], "steps": 6,
         "optimizer": LBFGS, "dtype": "float64", "record": {"every": 5, "grad": True}}
-NO_CHUNKS = {"chunk_seconds": 3600.0, "chunk_rows": 1_000_000}  # no chunk boundary asks should_stop
+NO_CHUNKS = {"chunking": Chunking(seconds=3600.0, rows=1_000_000)}  # no chunk boundary asks should_stop
 
 
 @pytest.fixture

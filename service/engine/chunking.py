@@ -1,0 +1,22 @@
+"""Where a run's chunks end, for ``run`` and ``run_batch`` alike."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """A chunk ends at the first of ``seconds`` of stepping, ``rows`` recorded rows (of each lane)
+    or ``values`` recorded x and grad values (of all lanes together), and carries a checkpoint
+    when ``checkpoint_seconds`` have passed since the last one (0: every chunk).
+
+    A chunk boundary is where a run asks its caller whether to stop and where a worker writes
+    (one transaction a chunk), so ``seconds`` bounds how late a cancel is seen and what a lost
+    lease runs again. ``rows`` and ``values`` bound memory: a narrow job fast enough to record
+    more than ``rows`` rows in ``seconds`` writes that many a transaction, which keeps the fixed
+    cost of a transaction (lease renewal, commit) under 1% of the rows' own."""
+
+    seconds: float = 0.25
+    rows: int = 16_384
+    values: int = 4_000_000
+    checkpoint_seconds: float = 0.0
