@@ -21,9 +21,10 @@ from service.store import JobStatus, StoreError
 from service.store import jobs as job_store
 from service.store.history import ChunkWrite, save_chunks
 from service.store.records import JobRecord
-from workers.ending import (CANCEL_POLL_SECONDS, NO_GPU, OBJECTIVE_ERRORS, Outcome, checkpoint_interval, fail_job,
-                            failure_message, hand_back, job_device, stored_result, wrote)
+from workers.devices import NO_GPU, job_device
+from workers.ending import OBJECTIVE_ERRORS, Outcome, fail_job, failure_message, hand_back, stored_result, wrote
 from workers.outages import infrastructure_fault, with_retries
+from workers.pacing import CANCEL_POLL_SECONDS, checkpoint_interval
 from workers.state import WorkerState
 
 log = logging.getLogger("workers.runner")

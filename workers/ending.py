@@ -1,8 +1,8 @@
-"""What every way of running jobs in a worker shares: a job's device and checkpoint interval, and
-ending it (its result as stored, failed, or handed back).
+"""Ending a job, however a worker ran it: its result as stored, failed, or handed back.
 
-``runner`` runs a message's jobs (alone, or through ``batch`` as one batch); both end jobs here.
-Outages of the store are told apart and ridden out in ``outages``.
+``runner`` runs a message's jobs (alone, or through ``batch`` as one batch); both end jobs here,
+place them with ``devices`` and pace them with ``pacing``. Outages of the store are told apart
+and ridden out in ``outages``.
 """
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import logging
 from typing import Any, Literal, Sequence
 
 import numpy as np
-import torch
 
 from service.rows import HistoryRows
 from service.engine import EngineError, Result
@@ -27,17 +26,6 @@ log = logging.getLogger("workers.runner")
 OBJECTIVE_ERRORS = (RuntimeError, ValueError, IndexError, TypeError)
 # What one delivery of a job did: the status it ended the job with, or why it ended none.
 Outcome = JobStatus | Literal["skipped", "released", "lease_lost"]
-# When no chunk was saved for this long (inside a long step of a lone job, or a long chunk of a
-# batch), the runner asks the store whether its jobs were cancelled, renewing their leases on the way.
-CANCEL_POLL_SECONDS = 1.0
-
-
-def checkpoint_interval(numel: int, lanes: int = 1) -> float:
-    """Seconds between checkpoints: every chunk for small problems (a few hundred bytes each),
-    up to every 10 s for a million parameters (megabytes each), and for a batch at least a
-    millisecond per lane (each lane's checkpoint is serialised on its own). Rows written after the
-    last checkpoint are redone on resume, so a longer interval costs recomputation, never steps."""
-    return min(10.0, max(numel * lanes / 100_000, lanes / 1000))
 
 
 def failure_message(exc: Exception) -> str:
@@ -45,17 +33,6 @@ def failure_message(exc: Exception) -> str:
     if isinstance(exc, EngineError):
         return str(exc)
     return f"the objective could not be evaluated: {first_line(exc)}"
-
-
-def job_device(job: Any, gpu_on_cpu: bool = False) -> str | None:
-    """The torch device for a job of ``job``'s queue on this worker; None if it has none (a
-    test worker told to serve the gpu queue without CUDA runs it on the CPU)."""
-    if job.queue == "gpu":
-        return "cuda" if torch.cuda.is_available() else ("cpu" if gpu_on_cpu else None)
-    return "cpu"
-
-
-NO_GPU = "this job needs a GPU, but the worker that took it has no CUDA device"
 
 
 def wrote(before: job_store.Written, rows: HistoryRows, checkpointed: bool, end: int) -> job_store.Written:
