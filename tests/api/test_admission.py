@@ -6,11 +6,13 @@ import io
 import json
 
 import numpy as np
+import pytest
 
 from service.api.admission import BIG_BODY
 from service.store import data
 
 
+@pytest.mark.slow
 def test_a_big_body_is_checked_in_a_process_and_stored_as_a_small_one_would_be(client, app):
     x0 = np.random.default_rng(1).normal(size=150_000)
     spec = {"objective": "(x ** 2).sum()", "x0": x0.tolist(), "steps": 1, "optimizer": {"name": "sgd", "lr": 0.1}}

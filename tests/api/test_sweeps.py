@@ -378,6 +378,7 @@ def test_a_sweep_over_the_recorded_values_quota_is_refused_before_it_is_expanded
     assert resp.status_code == 429 and resp.get_json()["error"]["field"] == "quota.recorded_values"
 
 
+@pytest.mark.slow
 def test_a_grid_of_100000_values_is_refused_at_admission_naming_the_limit(db, tmp_path, never_expanded):
     alice = _owner_with(db, tmp_path, Quotas(active_jobs=20_000), active=5)
     body = {"base": PARABOLA, "grid": {"optimizer.lr": [1e-6 * (i + 1) for i in range(100_000)]}}

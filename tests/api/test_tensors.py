@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import numpy as np
+import pytest
 from sqlalchemy import func, select
 
 from service.engine import run as run_engine
@@ -110,6 +111,7 @@ def test_x0_uploaded_as_npy_runs_as_the_same_job_in_json(client):
         assert s.scalar(select(func.count()).select_from(DataTensor)) == 1
 
 
+@pytest.mark.slow
 def test_data_uploads_and_bad_uploads(client):
     a = np.arange(6, dtype=np.int32).reshape(3, 2)
     spec = {"objective": "((A @ x) ** 2).sum()", "x0": [1.0, -1.0], "steps": 2, "optimizer": {"name": "sgd", "lr": 0.01}}

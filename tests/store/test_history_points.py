@@ -48,6 +48,7 @@ def test_chosen_steps_are_the_first_stored_at_or_after_each_target(db, stride):
         assert got == reference(steps, points, start, every), (points, start, every)
 
 
+@pytest.mark.slow
 def test_steps_off_the_grid_are_found_with_stride_one(db):
     """``stride`` 1 promises nothing about where rows are: any steps at all are chosen exactly."""
     rng = np.random.default_rng(3)
