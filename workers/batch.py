@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
-from service.engine import Chunk, Chunking, EngineError, Lane, LaneEnd, NotBatchable, StopReason, run_batch
+from service.engine import Chunk, EngineError, Lane, LaneEnd, NotBatchable, StopReason, run_batch
 from service.queue import Message
 from service.spec import SpecError, check_spec
 from service.spec.validate import lane_checker
@@ -21,6 +22,7 @@ from service.store import JobStatus, StoreError
 from service.store import jobs as job_store
 from service.store.history import ChunkWrite, save_chunks
 from service.store.records import JobRecord
+from workers import pacing
 from workers.devices import NO_GPU, job_device
 from workers.ending import OBJECTIVE_ERRORS, Outcome, fail_job, failure_message, hand_back, stored_result, wrote
 from workers.outages import infrastructure_fault, with_retries
@@ -28,9 +30,6 @@ from workers.pacing import CANCEL_POLL_SECONDS, checkpoint_interval
 from workers.state import WorkerState
 
 log = logging.getLogger("workers.runner")
-# Seconds between a batch's chunk boundaries, where its lanes' rows are saved (one transaction for
-# all) and their cancels learnt: a cancelled job of a batch stops within about this long.
-BATCH_CHUNK_SECONDS = 0.5
 
 
 def run_batch_of(state: WorkerState, jobs: list[JobRecord]) -> tuple[dict[str, Outcome], list[JobRecord]]:
@@ -56,7 +55,7 @@ def run_batch_of(state: WorkerState, jobs: list[JobRecord]) -> tuple[dict[str, O
     sink = _Sink(state, members)
     log.info("running %d jobs as one batch (first %s)", len(members), members[0].id)
     # Every renewal and finish of a lane is fenced on its stored history reaching what was written.
-    chunking = Chunking(seconds=BATCH_CHUNK_SECONDS, checkpoint_seconds=checkpoint_interval(lead.numel, len(lanes)))
+    chunking = replace(pacing.BATCH_CHUNKING, checkpoint_seconds=checkpoint_interval(lead.numel, len(lanes)))
     with job_store.believing(sink.written) as behind:
         try:
             run_batch(lanes, sink, device=device, chunking=chunking, time_limit=state.settings.limits.max_seconds)

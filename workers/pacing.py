@@ -1,5 +1,13 @@
-"""How often a running job checkpoints, and learns of a cancel between its chunks."""
+"""Where a running job's chunks end, how often it checkpoints, and learns of a cancel."""
 from __future__ import annotations
+
+from service.engine import Chunking
+
+# Where a lone job's chunks end (each one transaction: its rows, lease renewal and cancel flag).
+CHUNKING = Chunking()
+# A batch's: one transaction for all its lanes' rows, so fewer and longer; a cancelled job of a
+# batch stops within about its seconds.
+BATCH_CHUNKING = Chunking(seconds=0.5)
 
 # When no chunk was saved for this long (inside a long step of a lone job, or a long chunk of a
 # batch), the runner asks the store whether its jobs were cancelled, renewing their leases on the way.

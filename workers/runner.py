@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
-from service.engine import Chunk, Chunking, EngineError, StopReason, run
+from service.engine import Chunk, EngineError, StopReason, run
 from service.logs import job_logging
 from service.queue import Message
 from service.spec import SpecError, check_spec
@@ -18,6 +19,7 @@ from service.store import jobs as job_store
 from service.store.batches import claim_batch, queued_among
 from service.store.history import save_chunk
 from service.store.records import JobRecord
+from workers import pacing
 from workers.batch import run_batch_of
 from workers.devices import NO_GPU, job_device
 from workers.ending import OBJECTIVE_ERRORS, Outcome, fail_job, failure_message, hand_back, stored_result, wrote
@@ -181,7 +183,7 @@ def _run_believing(state: WorkerState, job: Any, written: dict[str, job_store.Wr
     try:
         result = run(checked, device=device, on_chunk=on_chunk, should_stop=should_stop, resume=job.checkpoint,
                      time_limit=settings.limits.max_seconds,
-                     chunking=Chunking(checkpoint_seconds=checkpoint_interval(checked.numel)))
+                     chunking=replace(pacing.CHUNKING, checkpoint_seconds=checkpoint_interval(checked.numel)))
     except StoreError:
         raise  # the store's own failures (LeaseLost, an outage past the retries) are not the job's
     except (EngineError, *OBJECTIVE_ERRORS) as exc:

@@ -134,7 +134,8 @@ def reclaim_waits(service: Service, job_ids: list[str], healthy: int, since: flo
     free_since, running = since, None
     deadline = time.monotonic() + timeout
     while len(waits) < len(job_ids):
-        assert time.monotonic() < deadline, f"the healthy worker took over only {waits} of {job_ids}"
+        assert time.monotonic() < deadline, \
+            f"the healthy worker took over only {waits} of {job_ids}\n{service.logs()}"
         now, jobs = time.monotonic(), {job_id: service.job(job_id) for job_id in job_ids}
         taken = {job_id for job_id, job in jobs.items()
                  if job["status"] == "succeeded" or (job["status"] == "running" and holder(job) == healthy)}

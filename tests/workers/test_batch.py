@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import update
 
 from service.api import create_app
+from service.engine import Chunking
 from service.jsonsafe import json_safe
 from service.store import JobStatus
 from service.store import jobs as job_store
@@ -23,7 +24,7 @@ from service.store.models import Job
 from testkit.backends import embedded_settings
 from tests.engine.test_batched import assert_same
 from tests.helpers.engine import run_spec
-from workers import runner
+from workers import pacing, runner
 from workers.state import WorkerState
 
 ROSENBROCK = "100 * (x[1] - x[0] ** 2) ** 2 + (1 - x[0]) ** 2"
@@ -187,10 +188,18 @@ def test_a_lane_whose_lease_is_lost_is_dropped_and_the_rest_go_on(service, db):
     assert len(service.rows(ids[1])) == rows_when_taken  # nothing of it was written after it was taken
 
 
+@pytest.fixture
+def thousand_row_chunks(monkeypatch):  # type: ignore[no-untyped-def]
+    """Chunks of lone jobs and of batches end every 1,000 recorded rows, however fast the machine
+    steps (not after a quarter or half of a second): the tests that count chunks or saves."""
+    monkeypatch.setattr(pacing, "CHUNKING", Chunking(rows=1_000, seconds=3600))
+    monkeypatch.setattr(pacing, "BATCH_CHUNKING", Chunking(rows=1_000, seconds=3600))
+
+
 @pytest.mark.slow
-def test_a_batch_handed_back_at_shutdown_resumes_as_a_batch_and_equals_solo_runs(service):
-    # every row recorded: the first chunk boundary, where the hand-back happens, comes within
-    # 1,000 steps (a chunk's most rows), long before the last step
+def test_a_batch_handed_back_at_shutdown_resumes_as_a_batch_and_equals_solo_runs(service, thousand_row_chunks):
+    # every row recorded: the first chunk boundary, where the hand-back happens, comes at 1,000
+    # steps, long before the last step
     long = {**BASE, "steps": 1_200, "record": {"every": 1, "x": True, "grad": True}}
     specs = [{**long, "x0": x0} for x0 in STARTS[:3]]
     ids = [service.submit(spec) for spec in specs]

@@ -18,14 +18,16 @@ from service.store.history import save_chunk
 from service.store.chunks import cut
 from service.store.models import Job, history_rows
 from tests.store.test_store import new_job
-from tests.workers.test_batch import BASE, STARTS, Service, assert_is_solo_run
+from tests.workers.test_batch import BASE, STARTS, Service, assert_is_solo_run, thousand_row_chunks  # noqa: F401
 from workers import batch as worker_batch
 from workers import outages, runner, tasks
 from workers import fleet as worker_fleet
 from workers import state as worker_state
 from workers.state import _identity
 
-# Four chunks of 1,000 rows (each saved with a checkpoint) and a final one.
+pytestmark = pytest.mark.usefixtures("thousand_row_chunks")
+
+# Chunks end every 1,000 rows here: four of them (each saved with a checkpoint) and a final one.
 SPEC = {"objective": "10 * (x ** 2).sum()", "x0": [8.0, 8.0], "steps": 4500,
         "optimizer": {"name": "sgd", "lr": 0.0001}, "device": "cpu"}
 

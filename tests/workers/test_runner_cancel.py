@@ -2,7 +2,6 @@
 worker's runner on the embedded backend; a job whose cancel the runner knows of never succeeds."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 import time
@@ -15,7 +14,7 @@ from service.engine import Chunking
 from service.store import jobs as job_store
 from service.store.models import Job
 from service.status import JobStatus
-from workers import runner
+from workers import pacing, runner
 
 # Each step is 10,000 LBFGS iterations on 20,000 elements with a full memory: tens of seconds
 # on any machine. Only an abort inside the step ends these jobs at step 0.
@@ -85,12 +84,7 @@ def test_a_run_that_ends_on_its_own_after_a_known_cancel_ends_cancelled(app, cli
     """The cancel arrives with the last chunk's save, after the run's last stop check: the run
     then ends by its step count, and the runner still ends the job cancelled."""
     db = app.extensions["descent"].db
-    real_run = runner.run
-
-    def run(*args: Any, chunking: Chunking = Chunking(), **kwargs: Any) -> Any:  # chunks of 100 rows only
-        return real_run(*args, chunking=dataclasses.replace(chunking, rows=100, seconds=3600), **kwargs)
-
-    monkeypatch.setattr(runner, "run", run)
+    monkeypatch.setattr(pacing, "CHUNKING", Chunking(rows=100, seconds=3600))
     real_save = runner.save_chunk
 
     def save_chunk(db_: Any, job_id_: str, worker: str, batch: Any, checkpoint: Any, end: int, lease: float,
