@@ -61,6 +61,7 @@ import torch  # noqa: E402
 
 import burst as burst_bench  # noqa: E402
 import engine as engine_bench  # noqa: E402  (benchmarks/engine.py; sets torch to one thread)
+import plain_copy  # noqa: E402
 import sweep as sweep_bench  # noqa: E402
 from service.engine import Chunking  # noqa: E402
 from service.spec import check_spec  # noqa: E402
@@ -156,7 +157,6 @@ def engine_chunk_rows(spec: dict[str, Any], steps: int = 20_000) -> int:
 def history_writes(rows: int, n_pairs: int) -> dict[str, Any]:
     from service.store import HistoryRows
     from service.store import jobs as job_store
-    from service.store import pgcopy
     from service.store.history import save_chunk
     from testkit.backends import migrated
 
@@ -185,13 +185,11 @@ def history_writes(rows: int, n_pairs: int) -> dict[str, Any]:
 
         plain_payloads: list[bytes] = []
         with db.session() as s:  # the one-row-per-step layout of revisions 0001-0016
-            s.connection().exec_driver_sql(
-                f"CREATE TABLE {BASELINE} (job_id varchar(36) NOT NULL, step integer NOT NULL, f float8 NOT NULL, "
-                "grad_norm float8 NOT NULL, lr float8 NOT NULL, x float8[], grad float8[], PRIMARY KEY (job_id, step))")
+            s.connection().exec_driver_sql(f"CREATE TABLE {BASELINE} {plain_copy.TABLE}")
 
-        def plain_copy() -> None:
+        def copy_rows() -> None:
             payload = plain_payloads.pop()
-            statement = f"COPY {BASELINE} ({pgcopy.COLUMNS}) FROM STDIN WITH (FORMAT binary)"
+            statement = f"COPY {BASELINE} ({plain_copy.COLUMNS}) FROM STDIN WITH (FORMAT binary)"
             raw = db.engine.raw_connection()
             try:
                 driver = raw.driver_connection
@@ -204,11 +202,11 @@ def history_writes(rows: int, n_pairs: int) -> dict[str, Any]:
         # besides the engine's chunks of this job, the same path in the engine's largest ones, where
         # the fixed cost of a transaction (lease renewal, overlap check, counters, commit) is shared
         # by the most rows
-        runs: list[tuple[str, Any]] = [("store", store_path), ("copy", plain_copy),
+        runs: list[tuple[str, Any]] = [("store", store_path), ("copy", copy_rows),
                                        ("store_cap", lambda: store_path(CAP_WRITES))]
         times: dict[str, list[float]] = {name: [] for name, _ in runs}
         for i in range(n_pairs + 1):  # the first round warms every path up and is not counted
-            plain_payloads.append(pgcopy.encode(new_job(), steps, f, gn, lr, x, None))
+            plain_payloads.append(plain_copy.encode(new_job(), steps, f, gn, lr, x))
             order = runs[i % 3:] + runs[:i % 3]
             for name, fn in order:
                 began = time.perf_counter()

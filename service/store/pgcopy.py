@@ -1,5 +1,5 @@
-"""History in PostgreSQL's binary COPY format (chunks of steps as arrays, and one row per step for
-the benchmark's baseline), built column-wise with numpy.
+"""History in PostgreSQL's binary COPY format (chunks of steps as arrays), built column-wise with
+numpy.
 
 Binary COPY is the cheapest way into PostgreSQL for both sides: no float formatting here and no
 float parsing in the server. Chunks of one kind (id length, rows, x and grad widths) have one
@@ -18,59 +18,7 @@ from service.rows import HistoryRows
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
-COLUMNS = "job_id, step, f, grad_norm, lr, x, grad"
 FLOAT8_OID = 701
-
-
-def _array_fields(name: str, numel: int) -> list[tuple[str, str] | tuple[str, str, tuple[int, ...]]]:
-    return [(f"{name}_len", ">i4"), (f"{name}_ndim", ">i4"), (f"{name}_nulls", ">i4"), (f"{name}_oid", ">i4"),
-            (f"{name}_dim", ">i4"), (f"{name}_lb", ">i4"), (f"{name}_items", [("len", ">i4"), ("v", ">f8")], (numel,))]
-
-
-def encode(job_id: str, steps: np.ndarray, f: np.ndarray, grad_norm: np.ndarray, lr: np.ndarray,
-           x: np.ndarray | None, grad: np.ndarray | None) -> bytes:
-    """The COPY ... (FORMAT binary) payload for these rows, one row per step in ``COLUMNS`` (the
-    layout of ``history`` before revision 0017: the baseline of benchmarks/table.py's writes row);
-    x/grad are (rows, numel) or None."""
-    return HEADER + _rows(job_id.encode(), steps, f, grad_norm, lr, x, grad) + TRAILER
-
-
-def _width(values: np.ndarray | None) -> int:
-    return -1 if values is None else values.shape[1]
-
-
-def _rows(key: bytes | np.ndarray, steps: np.ndarray, f: np.ndarray, grad_norm: np.ndarray, lr: np.ndarray,
-          x: np.ndarray | None, grad: np.ndarray | None) -> bytes:
-    """The rows of the payload, without its header and trailer; ``key`` is the job id, or one per
-    row (all of one length)."""
-    rows = len(steps)
-    key_len = len(key) if isinstance(key, bytes) else key.dtype.itemsize
-    fields: list = [("nfields", ">i2"), ("id_len", ">i4"), ("id", f"S{key_len}"), ("step_len", ">i4"), ("step", ">i4")]
-    for name in ("f", "gn", "lr"):
-        fields += [(f"{name}_len", ">i4"), (name, ">f8")]
-    arrays = {"x": x, "grad": grad}
-    for name, values in arrays.items():
-        fields += _array_fields(name, values.shape[1]) if values is not None else [(f"{name}_len", ">i4")]
-    out = np.zeros(rows, dtype=np.dtype(fields))
-    out["nfields"] = 7
-    out["id_len"], out["id"] = key_len, key
-    out["step_len"], out["step"] = 4, steps
-    for name, values in (("f", f), ("gn", grad_norm), ("lr", lr)):
-        out[f"{name}_len"], out[name] = 8, values
-    for name, values in arrays.items():
-        if values is None:
-            out[f"{name}_len"] = -1
-            continue
-        numel = values.shape[1]
-        out[f"{name}_len"] = 20 + 12 * numel
-        out[f"{name}_ndim"], out[f"{name}_oid"], out[f"{name}_dim"], out[f"{name}_lb"] = 1, FLOAT8_OID, numel, 1
-        out[f"{name}_items"]["len"] = 8
-        out[f"{name}_items"]["v"] = values
-    return out.tobytes()
-
-
-# -- History chunks (``service.store.chunks``) ------------------------------------------------------
-
 INT4_OID = 23
 CHUNK_FIELDS = 11  # job_id, first_step, last_step, n_rows, width, steps, f, grad_norm, lr, x, grad
 
@@ -86,14 +34,20 @@ def encode_chunks(items: Sequence[tuple[str, HistoryRows]]) -> bytes:
     return HEADER + b"".join(_chunk_tuples(kind, members) for kind, members in groups.items()) + TRAILER
 
 
-def _array_header(name: str, count: int, item: str) -> list:
+def _width(values: np.ndarray | None) -> int:
+    return -1 if values is None else values.shape[1]
+
+
+def array_fields(name: str, count: int, item: str) -> list:
+    """The structured-array fields of a one-dimensional array column ``name`` of ``count`` items of
+    numpy type ``item`` (its length, header and items, each item with its length)."""
     fields: list = [(f"{name}_len", ">i4"), (f"{name}_ndim", ">i4"), (f"{name}_nulls", ">i4"), (f"{name}_oid", ">i4")]
     if count:
         fields += [(f"{name}_dim", ">i4"), (f"{name}_lb", ">i4"), (f"{name}_items", [("len", ">i4"), ("v", item)], (count,))]
     return fields
 
 
-def _fill_array(out: np.ndarray, name: str, oid: int, size: int, values: np.ndarray) -> None:
+def fill_array(out: np.ndarray, name: str, oid: int, size: int, values: np.ndarray) -> None:
     """Fill the array field ``name`` of every tuple with ``values`` ((tuples, count) of them)."""
     count = values.shape[1]
     out[f"{name}_len"] = 12 + (8 + (4 + size) * count if count else 0)
@@ -109,11 +63,11 @@ def _chunk_tuples(kind: tuple[int, int, int, int], members: list[tuple[bytes, Hi
     fields: list = [("nfields", ">i2"), ("id_len", ">i4"), ("id", f"S{key_len}")]
     for name in ("first", "last", "n", "width"):
         fields += [(f"{name}_len", ">i4"), (name, ">i4")]
-    fields += _array_header("steps", rows, ">i4")
+    fields += array_fields("steps", rows, ">i4")
     for name in ("f", "gn", "lr"):
-        fields += _array_header(name, rows, ">f8")
+        fields += array_fields(name, rows, ">f8")
     for name, width in (("x", x_width), ("grad", grad_width)):
-        fields += _array_header(name, rows * width, ">f8") if width >= 0 else [(f"{name}_len", ">i4")]
+        fields += array_fields(name, rows * width, ">f8") if width >= 0 else [(f"{name}_len", ">i4")]
     out = np.zeros(len(members), dtype=np.dtype(fields))
     chunks = [r for _, r in members]
     out["nfields"] = CHUNK_FIELDS
@@ -122,14 +76,14 @@ def _chunk_tuples(kind: tuple[int, int, int, int], members: list[tuple[bytes, Hi
     values = {"first": steps[:, 0], "last": steps[:, -1], "n": rows, "width": max(x_width, grad_width, 0)}
     for name, value in values.items():
         out[f"{name}_len"], out[name] = 4, value
-    _fill_array(out, "steps", INT4_OID, 4, steps)
+    fill_array(out, "steps", INT4_OID, 4, steps)
     for name, attr in (("f", "f"), ("gn", "grad_norm"), ("lr", "lr")):
-        _fill_array(out, name, FLOAT8_OID, 8, np.stack([getattr(r, attr) for r in chunks]))
+        fill_array(out, name, FLOAT8_OID, 8, np.stack([getattr(r, attr) for r in chunks]))
     for name, width in (("x", x_width), ("grad", grad_width)):
         if width < 0:
             out[f"{name}_len"] = -1
         else:
-            _fill_array(out, name, FLOAT8_OID, 8, np.stack([getattr(r, name).reshape(-1) for r in chunks]))
+            fill_array(out, name, FLOAT8_OID, 8, np.stack([getattr(r, name).reshape(-1) for r in chunks]))
     return out.tobytes()
 
 
