@@ -1,12 +1,6 @@
 """The ``descent`` command: run the service's parts (``service.cli.server``) and talk to a running
 API (``service.cli.commands``, built on ``service.client``); ``USAGE`` is what ``descent --help``
-shows of them.
-
-Client commands find the API at DESCENT_URL and send the token in DESCENT_TOKEN. While the API
-cannot be reached (a restart) they try reads and submits again for DESCENT_RETRY_SECONDS (30) in
-all. On an error they print one line on stderr and exit 1 (JSON answers also print the API's error
-object on stdout); for a submit that got no answer the line names its Idempotency-Key: submit again
-with --idempotency-key KEY to get the job it may have made, never a second one.
+shows of them, with how client commands find the API and behave when it fails.
 """
 from __future__ import annotations
 
@@ -49,8 +43,11 @@ Client commands:
     descent sweep SWEEP.json [--wait] [-q] [--idempotency-key KEY]
                                                submit a sweep ({base, grid, starts}) and print it
 
-Client commands find the API at DESCENT_URL and send the token in DESCENT_TOKEN; they retry while it
-cannot be reached for DESCENT_RETRY_SECONDS (30).
+Client commands find the API at DESCENT_URL and send the token in DESCENT_TOKEN. While the API
+cannot be reached (a restart) they try reads and submits again for DESCENT_RETRY_SECONDS (30) in
+all. On an error they print one line on stderr and exit 1 (JSON answers also print the API's error
+object on stdout); for a submit that got no answer the line names its Idempotency-Key: submit again
+with --idempotency-key KEY to get the job it may have made, never a second one.
 """
 
 
