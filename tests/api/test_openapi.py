@@ -14,7 +14,8 @@ from service.api.openapi import document
 from service.config import Limits
 from service.spec.optimizers import OPTIMIZERS, SCHEDULERS
 from service.status import JobStatus
-from tests.helpers.apps import client_with_limits
+from tests.api.conftest import RecordingDispatcher
+from tests.helpers.apps import embedded_client
 from tests.helpers.lesson import LESSON_LOGLOG
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -258,7 +259,7 @@ def test_idempotency_key_length(doc, client):
 
 def test_spec_bounds_follow_the_configured_limits(tmp_path):
     limits = Limits(max_steps=500, max_seconds=60.0, max_expression_chars=100, max_elements=1000)
-    with client_with_limits(tmp_path, limits) as client:
+    with embedded_client(tmp_path, RecordingDispatcher(), limits=limits) as client:
         schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
         spec = schemas["JobSpec"]["properties"]
         assert spec["steps"]["maximum"] == 500

@@ -15,7 +15,8 @@ from service.api.openapi import document
 from service.config import Limits
 from service.spec.model import JobSpec
 from service.spec.sweep_request import RandomStarts, SweepRequest
-from tests.helpers.apps import client_with_limits
+from tests.api.conftest import RecordingDispatcher
+from tests.helpers.apps import embedded_client
 
 ROSENBROCK = {"objective": {"name": "rosenbrock"}, "steps": 5}
 GOOD = {"base": ROSENBROCK, "grid": {"optimizer.name": ["sgd", "adam"], "stop.grad_norm": [1e-6]},
@@ -55,7 +56,7 @@ def test_the_base_is_the_job_specs_schema_with_nothing_required():
 
 def test_the_limits_follow_the_configuration(tmp_path):
     limits = Limits(max_sweep_jobs=50, max_tags=3)
-    with client_with_limits(tmp_path, limits) as client:
+    with embedded_client(tmp_path, RecordingDispatcher(), limits=limits) as client:
         schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
         props = schemas["SweepRequest"]["properties"]
         assert props["grid"]["additionalProperties"]["maxItems"] == 50

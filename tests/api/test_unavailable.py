@@ -8,7 +8,6 @@ import json
 import socket
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,7 +17,8 @@ import pytest
 from service.api import create_app
 from service.config import DatabaseTimeouts
 from service.store import Database
-from testkit.backends import embedded_settings, migrated_database
+from testkit.backends import embedded_settings
+from tests.helpers.apps import embedded_client
 from tests.helpers.lesson import LESSON_LOGLOG
 from tests.store.test_connection_bounds import _plain, read_only
 
@@ -49,21 +49,10 @@ def black_hole() -> Iterator[int]:
         server.close()
 
 
-@contextmanager
-def _embedded_client(tmp_path: Path, **overrides: Any) -> Iterator[Any]:
-    """A test client of the API on a migrated embedded database, settings as ``overrides`` say."""
-    settings = embedded_settings(tmp_path, **overrides)
-    db = migrated_database(settings.database_url)
-    try:
-        yield create_app(settings, {"TESTING": True}, db=db).test_client()
-    finally:
-        db.engine.dispose()
-
-
 @pytest.fixture
 def black_holed_client(tmp_path: Path, black_hole: int) -> Iterator[Any]:
     """A test client of the API whose broker is the black hole, waited on up to 5 s."""
-    with _embedded_client(tmp_path, broker_url=f"redis://127.0.0.1:{black_hole}/0", broker_timeout=5.0) as client:
+    with embedded_client(tmp_path, broker_url=f"redis://127.0.0.1:{black_hole}/0", broker_timeout=5.0) as client:
         yield client
 
 
@@ -147,7 +136,7 @@ def test_a_submit_never_waits_on_a_black_holed_broker(black_holed_client):
 
 
 def test_readyz_on_a_live_redis_is_ready(tmp_path, redis_url):
-    with _embedded_client(tmp_path, broker_url=redis_url) as client:
+    with embedded_client(tmp_path, broker_url=redis_url) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 200 and ready.get_json() == {
             "status": "ready", "checks": {"database": "ok", "broker": "ok"}}

@@ -2,26 +2,21 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
 from service.api import create_app
-from service.config import Limits
-from service.store import Database
-from service.store.migrate import upgrade
-from testkit.backends import embedded_settings
-from tests.api.conftest import RecordingDispatcher
+from service.queue import Dispatcher
+from testkit.backends import embedded_settings, migrated_database
 
 
 @contextmanager
-def client_with_limits(tmp_path: Path, limits: Limits) -> Iterator[Any]:
-    """A test client of an app configured with ``limits`` (its broker left out); its database closed after."""
-    settings = embedded_settings(tmp_path, limits=limits)
-    database = Database(settings.database_url)
-    upgrade(database)
+def embedded_client(tmp_path: Path, dispatcher: Dispatcher | None = None, **overrides: Any) -> Iterator[Any]:
+    """A test client of the API on a migrated embedded database, its settings as ``overrides`` say
+    and its broker ``dispatcher`` (None: the one the settings name); the database closed after."""
+    settings = embedded_settings(tmp_path, **overrides)
+    db = migrated_database(settings.database_url)
     try:
-        yield create_app(replace(settings, limits=limits), {"TESTING": True}, db=database,
-                         dispatcher=RecordingDispatcher()).test_client()
+        yield create_app(settings, {"TESTING": True}, db=db, dispatcher=dispatcher).test_client()
     finally:
-        database.engine.dispose()
+        db.engine.dispose()
